@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Everything oj needs on a fresh Debian/Ubuntu machine, as root: system packages and a
+# virtualenv at $OJ_VENV (default /opt/oj-venv) with oj installed from this checkout.
+# The venv is built from /usr/bin/python3 in a world-readable place so that non-root
+# users (user-scope workers) can run it too. Safe to run again.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${OJ_VENV:-/opt/oj-venv}"
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "dev-setup: run as root (it installs packages with apt-get)" >&2
+    exit 1
+fi
+
+need=()
+for pkg in python3 python3-venv python3-dev gcc pkg-config libsystemd-dev systemd dbus git \
+           util-linux procps; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+        || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "dev-setup: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade pip
+fi
+"$venv/bin/pip" install -q -e "$here[test]"
+chmod -R a+rX "$venv"
+echo "dev-setup: oj $("$venv/bin/oj" --version | awk '{print $NF}') in $venv"

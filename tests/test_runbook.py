@@ -1,0 +1,179 @@
+"""Runbook validation: every problem at once, each with file:line and a fix."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ojd.errors import RunbookError
+from ojd.project import parse
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def problems(text: str, name: str = "rb.hcl") -> list[str]:
+    with pytest.raises(RunbookError) as e:
+        parse([(name, text.encode())])
+    return e.value.problems
+
+
+def load(text: str):
+    return parse([("rb.hcl", text.encode())])
+
+
+GOOD = """
+queue "merges" {
+  type     = "persisted"
+  vars     = ["branch", "title", "base"]
+  defaults = { base = "main" }
+  retry    = { attempts = 3, cooldown = "30s" }
+}
+
+worker "merge" {
+  source      = { queue = "merges" }
+  handler     = { pipeline = "merge" }
+  concurrency = 2
+  poll        = "1m"
+}
+
+pipeline "merge" {
+  vars = ["mr"]
+  locals {
+    repo = "$(pwd)"
+  }
+  step "first" {
+    run     = "echo ${var.mr.branch} ${local.repo}"
+    on_done = { step = "second" }
+  }
+  step "second" {
+    run = "true"
+  }
+}
+"""
+
+
+def test_valid_runbook_becomes_a_model():
+    rb = load(GOOD)
+    q = rb.queues["merges"]
+    assert (q.vars, q.defaults, q.retry_attempts, q.retry_cooldown) == (
+        ("branch", "title", "base"), {"base": "main"}, 3, 30.0)
+    w = rb.workers["merge"]
+    assert (w.queue, w.pipeline, w.concurrency, w.poll) == ("merges", "merge", 2, 60.0)
+    p = rb.pipelines["merge"]
+    assert p.first_step == "first" and p.steps["first"].on_done == "second"
+    assert p.locals == (("repo", "$(pwd)"),)
+    assert rb.files == {"rb.hcl": ["queue merges", "worker merge", "pipeline merge"]}
+
+
+@pytest.mark.parametrize("name", ["merge.hcl", "bugfix.hcl", "build.hcl"])
+def test_example_runbooks_are_valid(name):
+    with open(os.path.join(REPO, "runbooks", name), "rb") as f:
+        parse([(name, f.read())])
+
+
+def test_all_example_runbooks_load_together():
+    sources = []
+    for name in ("merge.hcl", "bugfix.hcl", "build.hcl"):
+        with open(os.path.join(REPO, "runbooks", name), "rb") as f:
+            sources.append((name, f.read()))
+    rb = parse(sources)
+    assert set(rb.workers) == {"merge", "fix"}
+
+
+def test_unknown_field_is_reported_with_line_and_suggestion():
+    out = problems('queue "q" {\n  type = "persisted"\n  retyr = { attempts = 1 }\n}\n')
+    assert out == ["rb.hcl:3: unknown field 'retyr' in queue; did you mean 'retry'?"]
+
+
+def test_unknown_block_is_reported():
+    out = problems('pipelin "p" {\n}\n')
+    assert out[0].startswith("rb.hcl:1: unknown block 'pipelin' at the top level")
+    assert "did you mean 'pipeline'" in out[0]
+
+
+def test_wrong_type_is_reported():
+    out = problems('worker "w" {\n  source = { queue = "q" }\n  handler = { pipeline = "p" }\n'
+                   '  concurrency = "two"\n}\nqueue "q" {}\n'
+                   'pipeline "p" {\n vars = ["x"]\n step "s" { run = "true" }\n}\n')
+    assert out == ["rb.hcl:4: worker field 'concurrency' must be a whole number"]
+
+
+def test_concurrency_zero_is_rejected():
+    out = problems('queue "q" {}\nworker "w" {\n  source = { queue = "q" }\n'
+                   '  handler = { pipeline = "p" }\n  concurrency = 0\n}\n'
+                   'pipeline "p" {\n vars = ["x"]\n step "s" { run = "true" }\n}\n')
+    assert out == ["rb.hcl:5: worker 'w' concurrency must be at least 1, not 0"]
+
+
+def test_zero_and_unparsable_durations_are_rejected():
+    out = problems('queue "q" {\n  retry = { attempts = 1, cooldown = "0s" }\n}\n'
+                   'queue "r" {\n  retry = { attempts = 1, cooldown = "soon" }\n}\n')
+    assert [p.split(":")[1] for p in out] == ["2", "5"]
+    assert all("cooldown" in p for p in out)
+
+
+def test_missing_references_are_reported_with_suggestions():
+    text = ('queue "merges" {}\n'
+            'worker "w" {\n  source = { queue = "merge" }\n  handler = { pipeline = "pipe" }\n}\n'
+            'pipeline "pipeline" {\n  vars = ["x"]\n  step "a" {\n    run = "true"\n'
+            '    on_done = { step = "bb" }\n    on_fail = { step = "c" }\n  }\n'
+            '  step "b" {\n    run = { agent = "nobody" }\n  }\n}\n')
+    out = problems(text)
+    assert "rb.hcl:2: worker 'w' source queue 'merge' is not defined; did you mean 'merges'?" \
+        in out
+    assert any("handler pipeline 'pipe' is not defined" in p for p in out)
+    assert any(p.startswith("rb.hcl:8: step 'a' on_done step 'bb' is not defined") and
+               "did you mean 'b'" in p for p in out)
+    assert any(p.startswith("rb.hcl:8: step 'a' on_fail step 'c'") for p in out)
+    assert any(p.startswith("rb.hcl:13: step 'b' agent 'nobody' is not defined") for p in out)
+
+
+def test_duplicate_names_across_files_name_the_first_definition():
+    with pytest.raises(RunbookError) as e:
+        parse([("a.hcl", b'queue "q" {}\n'), ("b.hcl", b'\n\nqueue "q" {}\n')])
+    assert e.value.problems == [
+        "b.hcl:3: queue 'q' is already defined at a.hcl:1; rename one of them"]
+
+
+def test_bad_args_spec_is_reported():
+    out = problems('command "c" {\n  args = "[opt] <req>"\n  run = "true"\n}\n')
+    assert out[0].startswith("rb.hcl:2: command 'c' args:")
+
+
+def test_template_reference_to_undeclared_local_or_var_is_reported():
+    out = problems('pipeline "p" {\n  vars = ["mr"]\n  step "s" {\n'
+                   '    run = "echo ${local.nope} ${var.mrr.x} ${item.id}"\n  }\n}\n')
+    assert any("${local.nope}: 'nope' is not defined" in p for p in out)
+    assert any("${var.mrr.x}: 'mrr' is not defined; did you mean 'mr'?" in p for p in out)
+    assert any("${item.id} cannot be used here" in p for p in out)
+
+
+def test_every_problem_is_reported_at_once():
+    text = ('queue "q" {\n  type = "weird"\n  bogus = 1\n}\n'
+            'worker "w" {\n  source = { queue = "q" }\n  handler = { pipeline = "p" }\n'
+            '  concurrency = 0\n}\n')
+    assert len(problems(text)) >= 4
+
+
+def test_syntax_error_is_reported_with_file_line_and_column():
+    out = problems('queue "q" {\n  type = \n}\n', name=".oj/runbooks/x.hcl")
+    assert out[0].startswith(".oj/runbooks/x.hcl:2:")
+
+
+def test_worker_handler_pipeline_needs_a_var_for_the_item():
+    out = problems('queue "q" {}\nworker "w" {\n  source = { queue = "q" }\n'
+                   '  handler = { pipeline = "p" }\n}\npipeline "p" {\n'
+                   '  step "s" { run = "true" }\n}\n')
+    assert out == ["rb.hcl:2: worker 'w' handler pipeline 'p' needs vars = [\"NAME\"] to "
+                   "receive the queue item"]
+
+
+def test_external_queue_needs_list_and_take():
+    out = problems('queue "e" {\n  type = "external"\n  list = "echo []"\n}\n')
+    assert out == ["rb.hcl:1: external queue 'e' needs both 'list' and 'take'"]
+
+
+def test_agent_action_must_be_known():
+    out = problems('agent "a" {\n  run = "x"\n  on_idle = { action = "nudg" }\n}\n')
+    assert "did you mean 'nudge'" in out[0] and out[0].startswith("rb.hcl:3:")

@@ -1,0 +1,129 @@
+"""The pure fold: State.apply over event sequences, and snapshots."""
+
+from __future__ import annotations
+
+import json
+
+from ojd.state import KEEP_COMPLETED_PER_QUEUE, State
+
+P = "/srv/project"
+
+
+def fold(*events: dict) -> State:
+    state = State()
+    for pos, ev in enumerate(events, start=1):
+        ev.setdefault("ts", 1000.0 + pos)
+        state.apply(ev, pos)
+    return state
+
+
+def pushed(item_id: str, key: str = "", q: str = "merges", **data) -> dict:
+    return {"type": "queue:pushed", "id": item_id, "p": P, "q": q, "data": data or {"x": 1},
+            "key": key or item_id}
+
+
+def test_push_creates_pending_item_in_fifo_order():
+    s = fold(pushed("b"), pushed("a"))
+    assert s.items["b"]["status"] == "pending"
+    assert s.next_takeable(P, "merges", now=2000)["id"] == "b"
+
+
+def test_take_marks_active_and_counts_attempt():
+    s = fold(pushed("a"), {"type": "queue:taken", "id": "a", "by": "w/1", "job": "j1"})
+    item = s.items["a"]
+    assert (item["status"], item["attempts"], item["owner"], item["job"]) == (
+        "active", 1, "w/1", "j1")
+    assert s.next_takeable(P, "merges", now=2000) is None
+
+
+def test_live_item_dedups_until_completed():
+    s = fold(pushed("a", key="k"))
+    assert s.live_item_for(P, "merges", "k")["id"] == "a"
+    s.apply({"type": "queue:taken", "id": "a", "by": "w", "job": "j", "ts": 1}, 2)
+    assert s.live_item_for(P, "merges", "k")["id"] == "a"
+    s.apply({"type": "queue:completed", "id": "a", "ts": 2}, 3)
+    assert s.live_item_for(P, "merges", "k") is None
+
+
+def test_dead_item_frees_its_key_and_failed_item_keeps_it():
+    s = fold(pushed("a", key="k"), {"type": "queue:taken", "id": "a", "by": "w", "job": "j"},
+             {"type": "queue:failed", "id": "a", "error": "boom", "dead": False,
+              "retry_at": 5000.0})
+    assert s.items["a"]["status"] == "failed"
+    assert s.live_item_for(P, "merges", "k")["id"] == "a"
+    assert s.next_takeable(P, "merges", now=4999) is None
+    assert s.next_takeable(P, "merges", now=5000)["id"] == "a"
+    s.apply({"type": "queue:taken", "id": "a", "by": "w", "job": "j2", "ts": 5001}, 4)
+    s.apply({"type": "queue:failed", "id": "a", "error": "boom", "dead": True,
+             "retry_at": None, "ts": 5002}, 5)
+    assert s.items["a"]["status"] == "dead"
+    assert s.items["a"]["attempts"] == 2
+    assert s.live_item_for(P, "merges", "k") is None
+
+
+def test_retry_resets_attempts_and_makes_item_pending():
+    s = fold(pushed("a"), {"type": "queue:taken", "id": "a", "by": "w", "job": "j"},
+             {"type": "queue:failed", "id": "a", "error": "x", "dead": True},
+             {"type": "queue:retried", "id": "a"})
+    assert (s.items["a"]["status"], s.items["a"]["attempts"]) == ("pending", 0)
+
+
+def test_release_returns_item_to_pending_without_counting_the_attempt():
+    s = fold(pushed("a"), {"type": "queue:taken", "id": "a", "by": "w", "job": "j"},
+             {"type": "queue:released", "id": "a"})
+    assert (s.items["a"]["status"], s.items["a"]["attempts"]) == ("pending", 0)
+
+
+def test_completed_items_beyond_retention_fall_out_but_dead_ones_stay():
+    events = []
+    n = KEEP_COMPLETED_PER_QUEUE + 5
+    for i in range(n):
+        events += [pushed(f"c{i}"), {"type": "queue:taken", "id": f"c{i}", "by": "w",
+                                     "job": "j"}, {"type": "queue:completed", "id": f"c{i}"}]
+    events += [pushed("d"), {"type": "queue:taken", "id": "d", "by": "w", "job": "j"},
+               {"type": "queue:failed", "id": "d", "dead": True}]
+    s = fold(*events)
+    done = [i for i in s.items.values() if i["status"] == "completed"]
+    assert len(done) == KEEP_COMPLETED_PER_QUEUE
+    assert "c0" not in s.items and f"c{n - 1}" in s.items
+    assert s.items["d"]["status"] == "dead"
+
+
+def test_job_steps_history_visits_and_outcome():
+    s = fold({"type": "job:created", "id": "j", "p": P, "pipeline": "merge", "vars": {},
+              "cwd": "/w"},
+             {"type": "job:step_started", "id": "j", "step": "a"},
+             {"type": "job:step_finished", "id": "j", "step": "a", "exit": 1, "next": "a"},
+             {"type": "job:step_started", "id": "j", "step": "a"},
+             {"type": "job:step_finished", "id": "j", "step": "a", "exit": 0, "next": None},
+             {"type": "job:finished", "id": "j", "outcome": "done"})
+    job = s.jobs["j"]
+    assert job["visits"] == {"a": 2}
+    assert [h["exit"] for h in job["history"]] == [1, 0]
+    assert job["status"] == "done"
+
+
+def test_unknown_event_types_are_skipped():
+    s = fold({"type": "from:the_future", "x": 1}, pushed("a"))
+    assert s.pos == 2 and "a" in s.items
+
+
+def test_snapshot_roundtrip_through_json_gives_the_same_state():
+    s = fold(pushed("a", key="ka"), pushed("b", key="kb"),
+             {"type": "queue:taken", "id": "a", "by": "w", "job": "j"},
+             {"type": "queue:completed", "id": "a"},
+             {"type": "worker:recorded", "name": "merge", "p": P, "queue": "merges",
+              "concurrency": 1})
+    restored = State.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert restored.to_dict() == s.to_dict()
+    assert restored.live_item_for(P, "merges", "kb")["id"] == "b"
+    assert restored.live_item_for(P, "merges", "ka") is None
+    restored.apply({**pushed("c"), "ts": 2000.0}, 6)
+    assert restored.next_takeable(P, "merges", 9999)["id"] == "b"
+
+
+def test_queues_of_different_projects_are_separate():
+    s = fold(pushed("a"), {"type": "queue:pushed", "id": "b", "p": "/other", "q": "merges",
+                           "data": {}, "key": "k"})
+    assert [i["id"] for i in s.queue_items(P, "merges")] == ["a"]
+    assert s.next_takeable("/other", "merges", 9999)["id"] == "b"
