@@ -11,6 +11,8 @@ from ojd import __version__
 # name -> (module, attribute, help)
 SUBCOMMANDS = {
     "run": ("oj.commands.run", "run", "Run a runbook command."),
+    "worker": ("oj.commands.worker", "worker", "Start, stop and list workers."),
+    "systemd": ("oj.commands.systemd", "systemd", "Install oj's unit files."),
     "queue": ("oj.commands.queue", "queue", "Push to, list and manage queues."),
     "job": ("oj.commands.job", "job", "List jobs, show one, follow its logs."),
     "runbook": ("oj.commands.runbook", "runbook", "Check and list the project's runbooks."),

@@ -15,11 +15,13 @@ from ojd.errors import OjError
 EXIT_CONFIG = 78  # EX_CONFIG
 
 
-def run_worker(name: str, project: str | None, foreground: bool) -> int:
-    from ojd import paths, project as projects
+def run_worker(name: str, project: str | None, foreground: bool, until_idle: bool = False
+               ) -> int:
+    from ojd import paths
+    from ojd import project as projects
     from ojd.notify import Log, Notifier
     from ojd.store import Store
-    from ojd.worker import WorkerLoop
+    from ojd.worker import DRAIN_GRACE, WorkerLoop
 
     log = Log(f"worker {name}")
     notifier = Notifier()
@@ -52,7 +54,9 @@ def run_worker(name: str, project: str | None, foreground: bool) -> int:
     except BlockingIOError:
         log.error(f"worker '{name}' is already running (lock {lock.name} is held)")
         return EXIT_CONFIG
-    loop = WorkerLoop(store, runbook, root, worker, log=log, notifier=notifier)
+    grace = float(os.environ.get("OJ_DRAIN_GRACE", DRAIN_GRACE))
+    loop = WorkerLoop(store, runbook, root, worker, log=log, notifier=notifier,
+                      until_idle=until_idle, drain_grace=grace)
     loop.install_signals()
     return loop.run()
 
@@ -66,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--project", help="project directory (default: recorded by oj worker start)")
     w.add_argument("--foreground", action="store_true",
                    help="run outside systemd, finding the project from the current directory")
+    w.add_argument("--until-idle", action="store_true",
+                   help="exit once the queue has nothing pending, failed or running")
     args = parser.parse_args(argv)
     try:
-        return run_worker(args.name, args.project, args.foreground)
+        return run_worker(args.name, args.project, args.foreground, args.until_idle)
     except OjError as e:
         print(f"ojd: {e}", file=sys.stderr)
         return e.exit_code

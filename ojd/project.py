@@ -6,6 +6,7 @@ validated model (a fraction of a millisecond) instead of parsing again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import pickle
@@ -62,7 +63,7 @@ def load(root: str, cache_dir: str | None = None) -> Runbook:
         cached = _read_cache(cache_path)
         if cached is not None:
             return cached
-    runbook = parse(sources)
+    runbook = dataclasses.replace(parse(sources), digest=digest.hexdigest()[:32])
     if cache_path is not None:
         _write_cache(cache_path, runbook)
     return runbook

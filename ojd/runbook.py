@@ -112,6 +112,7 @@ class Runbook:
     pipelines: dict[str, Pipeline] = field(default_factory=dict)
     agents: dict[str, Agent] = field(default_factory=dict)
     files: dict[str, list[str]] = field(default_factory=dict)  # file -> ["queue merges", ...]
+    digest: str = ""  # content hash of the files it was built from
 
 
 # -- schema --------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
               "on_idle": _STR_OR_OBJ, "on_dead": _STR_OR_OBJ, "on_error": _STR_OR_OBJ},
 }
 TOP_BLOCKS = ("command", "queue", "worker", "pipeline", "agent")
-NESTED_BLOCKS = {"pipeline": ("locals", "notify", "step")}
+NESTED_BLOCKS = {"": TOP_BLOCKS, "pipeline": ("locals", "notify", "step")}
 LABELLED = {"command", "queue", "worker", "pipeline", "agent", "step"}
 _TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", dict: "an object",
                list: "a list", bool: "true or false"}

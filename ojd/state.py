@@ -256,10 +256,9 @@ class State:
     # -- queries (pure) -----------------------------------------------------------------
 
     def queue_items(self, project: str | None = None, queue: str | None = None) -> list[dict]:
-        return [
-            i for i in self.items.values()
-            if (project is None or i["project"] == project) and (queue is None or i["queue"] == queue)
-        ]
+        return [i for i in self.items.values()
+                if (project is None or i["project"] == project)
+                and (queue is None or i["queue"] == queue)]
 
     def live_item_for(self, project: str, queue: str, key: str) -> dict | None:
         item_id = self.live_keys.get((project, queue, key))
@@ -272,9 +271,9 @@ class State:
             if item["project"] != project or item["queue"] != queue:
                 continue
             status = item["status"]
-            if status == "pending" or (status == "failed" and (item["retry_at"] or 0) <= now):
-                if best is None or item["seq"] < best["seq"]:
-                    best = item
+            due = status == "pending" or (status == "failed" and (item["retry_at"] or 0) <= now)
+            if due and (best is None or item["seq"] < best["seq"]):
+                best = item
         return best
 
     def find(self, table: dict[str, dict], prefix: str) -> list[dict]:

@@ -47,6 +47,9 @@ _CHUNK = 8 << 20  # read size: big enough to amortise syscalls, small enough to 
 _SEG_RE = re.compile(r"seg-(\d{16})\.wal")
 _SNAP_RE = re.compile(r"snapshot-(\d{16})\.json")
 _KEEP_SNAPSHOTS = 2
+# json.dumps(ev, separators=...) builds a new encoder per call; one shared encoder is the same
+# compact output at a fraction of the cost.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 # Lock modes of a scan: an unlocked reader may see a concurrent append half-written.
 _UNLOCKED, _SHARED, _EXCLUSIVE = 0, 1, 2
@@ -56,6 +59,16 @@ _UNLOCKED, _SHARED, _EXCLUSIVE = 0, 1, 2
 class Record:
     pos: int
     event: dict
+
+    def __init__(self, pos: int, event: dict) -> None:
+        # Replay builds a million of these: the slot setters skip the generated __init__'s
+        # object.__setattr__ calls (about a third of the cost); frozen after construction.
+        _set_pos(self, pos)
+        _set_event(self, event)
+
+
+_set_pos = Record.pos.__set__  # type: ignore[attr-defined]
+_set_event = Record.event.__set__  # type: ignore[attr-defined]
 
 
 class WalProblem(NamedTuple):
@@ -114,51 +127,70 @@ class _Count:
         self.n += 1
 
 
+_BULK = 10_000  # records decoded in one call above which they are treated as long-lived
+
+
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def _gc_paused(out: list[Record] | _Count) -> Iterator[None]:
     # Decoded events are acyclic, yet each new dict would count towards a collection that
     # re-walks everything already decoded: pausing roughly halves the cost of a big replay.
     was = gc.isenabled()
+    before = len(out) if isinstance(out, list) else 0
     gc.disable()
     try:
         yield
     finally:
         if was:
+            # After a bulk replay the records are long-lived state: freeze() + unfreeze() moves
+            # them to the oldest generation in O(1) instead of the next collection walking them
+            # all. Skipped for small reads (which would keep young garbage from collection)
+            # and when the process froze objects itself (unfreeze() would release them).
+            if isinstance(out, list) and len(out) - before > _BULK and not gc.get_freeze_count():
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
-def _parse(
-    buf: bytes, prev: int, floor: int, poss: list[int], pays: list[memoryview]
-) -> tuple[int, int, int]:
-    """Walk whole, valid, in-order frames from ``buf[0]``, collecting those above ``floor``.
+def _parse(buf: bytes, prev: int, poss: list[int], pays: list[bytes]) -> tuple[int, int, int]:
+    """Walk whole, valid, in-order frames from ``buf[0]``, collecting positions and payloads.
 
     Returns ``(end, prev, need)``: ``end`` is where walking stopped, ``prev`` the last frame's
     position; ``need`` is 0 at a clean end of ``buf``, the frame size when the frame at ``end``
     is cut off by the end of ``buf``, or -1 when that frame is bad.
     """
-    mv = memoryview(buf)
+    # The hot loop of replay: positions are consecutive within a run, so they are collected
+    # as ranges, and every test is folded into one condition.
     n = len(buf)
     unpack = _HDR.unpack_from
     crc32 = zlib.crc32
-    add_pos = poss.append
-    add_pay = pays.append
-    magic_ok = _MAGIC
+    add = pays.append
+    error = struct.error
     i = 0
-    while i + 19 <= n:
+    while True:
+        first = expect = prev + 1
+        while True:
+            try:
+                magic, ln, crc, pos = unpack(buf, i)
+            except error:  # fewer than 19 bytes left; cheaper than a bounds test per record
+                break
+            j = i + 19 + ln
+            if pos != expect or crc32(buf[i + 11 : j]) != crc or j > n or magic != b"OJ\x01":
+                break
+            add(buf[i + 19 : j])
+            expect += 1
+            i = j
+        poss.extend(range(first, expect))
+        prev = expect - 1
+        if i + _HS > n:
+            return i, prev, (_HS if i < n else 0)
         magic, ln, crc, pos = unpack(buf, i)
-        j = i + 19 + ln
-        if magic != magic_ok:
+        if magic != _MAGIC:
             return i, prev, -1
-        if j > n:
-            return i, prev, 19 + ln
-        if crc32(mv[i + 11 : j]) != crc or pos <= prev:
+        if i + _HS + ln > n:
+            return i, prev, _HS + ln
+        if pos <= prev or crc32(buf[i + _CRC_FROM : i + _HS + ln]) != crc:
             return i, prev, -1
-        if pos > floor:
-            add_pos(pos)
-            add_pay(mv[i + 19 : j])
-        prev = pos
-        i = j
-    return i, prev, (19 if i < n else 0)
+        prev = pos - 1  # a valid frame after a gap (a skipped corrupt record): a new run
 
 
 def _valid_at(buf: bytes, k: int, prev: int) -> int | None:
@@ -224,6 +256,7 @@ class WalDirectory:
     ) -> None:
         self.path = Path(path)
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._dir = os.fspath(self.path)
         self.segment_bytes = segment_bytes
         self._on_problem = on_problem
         self._reported: set[tuple[str, int]] = set()
@@ -323,7 +356,7 @@ class WalDirectory:
         with self.locked():
             count = _Count()
             cur = _Cursor(None, 0, 0, 0)
-            with _gc_paused():
+            with _gc_paused(count):
                 self._advance(cur, count, _EXCLUSIVE, report.problems)
             report.records = count.n
             report.last_pos = cur.prev
@@ -364,10 +397,8 @@ class WalDirectory:
 
     def _note(self, cur: _Cursor, *, seen: bool) -> None:
         """Remember a frame boundary a reader reached, so appends need not rescan to it."""
-        if cur.seg is None:
-            return
         with self._cache_lock:
-            if self._tail is None or cur.key() > self._tail.key():
+            if cur.seg is not None and (self._tail is None or cur.key() > self._tail.key()):
                 self._tail = cur.copy()
             if seen and (self._seen is None or cur.pos > self._seen.pos):
                 self._seen = cur.copy()
@@ -379,15 +410,50 @@ class WalDirectory:
             if self._seen is not None and (cur is None or self._seen.key() > cur.key()):
                 cur = self._seen
             cur = cur.copy() if cur is not None else None
-        if cur is None:
+        if cur is not None and cur.seg and cur.seg == self._seg_name and self._pid == os.getpid():
+            # Fast path, O(1): our segment has not grown and nobody rolled past it (a roll
+            # would be named after the next position).
+            successor = f"{self._dir}/seg-{cur.prev + 1:016d}.wal"
+            if os.fstat(self._seg_fd).st_size == cur.off and not os.path.exists(successor):
+                with self._cache_lock:
+                    self._tail = cur
+                return cur
+        if cur is None or cur.seg is None:
             # Nothing known yet: the tail is in the last segment, whose name gives its start.
             segs = self._segments()
             first, name = segs[-1] if segs else (1, None)
             cur = _Cursor(name, 0, first - 1, first - 1)
+            if name is not None:
+                self._find_end(cur)
         self._advance(cur, None, _EXCLUSIVE, None)
         with self._cache_lock:
             self._tail = cur
         return cur
+
+    def _find_end(self, cur: _Cursor) -> None:
+        """Move ``cur`` (at the start of its segment) to the segment's end when the segment
+        ends with a whole valid frame, so a fresh process's first append reads one small
+        window instead of the whole segment. Left alone otherwise (a forward scan decides)."""
+        assert cur.seg is not None
+        try:
+            fd = os.open(self.path / cur.seg, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            size = os.fstat(fd).st_size
+            data = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20)))
+        finally:
+            os.close(fd)
+        k = len(data)
+        # Payloads are JSON, where a raw 0x01 byte cannot occur, so only a header can hold the
+        # magic; the crc and the exact fit to the end rule out a header field mimicking it.
+        while (k := data.rfind(_MAGIC, 0, k + len(_MAGIC) - 1)) >= 0:
+            if k + _HS <= len(data):
+                _magic, ln, _crc, pos = _HDR.unpack_from(data, k)
+                if k + _HS + ln == len(data) and pos > cur.prev and _valid_at(data, k, cur.prev):
+                    cur.off, cur.pos, cur.prev = size, pos, pos
+                    return
+            k -= 1
 
     def _segfd(self, name: str) -> int:
         self._lockfd()
@@ -413,7 +479,7 @@ class WalDirectory:
         for ev in events:
             if not isinstance(ev, dict):
                 raise TypeError(f"a WAL event must be a dict, not {type(ev).__name__}")
-            payloads.append(json.dumps(ev, separators=(",", ":")).encode())
+            payloads.append(_encode(ev).encode())
         if not payloads:
             return []
         tail = self._catch_up_tail()
@@ -456,7 +522,7 @@ class WalDirectory:
         with self._cache_lock:
             cur = self._seen.copy() if self._seen is not None else _Cursor(None, 0, 0, 0)
         out: list[Record] = []
-        with _gc_paused():
+        with _gc_paused(out):
             self._advance(cur, out, _EXCLUSIVE, None)
         with self._cache_lock:
             self._seen, self._tail = cur, cur.copy()
@@ -541,7 +607,6 @@ class WalDirectory:
         try:
             size = os.fstat(fd).st_size
             need = 0
-            floor = cur.pos if out is not None else 1 << 64  # tail-finding collects nothing
             while cur.off < size:
                 want = min(size - cur.off, max(_CHUNK, need))
                 buf = os.pread(fd, want, cur.off)
@@ -550,10 +615,14 @@ class WalDirectory:
                     if not buf:
                         break
                 poss: list[int] = []
-                pays: list[memoryview] = []
-                end, prev, need = _parse(buf, cur.prev, floor, poss, pays)
-                if poss and out is not None:
-                    self._decode(cur, buf, poss, pays, out, found)
+                pays: list[bytes] = []
+                end, prev, need = _parse(buf, cur.prev, poss, pays)
+                if out is not None and poss:
+                    if poss[0] <= cur.pos:  # the start of reader(after): skip up to `after`
+                        k = bisect.bisect_right(poss, cur.pos)
+                        del poss[:k], pays[:k]
+                    if poss:
+                        self._decode(cur, buf, poss, pays, out, found)
                 del pays
                 cur.off += end
                 cur.prev = prev
@@ -567,13 +636,13 @@ class WalDirectory:
                 if hit is None:
                     return size, detail
                 skip, next_pos = hit
-                pos = (
-                    cur.prev + 1
-                    if next_pos == cur.prev + 2
-                    else (
-                        claimed if claimed is not None and cur.prev < claimed < next_pos else None
-                    )
-                )
+                # Name the lost position when it is certain: the only one missing, or the
+                # header's claim when that fits between its neighbours.
+                pos = None
+                if next_pos == cur.prev + 2:
+                    pos = cur.prev + 1
+                elif claimed is not None and cur.prev < claimed < next_pos:
+                    pos = claimed
                 self._report(
                     WalProblem("corrupt", pos, cur.seg, cur.off, f"{detail}; {skip} bytes skipped"),
                     found,
@@ -589,7 +658,7 @@ class WalDirectory:
         cur: _Cursor,
         buf: bytes,
         poss: list[int],
-        pays: list[memoryview],
+        pays: list[bytes],
         out: list[Record] | _Count,
         found: list[WalProblem] | None,
     ) -> None:
@@ -609,7 +678,7 @@ class WalDirectory:
             i += _HS + ln
         for pos, payload in zip(poss, pays, strict=True):
             try:
-                event = json.loads(bytes(payload))
+                event = json.loads(payload)
                 if not isinstance(event, dict):
                     raise ValueError(f"not an object: {type(event).__name__}")
             except ValueError as e:
@@ -724,7 +793,7 @@ class WalReader:
     def read_new(self) -> list[Record]:
         wal, cur = self._wal, self._cur
         out: list[Record] = []
-        with _gc_paused():
+        with _gc_paused(out):
             if wal._advance(cur, out, _UNLOCKED, None):
                 # A damaged tail may be an append in progress: once writers are shut out it is
                 # either complete or real damage, which the exclusive lock then repairs.

@@ -37,7 +37,7 @@ def owner_id(worker: str) -> str:
 class WorkerLoop:
     def __init__(self, store: Store, runbook: Runbook, project: str, worker: Worker, *,
                  log: Log | None = None, notifier: Notifier | None = None,
-                 drain_grace: float = DRAIN_GRACE) -> None:
+                 drain_grace: float = DRAIN_GRACE, until_idle: bool = False) -> None:
         self.store = store
         self.runbook = runbook
         self.project = project
@@ -46,6 +46,7 @@ class WorkerLoop:
         self.log = log or Log(f"worker {worker.name}")
         self.notifier = notifier or Notifier()
         self.drain_grace = drain_grace
+        self.until_idle = until_idle
         self.owner = owner_id(worker.name)
         self.runner = JobRunner(store, runbook, progress=self._progress)
         self.threads: dict[str, threading.Thread] = {}  # job id -> thread
@@ -94,6 +95,9 @@ class WorkerLoop:
             self._drain_wakes()
             self._reap()
             self.poll()
+            if self.until_idle and self._idle():
+                self.log.info("queue drained; exiting (--until-idle)")
+                break
             next_poll = time.monotonic() + self.worker.poll
             self.notifier.status(self.status_line())
             self.notifier.watchdog()
@@ -125,6 +129,13 @@ class WorkerLoop:
                                  owner=self.owner)
                 queues.take(tx, self.project, self.queue.name, self.owner, job["id"])
             self._start(job["id"], item["id"])
+
+    def _idle(self) -> bool:
+        if self.threads:
+            return False
+        with self.store.lock:
+            return not any(i["status"] in ("pending", "active", "failed")
+                           for i in self.store.state.queue_items(self.project, self.queue.name))
 
     def _vars_for(self, data: dict) -> dict:
         pipeline = self.runbook.pipelines[self.worker.pipeline]

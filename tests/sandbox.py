@@ -7,7 +7,18 @@ places: tmpfs on /run, /tmp, /var/tmp and /dev/shm, and directories under ``root
 sandbox, so enablement, linger and the journal survive a power-off and a new boot on the same
 root. Units that would act on the host's kernel or disk are masked in /run/systemd/system.
 
+What else keeps the host untouched (each learnt from a boot that changed it):
+- a private /dev (systemd adds /dev/log and mount points; /dev/kmsg is the host's log),
+- a private tmpfs on /sys/fs/cgroup (systemd remounts it read-only, a superblock change),
+- read-only /proc/sys (PID 1 writes sysctls; the network namespace is the host's),
+- a cgroup per sandbox, so two sandboxes (or a stale one) never share slices.
+Not covered: a unit's StateDirectory=, a user manager's ~/.config and the like are the
+host's paths.
+
 Stdlib only: importable from the pytest plugin and from demo scripts alike.
+
+    with Sandbox(Path("/var/lib/oj-sandbox/demo")) as sb:
+        sb.systemctl("start", "oj-worker@a.service")
 """
 
 from __future__ import annotations
@@ -220,12 +231,18 @@ class Sandbox:
         self.pid: int | None = None
         self.log_path = self.root / "console.log"
         self._unshare: subprocess.Popen[bytes] | None = None
-        self._cgroup = ""
+        # Name of its cgroup in every hierarchy (set by boot, kept for inspection afterwards).
+        self.cgroup = ""
         self._console: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def boot(self, timeout: float = 30) -> None:
+        """Start systemd and wait until it runs and the system bus answers.
+
+        Call from a thread that outlives the sandbox (normally the main thread): the sandbox
+        is killed when the thread that booted it exits, so a crashed run leaves nothing behind.
+        """
         if self.pid is not None:
             raise SandboxError("sandbox already booted")
         reap_stale_sandboxes()
@@ -233,12 +250,17 @@ class Sandbox:
         for name, target in PERSISTENT_BINDS.items():
             self._make_state_dir(self.root / name, Path(target))
         (self.root / "owner").write_text(owner_tag() + "\n")
-        self._cgroup = f"{_CGROUP_PREFIX}-{owner_tag()}-{secrets.token_hex(4)}"
+        self.cgroup = f"{_CGROUP_PREFIX}-{owner_tag()}-{secrets.token_hex(4)}"
         joins = []
-        for mount in cgroup_mounts():
-            if _joinable(mount):
-                (mount / self._cgroup).mkdir()
-                joins.append(mount / self._cgroup / "cgroup.procs")
+        try:
+            for mount in cgroup_mounts():
+                if _joinable(mount):
+                    (mount / self.cgroup).mkdir()
+                    joins.append(mount / self.cgroup / "cgroup.procs")
+        except OSError as exc:
+            for procs in joins:
+                procs.parent.rmdir()
+            raise SandboxError(f"cannot create cgroup {self.cgroup}: {exc}") from exc
         script = self.root / "boot.sh"
         script.write_text(self._boot_script(joins))
         deadline = time.monotonic() + timeout
@@ -299,9 +321,12 @@ class Sandbox:
         if self.pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
+        try:
+            # unshare reaps systemd; killing unshare first would leave a zombie for the host.
+            self._unshare.wait(10)
+        except subprocess.TimeoutExpired:
             self._unshare.kill()
-        self._unshare.wait(10)
+            self._unshare.wait(10)
         self._finish()
 
     def _finish(self) -> None:
@@ -311,8 +336,8 @@ class Sandbox:
             self._console.join(5)
             self._console = None
         for mount in cgroup_mounts():
-            if self._cgroup and (mount / self._cgroup).exists():
-                _remove_cgroup_tree(mount / self._cgroup)
+            if self.cgroup and (mount / self.cgroup).exists():
+                _remove_cgroup_tree(mount / self.cgroup)
 
     def __enter__(self) -> Sandbox:
         self.boot()

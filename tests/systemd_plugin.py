@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -98,18 +98,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None]:
-    report: pytest.TestReport = yield  # type: ignore[misc]
-    if report.skipped and not hasattr(report, "wasxfail") and ci_enabled():
-        if _needs_systemd(item):
-            longrepr = report.longrepr
-            reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
-            report.outcome = "failed"
-            report.longrepr = (
-                f"systemd test skipped while CI={os.environ['CI']}; "
-                f"CI must run it. Skip reason: {reason}"
-            )
-    return report  # type: ignore[return-value]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    skipped = report.skipped and not hasattr(report, "wasxfail")
+    if skipped and ci_enabled() and _needs_systemd(item):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        report.outcome = "failed"
+        report.longrepr = (
+            f"systemd test skipped while CI={os.environ['CI']}; CI must run it. "
+            f"Skip reason: {reason}"
+        )
+    return report
 
 
 @pytest.fixture(scope="session")

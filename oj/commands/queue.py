@@ -16,7 +16,8 @@ ITEM_FIELDS = ("id", "queue", "status", "data", "attempts", "created_at", "updat
 def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
             project: str | None) -> int:
     """Shared by the click command and the fast path: validate, push durably, print the id."""
-    from ojd import paths, project as projects, queues
+    from ojd import paths, queues
+    from ojd import project as projects
     from ojd.store import Store
 
     root = projects.find_root(override=project)
@@ -33,6 +34,12 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
     if not created:
         print(f"oj: the same item is already queued as {item_id}; not queued twice",
               file=sys.stderr)
+    from ojd.workers import wake_queue_workers
+
+    woken, idle = wake_queue_workers(store, root, queue.name)
+    if idle and not woken:
+        print(f"oj: no worker was woken: {', '.join(idle)} not running; start with "
+              f"'oj worker start {idle[0]}'", file=sys.stderr)
     return 0
 
 
