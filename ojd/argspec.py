@@ -183,28 +183,22 @@ def _tokens(text: str) -> list[str]:
                         break
                 j += 1
             if j == len(text) or text[j] != close:
-                raise ArgSpecError(
-                    f"args: unbalanced {text[i : j + 1].strip()!r}; close it with {close}"
-                )
+                raise ArgSpecError(f"unbalanced {text[i : j + 1].strip()!r}; close it with {close}")
             tokens.append(text[i : j + 1])
             i = j + 1
         elif c in ">]":
-            raise ArgSpecError(f"args: unbalanced {c!r} at {text[: i + 1]!r}; remove it")
+            raise ArgSpecError(f"unbalanced {c!r} at {text[: i + 1]!r}; remove it")
         else:
             j = i
             while j < len(text) and not text[j].isspace() and text[j] not in "<[>]":
                 j += 1
             if j < len(text) and text[j] in "<[":  # `--opt=<v>` is one item
                 if not text[i:j].endswith("="):
-                    raise ArgSpecError(
-                        f"args: put a space before {text[j]!r} in {text[i : j + 1]!r}"
-                    )
+                    raise ArgSpecError(f"put a space before {text[j]!r} in {text[i : j + 1]!r}")
                 close = ">" if text[j] == "<" else "]"
                 end = text.find(close, j)
                 if end < 0:
-                    raise ArgSpecError(
-                        f"args: unbalanced {text[i:].strip()!r}; close it with {close}"
-                    )
+                    raise ArgSpecError(f"unbalanced {text[i:].strip()!r}; close it with {close}")
                 j = end + 1
             tokens.append(text[i:j])
             i = j
@@ -214,10 +208,10 @@ def _tokens(text: str) -> list[str]:
 def _name(raw: str, token: str) -> tuple[str, str]:
     """(key, label) for a written name, e.g. "dry-run" -> ("dry_run", "dry-run")."""
     if not raw:
-        raise ArgSpecError(f"args: empty name in {token!r}; write e.g. <name>")
+        raise ArgSpecError(f"empty name in {token!r}; write e.g. <name>")
     if not _NAME.fullmatch(raw):
         raise ArgSpecError(
-            f"args: bad name {raw!r} in {token!r}; use letters, digits, - and _ (e.g. <base-ref>)"
+            f"bad name {raw!r} in {token!r}; use letters, digits, - and _ (e.g. <base-ref>)"
         )
     return raw.replace("-", "_"), raw
 
@@ -236,18 +230,18 @@ def parse_spec(text: str) -> ArgSpec:
         m = _FLAG.fullmatch(option)
         if not m:
             raise ArgSpecError(
-                f"args: bad option {option!r} in {token!r}; write long options like --dry-run"
+                f"bad option {option!r} in {token!r}; write long options like --dry-run"
             )
         key, label = _name(m.group(1), token)
         metavar = ""
         if metavar_token is not None:
             if not (metavar_token.startswith("<") and metavar_token.endswith(">")):
                 raise ArgSpecError(
-                    f"args: bad value {metavar_token!r} in {token!r}; write {option} <value>"
+                    f"bad value {metavar_token!r} in {token!r}; write {option} <value>"
                 )
             metavar = _inner(metavar_token)
             if not metavar or metavar.endswith("..."):
-                raise ArgSpecError(f"args: bad value name in {token!r}; write {option} <value>")
+                raise ArgSpecError(f"bad value name in {token!r}; write {option} <value>")
         flags.append(Flag(key, metavar_token is not None, metavar, "--" + label))
         order.append(key)
 
@@ -269,17 +263,17 @@ def parse_spec(text: str) -> ArgSpec:
         if token.startswith("[") and _inner(token).startswith("-"):  # `[--flag]`, `[--o <v>]`
             parts = re.split(r"\s+|=(?=<)", _inner(token))
             if len(parts) > 2:
-                raise ArgSpecError(f"args: too much in {token!r}; write [--opt <value>]")
+                raise ArgSpecError(f"too much in {token!r}; write [--opt <value>]")
             add_flag(parts[0], parts[1] if len(parts) == 2 else None, token)
             continue
         if not (token.startswith("<") or token.startswith("[")):
-            raise ArgSpecError(f"args: {token!r} is neither <required>, [optional] nor --flag")
+            raise ArgSpecError(f"{token!r} is neither <required>, [optional] nor --flag")
         raw = _inner(token)
         variadic = raw.endswith("...")
         if variadic:
             raw = raw[:-3].strip()
         if "<" in raw or "[" in raw or " " in raw:
-            raise ArgSpecError(f"args: bad name {raw!r} in {token!r}; one name per <...> or [...]")
+            raise ArgSpecError(f"bad name {raw!r} in {token!r}; one name per <...> or [...]")
         key, label = _name(raw, token)
         positionals.append(Positional(key, token.startswith("<"), variadic, label))
         order.append(key)
@@ -287,18 +281,17 @@ def parse_spec(text: str) -> ArgSpec:
     seen: set[str] = set()
     for key in order:
         if key in seen:
-            raise ArgSpecError(f"args: duplicate name {key!r}; give each argument its own name")
+            raise ArgSpecError(f"duplicate name {key!r}; give each argument its own name")
         seen.add(key)
     for n, p in enumerate(positionals):
         if p.variadic and n != len(positionals) - 1:
             after = positionals[n + 1].usage()
             raise ArgSpecError(
-                f"args: {p.usage()} takes all remaining words, so {after} can never be set; "
-                "move it last"
+                f"{p.usage()} takes all remaining words, so {after} can never be set; move it last"
             )
         if p.required and not p.variadic and n and not positionals[n - 1].required:
             raise ArgSpecError(
-                f"args: required {p.usage()} after optional {positionals[n - 1].usage()}; "
+                f"required {p.usage()} after optional {positionals[n - 1].usage()}; "
                 "put required arguments first"
             )
     return ArgSpec(tuple(positionals), tuple(flags), tuple(order))

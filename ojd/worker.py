@@ -15,6 +15,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections import deque
 
 from ojd import queues
 from ojd.jobs import JobRunner, create_job
@@ -51,6 +52,9 @@ class WorkerLoop:
         self.runner = JobRunner(store, runbook, progress=self._progress)
         self.threads: dict[str, threading.Thread] = {}  # job id -> thread
         self.job_items: dict[str, str | None] = {}  # job id -> item id
+        # job threads report here before waking the loop: a thread that is still alive
+        # when the loop wakes must not hold its slot (that wake would be lost)
+        self._finished: deque[str] = deque()
         self.last_poll: float | None = None
         self.polls = 0
         self._stop = False
@@ -212,14 +216,16 @@ class WorkerLoop:
                                                   "job failed", time.time())
                         tx.append(ev)
         self.log.info(f"job {job_id} {outcome}" + (f" (item {item_id})" if item_id else ""))
+        self._finished.append(job_id)
         self.wake()  # a finished job frees a slot: poll now
 
     def _reap(self) -> None:
-        for job_id, thread in list(self.threads.items()):
-            if not thread.is_alive():
+        while self._finished:
+            job_id = self._finished.popleft()
+            thread = self.threads.pop(job_id, None)
+            if thread is not None:
                 thread.join()
-                del self.threads[job_id]
-                self.job_items.pop(job_id, None)
+            self.job_items.pop(job_id, None)
 
     def _shutdown(self) -> None:
         """SIGTERM: take nothing new, let steps finish within the grace, then stop them and
@@ -248,8 +254,10 @@ class WorkerLoop:
     # -- status -------------------------------------------------------------------------
 
     def _progress(self, job_id: str, what: str, detail: str) -> None:
-        if what == "step" and detail.endswith("started"):
-            self.notifier.status(self.status_line())
+        if what == "step":
+            self.log.info(f"job {job_id} step {detail}")
+            if detail.endswith("started"):
+                self.notifier.status(self.status_line())
         elif what == "notify":
             self.log.info(f"job {job_id}: {detail}")
 

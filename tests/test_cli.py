@@ -346,3 +346,16 @@ def test_state_check_reports_a_healthy_wal(queued: Project):
     queued.oj("queue", "push", "merges", '{"branch": "b", "title": "t"}')
     out = queued.json("state", "check")
     assert out["ok"] and out["records"] == 1 and out["last_pos"] == 1
+
+
+def test_finished_job_triggers_the_next_take_without_waiting_for_the_poll(project: Project):
+    # concurrency 1 and an hour-long fallback poll: only the wake a finishing job sends can
+    # get the next items taken before the timeout
+    project.write("w.hcl", WORKER_RUNBOOK.replace('concurrency = 2', 'concurrency = 1')
+                  .replace('poll        = "200ms"', 'poll        = "1h"'))
+    for n in range(5):
+        project.oj("queue", "push", "merges", json.dumps({"branch": f"b{n}"}))
+    proc = project.ojd("worker", "merge", "--foreground", "--until-idle")
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert [i["status"] for i in project.items()] == ["completed"] * 5

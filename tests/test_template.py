@@ -187,7 +187,7 @@ def test_arithmetic_takes_only_integers(tmp_path: Path) -> None:
         '(( i = "${var.n}" ))',
         "echo $[ ${var.n} ]",
         "x=abc; echo ${x:${var.n}}",
-        "x=abc; echo \"${x:1:'${var.n}'}\"",
+        "x=abc; echo \"${x:1:${var.n}}\"",
         'a=(1); echo "${a[${var.n}]}"',
         "echo ${a[0]:-x}${b:${var.n}}",
     ]:
