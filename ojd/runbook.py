@@ -13,7 +13,7 @@ from ojd.argspec import ArgSpec, ArgSpecError, parse_spec
 from ojd.duration import DurationError, parse_duration
 from ojd.errors import RunbookError
 from ojd.hcl import Attribute, Block
-from ojd.template import references
+from ojd.template import TemplateError, references
 
 DEFAULT_MAX_VISITS = 10
 DEFAULT_POLL = 30.0
@@ -471,7 +471,12 @@ class _Builder:
 
     def check_templates(self, where: Where, text: str, known: dict[str, Any]) -> None:
         """Every ``${ns.name}`` must name something that will exist when the text renders."""
-        for ref in references(text):
+        try:
+            refs = references(text)
+        except TemplateError as e:
+            self.p.add(where.file, where.line, str(e))
+            return
+        for ref in refs:
             ns, _, rest = ref.partition(".")
             if ns not in known:
                 allowed = ", ".join(f"{k}." for k in known)

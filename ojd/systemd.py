@@ -123,6 +123,11 @@ class Systemd:
             n_restarts = int(self._prop(path, SERVICE, b"NRestarts", b"u"))
         return UnitState(unit, load, active, sub, main_pid, n_restarts)
 
+    def has_job(self, unit: str) -> bool:
+        """A start or stop job for the unit is queued or running."""
+        job = self._prop(self.unit_path(unit), UNIT, b"Job", b"(uo)")
+        return bool(job and job[0])
+
     def start(self, unit: str) -> None:
         self._call(b"StartUnit", b"ss", unit.encode(), b"replace")
 

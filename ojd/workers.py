@@ -112,8 +112,9 @@ def _wait_started(systemd: Systemd, unit: str) -> None:
         st = systemd.state(unit)
         if st.active_state in RUNNING_STATES:
             return
+        # inactive with no job left: the start ran and ended (it exited, or was stopped)
         if st.active_state == "failed" or (st.active_state == "inactive"
-                                           and st.sub_state == "dead"):
+                                           and not systemd.has_job(unit)):
             raise OjError(f"worker unit {unit} failed to start ({st.active_state}/"
                           f"{st.sub_state}); see 'oj worker logs {unit[10:-8]}'")
         time.sleep(0.02)

@@ -1,0 +1,368 @@
+"""Workers as real units: `oj worker start` against the private systemd of tests/sandbox.py.
+
+Every oj and ojd process here runs inside the sandbox (its systemd is PID 1 there); projects
+and state dirs live under the sandbox root, at the same path on both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from sandbox import Sandbox
+
+BIN = os.path.dirname(sys.executable)
+OJ = os.path.join(BIN, "oj")
+
+RUNBOOK = r"""
+    queue "jobs" {
+      type     = "persisted"
+      vars     = ["n", "mode"]
+      defaults = { mode = "ok" }
+    }
+
+    worker "WORKER" {
+      source      = { queue = "jobs" }
+      handler     = { pipeline = "work" }
+      concurrency = 1
+      poll        = "60s"
+    }
+
+    pipeline "work" {
+      vars = ["item"]
+      step "work" {
+        run = <<-SHELL
+          echo "start ${var.item.n}" >> "${invoke.dir}/ran.txt"
+          case ${var.item.mode} in
+            slow) sleep 3 ;;
+            hang) sleep 600 ;;
+            start-other) oj worker start OTHER ;;
+          esac
+          echo "done ${var.item.n}" >> "${invoke.dir}/ran.txt"
+        SHELL
+      }
+    }
+    """
+
+
+class UnitProject:
+    """A project whose worker runs as oj-worker@NAME.service in the sandbox."""
+
+    def __init__(self, sandbox: Sandbox, root: Path, worker: str) -> None:
+        self.sb = sandbox
+        self.root = root
+        self.state = root / "state"
+        self.worker = worker
+        self.unit = f"oj-worker@{worker}.service"
+        (root / ".oj" / "runbooks").mkdir(parents=True)
+        text = RUNBOOK.replace("WORKER", worker).replace("OTHER", "none")
+        (root / ".oj" / "runbooks" / "work.hcl").write_text(textwrap.dedent(text))
+
+    def oj(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = self.sb.run([OJ, *args], cwd=str(self.root), check=False, timeout=120,
+                           env={"OJ_STATE_DIR": str(self.state),
+                                "PATH": f"{BIN}:/usr/sbin:/usr/bin:/sbin:/bin"})
+        assert "Traceback" not in proc.stderr, proc.stderr
+        if check:
+            assert proc.returncode == 0, f"oj {' '.join(args)}: {proc.stdout}{proc.stderr}"
+        return proc
+
+    def push(self, n: int | str, mode: str = "ok") -> str:
+        return self.oj("queue", "push", "jobs", json.dumps({"n": str(n), "mode": mode})
+                       ).stdout.strip()
+
+    def prop(self, name: str) -> str:
+        return self.sb.unit_property(self.unit, name)
+
+    def items(self) -> list[dict]:
+        return json.loads(self.oj("queue", "list", "-o", "json").stdout)
+
+    def ran(self) -> list[str]:
+        path = self.root / "ran.txt"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def events(self, kind: str) -> list[dict]:
+        """Events of one type, read from the WAL on the host side."""
+        from ojd.wal import WalDirectory
+
+        wal = WalDirectory(self.state / "wal", on_problem=lambda p: None)
+        return [r.event for r in wal.records() if r.event.get("type") == kind]
+
+    def dropin(self, text: str) -> None:
+        """An extra drop-in for this worker's unit (shorter watchdog, shorter drain...)."""
+        directory = f"/etc/systemd/system/{self.unit}.d"
+        self.sb.run(["mkdir", "-p", directory])
+        self.sb.run(["sh", "-c", f"cat > {directory}/90-test.conf"], input=text)
+        self.sb.systemctl("daemon-reload")
+
+    def wait_for(self, predicate, what: str, timeout: float = 30) -> None:
+        self.sb.wait_for(predicate, timeout=timeout, what=what)
+
+
+@pytest.fixture(scope="session")
+def installed(sandbox: Sandbox) -> Sandbox:
+    out = sandbox.run([OJ, "systemd", "install"]).stdout
+    assert "oj-worker@.service" in out
+    # steps that hang (sleep 600) are stopped after 2 s instead of the 60 s drain grace
+    sandbox.systemctl("set-environment", "OJ_DRAIN_GRACE=2")
+    return sandbox
+
+
+@pytest.fixture
+def unit_project(installed: Sandbox, sandbox_dir: Path):
+    name = "w" + uuid.uuid4().hex[:8]
+    project = UnitProject(installed, sandbox_dir / "project", name)
+    yield project
+    installed.systemctl("stop", project.unit, check=False)
+    installed.systemctl("reset-failed", project.unit, check=False)
+
+
+def test_installed_template_passes_systemd_analyze_verify(installed: Sandbox):
+    proc = installed.run(["systemd-analyze", "verify", "oj-worker@probe.service",
+                          "oj-workers.target"], check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == "", proc.stderr
+
+
+def test_fresh_start_starts_the_unit_and_reports_ready(unit_project: UnitProject):
+    out = unit_project.oj("worker", "start", unit_project.worker).stdout
+    assert out == f"Worker '{unit_project.worker}' started\n"
+    assert unit_project.prop("ActiveState") == "active"
+    assert unit_project.prop("SubState") == "running"
+    assert unit_project.prop("StatusText").startswith(f"{unit_project.worker}: 0/1 running")
+
+
+def test_start_on_a_running_worker_wakes_it_instead_of_starting_again(unit_project):
+    p = unit_project
+    p.oj("worker", "start", p.worker)
+    pid, restarts = p.prop("MainPID"), p.prop("NRestarts")
+    # queue an item without the push's own wake-up: only the start's wake can make the
+    # worker poll before its 60 s fallback
+    p.sb.run([sys.executable, "-c", textwrap.dedent(f"""
+        from ojd import project, queues
+        from ojd.store import Store
+        rb = project.load({str(p.root)!r})
+        queues.push(Store({str(p.state)!r}), {str(p.root)!r}, rb.queues["jobs"], {{"n": "q",
+                    "mode": "ok"}})
+        """)])
+    out = p.oj("worker", "start", p.worker).stdout
+    assert out == f"Worker '{p.worker}' started\n"
+    p.wait_for(lambda: "done q" in p.ran(), "the woken worker to run the item", timeout=20)
+    assert (p.prop("MainPID"), p.prop("NRestarts")) == (pid, restarts)
+    assert len(p.events("worker:woken")) == 1
+    assert len(p.events("worker:started")) == 1  # no second start
+
+
+def test_start_on_a_stopped_worker_starts_it_again(unit_project):
+    p = unit_project
+    p.oj("worker", "start", p.worker)
+    first = p.prop("MainPID")
+    p.oj("worker", "stop", p.worker)
+    assert p.prop("ActiveState") == "inactive"
+    p.oj("worker", "start", p.worker)
+    assert p.prop("ActiveState") == "active" and p.prop("MainPID") != first
+    assert len(p.events("worker:started")) == 2
+
+
+def test_double_start_then_list_shows_one_entry(unit_project):
+    p = unit_project
+    p.oj("worker", "start", p.worker)
+    p.oj("worker", "start", p.worker)
+    rows = json.loads(p.oj("worker", "list", "-o", "json").stdout)
+    assert [r["name"] for r in rows] == [p.worker]
+    row = rows[0]
+    assert (row["active_state"], row["sub_state"], row["queue"], row["concurrency"]) == (
+        "active", "running", "jobs", 1)
+    assert row["main_pid"] == int(p.prop("MainPID"))
+    assert row["unit"] == p.unit and row["project"] == str(p.root)
+    assert {"active", "pending"} <= set(row)
+
+
+def test_stop_then_start_back_to_back_leaves_it_running(unit_project):
+    p = unit_project
+    p.oj("worker", "start", p.worker)
+    p.sb.systemctl("stop", "--no-block", p.unit)  # a stop still in progress
+    p.oj("worker", "start", p.worker)
+    p.wait_for(lambda: p.prop("ActiveState") == "active", "the worker to run again")
+    assert p.prop("SubState") == "running"
+
+
+def test_second_project_with_the_same_worker_name_fails_and_leaves_the_first(
+        unit_project, sandbox_dir):
+    p = unit_project
+    p.oj("worker", "start", p.worker)
+    pid = p.prop("MainPID")
+    other = UnitProject(p.sb, sandbox_dir / "other", p.worker)
+    other.state = p.state  # the same state directory: worker names are unique in it
+    proc = other.oj("worker", "start", p.worker, check=False)
+    assert proc.returncode == 1
+    assert f"already belongs to project {p.root}" in proc.stderr
+    assert p.prop("MainPID") == pid
+    assert [e["p"] for e in p.events("worker:recorded")] == [str(p.root)]
+
+
+def test_twenty_concurrent_starts_leave_one_unit_with_one_main_pid(unit_project):
+    p = unit_project
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(lambda _: p.oj("worker", "start", p.worker, check=False),
+                                range(20)))
+    assert [r.returncode for r in results] == [0] * 20, [r.stderr for r in results]
+    assert all(r.stdout == f"Worker '{p.worker}' started\n" for r in results)
+    assert p.prop("ActiveState") == "active"
+    pid = int(p.prop("MainPID"))
+    assert p.prop("NRestarts") == "0"
+    cgroup_pids = p.sb.run(["systemctl", "show", "-P", "ControlGroup", p.unit]).stdout.strip()
+    procs = p.sb.run(["cat", f"/sys/fs/cgroup{cgroup_pids}/cgroup.procs"],
+                     check=False).stdout.split()
+    assert procs in ([str(pid)], [])  # only ojd itself in the unit (cgroup v1 hosts: no view)
+    assert len(p.events("worker:recorded")) == 1
+    assert len(p.events("worker:started")) == 1
+
+
+def test_push_to_a_running_worker_starts_the_job_before_the_fallback_poll(unit_project):
+    p = unit_project
+    p.oj("worker", "start", p.worker)
+    p.push(1)
+    # the fallback poll is 60 s: the job can only start this soon because the push woke it
+    p.wait_for(lambda: "done 1" in p.ran(), "the pushed item to run", timeout=20)
+    assert [i["status"] for i in p.items()] == ["completed"]
+
+
+def test_push_when_the_worker_is_not_running_still_queues_and_says_so(unit_project):
+    p = unit_project
+    p.oj("worker", "start", p.worker)
+    p.oj("worker", "stop", p.worker)
+    proc = p.oj("queue", "push", "jobs", '{"n": "x"}')
+    assert "no worker was woken" in proc.stderr
+    assert [i["status"] for i in p.items()] == ["pending"]
+
+
+def test_kill_9_during_a_step_restarts_and_completes_the_item_once(unit_project):
+    p = unit_project
+    p.oj("worker", "start", p.worker)
+    p.push(1, mode="slow")
+    p.wait_for(lambda: "start 1" in p.ran(), "the step to start")
+    pid = p.prop("MainPID")
+    p.sb.systemctl("kill", "--signal=KILL", "--kill-whom=main", p.unit)
+    p.wait_for(lambda: p.prop("NRestarts") == "1" and p.prop("ActiveState") == "active",
+               "systemd to restart the worker")
+    assert p.prop("MainPID") != pid
+    p.wait_for(lambda: "done 1" in p.ran(), "the item to complete", timeout=40)
+    items = p.items()
+    assert [(i["status"], i["attempts"]) for i in items] == [("completed", 1)]
+    assert p.ran().count("done 1") == 1
+    takers = {e["by"] for e in p.events("queue:taken")} | {
+        e["by"] for e in p.events("job:resumed")}
+    assert len(takers) == 2  # the lease passed from one invocation to the next
+
+
+def test_hung_loop_is_restarted_by_the_watchdog(unit_project):
+    p = unit_project
+    p.dropin("[Service]\nWatchdogSec=2s\n")
+    p.oj("worker", "start", p.worker)
+    pid = p.prop("MainPID")
+    p.sb.run(["kill", "-STOP", pid])  # the loop stops answering
+    p.wait_for(lambda: p.prop("NRestarts") == "1" and p.prop("ActiveState") == "active",
+               "the watchdog to restart the worker", timeout=30)
+    assert p.prop("MainPID") != pid
+
+
+def test_systemctl_stop_drains_and_returns_the_unfinished_item(unit_project):
+    p = unit_project
+    p.dropin("[Service]\nEnvironment=OJ_DRAIN_GRACE=1\n")
+    p.oj("worker", "start", p.worker)
+    p.push(1, mode="hang")
+    p.wait_for(lambda: "start 1" in p.ran(), "the step to start")
+    p.sb.systemctl("stop", p.unit)
+    assert p.prop("ActiveState") == "inactive"
+    item = p.items()[0]
+    assert (item["status"], item["attempts"]) == ("pending", 0)
+    jobs = json.loads(p.oj("job", "list", "-o", "json").stdout)
+    assert [j["status"] for j in jobs] == ["cancelled"]
+    assert "stopping: draining 1 job(s)" in p.sb.journal(p.unit)
+
+
+def test_systemctl_status_shows_what_the_worker_is_doing(unit_project):
+    p = unit_project
+    p.oj("worker", "start", p.worker)
+    p.push(1, mode="hang")
+    p.wait_for(lambda: "start 1" in p.ran(), "the step to start")
+    p.wait_for(lambda: "1/1 running" in p.prop("StatusText"), "the status to show the job")
+    status = p.sb.systemctl("status", p.unit, check=False)
+    assert f'Status: "{p.worker}: 1/1 running (job ' in status
+    assert "step work)" in status and "0 pending" in status
+    assert "sleep 600" in status  # the step is a child in the unit's cgroup
+
+
+def test_a_step_can_start_another_worker(unit_project):
+    p = unit_project
+    other = "o" + uuid.uuid4().hex[:8]
+    runbook = p.root / ".oj" / "runbooks" / "work.hcl"
+    runbook.write_text(runbook.read_text().replace("oj worker start none",
+                                                   f"oj worker start {other}"))
+    (p.root / ".oj" / "runbooks" / "other.hcl").write_text(textwrap.dedent(f"""
+        queue "others" {{
+          vars = ["n", "mode"]
+        }}
+        worker "{other}" {{
+          source  = {{ queue = "others" }}
+          handler = {{ pipeline = "work" }}
+        }}
+        """))
+    try:
+        p.oj("worker", "start", p.worker)
+        p.push(1, mode="start-other")
+        p.wait_for(lambda: "done 1" in p.ran(), "the step to finish")
+        assert p.sb.unit_property(f"oj-worker@{other}.service", "ActiveState") == "active"
+    finally:
+        p.sb.systemctl("stop", f"oj-worker@{other}.service", check=False)
+
+
+def test_unknown_worker_is_an_error_naming_the_defined_ones(unit_project):
+    proc = unit_project.oj("worker", "start", "nope", check=False)
+    assert proc.returncode == 2
+    assert f"unknown worker 'nope'; this project defines: {unit_project.worker}" in proc.stderr
+
+
+def test_invalid_runbook_starts_and_signals_nothing(unit_project):
+    p = unit_project
+    p.oj("worker", "start", p.worker)
+    pid = p.prop("MainPID")
+    (p.root / ".oj" / "runbooks" / "broken.hcl").write_text('worker "x" {\n  bogus = 1\n}\n')
+    proc = p.oj("worker", "start", p.worker, check=False)
+    assert proc.returncode == 1 and "broken.hcl:2:" in proc.stderr
+    assert p.prop("MainPID") == pid and p.events("worker:woken") == []
+
+
+def test_worker_whose_project_lost_it_fails_without_a_restart_loop(unit_project):
+    p = unit_project
+    p.oj("worker", "start", p.worker)
+    p.oj("worker", "stop", p.worker)
+    runbook = p.root / ".oj" / "runbooks" / "work.hcl"
+    runbook.write_text(runbook.read_text().replace(f'worker "{p.worker}"', 'worker "renamed"'))
+    p.sb.systemctl("start", p.unit, check=False)
+    p.wait_for(lambda: p.prop("ActiveState") == "failed", "the unit to fail")
+    assert p.prop("NRestarts") == "0"  # RestartPreventExitStatus: no loop
+    assert "defines no worker" in p.sb.journal(p.unit)
+
+
+def test_worker_logs_and_list_when_systemd_is_unreachable(unit_project):
+    p = unit_project
+    p.oj("worker", "start", p.worker)
+    logs = p.oj("worker", "logs", p.worker, "-n", "20").stdout
+    assert "ready: queue 'jobs'" in logs
+    # listing from the host: no manager at the host's /run/systemd/private
+    env = dict(os.environ, OJ_STATE_DIR=str(p.state))
+    proc = subprocess.run([OJ, "worker", "list", "-o", "json"], cwd=p.root, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "systemd cannot be reached" in proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [(r["name"], r["active_state"]) for r in rows] == [(p.worker, None)]
