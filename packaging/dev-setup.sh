@@ -29,6 +29,9 @@ if [ ! -x "$venv/bin/python" ]; then
     /usr/bin/python3 -m venv "$venv"
     "$venv/bin/pip" install -q --upgrade pip
 fi
-"$venv/bin/pip" install -q -e "$here[test]"
+# A regular (not editable) install: the checkout may sit where the test sandbox cannot
+# see it (/tmp is private there), and the tests then exercise the installed package.
+"$venv/bin/pip" install -q "$here[test]"
+"$venv/bin/pip" install -q --no-deps --force-reinstall "$here"
 chmod -R a+rX "$venv"
 echo "dev-setup: oj $("$venv/bin/oj" --version | awk '{print $NF}') in $venv"

@@ -359,3 +359,60 @@ def test_finished_job_triggers_the_next_take_without_waiting_for_the_poll(projec
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert [i["status"] for i in project.items()] == ["completed"] * 5
+
+
+EXTERNAL = r"""
+    queue "files" {
+      type = "external"
+      list = "cat list.json"
+      take = "mv inbox/${item.name} taken/"
+    }
+
+    worker "files" {
+      source  = { queue = "files" }
+      handler = { pipeline = "file" }
+    }
+
+    pipeline "file" {
+      vars = ["f"]
+      step "record" {
+        run = "printf '%s\n' ${var.f.name} >> handled.txt"
+      }
+    }
+
+    queue "broken" {
+      type = "external"
+      list = "echo not-json"
+      take = "true"
+    }
+
+    worker "broken" {
+      source  = { queue = "broken" }
+      handler = { pipeline = "file" }
+    }
+    """
+
+
+def test_external_queue_items_are_claimed_with_quoted_data(project: Project):
+    project.write("ext.hcl", EXTERNAL)
+    pwned = project.root / "pwned"
+    names = ["a b", "x; touch pwned", "$(touch pwned)"]
+    (project.root / "inbox").mkdir()
+    (project.root / "taken").mkdir()
+    for name in names:
+        (project.root / "inbox" / name).write_text("")
+    (project.root / "list.json").write_text(json.dumps([{"name": n} for n in names]))
+    proc = project.ojd("worker", "files", "--foreground", "--until-idle")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert sorted((project.root / "handled.txt").read_text().splitlines()) == sorted(names)
+    assert sorted(os.listdir(project.root / "taken")) == sorted(names)
+    assert not pwned.exists()
+
+
+def test_external_queue_list_that_is_not_a_json_array_is_a_clear_error(project: Project):
+    project.write("ext.hcl", EXTERNAL)
+    proc = project.ojd("worker", "broken", "--foreground", "--until-idle")
+    out, _ = proc.communicate(timeout=60)
+    assert "queue 'broken' list command must print a JSON array" in out
+    assert "echo not-json" in out
