@@ -48,6 +48,7 @@ BATCH = 10_000  # events per WalDirectory.append call when building the big log
 Argv = list[str]
 # Builds the argv of run number i (a push needs distinct data per run).
 ArgvFor = Callable[[int], Argv]
+Case = tuple[ArgvFor, str, dict[str, str]]  # argv of run i, cwd, environment
 
 
 # -- locating the command and its interpreter ------------------------------------------------
@@ -68,6 +69,17 @@ def find_oj() -> tuple[str, str]:
     sys.exit("cli_bench: no `oj` script found; install the package (pip install -e .)")
 
 
+def describe_interpreter(python: str, env: dict[str, str]) -> None:
+    """Which oj the commands run, and whether site imports an editable-install finder (a cost
+    every measurement here pays, baselines included)."""
+    probe = ("import sys, oj; print(sys.version.split()[0], oj.__file__, "
+             "any(m.startswith('__editable__') for m in sys.modules))")
+    out = subprocess.run([python, "-c", probe], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    print(f"python {out[0]}; oj from {out[1]}; editable-install finder loaded by site: "
+          f"{'yes' if out[2] == 'True' else 'no'}")
+
+
 # -- timing -----------------------------------------------------------------------------------
 
 
@@ -82,12 +94,12 @@ def run_once(argv: Argv, cwd: str, env: dict[str, str]) -> float:
     return dt
 
 
-def time_interleaved(cases: dict[str, ArgvFor], runs: int, cwd: str,
-                     env: dict[str, str]) -> dict[str, list[float]]:
-    """K runs of every case, round-robin, so drift (cpu frequency, caches) hits all alike."""
+def time_interleaved(cases: dict[str, Case], runs: int) -> dict[str, list[float]]:
+    """K runs of every case, round-robin, so drift (cpu frequency, caches, other load on the
+    machine) hits all of them alike."""
     times: dict[str, list[float]] = {name: [] for name in cases}
     for i in range(runs):
-        for name, argv_for in cases.items():
+        for name, (argv_for, cwd, env) in cases.items():
             times[name].append(run_once(argv_for(i), cwd, env))
     return times
 
@@ -123,6 +135,8 @@ def cli_env(state_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("OJ_PROJECT", "PYTHONDONTWRITEBYTECODE", "PYTHONPROFILEIMPORTTIME")}
     env["OJ_STATE_DIR"] = str(state_dir)
+    # measure this checkout, whatever copy of oj the interpreter has installed
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO), env.get("PYTHONPATH"))))
     return env
 
 
@@ -335,8 +349,8 @@ def main() -> None:
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="oj-cli-bench-", dir="/var/tmp"))
     try:
-        print(f"cpus={os.cpu_count()} python={python} ({sys.version.split()[0]}) oj={oj} "
-              f"dir={tmp}")
+        print(f"cpus={os.cpu_count()} python={python} oj={oj} dir={tmp}")
+        describe_interpreter(python, cli_env(tmp / "none"))
         cold_start(oj, python, tmp, args.runs)
         big_log(oj, python, tmp, args.events, args.runs, args.replays)
     finally:

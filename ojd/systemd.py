@@ -144,6 +144,21 @@ class Systemd:
     def reset_failed(self, unit: str) -> None:
         self._call(b"ResetFailedUnit", b"s", unit.encode())
 
+    def unit_file_state(self, unit: str) -> str:
+        """"enabled", "disabled", "static", ... ("" when the unit file is unknown)."""
+        value = self._prop(self.unit_path(unit), UNIT, b"UnitFileState", b"s")
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def enable(self, *units: str) -> None:
+        """Link units into the targets their [Install] names (an instance of a template
+        is enabled by its full name), then reload, as ``systemctl enable`` does."""
+        self._call(b"EnableUnitFiles", b"asbb", [u.encode() for u in units], False, True)
+        self.daemon_reload()
+
+    def disable(self, *units: str) -> None:
+        self._call(b"DisableUnitFiles", b"asb", [u.encode() for u in units], False)
+        self.daemon_reload()
+
     def daemon_reload(self) -> None:
         self._call(b"Reload", b"")
 

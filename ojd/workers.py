@@ -121,6 +121,38 @@ def _wait_started(systemd: Systemd, unit: str) -> None:
     raise OjError(f"worker unit {unit} did not become ready in {START_TIMEOUT:.0f}s")
 
 
+TARGET = "oj-workers.target"
+
+
+def enable(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str) -> list[str]:
+    """Start the worker at boot: link its instance into oj-workers.target and make sure the
+    target itself is enabled. Returns notes for the user (lingering, for user managers)."""
+    record(store, runbook, root, name)
+    bind_state_dir(systemd, name, store.root)
+    systemd.enable(worker_unit(name), TARGET)
+    notes = []
+    if systemd.user and not lingering():
+        user = _user_name()
+        notes.append(f"user {user} does not linger: the worker starts at login, not at boot; "
+                     f"'loginctl enable-linger {user}' makes it start at boot")
+    return notes
+
+
+def disable(systemd: Systemd, name: str) -> None:
+    systemd.disable(worker_unit(name))
+
+
+def lingering() -> bool:
+    """logind keeps a user's manager running from boot when this flag file exists."""
+    return os.path.exists(f"/var/lib/systemd/linger/{_user_name()}")
+
+
+def _user_name() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
 def stop(systemd: Systemd, name: str, wait: bool = True) -> UnitState:
     unit = worker_unit(name)
     systemd.stop(unit)
@@ -185,9 +217,11 @@ def listing(store: Store, systemd: Systemd | None, project: str | None
             continue
         unit = worker_unit(w["name"])
         live: UnitState | None = None
+        enabled = None
         if systemd is not None and problem is None:
             try:
                 live = systemd.state(unit)
+                enabled = systemd.unit_file_state(unit) == "enabled"
             except SystemdUnavailable as e:
                 problem = str(e)
         running = sum(1 for j in state.jobs.values()
@@ -203,6 +237,7 @@ def listing(store: Store, systemd: Systemd | None, project: str | None
             "sub_state": live.sub_state if live else None,
             "main_pid": (live.main_pid or None) if live else None,
             "active": running, "concurrency": w.get("concurrency"), "pending": pending,
+            "enabled": enabled,
             "started_at": w.get("started_at"), "woken_at": w.get("woken_at"),
         })
     return rows, problem

@@ -33,20 +33,52 @@ def worker() -> None:
     """Start, stop and list workers (each one is the unit oj-worker@NAME.service)."""
 
 
-def _start(app, name: str, scope: str | None) -> None:
+def _start(app, name: str, scope: str | None, enable: bool = False) -> None:
     from ojd import workers
 
-    workers.start(app.store, systemd_for(scope), app.runbook, app.root, name)
+    systemd = systemd_for(scope)
+    if enable:
+        _enable(app, systemd, name)
+    workers.start(app.store, systemd, app.runbook, app.root, name)
     click.echo(f"Worker '{name}' started")
+
+
+def _enable(app, systemd, name: str) -> None:
+    from ojd import workers
+
+    for note in workers.enable(app.store, systemd, app.runbook, app.root, name):
+        click.echo(f"oj: {note}", err=True)
 
 
 @worker.command("start")
 @click.argument("name")
+@click.option("--enable", is_flag=True, help="Also start it at boot (see 'oj worker enable').")
 @with_scope
 @click.pass_obj
-def start_cmd(app, name: str, scope: str | None) -> None:
+def start_cmd(app, name: str, enable: bool, scope: str | None) -> None:
     """Start a worker, or wake it (poll its queue now) if it is already running."""
-    _start(app, name, scope)
+    _start(app, name, scope, enable)
+
+
+@worker.command("enable")
+@click.argument("name")
+@with_scope
+@click.pass_obj
+def enable_cmd(app, name: str, scope: str | None) -> None:
+    """Start a worker at boot (it joins oj-workers.target); does not start it now."""
+    _enable(app, systemd_for(scope), name)
+    click.echo(f"Worker '{name}' enabled")
+
+
+@worker.command("disable")
+@click.argument("name")
+@with_scope
+def disable_cmd(name: str, scope: str | None) -> None:
+    """No longer start a worker at boot; a running worker keeps running."""
+    from ojd import workers
+
+    workers.disable(systemd_for(scope), name)
+    click.echo(f"Worker '{name}' disabled")
 
 
 @worker.command("wake", hidden=True)
@@ -121,8 +153,12 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
     if output == "json":
         emit_json(rows)
         return
-    table(("NAME", "STATE", "PID", "JOBS", "PENDING", "QUEUE", "STARTED", "PROJECT"),
+    def enabled(value: bool | None) -> str:
+        return "-" if value is None else ("enabled" if value else "disabled")
+
+    table(("NAME", "STATE", "BOOT", "PID", "JOBS", "PENDING", "QUEUE", "STARTED", "PROJECT"),
           [(r["name"], f"{r['active_state']}/{r['sub_state']}" if r["active_state"]
-            else "unknown", r["main_pid"], f"{r['active']}/{r['concurrency']}", r["pending"],
-            r["queue"], ago(r["started_at"]), r["project"]) for r in rows],
+            else "unknown", enabled(r["enabled"]), r["main_pid"],
+            f"{r['active']}/{r['concurrency']}", r["pending"], r["queue"],
+            ago(r["started_at"]), r["project"]) for r in rows],
           empty="no workers (start one with 'oj worker start NAME')")
