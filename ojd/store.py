@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ojd import paths
+from ojd.errors import OjError
 from ojd.state import Event, State
 from ojd.wal import WalDirectory, WalProblem
 
@@ -49,8 +50,13 @@ class Transaction:
 class Store:
     def __init__(self, root: str | None = None,
                  on_problem: Callable[[WalProblem], None] | None = warn_to_stderr) -> None:
-        self.root = paths.ensure_state_dir(root)
-        self.wal = WalDirectory(paths.wal_dir(self.root), on_problem=on_problem)
+        try:
+            self.root = paths.ensure_state_dir(root)
+            self.wal = WalDirectory(paths.wal_dir(self.root), on_problem=on_problem)
+        except PermissionError as e:
+            where = root or paths.state_dir()
+            raise OjError(f"cannot use state dir {where}: permission denied ({e.filename}); "
+                          "it belongs to another user, or needs root") from None
         self.state = State()
         self._snapshot_pos = 0
         self._reader = None

@@ -93,6 +93,7 @@ _PRIVATE_TMPFS = ("/run", "/tmp", "/var/tmp", "/dev/shm")
 _CGROUP_PREFIX = "oj-sb"
 _CGROUP_RE = re.compile(rf"^{_CGROUP_PREFIX}-(\d+)-(\d+)-[0-9a-f]+$")
 _PR_SET_PDEATHSIG = 1
+USER_UID_BASE = 61001  # sandbox-only test users (see Sandbox.users)
 _BASE_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "LANG": "C.UTF-8",
@@ -221,8 +222,12 @@ def _pump_console(master: int, log_path: Path) -> None:
 class Sandbox:
     """One booted systemd; ``root`` is a host directory holding its persistent state."""
 
-    def __init__(self, root: Path, *, wants: Sequence[str] = ("oj-workers.target",)) -> None:
+    def __init__(self, root: Path, *, wants: Sequence[str] = ("oj-workers.target",),
+                 users: Sequence[str] = ()) -> None:
         self.root = Path(root).resolve()
+        # Test users that exist only inside: private copies of /etc/passwd, group and shadow
+        # are bound over the host's, homes live under root/home.
+        self.users = tuple(users)
         for private in _PRIVATE_TMPFS:
             if self.root == Path(private) or self.root.is_relative_to(private):
                 raise SandboxError(f"{self.root} is under {private}, private inside the sandbox")
@@ -250,6 +255,7 @@ class Sandbox:
         for name, target in PERSISTENT_BINDS.items():
             self._make_state_dir(self.root / name, Path(target))
         (self.root / "owner").write_text(owner_tag() + "\n")
+        self._write_user_files()
         self.cgroup = f"{_CGROUP_PREFIX}-{owner_tag()}-{secrets.token_hex(4)}"
         joins = []
         try:
@@ -367,7 +373,7 @@ class Sandbox:
         full_env = dict(_BASE_ENV, HOME="/root", USER="root", LOGNAME="root")
         prefix = ["nsenter", "-t", str(self.pid), "-m", "-p", "-u", "-i", f"--wd={cwd or '/'}"]
         if user is not None:
-            pw = pwd.getpwnam(user)
+            pw = self.passwd(user)
             runtime = f"/run/user/{pw.pw_uid}"
             full_env.update(
                 HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name, SHELL=pw.pw_shell,
@@ -452,7 +458,35 @@ class Sandbox:
         except OSError:
             return "(no log)"
 
+    def passwd(self, user: str) -> pwd.struct_passwd:
+        """A user's entry: a sandbox-only test user, else the host's."""
+        if user in self.users:
+            uid = USER_UID_BASE + self.users.index(user)
+            home = str(self.root / "home" / user)
+            return pwd.struct_passwd((user, "x", uid, uid, "oj test user", home, "/bin/sh"))
+        return pwd.getpwnam(user)
+
     # -- internals -------------------------------------------------------------------------
+
+    def _write_user_files(self) -> None:
+        etc = self.root / "etc-users"
+        etc.mkdir(exist_ok=True)
+        extra = {"passwd": [], "group": [], "shadow": []}
+        for name in self.users:
+            pw = self.passwd(name)
+            home = Path(pw.pw_dir)
+            if not home.exists():
+                home.mkdir(parents=True)
+                os.chown(home, pw.pw_uid, pw.pw_gid)
+                home.chmod(0o755)
+            extra["passwd"].append(":".join(str(f) for f in pw) + "\n")
+            extra["group"].append(f"{name}:x:{pw.pw_gid}:\n")
+            extra["shadow"].append(f"{name}:!:19000:0:99999:7:::\n")
+        for name, lines in extra.items():
+            host = Path("/etc") / name
+            (etc / name).write_text(host.read_text() + "".join(lines))
+            (etc / name).chmod(host.stat().st_mode & 0o777)
+
 
     def _boot_script(self, cgroup_procs: Sequence[Path]) -> str:
         q = shlex.quote
@@ -462,6 +496,10 @@ class Sandbox:
             f"if [ -d {q(target)} ]; then mount --bind {q(str(self.root / name))} {q(target)}; fi"
             for name, target in PERSISTENT_BINDS.items()
         )
+        users = "\n".join(
+            f"mount --bind {q(str(self.root / 'etc-users' / name))} /etc/{name}"
+            for name in ("passwd", "group", "shadow")
+        ) if self.users else ""
         return f"""\
 # PID 1 of fresh pid/mount/uts/ipc namespaces: build a private view of the host, then become
 # systemd. Written by tests/sandbox.py for each boot.
@@ -511,6 +549,7 @@ for d in /tmp /var/tmp; do mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$d"; 
 mkdir -p /run/lock {units}/systemd-journald.service.d /run/systemd/journald.conf.d
 chmod 1777 /run/lock
 {binds}
+{users}
 cat > {units}/{BOOT_TARGET} <<'EOF'
 [Unit]
 Description=oj test sandbox
