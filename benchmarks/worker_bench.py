@@ -40,8 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from ojd.wal import WalDirectory  # noqa: E402
 from sandbox import Sandbox, SandboxError, remove_root  # noqa: E402
+
+from ojd.wal import WalDirectory  # noqa: E402
 
 SANDBOX_BASE = Path(os.environ.get("OJ_SANDBOX_BASE", "/var/lib/oj-sandbox"))
 WAKE_AIM = 2.0  # oj worker start (wake) at most this many times systemctl reload

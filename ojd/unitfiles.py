@@ -14,6 +14,11 @@ from ojd.workers import unit_dir
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "units")
 UNIT_NAMES = ("oj-worker@.service", "oj-workers.target")
 SHIPPED_OJD = "/usr/bin/ojd"
+# Sandboxing that needs a mount namespace or capabilities: a user manager can only set it
+# up with unprivileged user namespaces, and without them the unit fails to start.
+SYSTEM_ONLY = ("PrivateTmp=", "PrivateDevices=", "ProtectSystem=", "ProtectKernelTunables=",
+               "ProtectKernelModules=", "ProtectKernelLogs=", "ProtectControlGroups=",
+               "ProtectClock=", "ProtectHostname=", "CapabilityBoundingSet=")
 
 
 def ojd_path() -> str:
@@ -41,6 +46,8 @@ def render(name: str, text: str, ojd: str, user: bool) -> str:
     if user:
         # a user manager has no multi-user.target; its boot is default.target
         text = text.replace("WantedBy=multi-user.target", "WantedBy=default.target")
+        text = "".join(line for line in text.splitlines(keepends=True)
+                       if not line.startswith(SYSTEM_ONLY))
     return text
 
 

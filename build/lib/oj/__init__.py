@@ -1,0 +1,1 @@
+"""oj's command line."""

@@ -1,0 +1,45 @@
+"""The ``oj`` command line: a thin layer over ojd.
+
+Start-up is what users feel (``oj`` runs inside shell steps and scripts), so command groups
+load lazily, and the hottest command, ``oj queue push``, has a fast path that does not import
+click at all; anything it does not understand falls through to the full click parser.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _fail(message: str, code: int) -> int:
+    for line in message.splitlines():
+        print(f"oj: {line}" if not line.startswith((".", "/")) else line, file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    from ojd.errors import OjError
+
+    try:
+        if argv[:2] == ["queue", "push"]:
+            from oj.fastpath import try_queue_push
+
+            code = try_queue_push(argv[2:])
+            if code is not None:
+                return code
+        from oj.root import run
+
+        return run(argv)
+    except OjError as e:
+        return _fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `oj queue list | head`: the reader left; say nothing, like coreutils
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())

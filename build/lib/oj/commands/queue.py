@@ -1,0 +1,144 @@
+"""``oj queue``: push, list, show, drop, retry."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from oj.output import ago, emit_json, output_option, table
+
+ITEM_FIELDS = ("id", "queue", "status", "data", "attempts", "created_at", "updated_at",
+               "retry_at", "job", "error", "project")
+
+
+def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
+            project: str | None) -> int:
+    """Shared by the click command and the fast path: validate, push durably, print the id."""
+    from ojd import paths, queues
+    from ojd import project as projects
+    from ojd.store import Store
+
+    root = projects.find_root(override=project)
+    store = Store()
+    runbook = projects.load(root, paths.cache_dir(store.root))
+    queue = queues.queue_named(runbook, queue_name)
+    data = queues.parse_item(json_text) if json_text is not None else {}
+    for text in variables:
+        name, value = queues.parse_var(text)
+        data[name] = value
+    data = queues.validate_item(queue, data)
+    item_id, created = queues.push(store, root, queue, data)
+    print(item_id)
+    if not created:
+        print(f"oj: the same item is already queued as {item_id}; not queued twice",
+              file=sys.stderr)
+    from ojd.workers import wake_queue_workers
+
+    woken, idle = wake_queue_workers(store, root, queue.name)
+    if idle and not woken:
+        print(f"oj: no worker was woken: {', '.join(idle)} not running; start with "
+              f"'oj worker start {idle[0]}'", file=sys.stderr)
+    return 0
+
+
+@click.group()
+def queue() -> None:
+    """Push to, list and manage queues."""
+
+
+@queue.command("push")
+@click.argument("queue_name", metavar="QUEUE")
+@click.argument("item", required=False, metavar="[JSON]")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE",
+              help="Set one var of the item (repeatable).")
+@click.pass_obj
+def push_cmd(app, queue_name: str, item: str | None, variables: tuple[str, ...]) -> int:
+    """Queue an item, e.g. oj queue push merges '{"branch": "fix-1"}'. Prints its id."""
+    return do_push(queue_name, item, variables, app.project_override)
+
+
+def item_json(item: dict) -> dict:
+    return {k: item.get(k) for k in ITEM_FIELDS}
+
+
+@queue.command("list")
+@click.argument("queue_name", required=False, metavar="[QUEUE]")
+@click.option("--status", help="Only items in this state (pending, active, completed, "
+              "failed, dead).")
+@output_option
+@click.pass_obj
+def list_cmd(app, queue_name: str | None, status: str | None, output: str) -> None:
+    """List queue items of this project (every project's, outside one)."""
+    project = app.project_or_none()
+    if queue_name is not None and project is not None:
+        from ojd.queues import queue_named
+
+        queue_named(app.runbook, queue_name)
+    items = app.store.state.queue_items(project, queue_name)
+    if status:
+        items = [i for i in items if i["status"] == status]
+    items.sort(key=lambda i: i["seq"])
+    if output == "json":
+        emit_json([item_json(i) for i in items])
+        return
+    rows = [(i["id"], i["queue"], i["status"], i["attempts"], ago(i["created_at"]),
+             _short(json.dumps(i["data"], separators=(",", ":")))) for i in items]
+    table(("ID", "QUEUE", "STATUS", "ATTEMPTS", "CREATED", "DATA"), rows,
+          empty="no items" + (f" in queue '{queue_name}'" if queue_name else ""))
+
+
+def _short(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@queue.command("show")
+@click.argument("item_id", metavar="ID")
+@output_option
+@click.pass_obj
+def show_cmd(app, item_id: str, output: str) -> None:
+    """Show one item (a unique prefix of its id is enough)."""
+    from ojd.queues import find_item
+
+    item = find_item(app.store, item_id, app.project_or_none())
+    if output == "json":
+        emit_json(item_json(item))
+        return
+    for key in ITEM_FIELDS:
+        value = item.get(key)
+        if key.endswith("_at") and value:
+            value = f"{ago(value)}"
+        elif key == "data":
+            value = json.dumps(value)
+        click.echo(f"{key + ':':<12} {'-' if value is None else value}")
+
+
+@queue.command("drop")
+@click.argument("queue_name", metavar="QUEUE")
+@click.argument("item_id", metavar="ID")
+@click.pass_obj
+def drop_cmd(app, queue_name: str, item_id: str) -> None:
+    """Remove an item that is not being worked on."""
+    from ojd.queues import drop, queue_named
+
+    queue_named(app.runbook, queue_name)
+    item = drop(app.store, app.root, queue_name, item_id)
+    click.echo(f"dropped {item['id']}")
+
+
+@queue.command("retry")
+@click.argument("queue_name", metavar="QUEUE")
+@click.argument("item_id", required=False, metavar="[ID]")
+@click.option("--all-dead", is_flag=True, help="Retry every dead item of the queue.")
+@click.pass_obj
+def retry_cmd(app, queue_name: str, item_id: str | None, all_dead: bool) -> None:
+    """Put a failed or dead item back to pending, its attempts reset."""
+    from ojd.errors import UsageError
+    from ojd.queues import queue_named, retry
+
+    if (item_id is None) == (not all_dead):
+        raise UsageError("give an item ID or --all-dead (not both)")
+    queue_named(app.runbook, queue_name)
+    ids = retry(app.store, app.root, queue_name, item_id, all_dead)
+    click.echo(f"retrying {len(ids)} item(s)" + (f": {', '.join(ids)}" if ids else ""))

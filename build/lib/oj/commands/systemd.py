@@ -1,0 +1,34 @@
+"""``oj systemd install|uninstall``: put oj's unit files where the manager finds them."""
+
+from __future__ import annotations
+
+import click
+
+from oj.commands.worker import systemd_for, with_scope
+
+
+@click.group()
+def systemd() -> None:
+    """Install oj's unit files (a pip install has no place for them)."""
+
+
+@systemd.command("install")
+@with_scope
+def install_cmd(scope: str | None) -> None:
+    """Write oj-worker@.service and oj-workers.target with this installation's ojd."""
+    from ojd import unitfiles as units
+
+    manager = systemd_for(scope)
+    written = units.install(manager)
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
+@systemd.command("uninstall")
+@with_scope
+def uninstall_cmd(scope: str | None) -> None:
+    """Remove the unit files written by install (stop workers first)."""
+    from ojd import unitfiles as units
+
+    for path in units.uninstall(systemd_for(scope)):
+        click.echo(f"removed {path}")

@@ -1,0 +1,164 @@
+"""``oj worker``: start (idempotent), stop, restart, logs, list. ``wake`` is a hidden alias."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from oj.output import ago, emit_json, output_option, table
+
+scope_options = [
+    click.option("--user", "scope", flag_value="user",
+                 help="Use the user manager (default when not root)."),
+    click.option("--system", "scope", flag_value="system",
+                 help="Use the system manager (default as root)."),
+]
+
+
+def with_scope(f):
+    for option in reversed(scope_options):
+        f = option(f)
+    return f
+
+
+def systemd_for(scope: str | None):
+    from ojd.systemd import Systemd
+
+    return Systemd(user=None if scope is None else scope == "user")
+
+
+@click.group()
+def worker() -> None:
+    """Start, stop and list workers (each one is the unit oj-worker@NAME.service)."""
+
+
+def _start(app, name: str, scope: str | None, enable: bool = False) -> None:
+    from ojd import workers
+
+    systemd = systemd_for(scope)
+    if enable:
+        _enable(app, systemd, name)
+    workers.start(app.store, systemd, app.runbook, app.root, name)
+    click.echo(f"Worker '{name}' started")
+
+
+def _enable(app, systemd, name: str) -> None:
+    from ojd import workers
+
+    for note in workers.enable(app.store, systemd, app.runbook, app.root, name):
+        click.echo(f"oj: {note}", err=True)
+
+
+@worker.command("start")
+@click.argument("name")
+@click.option("--enable", is_flag=True, help="Also start it at boot (see 'oj worker enable').")
+@with_scope
+@click.pass_obj
+def start_cmd(app, name: str, enable: bool, scope: str | None) -> None:
+    """Start a worker, or wake it (poll its queue now) if it is already running."""
+    _start(app, name, scope, enable)
+
+
+@worker.command("enable")
+@click.argument("name")
+@with_scope
+@click.pass_obj
+def enable_cmd(app, name: str, scope: str | None) -> None:
+    """Start a worker at boot (it joins oj-workers.target); does not start it now."""
+    _enable(app, systemd_for(scope), name)
+    click.echo(f"Worker '{name}' enabled")
+
+
+@worker.command("disable")
+@click.argument("name")
+@with_scope
+def disable_cmd(name: str, scope: str | None) -> None:
+    """No longer start a worker at boot; a running worker keeps running."""
+    from ojd import workers
+
+    workers.disable(systemd_for(scope), name)
+    click.echo(f"Worker '{name}' disabled")
+
+
+@worker.command("wake", hidden=True)
+@click.argument("name")
+@with_scope
+@click.pass_obj
+def wake_cmd(app, name: str, scope: str | None) -> None:
+    """Alias of start."""
+    _start(app, name, scope)
+
+
+@worker.command("stop")
+@click.argument("name")
+@with_scope
+@click.pass_obj
+def stop_cmd(app, name: str, scope: str | None) -> None:
+    """Stop a worker: running steps may finish, unfinished items go back to pending."""
+    from ojd import workers
+
+    st = workers.stop(systemd_for(scope), name)
+    click.echo(f"Worker '{name}' stopped ({st.active_state})")
+
+
+@worker.command("restart")
+@click.argument("name")
+@with_scope
+@click.pass_obj
+def restart_cmd(app, name: str, scope: str | None) -> None:
+    """Stop and start a worker (after a runbook change, for instance)."""
+    from ojd import workers
+
+    workers.restart(app.store, systemd_for(scope), app.runbook, app.root, name)
+    click.echo(f"Worker '{name}' restarted")
+
+
+@worker.command("logs")
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("-n", "--lines", default=50, show_default=True, help="Lines to show.")
+@with_scope
+def logs_cmd(name: str, follow: bool, lines: int, scope: str | None) -> None:
+    """The worker's journal: its own lines and its steps'."""
+    from ojd.systemd import worker_unit
+
+    user = (os.geteuid() != 0) if scope is None else scope == "user"
+    argv = ["journalctl", "--user-unit" if user else "--unit", worker_unit(name),
+            "-n", str(lines), "--no-pager", "-o", "short-iso"]
+    if follow:
+        argv.append("--follow")
+    try:
+        os.execvp(argv[0], argv)
+    except FileNotFoundError:
+        from ojd.errors import OjError
+
+        raise OjError("journalctl is not installed; worker logs live in the journal") from None
+
+
+@worker.command("list")
+@output_option
+@click.option("--all", "all_projects", is_flag=True, help="Workers of every project.")
+@with_scope
+@click.pass_obj
+def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
+    """Workers with their unit state, running jobs and pending items."""
+    from ojd import workers
+
+    project = None if all_projects else app.project_or_none()
+    rows, problem = workers.listing(app.store, systemd_for(scope), project)
+    if problem:
+        click.echo(f"oj: systemd cannot be reached ({problem}); showing the WAL only",
+                   err=True)
+    if output == "json":
+        emit_json(rows)
+        return
+    def enabled(value: bool | None) -> str:
+        return "-" if value is None else ("enabled" if value else "disabled")
+
+    table(("NAME", "STATE", "BOOT", "PID", "JOBS", "PENDING", "QUEUE", "STARTED", "PROJECT"),
+          [(r["name"], f"{r['active_state']}/{r['sub_state']}" if r["active_state"]
+            else "unknown", enabled(r["enabled"]), r["main_pid"],
+            f"{r['active']}/{r['concurrency']}", r["pending"], r["queue"],
+            ago(r["started_at"]), r["project"]) for r in rows],
+          empty="no workers (start one with 'oj worker start NAME')")

@@ -1,0 +1,61 @@
+"""The click root group. Subcommand groups are imported only when invoked."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from ojd import __version__
+
+# name -> (module, attribute, help)
+SUBCOMMANDS = {
+    "run": ("oj.commands.run", "run", "Run a runbook command."),
+    "worker": ("oj.commands.worker", "worker", "Start, stop and list workers."),
+    "systemd": ("oj.commands.systemd", "systemd", "Install oj's unit files."),
+    "queue": ("oj.commands.queue", "queue", "Push to, list and manage queues."),
+    "job": ("oj.commands.job", "job", "List jobs, show one, follow its logs."),
+    "runbook": ("oj.commands.runbook", "runbook", "Check and list the project's runbooks."),
+    "state": ("oj.commands.state", "state", "Check and compact the state directory."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        entry = SUBCOMMANDS.get(name)
+        if entry is None:
+            return None
+        module = importlib.import_module(entry[0])
+        return getattr(module, entry[1])
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # help lines come from the table, so `oj --help` imports no command module
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, SUBCOMMANDS[name][2]) for name in sorted(SUBCOMMANDS)])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="oj")
+@click.option("--project", envvar="OJ_PROJECT", metavar="DIR",
+              help="Project directory (default: nearest directory above with .oj/).")
+@click.pass_context
+def cli(ctx: click.Context, project: str | None) -> None:
+    """oj runs runbook-defined work in the background; every worker is a systemd service."""
+    from oj.app import App
+
+    ctx.obj = App(project)
+
+
+def run(argv: list[str]) -> int:
+    """Run the CLI; a command's int return value is the exit status."""
+    try:
+        rv = cli.main(args=argv, prog_name="oj", standalone_mode=False)
+    except click.exceptions.Abort:
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return 2 if isinstance(e, click.UsageError) else e.exit_code
+    return rv if isinstance(rv, int) else 0

@@ -1,0 +1,269 @@
+"""Running a job: one pass of a pipeline, step by step, every transition an event in the WAL.
+
+A job's position lives only in the WAL, so a job interrupted mid-step (crash, kill -9)
+resumes from that step when its owner (or a successor) calls ``run`` again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ojd import paths
+from ojd.errors import OjError
+from ojd.queues import new_id
+from ojd.routing import route, visit_limit_error
+from ojd.runbook import Pipeline, Runbook
+from ojd.store import Store, Transaction
+from ojd.template import TemplateError, render_shell, render_text
+
+# Progress callback: (job id, what, detail) e.g. ("3f9c", "step", "check ok in 1.2s")
+Progress = Callable[[str, str, str], None]
+
+_TEMPLATE_REF = re.compile(r"\$\$\{|\$\{[^}]*\}")
+
+
+def _needs_shell(template: str) -> bool:
+    """A local like ``$(git rev-parse ...)`` runs in bash; a plain template does not."""
+    rest = _TEMPLATE_REF.sub("", template)
+    return "$" in rest or "`" in rest
+
+
+def workspace_path(state_root: str, pipeline: Pipeline, job_id: str, project: str) -> str | None:
+    if pipeline.workspace == "ephemeral":
+        return os.path.join(paths.workspaces_dir(state_root), job_id)
+    if pipeline.workspace == "persistent":
+        import hashlib
+
+        tag = hashlib.sha256(project.encode()).hexdigest()[:8]
+        return os.path.join(paths.workspaces_dir(state_root), f"{pipeline.name}-{tag}")
+    return None
+
+
+def create_job(tx: Transaction, state_root: str, runbook: Runbook, project: str,
+               pipeline_name: str, vars_: dict[str, Any], invoke_dir: str, *,
+               item: str | None = None, worker: str | None = None, owner: str | None = None,
+               name: str | None = None) -> dict:
+    """Append ``job:created`` (inside a transaction, so a take and its job land together)."""
+    pipeline = runbook.pipelines[pipeline_name]
+    job_id = new_id(tx.state.jobs)
+    values = {**pipeline.defaults, **vars_}
+    missing = [v for v in pipeline.vars if v not in values]
+    if missing:
+        raise OjError(f"pipeline '{pipeline_name}' needs var '{missing[0]}'")
+    cwd = workspace_path(state_root, pipeline, job_id, project) or invoke_dir
+    event = {"type": "job:created", "id": job_id, "p": project, "pipeline": pipeline_name,
+             "name": name or pipeline_name, "vars": values, "cwd": cwd,
+             "ws": pipeline.workspace, "invoke": invoke_dir, "item": item, "worker": worker,
+             "by": owner}
+    tx.append(event)
+    return tx.state.jobs[job_id]
+
+
+class JobRunner:
+    """Runs jobs of one project's runbook. Thread-safe: a worker runs several at once."""
+
+    def __init__(self, store: Store, runbook: Runbook, *, progress: Progress | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.store = store
+        self.runbook = runbook
+        self.progress = progress or (lambda job, what, detail: None)
+        self.extra_env = extra_env or {}
+        self.stopping = threading.Event()
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._procs_lock = threading.Lock()
+
+    # -- the job loop -------------------------------------------------------------------
+
+    def run(self, job_id: str) -> str:
+        """Run (or resume) a job to its end. Returns "done", "failed" or "interrupted"."""
+        job = self.store.refresh().jobs[job_id]
+        pipeline = self.runbook.pipelines.get(job["pipeline"])
+        if pipeline is None:
+            return self._finish(job, "failed", f"pipeline '{job['pipeline']}' is no longer "
+                                "defined in the runbook")
+        os.makedirs(job["cwd"], exist_ok=True)
+        log_path = self.log_path(job_id)
+        os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
+        with open(log_path, "ab", buffering=0) as log:
+            if job["step"] is None and not job.get("locals_done"):
+                self._notify(job, pipeline, "on_start", log)
+            try:
+                ctx = self._context(job, pipeline, log)
+            except OjError as e:
+                return self._finish(job, "failed", str(e), pipeline, log)
+            step = self._resume_point(job, pipeline)
+            while step is not None:
+                error = visit_limit_error(pipeline, step, job["visits"].get(step, 0))
+                if error:
+                    return self._finish(job, "failed", error, pipeline, log)
+                self.store.append({"type": "job:step_started", "id": job_id, "step": step})
+                self.progress(job_id, "step", f"{step} started")
+                started = time.monotonic()
+                exit_code = self._run_step(job, pipeline, step, ctx, log)
+                if exit_code is None:  # stopped from outside: leave the job resumable
+                    return "interrupted"
+                r = route(pipeline, step, exit_code)
+                self.store.append({"type": "job:step_finished", "id": job_id, "step": step,
+                                   "exit": exit_code, "next": r.next, "failing": r.failing})
+                took = time.monotonic() - started
+                verdict = "ok" if exit_code == 0 else f"failed (exit {exit_code})"
+                self.progress(job_id, "step", f"{step} {verdict} in {took:.1f}s")
+                if r.next is None:
+                    if exit_code == 0 and not job.get("failing"):
+                        return self._finish(job, "done", None, pipeline, log)
+                    return self._finish(job, "failed", f"step '{step}' failed"
+                                        if exit_code else f"recovered by '{step}' after a "
+                                        "failure", pipeline, log)
+                step = r.next
+        return job["status"]
+
+    def _resume_point(self, job: dict, pipeline: Pipeline) -> str | None:
+        if job["step"] is None:
+            return pipeline.first_step
+        if job["step_status"] == "running":
+            return job["step"]  # interrupted mid-step: run that step again
+        return job.get("next")
+
+    def _context(self, job: dict, pipeline: Pipeline, log) -> dict[str, Any]:
+        ctx: dict[str, Any] = {
+            "var": job["vars"],
+            "args": job["vars"],
+            "invoke": {"dir": job.get("invoke") or job["cwd"]},
+            "workspace": {"root": job["cwd"], "nonce": job["id"]},
+            "local": {},
+        }
+        if job.get("locals_done"):
+            ctx["local"] = job["locals"]
+            return ctx
+        for name, template in pipeline.locals:
+            ctx["local"][name] = self._eval_local(job, name, template, ctx)
+        self.store.append({"type": "job:locals", "id": job["id"], "locals": ctx["local"]})
+        return ctx
+
+    def _eval_local(self, job: dict, name: str, template: str, ctx: dict[str, Any]) -> str:
+        try:
+            if not _needs_shell(template):
+                return render_text(template, ctx, env={})
+            script = render_shell('printf "%s" "' + template + '"', ctx)
+        except TemplateError as e:
+            raise OjError(f"local '{name}': {e}") from None
+        proc = subprocess.run(["bash", "-c", script], cwd=job["cwd"], env=self._env(job),
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            detail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+            raise OjError(f"local '{name}' failed: {detail[0]}")
+        return proc.stdout
+
+    def _run_step(self, job: dict, pipeline: Pipeline, step: str, ctx: dict[str, Any],
+                  log) -> int | None:
+        s = pipeline.steps[step]
+        log.write(f"==> step {step} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
+        if s.run is None:
+            log.write(f"agent '{s.agent}' steps are not executed by oj {_version()}\n".encode())
+            return 127
+        try:
+            script = render_shell(s.run, ctx)
+        except TemplateError as e:
+            log.write(f"{e}\n".encode())
+            return 2
+        if self.stopping.is_set():
+            return None
+        proc = subprocess.Popen(["bash", "-e", "-o", "pipefail", "-c", script], cwd=job["cwd"],
+                                env=self._env(job), stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        with self._procs_lock:
+            self._procs[job["id"]] = proc
+        try:
+            code = proc.wait()
+        finally:
+            with self._procs_lock:
+                self._procs.pop(job["id"], None)
+        if self.stopping.is_set() and code != 0:
+            return None  # killed by our own shutdown, not a verdict on the step
+        return code
+
+    def _finish(self, job: dict, outcome: str, error: str | None,
+                pipeline: Pipeline | None = None, log=None) -> str:
+        self.store.append({"type": "job:finished", "id": job["id"], "outcome": outcome,
+                           "error": error})
+        self.progress(job["id"], outcome, error or "")
+        if pipeline is not None and log is not None:
+            if error:
+                log.write(f"==> job {outcome}: {error}\n".encode())
+            self._notify(job, pipeline, "on_done" if outcome == "done" else "on_fail", log)
+        if outcome == "done" and job.get("workspace") == "ephemeral":
+            shutil.rmtree(job["cwd"], ignore_errors=True)
+        return outcome
+
+    def _notify(self, job: dict, pipeline: Pipeline, when: str, log) -> None:
+        template = pipeline.notify.get(when)
+        if not template:
+            return
+        ctx = {"var": job["vars"], "workspace": {"root": job["cwd"], "nonce": job["id"]},
+               "invoke": {"dir": job.get("invoke") or job["cwd"]},
+               "local": job.get("locals") or {}}
+        try:
+            message = render_text(template, ctx)
+        except TemplateError as e:
+            message = f"({when} message: {e})"
+        log.write(f"==> notify: {message}\n".encode())
+        self.progress(job["id"], "notify", message)
+
+    # -- processes ------------------------------------------------------------------------
+
+    def _env(self, job: dict) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        env["OJ_PROJECT"] = job["project"]
+        env["OJ_STATE_DIR"] = self.store.root
+        env["OJ_JOB"] = job["id"]
+        # steps call `oj`: make this installation's scripts findable even under systemd
+        bindir = os.path.dirname(os.path.abspath(sys.argv[0]))
+        if os.path.exists(os.path.join(bindir, "oj")):
+            env["PATH"] = bindir + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+        return env
+
+    def log_path(self, job_id: str) -> str:
+        return os.path.join(paths.logs_dir(self.store.root), f"{job_id}.log")
+
+    def running_pids(self) -> dict[str, int]:
+        with self._procs_lock:
+            return {job: p.pid for job, p in self._procs.items()}
+
+    def signal_steps(self, sig: int) -> None:
+        """Signal every running step's process group (steps run in their own sessions)."""
+        with self._procs_lock:
+            procs = list(self._procs.values())
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, grace: float) -> None:
+        """Take no new steps; SIGTERM the running ones, SIGKILL what outlives ``grace``."""
+        self.stopping.set()
+        deadline = time.monotonic() + grace
+        while self.running_pids() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.running_pids():
+            self.signal_steps(signal.SIGTERM)
+            end = time.monotonic() + 5
+            while self.running_pids() and time.monotonic() < end:
+                time.sleep(0.05)
+            self.signal_steps(signal.SIGKILL)
+
+
+def _version() -> str:
+    from ojd import __version__
+
+    return __version__

@@ -1,0 +1,145 @@
+"""Persisted queue operations: each is one decision under the WAL lock, then durable events."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from typing import Any
+
+from ojd.errors import OjError, UsageError
+from ojd.runbook import Queue, Runbook
+from ojd.store import Store, Transaction
+
+
+def queue_named(runbook: Runbook, name: str) -> Queue:
+    queue = runbook.queues.get(name)
+    if queue is None:
+        known = ", ".join(sorted(runbook.queues)) or "none"
+        raise UsageError(f"unknown queue '{name}'; this project defines: {known}")
+    return queue
+
+
+def parse_item(text: str) -> dict[str, Any]:
+    """Queue item JSON from the command line; errors name the position."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}; "
+                         "quote the item in single quotes, e.g. '{\"branch\": \"x\"}'") from None
+    if not isinstance(data, dict):
+        raise UsageError("a queue item must be a JSON object, e.g. '{\"branch\": \"x\"}'")
+    return data
+
+
+def parse_var(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise UsageError(f"--var expects NAME=VALUE, got '{text}'")
+    return name, value
+
+
+def validate_item(queue: Queue, data: dict[str, Any]) -> dict[str, Any]:
+    """Apply defaults and check the item against the queue's declared vars."""
+    item = {**queue.defaults, **data}
+    if queue.vars:
+        unknown = [k for k in data if k not in queue.vars]
+        if unknown:
+            raise UsageError(f"queue '{queue.name}' has no var '{unknown[0]}'; "
+                             f"its vars are: {', '.join(queue.vars)}")
+        missing = [v for v in queue.vars if v not in item]
+        if missing:
+            raise UsageError(f"queue '{queue.name}' item is missing var '{missing[0]}'; "
+                             f"add it to the JSON or pass --var {missing[0]}=VALUE")
+    return item
+
+
+def item_key(data: dict[str, Any]) -> str:
+    """Identity of an item's data, for push dedup."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:24]
+
+
+def new_id(existing: dict[str, Any]) -> str:
+    while True:
+        candidate = os.urandom(4).hex()
+        if candidate not in existing:
+            return candidate
+
+
+def push(store: Store, project: str, queue: Queue, data: dict[str, Any]) -> tuple[str, bool]:
+    """Queue ``data`` durably. Returns (id, created); a live duplicate returns its id."""
+    if queue.type != "persisted":
+        raise UsageError(f"queue '{queue.name}' is external; items come from its list command")
+    key = item_key(data)
+    with store.transaction() as tx:
+        live = tx.state.live_item_for(project, queue.name, key)
+        if live is not None:
+            return live["id"], False
+        item_id = new_id(tx.state.items)
+        tx.append({"type": "queue:pushed", "id": item_id, "p": project, "q": queue.name,
+                   "data": data, "key": key})
+        return item_id, True
+
+
+def take(tx: Transaction, project: str, queue: str, owner: str, job_id: str,
+         now: float | None = None) -> dict | None:
+    """Lease the next item to ``owner`` (inside a transaction: no two takers get one item)."""
+    item = tx.state.next_takeable(project, queue, time.time() if now is None else now)
+    if item is None:
+        return None
+    tx.append({"type": "queue:taken", "id": item["id"], "by": owner, "job": job_id})
+    return item
+
+
+def failure_event(queue: Queue, item: dict, error: str, now: float) -> dict:
+    """``attempts`` counts tries so far; the runbook's retry.attempts are tries after the first."""
+    dead = item["attempts"] > queue.retry_attempts
+    return {"type": "queue:failed", "id": item["id"], "error": error, "dead": dead,
+            "retry_at": None if dead else now + queue.retry_cooldown}
+
+
+def find_item(store: Store, prefix: str, project: str | None = None) -> dict:
+    matches = [i for i in store.state.find(store.state.items, prefix)
+               if project is None or i["project"] == project]
+    if not matches:
+        raise OjError(f"no queue item with id '{prefix}'; see 'oj queue list'")
+    if len(matches) > 1:
+        ids = ", ".join(sorted(m["id"] for m in matches)[:5])
+        raise OjError(f"item id '{prefix}' is ambiguous ({ids}); give more characters")
+    return matches[0]
+
+
+def drop(store: Store, project: str, queue: str, prefix: str) -> dict:
+    with store.transaction() as tx:
+        item = find_item(store, prefix, project)
+        if item["queue"] != queue:
+            raise OjError(f"item {item['id']} is in queue '{item['queue']}', not '{queue}'")
+        if item["status"] == "active":
+            raise OjError(f"item {item['id']} is being worked on (job {item['job']}); "
+                          "stop its worker first or let it finish")
+        tx.append({"type": "queue:dropped", "id": item["id"]})
+        return item
+
+
+def retry(store: Store, project: str, queue: str, prefix: str | None,
+          all_dead: bool = False) -> list[str]:
+    """Put failed or dead items back to pending with their attempts reset."""
+    with store.transaction() as tx:
+        if all_dead:
+            items = [i for i in tx.state.queue_items(project, queue) if i["status"] == "dead"]
+        else:
+            assert prefix is not None
+            item = find_item(store, prefix, project)
+            if item["queue"] != queue:
+                raise OjError(f"item {item['id']} is in queue '{item['queue']}', not '{queue}'")
+            if item["status"] not in ("failed", "dead"):
+                raise OjError(f"item {item['id']} is {item['status']}; only failed or dead "
+                              "items can be retried")
+            items = [item]
+        for i in items:
+            if i["key"] and tx.state.live_item_for(project, queue, i["key"]) not in (None, i):
+                continue  # the same data was queued again meanwhile; that one will run
+            tx.append({"type": "queue:retried", "id": i["id"]})
+        return [i["id"] for i in items]

@@ -1,0 +1,37 @@
+"""Step routing: where a job goes after a step exits. Pure."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ojd.runbook import Pipeline
+
+
+class Route(NamedTuple):
+    next: str | None  # the step to run next; None ends the job
+    failing: bool  # the job is now handling a failure it does not recover from
+
+
+def route(pipeline: Pipeline, step: str, exit_code: int) -> Route:
+    """A step's own ``on_done``/``on_fail`` win; the pipeline's are the fallback.
+
+    A step-level ``on_fail`` is recovery (the job can still end done); the pipeline-level
+    ``on_fail`` is a failure handler: the job runs it and still ends failed.
+    """
+    s = pipeline.steps[step]
+    if exit_code == 0:
+        target = s.on_done or (pipeline.on_done if pipeline.on_done != step else None)
+        return Route(target, False)
+    if s.on_fail:
+        return Route(s.on_fail, False)
+    if pipeline.on_fail and pipeline.on_fail != step:
+        return Route(pipeline.on_fail, True)
+    return Route(None, True)
+
+
+def visit_limit_error(pipeline: Pipeline, step: str, visits: int) -> str | None:
+    """A step run more than ``max_visits`` times fails the job: a cycle cannot spin forever."""
+    if visits >= pipeline.max_visits:
+        return (f"step '{step}' already ran {visits} times (max_visits = {pipeline.max_visits} "
+                f"in pipeline '{pipeline.name}')")
+    return None

@@ -1,0 +1,331 @@
+"""oj's state as a pure fold of WAL events: ``State.apply(event)``.
+
+No I/O here. Events are plain dicts (the WAL stores them as JSON); items, jobs and
+workers are plain dicts too, so a snapshot is just ``State.to_dict()``.
+
+Event types (``type`` key) and their fields:
+
+- ``queue:pushed``    id, p (project root), q (queue), data, key (dedup key), ts
+- ``queue:taken``     id, by (lease owner), job, ts
+- ``queue:completed`` id, ts
+- ``queue:failed``    id, error, dead (attempts exhausted), retry_at, ts
+- ``queue:released``  id, ts                  back to pending; the attempt is not counted
+- ``queue:dropped``   id, ts
+- ``queue:retried``   id, ts                  back to pending with attempts reset
+- ``job:created``     id, p, pipeline, name, vars, cwd, ws, invoke, item, worker, by, ts
+- ``job:step_started``  id, step, ts
+- ``job:locals``      id, locals, ts          evaluated once per job, kept for a resume
+- ``job:step_finished`` id, step, exit, next, failing, ts
+- ``job:finished``    id, outcome ("done" | "failed" | "cancelled"), error, ts
+- ``job:resumed``     id, by, ts              a new owner picks up an interrupted job
+- ``worker:recorded`` name, p, runbook, queue, concurrency, ts
+- ``worker:started``  name, invocation, pid, ts
+- ``worker:woken``    name, ts
+- ``worker:stopped``  name, invocation, ts
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+# Finished history kept in state (and so in snapshots); older entries fall out of the fold.
+# Dead items are never pruned: they wait for an operator.
+KEEP_COMPLETED_PER_QUEUE = 200
+KEEP_FINISHED_JOBS = 500
+
+LIVE_ITEM_STATES = ("pending", "active", "failed")
+
+Event = dict[str, Any]
+
+
+class State:
+    """Everything oj knows, rebuilt from events. ``pos`` is the last applied WAL position."""
+
+    __slots__ = ("pos", "items", "live_keys", "completed", "jobs", "finished_jobs", "workers")
+
+    def __init__(self) -> None:
+        self.pos = 0
+        self.items: dict[str, dict] = {}
+        # (project, queue, key) -> id of the live item holding that data (push dedup)
+        self.live_keys: dict[tuple[str, str, str], str] = {}
+        self.completed: dict[tuple[str, str], deque[str]] = {}
+        self.jobs: dict[str, dict] = {}
+        self.finished_jobs: deque[str] = deque()
+        self.workers: dict[str, dict] = {}
+
+    # -- the fold -----------------------------------------------------------------------
+
+    def apply(self, event: Event, pos: int | None = None) -> None:
+        if pos is not None:
+            self.pos = pos
+        handler = _HANDLERS.get(event.get("type", ""))
+        if handler is not None:  # unknown types come from newer versions: skip, keep going
+            handler(self, event)
+
+    def _queue_pushed(self, ev: Event) -> None:
+        item = {
+            "id": ev["id"],
+            "seq": self.pos,  # WAL position of the push: FIFO order
+            "project": ev["p"],
+            "queue": ev["q"],
+            "data": ev["data"],
+            "key": ev.get("key", ""),
+            "status": "pending",
+            "attempts": 0,
+            "created_at": ev["ts"],
+            "updated_at": ev["ts"],
+            "retry_at": None,
+            "owner": None,
+            "job": None,
+            "error": None,
+        }
+        self.items[ev["id"]] = item
+        if item["key"]:
+            self.live_keys[(item["project"], item["queue"], item["key"])] = ev["id"]
+
+    def _queue_taken(self, ev: Event) -> None:
+        item = self.items.get(ev["id"])
+        if item is None:
+            return
+        item["status"] = "active"
+        item["attempts"] += 1
+        item["owner"] = ev.get("by")
+        item["job"] = ev.get("job")
+        item["retry_at"] = None
+        item["updated_at"] = ev["ts"]
+
+    def _queue_completed(self, ev: Event) -> None:
+        item = self.items.get(ev["id"])
+        if item is None:
+            return
+        self._settle(item, "completed", ev["ts"])
+        done = self.completed.setdefault((item["project"], item["queue"]), deque())
+        done.append(item["id"])
+        while len(done) > KEEP_COMPLETED_PER_QUEUE:
+            self.items.pop(done.popleft(), None)
+
+    def _queue_failed(self, ev: Event) -> None:
+        item = self.items.get(ev["id"])
+        if item is None:
+            return
+        item["error"] = ev.get("error")
+        if ev.get("dead"):
+            self._settle(item, "dead", ev["ts"])
+        else:
+            item["status"] = "failed"
+            item["retry_at"] = ev.get("retry_at")
+            item["owner"] = None
+            item["updated_at"] = ev["ts"]
+
+    def _queue_released(self, ev: Event) -> None:
+        item = self.items.get(ev["id"])
+        if item is None or item["status"] != "active":
+            return
+        item["status"] = "pending"
+        item["attempts"] = max(0, item["attempts"] - 1)
+        item["owner"] = None
+        item["updated_at"] = ev["ts"]
+
+    def _queue_dropped(self, ev: Event) -> None:
+        item = self.items.pop(ev["id"], None)
+        if item is not None:
+            self._forget_key(item)
+
+    def _queue_retried(self, ev: Event) -> None:
+        item = self.items.get(ev["id"])
+        if item is None:
+            return
+        if item["status"] == "completed":
+            done = self.completed.get((item["project"], item["queue"]))
+            if done is not None and item["id"] in done:
+                done.remove(item["id"])
+        item.update(status="pending", attempts=0, retry_at=None, owner=None, error=None)
+        item["updated_at"] = ev["ts"]
+        if item["key"]:
+            self.live_keys[(item["project"], item["queue"], item["key"])] = item["id"]
+
+    def _settle(self, item: dict, status: str, ts: float) -> None:
+        item["status"] = status
+        item["owner"] = None
+        item["retry_at"] = None
+        item["updated_at"] = ts
+        self._forget_key(item)
+
+    def _forget_key(self, item: dict) -> None:
+        k = (item["project"], item["queue"], item["key"])
+        if item["key"] and self.live_keys.get(k) == item["id"]:
+            del self.live_keys[k]
+
+    def _job_created(self, ev: Event) -> None:
+        self.jobs[ev["id"]] = {
+            "id": ev["id"],
+            "project": ev["p"],
+            "pipeline": ev["pipeline"],
+            "name": ev.get("name") or ev["pipeline"],
+            "vars": ev.get("vars", {}),
+            "cwd": ev.get("cwd"),
+            "invoke": ev.get("invoke"),
+            "workspace": ev.get("ws"),
+            "item": ev.get("item"),
+            "worker": ev.get("worker"),
+            "owner": ev.get("by"),
+            "status": "running",
+            "step": None,
+            "step_status": None,
+            "visits": {},
+            "history": [],
+            "created_at": ev["ts"],
+            "updated_at": ev["ts"],
+            "finished_at": None,
+            "error": None,
+        }
+
+    def _job_step_started(self, ev: Event) -> None:
+        job = self.jobs.get(ev["id"])
+        if job is None:
+            return
+        step = ev["step"]
+        job["step"] = step
+        job["step_status"] = "running"
+        job["visits"][step] = job["visits"].get(step, 0) + 1
+        job["history"].append({"step": step, "started_at": ev["ts"], "exit": None,
+                               "finished_at": None})
+        job["updated_at"] = ev["ts"]
+
+    def _job_step_finished(self, ev: Event) -> None:
+        job = self.jobs.get(ev["id"])
+        if job is None:
+            return
+        job["step_status"] = "ok" if ev.get("exit") == 0 else "failed"
+        if job["history"] and job["history"][-1]["step"] == ev["step"]:
+            job["history"][-1].update(exit=ev.get("exit"), finished_at=ev["ts"])
+        job["next"] = ev.get("next")
+        job["failing"] = job.get("failing", False) or bool(ev.get("failing"))
+        job["updated_at"] = ev["ts"]
+
+    def _job_locals(self, ev: Event) -> None:
+        job = self.jobs.get(ev["id"])
+        if job is not None:
+            job["locals"] = ev.get("locals", {})
+            job["locals_done"] = True
+
+    def _job_finished(self, ev: Event) -> None:
+        job = self.jobs.get(ev["id"])
+        if job is None:
+            return
+        job["status"] = ev["outcome"]
+        job["error"] = ev.get("error")
+        job["finished_at"] = job["updated_at"] = ev["ts"]
+        self.finished_jobs.append(job["id"])
+        while len(self.finished_jobs) > KEEP_FINISHED_JOBS:
+            self.jobs.pop(self.finished_jobs.popleft(), None)
+
+    def _job_resumed(self, ev: Event) -> None:
+        job = self.jobs.get(ev["id"])
+        if job is not None:
+            job["owner"] = ev.get("by")
+            job["updated_at"] = ev["ts"]
+            item = self.items.get(job["item"]) if job["item"] else None
+            if item is not None and item["status"] == "active":
+                item["owner"] = ev.get("by")
+
+    def _worker_recorded(self, ev: Event) -> None:
+        w = self.workers.setdefault(ev["name"], {"name": ev["name"], "invocation": None,
+                                                 "pid": None, "started_at": None,
+                                                 "woken_at": None, "stopped_at": None})
+        w.update(project=ev["p"], runbook=ev.get("runbook"), queue=ev.get("queue"),
+                 pipeline=ev.get("pipeline"), concurrency=ev.get("concurrency", 1),
+                 recorded_at=ev["ts"])
+
+    def _worker_started(self, ev: Event) -> None:
+        w = self.workers.get(ev["name"])
+        if w is not None:
+            w.update(invocation=ev.get("invocation"), pid=ev.get("pid"), started_at=ev["ts"])
+
+    def _worker_woken(self, ev: Event) -> None:
+        w = self.workers.get(ev["name"])
+        if w is not None:
+            w["woken_at"] = ev["ts"]
+
+    def _worker_stopped(self, ev: Event) -> None:
+        w = self.workers.get(ev["name"])
+        if w is not None:
+            w["stopped_at"] = ev["ts"]
+
+    # -- queries (pure) -----------------------------------------------------------------
+
+    def queue_items(self, project: str | None = None, queue: str | None = None) -> list[dict]:
+        return [i for i in self.items.values()
+                if (project is None or i["project"] == project)
+                and (queue is None or i["queue"] == queue)]
+
+    def live_item_for(self, project: str, queue: str, key: str) -> dict | None:
+        item_id = self.live_keys.get((project, queue, key))
+        return self.items.get(item_id) if item_id else None
+
+    def next_takeable(self, project: str, queue: str, now: float) -> dict | None:
+        """Oldest pending item, or a failed one whose cooldown is over."""
+        best = None
+        for item in self.items.values():
+            if item["project"] != project or item["queue"] != queue:
+                continue
+            status = item["status"]
+            due = status == "pending" or (status == "failed" and (item["retry_at"] or 0) <= now)
+            if due and (best is None or item["seq"] < best["seq"]):
+                best = item
+        return best
+
+    def find(self, table: dict[str, dict], prefix: str) -> list[dict]:
+        """Entries whose id starts with ``prefix`` (ids are short; prefixes are accepted)."""
+        exact = table.get(prefix)
+        if exact is not None:
+            return [exact]
+        return [v for k, v in table.items() if k.startswith(prefix)]
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return {
+            "pos": self.pos,
+            "items": self.items,
+            "completed": [[p, q, list(ids)] for (p, q), ids in self.completed.items()],
+            "jobs": self.jobs,
+            "finished_jobs": list(self.finished_jobs),
+            "workers": self.workers,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> State:
+        state = cls()
+        state.pos = data.get("pos", 0)
+        state.items = data.get("items", {})
+        state.completed = {(p, q): deque(ids) for p, q, ids in data.get("completed", [])}
+        state.jobs = data.get("jobs", {})
+        state.finished_jobs = deque(data.get("finished_jobs", []))
+        state.workers = data.get("workers", {})
+        for item in state.items.values():
+            if item["key"] and item["status"] in LIVE_ITEM_STATES:
+                state.live_keys[(item["project"], item["queue"], item["key"])] = item["id"]
+        return state
+
+
+_HANDLERS = {
+    "queue:pushed": State._queue_pushed,
+    "queue:taken": State._queue_taken,
+    "queue:completed": State._queue_completed,
+    "queue:failed": State._queue_failed,
+    "queue:released": State._queue_released,
+    "queue:dropped": State._queue_dropped,
+    "queue:retried": State._queue_retried,
+    "job:created": State._job_created,
+    "job:step_started": State._job_step_started,
+    "job:step_finished": State._job_step_finished,
+    "job:locals": State._job_locals,
+    "job:finished": State._job_finished,
+    "job:resumed": State._job_resumed,
+    "worker:recorded": State._worker_recorded,
+    "worker:started": State._worker_started,
+    "worker:woken": State._worker_woken,
+    "worker:stopped": State._worker_stopped,
+}

@@ -1,0 +1,168 @@
+"""The systemd bridge: unit state and unit jobs over D-Bus (pystemd's sd-bus binding).
+
+Calls go straight to the manager's methods and properties by object path, without
+pystemd's introspection round trip. As root (or as the user owning a user manager) the
+manager's private socket is used, as systemctl does; otherwise the bus.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+from ojd.errors import OjError
+
+DEST = b"org.freedesktop.systemd1"
+MANAGER_PATH = b"/org/freedesktop/systemd1"
+MANAGER = b"org.freedesktop.systemd1.Manager"
+UNIT = b"org.freedesktop.systemd1.Unit"
+SERVICE = b"org.freedesktop.systemd1.Service"
+
+# ActiveState values in which the unit has a main process that can take a wake-up
+RUNNING_STATES = ("active", "reloading")
+
+
+class SystemdUnavailable(OjError):
+    """The manager cannot be reached (no systemd, no bus, no permission)."""
+
+
+class UnitState(NamedTuple):
+    name: str
+    load_state: str
+    active_state: str
+    sub_state: str
+    main_pid: int
+    n_restarts: int
+
+
+def worker_unit(name: str) -> str:
+    return f"oj-worker@{name}.service"
+
+
+class Systemd:
+    def __init__(self, user: bool | None = None) -> None:
+        self.user = os.geteuid() != 0 if user is None else user
+        self._bus = None
+
+    @property
+    def scope(self) -> str:
+        return "user" if self.user else "system"
+
+    def _connect(self):
+        if self._bus is not None:
+            return self._bus
+        try:
+            from pystemd.dbuslib import DBus, DBusAddress
+        except ImportError as e:  # pragma: no cover - pystemd is a dependency
+            raise SystemdUnavailable(f"pystemd is not importable: {e}") from None
+        private = self._private_socket()
+        try:
+            if private is not None:
+                bus = DBusAddress(b"unix:path=" + private.encode(), peer_to_peer=True)
+            else:
+                bus = DBus(user_mode=self.user)
+            bus.open()
+        except Exception as e:
+            raise SystemdUnavailable(f"cannot reach the {self.scope} manager: "
+                                     f"{_describe(e)}") from None
+        self._bus = bus
+        return bus
+
+    def _private_socket(self) -> str | None:
+        if self.user:
+            runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.geteuid()}"
+            path = os.path.join(runtime, "systemd", "private")
+        else:
+            path = "/run/systemd/private"
+        return path if os.access(path, os.R_OK | os.W_OK) else None
+
+    def close(self) -> None:
+        if self._bus is not None:
+            self._bus.close()
+            self._bus = None
+
+    # -- low level ----------------------------------------------------------------------
+
+    def _call(self, method: bytes, signature: bytes, *args):
+        from pystemd.dbuslib import apply_signature
+
+        bus = self._connect()
+        try:
+            return bus.call_method(DEST, MANAGER_PATH, MANAGER, method,
+                                   apply_signature(signature, list(args))).body
+        except Exception as e:
+            raise SystemdUnavailable(f"{method.decode()} failed: {_describe(e)}") from None
+
+    def _prop(self, path: bytes, interface: bytes, prop: bytes, rtype: bytes):
+        bus = self._connect()
+        try:
+            return bus.get_property(DEST, path, interface, prop, rtype)
+        except Exception as e:
+            raise SystemdUnavailable(f"reading {prop.decode()} failed: {_describe(e)}") from None
+
+    @staticmethod
+    def unit_path(unit: str) -> bytes:
+        from pystemd.dbuslib import path_encode
+
+        return path_encode(b"/org/freedesktop/systemd1/unit", unit.encode())
+
+    # -- what oj uses -------------------------------------------------------------------
+
+    def state(self, unit: str) -> UnitState:
+        path = self.unit_path(unit)
+
+        def text(value) -> str:
+            return value.decode() if isinstance(value, bytes) else str(value)
+
+        load = text(self._prop(path, UNIT, b"LoadState", b"s"))
+        active = text(self._prop(path, UNIT, b"ActiveState", b"s"))
+        sub = text(self._prop(path, UNIT, b"SubState", b"s"))
+        main_pid = n_restarts = 0
+        if load == "loaded":
+            main_pid = int(self._prop(path, SERVICE, b"MainPID", b"u"))
+            n_restarts = int(self._prop(path, SERVICE, b"NRestarts", b"u"))
+        return UnitState(unit, load, active, sub, main_pid, n_restarts)
+
+    def has_job(self, unit: str) -> bool:
+        """A start or stop job for the unit is queued or running."""
+        job = self._prop(self.unit_path(unit), UNIT, b"Job", b"(uo)")
+        return bool(job and job[0])
+
+    def start(self, unit: str) -> None:
+        self._call(b"StartUnit", b"ss", unit.encode(), b"replace")
+
+    def stop(self, unit: str) -> None:
+        self._call(b"StopUnit", b"ss", unit.encode(), b"replace")
+
+    def restart(self, unit: str) -> None:
+        self._call(b"RestartUnit", b"ss", unit.encode(), b"replace")
+
+    def kill_main(self, unit: str, signal_number: int) -> None:
+        """Signal the main process only: step processes in the cgroup keep running."""
+        self._call(b"KillUnit", b"ssi", unit.encode(), b"main", signal_number)
+
+    def reset_failed(self, unit: str) -> None:
+        self._call(b"ResetFailedUnit", b"s", unit.encode())
+
+    def unit_file_state(self, unit: str) -> str:
+        """"enabled", "disabled", "static", ... ("" when the unit file is unknown)."""
+        value = self._prop(self.unit_path(unit), UNIT, b"UnitFileState", b"s")
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def enable(self, *units: str) -> None:
+        """Link units into the targets their [Install] names (an instance of a template
+        is enabled by its full name), then reload, as ``systemctl enable`` does."""
+        self._call(b"EnableUnitFiles", b"asbb", [u.encode() for u in units], False, True)
+        self.daemon_reload()
+
+    def disable(self, *units: str) -> None:
+        self._call(b"DisableUnitFiles", b"asb", [u.encode() for u in units], False)
+        self.daemon_reload()
+
+    def daemon_reload(self) -> None:
+        self._call(b"Reload", b"")
+
+
+def _describe(error: Exception) -> str:
+    text = str(error) or type(error).__name__
+    return text.splitlines()[0]

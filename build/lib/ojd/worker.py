@@ -1,0 +1,283 @@
+"""The worker loop: take items from a queue, run the handler pipeline, settle the items.
+
+Runs inside ``oj-worker@NAME.service`` or in the foreground (``ojd worker NAME
+--foreground``). Signal handlers only record and wake the loop through a self-pipe; the loop
+acts. A wake that arrives during a poll leaves a byte in the pipe, so it causes another poll:
+no wake-up is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+
+from ojd import queues
+from ojd.jobs import JobRunner, create_job
+from ojd.notify import Log, Notifier
+from ojd.runbook import Runbook, Worker
+from ojd.store import Store
+from ojd.template import TemplateError, render_shell
+
+DRAIN_GRACE = 60.0  # seconds running steps get to finish on SIGTERM
+
+
+def owner_id(worker: str) -> str:
+    """Who holds a lease: the unit's invocation (new on every restart), else this process."""
+    invocation = os.environ.get("INVOCATION_ID")
+    if invocation:
+        return f"{worker}/{invocation}"
+    return f"{worker}/pid-{os.getpid()}-{time.monotonic_ns()}"
+
+
+class WorkerLoop:
+    def __init__(self, store: Store, runbook: Runbook, project: str, worker: Worker, *,
+                 log: Log | None = None, notifier: Notifier | None = None,
+                 drain_grace: float = DRAIN_GRACE, until_idle: bool = False) -> None:
+        self.store = store
+        self.runbook = runbook
+        self.project = project
+        self.worker = worker
+        self.queue = runbook.queues[worker.queue]
+        self.log = log or Log(f"worker {worker.name}")
+        self.notifier = notifier or Notifier()
+        self.drain_grace = drain_grace
+        self.until_idle = until_idle
+        self.owner = owner_id(worker.name)
+        self.runner = JobRunner(store, runbook, progress=self._progress)
+        self.threads: dict[str, threading.Thread] = {}  # job id -> thread
+        self.job_items: dict[str, str | None] = {}  # job id -> item id
+        # job threads report here before waking the loop: a thread that is still alive
+        # when the loop wakes must not hold its slot (that wake would be lost)
+        self._finished: deque[str] = deque()
+        self.last_poll: float | None = None
+        self.polls = 0
+        self._stop = False
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    # -- signals and wake-ups -----------------------------------------------------------
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGUSR1, lambda *_: self.wake())
+        signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
+        signal.signal(signal.SIGINT, lambda *_: self.request_stop())
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"w")
+        except BlockingIOError:
+            pass  # the pipe is full of wakes already: one poll answers them all
+
+    def request_stop(self) -> None:
+        self._stop = True
+        self.wake()
+
+    def _drain_wakes(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.store.load()
+        self.store.append({"type": "worker:started", "name": self.worker.name,
+                           "invocation": os.environ.get("INVOCATION_ID"), "pid": os.getpid()})
+        self._recover()
+        self.notifier.ready(self.status_line())
+        self.log.info(f"ready: queue '{self.queue.name}', pipeline '{self.worker.pipeline}', "
+                      f"concurrency {self.worker.concurrency}")
+        next_poll = 0.0
+        while not self._stop:
+            self._drain_wakes()
+            self._reap()
+            self.poll()
+            if self.until_idle and self._idle():
+                self.log.info("queue drained; exiting (--until-idle)")
+                break
+            next_poll = time.monotonic() + self.worker.poll
+            self.notifier.status(self.status_line())
+            self.notifier.watchdog()
+            timeout = max(0.0, next_poll - time.monotonic())
+            if self.notifier.watchdog_interval is not None:
+                timeout = min(timeout, self.notifier.watchdog_interval)
+            select.select([self._wake_r], [], [], timeout)
+        self._shutdown()
+        return 0
+
+    def poll(self) -> None:
+        """Fill free slots with work. Called on start, wake, job end and the fallback timer."""
+        self.last_poll = time.time()
+        self.polls += 1
+        free = self.worker.concurrency - len(self.threads)
+        if free <= 0:
+            return
+        if self.queue.type == "external":
+            self._poll_external(free)
+            return
+        for _ in range(free):
+            with self.store.transaction() as tx:
+                item = tx.state.next_takeable(self.project, self.queue.name, time.time())
+                if item is None:
+                    return
+                job = create_job(tx, self.store.root, self.runbook, self.project,
+                                 self.worker.pipeline, self._vars_for(item["data"]),
+                                 self.project, item=item["id"], worker=self.worker.name,
+                                 owner=self.owner)
+                queues.take(tx, self.project, self.queue.name, self.owner, job["id"])
+            self._start(job["id"], item["id"])
+
+    def _idle(self) -> bool:
+        if self.threads:
+            return False
+        with self.store.lock:
+            return not any(i["status"] in ("pending", "active", "failed")
+                           for i in self.store.state.queue_items(self.project, self.queue.name))
+
+    def _vars_for(self, data: dict) -> dict:
+        pipeline = self.runbook.pipelines[self.worker.pipeline]
+        return {pipeline.vars[0]: data}
+
+    def _poll_external(self, free: int) -> None:
+        assert self.queue.list_cmd and self.queue.take_cmd
+        proc = subprocess.run(["bash", "-c", self.queue.list_cmd], cwd=self.project,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        try:
+            listed = json.loads(proc.stdout) if proc.returncode == 0 else None
+        except json.JSONDecodeError:
+            listed = None
+        if not isinstance(listed, list):
+            self.log.error(f"queue '{self.queue.name}' list command must print a JSON array "
+                           f"(exit {proc.returncode}): {self.queue.list_cmd.strip()}")
+            return
+        for entry in listed:
+            if free <= 0:
+                break
+            if not isinstance(entry, dict):
+                continue
+            try:
+                take = render_shell(self.queue.take_cmd, {"item": entry})
+            except TemplateError as e:
+                self.log.error(f"queue '{self.queue.name}' take: {e}")
+                continue
+            taken = subprocess.run(["bash", "-c", take], cwd=self.project,
+                                   stdin=subprocess.DEVNULL, capture_output=True)
+            if taken.returncode != 0:
+                continue  # somebody else claimed it
+            with self.store.transaction() as tx:
+                job = create_job(tx, self.store.root, self.runbook, self.project,
+                                 self.worker.pipeline, self._vars_for(entry), self.project,
+                                 worker=self.worker.name, owner=self.owner)
+            self._start(job["id"], None)
+            free -= 1
+
+    def _recover(self) -> None:
+        """Resume jobs a previous incarnation of this worker left mid-way (crash, kill -9)."""
+        state = self.store.refresh()
+        orphans = [j for j in state.jobs.values()
+                   if j["worker"] == self.worker.name and j["project"] == self.project
+                   and j["status"] == "running" and j["owner"] != self.owner]
+        for job in orphans:
+            self.store.append({"type": "job:resumed", "id": job["id"], "by": self.owner})
+            self.log.info(f"resuming job {job['id']} (item {job['item']}) left by "
+                          f"{job['owner']}")
+            self._start(job["id"], job["item"])
+
+    def _start(self, job_id: str, item_id: str | None) -> None:
+        self.job_items[job_id] = item_id
+        thread = threading.Thread(target=self._run_job, args=(job_id,), name=f"job-{job_id}",
+                                  daemon=True)
+        self.threads[job_id] = thread
+        thread.start()
+
+    def _run_job(self, job_id: str) -> None:
+        try:
+            outcome = self.runner.run(job_id)
+        except Exception as e:  # a bug must not leave the item active forever
+            self.log.error(f"job {job_id} crashed: {e!r}")
+            outcome = "failed"
+        item_id = self.job_items.get(job_id)
+        if item_id is not None and outcome in ("done", "failed"):
+            with self.store.transaction() as tx:
+                item = tx.state.items.get(item_id)
+                if item is not None and item["status"] == "active":
+                    if outcome == "done":
+                        tx.append({"type": "queue:completed", "id": item_id})
+                    else:
+                        job = tx.state.jobs.get(job_id) or {}
+                        ev = queues.failure_event(self.queue, item, job.get("error") or
+                                                  "job failed", time.time())
+                        tx.append(ev)
+        self.log.info(f"job {job_id} {outcome}" + (f" (item {item_id})" if item_id else ""))
+        self._finished.append(job_id)
+        self.wake()  # a finished job frees a slot: poll now
+
+    def _reap(self) -> None:
+        while self._finished:
+            job_id = self._finished.popleft()
+            thread = self.threads.pop(job_id, None)
+            if thread is not None:
+                thread.join()
+            self.job_items.pop(job_id, None)
+
+    def _shutdown(self) -> None:
+        """SIGTERM: take nothing new, let steps finish within the grace, then stop them and
+        put the items of unfinished jobs back to pending."""
+        running = len(self.threads)
+        self.notifier.stopping(f"{self.worker.name}: stopping, draining {running} job(s)")
+        self.log.info(f"stopping: draining {running} job(s), grace {self.drain_grace:.0f}s")
+        self.runner.stop(self.drain_grace)
+        for thread in list(self.threads.values()):
+            thread.join(timeout=10)
+        state = self.store.refresh()
+        events = []
+        for job_id, item_id in self.job_items.items():
+            job = state.jobs.get(job_id)
+            if job is None or job["status"] != "running":
+                continue
+            events.append({"type": "job:finished", "id": job_id, "outcome": "cancelled",
+                           "error": "worker stopped"})
+            if item_id is not None:
+                events.append({"type": "queue:released", "id": item_id})
+        events.append({"type": "worker:stopped", "name": self.worker.name,
+                       "invocation": os.environ.get("INVOCATION_ID")})
+        self.store.append(*events)
+        self.log.info("stopped")
+
+    # -- status -------------------------------------------------------------------------
+
+    def _progress(self, job_id: str, what: str, detail: str) -> None:
+        if what == "step":
+            self.log.info(f"job {job_id} step {detail}")
+            if detail.endswith("started"):
+                self.notifier.status(self.status_line())
+        elif what == "notify":
+            self.log.info(f"job {job_id}: {detail}")
+
+    def status_line(self) -> str:
+        with self.store.lock:
+            return self._status_line()
+
+    def _status_line(self) -> str:
+        state = self.store.state
+        w = self.worker
+        running = [state.jobs[j] for j in list(self.threads) if j in state.jobs]
+        parts = [f"{w.name}: {len(running)}/{w.concurrency} running"]
+        if running:
+            jobs = ", ".join(f"job {j['id'][:4]} step {j['step'] or '-'}" for j in running[:3])
+            parts[0] += f" ({jobs})"
+        if self.queue.type == "persisted":
+            pending = sum(1 for i in state.items.values()
+                          if i["project"] == self.project and i["queue"] == self.queue.name
+                          and i["status"] in ("pending", "failed"))
+            parts.append(f"{pending} pending")
+        if self.last_poll is not None:
+            parts.append(f"last poll {max(0, round(time.time() - self.last_poll))}s ago")
+        return ", ".join(parts)

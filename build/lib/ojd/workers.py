@@ -1,0 +1,244 @@
+"""Worker control: bind a worker to its project in the WAL, start or wake its unit, list them.
+
+``start`` is idempotent: an inactive or failed unit is started; a running one gets SIGUSR1
+on its main process (a wake) instead of a second start.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from ojd.errors import OjError, UsageError
+from ojd.runbook import Runbook, Worker
+from ojd.store import Store
+from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState, worker_unit
+
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 100.0  # the unit's TimeoutStopSec= plus a margin
+
+
+def worker_named(runbook: Runbook, name: str) -> Worker:
+    worker = runbook.workers.get(name)
+    if worker is None:
+        known = ", ".join(sorted(runbook.workers)) or "none"
+        raise UsageError(f"unknown worker '{name}'; this project defines: {known}")
+    return worker
+
+
+def record(store: Store, runbook: Runbook, root: str, name: str) -> Worker:
+    """Bind worker ``name`` to project ``root`` in the WAL (once; no duplicate records)."""
+    worker = worker_named(runbook, name)
+    fields = {"p": root, "runbook": runbook.digest, "queue": worker.queue,
+              "pipeline": worker.pipeline, "concurrency": worker.concurrency}
+    with store.transaction() as tx:
+        current = tx.state.workers.get(name)
+        if current is not None and current.get("project") != root:
+            raise OjError(f"worker '{name}' already belongs to project {current['project']}; "
+                          "worker names are unique per state directory: rename this one")
+        if current is None or any(current.get(k) != v for k, v in
+                                  (("runbook", fields["runbook"]), ("queue", worker.queue),
+                                   ("pipeline", worker.pipeline),
+                                   ("concurrency", worker.concurrency))):
+            tx.append({"type": "worker:recorded", "name": name, **fields})
+    return worker
+
+
+def unit_dir(systemd: Systemd) -> str:
+    """Where ``oj systemd install`` puts units and oj puts per-worker drop-ins."""
+    if systemd.user:
+        base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"),
+                                                                 ".config")
+        return os.path.join(base, "systemd", "user")
+    return "/etc/systemd/system"
+
+
+def bind_state_dir(systemd: Systemd, name: str, state_root: str) -> None:
+    """A worker whose state is not in the default place learns it from a drop-in."""
+    dropin_dir = os.path.join(unit_dir(systemd), f"{worker_unit(name)}.d")
+    path = os.path.join(dropin_dir, "50-oj-state.conf")
+    default = os.environ.get("OJ_STATE_DIR") is None
+    wanted = None if default else (
+        "# written by oj worker start: this worker's state directory\n"
+        f"[Service]\nEnvironment=\"OJ_STATE_DIR={state_root}\"\n")
+    try:
+        with open(path) as f:
+            current: str | None = f.read()
+    except FileNotFoundError:
+        current = None
+    if current == wanted:
+        return
+    if wanted is None:
+        os.unlink(path)
+    else:
+        os.makedirs(dropin_dir, exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(wanted)
+        os.replace(tmp, path)
+    systemd.daemon_reload()
+
+
+def start(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str,
+          wait: bool = True) -> str:
+    """Start the worker's unit, or wake it when it runs. Returns "started" or "woken"."""
+    record(store, runbook, root, name)
+    unit = worker_unit(name)
+    bind_state_dir(systemd, name, store.root)
+    st = systemd.state(unit)
+    if st.load_state == "not-found":
+        raise OjError(f"unit {unit} is not installed; run 'oj systemd install"
+                      f"{' --user' if systemd.user else ''}'")
+    if st.active_state in RUNNING_STATES and st.main_pid:
+        # the main process only: SIGUSR1 would kill a shell step that received it
+        systemd.kill_main(unit, signal.SIGUSR1)
+        store.append({"type": "worker:woken", "name": name})
+        return "woken"
+    # inactive, failed, activating (a start is already on its way: this joins it) or
+    # deactivating (this start runs once the stop completes, never a wake of a dying worker)
+    if st.active_state == "failed":
+        systemd.reset_failed(unit)
+    systemd.start(unit)
+    if wait:
+        _wait_started(systemd, unit)
+    return "started"
+
+
+def _wait_started(systemd: Systemd, unit: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        st = systemd.state(unit)
+        if st.active_state in RUNNING_STATES:
+            return
+        # inactive with no job left: the start ran and ended (it exited, or was stopped)
+        if st.active_state == "failed" or (st.active_state == "inactive"
+                                           and not systemd.has_job(unit)):
+            raise OjError(f"worker unit {unit} failed to start ({st.active_state}/"
+                          f"{st.sub_state}); see 'oj worker logs {unit[10:-8]}'")
+        time.sleep(0.02)
+    raise OjError(f"worker unit {unit} did not become ready in {START_TIMEOUT:.0f}s")
+
+
+TARGET = "oj-workers.target"
+
+
+def enable(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str) -> list[str]:
+    """Start the worker at boot: link its instance into oj-workers.target and make sure the
+    target itself is enabled. Returns notes for the user (lingering, for user managers)."""
+    record(store, runbook, root, name)
+    bind_state_dir(systemd, name, store.root)
+    systemd.enable(worker_unit(name), TARGET)
+    notes = []
+    if systemd.user and not lingering():
+        user = _user_name()
+        notes.append(f"user {user} does not linger: the worker starts at login, not at boot; "
+                     f"'loginctl enable-linger {user}' makes it start at boot")
+    return notes
+
+
+def disable(systemd: Systemd, name: str) -> None:
+    systemd.disable(worker_unit(name))
+
+
+def lingering() -> bool:
+    """logind keeps a user's manager running from boot when this flag file exists."""
+    return os.path.exists(f"/var/lib/systemd/linger/{_user_name()}")
+
+
+def _user_name() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def stop(systemd: Systemd, name: str, wait: bool = True) -> UnitState:
+    unit = worker_unit(name)
+    systemd.stop(unit)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    st = systemd.state(unit)
+    while wait and st.active_state not in ("inactive", "failed") and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+        st = systemd.state(unit)
+    return st
+
+
+def restart(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str) -> None:
+    record(store, runbook, root, name)
+    unit = worker_unit(name)
+    bind_state_dir(systemd, name, store.root)
+    if systemd.state(unit).active_state == "failed":
+        systemd.reset_failed(unit)
+    systemd.restart(unit)
+    _wait_started(systemd, unit)
+
+
+def wake_queue_workers(store: Store, project: str, queue: str) -> tuple[list[str], list[str]]:
+    """After a push: SIGUSR1 to the running workers whose source is ``queue``.
+
+    The worker's main PID comes from its ``worker:started`` record and is checked against
+    /proc/PID/cgroup (it must still be that worker's unit), so no D-Bus round trip is on
+    the push path. Returns (woken, not running)."""
+    woken, idle = [], []
+    for w in store.state.workers.values():
+        if w.get("project") != project or w.get("queue") != queue:
+            continue
+        pid = w.get("pid")
+        if pid and _in_unit(pid, worker_unit(w["name"])):
+            try:
+                os.kill(pid, signal.SIGUSR1)
+                woken.append(w["name"])
+                continue
+            except (ProcessLookupError, PermissionError):
+                pass
+        idle.append(w["name"])
+    return woken, idle
+
+
+def _in_unit(pid: int, unit: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return any(line.rstrip().endswith("/" + unit) for line in f)
+    except OSError:
+        return False
+
+
+def listing(store: Store, systemd: Systemd | None, project: str | None
+            ) -> tuple[list[dict[str, Any]], str | None]:
+    """Rows for ``oj worker list``; the WAL is enough, live unit state is added when
+    systemd answers. Returns (rows, why systemd could not be asked)."""
+    state = store.state
+    problem = None
+    rows = []
+    for w in sorted(state.workers.values(), key=lambda w: w["name"]):
+        if project is not None and w.get("project") != project:
+            continue
+        unit = worker_unit(w["name"])
+        live: UnitState | None = None
+        enabled = None
+        if systemd is not None and problem is None:
+            try:
+                live = systemd.state(unit)
+                enabled = systemd.unit_file_state(unit) == "enabled"
+            except SystemdUnavailable as e:
+                problem = str(e)
+        running = sum(1 for j in state.jobs.values()
+                      if j["worker"] == w["name"] and j["project"] == w.get("project")
+                      and j["status"] == "running")
+        pending = sum(1 for i in state.items.values()
+                      if i["project"] == w.get("project") and i["queue"] == w.get("queue")
+                      and i["status"] in ("pending", "failed"))
+        rows.append({
+            "name": w["name"], "project": w.get("project"), "queue": w.get("queue"),
+            "unit": unit,
+            "active_state": live.active_state if live else None,
+            "sub_state": live.sub_state if live else None,
+            "main_pid": (live.main_pid or None) if live else None,
+            "active": running, "concurrency": w.get("concurrency"), "pending": pending,
+            "enabled": enabled,
+            "started_at": w.get("started_at"), "woken_at": w.get("woken_at"),
+        })
+    return rows, problem
+
