@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from ojd.runbook import Runbook
-from ojd.store import Store
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ojd.runbook import Runbook
+    from ojd.store import Store
 
 
 class App:
@@ -20,6 +22,8 @@ class App:
 
     @cached_property
     def store(self) -> Store:
+        from ojd.store import Store
+
         store = Store()
         store.load()
         return store
@@ -32,8 +36,12 @@ class App:
 
     def project_or_none(self) -> str | None:
         """The project when there is one; listings outside a project show everything."""
+        import os
+
         from ojd.errors import OjError
 
+        if self.project_override or os.environ.get("OJ_PROJECT"):
+            return self.root  # asked for by name: not finding it is an error
         try:
             return self.root
         except OjError:

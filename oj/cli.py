@@ -22,12 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     from ojd.errors import OjError
 
     try:
-        if argv[:2] == ["queue", "push"]:
-            from oj.fastpath import try_queue_push
+        if "push" in argv[:4]:
+            from oj.fastpath import split_project, try_queue_push
 
-            code = try_queue_push(argv[2:])
-            if code is not None:
-                return code
+            project, rest = split_project(argv)
+            if rest[:2] == ["queue", "push"]:
+                code = try_queue_push(rest[2:], project)
+                if code is not None:
+                    return code
         from oj.root import run
 
         return run(argv)

@@ -102,6 +102,7 @@ class JobRunner:
                 return self._finish(job, "failed", str(e), pipeline, log)
             step = self._resume_point(job, pipeline)
             while step is not None:
+                job = self.store.state.jobs[job_id]
                 error = visit_limit_error(pipeline, step, job["visits"].get(step, 0))
                 if error:
                     return self._finish(job, "failed", error, pipeline, log)
@@ -109,20 +110,20 @@ class JobRunner:
                 self.progress(job_id, "step", f"{step} started")
                 started = time.monotonic()
                 exit_code = self._run_step(job, pipeline, step, ctx, log)
+                job = self.store.state.jobs[job_id]
                 if exit_code is None:  # stopped from outside: leave the job resumable
                     return "interrupted"
                 r = route(pipeline, step, exit_code)
                 self.store.append({"type": "job:step_finished", "id": job_id, "step": step,
                                    "exit": exit_code, "next": r.next, "failing": r.failing})
+                job = self.store.state.jobs[job_id]
                 took = time.monotonic() - started
                 verdict = "ok" if exit_code == 0 else f"failed (exit {exit_code})"
                 self.progress(job_id, "step", f"{step} {verdict} in {took:.1f}s")
                 if r.next is None:
                     if exit_code == 0 and not job.get("failing"):
                         return self._finish(job, "done", None, pipeline, log)
-                    return self._finish(job, "failed", f"step '{step}' failed"
-                                        if exit_code else f"recovered by '{step}' after a "
-                                        "failure", pipeline, log)
+                    return self._finish(job, "failed", _failure(job, step), pipeline, log)
                 step = r.next
         return job["status"]
 
@@ -150,14 +151,19 @@ class JobRunner:
         return ctx
 
     def _eval_local(self, job: dict, name: str, template: str, ctx: dict[str, Any]) -> str:
+        env = self._env(job)
         try:
             if not _needs_shell(template):
-                return render_text(template, ctx, env={})
-            script = render_shell('printf "%s" "' + template + '"', ctx)
+                return render_text(template, ctx, env=env)
+            # an assignment's status is its last command substitution's: with -e a failing
+            # $(...) fails the local instead of quietly giving ""
+            script = render_shell('__oj_local="' + template + '"\nprintf "%s" "$__oj_local"',
+                                  ctx)
         except TemplateError as e:
             raise OjError(f"local '{name}': {e}") from None
-        proc = subprocess.run(["bash", "-c", script], cwd=job["cwd"], env=self._env(job),
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=job["cwd"],
+                              env=env, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
             detail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
             raise OjError(f"local '{name}' failed: {detail[0]}")
@@ -261,6 +267,17 @@ class JobRunner:
             while self.running_pids() and time.monotonic() < end:
                 time.sleep(0.05)
             self.signal_steps(signal.SIGKILL)
+
+
+def _failure(job: dict, last_step: str) -> str:
+    """The job's error, naming the step that failed (and the handler that ran after it)."""
+    failed = [h for h in job["history"] if h["exit"] not in (0, None)]
+    if not failed:
+        return f"step '{last_step}' failed"
+    text = f"step '{failed[-1]['step']}' failed (exit {failed[-1]['exit']})"
+    if failed[-1] is not job["history"][-1]:
+        text += f"; '{last_step}' ran as the failure handler"
+    return text
 
 
 def _version() -> str:

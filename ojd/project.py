@@ -6,14 +6,16 @@ validated model (a fraction of a millisecond) instead of parsing again.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
+import json
 import os
-import pickle
 
 from ojd import __version__
 from ojd.errors import OjError, RunbookError
-from ojd.runbook import Runbook
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ojd.runbook import Runbook
 
 RUNBOOK_DIR = os.path.join(".oj", "runbooks")
 
@@ -47,8 +49,8 @@ def runbook_files(root: str) -> list[str]:
     return [os.path.join(directory, n) for n in names]
 
 
-def load(root: str, cache_dir: str | None = None) -> Runbook:
-    """The validated runbook of a project. Raises RunbookError listing every problem."""
+def _sources(root: str) -> tuple[list[tuple[str, bytes]], str]:
+    """The runbook files' (display name, bytes) and their content digest."""
     sources = []
     digest = hashlib.sha256(__version__.encode())
     for path in runbook_files(root):
@@ -57,20 +59,57 @@ def load(root: str, cache_dir: str | None = None) -> Runbook:
         display = os.path.relpath(path, root)
         sources.append((display, data))
         digest.update(b"\0" + display.encode() + b"\0" + data)
+    return sources, digest.hexdigest()[:32]
+
+
+def load(root: str, cache_dir: str | None = None) -> Runbook:
+    """The validated runbook of a project. Raises RunbookError listing every problem."""
+    sources, digest = _sources(root)
+    return _load(sources, digest, cache_dir)
+
+
+def _load(sources: list[tuple[str, bytes]], digest: str, cache_dir: str | None) -> Runbook:
+    import dataclasses
+
     cache_path = None
     if cache_dir is not None:
-        cache_path = os.path.join(cache_dir, f"runbook-{digest.hexdigest()[:32]}.pickle")
+        cache_path = os.path.join(cache_dir, f"runbook-{digest}.pickle")
         cached = _read_cache(cache_path)
         if cached is not None:
             return cached
-    runbook = dataclasses.replace(parse(sources), digest=digest.hexdigest()[:32])
+    runbook = dataclasses.replace(parse(sources), digest=digest)
     if cache_path is not None:
         _write_cache(cache_path, runbook)
+        _write_index(os.path.join(cache_dir, f"index-{digest}.json"), runbook)
     return runbook
 
 
+def load_index(root: str, cache_dir: str) -> dict:
+    """The queues of a validated runbook, as plain JSON: all that ``oj queue push`` needs,
+    without unpickling (or importing) the runbook model."""
+    sources, digest = _sources(root)
+    path = os.path.join(cache_dir, f"index-{digest}.json")
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError):
+        pass
+    runbook = _load(sources, digest, cache_dir)  # validates; raises on any problem
+    _write_index(path, runbook)
+    return index_of(runbook)
+
+
+def index_of(runbook: Runbook) -> dict:
+    return {"queues": {q.name: {"type": q.type, "vars": list(q.vars), "defaults": q.defaults}
+                       for q in runbook.queues.values()}}
+
+
+def _write_index(path: str, runbook: Runbook) -> None:
+    _atomic_write(path, json.dumps(index_of(runbook)).encode())
+
+
 def parse(sources: list[tuple[str, bytes]]) -> Runbook:
-    from ojd import hcl, runbook
+    from ojd import hcl, validate
 
     parsed = []
     problems: list[str] = []
@@ -87,10 +126,14 @@ def parse(sources: list[tuple[str, bytes]]) -> Runbook:
             problems.append(str(e))
     if problems:
         raise RunbookError(problems)
-    return runbook.build(parsed)
+    return validate.build(parsed)
 
 
 def _read_cache(path: str) -> Runbook | None:
+    import pickle
+
+    from ojd.runbook import Runbook
+
     try:
         with open(path, "rb") as f:
             value = pickle.load(f)
@@ -100,12 +143,18 @@ def _read_cache(path: str) -> Runbook | None:
 
 
 def _write_cache(path: str, runbook: Runbook) -> None:
+    import pickle
+
+    _atomic_write(path, pickle.dumps(runbook, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _atomic_write(path: str, data: bytes) -> None:
     """Best effort: a cache that cannot be written costs only a re-parse next time."""
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:
-            pickle.dump(runbook, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.write(data)
         os.replace(tmp, path)
     except OSError:
         pass

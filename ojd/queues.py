@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
-from typing import Any
 
 from ojd.errors import OjError, UsageError
-from ojd.runbook import Queue, Runbook
-from ojd.store import Store, Transaction
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing and the model stay off the push path
+    from typing import Any
+
+    from ojd.runbook import Queue, Runbook
+    from ojd.store import Store, Transaction
+
+
+class QueueSpec:
+    """What a push needs of a queue, read from the project's cached queue index."""
+
+    __slots__ = ("name", "type", "vars", "defaults")
+
+    def __init__(self, name: str, type: str, vars: list[str] | tuple[str, ...],
+                 defaults: dict[str, Any]) -> None:
+        self.name = name
+        self.type = type
+        self.vars = tuple(vars)
+        self.defaults = defaults
+
+
+def queue_spec(index: dict[str, Any], name: str) -> QueueSpec:
+    spec = index["queues"].get(name)
+    if spec is None:
+        known = ", ".join(sorted(index["queues"])) or "none"
+        raise UsageError(f"unknown queue '{name}'; this project defines: {known}")
+    return QueueSpec(name, spec["type"], spec["vars"], spec["defaults"])
 
 
 def queue_named(runbook: Runbook, name: str) -> Queue:
@@ -40,7 +64,7 @@ def parse_var(text: str) -> tuple[str, str]:
     return name, value
 
 
-def validate_item(queue: Queue, data: dict[str, Any]) -> dict[str, Any]:
+def validate_item(queue: Queue | QueueSpec, data: dict[str, Any]) -> dict[str, Any]:
     """Apply defaults and check the item against the queue's declared vars."""
     item = {**queue.defaults, **data}
     if queue.vars:
@@ -57,6 +81,8 @@ def validate_item(queue: Queue, data: dict[str, Any]) -> dict[str, Any]:
 
 def item_key(data: dict[str, Any]) -> str:
     """Identity of an item's data, for push dedup."""
+    import hashlib
+
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:24]
 
@@ -68,7 +94,8 @@ def new_id(existing: dict[str, Any]) -> str:
             return candidate
 
 
-def push(store: Store, project: str, queue: Queue, data: dict[str, Any]) -> tuple[str, bool]:
+def push(store: Store, project: str, queue: Queue | QueueSpec,
+         data: dict[str, Any]) -> tuple[str, bool]:
     """Queue ``data`` durably. Returns (id, created); a live duplicate returns its id."""
     if queue.type != "persisted":
         raise UsageError(f"queue '{queue.name}' is external; items come from its list command")
@@ -138,8 +165,10 @@ def retry(store: Store, project: str, queue: str, prefix: str | None,
                 raise OjError(f"item {item['id']} is {item['status']}; only failed or dead "
                               "items can be retried")
             items = [item]
+        retried = []
         for i in items:
             if i["key"] and tx.state.live_item_for(project, queue, i["key"]) not in (None, i):
                 continue  # the same data was queued again meanwhile; that one will run
             tx.append({"type": "queue:retried", "id": i["id"]})
-        return [i["id"] for i in items]
+            retried.append(i["id"])
+        return retried

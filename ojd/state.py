@@ -27,7 +27,10 @@ Event types (``type`` key) and their fields:
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays off the CLI's start-up path
+    pass
 
 # Finished history kept in state (and so in snapshots); older entries fall out of the fold.
 # Dead items are never pruned: they wait for an operator.
@@ -36,7 +39,7 @@ KEEP_FINISHED_JOBS = 500
 
 LIVE_ITEM_STATES = ("pending", "active", "failed")
 
-Event = dict[str, Any]
+Event = dict  # an event: {"type": ..., "ts": ..., fields of its type}
 
 
 class State:

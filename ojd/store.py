@@ -8,15 +8,18 @@ to the true tail and applies what it appends, so two processes never decide on s
 from __future__ import annotations
 
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from _thread import RLock
 from contextlib import contextmanager
 
 from ojd import paths
 from ojd.errors import OjError
 from ojd.state import Event, State
 from ojd.wal import WalDirectory, WalProblem
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 # A snapshot is written when this many events have accumulated past the last one, so a
 # CLI call replays at most this tail.
@@ -61,7 +64,7 @@ class Store:
         self._snapshot_pos = 0
         self._reader = None
         # flock does not exclude threads of one process that share the lock file: this does
-        self.lock = threading.RLock()
+        self.lock = RLock()
 
     def load(self) -> State:
         """Newest snapshot plus every record after it."""

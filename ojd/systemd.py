@@ -11,6 +11,7 @@ import os
 from typing import NamedTuple
 
 from ojd.errors import OjError
+from ojd.wake import worker_unit as worker_unit  # re-exported: a worker's unit name
 
 DEST = b"org.freedesktop.systemd1"
 MANAGER_PATH = b"/org/freedesktop/systemd1"
@@ -35,8 +36,6 @@ class UnitState(NamedTuple):
     n_restarts: int
 
 
-def worker_unit(name: str) -> str:
-    return f"oj-worker@{name}.service"
 
 
 class Systemd:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
@@ -11,36 +10,6 @@ from oj.output import ago, emit_json, output_option, table
 
 ITEM_FIELDS = ("id", "queue", "status", "data", "attempts", "created_at", "updated_at",
                "retry_at", "job", "error", "project")
-
-
-def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
-            project: str | None) -> int:
-    """Shared by the click command and the fast path: validate, push durably, print the id."""
-    from ojd import paths, queues
-    from ojd import project as projects
-    from ojd.store import Store
-
-    root = projects.find_root(override=project)
-    store = Store()
-    runbook = projects.load(root, paths.cache_dir(store.root))
-    queue = queues.queue_named(runbook, queue_name)
-    data = queues.parse_item(json_text) if json_text is not None else {}
-    for text in variables:
-        name, value = queues.parse_var(text)
-        data[name] = value
-    data = queues.validate_item(queue, data)
-    item_id, created = queues.push(store, root, queue, data)
-    print(item_id)
-    if not created:
-        print(f"oj: the same item is already queued as {item_id}; not queued twice",
-              file=sys.stderr)
-    from ojd.workers import wake_queue_workers
-
-    woken, idle = wake_queue_workers(store, root, queue.name)
-    if idle and not woken:
-        print(f"oj: no worker was woken: {', '.join(idle)} not running; start with "
-              f"'oj worker start {idle[0]}'", file=sys.stderr)
-    return 0
 
 
 @click.group()
@@ -56,6 +25,8 @@ def queue() -> None:
 @click.pass_obj
 def push_cmd(app, queue_name: str, item: str | None, variables: tuple[str, ...]) -> int:
     """Queue an item, e.g. oj queue push merges '{"branch": "fix-1"}'. Prints its id."""
+    from oj.push import do_push
+
     return do_push(queue_name, item, variables, app.project_override)
 
 

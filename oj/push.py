@@ -1,0 +1,38 @@
+"""``oj queue push``: shared by the fast path (no click) and the click command.
+
+Nothing here may import click or the runbook parser: a push with an unchanged runbook
+reads the cached queue index and appends one durable record.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
+            project: str | None) -> int:
+    """Validate, push durably, print the id, wake the queue's running workers."""
+    from ojd import paths, queues
+    from ojd import project as projects
+    from ojd.store import Store
+    from ojd.wake import wake_queue_workers
+
+    root = projects.find_root(override=project)
+    store = Store()
+    queue = queues.queue_spec(projects.load_index(root, paths.cache_dir(store.root)),
+                              queue_name)
+    data = queues.parse_item(json_text) if json_text is not None else {}
+    for text in variables:
+        name, value = queues.parse_var(text)
+        data[name] = value
+    data = queues.validate_item(queue, data)
+    item_id, created = queues.push(store, root, queue, data)
+    print(item_id)
+    if not created:
+        print(f"oj: the same item is already queued as {item_id}; not queued twice",
+              file=sys.stderr)
+    woken, idle = wake_queue_workers(store, root, queue.name)
+    if idle and not woken:
+        print(f"oj: no worker was woken: {', '.join(idle)} not running; start with "
+              f"'oj worker start {idle[0]}'", file=sys.stderr)
+    return 0

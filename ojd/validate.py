@@ -1,0 +1,416 @@
+"""Runbook validation: HCL blocks become a ``Runbook`` before anything runs.
+
+Pure: ``build(files)`` takes ``[(display_name, parsed_body)]`` and returns a ``Runbook`` or
+raises ``RunbookError`` listing every problem at once as ``file:line: message``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ojd.argspec import ArgSpec, ArgSpecError, parse_spec
+from ojd.duration import DurationError, parse_duration
+from ojd.errors import RunbookError
+from ojd.hcl import Attribute, Block
+from ojd.runbook import Agent, Command, Pipeline, Queue, Runbook, Step, Where, Worker
+from ojd.template import TemplateError, references
+
+DEFAULT_MAX_VISITS = 10
+DEFAULT_POLL = 30.0
+AGENT_ACTIONS = ("nudge", "done", "escalate", "gate", "fail", "resume")
+
+
+# -- schema --------------------------------------------------------------------------------
+
+# field name -> accepted python types (as produced by ojd.hcl)
+_STR = (str,)
+_INT = (int,)
+_OBJ = (dict,)
+_LIST = (list,)
+_STR_OR_OBJ = (str, dict)
+_DURATION = (str, int, float)
+
+SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
+    "command": {"args": _STR, "defaults": _OBJ, "run": _STR_OR_OBJ},
+    "queue": {"type": _STR, "vars": _LIST, "defaults": _OBJ, "retry": _OBJ, "list": _STR,
+              "take": _STR},
+    "worker": {"source": _OBJ, "handler": _OBJ, "concurrency": _INT, "poll": _DURATION},
+    "pipeline": {"vars": _LIST, "defaults": _OBJ, "workspace": _STR, "on_done": _OBJ,
+                 "on_fail": _OBJ, "max_visits": _INT},
+    "step": {"run": _STR_OR_OBJ, "on_done": _OBJ, "on_fail": _OBJ},
+    "notify": {"on_start": _STR, "on_done": _STR, "on_fail": _STR},
+    "agent": {"run": _STR, "prompt": _STR, "prompt_file": _STR, "env": _OBJ,
+              "on_idle": _STR_OR_OBJ, "on_dead": _STR_OR_OBJ, "on_error": _STR_OR_OBJ},
+}
+TOP_BLOCKS = ("command", "queue", "worker", "pipeline", "agent")
+NESTED_BLOCKS = {"": TOP_BLOCKS, "pipeline": ("locals", "notify", "step")}
+LABELLED = {"command", "queue", "worker", "pipeline", "agent", "step"}
+_TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", dict: "an object",
+               list: "a list", bool: "true or false"}
+
+
+def _did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:
+    import difflib  # error path only
+
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, file: str, line: int, message: str) -> None:
+        self.lines.append(f"{file}:{line}: {message}")
+
+
+class _Builder:
+    """Turns parsed files into a Runbook, collecting every problem on the way."""
+
+    def __init__(self) -> None:
+        self.p = _Problems()
+        self.rb = Runbook()
+        self.seen: dict[tuple[str, str], Where] = {}
+
+    # -- generic checks --
+
+    def fields(self, file: str, block: Block, kind: str) -> dict[str, Attribute]:
+        """Known, well-typed attributes of ``block``; every other one is reported."""
+        schema = SCHEMA.get(kind, {})
+        out: dict[str, Attribute] = {}
+        for attr in block.attributes:
+            expected = schema.get(attr.name)
+            if expected is None:
+                where = f"in {kind}" if kind else "at the top level (fields belong in blocks)"
+                self.p.add(file, attr.line, f"unknown field '{attr.name}' {where}"
+                           + _did_you_mean(attr.name, tuple(schema)))
+                continue
+            value = attr.value
+            ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in
+                                                      expected)
+            if not ok:
+                want = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in expected)
+                self.p.add(file, attr.line, f"{kind} field '{attr.name}' must be {want}")
+                continue
+            out[attr.name] = attr
+        allowed = NESTED_BLOCKS.get(kind, ())
+        for sub in block.blocks:
+            if sub.type not in allowed:
+                where = f"in {kind}" if kind else "at the top level"
+                hint = _did_you_mean(sub.type, allowed or TOP_BLOCKS)
+                self.p.add(file, sub.line, f"unknown block '{sub.type}' {where}{hint}")
+        return out
+
+    def name_of(self, file: str, block: Block) -> str | None:
+        if len(block.labels) != 1 or not block.labels[0]:
+            self.p.add(file, block.line, f"{block.type} needs exactly one name: "
+                       f'{block.type} "NAME" {{ ... }}')
+            return None
+        return block.labels[0]
+
+    def declare(self, kind: str, name: str, where: Where) -> bool:
+        first = self.seen.get((kind, name))
+        if first is not None:
+            self.p.add(where.file, where.line,
+                       f"{kind} '{name}' is already defined at {first}; rename one of them")
+            return False
+        self.seen[(kind, name)] = where
+        return True
+
+    def str_list(self, file: str, attr: Attribute | None) -> tuple[str, ...]:
+        if attr is None:
+            return ()
+        if not all(isinstance(v, str) and v for v in attr.value):
+            self.p.add(file, attr.line, f"'{attr.name}' must be a list of names")
+            return ()
+        return tuple(attr.value)
+
+    def target(self, file: str, attr: Attribute | None, key: str) -> str | None:
+        """``{ step = "x" }``-style references."""
+        if attr is None:
+            return None
+        value = attr.value
+        if set(value) != {key} or not isinstance(value[key], str):
+            self.p.add(file, attr.line, f"'{attr.name}' must be {{ {key} = \"NAME\" }}")
+            return None
+        return value[key]
+
+    def duration(self, file: str, line: int, what: str, value: object, default: float) -> float:
+        if value is None:
+            return default
+        try:
+            return parse_duration(value)  # type: ignore[arg-type]
+        except DurationError as e:
+            self.p.add(file, line, f"{what}: {e}")
+            return default
+
+    # -- blocks --
+
+    def file(self, file: str, body: Block) -> None:
+        self.fields(file, body, "")  # top-level attributes are not part of the language
+        defined: list[str] = []
+        for block in body.blocks:
+            if block.type not in TOP_BLOCKS:
+                continue  # reported by fields()
+            name = self.name_of(file, block)
+            if name is None:
+                continue
+            where = Where(file, block.line)
+            if not self.declare(block.type, name, where):
+                continue
+            getattr(self, block.type)(file, block, name, where)
+            defined.append(f"{block.type} {name}")
+        self.rb.files[file] = defined
+
+    def command(self, file: str, block: Block, name: str, where: Where) -> None:
+        f = self.fields(file, block, "command")
+        spec_text = f["args"].value if "args" in f else ""
+        try:
+            spec = parse_spec(spec_text)
+        except ArgSpecError as e:
+            self.p.add(file, f["args"].line, f"command '{name}' args: {e}")
+            spec = parse_spec("")
+        if "defaults" in f:
+            try:
+                spec.check_defaults(f["defaults"].value)
+            except ArgSpecError as e:
+                self.p.add(file, f["defaults"].line, f"command '{name}' {e}")
+        run = f.get("run")
+        script = pipeline = None
+        if run is None:
+            self.p.add(file, block.line, f"command '{name}' needs 'run' (a shell script or "
+                       '{ pipeline = "NAME" })')
+        elif isinstance(run.value, str):
+            script = run.value
+        else:
+            pipeline = self.target(file, run, "pipeline")
+        self.rb.commands[name] = Command(name, spec, dict(f["defaults"].value) if "defaults" in f
+                                         else {}, script, pipeline, where)
+
+    def queue(self, file: str, block: Block, name: str, where: Where) -> None:
+        f = self.fields(file, block, "queue")
+        qtype = f["type"].value if "type" in f else "persisted"
+        if qtype not in ("persisted", "external"):
+            self.p.add(file, f["type"].line, f"queue '{name}' type must be \"persisted\" or "
+                       f"\"external\", not \"{qtype}\"")
+        attempts, cooldown = 0, 0.0
+        if "retry" in f:
+            retry = f["retry"]
+            for key in retry.value:
+                if key not in ("attempts", "cooldown"):
+                    self.p.add(file, retry.key_lines.get(key, retry.line),
+                               f"unknown retry field '{key}'; use attempts and cooldown")
+            attempts = retry.value.get("attempts", 0)
+            if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 0:
+                self.p.add(file, retry.line, "retry attempts must be a whole number >= 0")
+                attempts = 0
+            cooldown = self.duration(file, retry.line, "retry cooldown",
+                                     retry.value.get("cooldown"), 0.0)
+        list_cmd = f["list"].value if "list" in f else None
+        take_cmd = f["take"].value if "take" in f else None
+        if qtype == "external" and (list_cmd is None or take_cmd is None):
+            self.p.add(file, block.line, f"external queue '{name}' needs both 'list' and 'take'")
+        if qtype == "persisted":
+            for key in ("list", "take"):
+                if key in f:
+                    self.p.add(file, f[key].line, f"'{key}' belongs to external queues; "
+                               f"queue '{name}' is persisted")
+        vars_ = self.str_list(file, f.get("vars"))
+        defaults = dict(f["defaults"].value) if "defaults" in f else {}
+        for key in defaults:
+            if vars_ and key not in vars_:
+                self.p.add(file, f["defaults"].key_lines.get(key, f["defaults"].line),
+                           f"default '{key}' is not one of queue '{name}' vars {list(vars_)}")
+        self.rb.queues[name] = Queue(name, qtype, vars_, defaults, attempts, cooldown,
+                                     list_cmd, take_cmd, where)
+
+    def worker(self, file: str, block: Block, name: str, where: Where) -> None:
+        f = self.fields(file, block, "worker")
+        queue = self.target(file, f.get("source"), "queue")
+        pipeline = self.target(file, f.get("handler"), "pipeline")
+        for key, got in (("source", queue), ("handler", pipeline)):
+            if key not in f and got is None:
+                self.p.add(file, block.line, f"worker '{name}' needs '{key}'")
+        concurrency = f["concurrency"].value if "concurrency" in f else 1
+        if concurrency < 1:
+            self.p.add(file, f["concurrency"].line,
+                       f"worker '{name}' concurrency must be at least 1, not {concurrency}")
+            concurrency = 1
+        poll_attr = f.get("poll")
+        poll = self.duration(file, poll_attr.line if poll_attr else block.line, "poll",
+                             poll_attr.value if poll_attr else None, DEFAULT_POLL)
+        self.rb.workers[name] = Worker(name, queue or "", pipeline or "", concurrency, poll, where)
+
+    def pipeline(self, file: str, block: Block, name: str, where: Where) -> None:
+        f = self.fields(file, block, "pipeline")
+        workspace = f["workspace"].value if "workspace" in f else None
+        if workspace is not None and workspace not in ("ephemeral", "persistent"):
+            self.p.add(file, f["workspace"].line,
+                       f"workspace must be \"ephemeral\" or \"persistent\", not \"{workspace}\"")
+        max_visits = f["max_visits"].value if "max_visits" in f else DEFAULT_MAX_VISITS
+        if max_visits < 1:
+            self.p.add(file, f["max_visits"].line, "max_visits must be at least 1")
+        locals_: list[tuple[str, str]] = []
+        notify: dict[str, str] = {}
+        steps: dict[str, Step] = {}
+        for sub in block.blocks:
+            if sub.type == "locals":
+                for attr in sub.attributes:
+                    if not isinstance(attr.value, str):
+                        self.p.add(file, attr.line, f"local '{attr.name}' must be a string")
+                        continue
+                    locals_.append((attr.name, attr.value))
+            elif sub.type == "notify":
+                notify.update({k: a.value for k, a in self.fields(file, sub, "notify").items()})
+            elif sub.type == "step":
+                step_name = self.name_of(file, sub)
+                if step_name is None:
+                    continue
+                if step_name in steps:
+                    self.p.add(file, sub.line, f"step '{step_name}' is already defined at "
+                               f"{steps[step_name].where} in pipeline '{name}'")
+                    continue
+                steps[step_name] = self.step(file, sub, step_name)
+        if not steps:
+            self.p.add(file, block.line, f"pipeline '{name}' has no steps; add step \"NAME\" {{ "
+                       "run = \"...\" }")
+        self.rb.pipelines[name] = Pipeline(
+            name, self.str_list(file, f.get("vars")),
+            dict(f["defaults"].value) if "defaults" in f else {}, tuple(locals_), workspace,
+            notify, self.target(file, f.get("on_done"), "step"),
+            self.target(file, f.get("on_fail"), "step"), max_visits, steps, where)
+
+    def step(self, file: str, block: Block, name: str) -> Step:
+        f = self.fields(file, block, "step")
+        where = Where(file, block.line)
+        run = f.get("run")
+        script = agent = None
+        if run is None:
+            self.p.add(file, block.line, f"step '{name}' needs 'run'")
+        elif isinstance(run.value, str):
+            script = run.value
+        else:
+            agent = self.target(file, run, "agent")
+        return Step(name, script, agent, self.target(file, f.get("on_done"), "step"),
+                    self.target(file, f.get("on_fail"), "step"), where)
+
+    def agent(self, file: str, block: Block, name: str, where: Where) -> None:
+        f = self.fields(file, block, "agent")
+        if "run" not in f:
+            self.p.add(file, block.line, f"agent '{name}' needs 'run'")
+        if "prompt" in f and "prompt_file" in f:
+            self.p.add(file, f["prompt_file"].line, "set either 'prompt' or 'prompt_file', "
+                       "not both")
+        env = dict(f["env"].value) if "env" in f else {}
+        for key, value in env.items():
+            if not isinstance(value, str):
+                self.p.add(file, f["env"].key_lines.get(key, f["env"].line),
+                           f"agent env '{key}' must be a string")
+        handlers = {}
+        for key in ("on_idle", "on_dead", "on_error"):
+            attr = f.get(key)
+            if attr is None:
+                handlers[key] = None
+                continue
+            value = {"action": attr.value} if isinstance(attr.value, str) else dict(attr.value)
+            action = value.get("action")
+            if action not in AGENT_ACTIONS:
+                self.p.add(file, attr.line, f"{key} action '{action}' is not one of "
+                           f"{', '.join(AGENT_ACTIONS)}" + _did_you_mean(str(action),
+                                                                      AGENT_ACTIONS))
+            handlers[key] = value
+        self.rb.agents[name] = Agent(name, f["run"].value if "run" in f else "",
+                                     f["prompt"].value if "prompt" in f else None,
+                                     f["prompt_file"].value if "prompt_file" in f else None,
+                                     env, handlers["on_idle"], handlers["on_dead"],
+                                     handlers["on_error"], where)
+
+    # -- cross references --
+
+    def check_references(self) -> None:
+        rb = self.rb
+        for w in rb.workers.values():
+            if w.queue and w.queue not in rb.queues:
+                self.p.add(w.where.file, w.where.line, f"worker '{w.name}' source queue "
+                           f"'{w.queue}' is not defined" + _did_you_mean(w.queue, list(rb.queues)))
+            pipeline = rb.pipelines.get(w.pipeline)
+            if w.pipeline and pipeline is None:
+                self.p.add(w.where.file, w.where.line, f"worker '{w.name}' handler pipeline "
+                           f"'{w.pipeline}' is not defined"
+                           + _did_you_mean(w.pipeline, list(rb.pipelines)))
+            elif pipeline is not None and not pipeline.vars:
+                self.p.add(w.where.file, w.where.line, f"worker '{w.name}' handler pipeline "
+                           f"'{w.pipeline}' needs vars = [\"NAME\"] to receive the queue item")
+        for c in rb.commands.values():
+            if c.pipeline and c.pipeline not in rb.pipelines:
+                self.p.add(c.where.file, c.where.line, f"command '{c.name}' pipeline "
+                           f"'{c.pipeline}' is not defined"
+                           + _did_you_mean(c.pipeline, list(rb.pipelines)))
+            if c.run is not None:
+                names = arg_names(c.args)
+                self.check_templates(c.where, c.run, {"args": names, "invoke": None,
+                                                      "var": names})
+        for q in rb.queues.values():
+            if q.take_cmd:
+                self.check_templates(q.where, q.take_cmd, {"item": None})
+        for p in rb.pipelines.values():
+            self.check_pipeline(p)
+
+    def check_pipeline(self, p: Pipeline) -> None:
+        for target, what in ((p.on_done, "on_done"), (p.on_fail, "on_fail")):
+            if target and target not in p.steps:
+                self.p.add(p.where.file, p.where.line, f"pipeline '{p.name}' {what} step "
+                           f"'{target}' is not defined" + _did_you_mean(target, list(p.steps)))
+        known: dict[str, Any] = {"var": p.vars + tuple(p.defaults), "invoke": None,
+                                 "workspace": ("root", "nonce"), "local": ()}
+        for local_name, value in p.locals:
+            self.check_templates(p.where, value, known)
+            known["local"] = known["local"] + (local_name,)
+        for s in p.steps.values():
+            for target, what in ((s.on_done, "on_done"), (s.on_fail, "on_fail")):
+                if target and target not in p.steps:
+                    self.p.add(s.where.file, s.where.line, f"step '{s.name}' {what} step "
+                               f"'{target}' is not defined in pipeline '{p.name}'"
+                               + _did_you_mean(target, list(p.steps)))
+            if s.agent and s.agent not in self.rb.agents:
+                self.p.add(s.where.file, s.where.line, f"step '{s.name}' agent '{s.agent}' is "
+                           "not defined" + _did_you_mean(s.agent, list(self.rb.agents)))
+            if s.run is not None:
+                self.check_templates(s.where, s.run, known)
+        for value in p.notify.values():
+            self.check_templates(p.where, value, known)
+
+    def check_templates(self, where: Where, text: str, known: dict[str, Any]) -> None:
+        """Every ``${ns.name}`` must name something that will exist when the text renders."""
+        try:
+            refs = references(text)
+        except TemplateError as e:
+            self.p.add(where.file, where.line, str(e))
+            return
+        for ref in refs:
+            ns, _, rest = ref.partition(".")
+            if ns not in known:
+                allowed = ", ".join(f"{k}." for k in known)
+                self.p.add(where.file, where.line, f"${{{ref}}} cannot be used here; "
+                           f"available: {allowed}")
+                continue
+            names = known[ns]
+            head = rest.split(".", 1)[0]
+            if names is not None and head not in names:
+                self.p.add(where.file, where.line, f"${{{ref}}}: '{head}' is not defined"
+                           + _did_you_mean(head, list(names)))
+
+
+def arg_names(spec: ArgSpec) -> tuple[str, ...]:
+    return tuple(p.name for p in spec.positionals) + tuple(f.name for f in spec.flags)
+
+
+def build(files: list[tuple[str, Block]]) -> Runbook:
+    """Validate parsed runbook files into one Runbook; raise RunbookError with every problem."""
+    b = _Builder()
+    for name, body in files:
+        b.file(name, body)
+    b.check_references()
+    if b.p.lines:
+        raise RunbookError(b.p.lines)
+    return b.rb
