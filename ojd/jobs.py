@@ -50,9 +50,20 @@ def workspace_path(state_root: str, pipeline: Pipeline, job_id: str, project: st
 
 def create_job(tx: Transaction, state_root: str, runbook: Runbook, project: str,
                pipeline_name: str, vars_: dict[str, Any], invoke_dir: str, *,
-               item: str | None = None, worker: str | None = None, owner: str | None = None,
-               name: str | None = None) -> dict:
-    """Append ``job:created`` (inside a transaction, so a take and its job land together)."""
+               name: str | None = None, owner: str | None = None) -> dict:
+    """Append ``job:created`` for a job that takes no queue item (``oj run``)."""
+    event = job_created_event(tx, state_root, runbook, project, pipeline_name, vars_,
+                              invoke_dir, name=name, owner=owner)
+    tx.append(event)
+    return tx.state.jobs[event["id"]]
+
+
+def job_created_event(tx: Transaction, state_root: str, runbook: Runbook, project: str,
+                      pipeline_name: str, vars_: dict[str, Any], invoke_dir: str, *,
+                      item: str | None = None, worker: str | None = None,
+                      owner: str | None = None, name: str | None = None) -> dict:
+    """The ``job:created`` event of a new job (appended by the caller, in the same append
+    as the take of its item, so a crash cannot leave one without the other)."""
     pipeline = runbook.pipelines[pipeline_name]
     job_id = new_id(tx.state.jobs)
     values = {**pipeline.defaults, **vars_}
@@ -60,12 +71,10 @@ def create_job(tx: Transaction, state_root: str, runbook: Runbook, project: str,
     if missing:
         raise OjError(f"pipeline '{pipeline_name}' needs var '{missing[0]}'")
     cwd = workspace_path(state_root, pipeline, job_id, project) or invoke_dir
-    event = {"type": "job:created", "id": job_id, "p": project, "pipeline": pipeline_name,
-             "name": name or pipeline_name, "vars": values, "cwd": cwd,
-             "ws": pipeline.workspace, "invoke": invoke_dir, "item": item, "worker": worker,
-             "by": owner}
-    tx.append(event)
-    return tx.state.jobs[job_id]
+    return {"type": "job:created", "id": job_id, "p": project, "pipeline": pipeline_name,
+            "name": name or pipeline_name, "vars": values, "cwd": cwd,
+            "ws": pipeline.workspace, "invoke": invoke_dir, "item": item, "worker": worker,
+            "by": owner}
 
 
 class JobRunner:

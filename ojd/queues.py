@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 from ojd.errors import OjError, UsageError
 
@@ -13,7 +12,7 @@ if TYPE_CHECKING:  # annotations only: typing and the model stay off the push pa
     from typing import Any
 
     from ojd.runbook import Queue, Runbook
-    from ojd.store import Store, Transaction
+    from ojd.store import Store
 
 
 class QueueSpec:
@@ -110,14 +109,10 @@ def push(store: Store, project: str, queue: Queue | QueueSpec,
         return item_id, True
 
 
-def take(tx: Transaction, project: str, queue: str, owner: str, job_id: str,
-         now: float | None = None) -> dict | None:
-    """Lease the next item to ``owner`` (inside a transaction: no two takers get one item)."""
-    item = tx.state.next_takeable(project, queue, time.time() if now is None else now)
-    if item is None:
-        return None
-    tx.append({"type": "queue:taken", "id": item["id"], "by": owner, "job": job_id})
-    return item
+def take_event(item: dict, owner: str, job_id: str) -> dict:
+    """Lease ``item`` to ``owner`` for ``job_id``; appended inside the transaction that chose
+    the item (``State.next_takeable``), so no two takers get one item."""
+    return {"type": "queue:taken", "id": item["id"], "by": owner, "job": job_id}
 
 
 def failure_event(queue: Queue, item: dict, error: str, now: float) -> dict:

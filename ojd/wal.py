@@ -17,26 +17,26 @@ loss, kill -9 mid-write) is moved aside and truncated by whoever holds the exclu
 
 from __future__ import annotations
 
-import bisect
+# Imported by every CLI call (``oj queue push`` must start fast): no logging, tempfile,
+# dataclasses, pathlib, typing, contextlib or threading here. json (with re, which it imports)
+# is the one costly import left, and every read or append of the log needs it.
 import fcntl
 import gc
 import json
-import logging
 import os
-import re
 import struct
-import tempfile
-import threading
+import sys
 import zlib
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import NamedTuple
+from _bisect import bisect_left, bisect_right  # what ``bisect`` re-exports, minus its import
+from _thread import RLock, allocate_lock
+from collections import namedtuple  # already imported by json (through re)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+    from pathlib import Path
 
 __all__ = ["CheckReport", "Record", "WalDirectory", "WalProblem", "WalReader", "WalWriter"]
-
-log = logging.getLogger(__name__)
 
 _MAGIC = b"OJ\x01"  # "OJ" + format version 1
 _HDR = struct.Struct("<3sIIQ")  # magic+version, payload length, crc32, position
@@ -44,8 +44,6 @@ _HS = _HDR.size  # 19
 _CRC_FROM = 11  # the crc covers frame[11:]: the position bytes, then the payload
 _POS = struct.Struct("<Q")
 _CHUNK = 8 << 20  # read size: big enough to amortise syscalls, small enough to bound memory
-_SEG_RE = re.compile(r"seg-(\d{16})\.wal")
-_SNAP_RE = re.compile(r"snapshot-(\d{16})\.json")
 _KEEP_SNAPSHOTS = 2
 # json.dumps(ev, separators=...) builds a new encoder per call; one shared encoder is the same
 # compact output at a fraction of the cost.
@@ -55,24 +53,74 @@ _encode = json.JSONEncoder(separators=(",", ":")).encode
 _UNLOCKED, _SHARED, _EXCLUSIVE = 0, 1, 2
 
 
-@dataclass(frozen=True, slots=True)
+def _numbered(names: list[str], prefix: str, suffix: str) -> list[tuple[int, str]]:
+    """``(number, name)`` of the names that are ``prefix`` + 16 digits + ``suffix``, sorted."""
+    # str.isdecimal() is the regex \d (Unicode category Nd), and int() accepts all of it.
+    n = len(prefix) + 16 + len(suffix)
+    start, end = len(prefix), len(prefix) + 16
+    found = []
+    for name in names:
+        if (
+            len(name) == n
+            and name.startswith(prefix)
+            and name.endswith(suffix)
+            and name[start:end].isdecimal()
+        ):
+            found.append((int(name[start:end]), name))
+    found.sort()
+    return found
+
+
 class Record:
+    """One event of the log and its position; immutable."""
+
+    __slots__ = ("pos", "event")
+    __match_args__ = ("pos", "event")
     pos: int
     event: dict
 
     def __init__(self, pos: int, event: dict) -> None:
-        # Replay builds a million of these: the slot setters skip the generated __init__'s
-        # object.__setattr__ calls (about a third of the cost); frozen after construction.
+        # Replay builds a million of these: calling the slot setters directly skips the
+        # __setattr__ that makes the instance read-only.
         _set_pos(self, pos)
         _set_event(self, event)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r} of an immutable Record")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r} of an immutable Record")
+
+    def __repr__(self) -> str:
+        return f"Record(pos={self.pos!r}, event={self.event!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.pos, self.event) == (other.pos, other.event)  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((self.pos, self.event))
+
+    def __getstate__(self) -> tuple[int, dict]:
+        return (self.pos, self.event)
+
+    def __setstate__(self, state: tuple[int, dict]) -> None:
+        _set_pos(self, state[0])
+        _set_event(self, state[1])
 
 
 _set_pos = Record.pos.__set__  # type: ignore[attr-defined]
 _set_event = Record.event.__set__  # type: ignore[attr-defined]
 
 
-class WalProblem(NamedTuple):
-    kind: str  # "torn-tail" | "corrupt"
+class WalProblem(namedtuple("WalProblem", "kind pos segment offset detail")):
+    """``kind`` is "torn-tail" or "corrupt"; ``pos`` (int or None) is the position lost, when
+    known; ``segment`` and ``offset`` locate the damage; ``detail`` says what was found."""
+
+    __slots__ = ()
+
+    kind: str
     pos: int | None
     segment: str
     offset: int
@@ -83,27 +131,58 @@ class WalProblem(NamedTuple):
         return f"{self.segment}@{self.offset}: {self.kind}{at}: {self.detail}"
 
 
-@dataclass(slots=True)
 class CheckReport:
-    records: int = 0
-    last_pos: int = 0
-    segments: int = 0
-    snapshot_pos: int | None = None
-    problems: list[WalProblem] = field(default_factory=list)
+    __slots__ = ("records", "last_pos", "segments", "snapshot_pos", "problems")
+
+    def __init__(
+        self,
+        records: int = 0,
+        last_pos: int = 0,
+        segments: int = 0,
+        snapshot_pos: int | None = None,
+        problems: list[WalProblem] | None = None,
+    ) -> None:
+        self.records = records
+        self.last_pos = last_pos
+        self.segments = segments
+        self.snapshot_pos = snapshot_pos
+        self.problems: list[WalProblem] = [] if problems is None else problems
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    def __repr__(self) -> str:
+        return (
+            f"CheckReport(records={self.records!r}, last_pos={self.last_pos!r}, "
+            f"segments={self.segments!r}, snapshot_pos={self.snapshot_pos!r}, "
+            f"problems={self.problems!r})"
+        )
 
-@dataclass(slots=True)
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, a) == getattr(other, a) for a in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaced
+
+
 class _Cursor:
     """A read position: ``off`` in segment ``seg`` is the start of a frame (or the end)."""
 
-    seg: str | None  # None: not placed yet, start at the segment that may hold pos + 1
-    off: int
-    pos: int  # highest position returned or skipped; records at or below it are not returned
-    prev: int  # position of the frame before ``off`` in ``seg`` (first - 1 at offset 0)
+    __slots__ = ("seg", "off", "pos", "prev")
+
+    def __init__(self, seg: str | None, off: int, pos: int, prev: int) -> None:
+        # seg None: not placed yet, start at the segment that may hold pos + 1.
+        self.seg = seg
+        self.off = off
+        # Highest position returned or skipped; records at or below it are not returned.
+        self.pos = pos
+        # Position of the frame before ``off`` in ``seg`` (first - 1 at offset 0).
+        self.prev = prev
+
+    def __repr__(self) -> str:
+        return f"_Cursor({self.seg!r}, {self.off!r}, {self.pos!r}, {self.prev!r})"
 
     def copy(self) -> _Cursor:
         return _Cursor(self.seg, self.off, self.pos, self.prev)
@@ -130,22 +209,34 @@ class _Count:
 _BULK = 10_000  # records decoded in one call above which they are treated as long-lived
 
 
-@contextmanager
-def _gc_paused(out: list[Record] | _Count) -> Iterator[None]:
+class _gc_paused:
+    """``with _gc_paused(out):`` runs a decode with the cyclic garbage collector off."""
+
     # Decoded events are acyclic, yet each new dict would count towards a collection that
     # re-walks everything already decoded: pausing roughly halves the cost of a big replay.
-    was = gc.isenabled()
-    before = len(out) if isinstance(out, list) else 0
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
+    __slots__ = ("_out", "_was", "_before")
+
+    def __init__(self, out: list[Record] | _Count) -> None:
+        self._out = out
+
+    def __enter__(self) -> None:
+        out = self._out
+        self._was = gc.isenabled()
+        self._before = len(out) if isinstance(out, list) else 0
+        gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._was:
             # After a bulk replay the records are long-lived state: freeze() + unfreeze() moves
             # them to the oldest generation in O(1) instead of the next collection walking them
             # all. Skipped for small reads (which would keep young garbage from collection)
             # and when the process froze objects itself (unfreeze() would release them).
-            if isinstance(out, list) and len(out) - before > _BULK and not gc.get_freeze_count():
+            out = self._out
+            if (
+                isinstance(out, list)
+                and len(out) - self._before > _BULK
+                and not gc.get_freeze_count()
+            ):
                 gc.freeze()
                 gc.unfreeze()
             gc.enable()
@@ -229,7 +320,7 @@ def _diagnose(buf: bytes, prev: int) -> tuple[str, int | None]:
     return f"position {pos} out of order after {prev}", None
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -244,6 +335,88 @@ def _write_all(fd: int, data: bytes, off: int) -> None:
         done += os.pwrite(fd, view[done:], off + done)
 
 
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _create_temp(directory: str, prefix: str, suffix: str) -> tuple[int, str]:
+    """Create a new private file in ``directory`` (as tempfile.mkstemp does, without the
+    import): returns its open fd and path."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    while True:
+        path = os.path.join(directory, f"{prefix}{os.urandom(6).hex()}{suffix}")
+        try:
+            return os.open(path, flags, 0o600), path
+        except FileExistsError:
+            continue
+
+
+class _Locked:
+    """``with wal.locked() as w``: the exclusive lock, re-entrant within a thread."""
+
+    __slots__ = ("_wal", "_writer")
+
+    def __init__(self, wal: WalDirectory) -> None:
+        self._wal = wal
+
+    def __enter__(self) -> WalWriter:
+        wal = self._wal
+        wal._mutex.acquire()
+        try:
+            if wal._depth == 0:
+                fcntl.flock(wal._lockfd(), fcntl.LOCK_EX)
+            wal._depth += 1
+        except BaseException:
+            wal._mutex.release()
+            raise
+        self._writer = writer = WalWriter(wal)
+        return writer
+
+    def __exit__(self, *exc: object) -> None:
+        wal = self._wal
+        self._writer._valid = False
+        wal._depth -= 1
+        try:
+            if wal._depth == 0:  # the outermost block: nesting is balanced under the mutex
+                fcntl.flock(wal._lock_fd, fcntl.LOCK_UN)
+        finally:
+            wal._mutex.release()
+
+
+class _Shared:
+    """``with wal._shared() as mode``: LOCK_SH, or nothing when the thread holds LOCK_EX."""
+
+    __slots__ = ("_wal", "_fd")
+
+    def __init__(self, wal: WalDirectory) -> None:
+        self._wal = wal
+
+    def __enter__(self) -> int:
+        wal = self._wal
+        wal._mutex.acquire()
+        try:
+            if wal._depth:
+                self._fd = -1
+                return _EXCLUSIVE
+            fd = wal._lockfd()
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except BaseException:
+            wal._mutex.release()
+            raise
+        self._fd = fd
+        return _SHARED
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._fd >= 0:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._wal._mutex.release()
+
+
 class WalDirectory:
     """One WAL directory. Safe to share between threads; each process opens its own."""
 
@@ -254,14 +427,15 @@ class WalDirectory:
         segment_bytes: int = 64 << 20,
         on_problem: Callable[[WalProblem], None] | None = None,
     ) -> None:
-        self.path = Path(path)
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._dir = os.fspath(self.path)
+        # A str: os.path is already loaded, pathlib costs milliseconds at start-up.
+        self.path: str = os.fspath(path)
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        self._dir = self.path
         self.segment_bytes = segment_bytes
         self._on_problem = on_problem
         self._reported: set[tuple[str, int]] = set()
-        self._mutex = threading.RLock()  # serialises this instance's threads around the flock
-        self._cache_lock = threading.Lock()
+        self._mutex = RLock()  # serialises this instance's threads around the flock
+        self._cache_lock = allocate_lock()
         self._depth = 0
         self._pid = -1
         self._lock_fd = -1
@@ -280,34 +454,25 @@ class WalDirectory:
     def records(self, after: int = 0) -> Iterator[Record]:
         return iter(self.reader(after).read_new())
 
-    @contextmanager
-    def locked(self) -> Iterator[WalWriter]:
-        """Hold the exclusive lock: read the true tail, decide, append, with no one in between."""
-        with self._mutex:
-            outer = self._depth == 0
-            if outer:
-                fcntl.flock(self._lockfd(), fcntl.LOCK_EX)
-            self._depth += 1
-            writer = WalWriter(self)
-            try:
-                yield writer
-            finally:
-                writer._valid = False
-                self._depth -= 1
-                if outer:
-                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+    def locked(self) -> _Locked:
+        """Hold the exclusive lock: read the true tail, decide, append, with no one in between.
+
+        ``with wal.locked() as w:`` gives a WalWriter, valid until the block ends."""
+        return _Locked(self)
 
     def append(self, *events: dict) -> list[int]:
         with self.locked() as w:
             return w.append(*events)
 
     def save_snapshot(self, pos: int, state: object) -> Path:
+        from pathlib import Path  # only here, off the start-up path
+
         data = json.dumps({"pos": pos, "state": state}, separators=(",", ":")).encode()
         with self.locked() as w:
             if not 0 <= pos <= w.last_pos:
                 raise ValueError(f"snapshot position {pos} is beyond the log (last {w.last_pos})")
-            final = self.path / f"snapshot-{pos:016d}.json"
-            fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".snapshot-", suffix=".tmp")
+            final = os.path.join(self.path, f"snapshot-{pos:016d}.json")
+            fd, tmp = _create_temp(self.path, ".snapshot-", ".tmp")
             try:
                 _write_all(fd, data, 0)
                 os.fsync(fd)
@@ -317,7 +482,7 @@ class WalDirectory:
             except BaseException:
                 if fd >= 0:
                     os.close(fd)
-                Path(tmp).unlink(missing_ok=True)
+                _unlink(tmp)
                 raise
             _fsync_dir(self.path)
             # A fresh segment lets compact() drop everything the snapshot covers.
@@ -325,9 +490,9 @@ class WalDirectory:
             if tail.off > 0 or tail.seg is None:
                 self._roll(tail)
             for _pos, name in self._snapshots()[:-_KEEP_SNAPSHOTS]:
-                (self.path / name).unlink(missing_ok=True)
+                _unlink(os.path.join(self.path, name))
             _fsync_dir(self.path)
-        return final
+        return Path(final)
 
     def load_snapshot(self) -> tuple[int, object] | None:
         return self._load_snapshot(None)
@@ -344,7 +509,7 @@ class WalDirectory:
             for (_first, name), (next_first, _next) in zip(segs, segs[1:], strict=False):
                 if next_first - 1 > snap[0]:
                     break
-                (self.path / name).unlink(missing_ok=True)
+                _unlink(os.path.join(self.path, name))
                 removed += 1
             if removed:
                 _fsync_dir(self.path)
@@ -377,23 +542,14 @@ class WalDirectory:
                     os.close(fd)  # this process's inherited copy only
             self._pid = os.getpid()
             flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
-            self._lock_fd = os.open(self.path / "lock", flags, 0o600)
+            self._lock_fd = os.open(os.path.join(self.path, "lock"), flags, 0o600)
             self._seg_fd, self._seg_name = -1, None
         return self._lock_fd
 
-    @contextmanager
-    def _shared(self) -> Iterator[int]:
-        """LOCK_SH for a reader's re-check, unless this instance already holds LOCK_EX."""
-        with self._mutex:
-            if self._depth:
-                yield _EXCLUSIVE
-                return
-            fd = self._lockfd()
-            fcntl.flock(fd, fcntl.LOCK_SH)
-            try:
-                yield _SHARED
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+    def _shared(self) -> _Shared:
+        """LOCK_SH for a reader's re-check, unless this instance already holds LOCK_EX:
+        ``with wal._shared() as mode`` gives the lock mode held (_SHARED or _EXCLUSIVE)."""
+        return _Shared(self)
 
     def _note(self, cur: _Cursor, *, seen: bool) -> None:
         """Remember a frame boundary a reader reached, so appends need not rescan to it."""
@@ -436,7 +592,7 @@ class WalDirectory:
         window instead of the whole segment. Left alone otherwise (a forward scan decides)."""
         assert cur.seg is not None
         try:
-            fd = os.open(self.path / cur.seg, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(os.path.join(self.path, cur.seg), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return
         try:
@@ -461,7 +617,8 @@ class WalDirectory:
             if self._seg_fd >= 0:
                 os.close(self._seg_fd)
                 self._seg_fd, self._seg_name = -1, None
-            self._seg_fd = os.open(self.path / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+            self._seg_fd = os.open(os.path.join(self.path, name), flags, 0o600)
             self._seg_name = name
         return self._seg_fd
 
@@ -505,8 +662,10 @@ class WalDirectory:
         except BaseException:
             # Leave no half-written frame behind when we can help it; the next writer's
             # catch-up repairs it otherwise.
-            with suppress(OSError):
+            try:
                 os.ftruncate(fd, tail.off)
+            except OSError:
+                pass
             raise
         first = tail.prev + 1
         tail.off += len(data)
@@ -531,13 +690,7 @@ class WalDirectory:
     # -- reading ------------------------------------------------------------------------------
 
     def _segments(self) -> list[tuple[int, str]]:
-        segs = []
-        for name in os.listdir(self.path):
-            m = _SEG_RE.fullmatch(name)
-            if m:
-                segs.append((int(m[1]), name))
-        segs.sort()
-        return segs
+        return _numbered(os.listdir(self.path), "seg-", ".wal")
 
     def _advance(
         self,
@@ -587,10 +740,10 @@ class WalDirectory:
     def _locate(cur: _Cursor, segs: list[tuple[int, str]]) -> int:
         if cur.seg is not None:
             names = [name for _first, name in segs]
-            i = bisect.bisect_left(names, cur.seg)
+            i = bisect_left(names, cur.seg)
             # Gone (compacted under a slow reader): resume at the next segment that exists.
             return min(i, len(segs) - 1)
-        i = bisect.bisect_right([first for first, _name in segs], cur.pos + 1) - 1
+        i = bisect_right([first for first, _name in segs], cur.pos + 1) - 1
         return max(i, 0)
 
     def _scan(
@@ -601,7 +754,7 @@ class WalDirectory:
         from ``cur.off`` to the end hold no valid frame."""
         assert cur.seg is not None
         try:
-            fd = os.open(self.path / cur.seg, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(os.path.join(self.path, cur.seg), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None  # compacted away while we listed
         try:
@@ -619,7 +772,7 @@ class WalDirectory:
                 end, prev, need = _parse(buf, cur.prev, poss, pays)
                 if out is not None and poss:
                     if poss[0] <= cur.pos:  # the start of reader(after): skip up to `after`
-                        k = bisect.bisect_right(poss, cur.pos)
+                        k = bisect_right(poss, cur.pos)
                         del poss[:k], pays[:k]
                     if poss:
                         self._decode(cur, buf, poss, pays, out, found)
@@ -698,16 +851,17 @@ class WalDirectory:
     def _repair(self, cur: _Cursor, detail: str, found: list[WalProblem] | None) -> None:
         """Under LOCK_EX: move a torn tail aside and truncate the segment to its last record."""
         assert cur.seg is not None
-        seg = self.path / cur.seg
+        seg = os.path.join(self.path, cur.seg)
         fd = os.open(seg, os.O_RDWR | os.O_CLOEXEC)
         try:
             damaged = os.pread(fd, os.fstat(fd).st_size - cur.off, cur.off)
-            stem = f"damaged-{seg.stem}-{cur.off}"
-            target = self.path / f"{stem}.bin"
+            stem = f"damaged-{os.path.splitext(cur.seg)[0]}-{cur.off}"
+            target_name = f"{stem}.bin"
             n = 1
-            while target.exists():
+            while os.path.exists(os.path.join(self.path, target_name)):
                 n += 1
-                target = self.path / f"{stem}.{n}.bin"
+                target_name = f"{stem}.{n}.bin"
+            target = os.path.join(self.path, target_name)
             dfd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
                 _write_all(dfd, damaged, 0)
@@ -726,7 +880,7 @@ class WalDirectory:
                 cur.seg,
                 cur.off,
                 f"{detail}: {len(damaged)} bytes after position {cur.prev} "
-                f"moved to {target.name}; the log continues at "
+                f"moved to {target_name}; the log continues at "
                 f"{cur.prev + 1}",
             ),
             found,
@@ -744,24 +898,19 @@ class WalDirectory:
         if self._on_problem is not None:
             self._on_problem(problem)
         else:
-            log.warning("WAL %s: %s", self.path, problem)
+            print(f"oj: warning: WAL {self.path}: {problem}", file=sys.stderr)
 
     # -- snapshots ----------------------------------------------------------------------------
 
     def _snapshots(self) -> list[tuple[int, str]]:
-        snaps = []
-        for name in os.listdir(self.path):
-            m = _SNAP_RE.fullmatch(name)
-            if m:
-                snaps.append((int(m[1]), name))
-        snaps.sort()
-        return snaps
+        return _numbered(os.listdir(self.path), "snapshot-", ".json")
 
     def _read_snapshot(
         self, pos: int, name: str, found: list[WalProblem] | None
     ) -> tuple[int, object] | None:
         try:
-            obj = json.loads((self.path / name).read_bytes())
+            with open(os.path.join(self.path, name), "rb") as f:
+                obj = json.loads(f.read())
             if not isinstance(obj, dict) or obj.get("pos") != pos or "state" not in obj:
                 raise ValueError("not a snapshot of this position")
         except FileNotFoundError:

@@ -18,7 +18,7 @@ import time
 from collections import deque
 
 from ojd import queues
-from ojd.jobs import JobRunner, create_job
+from ojd.jobs import JobRunner, job_created_event
 from ojd.notify import Log, Notifier
 from ojd.runbook import Runbook, Worker
 from ojd.store import Store
@@ -127,11 +127,12 @@ class WorkerLoop:
                 item = tx.state.next_takeable(self.project, self.queue.name, time.time())
                 if item is None:
                     return
-                job = create_job(tx, self.store.root, self.runbook, self.project,
-                                 self.worker.pipeline, self._vars_for(item["data"]),
-                                 self.project, item=item["id"], worker=self.worker.name,
-                                 owner=self.owner)
-                queues.take(tx, self.project, self.queue.name, self.owner, job["id"])
+                job = job_created_event(tx, self.store.root, self.runbook, self.project,
+                                        self.worker.pipeline, self._vars_for(item["data"]),
+                                        self.project, item=item["id"],
+                                        worker=self.worker.name, owner=self.owner)
+                # one append, one fsync: the take and its job are durable together
+                tx.append(job, queues.take_event(item, self.owner, job["id"]))
             self._start(job["id"], item["id"])
 
     def _idle(self) -> bool:
@@ -172,9 +173,11 @@ class WorkerLoop:
             if taken.returncode != 0:
                 continue  # somebody else claimed it
             with self.store.transaction() as tx:
-                job = create_job(tx, self.store.root, self.runbook, self.project,
-                                 self.worker.pipeline, self._vars_for(entry), self.project,
-                                 worker=self.worker.name, owner=self.owner)
+                job = job_created_event(tx, self.store.root, self.runbook, self.project,
+                                        self.worker.pipeline, self._vars_for(entry),
+                                        self.project, worker=self.worker.name,
+                                        owner=self.owner)
+                tx.append(job)
             self._start(job["id"], None)
             free -= 1
 
