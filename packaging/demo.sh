@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The main job, end to end on a fresh machine (as root): set up, make a demo project whose
-# merge queue holds three feature branches, and let the `merge` worker drain it into the
-# merge pipeline (worktree, merge, check, push). The demo lives in $OJ_DEMO_DIR
-# (default /var/tmp/oj-demo) with its own state directory; run it again to start over.
+# The main job, end to end on a fresh machine (as root): set up, make a demo project with
+# three feature branches, start the `merge` worker as the systemd unit
+# oj-worker@merge.service (on the host's systemd, or on a private one booted for the demo
+# when PID 1 is not systemd), push the branches to its queue and watch it merge them
+# (worktree, merge, check, push). The demo lives in $OJ_DEMO_DIR (default
+# /var/lib/oj-demo) with its own state directory; run it again to start over.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$here/packaging/dev-setup.sh"
 venv="${OJ_VENV:-/opt/oj-venv}"
 export PATH="$venv/bin:$PATH"
-demo="${OJ_DEMO_DIR:-/var/tmp/oj-demo}"
+demo="${OJ_DEMO_DIR:-/var/lib/oj-demo}"
 export OJ_STATE_DIR="$demo/state"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -37,15 +39,6 @@ echo ".oj/" >> .git/info/exclude
 
 say "oj runbook check"
 oj runbook check
-say "push three branches to the merge queue"
-for n in 1 2 3; do
-    oj queue push merges --var "branch=feature-$n" --var "title=Merge feature $n"
-done
-oj queue list
-say "the merge worker drains the queue"
-ojd worker merge --foreground --until-idle
-say "oj queue list / oj job list"
-oj queue list
-oj job list
+"$venv/bin/python" "$here/packaging/demo_worker.py" "$demo/project" "$OJ_STATE_DIR"
 say "origin/main now has the three merges"
 git -C "$demo/origin.git" log --oneline main
