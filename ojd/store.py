@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 # A snapshot is written when this many events have accumulated past the last one, so a
 # CLI call replays at most this tail.
-SNAPSHOT_EVERY = 5000
+SNAPSHOT_EVERY = 2000
 
 
 def warn_to_stderr(problem: WalProblem) -> None:

@@ -49,9 +49,9 @@ def record(store: Store, runbook: Runbook, root: str, name: str) -> Worker:
 def unit_dir(systemd: Systemd) -> str:
     """Where ``oj systemd install`` puts units and oj puts per-worker drop-ins."""
     if systemd.user:
-        base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"),
-                                                                 ".config")
-        return os.path.join(base, "systemd", "user")
+        import platformdirs
+
+        return os.path.join(platformdirs.user_config_dir(), "systemd", "user")
     return "/etc/systemd/system"
 
 

@@ -1,0 +1,139 @@
+"""Worker control decisions (start or wake, binding, enable notes) against a recording
+stand-in for the systemd bridge. The same paths run against a real systemd in
+test_systemd_workers.py; here each ActiveState is pinned down one by one."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from ojd import project, workers
+from ojd.errors import OjError
+from ojd.store import Store
+from ojd.systemd import UnitState
+
+RUNBOOK = """
+queue "jobs" {
+  vars = ["n"]
+}
+worker "w" {
+  source  = { queue = "jobs" }
+  handler = { pipeline = "p" }
+}
+pipeline "p" {
+  vars = ["item"]
+  step "s" { run = "true" }
+}
+"""
+
+
+class RecordingSystemd:
+    """Answers ``state()`` with a fixed unit state and records every call."""
+
+    def __init__(self, active: str, sub: str = "running", pid: int = 4242,
+                 load: str = "loaded", user: bool = False) -> None:
+        self.unit = UnitState("oj-worker@w.service", load, active, sub, pid, 0)
+        self.user = user
+        self.calls: list[tuple] = []
+
+    def state(self, unit: str) -> UnitState:
+        return self.unit
+
+    def has_job(self, unit: str) -> bool:
+        return False
+
+    def __getattr__(self, name: str):
+        return lambda *args: self.calls.append((name, *args))
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    root = tmp_path / "project"
+    (root / ".oj" / "runbooks").mkdir(parents=True)
+    (root / ".oj" / "runbooks" / "w.hcl").write_text(RUNBOOK)
+    monkeypatch.delenv("OJ_STATE_DIR", raising=False)
+    store = Store(str(tmp_path / "state"))
+    store.load()
+    # a drop-in is only needed for a non-default state dir: keep unit files out of this test
+    monkeypatch.setattr(workers, "bind_state_dir", lambda *a: None)
+    monkeypatch.setattr(workers, "_wait_started", lambda *a: None)
+    return store, project.load(str(root)), str(root)
+
+
+def events(store: Store, kind: str) -> list[dict]:
+    return [r.event for r in store.wal.records() if r.event["type"] == kind]
+
+
+@pytest.mark.parametrize("active", ["active", "reloading"])
+def test_running_worker_gets_sigusr1_on_its_main_process_and_a_recorded_wake(env, active):
+    store, rb, root = env
+    sd = RecordingSystemd(active)
+    assert workers.start(store, sd, rb, root, "w") == "woken"
+    assert sd.calls == [("kill_main", "oj-worker@w.service", signal.SIGUSR1)]
+    assert len(events(store, "worker:woken")) == 1
+
+
+@pytest.mark.parametrize("active, sub", [("inactive", "dead"), ("activating", "start"),
+                                         ("deactivating", "stop-sigterm")])
+def test_worker_without_a_running_main_process_is_started_never_signalled(env, active, sub):
+    store, rb, root = env
+    sd = RecordingSystemd(active, sub, pid=0 if active == "inactive" else 99)
+    assert workers.start(store, sd, rb, root, "w") == "started"
+    assert sd.calls == [("start", "oj-worker@w.service")]
+    assert events(store, "worker:woken") == []
+
+
+def test_failed_worker_is_reset_then_started(env):
+    store, rb, root = env
+    sd = RecordingSystemd("failed", "failed", pid=0)
+    workers.start(store, sd, rb, root, "w")
+    assert [c[0] for c in sd.calls] == ["reset_failed", "start"]
+
+
+def test_missing_template_unit_says_how_to_install_it(env):
+    store, rb, root = env
+    with pytest.raises(OjError, match="run 'oj systemd install'"):
+        workers.start(store, RecordingSystemd("inactive", load="not-found"), rb, root, "w")
+
+
+def test_worker_is_recorded_once_however_often_it_starts(env):
+    store, rb, root = env
+    for _ in range(3):
+        workers.start(store, RecordingSystemd("active"), rb, root, "w")
+    [recorded] = events(store, "worker:recorded")
+    assert (recorded["p"], recorded["queue"], recorded["concurrency"]) == (root, "jobs", 1)
+    assert recorded["runbook"] == rb.digest
+
+
+def test_same_worker_name_from_another_project_is_refused(env, tmp_path):
+    store, rb, root = env
+    workers.start(store, RecordingSystemd("inactive"), rb, root, "w")
+    with pytest.raises(OjError, match=f"already belongs to project {root}"):
+        workers.record(store, rb, str(tmp_path / "elsewhere"), "w")
+
+
+def test_enable_as_a_user_without_linger_says_how_to_start_at_boot(env, monkeypatch):
+    store, rb, root = env
+    monkeypatch.setattr(workers, "lingering", lambda: False)
+    sd = RecordingSystemd("inactive", user=True)
+    [note] = workers.enable(store, sd, rb, root, "w")
+    assert "starts at login, not at boot" in note and "loginctl enable-linger" in note
+    assert sd.calls == [("enable", "oj-worker@w.service", "oj-workers.target")]
+
+
+def test_state_dir_matches_platformdirs_for_users(monkeypatch, tmp_path):
+    import platformdirs
+
+    from ojd import paths
+
+    monkeypatch.delenv("OJ_STATE_DIR", raising=False)
+    monkeypatch.setattr(paths.os, "geteuid", lambda: 1000)
+    for xdg in (None, str(tmp_path / "xdg")):
+        if xdg is None:
+            monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+        else:
+            monkeypatch.setenv("XDG_STATE_HOME", xdg)
+        assert paths.state_dir() == platformdirs.user_state_dir("oj")
+    monkeypatch.setattr(paths.os, "geteuid", lambda: 0)
+    assert paths.state_dir() == "/var/lib/oj"
