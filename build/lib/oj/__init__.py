@@ -1,1 +1,0 @@
-"""oj's command line."""
