@@ -97,3 +97,39 @@ def logs_cmd(app, job_id: str, follow: bool) -> None:
                     click.echo(f.read().decode(errors="replace"), nl=False)
             return
         time.sleep(0.2)
+
+
+@job.command("resume")
+@click.argument("job_id", metavar="ID")
+@click.pass_obj
+def resume_cmd(app, job_id: str) -> int:
+    """Run an interrupted `oj run` job on from the step it was in."""
+    import os
+
+    from oj.commands.run import run_job
+    from ojd.errors import OjError
+
+    j = find_job(app.store, job_id)
+    if j["status"] != "running":
+        raise OjError(f"job {j['id']} is {j['status']}; only an interrupted job can resume")
+    if j["worker"]:
+        raise OjError(f"job {j['id']} belongs to worker '{j['worker']}', which resumes it "
+                      f"when it starts: oj worker start {j['worker']}")
+    owner = j.get("owner") or ""
+    if owner.startswith("oj-run/") and owner[7:].isdigit() and _alive(int(owner[7:])):
+        raise OjError(f"job {j['id']} is still running (process {owner[7:]})")
+    owner = f"oj-run/{os.getpid()}"
+    app.store.append({"type": "job:resumed", "id": j["id"], "by": owner})
+    return run_job(app, j["id"])
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -48,14 +48,22 @@ def _run_shell(app, script: str, values: dict) -> int:
 
 
 def _run_pipeline(app, pipeline: str, values: dict, name: str) -> int:
-    from ojd.jobs import JobRunner, create_job
+    from ojd.jobs import create_job
 
     store = app.store
     with store.transaction() as tx:
         job = create_job(tx, store.root, app.runbook, app.root, pipeline, values, os.getcwd(),
                          owner=f"oj-run/{os.getpid()}", name=name)
-    job_id = job["id"]
-    click.echo(f"job {job_id} ({pipeline}) started; logs: oj job logs {job_id}", err=True)
+    click.echo(f"job {job['id']} ({pipeline}) started; logs: oj job logs {job['id']}",
+               err=True)
+    return run_job(app, job["id"])
+
+
+def run_job(app, job_id: str) -> int:
+    """Run (or resume) a job in the foreground, printing its progress; 0 when done."""
+    from ojd.jobs import JobRunner
+
+    store = app.store
 
     def progress(job: str, what: str, detail: str) -> None:
         if what in ("step", "notify"):
