@@ -41,10 +41,12 @@ def test_corrupt_middle_record_is_reported_with_its_position_and_listing_goes_on
     for n in range(3):
         project.oj("queue", "push", "q", f'{{"n": "{n}"}}')
     path = segment(project)
-    data = bytearray(open(path, "rb").read())
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
     at = data.index(b'"n":"1"')
     data[at + 5] ^= 0x01  # one flipped bit in the second record's payload
-    open(path, "wb").write(bytes(data))
+    with open(path, "wb") as f:
+        f.write(bytes(data))
     listing = project.oj("queue", "list", "-o", "json")
     assert "position 2" in listing.stderr
     check = project.oj("state", "check", check=False)
