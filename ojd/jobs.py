@@ -27,6 +27,8 @@ from ojd.template import TemplateError, render_shell, render_text
 
 # Progress callback: (job id, what, detail) e.g. ("3f9c", "step", "check ok in 1.2s")
 Progress = Callable[[str, str, str], None]
+# Settlement: (state, job id, outcome, error) -> events to append with job:finished
+Settle = Callable[..., list[dict]]
 
 _TEMPLATE_REF = re.compile(r"\$\$\{|\$\{[^}]*\}")
 
@@ -81,11 +83,14 @@ class JobRunner:
     """Runs jobs of one project's runbook. Thread-safe: a worker runs several at once."""
 
     def __init__(self, store: Store, runbook: Runbook, *, progress: Progress | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, settle: Settle | None = None
+                 ) -> None:
         self.store = store
         self.runbook = runbook
         self.progress = progress or (lambda job, what, detail: None)
         self.extra_env = extra_env or {}
+        # events that settle what a job worked on (its queue item), appended with job:finished
+        self.settle = settle
         self.stopping = threading.Event()
         self._procs: dict[str, subprocess.Popen] = {}
         self._procs_lock = threading.Lock()
@@ -123,16 +128,18 @@ class JobRunner:
                 if exit_code is None:  # stopped from outside: leave the job resumable
                     return "interrupted"
                 r = route(pipeline, step, exit_code)
-                self.store.append({"type": "job:step_finished", "id": job_id, "step": step,
-                                   "exit": exit_code, "next": r.next, "failing": r.failing})
-                job = self.store.state.jobs[job_id]
+                finished = {"type": "job:step_finished", "id": job_id, "step": step,
+                            "exit": exit_code, "next": r.next, "failing": r.failing}
                 took = time.monotonic() - started
                 verdict = "ok" if exit_code == 0 else f"failed (exit {exit_code})"
                 self.progress(job_id, "step", f"{step} {verdict} in {took:.1f}s")
                 if r.next is None:
+                    # the last step's end, the job's end and its item's settlement: one append
                     if exit_code == 0 and not job.get("failing"):
-                        return self._finish(job, "done", None, pipeline, log)
-                    return self._finish(job, "failed", _failure(job, step), pipeline, log)
+                        return self._finish(job, "done", None, pipeline, log, [finished])
+                    return self._finish(job, "failed", _failure(job, step, exit_code),
+                                        pipeline, log, [finished])
+                self.store.append(finished)
                 step = r.next
         return job["status"]
 
@@ -156,7 +163,8 @@ class JobRunner:
             return ctx
         for name, template in pipeline.locals:
             ctx["local"][name] = self._eval_local(job, name, template, ctx)
-        self.store.append({"type": "job:locals", "id": job["id"], "locals": ctx["local"]})
+        if pipeline.locals:  # nothing to keep for a resume otherwise: spare the fsync
+            self.store.append({"type": "job:locals", "id": job["id"], "locals": ctx["local"]})
         return ctx
 
     def _eval_local(self, job: dict, name: str, template: str, ctx: dict[str, Any]) -> str:
@@ -206,10 +214,19 @@ class JobRunner:
             return None  # killed by our own shutdown, not a verdict on the step
         return code
 
+    def fail(self, job_id: str, error: str) -> str:
+        """End a job that cannot go on (a bug in a runner must not leave it running)."""
+        return self._finish(self.store.state.jobs[job_id], "failed", error)
+
     def _finish(self, job: dict, outcome: str, error: str | None,
-                pipeline: Pipeline | None = None, log=None) -> str:
-        self.store.append({"type": "job:finished", "id": job["id"], "outcome": outcome,
-                           "error": error})
+                pipeline: Pipeline | None = None, log=None, before: list[dict] | None = None
+                ) -> str:
+        with self.store.transaction() as tx:
+            events = [*(before or ()), {"type": "job:finished", "id": job["id"],
+                                         "outcome": outcome, "error": error}]
+            if self.settle is not None:
+                events += self.settle(tx.state, job["id"], outcome, error)
+            tx.append(*events)
         self.progress(job["id"], outcome, error or "")
         if pipeline is not None and log is not None:
             if error:
@@ -278,15 +295,15 @@ class JobRunner:
             self.signal_steps(signal.SIGKILL)
 
 
-def _failure(job: dict, last_step: str) -> str:
+def _failure(job: dict, last_step: str, last_exit: int) -> str:
     """The job's error, naming the step that failed (and the handler that ran after it)."""
+    if last_exit != 0:
+        return f"step '{last_step}' failed (exit {last_exit})"
     failed = [h for h in job["history"] if h["exit"] not in (0, None)]
     if not failed:
         return f"step '{last_step}' failed"
-    text = f"step '{failed[-1]['step']}' failed (exit {failed[-1]['exit']})"
-    if failed[-1] is not job["history"][-1]:
-        text += f"; '{last_step}' ran as the failure handler"
-    return text
+    return (f"step '{failed[-1]['step']}' failed (exit {failed[-1]['exit']}); "
+            f"'{last_step}' ran as the failure handler")
 
 
 def _version() -> str:

@@ -26,6 +26,7 @@ Event types (``type`` key) and their fields:
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 
 TYPE_CHECKING = False
@@ -45,7 +46,8 @@ Event = dict  # an event: {"type": ..., "ts": ..., fields of its type}
 class State:
     """Everything oj knows, rebuilt from events. ``pos`` is the last applied WAL position."""
 
-    __slots__ = ("pos", "items", "live_keys", "completed", "jobs", "finished_jobs", "workers")
+    __slots__ = ("pos", "items", "live_keys", "completed", "jobs", "finished_jobs", "workers",
+                 "waiting", "_ready", "_cooling")
 
     def __init__(self) -> None:
         self.pos = 0
@@ -56,6 +58,12 @@ class State:
         self.jobs: dict[str, dict] = {}
         self.finished_jobs: deque[str] = deque()
         self.workers: dict[str, dict] = {}
+        # Derived indexes, so a take and a pending count do not scan every item:
+        # (project, queue) -> ids of its pending and failed items
+        self.waiting: dict[tuple[str, str], set[str]] = {}
+        # heaps with lazy deletion: (seq, id) of pending items; (retry_at, seq, id) of failed
+        self._ready: dict[tuple[str, str], list[tuple]] = {}
+        self._cooling: dict[tuple[str, str], list[tuple]] = {}
 
     # -- the fold -----------------------------------------------------------------------
 
@@ -84,6 +92,7 @@ class State:
             "error": None,
         }
         self.items[ev["id"]] = item
+        self._index(item)
         if item["key"]:
             self.live_keys[(item["project"], item["queue"], item["key"])] = ev["id"]
 
@@ -91,7 +100,7 @@ class State:
         item = self.items.get(ev["id"])
         if item is None:
             return
-        item["status"] = "active"
+        self._set_status(item, "active")
         item["attempts"] += 1
         item["owner"] = ev.get("by")
         item["job"] = ev.get("job")
@@ -116,8 +125,8 @@ class State:
         if ev.get("dead"):
             self._settle(item, "dead", ev["ts"])
         else:
-            item["status"] = "failed"
-            item["retry_at"] = ev.get("retry_at")
+            item["retry_at"] = ev.get("retry_at") or 0.0
+            self._set_status(item, "failed")
             item["owner"] = None
             item["updated_at"] = ev["ts"]
 
@@ -125,7 +134,7 @@ class State:
         item = self.items.get(ev["id"])
         if item is None or item["status"] != "active":
             return
-        item["status"] = "pending"
+        self._set_status(item, "pending")
         item["attempts"] = max(0, item["attempts"] - 1)
         item["owner"] = None
         item["updated_at"] = ev["ts"]
@@ -134,6 +143,7 @@ class State:
         item = self.items.pop(ev["id"], None)
         if item is not None:
             self._forget_key(item)
+            self.waiting.get((item["project"], item["queue"]), set()).discard(item["id"])
 
     def _queue_retried(self, ev: Event) -> None:
         item = self.items.get(ev["id"])
@@ -143,17 +153,37 @@ class State:
             done = self.completed.get((item["project"], item["queue"]))
             if done is not None and item["id"] in done:
                 done.remove(item["id"])
-        item.update(status="pending", attempts=0, retry_at=None, owner=None, error=None)
+        item.update(attempts=0, retry_at=None, owner=None, error=None)
+        self._set_status(item, "pending")
         item["updated_at"] = ev["ts"]
         if item["key"]:
             self.live_keys[(item["project"], item["queue"], item["key"])] = item["id"]
 
     def _settle(self, item: dict, status: str, ts: float) -> None:
-        item["status"] = status
+        self._set_status(item, status)
         item["owner"] = None
         item["retry_at"] = None
         item["updated_at"] = ts
         self._forget_key(item)
+
+    def _set_status(self, item: dict, status: str) -> None:
+        item["status"] = status
+        self._index(item)
+
+    def _index(self, item: dict) -> None:
+        """Keep the waiting set and take-order heaps in step with an item's status."""
+        key = (item["project"], item["queue"])
+        status = item["status"]
+        waiting = self.waiting.setdefault(key, set())
+        if status == "pending":
+            waiting.add(item["id"])
+            heapq.heappush(self._ready.setdefault(key, []), (item["seq"], item["id"]))
+        elif status == "failed":
+            waiting.add(item["id"])
+            heapq.heappush(self._cooling.setdefault(key, []),
+                           (item["retry_at"] or 0.0, item["seq"], item["id"]))
+        else:
+            waiting.discard(item["id"])
 
     def _forget_key(self, item: dict) -> None:
         k = (item["project"], item["queue"], item["key"])
@@ -268,16 +298,25 @@ class State:
         return self.items.get(item_id) if item_id else None
 
     def next_takeable(self, project: str, queue: str, now: float) -> dict | None:
-        """Oldest pending item, or a failed one whose cooldown is over."""
-        best = None
-        for item in self.items.values():
-            if item["project"] != project or item["queue"] != queue:
-                continue
-            status = item["status"]
-            due = status == "pending" or (status == "failed" and (item["retry_at"] or 0) <= now)
-            if due and (best is None or item["seq"] < best["seq"]):
-                best = item
+        """Oldest pending item, or a failed one whose cooldown is over (the older wins)."""
+        key = (project, queue)
+        items = self.items
+        ready = self._ready.get(key)
+        while ready and (items.get(ready[0][1]) or {}).get("status") != "pending":
+            heapq.heappop(ready)  # entries of items that moved on since they were pushed
+        cooling = self._cooling.get(key)
+        while cooling and not _still_cooling(items.get(cooling[0][2]), cooling[0][0]):
+            heapq.heappop(cooling)
+        best = items[ready[0][1]] if ready else None
+        if cooling and cooling[0][0] <= now:
+            due = items[cooling[0][2]]
+            if best is None or due["seq"] < best["seq"]:
+                best = due
         return best
+
+    def waiting_count(self, project: str, queue: str) -> int:
+        """Items of a queue that are pending or failed (waiting for their retry)."""
+        return len(self.waiting.get((project, queue), ()))
 
     def find(self, table: dict[str, dict], prefix: str) -> list[dict]:
         """Entries whose id starts with ``prefix`` (ids are short; prefixes are accepted)."""
@@ -307,10 +346,15 @@ class State:
         state.jobs = data.get("jobs", {})
         state.finished_jobs = deque(data.get("finished_jobs", []))
         state.workers = data.get("workers", {})
-        for item in state.items.values():
+        for item in sorted(state.items.values(), key=lambda i: i["seq"]):
+            state._index(item)
             if item["key"] and item["status"] in LIVE_ITEM_STATES:
                 state.live_keys[(item["project"], item["queue"], item["key"])] = item["id"]
         return state
+
+
+def _still_cooling(item: dict | None, retry_at: float) -> bool:
+    return item is not None and item["status"] == "failed" and (item["retry_at"] or 0.0) == retry_at
 
 
 _HANDLERS = {

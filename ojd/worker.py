@@ -21,6 +21,7 @@ from ojd import queues
 from ojd.jobs import JobRunner, job_created_event
 from ojd.notify import Log, Notifier
 from ojd.runbook import Runbook, Worker
+from ojd.state import State
 from ojd.store import Store
 from ojd.template import TemplateError, render_shell
 
@@ -49,7 +50,7 @@ class WorkerLoop:
         self.drain_grace = drain_grace
         self.until_idle = until_idle
         self.owner = owner_id(worker.name)
-        self.runner = JobRunner(store, runbook, progress=self._progress)
+        self.runner = JobRunner(store, runbook, progress=self._progress, settle=self._settle)
         self.threads: dict[str, threading.Thread] = {}  # job id -> thread
         self.job_items: dict[str, str | None] = {}  # job id -> item id
         # job threads report here before waking the loop: a thread that is still alive
@@ -205,22 +206,22 @@ class WorkerLoop:
             outcome = self.runner.run(job_id)
         except Exception as e:  # a bug must not leave the item active forever
             self.log.error(f"job {job_id} crashed: {e!r}")
-            outcome = "failed"
+            outcome = self.runner.fail(job_id, f"oj crashed running it: {e!r}")
         item_id = self.job_items.get(job_id)
-        if item_id is not None and outcome in ("done", "failed"):
-            with self.store.transaction() as tx:
-                item = tx.state.items.get(item_id)
-                if item is not None and item["status"] == "active":
-                    if outcome == "done":
-                        tx.append({"type": "queue:completed", "id": item_id})
-                    else:
-                        job = tx.state.jobs.get(job_id) or {}
-                        ev = queues.failure_event(self.queue, item, job.get("error") or
-                                                  "job failed", time.time())
-                        tx.append(ev)
         self.log.info(f"job {job_id} {outcome}" + (f" (item {item_id})" if item_id else ""))
         self._finished.append(job_id)
         self.wake()  # a finished job frees a slot: poll now
+
+    def _settle(self, state: State, job_id: str, outcome: str, error: str | None
+                ) -> list[dict]:
+        """The item's end, appended with the job's: completed, or failed/dead per retry."""
+        job = state.jobs.get(job_id) or {}
+        item = state.items.get(job.get("item") or "")
+        if item is None or item["status"] != "active":
+            return []
+        if outcome == "done":
+            return [{"type": "queue:completed", "id": item["id"]}]
+        return [queues.failure_event(self.queue, item, error or "job failed", time.time())]
 
     def _reap(self) -> None:
         while self._finished:
@@ -277,9 +278,7 @@ class WorkerLoop:
             jobs = ", ".join(f"job {j['id'][:4]} step {j['step'] or '-'}" for j in running[:3])
             parts[0] += f" ({jobs})"
         if self.queue.type == "persisted":
-            pending = sum(1 for i in state.items.values()
-                          if i["project"] == self.project and i["queue"] == self.queue.name
-                          and i["status"] in ("pending", "failed"))
+            pending = state.waiting_count(self.project, self.queue.name)
             parts.append(f"{pending} pending")
         if self.last_poll is not None:
             parts.append(f"last poll {max(0, round(time.time() - self.last_poll))}s ago")

@@ -127,3 +127,27 @@ def test_queues_of_different_projects_are_separate():
                            "data": {}, "key": "k"})
     assert [i["id"] for i in s.queue_items(P, "merges")] == ["a"]
     assert s.next_takeable("/other", "merges", 9999)["id"] == "b"
+
+
+def test_released_item_is_taken_before_newer_ones_and_counts_stay_right():
+    s = fold(pushed("a"), pushed("b"), {"type": "queue:taken", "id": "a", "by": "w",
+                                        "job": "j"})
+    assert s.next_takeable(P, "merges", 9999)["id"] == "b"
+    assert s.waiting_count(P, "merges") == 1
+    s.apply({"type": "queue:released", "id": "a", "ts": 2000.0}, 4)
+    assert s.next_takeable(P, "merges", 9999)["id"] == "a"
+    assert s.waiting_count(P, "merges") == 2
+    s.apply({"type": "queue:dropped", "id": "a", "ts": 2001.0}, 5)
+    assert s.next_takeable(P, "merges", 9999)["id"] == "b"
+    assert s.waiting_count(P, "merges") == 1
+
+
+def test_a_due_retry_goes_before_newer_pending_items():
+    s = fold(pushed("old"), {"type": "queue:taken", "id": "old", "by": "w", "job": "j"},
+             {"type": "queue:failed", "id": "old", "dead": False, "retry_at": 1500.0},
+             pushed("new"))
+    assert s.next_takeable(P, "merges", now=1499)["id"] == "new"
+    assert s.next_takeable(P, "merges", now=1500)["id"] == "old"
+    restored = State.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert restored.next_takeable(P, "merges", now=1500)["id"] == "old"
+    assert restored.waiting_count(P, "merges") == 2
