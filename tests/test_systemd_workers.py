@@ -139,25 +139,39 @@ def test_fresh_start_starts_the_unit_and_reports_ready(unit_project: UnitProject
     assert unit_project.prop("StatusText").startswith(f"{unit_project.worker}: 0/1 running")
 
 
-def test_start_on_a_running_worker_wakes_it_instead_of_starting_again(unit_project):
-    p = unit_project
-    p.oj("worker", "start", p.worker)
-    pid, restarts = p.prop("MainPID"), p.prop("NRestarts")
-    # queue an item without the push's own wake-up: only the start's wake can make the
-    # worker poll before its 60 s fallback
+def push_without_wake(p: UnitProject, n: str) -> None:
+    """Queue an item without the push's own wake-up: then only another wake can make the
+    worker poll before its 60 s fallback."""
     p.sb.run([sys.executable, "-c", textwrap.dedent(f"""
         from ojd import project, queues
         from ojd.store import Store
         rb = project.load({str(p.root)!r})
-        queues.push(Store({str(p.state)!r}), {str(p.root)!r}, rb.queues["jobs"], {{"n": "q",
+        queues.push(Store({str(p.state)!r}), {str(p.root)!r}, rb.queues["jobs"], {{"n": {n!r},
                     "mode": "ok"}})
         """)])
+
+
+def test_start_on_a_running_worker_wakes_it_instead_of_starting_again(unit_project):
+    p = unit_project
+    p.oj("worker", "start", p.worker)
+    pid, restarts = p.prop("MainPID"), p.prop("NRestarts")
+    push_without_wake(p, "q")
     out = p.oj("worker", "start", p.worker).stdout
     assert out == f"Worker '{p.worker}' started\n"
     p.wait_for(lambda: "done q" in p.ran(), "the woken worker to run the item", timeout=20)
     assert (p.prop("MainPID"), p.prop("NRestarts")) == (pid, restarts)
     assert len(p.events("worker:woken")) == 1
     assert len(p.events("worker:started")) == 1  # no second start
+
+
+def test_systemctl_reload_wakes_the_worker(unit_project):
+    p = unit_project
+    p.oj("worker", "start", p.worker)
+    pid = p.prop("MainPID")
+    push_without_wake(p, "r")
+    p.sb.systemctl("reload", p.unit)
+    p.wait_for(lambda: "done r" in p.ran(), "the reloaded worker to run the item", timeout=20)
+    assert p.prop("MainPID") == pid and p.prop("ActiveState") == "active"
 
 
 def test_start_on_a_stopped_worker_starts_it_again(unit_project):
