@@ -1,8 +1,9 @@
 """The ``oj`` command line: a thin layer over ojd.
 
 Start-up is what users feel (``oj`` runs inside shell steps and scripts), so command groups
-load lazily, and the hottest command, ``oj queue push``, has a fast path that does not import
-click at all; anything it does not understand falls through to the full click parser.
+load lazily, and the hottest commands, ``oj queue push`` and ``oj worker start|wake NAME``,
+have a fast path that does not import click at all; anything it does not understand falls
+through to the full click parser.
 """
 
 from __future__ import annotations
@@ -22,14 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     from ojd.errors import OjError
 
     try:
-        if "push" in argv[:4]:
-            from oj.fastpath import split_project, try_queue_push
+        if "push" in argv[:4] or "worker" in argv[:3]:
+            from oj.fastpath import try_fast
 
-            project, rest = split_project(argv)
-            if rest[:2] == ["queue", "push"]:
-                code = try_queue_push(rest[2:], project)
-                if code is not None:
-                    return code
+            code = try_fast(argv)
+            if code is not None:
+                return code
         from oj.root import run
 
         return run(argv)

@@ -1,23 +1,31 @@
 """Finding a project and loading its runbooks, with the parse cached by content hash.
 
 An unchanged set of runbook files is parsed and validated once; later CLI calls unpickle the
-validated model (a fraction of a millisecond) instead of parsing again.
+validated model (a fraction of a millisecond) instead of parsing again. The hottest commands
+(``oj queue push``, ``oj worker start``) read a plain JSON index of it instead, which needs
+neither the model's import nor unpickling.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
 from ojd import __version__
 from ojd.errors import OjError, RunbookError
 
+try:  # CPython's builtin SHA-256: importing hashlib loads OpenSSL's binding (~3 ms)
+    from _sha256 import sha256
+except ImportError:  # other interpreters and versions (3.12 calls it _sha2)
+    from hashlib import sha256
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ojd.runbook import Runbook
 
 RUNBOOK_DIR = os.path.join(".oj", "runbooks")
+# Part of the index file's name: an index written in an older layout is never read as this one
+INDEX_FORMAT = 2
 
 
 def find_root(start: str | None = None, override: str | None = None) -> str:
@@ -52,7 +60,7 @@ def runbook_files(root: str) -> list[str]:
 def _sources(root: str) -> tuple[list[tuple[str, bytes]], str]:
     """The runbook files' (display name, bytes) and their content digest."""
     sources = []
-    digest = hashlib.sha256(__version__.encode())
+    digest = sha256(__version__.encode())
     for path in runbook_files(root):
         with open(path, "rb") as f:
             data = f.read()
@@ -80,15 +88,20 @@ def _load(sources: list[tuple[str, bytes]], digest: str, cache_dir: str | None) 
     runbook = dataclasses.replace(parse(sources), digest=digest)
     if cache_path is not None:
         _write_cache(cache_path, runbook)
-        _write_index(os.path.join(cache_dir, f"index-{digest}.json"), runbook)
+        _write_index(_index_path(cache_dir, digest), runbook)
     return runbook
 
 
+def _index_path(cache_dir: str, digest: str) -> str:
+    return os.path.join(cache_dir, f"index{INDEX_FORMAT}-{digest}.json")
+
+
 def load_index(root: str, cache_dir: str) -> dict:
-    """The queues of a validated runbook, as plain JSON: all that ``oj queue push`` needs,
-    without unpickling (or importing) the runbook model."""
+    """The queues and workers of a validated runbook, as plain JSON: all that ``oj queue
+    push`` and ``oj worker start`` need, without unpickling (or importing) the runbook model.
+    Only a runbook that validated has an index: on a miss this parses, raising its errors."""
     sources, digest = _sources(root)
-    path = os.path.join(cache_dir, f"index-{digest}.json")
+    path = _index_path(cache_dir, digest)
     try:
         with open(path, "rb") as f:
             return json.loads(f.read())
@@ -100,8 +113,12 @@ def load_index(root: str, cache_dir: str) -> dict:
 
 
 def index_of(runbook: Runbook) -> dict:
-    return {"queues": {q.name: {"type": q.type, "vars": list(q.vars), "defaults": q.defaults}
-                       for q in runbook.queues.values()}}
+    return {"digest": runbook.digest,
+            "queues": {q.name: {"type": q.type, "vars": list(q.vars), "defaults": q.defaults}
+                       for q in runbook.queues.values()},
+            "workers": {w.name: {"queue": w.queue, "pipeline": w.pipeline,
+                                 "concurrency": w.concurrency}
+                        for w in runbook.workers.values()}}
 
 
 def _write_index(path: str, runbook: Runbook) -> None:

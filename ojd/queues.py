@@ -80,10 +80,10 @@ def validate_item(queue: Queue | QueueSpec, data: dict[str, Any]) -> dict[str, A
 
 def item_key(data: dict[str, Any]) -> str:
     """Identity of an item's data, for push dedup."""
-    import hashlib
+    from ojd.project import sha256  # the builtin one when there is one
 
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:24]
+    return sha256(canonical.encode()).hexdigest()[:24]
 
 
 def new_id(existing: dict[str, Any]) -> str:

@@ -9,18 +9,46 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any
 
 from ojd.errors import OjError, UsageError
-from ojd.runbook import Runbook, Worker
-from ojd.store import Store
 from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState, worker_unit
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing and the runbook model stay off the start path
+    from typing import Any
+
+    from ojd.runbook import Runbook, Worker
+    from ojd.store import Store
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 100.0  # the unit's TimeoutStopSec= plus a margin
 
 
-def worker_named(runbook: Runbook, name: str) -> Worker:
+class WorkerSpec:
+    """What starting a worker needs of it, read from the project's cached runbook index."""
+
+    __slots__ = ("name", "queue", "pipeline", "concurrency")
+
+    def __init__(self, name: str, queue: str, pipeline: str, concurrency: int) -> None:
+        self.name = name
+        self.queue = queue
+        self.pipeline = pipeline
+        self.concurrency = concurrency
+
+
+class WorkerIndex:
+    """A runbook as worker control reads it (its workers and digest), built from the JSON
+    index of ``ojd.project.load_index``; a full ``Runbook`` serves in its place."""
+
+    __slots__ = ("workers", "digest")
+
+    def __init__(self, index: dict[str, Any]) -> None:
+        self.digest: str = index["digest"]
+        self.workers = {name: WorkerSpec(name, w["queue"], w["pipeline"], w["concurrency"])
+                        for name, w in index["workers"].items()}
+
+
+def worker_named(runbook: Runbook | WorkerIndex, name: str) -> Worker | WorkerSpec:
     worker = runbook.workers.get(name)
     if worker is None:
         known = ", ".join(sorted(runbook.workers)) or "none"
@@ -28,7 +56,8 @@ def worker_named(runbook: Runbook, name: str) -> Worker:
     return worker
 
 
-def record(store: Store, runbook: Runbook, root: str, name: str) -> Worker:
+def record(store: Store, runbook: Runbook | WorkerIndex, root: str, name: str
+           ) -> Worker | WorkerSpec:
     """Bind worker ``name`` to project ``root`` in the WAL (once; no duplicate records)."""
     worker = worker_named(runbook, name)
     fields = {"p": root, "runbook": runbook.digest, "queue": worker.queue,
@@ -81,8 +110,8 @@ def bind_state_dir(systemd: Systemd, name: str, state_root: str) -> None:
     systemd.daemon_reload()
 
 
-def start(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str,
-          wait: bool = True) -> str:
+def start(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: str,
+          name: str, wait: bool = True) -> str:
     """Start the worker's unit, or wake it when it runs. Returns "started" or "woken"."""
     record(store, runbook, root, name)
     unit = worker_unit(name)
@@ -124,7 +153,8 @@ def _wait_started(systemd: Systemd, unit: str) -> None:
 TARGET = "oj-workers.target"
 
 
-def enable(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str) -> list[str]:
+def enable(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: str,
+           name: str) -> list[str]:
     """Start the worker at boot: link its instance into oj-workers.target and make sure the
     target itself is enabled. Returns notes for the user (lingering, for user managers)."""
     record(store, runbook, root, name)
@@ -165,7 +195,8 @@ def stop(systemd: Systemd, name: str, wait: bool = True) -> UnitState:
     return st
 
 
-def restart(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str) -> None:
+def restart(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: str,
+            name: str) -> None:
     record(store, runbook, root, name)
     unit = worker_unit(name)
     bind_state_dir(systemd, name, store.root)

@@ -34,13 +34,10 @@ def worker() -> None:
 
 
 def _start(app, name: str, scope: str | None, enable: bool = False) -> None:
-    from ojd import workers
+    # the same function as the fast path of oj/fastpath.py: both behave identically
+    from oj.start import do_start
 
-    systemd = systemd_for(scope)
-    if enable:
-        _enable(app, systemd, name)
-    workers.start(app.store, systemd, app.runbook, app.root, name)
-    click.echo(f"Worker '{name}' started")
+    do_start(name, app.project_override, None if scope is None else scope == "user", enable)
 
 
 def _enable(app, systemd, name: str) -> None:

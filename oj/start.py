@@ -1,0 +1,31 @@
+"""``oj worker start`` / ``wake``: shared by the fast path (no click) and the click command.
+
+Nothing here may import click or the runbook model: starting or waking a worker with an
+unchanged runbook reads the cached JSON index (``ojd.project.load_index``), so an invalid
+runbook still fails with its file:line errors before anything is recorded or signalled.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def do_start(name: str, project: str | None, user: bool | None = None,
+             enable: bool = False) -> int:
+    """Record the worker, start its unit or wake it when it runs; with ``enable`` also
+    start it at boot. ``user`` picks the manager (None: the user's unless root)."""
+    from ojd import paths, workers
+    from ojd import project as projects
+    from ojd.store import Store
+    from ojd.systemd import Systemd
+
+    root = projects.find_root(override=project)
+    store = Store()
+    runbook = workers.WorkerIndex(projects.load_index(root, paths.cache_dir(store.root)))
+    systemd = Systemd(user=user)
+    if enable:
+        for note in workers.enable(store, systemd, runbook, root, name):
+            print(f"oj: {note}", file=sys.stderr)
+    workers.start(store, systemd, runbook, root, name)
+    print(f"Worker '{name}' started")
+    return 0
