@@ -356,7 +356,7 @@ class ShellLexer:
             if c == "}":
                 self.frames.pop()
                 self.prev = "a"
-            elif c == "'":
+            elif c == "'" and not f.dq:  # inside "...", bash keeps ${x:-'..'} quotes literal
                 self._push("sq")
             elif c == '"':
                 self._push("dq")

@@ -333,3 +333,16 @@ def test_references() -> None:
     )
     assert references(tpl) == ["local.repo", "var.mr.branch", "invoke.dir", "item.a-b.0"]
     assert references("no refs, ${#A[@]} $$ $x") == []
+
+
+def test_single_quotes_inside_a_quoted_param_default_are_literal(tmp_path: Path) -> None:
+    # in "${X:-'...'}" bash keeps the ' characters and still expands $(...) between them
+    template = "printf '%s' \"${UNSET_X:-'${var.v}'}\""
+    for value in _hostile(tmp_path):
+        try:
+            script = render_shell(template, {"var": {"v": value}})
+        except TemplateError:
+            continue  # refused is safe
+        proc = _run(script, tmp_path)
+        assert not (tmp_path / "pwned").exists(), (value, script)
+        assert proc.stdout == f"'{value}'", (value, script)
