@@ -14,7 +14,9 @@ import sys
 
 def _fail(message: str, code: int) -> int:
     for line in message.splitlines():
-        print(f"oj: {line}" if not line.startswith((".", "/")) else line, file=sys.stderr)
+        # runbook problems start with their file:line; everything else is oj's
+        is_location = line.startswith(".") and ":" in line.split(" ", 1)[0]
+        print(line if is_location else f"oj: {line}", file=sys.stderr)
     return code
 
 
@@ -36,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         return 130
+    except OSError as e:  # the last resort for files oj cannot use: one line, no traceback
+        if isinstance(e, BrokenPipeError):
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        return _fail(f"{e.strerror or e}{where}", 1)
     except BrokenPipeError:
         # `oj queue list | head`: the reader left; say nothing, like coreutils
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

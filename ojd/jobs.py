@@ -120,6 +120,8 @@ class JobRunner:
                 error = visit_limit_error(pipeline, step, job["visits"].get(step, 0))
                 if error:
                     return self._finish(job, "failed", error, pipeline, log)
+                if self.stopping.is_set():  # no new step once a stop was asked for
+                    return "interrupted"
                 self.store.append({"type": "job:step_started", "id": job_id, "step": step})
                 self.progress(job_id, "step", f"{step} started")
                 started = time.monotonic()
@@ -207,6 +209,10 @@ class JobRunner:
             self._procs[job["id"]] = proc
         try:
             code = proc.wait()
+        except BaseException:
+            # Ctrl-C on `oj run`: the step is in its own session and did not get the SIGINT
+            _terminate_group(proc)
+            raise
         finally:
             with self._procs_lock:
                 self._procs.pop(job["id"], None)
@@ -293,6 +299,19 @@ class JobRunner:
             while self.running_pids() and time.monotonic() < end:
                 time.sleep(0.05)
             self.signal_steps(signal.SIGKILL)
+
+
+def _terminate_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _failure(job: dict, last_step: str, last_exit: int) -> str:

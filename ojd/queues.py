@@ -47,13 +47,26 @@ def queue_named(runbook: Runbook, name: str) -> Queue:
 def parse_item(text: str) -> dict[str, Any]:
     """Queue item JSON from the command line; errors name the position."""
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
+        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except ValueError as e:
+        if not isinstance(e, json.JSONDecodeError):
+            raise UsageError(f"{e}; use JSON numbers, strings or null") from None
         raise UsageError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}; "
                          "quote the item in single quotes, e.g. '{\"branch\": \"x\"}'") from None
     if not isinstance(data, dict):
         raise UsageError("a queue item must be a JSON object, e.g. '{\"branch\": \"x\"}'")
     return data
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is out of range for a number")
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON (it would not survive a round trip)")
 
 
 def parse_var(text: str) -> tuple[str, str]:
@@ -65,6 +78,12 @@ def parse_var(text: str) -> tuple[str, str]:
 
 def validate_item(queue: Queue | QueueSpec, data: dict[str, Any]) -> dict[str, Any]:
     """Apply defaults and check the item against the queue's declared vars."""
+    try:  # a lone surrogate (\ud800 in JSON, bad bytes in --var) could never reach a step
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError("the item holds text that is not valid Unicode (a lone surrogate "
+                         "such as \\ud800, or bytes that are not UTF-8); send valid UTF-8"
+                         ) from None
     item = {**queue.defaults, **data}
     if queue.vars:
         unknown = [k for k in data if k not in queue.vars]

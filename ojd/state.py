@@ -314,6 +314,14 @@ class State:
                 best = due
         return best
 
+    def next_retry(self, project: str, queue: str) -> float | None:
+        """The earliest retry time of the queue's failed items (None when there is none)."""
+        cooling = self._cooling.get((project, queue))
+        items = self.items
+        while cooling and not _still_cooling(items.get(cooling[0][2]), cooling[0][0]):
+            heapq.heappop(cooling)
+        return cooling[0][0] if cooling else None
+
     def waiting_count(self, project: str, queue: str) -> int:
         """Items of a queue that are pending or failed (waiting for their retry)."""
         return len(self.waiting.get((project, queue), ()))

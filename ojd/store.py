@@ -32,6 +32,16 @@ def warn_to_stderr(problem: WalProblem) -> None:
           file=sys.stderr)
 
 
+def state_dir_error(root: str | None, error: OSError) -> OjError:
+    where = root or paths.state_dir()
+    if isinstance(error, PermissionError):
+        why = (f"permission denied ({error.filename}); it belongs to another user, or "
+               "needs root")
+    else:
+        why = f"{error.strerror or error} ({error.filename}); set OJ_STATE_DIR to a directory"
+    return OjError(f"cannot use state dir {where}: {why}")
+
+
 class Transaction:
     """What a decision sees and does while it holds the WAL lock."""
 
@@ -56,10 +66,8 @@ class Store:
         try:
             self.root = paths.ensure_state_dir(root)
             self.wal = WalDirectory(paths.wal_dir(self.root), on_problem=on_problem)
-        except PermissionError as e:
-            where = root or paths.state_dir()
-            raise OjError(f"cannot use state dir {where}: permission denied ({e.filename}); "
-                          "it belongs to another user, or needs root") from None
+        except OSError as e:
+            raise state_dir_error(root, e) from None
         self.state = State()
         self._snapshot_pos = 0
         self._reader = None

@@ -6,6 +6,7 @@ raises ``RunbookError`` listing every problem at once as ``file:line: message``.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ojd.argspec import ArgSpec, ArgSpecError, parse_spec
@@ -17,6 +18,7 @@ from ojd.template import TemplateError, references
 
 DEFAULT_MAX_VISITS = 10
 DEFAULT_POLL = 30.0
+_WORKER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 AGENT_ACTIONS = ("nudge", "done", "escalate", "gate", "fail", "resume")
 
 
@@ -226,6 +228,9 @@ class _Builder:
 
     def worker(self, file: str, block: Block, name: str, where: Where) -> None:
         f = self.fields(file, block, "worker")
+        if not _WORKER_NAME.match(name):
+            self.p.add(file, block.line, f"worker name '{name}' must be letters, digits, '_', "
+                       "'-' or '.' (it names the unit oj-worker@NAME.service)")
         queue = self.target(file, f.get("source"), "queue")
         pipeline = self.target(file, f.get("handler"), "pipeline")
         for key, got in (("source", queue), ("handler", pipeline)):
@@ -341,6 +346,13 @@ class _Builder:
             elif pipeline is not None and not pipeline.vars:
                 self.p.add(w.where.file, w.where.line, f"worker '{w.name}' handler pipeline "
                            f"'{w.pipeline}' needs vars = [\"NAME\"] to receive the queue item")
+            elif pipeline is not None:
+                # the item fills the first var; any other must have a default
+                for var in pipeline.vars[1:]:
+                    if var not in pipeline.defaults:
+                        self.p.add(w.where.file, w.where.line, f"worker '{w.name}' handler "
+                                   f"pipeline '{w.pipeline}' var '{var}' needs a default "
+                                   "(only the first var receives the queue item)")
         for c in rb.commands.values():
             if c.pipeline and c.pipeline not in rb.pipelines:
                 self.p.add(c.where.file, c.where.line, f"command '{c.name}' pipeline "

@@ -99,7 +99,10 @@ class WorkerLoop:
         while not self._stop:
             self._drain_wakes()
             self._reap()
-            self.poll()
+            try:
+                self.poll()
+            except Exception as e:  # keep the loop (and its drain on stop) alive
+                self.log.error(f"poll failed: {e!r}")
             if self.until_idle and self._idle():
                 self.log.info("queue drained; exiting (--until-idle)")
                 break
@@ -107,6 +110,9 @@ class WorkerLoop:
             self.notifier.status(self.status_line())
             self.notifier.watchdog()
             timeout = max(0.0, next_poll - time.monotonic())
+            retry_at = self._next_retry() if len(self.threads) < self.worker.concurrency else None
+            if retry_at is not None:  # a cooldown ends before the fallback poll
+                timeout = min(timeout, max(0.0, retry_at - time.time()) + 0.01)
             if self.notifier.watchdog_interval is not None:
                 timeout = min(timeout, self.notifier.watchdog_interval)
             select.select([self._wake_r], [], [], timeout)
@@ -135,6 +141,11 @@ class WorkerLoop:
                 # one append, one fsync: the take and its job are durable together
                 tx.append(job, queues.take_event(item, self.owner, job["id"]))
             self._start(job["id"], item["id"])
+
+    def _next_retry(self) -> float | None:
+        """When the earliest failed item of this queue may be taken again."""
+        with self.store.lock:
+            return self.store.state.next_retry(self.project, self.queue.name)
 
     def _idle(self) -> bool:
         if self.threads:
@@ -238,8 +249,9 @@ class WorkerLoop:
         self.notifier.stopping(f"{self.worker.name}: stopping, draining {running} job(s)")
         self.log.info(f"stopping: draining {running} job(s), grace {self.drain_grace:.0f}s")
         self.runner.stop(self.drain_grace)
+        deadline = time.monotonic() + 10  # one bound for all: TimeoutStopSec is finite
         for thread in list(self.threads.values()):
-            thread.join(timeout=10)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         state = self.store.refresh()
         events = []
         for job_id, item_id in self.job_items.items():

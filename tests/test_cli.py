@@ -65,6 +65,9 @@ def test_push_of_live_duplicate_returns_the_same_id(queued: Project):
     (["merges", '{"branch": "b", "title": "t", "colour": "red"}'], "has no var 'colour'"),
     (["nope", '{"branch": "b"}'], "unknown queue 'nope'; this project defines: merges"),
     (["merges", "--var", "novalue"], "--var expects NAME=VALUE"),
+    (["merges", '{"branch": NaN, "title": "t"}'], "NaN is not JSON"),
+    (["merges", '{"branch": 1e999, "title": "t"}'], "1e999 is out of range"),
+    (["merges", '{"branch": "\\ud800", "title": "t"}'], "not valid Unicode"),
 ])
 def test_bad_push_is_one_line_exit_2_and_writes_nothing(queued: Project, args, message):
     proc = queued.oj("queue", "push", *args, check=False)
@@ -72,6 +75,17 @@ def test_bad_push_is_one_line_exit_2_and_writes_nothing(queued: Project, args, m
     assert message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert queued.items() == []
+
+
+def test_unusable_state_dir_is_one_clear_line(queued: Project, tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    for args in (("queue", "push", "merges", '{"branch": "b", "title": "t"}'),
+                 ("queue", "list"), ("state", "check")):
+        proc = queued.oj(*args, check=False, OJ_STATE_DIR=str(not_a_dir))
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.startswith(f"oj: cannot use state dir {not_a_dir}:"), proc.stderr
+        assert len(proc.stderr.splitlines()) == 1
 
 
 def test_push_outside_a_project_says_how_to_fix_it(queued: Project):
@@ -294,11 +308,13 @@ def test_failing_item_retries_then_dies_and_retry_revives_it(project: Project):
     proc.communicate(timeout=60)
     item = project.json("queue", "show", item_id.strip())
     assert item["status"] == "dead" and item["attempts"] == 2  # first try + 1 retry
+    # the same data queues anew once its item is dead
+    again = project.oj("queue", "push", "merges", '{"branch": "f", "mode": "fail"}').stdout
+    assert again.strip() != item_id.strip()
+    project.oj("queue", "drop", "merges", again.strip())
     project.oj("queue", "retry", "merges", "--all-dead")
     item = project.json("queue", "show", item_id.strip())
     assert (item["status"], item["attempts"]) == ("pending", 0)
-    # the same data queues anew once its item is dead
-    project.oj("queue", "drop", "merges", item_id.strip())
 
 
 def test_same_data_queues_anew_after_completion(project: Project):

@@ -177,3 +177,22 @@ def test_external_queue_needs_list_and_take():
 def test_agent_action_must_be_known():
     out = problems('agent "a" {\n  run = "x"\n  on_idle = { action = "nudg" }\n}\n')
     assert "did you mean 'nudge'" in out[0] and out[0].startswith("rb.hcl:3:")
+
+
+@pytest.mark.parametrize("name", ["a/b", "w w", "-x", ""])
+def test_worker_name_must_fit_a_unit_instance_name(name):
+    out = problems(f'queue "q" {{}}\nworker "{name}" {{\n  source = {{ queue = "q" }}\n'
+                   '  handler = { pipeline = "p" }\n}\npipeline "p" {\n  vars = ["x"]\n'
+                   '  step "s" { run = "true" }\n}\n')
+    assert any(p.startswith("rb.hcl:2:") and ("worker name" in p or "needs exactly one name"
+                                              in p) for p in out)
+
+
+def test_handler_pipeline_vars_after_the_first_need_defaults():
+    text = ('queue "q" {}\nworker "w" {\n  source = { queue = "q" }\n'
+            '  handler = { pipeline = "p" }\n}\npipeline "p" {\n  vars = ["item", "mode"]\n'
+            '  step "s" { run = "true" }\n}\n')
+    assert problems(text) == ["rb.hcl:2: worker 'w' handler pipeline 'p' var 'mode' needs a "
+                              "default (only the first var receives the queue item)"]
+    load(text.replace('vars = ["item", "mode"]', 'vars = ["item", "mode"]\n'
+                      '  defaults = { mode = "fast" }'))

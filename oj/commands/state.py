@@ -17,11 +17,15 @@ def state() -> None:
 def check_cmd(output: str) -> int:
     """Verify every record of the WAL; report damage with its position. Exit 1 on damage."""
     from ojd import paths
+    from ojd.store import state_dir_error
     from ojd.wal import WalDirectory
 
-    root = paths.ensure_state_dir()
-    wal = WalDirectory(paths.wal_dir(root), on_problem=lambda p: None)
-    report = wal.check()
+    try:
+        root = paths.ensure_state_dir()
+        wal = WalDirectory(paths.wal_dir(root), on_problem=lambda p: None)
+        report = wal.check()
+    except OSError as e:
+        raise state_dir_error(None, e) from None
     if output == "json":
         emit_json({"path": str(wal.path), "ok": report.ok, "records": report.records,
                    "last_pos": report.last_pos, "segments": report.segments,

@@ -1,0 +1,66 @@
+"""Interruptions and timing edges: Ctrl-C on `oj run`, retries due before the fallback poll."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import uuid
+
+from conftest import OJ, Project
+
+
+def test_ctrl_c_on_oj_run_stops_the_running_step(project: Project):
+    marker = f"oj-test-{uuid.uuid4().hex[:8]}"
+    project.write("slow.hcl", f"""
+        command "slow" {{
+          args = ""
+          run  = {{ pipeline = "slow" }}
+        }}
+        pipeline "slow" {{
+          step "wait" {{
+            run = "echo started > ${{invoke.dir}}/ran.txt; exec -a {marker} sleep 300"
+          }}
+        }}
+        """)
+    proc = subprocess.Popen([OJ, "run", "slow"], cwd=project.root, env=project.env(),
+                            stderr=subprocess.DEVNULL)
+    ran = project.root / "ran.txt"
+    deadline = time.monotonic() + 20
+    while not ran.exists():
+        assert time.monotonic() < deadline, "the step never started"
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+    assert proc.wait(timeout=20) == 130
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+    assert left == "", f"step still running: {left}"
+    assert project.json("job", "list")[0]["status"] == "cancelled"
+
+
+def test_a_failed_item_is_retried_when_its_cooldown_ends_not_at_the_next_poll(
+        project: Project):
+    project.write("w.hcl", r"""
+        queue "q" {
+          vars  = ["n"]
+          retry = { attempts = 1, cooldown = "1s" }
+        }
+        worker "w" {
+          source  = { queue = "q" }
+          handler = { pipeline = "p" }
+          poll    = "1h"
+        }
+        pipeline "p" {
+          vars = ["item"]
+          step "s" {
+            run = "if [ -e ${invoke.dir}/seen ]; then exit 0; fi; touch ${invoke.dir}/seen; exit 1"
+          }
+        }
+        """)
+    project.oj("queue", "push", "q", json.dumps({"n": "1"}))
+    proc = project.ojd("worker", "w", "--foreground", "--until-idle")
+    out, _ = proc.communicate(timeout=30)  # an hour-long poll would time this out
+    assert proc.returncode == 0, out
+    [item] = project.items()
+    assert (item["status"], item["attempts"]) == ("completed", 2)
