@@ -328,6 +328,8 @@ class State:
 
     def find(self, table: dict[str, dict], prefix: str) -> list[dict]:
         """Entries whose id starts with ``prefix`` (ids are short; prefixes are accepted)."""
+        if not prefix:
+            return []
         exact = table.get(prefix)
         if exact is not None:
             return [exact]

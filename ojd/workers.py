@@ -84,6 +84,11 @@ def unit_dir(systemd: Systemd) -> str:
     return "/etc/systemd/system"
 
 
+def _unit_quote(value: str) -> str:
+    """A value inside a double-quoted unit-file word: no specifier, quote or escape."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+
+
 def bind_state_dir(systemd: Systemd, name: str, state_root: str) -> None:
     """A worker whose state is not in the default place learns it from a drop-in."""
     dropin_dir = os.path.join(unit_dir(systemd), f"{worker_unit(name)}.d")
@@ -91,7 +96,7 @@ def bind_state_dir(systemd: Systemd, name: str, state_root: str) -> None:
     default = os.environ.get("OJ_STATE_DIR") is None
     wanted = None if default else (
         "# written by oj worker start: this worker's state directory\n"
-        f"[Service]\nEnvironment=\"OJ_STATE_DIR={state_root}\"\n")
+        f"[Service]\nEnvironment=\"OJ_STATE_DIR={_unit_quote(state_root)}\"\n")
     try:
         with open(path) as f:
             current: str | None = f.read()

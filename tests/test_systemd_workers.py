@@ -58,7 +58,7 @@ class UnitProject:
     def __init__(self, sandbox: Sandbox, root: Path, worker: str) -> None:
         self.sb = sandbox
         self.root = root
-        self.state = root / "state"
+        self.state = root / "st%a te"  # a % and a space: the drop-in must quote them
         self.worker = worker
         self.unit = f"oj-worker@{worker}.service"
         (root / ".oj" / "runbooks").mkdir(parents=True)
