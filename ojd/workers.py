@@ -233,9 +233,7 @@ def listing(store: Store, systemd: Systemd | None, project: str | None
         running = sum(1 for j in state.jobs.values()
                       if j["worker"] == w["name"] and j["project"] == w.get("project")
                       and j["status"] == "running")
-        pending = sum(1 for i in state.items.values()
-                      if i["project"] == w.get("project") and i["queue"] == w.get("queue")
-                      and i["status"] in ("pending", "failed"))
+        pending = state.waiting_count(w.get("project"), w.get("queue"))
         rows.append({
             "name": w["name"], "project": w.get("project"), "queue": w.get("queue"),
             "unit": unit,

@@ -218,6 +218,8 @@ def test_enabled_unit_survives_reboot(make_sandbox: MakeSandbox) -> None:
     assert second.unit_property("oj-probe.service", "ActiveState") == "active"
 
 
+# A probe test file run in a child pytest: its skips are what the CI hook must turn into
+# failures (the systemd ones) or leave alone (the unrelated one).
 PLUGIN_PROBE = textwrap.dedent(
     """\
     import pytest

@@ -256,6 +256,8 @@ def test_push_when_the_worker_is_not_running_still_queues_and_says_so(unit_proje
     proc = p.oj("queue", "push", "jobs", '{"n": "x"}')
     assert "no worker was woken" in proc.stderr
     assert [i["status"] for i in p.items()] == ["pending"]
+    [row] = json.loads(p.oj("worker", "list", "-o", "json").stdout)
+    assert (row["active_state"], row["pending"], row["active"]) == ("inactive", 1, 0)
 
 
 def test_kill_9_during_a_step_restarts_and_completes_the_item_once(unit_project):
