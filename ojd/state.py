@@ -22,6 +22,10 @@ Event types (``type`` key) and their fields:
 - ``worker:started``  name, invocation, pid, ts
 - ``worker:woken``    name, ts
 - ``worker:stopped``  name, invocation, ts
+- ``state:loss_acknowledged`` upto, ts        an operator accepted the lost positions <= upto
+
+Lost positions are not events: the store notes them (``note_lost``) when the log skips
+positions that no snapshot covers, so that every later snapshot still names them.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ class State:
     """Everything oj knows, rebuilt from events. ``pos`` is the last applied WAL position."""
 
     __slots__ = ("pos", "items", "live_keys", "completed", "jobs", "finished_jobs", "workers",
-                 "waiting", "_ready", "_cooling")
+                 "waiting", "_ready", "_cooling", "lost")
 
     def __init__(self) -> None:
         self.pos = 0
@@ -64,6 +68,8 @@ class State:
         # heaps with lazy deletion: (seq, id) of pending items; (retry_at, seq, id) of failed
         self._ready: dict[tuple[str, str], list[tuple]] = {}
         self._cooling: dict[tuple[str, str], list[tuple]] = {}
+        # [first, last, acknowledged] of position ranges the fold never saw (see note_lost)
+        self.lost: list[list] = []
 
     # -- the fold -----------------------------------------------------------------------
 
@@ -286,6 +292,20 @@ class State:
         if w is not None:
             w["stopped_at"] = ev["ts"]
 
+    def _loss_acknowledged(self, ev: Event) -> None:
+        for span in self.lost:
+            if span[1] <= ev["upto"]:
+                span[2] = True
+
+    def note_lost(self, first: int, last: int) -> None:
+        """Positions first..last are gone from the log and no snapshot holds them."""
+        if self.lost and self.lost[-1][1] >= first:
+            return  # already noted (a reload re-read the same gap)
+        self.lost.append([first, last, False])
+
+    def unacknowledged_loss(self) -> list[tuple[int, int]]:
+        return [(first, last) for first, last, acked in self.lost if not acked]
+
     # -- queries (pure) -----------------------------------------------------------------
 
     def queue_items(self, project: str | None = None, queue: str | None = None) -> list[dict]:
@@ -345,6 +365,7 @@ class State:
             "jobs": self.jobs,
             "finished_jobs": list(self.finished_jobs),
             "workers": self.workers,
+            "lost": self.lost,
         }
 
     @classmethod
@@ -356,6 +377,7 @@ class State:
         state.jobs = data.get("jobs", {})
         state.finished_jobs = deque(data.get("finished_jobs", []))
         state.workers = data.get("workers", {})
+        state.lost = data.get("lost", [])
         for item in sorted(state.items.values(), key=lambda i: i["seq"]):
             state._index(item)
             if item["key"] and item["status"] in LIVE_ITEM_STATES:
@@ -385,4 +407,5 @@ _HANDLERS = {
     "worker:started": State._worker_started,
     "worker:woken": State._worker_woken,
     "worker:stopped": State._worker_stopped,
+    "state:loss_acknowledged": State._loss_acknowledged,
 }

@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from ojd import paths
 from ojd.errors import OjError
 from ojd.state import Event, State
-from ojd.wal import WalDirectory, WalProblem
+from ojd.wal import CheckReport, WalDirectory, WalProblem
+from ojd.walsegments import span
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,12 +25,25 @@ if TYPE_CHECKING:
 # A snapshot is written when this many events have accumulated past the last one, so a
 # CLI call replays at most this tail.
 SNAPSHOT_EVERY = 2000
+# Loads that meet a compaction racing them retry from the newer snapshot; the last try holds
+# the lock, so no compaction can move the log under it.
+_LOAD_TRIES = 4
 
 
 def warn_to_stderr(problem: WalProblem) -> None:
+    if problem.kind == "lost":
+        print(f"oj: warning: {problem.detail}; see 'oj state check'", file=sys.stderr)
+        return
     print(f"oj: warning: state {problem.kind} in {problem.segment} at byte {problem.offset}"
           f"{'' if problem.pos is None else f' (position {problem.pos})'}: {problem.detail}",
           file=sys.stderr)
+
+
+def lost_problem(first: int, last: int) -> WalProblem:
+    return WalProblem("lost", first, "", 0,
+                      f"state positions {span(first, last)} are lost: the log no longer holds "
+                      "them and no snapshot covers them (items or jobs recorded there are "
+                      "gone)")
 
 
 def state_dir_error(root: str | None, error: OSError) -> OjError:
@@ -68,6 +82,8 @@ class Store:
             self.wal = WalDirectory(paths.wal_dir(self.root), on_problem=on_problem)
         except OSError as e:
             raise state_dir_error(root, e) from None
+        self._on_problem = on_problem
+        self._told_lost: set[tuple[int, int]] = set()
         self.state = State()
         self._snapshot_pos = 0
         self._reader = None
@@ -75,42 +91,68 @@ class Store:
         self.lock = RLock()
 
     def load(self) -> State:
-        """Newest snapshot plus every record after it."""
+        """Newest readable snapshot plus every record after it."""
         with self.lock:
-            snap = self.wal.load_snapshot()
-            if snap is not None:
-                self._snapshot_pos, data = snap
-                self.state = State.from_dict(data)
-                self.state.pos = self._snapshot_pos
-            else:
-                self.state = State()
-            self._reader = self.wal.reader(after=self.state.pos)
-            self._catch_up(self._reader.read_new())
+            for attempt in range(_LOAD_TRIES):
+                if self.wal.holds_lock():
+                    self._load_once(final=True)  # nothing can move under us: what is, is
+                    break
+                if attempt == _LOAD_TRIES - 1:
+                    with self.wal.locked():
+                        self._load_once(final=True)
+                    break
+                if self._load_once(final=False):
+                    break
+            self._tell_lost()
             return self.state
+
+    def _load_once(self, final: bool) -> bool:
+        snap = self.wal.load_snapshot()
+        if snap is not None:
+            self._snapshot_pos, data = snap
+            self.state = State.from_dict(data)  # type: ignore[arg-type]
+            self.state.pos = self._snapshot_pos
+        else:
+            self._snapshot_pos = 0
+            self.state = State()
+        self._reader = self.wal.reader(after=self.state.pos)
+        return self._catch_up(self._reader.read_new(), final)
 
     def refresh(self) -> State:
         """Apply what other processes appended since the last read."""
         with self.lock:
-            if self._reader is None or not self._catch_up(self._reader.read_new()):
+            if self._reader is None or not self._catch_up(self._reader.read_new(), False):
                 return self.load()
+            self._tell_lost()
             return self.state
 
-    def _catch_up(self, records) -> bool:
-        """Apply records; False when they skip positions (a compaction removed what this
-        reader had yet to read: the caller reloads from the newer snapshot)."""
+    def _catch_up(self, records, final: bool) -> bool:
+        """Apply records. Positions the records skip were either compacted away under this
+        reader (a newer snapshot holds them: return False, the caller reloads from it) or
+        are lost (corrupt, or removed with nothing covering them): noted in the state, so
+        every snapshot after this one still names them, and reported."""
         state = self.state
         apply = state.apply
         for rec in records:
-            # a gap is either a corrupt record (reported by the WAL; go on) or a compaction
-            if rec.pos > state.pos + 1 and self._newer_snapshot_covers(rec.pos - 1):
-                return False
+            if rec.pos > state.pos + 1:
+                if not final and self._snapshot_beyond(state.pos):
+                    return False
+                state.note_lost(state.pos + 1, rec.pos - 1)
             if rec.pos > state.pos:
                 apply(rec.event, rec.pos)
         return True
 
-    def _newer_snapshot_covers(self, pos: int) -> bool:
-        snap = self.wal.load_snapshot()
-        return snap is not None and snap[0] > self._snapshot_pos and snap[0] >= pos
+    def _snapshot_beyond(self, pos: int) -> bool:
+        return any(p > pos for p in self.wal.snapshot_positions())
+
+    def _tell_lost(self) -> None:
+        """Say so, once per process, for every lost range nobody has acknowledged."""
+        for first, last in self.state.unacknowledged_loss():
+            if (first, last) in self._told_lost:
+                continue
+            self._told_lost.add((first, last))
+            if self._on_problem is not None:
+                self._on_problem(lost_problem(first, last))
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -119,22 +161,89 @@ class Store:
                 self.load()
             with self.wal.locked() as writer:
                 # the lock is held: reading to the end now gives the true tail
-                if not self._catch_up(self._reader.read_new()):
+                # (a gap a newer snapshot covers reloads from it: under the lock, for good)
+                if not self._catch_up(self._reader.read_new(), False):
                     self.load()
                 yield Transaction(self, writer)
                 self._reader.read_new()  # step the cursor past our own appends
+            self._tell_lost()
             if self.state.pos - self._snapshot_pos >= SNAPSHOT_EVERY:
-                self.snapshot()
+                try:
+                    self.snapshot()
+                except OSError as e:
+                    # What was appended is durable: a failed snapshot (a full disk) must not
+                    # make the caller report it as not done. The next append tries again.
+                    print(f"oj: warning: could not write a state snapshot: {e.strerror or e}",
+                          file=sys.stderr)
 
     def append(self, *events: Event) -> list[int]:
         with self.transaction() as tx:
             return tx.append(*events)
 
     def snapshot(self) -> int:
-        """Write a snapshot of the current state and drop the segments it covers."""
+        """Write a snapshot of the current state and drop the segments it makes redundant."""
         with self.lock:
             pos = self.state.pos
             self.wal.save_snapshot(pos, self.state.to_dict())
             self._snapshot_pos = pos
             self.wal.compact()
             return pos
+
+    def check(self) -> CheckReport:
+        """The WAL's own check, plus what only a replay can tell: positions the state knows
+        are lost, and snapshots that disagree with the log they summarise (a snapshot written
+        by a process that missed events)."""
+        with self.lock, self.wal.locked():
+            report = self.wal.check()
+            self.load()
+            known = {(p.pos, p.detail) for p in report.problems}
+            for first, last, acked in self.state.lost:
+                if acked:
+                    report.acknowledged.append((first, last))
+                    continue
+                problem = lost_problem(first, last)
+                if (problem.pos, problem.detail) not in known:
+                    report.problems.append(problem)
+            report.problems.extend(self._check_snapshots())
+        return report
+
+    def _check_snapshots(self) -> list[WalProblem]:
+        """Replay the older kept snapshot up to the newer one and compare (under the lock)."""
+        import json
+
+        snaps = []
+        for pos in reversed(self.wal.snapshot_positions()):
+            snap = self.wal.read_snapshot(pos)
+            if snap is not None:
+                snaps.append(snap)
+            if len(snaps) == 2:
+                break
+        if len(snaps) < 2:
+            return []
+        (new_pos, new_data), (old_pos, old_data) = snaps
+        replayed = State.from_dict(json.loads(json.dumps(old_data)))
+        replayed.pos = old_pos
+        for rec in self.wal.records(after=old_pos):
+            if rec.pos > new_pos:
+                break
+            if rec.pos > replayed.pos + 1:
+                replayed.note_lost(replayed.pos + 1, rec.pos - 1)
+            replayed.apply(rec.event, rec.pos)
+        ours = json.loads(json.dumps(replayed.to_dict()))
+        theirs = dict(new_data)  # type: ignore[call-overload]
+        ours.pop("lost", None)
+        theirs.pop("lost", None)
+        if ours == theirs:
+            return []
+        missing = sorted(set(ours.get("items", {})) - set(theirs.get("items", {})))
+        jobs = sorted(set(ours.get("jobs", {})) - set(theirs.get("jobs", {})))
+        what = []
+        if missing:
+            what.append(f"{len(missing)} item(s) missing, e.g. {', '.join(missing[:3])}")
+        if jobs:
+            what.append(f"{len(jobs)} job(s) missing, e.g. {', '.join(jobs[:3])}")
+        name = f"snapshot-{new_pos:016d}.json"
+        return [WalProblem(
+            "mismatch", new_pos, name, 0,
+            f"disagrees with snapshot {old_pos} plus the log after it"
+            f"{': ' + '; '.join(what) if what else ''}")]

@@ -34,13 +34,14 @@ from ojd.walsegments import (
     EXCLUSIVE,
     SHARED,
     UNLOCKED,
-    Count,
+    Continuity,
     Cursor,
     Segments,
     WalProblem,
     fsync_dir,
     gc_paused,
     numbered,
+    span,
     unlink,
     write_all,
 )
@@ -56,7 +57,7 @@ _KEEP_SNAPSHOTS = 2
 
 
 class CheckReport:
-    __slots__ = ("records", "last_pos", "segments", "snapshot_pos", "problems")
+    __slots__ = ("records", "last_pos", "segments", "snapshot_pos", "problems", "acknowledged")
 
     def __init__(
         self,
@@ -71,6 +72,8 @@ class CheckReport:
         self.segments = segments
         self.snapshot_pos = snapshot_pos
         self.problems: list[WalProblem] = [] if problems is None else problems
+        # (first, last) of lost position ranges an operator has acknowledged
+        self.acknowledged: list[tuple[int, int]] = []
 
     @property
     def ok(self) -> bool:
@@ -103,6 +106,89 @@ def _create_temp(directory: str, prefix: str, suffix: str) -> tuple[int, str]:
             continue
 
 
+def _flock(fd: int, path: str, op: int) -> None:
+    """flock ``fd``, waiting as long as OJ_LOCK_TIMEOUT (default 30 s) allows.
+
+    A stopped or hung holder (SIGSTOP, a dead NFS server) would otherwise block every push
+    forever without a word: after a second the wait says who holds the lock, and at the
+    bound it gives up with an error naming them."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, op | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    import time
+
+    from ojd.errors import OjError
+
+    limit = lock_timeout()
+    start = time.monotonic()
+    told = False
+    delay = 0.0005
+    while True:
+        time.sleep(delay)
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        delay = min(delay * 2, 0.02)
+        waited = time.monotonic() - start
+        if not told and waited >= 1.0:
+            told = True
+            import sys
+
+            print(f"oj: waiting for the state lock {path}, held by {lock_holders(fd)}",
+                  file=sys.stderr)
+        if waited >= limit:
+            raise OjError(f"the state lock {path} is still held by {lock_holders(fd)} after "
+                          f"{limit:g}s; resume or stop that process (or raise OJ_LOCK_TIMEOUT)")
+
+
+def lock_timeout() -> float:
+    from ojd.errors import UsageError
+
+    text = os.environ.get("OJ_LOCK_TIMEOUT", "30")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise UsageError(f"OJ_LOCK_TIMEOUT={text!r} is not a number of seconds; e.g. 30")
+    return value
+
+
+def lock_holders(fd: int) -> str:
+    """Who holds a flock on the file of ``fd``, from /proc/locks: "PID 123 (ojd worker w)"."""
+    st = os.fstat(fd)
+    pids = []
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                parts = line.split()
+                if "FLOCK" not in parts or "->" in parts:
+                    continue  # "->" marks a waiter, not a holder
+                i = parts.index("FLOCK")
+                _maj, _min, ino = parts[i + 4].split(":")
+                if int(ino) == st.st_ino and parts[i + 3] != str(os.getpid()):
+                    pids.append(parts[i + 3])
+    except (OSError, ValueError, IndexError):
+        pass
+    if not pids:
+        return "another process"
+    who = []
+    for pid in dict.fromkeys(pids):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            cmd = ""
+        who.append(f"PID {pid}" + (f" ({cmd[:60]})" if cmd else ""))
+    return ", ".join(who)
+
+
 class _Locked:
     """``with wal.locked() as w``: the exclusive lock, re-entrant within a thread."""
 
@@ -118,7 +204,7 @@ class _Locked:
             if wal._depth == 0:
                 import fcntl
 
-                fcntl.flock(wal._lockfd(), fcntl.LOCK_EX)
+                _flock(wal._lockfd(), wal._lock_path, fcntl.LOCK_EX)
             wal._depth += 1
         except BaseException:
             wal._mutex.release()
@@ -157,7 +243,7 @@ class _Shared:
             fd = wal._lockfd()
             import fcntl
 
-            fcntl.flock(fd, fcntl.LOCK_SH)
+            _flock(fd, wal._lock_path, fcntl.LOCK_SH)
         except BaseException:
             wal._mutex.release()
             raise
@@ -188,6 +274,7 @@ class WalDirectory:
         self.path: str = os.fspath(path)
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         self._dir = self.path
+        self._lock_path = os.path.join(self.path, "lock")
         self.segment_bytes = segment_bytes
         self._segs = Segments(self.path, on_problem)
         self._mutex = RLock()  # serialises this instance's threads around the flock
@@ -219,6 +306,10 @@ class WalDirectory:
     def append(self, *events: dict) -> list[int]:
         with self.locked() as w:
             return w.append(*events)
+
+    def holds_lock(self) -> bool:
+        """Whether this thread is inside ``with wal.locked()``."""
+        return self._depth > 0 and self._mutex._is_owned()  # type: ignore[attr-defined]
 
     def save_snapshot(self, pos: int, state: object) -> Path:
         from pathlib import Path  # only here, off the start-up path
@@ -253,38 +344,70 @@ class WalDirectory:
     def load_snapshot(self) -> tuple[int, object] | None:
         return self._load_snapshot(None)
 
+    def read_snapshot(self, pos: int) -> tuple[int, object] | None:
+        """The snapshot at ``pos``, or None when it is absent or unreadable."""
+        return self._read_snapshot(pos, f"snapshot-{pos:016d}.json", [])
+
     def compact(self) -> int:
+        """Drop the segments that the older of the two kept snapshots covers.
+
+        Only the older one: if the newest snapshot turns out unreadable, loading falls back
+        to the older and replays from it, so every segment after it must still be there."""
         with self.locked():
-            snap = self._load_snapshot(None)
-            if snap is None:
-                return 0
+            snaps = self._snapshots()
+            if len(snaps) < _KEEP_SNAPSHOTS:
+                return 0  # the fallback is replaying from position 1: keep everything
+            pos, name = snaps[-_KEEP_SNAPSHOTS]
+            if self._read_snapshot(pos, name, None) is None:
+                return 0  # no usable fallback: keep what replaying from the start needs
             segs = self._segs.names()
             removed = 0
             # A segment is covered when the next one starts at or before snapshot pos + 1; the
             # last segment always stays, it is where appends go.
-            for (_first, name), (next_first, _next) in zip(segs, segs[1:], strict=False):
-                if next_first - 1 > snap[0]:
+            for (_first, seg), (next_first, _next) in zip(segs, segs[1:], strict=False):
+                if next_first - 1 > pos:
                     break
-                unlink(os.path.join(self.path, name))
+                unlink(os.path.join(self.path, seg))
                 removed += 1
             if removed:
                 fsync_dir(self.path)
             return removed
 
-    def check(self) -> CheckReport:
-        """Walk every segment and snapshot under the exclusive lock (repairing a torn tail)."""
+    def snapshot_positions(self) -> list[int]:
+        """Positions of the snapshot files present (readable or not), oldest first: cheap,
+        nothing is parsed."""
+        return [pos for pos, _name in self._snapshots()]
+
+    def check(self, after: int | None = None) -> CheckReport:
+        """Walk every segment and snapshot under the exclusive lock (repairing a torn tail).
+
+        Positions missing from the log past ``after`` (default: the oldest readable snapshot,
+        or 0) are reported as "lost": nothing left on disk holds them."""
         report = CheckReport()
         with self.locked():
-            count = Count()
+            readable = []
+            for pos, name in reversed(self._snapshots()):
+                if self._read_snapshot(pos, name, report.problems):
+                    readable.append(pos)
+            report.snapshot_pos = readable[0] if readable else None
+            base = after if after is not None else (readable[-1] if readable else 0)
+            sink = Continuity(base)
             cur = Cursor(None, 0, 0, 0)
-            with gc_paused(count):
-                self._segs.advance(cur, count, EXCLUSIVE, report.problems)
-            report.records = count.n
+            with gc_paused(sink):
+                self._segs.advance(cur, sink, EXCLUSIVE, report.problems)
+            report.records = sink.n
             report.last_pos = cur.prev
             report.segments = len(self._segs.names())
-            for pos, name in reversed(self._snapshots()):
-                if self._read_snapshot(pos, name, report.problems) and report.snapshot_pos is None:
-                    report.snapshot_pos = pos
+            if cur.prev > sink.last:  # the tail itself is missing (a lost last segment)
+                sink.gaps.append((sink.last + 1, cur.prev))
+            corrupt = {p.pos for p in report.problems if p.kind == "corrupt"}
+            for first, last in sink.gaps:
+                if first == last and first in corrupt:
+                    continue  # already reported where it is, as a corrupt record
+                report.problems.append(WalProblem(
+                    "lost", first, "", 0,
+                    f"positions {span(first, last)} are missing from the log and no snapshot "
+                    "holds them"))
         return report
 
     # -- locking and caches -------------------------------------------------------------------

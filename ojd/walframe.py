@@ -80,12 +80,45 @@ _set_event = Record.event.__set__  # type: ignore[attr-defined]
 # -- writing ----------------------------------------------------------------------------------
 
 
+# Deeper events are refused by the writer: json's C decoder recurses, so a record nested near
+# the interpreter's recursion limit would be written and then crash every reader (and the
+# snapshot that nests it deeper still). Queue items are held to less (ojd.queues).
+MAX_EVENT_DEPTH = 100
+
+
+def nesting(obj: object, limit: int) -> int:
+    """How deep dicts and lists nest in ``obj`` (0 for a scalar), counting no further than
+    ``limit + 1``; iterative, so any depth is measured without recursion."""
+    deepest = 0
+    stack = [(obj, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        value, depth = pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, (list, tuple)):
+            children = value
+        else:
+            continue
+        if depth > deepest:
+            deepest = depth
+            if depth > limit:
+                return depth
+        for child in children:
+            if isinstance(child, (dict, list, tuple)):
+                push((child, depth + 1))
+    return deepest
+
+
 def encode_events(events: tuple[dict, ...]) -> list[bytes]:
-    """The JSON payloads of ``events``; TypeError for an event that is not a dict."""
+    """The JSON payloads of ``events``; TypeError for an event that is not a dict, ValueError
+    for one nested deeper than MAX_EVENT_DEPTH."""
     payloads = []
     for ev in events:
         if not isinstance(ev, dict):
             raise TypeError(f"a WAL event must be a dict, not {type(ev).__name__}")
+        if nesting(ev, MAX_EVENT_DEPTH) > MAX_EVENT_DEPTH:
+            raise ValueError(f"a WAL event may nest at most {MAX_EVENT_DEPTH} levels deep")
         payloads.append(_encode(ev).encode())
     return payloads
 
@@ -156,7 +189,7 @@ def decode(
     # One json.loads for a whole chunk is several times faster than one per record.
     try:
         events = json.loads(b"[" + b",".join(pays) + b"]")
-    except ValueError:
+    except (ValueError, RecursionError):
         events = None
     if events is not None and len(events) == len(pays):
         out.extend(map(Record, poss, events))
@@ -173,7 +206,7 @@ def decode(
             event = json.loads(payload)
             if not isinstance(event, dict):
                 raise ValueError(f"not an object: {type(event).__name__}")
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             bad.append((pos, offsets.get(pos, 0), f"undecodable event skipped: {e}"))
             continue
         out.append(Record(pos, event))

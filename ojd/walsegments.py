@@ -81,7 +81,8 @@ def unlink(path: str) -> None:
 
 # module=: its public home, so repr of the class and pickles name ojd.wal.WalProblem.
 class WalProblem(namedtuple("WalProblem", "kind pos segment offset detail", module="ojd.wal")):
-    """``kind`` is "torn-tail" or "corrupt"; ``pos`` (int or None) is the position lost, when
+    """``kind`` is "torn-tail", "corrupt", "lost" (positions nothing holds) or "mismatch" (a
+    snapshot that disagrees with the log); ``pos`` (int or None) is the position lost, when
     known; ``segment`` and ``offset`` locate the damage; ``detail`` says what was found."""
 
     __slots__ = ()
@@ -140,6 +141,31 @@ class Count:
         self.n += 1
 
 
+class Continuity:
+    """An ``out`` sink for check(): counts records and notes the position ranges missing
+    after ``base`` (records at or below it are covered by a snapshot)."""
+
+    def __init__(self, base: int) -> None:
+        self.n = 0
+        self.last = base
+        self.gaps: list[tuple[int, int]] = []
+
+    def extend(self, records: Iterable[Record]) -> None:
+        for rec in records:
+            self.append(rec)
+
+    def append(self, rec: Record) -> None:
+        self.n += 1
+        if rec.pos > self.last + 1:
+            self.gaps.append((self.last + 1, rec.pos - 1))
+        if rec.pos > self.last:
+            self.last = rec.pos
+
+
+def span(first: int, last: int) -> str:
+    return str(first) if first == last else f"{first}-{last}"
+
+
 class gc_paused:
     """``with gc_paused(out):`` runs a decode with the cyclic garbage collector off."""
 
@@ -147,7 +173,7 @@ class gc_paused:
     # re-walks everything already decoded: pausing roughly halves the cost of a big replay.
     __slots__ = ("_out", "_was", "_before")
 
-    def __init__(self, out: list[Record] | Count) -> None:
+    def __init__(self, out: list[Record] | Count | Continuity) -> None:
         self._out = out
 
     def __enter__(self) -> None:
@@ -208,7 +234,7 @@ class Segments:
     def advance(
         self,
         cur: Cursor,
-        out: list[Record] | Count | None,
+        out: list[Record] | Count | Continuity | None,
         mode: int,
         found: list[WalProblem] | None,
     ) -> bool:
@@ -260,7 +286,8 @@ class Segments:
         return max(i, 0)
 
     def _scan(
-        self, cur: Cursor, out: list[Record] | Count | None, found: list[WalProblem] | None
+        self, cur: Cursor, out: list[Record] | Count | Continuity | None,
+        found: list[WalProblem] | None
     ) -> tuple[int, str] | None:
         """Read segment ``cur.seg`` from ``cur.off`` to its current end. Skips (and reports)
         corrupt records followed by a valid one; returns ``(size, detail)`` when the bytes
