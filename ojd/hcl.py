@@ -38,12 +38,14 @@ class HclSyntaxError(Exception):
 
 @dataclass(frozen=True)
 class Attribute:
-    """``name = value``; ``key_lines`` maps each top-level key of an object value to its line."""
+    """``name = value``; ``key_lines`` maps each top-level key of an object value to its line;
+    ``value_line`` is where the value's text starts (a heredoc's first line), 0 for ``line``."""
 
     name: str
     value: object
     line: int
     key_lines: dict = field(default_factory=dict)
+    value_line: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -227,12 +229,13 @@ class _Parser:
                     raise self.error(pos, f"attribute '{name}' is already set at line {seen[name]}")
                 seen[name] = line
                 vpos = self.skip_inline(after + 1)
+                value_line = line + text.startswith("<<", vpos)  # a heredoc starts below
                 if text.startswith("{", vpos):
                     value, key_lines = self.object(vpos)
                 else:
                     value = self.value(vpos, f"'{name} ='")
                     key_lines = {}
-                attributes.append(Attribute(name, value, line, key_lines))
+                attributes.append(Attribute(name, value, line, key_lines, value_line))
                 self.end_item(in_block, f"the value of '{name}'")
             elif c == '"' or c == "{" or (c and _IDENT.match(c)):
                 blocks.append(self.block(pos, name, after, in_block))
