@@ -101,14 +101,14 @@ class _Converter:
             return out
         if not isinstance(value, dict):
             self.problem(path, f"'{kind}' must be a table of named {kind} blocks, "
-                         f"e.g. [{kind}.NAME]")
+                         f"e.g. [{'.'.join(map(str, path))}.NAME]")
             return []
         out = []
         for name, body in value.items():
             at = path + (name,)
             if not isinstance(body, dict):
                 self.problem(at, f"{kind} '{name}' must be a table of fields, "
-                             f"e.g. [{kind}.{name}]")
+                             f"e.g. [{'.'.join(map(str, at))}]")
                 continue
             attributes, blocks = self.body(kind, body, at)
             out.append(Block(kind, (name,), attributes, blocks, self.line(at)))
@@ -242,8 +242,14 @@ def _load_toml(text: str, filename: str) -> tuple[dict, dict, dict]:
         line, col = (int(m.group(1)), int(m.group(2))) if m else (text.count("\n") + 1, 1)
         message = _TOML_AT_EOF.sub("", _TOML_AT.sub("", message)).strip()
         raise HclSyntaxError(filename, line, col, f"invalid TOML: {message}") from None
-    except (ValueError, RecursionError) as e:  # e.g. an integer with too many digits
-        raise HclSyntaxError(filename, 1, 1, f"invalid TOML: {e}") from None
+    except ValueError:  # int() refuses more than 4300 digits
+        m = re.search(r"[0-9_]{4000}", text)
+        line = text.count("\n", 0, m.start()) + 1 if m else 1
+        raise HclSyntaxError(filename, line, 1, "number is too large; quote it if it is "
+                             "text") from None
+    except RecursionError:  # the scan above bounds nesting; this is a last resort
+        raise HclSyntaxError(filename, 1, 1, f"nested more than {MAX_NESTING} deep; "
+                             "flatten it") from None
     _refuse_non_finite(data, lines, filename)
     return data, lines, value_lines
 
