@@ -314,6 +314,8 @@ def _locate_toml(text: str, filename: str) -> tuple[dict, dict]:
                 table = base + (arrays[base],)
             else:
                 table = resolve(keys)
+            for i in range(1, len(table)):  # [pipeline.p.locals] alone places pipeline.p
+                lines.setdefault(table[:i], line_of(pos))
             lines[table] = line_of(pos)
             pos = _eol(text, end)
             continue
@@ -321,6 +323,8 @@ def _locate_toml(text: str, filename: str) -> tuple[dict, dict]:
         if keys is None or not text.startswith("=", end):
             break  # tomllib reports it
         path = table + tuple(keys)
+        for i in range(len(table) + 1, len(path)):  # a.b = 1 places a too
+            lines.setdefault(path[:i], line_of(pos))
         lines[path] = line_of(pos)
         vstart = _INLINE_BLANK.match(text, end + 1).end()
         if text.startswith(('"""\n', "'''\n", '"""\r\n', "'''\r\n"), vstart):
@@ -387,8 +391,10 @@ def _skip_value(text: str, pos: int, too_deep) -> int:
             end = text.find("'", pos + 1)
             pos = end + 1 if end > 0 else _eol(text, pos)
             continue
-        if c == "#":
+        if c == "#":  # a comment runs to the end of the line, which may end the value
             pos = _eol(text, pos)
+            if depth <= 0:
+                return pos
             continue
         if c in "[{":
             depth += 1
