@@ -20,6 +20,7 @@ _LINE = re.compile(r"^bash: -c: line (\d+): (.*)$")
 # extglob patterns parse only once `shopt -s extglob` has run, which -n never does
 _BASH = ("bash", "-n", "-O", "extglob")
 TIMEOUT = 30
+BATCH = 8  # bash processes at once when checking scripts one by one
 
 
 class Script(NamedTuple):
@@ -50,30 +51,32 @@ def check(scripts: list[Script], exact: bool = False) -> list[tuple[str, int, st
         return []
     if not exact and _parses(_wrapped(scripts)):
         return []
-    procs = []
-    try:
-        for script in scripts:
-            procs.append(subprocess.Popen([*_BASH, "-c", plain(script.text)],
-                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.PIPE, text=True))
-    except OSError:
-        return []  # no bash here: steps report that when they run
     problems = []
-    for script, proc in zip(scripts, procs, strict=True):
+    for start in range(0, len(scripts), BATCH):
+        batch = scripts[start : start + BATCH]
         try:
-            _, err = proc.communicate(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            continue
-        if proc.returncode == 0:
-            continue
-        offset, message = _first_error(err)
-        # a missing `fi` is reported on the line after the last: keep it in the script
-        last = script.line + max(len(script.text.splitlines()), 1) - 1
-        line = min(script.line + offset - 1, last)
-        problems.append((script.file, line, f"{script.what}: bash: {message}"))
+            procs = [subprocess.Popen([*_BASH, "-c", plain(script.text)],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True) for script in batch]
+        except OSError:
+            return []  # no bash here: steps report that when they run
+        for script, proc in zip(batch, procs, strict=True):
+            try:
+                _, err = proc.communicate(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                continue
+            if proc.returncode != 0:
+                problems.append(_problem(script, err))
     return problems
+
+
+def _problem(script: Script, stderr: str) -> tuple[str, int, str]:
+    offset, message = _first_error(stderr)
+    # a missing `fi` is reported on the line after the last: keep it in the script
+    last = script.line + max(len(script.text.splitlines()), 1) - 1
+    return script.file, min(script.line + offset - 1, last), f"{script.what}: bash: {message}"
 
 
 def _wrapped(scripts: list[Script]) -> str:

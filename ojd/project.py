@@ -161,7 +161,7 @@ def _sources(root: str) -> tuple[list[tuple[str, bytes]], str]:
         sources.append((display, data))
         digest.update(b"\0" + display.encode() + b"\0" + data)
     if problems:  # with the syntax errors of the readable files (not their references)
-        raise RunbookError(problems + _parse_files(sources)[1])
+        raise RunbookError(sorted(problems + _parse_files(sources)[1], key=_file_line))
     return sources, digest.hexdigest()[:32]
 
 
@@ -254,6 +254,13 @@ def _parse_files(sources: list[tuple[str, bytes]]) -> tuple[list, list[str]]:
         except RunbookError as e:
             problems.extend(e.problems)
     return parsed, problems
+
+
+def _file_line(problem: str) -> tuple[str, int]:
+    """``file:line: ...`` -> (file, line), to sort problems from different stages."""
+    file, _, rest = problem.partition(":")
+    line = rest.split(":", 1)[0]
+    return file, int(line) if line.isdigit() else 0
 
 
 def _read_cache(path: str) -> Runbook | None:

@@ -375,7 +375,7 @@ class _Builder:
         for key, value in env.items():
             if not isinstance(value, str):
                 self.p.add(file, f["env"].key_lines.get(key, f["env"].line),
-                           f"agent env '{key}' must be a string")
+                           f"agent env '{key}' is {type_name(value)}, expected a string")
         handlers = {}
         for key in ("on_idle", "on_dead", "on_error"):
             attr = f.get(key)
