@@ -17,8 +17,9 @@ class DurationError(OjError, ValueError):
     """A duration that does not parse, or is not positive."""
 
 
-def parse_duration(text: str | int | float) -> float:
-    """Seconds in `text`: "30s", "5m", "1h", "2d", "500ms", "1h30m", "1.5s", or plain seconds."""
+def parse_duration(text: str | int | float, allow_zero: bool = False) -> float:
+    """Seconds in `text`: "30s", "5m", "1h", "2d", "500ms", "1h30m", "1.5s", or plain seconds.
+    Zero is refused unless ``allow_zero`` (a retry cooldown of "0s" means at once)."""
     if isinstance(text, bool):  # a bool is an int, but `timeout = true` is a mistake
         raise DurationError(f"invalid duration {text!r}; {_EXAMPLE}")
     if isinstance(text, int | float):
@@ -27,8 +28,9 @@ def parse_duration(text: str | int | float) -> float:
         seconds = _parse_text(text)
     else:
         raise DurationError(f"invalid duration {text!r}; {_EXAMPLE}")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise DurationError(f"invalid duration {text!r}: it must be more than zero; {_EXAMPLE}")
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        least = "zero or more" if allow_zero else "more than zero"
+        raise DurationError(f"invalid duration {text!r}: it must be {least}; {_EXAMPLE}")
     return seconds
 
 

@@ -15,7 +15,11 @@ import re
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
-__all__ = ["Attribute", "Block", "HclSyntaxError", "parse"]
+__all__ = ["MAX_NESTING", "Attribute", "Block", "HclSyntaxError", "parse"]
+
+# Blocks, lists, objects and ``${...}`` sequences nest at most this deep: real runbooks use a
+# handful of levels, and the bound keeps a hostile file from exhausting Python's stack.
+MAX_NESTING = 32
 
 
 class HclSyntaxError(Exception):
@@ -34,12 +38,14 @@ class HclSyntaxError(Exception):
 
 @dataclass(frozen=True)
 class Attribute:
-    """``name = value``; ``key_lines`` maps each top-level key of an object value to its line."""
+    """``name = value``; ``key_lines`` maps each top-level key of an object value to its line;
+    ``value_line`` is where the value's text starts (a heredoc's first line), 0 for ``line``."""
 
     name: str
     value: object
     line: int
     key_lines: dict = field(default_factory=dict)
+    value_line: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -90,14 +96,21 @@ _VALUE_KINDS = "a quoted string, number, true/false/null, list, object or heredo
 
 
 class _Parser:
-    __slots__ = ("text", "filename", "n", "pos", "_line_starts")
+    __slots__ = ("text", "filename", "n", "pos", "depth", "_line_starts")
 
     def __init__(self, text: str, filename: str) -> None:
         self.text = text
         self.filename = filename
         self.n = len(text)
         self.pos = 0
+        self.depth = 0
         self._line_starts: list[int] | None = None
+
+    def enter(self, pos: int, what: str) -> None:
+        """One level deeper (left again by ``self.depth -= 1``); refuses past MAX_NESTING."""
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise self.error(pos, f"{what} nested more than {MAX_NESTING} deep; flatten it")
 
     # -- positions and errors ------------------------------------------------------------
 
@@ -185,6 +198,8 @@ class _Parser:
         blocks: list[Block] = []
         seen: dict[str, int] = {}
         in_block = open_pos is not None
+        if open_pos is not None:
+            self.enter(open_pos, "blocks")
         while True:
             pos = self.skip_all(self.pos)
             if pos >= n:
@@ -196,6 +211,7 @@ class _Parser:
             if c == "}":
                 if in_block:
                     self.pos = pos + 1
+                    self.depth -= 1
                     break
                 raise self.error(pos, "unexpected '}' with no open block; remove it")
             m = _IDENT.match(text, pos)
@@ -213,12 +229,13 @@ class _Parser:
                     raise self.error(pos, f"attribute '{name}' is already set at line {seen[name]}")
                 seen[name] = line
                 vpos = self.skip_inline(after + 1)
+                value_line = line + text.startswith("<<", vpos)  # a heredoc starts below
                 if text.startswith("{", vpos):
                     value, key_lines = self.object(vpos)
                 else:
                     value = self.value(vpos, f"'{name} ='")
                     key_lines = {}
-                attributes.append(Attribute(name, value, line, key_lines))
+                attributes.append(Attribute(name, value, line, key_lines, value_line))
                 self.end_item(in_block, f"the value of '{name}'")
             elif c == '"' or c == "{" or (c and _IDENT.match(c)):
                 blocks.append(self.block(pos, name, after, in_block))
@@ -310,23 +327,30 @@ class _Parser:
                 raise self.unexpected(pos, f"expected a value ({_VALUE_KINDS})")
             word = _NUMBERISH.match(text, pos).group()
             raise self.error(pos, f"'{word}' is not a number; quote it: \"{word}\"")
-        self.pos = end
         s = m.group()
-        if m.group(1) or m.group(2):
-            return float(s)
-        return int(s)
+        try:  # int() refuses more than 4300 digits; a float that large is infinite
+            value = float(s) if m.group(1) or m.group(2) else int(s)
+        except ValueError:
+            value = float("inf")
+        if value in (float("inf"), float("-inf")):
+            short = s if len(s) <= 20 else s[:17] + "..."
+            raise self.error(pos, f"number '{short}' is too large; quote it if it is text")
+        self.pos = end
+        return value
 
     def list(self, open_pos: int) -> list:
         text = self.text
         n = self.n
         items: list = []
         pos = open_pos + 1
+        self.enter(open_pos, "lists and objects")
         while True:
             pos = self.skip_all(pos)
             if pos >= n:
                 raise self.error(open_pos, "list is never closed; add a ']'")
             if text[pos] == "]":
                 self.pos = pos + 1
+                self.depth -= 1
                 return items
             items.append(self.value(pos))
             end = self.pos
@@ -351,6 +375,7 @@ class _Parser:
         obj: dict = {}
         key_lines: dict = {}
         pos = open_pos + 1
+        self.enter(open_pos, "lists and objects")
         while True:
             pos = self.skip_all(pos)
             if pos >= n:
@@ -358,6 +383,7 @@ class _Parser:
             c = text[pos]
             if c == "}":
                 self.pos = pos + 1
+                self.depth -= 1
                 return obj, key_lines
             key_pos = pos
             if c == '"':
@@ -454,6 +480,7 @@ class _Parser:
         search = _TEMPLATE_SPECIAL.search
         depth = 0
         i = start + 1
+        self.enter(start, "template sequences")
         while True:
             m = search(text, i)
             if m is None or m.group() == "\n":
@@ -469,6 +496,7 @@ class _Parser:
                 depth -= 1
                 i = j + 1
                 if depth == 0:
+                    self.depth -= 1
                     return i
             else:
                 i = self.nested_string(j, start)

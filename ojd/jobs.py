@@ -7,7 +7,6 @@ resumes from that step when its owner (or a successor) calls ``run`` again.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ojd import paths
+from ojd.bashsyntax import needs_shell
 from ojd.errors import OjError
 from ojd.queues import new_id
 from ojd.routing import route, visit_limit_error
@@ -29,15 +29,6 @@ from ojd.template import TemplateError, render_shell, render_text
 Progress = Callable[[str, str, str], None]
 # Settlement: (state, job id, outcome, error) -> events to append with job:finished
 Settle = Callable[..., list[dict]]
-
-_TEMPLATE_REF = re.compile(r"\$\$\{|\$\{[^}]*\}")
-
-
-def _needs_shell(template: str) -> bool:
-    """A local like ``$(git rev-parse ...)`` runs in bash; a plain template does not."""
-    rest = _TEMPLATE_REF.sub("", template)
-    return "$" in rest or "`" in rest
-
 
 def workspace_path(state_root: str, pipeline: Pipeline, job_id: str, project: str) -> str | None:
     if pipeline.workspace == "ephemeral":
@@ -172,7 +163,7 @@ class JobRunner:
     def _eval_local(self, job: dict, name: str, template: str, ctx: dict[str, Any]) -> str:
         env = self._env(job)
         try:
-            if not _needs_shell(template):
+            if not needs_shell(template):
                 return render_text(template, ctx, env=env)
             # an assignment's status is its last command substitution's: with -e a failing
             # $(...) fails the local instead of quietly giving ""

@@ -48,35 +48,132 @@ def find_root(start: str | None = None, override: str | None = None) -> str:
         here = parent
 
 
-def runbook_files(root: str) -> list[str]:
-    directory = os.path.join(root, RUNBOOK_DIR)
+RUNBOOK_EXTENSIONS = (".hcl", ".toml", ".json")
+# A runbook is a few kilobytes of text; anything this large is a mistake (or not a file)
+MAX_RUNBOOK_BYTES = 1024 * 1024
+
+
+def scan(root: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """The runbook files under ``.oj/runbooks/`` (searched recursively, in path order), and
+    the entries passed over as (path relative to the root, why). Hidden entries and other
+    extensions are passed over; a directory reached twice (a symlink loop) is entered once."""
+    top = os.path.join(root, RUNBOOK_DIR)
+    files: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    seen: set[tuple[int, int]] = set()
+    todo = [top]
+    while todo:
+        directory = todo.pop()
+        try:
+            st = os.stat(directory)
+            if (st.st_dev, st.st_ino) in seen:
+                skipped.append((os.path.relpath(directory, root), "a directory already read"))
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            skipped.append((os.path.relpath(directory, root), e.strerror or str(e)))
+            continue
+        for entry in entries:
+            display = os.path.relpath(entry.path, root)
+            if entry.name.startswith("."):
+                skipped.append((display, "hidden"))
+            elif entry.name.endswith(RUNBOOK_EXTENSIONS):
+                files.append(entry.path)  # even if not a regular file: reading refuses it
+            elif _is_dir(entry):
+                todo.append(entry.path)
+            else:
+                skipped.append((display, f"{_kind(entry.path)}, not a runbook (.hcl, .toml or "
+                                ".json)"))
+    files.sort(key=lambda p: p.split(os.sep))
+    skipped.sort()
+    return files, skipped
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
     try:
-        names = sorted(n for n in os.listdir(directory) if n.endswith(".hcl"))
-    except FileNotFoundError:
-        return []
-    return [os.path.join(directory, n) for n in names]
+        return entry.is_dir()  # follows symlinks
+    except OSError:
+        return False
+
+
+def _kind(path: str) -> str:
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "a dangling symlink" if os.path.islink(path) else "unreadable"
+    for test, name in ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def runbook_files(root: str) -> list[str]:
+    return scan(root)[0]
+
+
+def read_runbook(path: str, display: str) -> bytes:
+    """A runbook's bytes; refuses (with a file:line error) anything but a regular file of at
+    most MAX_RUNBOOK_BYTES, without opening devices or blocking on a FIFO."""
+    import stat
+
+    def refuse(message: str) -> RunbookError:
+        return RunbookError([f"{display}:1: {message}"])
+
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise refuse(f"{_kind(path)}, not a regular file; a runbook must be a regular "
+                         "file: replace or remove it")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise refuse(f"cannot read it: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)  # what was opened, should it have been swapped since the stat
+        if not stat.S_ISREG(st.st_mode):
+            raise refuse("not a regular file; a runbook must be a regular file: replace or "
+                         "remove it")
+        data = f.read(MAX_RUNBOOK_BYTES + 1)
+    if len(data) > MAX_RUNBOOK_BYTES:
+        raise refuse(f"larger than the {MAX_RUNBOOK_BYTES // 1024} KiB limit for a runbook; "
+                     "split it into smaller files")
+    return data
 
 
 def _sources(root: str) -> tuple[list[tuple[str, bytes]], str]:
     """The runbook files' (display name, bytes) and their content digest."""
     sources = []
+    problems: list[str] = []
     digest = sha256(__version__.encode())
     for path in runbook_files(root):
-        with open(path, "rb") as f:
-            data = f.read()
         display = os.path.relpath(path, root)
+        try:
+            data = read_runbook(path, display)
+        except RunbookError as e:
+            problems.extend(e.problems)
+            continue
         sources.append((display, data))
         digest.update(b"\0" + display.encode() + b"\0" + data)
+    if problems:  # with the syntax errors of the readable files (not their references)
+        raise RunbookError(sorted(problems + _parse_files(sources)[1], key=_file_line))
     return sources, digest.hexdigest()[:32]
 
 
-def load(root: str, cache_dir: str | None = None) -> Runbook:
-    """The validated runbook of a project. Raises RunbookError listing every problem."""
+def load(root: str, cache_dir: str | None = None, exact: bool = False) -> Runbook:
+    """The validated runbook of a project. Raises RunbookError listing every problem.
+    ``exact`` checks each shell script with a bash of its own (see ``ojd.bashsyntax``)."""
     sources, digest = _sources(root)
-    return _load(sources, digest, cache_dir)
+    return _load(sources, digest, cache_dir, exact)
 
 
-def _load(sources: list[tuple[str, bytes]], digest: str, cache_dir: str | None) -> Runbook:
+def _load(sources: list[tuple[str, bytes]], digest: str, cache_dir: str | None,
+          exact: bool = False) -> Runbook:
     import dataclasses
 
     cache_path = None
@@ -85,7 +182,7 @@ def _load(sources: list[tuple[str, bytes]], digest: str, cache_dir: str | None) 
         cached = _read_cache(cache_path)
         if cached is not None:
             return cached
-    runbook = dataclasses.replace(parse(sources), digest=digest)
+    runbook = dataclasses.replace(parse(sources, exact), digest=digest)
     if cache_path is not None:
         _write_cache(cache_path, runbook)
         _write_index(_index_path(cache_dir, digest), runbook)
@@ -125,8 +222,18 @@ def _write_index(path: str, runbook: Runbook) -> None:
     _atomic_write(path, json.dumps(index_of(runbook)).encode())
 
 
-def parse(sources: list[tuple[str, bytes]]) -> Runbook:
-    from ojd import hcl, validate
+def parse(sources: list[tuple[str, bytes]], exact: bool = False) -> Runbook:
+    """Parse (by extension: HCL, TOML or JSON) and validate, shell scripts included."""
+    from ojd import bashsyntax, validate
+
+    parsed, problems = _parse_files(sources)
+    if problems:
+        raise RunbookError(problems)
+    return validate.build(parsed, lambda scripts: bashsyntax.check(scripts, exact))
+
+
+def _parse_files(sources: list[tuple[str, bytes]]) -> tuple[list, list[str]]:
+    from ojd import formats, hcl
 
     parsed = []
     problems: list[str] = []
@@ -138,12 +245,22 @@ def parse(sources: list[tuple[str, bytes]]) -> Runbook:
             problems.append(f"{display}:{line}: not valid UTF-8; save the file as UTF-8")
             continue
         try:
-            parsed.append((display, hcl.parse(text, display)))
+            if display.endswith(".hcl"):
+                parsed.append((display, hcl.parse(text, display)))
+            else:
+                parsed.append((display, formats.parse(text, display)))
         except hcl.HclSyntaxError as e:
             problems.append(str(e))
-    if problems:
-        raise RunbookError(problems)
-    return validate.build(parsed)
+        except RunbookError as e:
+            problems.extend(e.problems)
+    return parsed, problems
+
+
+def _file_line(problem: str) -> tuple[str, int]:
+    """``file:line: ...`` -> (file, line), to sort problems from different stages."""
+    file, _, rest = problem.partition(":")
+    line = rest.split(":", 1)[0]
+    return file, int(line) if line.isdigit() else 0
 
 
 def _read_cache(path: str) -> Runbook | None:

@@ -7,9 +7,11 @@ raises ``RunbookError`` listing every problem at once as ``file:line: message``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ojd.argspec import ArgSpec, ArgSpecError, parse_spec
+from ojd.bashsyntax import Script, needs_shell
 from ojd.duration import DurationError, parse_duration
 from ojd.errors import RunbookError
 from ojd.hcl import Attribute, Block
@@ -58,12 +60,31 @@ def _did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+def type_name(value: object) -> str:
+    """What a value is, in the words of error messages."""
+    if isinstance(value, bool):
+        return "true or false"
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return "a number with a fraction" if value != int(value) else "a decimal number"
+    for t, name in _TYPE_NAMES.items():
+        if isinstance(value, t):
+            return name
+    return f"a {type(value).__name__}"  # a TOML date, say
+
+
 class _Problems:
     def __init__(self) -> None:
-        self.lines: list[str] = []
+        self.items: list[tuple[str, int, str]] = []
 
     def add(self, file: str, line: int, message: str) -> None:
-        self.lines.append(f"{file}:{line}: {message}")
+        self.items.append((file, line, message))
+
+    @property
+    def lines(self) -> list[str]:
+        """Sorted by file, then line; problems on one line keep the order they were found."""
+        return [f"{f}:{n}: {m}" for f, n, m in sorted(self.items, key=lambda p: p[:2])]
 
 
 class _Builder:
@@ -73,6 +94,9 @@ class _Builder:
         self.p = _Problems()
         self.rb = Runbook()
         self.seen: dict[tuple[str, str], Where] = {}
+        # lines of fields the cross-reference checks point at: (kind, names..., field) -> line
+        self.at: dict[tuple, int] = {}
+        self.scripts: list[Script] = []
 
     # -- generic checks --
 
@@ -92,7 +116,8 @@ class _Builder:
                                                       expected)
             if not ok:
                 want = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in expected)
-                self.p.add(file, attr.line, f"{kind} field '{attr.name}' must be {want}")
+                self.p.add(file, attr.line, f"{kind} field '{attr.name}' is "
+                           f"{type_name(value)}, expected {want}")
                 continue
             out[attr.name] = attr
         allowed = NESTED_BLOCKS.get(kind, ())
@@ -122,8 +147,11 @@ class _Builder:
     def str_list(self, file: str, attr: Attribute | None) -> tuple[str, ...]:
         if attr is None:
             return ()
-        if not all(isinstance(v, str) and v for v in attr.value):
-            self.p.add(file, attr.line, f"'{attr.name}' must be a list of names")
+        bad = next((v for v in attr.value if not isinstance(v, str) or not v), 0)
+        if bad != 0:
+            got = "an empty string" if bad == "" else type_name(bad)
+            self.p.add(file, attr.line, f"'{attr.name}' must be a list of names; it holds "
+                       f"{got}")
             return ()
         return tuple(attr.value)
 
@@ -133,15 +161,18 @@ class _Builder:
             return None
         value = attr.value
         if set(value) != {key} or not isinstance(value[key], str):
-            self.p.add(file, attr.line, f"'{attr.name}' must be {{ {key} = \"NAME\" }}")
+            got = (f"; '{key}' is {type_name(value[key])}" if set(value) == {key}
+                   else f"; it has {', '.join(map(repr, value)) or 'no keys'}")
+            self.p.add(file, attr.line, f"'{attr.name}' must be {{ {key} = \"NAME\" }}{got}")
             return None
         return value[key]
 
-    def duration(self, file: str, line: int, what: str, value: object, default: float) -> float:
+    def duration(self, file: str, line: int, what: str, value: object, default: float,
+                 allow_zero: bool = False) -> float:
         if value is None:
             return default
         try:
-            return parse_duration(value)  # type: ignore[arg-type]
+            return parse_duration(value, allow_zero=allow_zero)  # type: ignore[arg-type]
         except DurationError as e:
             self.p.add(file, line, f"{what}: {e}")
             return default
@@ -184,8 +215,11 @@ class _Builder:
                        '{ pipeline = "NAME" })')
         elif isinstance(run.value, str):
             script = run.value
+            self.script(file, run, f"command '{name}'")
         else:
             pipeline = self.target(file, run, "pipeline")
+        if run is not None:
+            self.at[("command", name, "run")] = run.value_line or run.line
         self.rb.commands[name] = Command(name, spec, dict(f["defaults"].value) if "defaults" in f
                                          else {}, script, pipeline, where)
 
@@ -203,13 +237,25 @@ class _Builder:
                     self.p.add(file, retry.key_lines.get(key, retry.line),
                                f"unknown retry field '{key}'; use attempts and cooldown")
             attempts = retry.value.get("attempts", 0)
-            if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 0:
-                self.p.add(file, retry.line, "retry attempts must be a whole number >= 0")
+            attempts_line = retry.key_lines.get("attempts", retry.line)
+            if not isinstance(attempts, int) or isinstance(attempts, bool):
+                self.p.add(file, attempts_line, f"retry attempts is {type_name(attempts)}, "
+                           "expected a whole number >= 0")
                 attempts = 0
-            cooldown = self.duration(file, retry.line, "retry cooldown",
-                                     retry.value.get("cooldown"), 0.0)
+            elif attempts < 0:
+                self.p.add(file, attempts_line, f"retry attempts must be >= 0, not {attempts}")
+                attempts = 0
+            # "0s" retries at once: the next poll, which a job's end triggers
+            cooldown = self.duration(file, retry.key_lines.get("cooldown", retry.line),
+                                     "retry cooldown", retry.value.get("cooldown"), 0.0,
+                                     allow_zero=True)
         list_cmd = f["list"].value if "list" in f else None
         take_cmd = f["take"].value if "take" in f else None
+        for key in ("list", "take"):
+            if key in f:
+                self.script(file, f[key], f"queue '{name}' {key}")
+        if "take" in f:
+            self.at[("queue", name, "take")] = f["take"].value_line or f["take"].line
         if qtype == "external" and (list_cmd is None or take_cmd is None):
             self.p.add(file, block.line, f"external queue '{name}' needs both 'list' and 'take'")
         if qtype == "persisted":
@@ -233,6 +279,9 @@ class _Builder:
                        "'-' or '.' (it names the unit oj-worker@NAME.service)")
         queue = self.target(file, f.get("source"), "queue")
         pipeline = self.target(file, f.get("handler"), "pipeline")
+        for key in ("source", "handler"):
+            if key in f:
+                self.at[("worker", name, key)] = f[key].line
         for key, got in (("source", queue), ("handler", pipeline)):
             if key not in f and got is None:
                 self.p.add(file, block.line, f"worker '{name}' needs '{key}'")
@@ -262,11 +311,19 @@ class _Builder:
             if sub.type == "locals":
                 for attr in sub.attributes:
                     if not isinstance(attr.value, str):
-                        self.p.add(file, attr.line, f"local '{attr.name}' must be a string")
+                        self.p.add(file, attr.line, f"local '{attr.name}' is "
+                                   f"{type_name(attr.value)}, expected a string")
                         continue
                     locals_.append((attr.name, attr.value))
+                    self.at[("local", name, attr.name)] = attr.value_line or attr.line
+                    if needs_shell(attr.value):  # evaluated as the inside of "..."
+                        self.scripts.append(Script(file, attr.value_line or attr.line,
+                                                   f"local '{attr.name}'",
+                                                   '__oj_local="' + attr.value + '"'))
             elif sub.type == "notify":
-                notify.update({k: a.value for k, a in self.fields(file, sub, "notify").items()})
+                for k, a in self.fields(file, sub, "notify").items():
+                    notify[k] = a.value
+                    self.at[("notify", name, k)] = a.value_line or a.line
             elif sub.type == "step":
                 step_name = self.name_of(file, sub)
                 if step_name is None:
@@ -275,17 +332,20 @@ class _Builder:
                     self.p.add(file, sub.line, f"step '{step_name}' is already defined at "
                                f"{steps[step_name].where} in pipeline '{name}'")
                     continue
-                steps[step_name] = self.step(file, sub, step_name)
+                steps[step_name] = self.step(file, sub, step_name, name)
         if not steps:
             self.p.add(file, block.line, f"pipeline '{name}' has no steps; add step \"NAME\" {{ "
                        "run = \"...\" }")
+        for key in ("on_done", "on_fail"):
+            if key in f:
+                self.at[("pipeline", name, key)] = f[key].line
         self.rb.pipelines[name] = Pipeline(
             name, self.str_list(file, f.get("vars")),
             dict(f["defaults"].value) if "defaults" in f else {}, tuple(locals_), workspace,
             notify, self.target(file, f.get("on_done"), "step"),
             self.target(file, f.get("on_fail"), "step"), max_visits, steps, where)
 
-    def step(self, file: str, block: Block, name: str) -> Step:
+    def step(self, file: str, block: Block, name: str, pipeline: str) -> Step:
         f = self.fields(file, block, "step")
         where = Where(file, block.line)
         run = f.get("run")
@@ -294,8 +354,13 @@ class _Builder:
             self.p.add(file, block.line, f"step '{name}' needs 'run'")
         elif isinstance(run.value, str):
             script = run.value
+            self.script(file, run, f"step '{name}' of pipeline '{pipeline}'")
         else:
             agent = self.target(file, run, "agent")
+        for key, attr in (("run", run), ("on_done", f.get("on_done")),
+                          ("on_fail", f.get("on_fail"))):
+            if attr is not None:
+                self.at[("step", pipeline, name, key)] = attr.value_line or attr.line
         return Step(name, script, agent, self.target(file, f.get("on_done"), "step"),
                     self.target(file, f.get("on_fail"), "step"), where)
 
@@ -310,7 +375,7 @@ class _Builder:
         for key, value in env.items():
             if not isinstance(value, str):
                 self.p.add(file, f["env"].key_lines.get(key, f["env"].line),
-                           f"agent env '{key}' must be a string")
+                           f"agent env '{key}' is {type_name(value)}, expected a string")
         handlers = {}
         for key in ("on_idle", "on_dead", "on_error"):
             attr = f.get(key)
@@ -330,67 +395,83 @@ class _Builder:
                                      env, handlers["on_idle"], handlers["on_dead"],
                                      handlers["on_error"], where)
 
+    def script(self, file: str, attr: Attribute, what: str) -> None:
+        self.scripts.append(Script(file, attr.value_line or attr.line, what, attr.value))
+
+    def line_of(self, key: tuple, where: Where) -> int:
+        return self.at.get(key, where.line)
+
     # -- cross references --
 
     def check_references(self) -> None:
         rb = self.rb
         for w in rb.workers.values():
+            source_line = self.line_of(("worker", w.name, "source"), w.where)
+            handler_line = self.line_of(("worker", w.name, "handler"), w.where)
             if w.queue and w.queue not in rb.queues:
-                self.p.add(w.where.file, w.where.line, f"worker '{w.name}' source queue "
+                self.p.add(w.where.file, source_line, f"worker '{w.name}' source queue "
                            f"'{w.queue}' is not defined" + _did_you_mean(w.queue, list(rb.queues)))
             pipeline = rb.pipelines.get(w.pipeline)
             if w.pipeline and pipeline is None:
-                self.p.add(w.where.file, w.where.line, f"worker '{w.name}' handler pipeline "
+                self.p.add(w.where.file, handler_line, f"worker '{w.name}' handler pipeline "
                            f"'{w.pipeline}' is not defined"
                            + _did_you_mean(w.pipeline, list(rb.pipelines)))
             elif pipeline is not None and not pipeline.vars:
-                self.p.add(w.where.file, w.where.line, f"worker '{w.name}' handler pipeline "
+                self.p.add(w.where.file, handler_line, f"worker '{w.name}' handler pipeline "
                            f"'{w.pipeline}' needs vars = [\"NAME\"] to receive the queue item")
             elif pipeline is not None:
                 # the item fills the first var; any other must have a default
                 for var in pipeline.vars[1:]:
                     if var not in pipeline.defaults:
-                        self.p.add(w.where.file, w.where.line, f"worker '{w.name}' handler "
+                        self.p.add(w.where.file, handler_line, f"worker '{w.name}' handler "
                                    f"pipeline '{w.pipeline}' var '{var}' needs a default "
                                    "(only the first var receives the queue item)")
         for c in rb.commands.values():
+            run_line = self.line_of(("command", c.name, "run"), c.where)
             if c.pipeline and c.pipeline not in rb.pipelines:
-                self.p.add(c.where.file, c.where.line, f"command '{c.name}' pipeline "
+                self.p.add(c.where.file, run_line, f"command '{c.name}' pipeline "
                            f"'{c.pipeline}' is not defined"
                            + _did_you_mean(c.pipeline, list(rb.pipelines)))
             if c.run is not None:
                 names = arg_names(c.args)
-                self.check_templates(c.where, c.run, {"args": names, "invoke": None,
-                                                      "var": names})
+                self.check_templates(Where(c.where.file, run_line), c.run,
+                                     {"args": names, "invoke": None, "var": names})
         for q in rb.queues.values():
             if q.take_cmd:
-                self.check_templates(q.where, q.take_cmd, {"item": None})
+                self.check_templates(Where(q.where.file, self.line_of(("queue", q.name, "take"),
+                                                                        q.where)),
+                                     q.take_cmd, {"item": None})
         for p in rb.pipelines.values():
             self.check_pipeline(p)
 
     def check_pipeline(self, p: Pipeline) -> None:
         for target, what in ((p.on_done, "on_done"), (p.on_fail, "on_fail")):
             if target and target not in p.steps:
-                self.p.add(p.where.file, p.where.line, f"pipeline '{p.name}' {what} step "
+                self.p.add(p.where.file, self.line_of(("pipeline", p.name, what), p.where),
+                           f"pipeline '{p.name}' {what} step "
                            f"'{target}' is not defined" + _did_you_mean(target, list(p.steps)))
         known: dict[str, Any] = {"var": p.vars + tuple(p.defaults), "invoke": None,
                                  "workspace": ("root", "nonce"), "local": ()}
         for local_name, value in p.locals:
-            self.check_templates(p.where, value, known)
+            self.check_templates(Where(p.where.file, self.line_of(("local", p.name, local_name),
+                                                                   p.where)), value, known)
             known["local"] = known["local"] + (local_name,)
         for s in p.steps.values():
             for target, what in ((s.on_done, "on_done"), (s.on_fail, "on_fail")):
                 if target and target not in p.steps:
-                    self.p.add(s.where.file, s.where.line, f"step '{s.name}' {what} step "
+                    self.p.add(s.where.file, self.line_of(("step", p.name, s.name, what),
+                                                          s.where), f"step '{s.name}' {what} step "
                                f"'{target}' is not defined in pipeline '{p.name}'"
                                + _did_you_mean(target, list(p.steps)))
+            run_at = Where(s.where.file, self.line_of(("step", p.name, s.name, "run"), s.where))
             if s.agent and s.agent not in self.rb.agents:
-                self.p.add(s.where.file, s.where.line, f"step '{s.name}' agent '{s.agent}' is "
+                self.p.add(s.where.file, run_at.line, f"step '{s.name}' agent '{s.agent}' is "
                            "not defined" + _did_you_mean(s.agent, list(self.rb.agents)))
             if s.run is not None:
-                self.check_templates(s.where, s.run, known)
-        for value in p.notify.values():
-            self.check_templates(p.where, value, known)
+                self.check_templates(run_at, s.run, known)
+        for key, value in p.notify.items():
+            self.check_templates(Where(p.where.file, self.line_of(("notify", p.name, key),
+                                                                   p.where)), value, known)
 
     def check_templates(self, where: Where, text: str, known: dict[str, Any]) -> None:
         """Every ``${ns.name}`` must name something that will exist when the text renders."""
@@ -400,16 +481,18 @@ class _Builder:
             self.p.add(where.file, where.line, str(e))
             return
         for ref in refs:
+            # the line holding the reference: scripts are mostly heredocs, a line per line
+            line = where.line + text.count("\n", 0, max(text.find("${" + ref), 0))
             ns, _, rest = ref.partition(".")
             if ns not in known:
                 allowed = ", ".join(f"{k}." for k in known)
-                self.p.add(where.file, where.line, f"${{{ref}}} cannot be used here; "
+                self.p.add(where.file, line, f"${{{ref}}} cannot be used here; "
                            f"available: {allowed}")
                 continue
             names = known[ns]
             head = rest.split(".", 1)[0]
             if names is not None and head not in names:
-                self.p.add(where.file, where.line, f"${{{ref}}}: '{head}' is not defined"
+                self.p.add(where.file, line, f"${{{ref}}}: '{head}' is not defined"
                            + _did_you_mean(head, list(names)))
 
 
@@ -417,12 +500,19 @@ def arg_names(spec: ArgSpec) -> tuple[str, ...]:
     return tuple(p.name for p in spec.positionals) + tuple(f.name for f in spec.flags)
 
 
-def build(files: list[tuple[str, Block]]) -> Runbook:
-    """Validate parsed runbook files into one Runbook; raise RunbookError with every problem."""
+def build(files: list[tuple[str, Block]],
+          check_shell: Callable[[list[Script]], list[tuple[str, int, str]]] | None = None
+          ) -> Runbook:
+    """Validate parsed runbook files into one Runbook; raise RunbookError with every problem.
+    ``check_shell`` (``ojd.bashsyntax.check``: I/O, so passed in) reports shell scripts that
+    do not parse."""
     b = _Builder()
     for name, body in files:
         b.file(name, body)
     b.check_references()
-    if b.p.lines:
+    if check_shell is not None:
+        for file, line, message in check_shell(b.scripts):
+            b.p.add(file, line, message)
+    if b.p.items:
         raise RunbookError(b.p.lines)
     return b.rb

@@ -96,7 +96,7 @@ def test_wrong_type_is_reported():
     out = problems('worker "w" {\n  source = { queue = "q" }\n  handler = { pipeline = "p" }\n'
                    '  concurrency = "two"\n}\nqueue "q" {}\n'
                    'pipeline "p" {\n vars = ["x"]\n step "s" { run = "true" }\n}\n')
-    assert out == ["rb.hcl:4: worker field 'concurrency' must be a whole number"]
+    assert out == ["rb.hcl:4: worker field 'concurrency' is a string, expected a whole number"]
 
 
 def test_concurrency_zero_is_rejected():
@@ -107,10 +107,18 @@ def test_concurrency_zero_is_rejected():
 
 
 def test_zero_and_unparsable_durations_are_rejected():
-    out = problems('queue "q" {\n  retry = { attempts = 1, cooldown = "0s" }\n}\n'
+    out = problems('worker "w" {\n  source = { queue = "q" }\n  handler = { pipeline = "p" }\n'
+                   '  poll = "0s"\n}\nqueue "q" {}\npipeline "p" {\n  vars = ["x"]\n'
+                   '  step "s" { run = "true" }\n}\n'
                    'queue "r" {\n  retry = { attempts = 1, cooldown = "soon" }\n}\n')
-    assert [p.split(":")[1] for p in out] == ["2", "5"]
-    assert all("cooldown" in p for p in out)
+    assert [p.split(":")[1] for p in out] == ["4", "12"]
+    assert "poll" in out[0] and "cooldown" in out[1]
+
+
+def test_a_zero_retry_cooldown_means_retry_at_once():
+    rb = load('queue "q" {\n  retry = { attempts = 1, cooldown = "0s" }\n}\n')
+    assert rb.queues["q"].retry_cooldown == 0.0
+    assert problems('queue "q" {\n  retry = { cooldown = "-1s" }\n}\n')[0].startswith("rb.hcl:2:")
 
 
 def test_missing_references_are_reported_with_suggestions():
@@ -120,13 +128,14 @@ def test_missing_references_are_reported_with_suggestions():
             '    on_done = { step = "bb" }\n    on_fail = { step = "c" }\n  }\n'
             '  step "b" {\n    run = { agent = "nobody" }\n  }\n}\n')
     out = problems(text)
-    assert "rb.hcl:2: worker 'w' source queue 'merge' is not defined; did you mean 'merges'?" \
+    assert "rb.hcl:3: worker 'w' source queue 'merge' is not defined; did you mean 'merges'?" \
         in out
-    assert any("handler pipeline 'pipe' is not defined" in p for p in out)
-    assert any(p.startswith("rb.hcl:8: step 'a' on_done step 'bb' is not defined") and
+    assert any(p.startswith("rb.hcl:4: worker 'w' handler pipeline 'pipe' is not defined")
+               for p in out)
+    assert any(p.startswith("rb.hcl:10: step 'a' on_done step 'bb' is not defined") and
                "did you mean 'b'" in p for p in out)
-    assert any(p.startswith("rb.hcl:8: step 'a' on_fail step 'c'") for p in out)
-    assert any(p.startswith("rb.hcl:13: step 'b' agent 'nobody' is not defined") for p in out)
+    assert any(p.startswith("rb.hcl:11: step 'a' on_fail step 'c'") for p in out)
+    assert any(p.startswith("rb.hcl:14: step 'b' agent 'nobody' is not defined") for p in out)
 
 
 def test_duplicate_names_across_files_name_the_first_definition():
@@ -165,7 +174,7 @@ def test_worker_handler_pipeline_needs_a_var_for_the_item():
     out = problems('queue "q" {}\nworker "w" {\n  source = { queue = "q" }\n'
                    '  handler = { pipeline = "p" }\n}\npipeline "p" {\n'
                    '  step "s" { run = "true" }\n}\n')
-    assert out == ["rb.hcl:2: worker 'w' handler pipeline 'p' needs vars = [\"NAME\"] to "
+    assert out == ["rb.hcl:4: worker 'w' handler pipeline 'p' needs vars = [\"NAME\"] to "
                    "receive the queue item"]
 
 
@@ -192,7 +201,7 @@ def test_handler_pipeline_vars_after_the_first_need_defaults():
     text = ('queue "q" {}\nworker "w" {\n  source = { queue = "q" }\n'
             '  handler = { pipeline = "p" }\n}\npipeline "p" {\n  vars = ["item", "mode"]\n'
             '  step "s" { run = "true" }\n}\n')
-    assert problems(text) == ["rb.hcl:2: worker 'w' handler pipeline 'p' var 'mode' needs a "
+    assert problems(text) == ["rb.hcl:4: worker 'w' handler pipeline 'p' var 'mode' needs a "
                               "default (only the first var receives the queue item)"]
     load(text.replace('vars = ["item", "mode"]', 'vars = ["item", "mode"]\n'
                       '  defaults = { mode = "fast" }'))

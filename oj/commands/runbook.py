@@ -15,13 +15,24 @@ def runbook() -> None:
 @runbook.command("check")
 @click.pass_obj
 def check_cmd(app) -> int:
-    """Validate every runbook; print each problem as file:line and exit 1 on any."""
-    from ojd.errors import RunbookError
-    from ojd.project import load, runbook_files
+    """Validate every runbook (shell scripts with bash -n too); print each problem as
+    file:line and exit 1 on any."""
+    import os
 
-    files = runbook_files(app.root)
+    from ojd.errors import RunbookError
+    from ojd.project import RUNBOOK_DIR, load, scan
+
+    files, skipped = scan(app.root)
+    for display, why in skipped:
+        click.echo(f"warning: skipped {display}: {why}", err=True)
+    if not files:
+        click.echo(f"oj: no runbooks in {RUNBOOK_DIR}/ (looked for .hcl, .toml and .json files, "
+                   "in subdirectories too); add one, or check the project directory", err=True)
+        return 1
+    for path in files:
+        click.echo(f"read {os.path.relpath(path, app.root)}")
     try:
-        rb = load(app.root)  # no cache: a check always parses
+        rb = load(app.root, exact=True)  # no cache: a check always parses
     except RunbookError as e:
         for line in e.problems:
             click.echo(line, err=True)
