@@ -10,7 +10,7 @@ import os
 import signal
 import time
 
-from ojd.errors import OjError, UsageError
+from ojd.errors import OjError, UsageError, quoted
 from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState, worker_unit
 
 TYPE_CHECKING = False
@@ -48,11 +48,23 @@ class WorkerIndex:
                         for name, w in index["workers"].items()}
 
 
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def check_name(name: str) -> str:
+    """A name that fits oj-worker@NAME.service, the rule runbook worker names follow: what
+    does not is refused before it reaches systemd (or a journalctl query)."""
+    if not name or name[0] in ".-" or not _NAME_CHARS.issuperset(name):
+        raise UsageError(f"{quoted(name)} is not a worker name; worker names are letters, "
+                         "digits, '_', '-' or '.' (see 'oj worker list')")
+    return name
+
+
 def worker_named(runbook: Runbook | WorkerIndex, name: str) -> Worker | WorkerSpec:
     worker = runbook.workers.get(name)
     if worker is None:
         known = ", ".join(sorted(runbook.workers)) or "none"
-        raise UsageError(f"unknown worker '{name}'; this project defines: {known}")
+        raise UsageError(f"unknown worker {quoted(name)}; this project defines: {known}")
     return worker
 
 
@@ -174,6 +186,7 @@ def enable(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root:
 
 
 def disable(systemd: Systemd, name: str) -> None:
+    check_name(name)
     systemd.disable(worker_unit(name))
 
 
@@ -189,7 +202,7 @@ def _user_name() -> str:
 
 
 def stop(systemd: Systemd, name: str, wait: bool = True) -> UnitState:
-    unit = worker_unit(name)
+    unit = worker_unit(check_name(name))
     systemd.stop(unit)
     deadline = time.monotonic() + STOP_TIMEOUT
     st = systemd.state(unit)

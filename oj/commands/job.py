@@ -12,16 +12,17 @@ from oj.output import ago, emit_json, output_option, table
 JOB_FIELDS = ("id", "name", "pipeline", "status", "step", "step_status", "item", "worker",
               "cwd", "created_at", "updated_at", "finished_at", "error", "project", "vars",
               "history")
+JOB_STATUSES = ("running", "done", "failed", "cancelled")
 
 
 def find_job(store, prefix: str) -> dict:
-    from ojd.errors import OjError
+    from ojd.errors import OjError, quoted
 
     matches = store.state.find(store.state.jobs, prefix)
     if not matches:
-        raise OjError(f"no job with id '{prefix}'; see 'oj job list'")
+        raise OjError(f"no job with id {quoted(prefix)}; see 'oj job list'")
     if len(matches) > 1:
-        raise OjError(f"job id '{prefix}' is ambiguous; give more characters")
+        raise OjError(f"job id {quoted(prefix)} is ambiguous; give more characters")
     return matches[0]
 
 
@@ -31,7 +32,7 @@ def job() -> None:
 
 
 @job.command("list")
-@click.option("--status", help="Only jobs in this state (running, done, failed, cancelled).")
+@click.option("--status", type=click.Choice(JOB_STATUSES), help="Only jobs in this state.")
 @output_option
 @click.pass_obj
 def list_cmd(app, status: str | None, output: str) -> None:

@@ -10,6 +10,7 @@ from oj.output import ago, emit_json, output_option, table
 
 ITEM_FIELDS = ("id", "queue", "status", "data", "attempts", "created_at", "updated_at",
                "retry_at", "job", "error", "project")
+ITEM_STATUSES = ("pending", "active", "completed", "failed", "dead")
 
 
 @click.group()
@@ -36,8 +37,7 @@ def item_json(item: dict) -> dict:
 
 @queue.command("list")
 @click.argument("queue_name", required=False, metavar="[QUEUE]")
-@click.option("--status", help="Only items in this state (pending, active, completed, "
-              "failed, dead).")
+@click.option("--status", type=click.Choice(ITEM_STATUSES), help="Only items in this state.")
 @output_option
 @click.pass_obj
 def list_cmd(app, queue_name: str | None, status: str | None, output: str) -> None:
