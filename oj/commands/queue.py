@@ -25,7 +25,8 @@ def queue() -> None:
               help="Set one var of the item (repeatable).")
 @click.pass_obj
 def push_cmd(app, queue_name: str, item: str | None, variables: tuple[str, ...]) -> int:
-    """Queue an item, e.g. oj queue push merges '{"branch": "fix-1"}'. Prints its id."""
+    """Queue an item, e.g. oj queue push merges '{"branch": "fix-1"}' (JSON - reads it from
+    stdin). Prints its id."""
     from oj.push import do_push
 
     return do_push(queue_name, item, variables, app.project_override)
