@@ -48,7 +48,7 @@ def list_cmd(app, queue_name: str | None, status: str | None, output: str) -> No
         from ojd.queues import queue_named
 
         queue_named(app.runbook, queue_name)
-    items = app.store.state.queue_items(project, queue_name)
+    items = app.reader_store.state.queue_items(project, queue_name)
     if status:
         items = [i for i in items if i["status"] == status]
     items.sort(key=lambda i: i["seq"])
@@ -73,7 +73,7 @@ def show_cmd(app, item_id: str, output: str) -> None:
     """Show one item (a unique prefix of its id is enough)."""
     from ojd.queues import find_item
 
-    item = find_item(app.store, item_id, app.project_or_none())
+    item = find_item(app.existing_store(), item_id, app.project_or_none())
     if output == "json":
         emit_json(item_json(item))
         return

@@ -146,7 +146,7 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
     from ojd import workers
 
     project = None if all_projects else app.project_or_none()
-    rows, problem = workers.listing(app.store, systemd_for(scope), project)
+    rows, problem = workers.listing(app.reader_store, systemd_for(scope), project)
     if problem:
         click.echo(f"oj: systemd cannot be reached ({problem}); showing the WAL only",
                    err=True)
