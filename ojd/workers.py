@@ -101,14 +101,22 @@ def _unit_quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
 
 
+DROPIN = "50-oj-state.conf"
+
+
+def dropin_text(state_root: str) -> str:
+    """The drop-in that points a worker at ``state_root``; ``oj systemd uninstall`` removes
+    only drop-ins with exactly this text for its own state dir."""
+    return ("# written by oj worker start: this worker's state directory\n"
+            f"[Service]\nEnvironment=\"OJ_STATE_DIR={_unit_quote(state_root)}\"\n")
+
+
 def bind_state_dir(systemd: Systemd, name: str, state_root: str) -> None:
     """A worker whose state is not in the default place learns it from a drop-in."""
     dropin_dir = os.path.join(unit_dir(systemd), f"{worker_unit(name)}.d")
-    path = os.path.join(dropin_dir, "50-oj-state.conf")
+    path = os.path.join(dropin_dir, DROPIN)
     default = os.environ.get("OJ_STATE_DIR") is None
-    wanted = None if default else (
-        "# written by oj worker start: this worker's state directory\n"
-        f"[Service]\nEnvironment=\"OJ_STATE_DIR={_unit_quote(state_root)}\"\n")
+    wanted = None if default else dropin_text(state_root)
     try:
         with open(path) as f:
             current: str | None = f.read()
