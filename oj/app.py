@@ -74,6 +74,9 @@ class App:
 
 
 def missing_state_dir(root: str) -> str:
+    from ojd.errors import escaped
+
+    root = escaped(root)  # a path from the environment, on one line
     if os.environ.get("OJ_STATE_DIR"):
         return (f"state dir {root} (OJ_STATE_DIR) does not exist, so nothing is recorded "
                 "there; check OJ_STATE_DIR")

@@ -147,3 +147,15 @@ def test_ojd_with_an_unusable_lock_path_says_which_and_exits(proj, kind):
     assert "Traceback" not in out
     [line] = out.splitlines()
     assert f"cannot open the worker lock {where}:" in line and "remove or fix it" in line
+
+
+def test_a_state_dir_path_with_a_newline_is_shown_escaped(proj, tmp_path):
+    odd = tmp_path / "st\nate"
+    listing = proj.oj("queue", "list", OJ_STATE_DIR=str(odd))
+    assert "st\\nate (OJ_STATE_DIR) does not exist" in one_line(listing.stderr)
+    (tmp_path / "file").write_text("")
+    unusable = tmp_path / "file" / "st\nate"
+    proc = proj.oj("queue", "push", "merges", '{"branch": "b"}', check=False,
+                   OJ_STATE_DIR=str(unusable))
+    assert proc.returncode == 1
+    assert "cannot use state dir " in one_line(proc.stderr) and "st\\nate" in proc.stderr
