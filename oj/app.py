@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from functools import cached_property
 
 TYPE_CHECKING = False
@@ -29,15 +31,38 @@ class App:
         return store
 
     @cached_property
+    def reader_store(self) -> Store | EmptyStore:
+        """The store for listings. Only writers create the state dir: a missing one (nothing
+        recorded yet, or a mistyped ``OJ_STATE_DIR``) lists as empty, with a note."""
+        from ojd import paths
+
+        root = paths.state_dir()
+        if os.path.lexists(root):
+            return self.store  # an unusable path still fails with its one-line reason
+        print(f"oj: note: {missing_state_dir(root)}", file=sys.stderr)
+        return EmptyStore(root)
+
+    def existing_store(self) -> Store:
+        """The store for commands that read one record (show, logs): a missing state dir is
+        the error, rather than "no such id"."""
+        from ojd import paths
+        from ojd.errors import OjError
+
+        root = paths.state_dir()
+        if not os.path.lexists(root):
+            raise OjError(missing_state_dir(root))
+        return self.store
+
+    @cached_property
     def runbook(self) -> Runbook:
         from ojd import paths, project
 
-        return project.load(self.root, paths.cache_dir(paths.ensure_state_dir()))
+        # the parsed runbook is cached in the state dir, when there is one
+        root = paths.state_dir()
+        return project.load(self.root, paths.cache_dir(root) if os.path.isdir(root) else None)
 
     def project_or_none(self) -> str | None:
         """The project when there is one; listings outside a project show everything."""
-        import os
-
         from ojd.errors import OjError
 
         if self.project_override or os.environ.get("OJ_PROJECT"):
@@ -46,3 +71,29 @@ class App:
             return self.root
         except OjError:
             return None
+
+
+def missing_state_dir(root: str) -> str:
+    from ojd.errors import escaped
+
+    root = escaped(root)  # a path from the environment, on one line
+    if os.environ.get("OJ_STATE_DIR"):
+        return (f"state dir {root} (OJ_STATE_DIR) does not exist, so nothing is recorded "
+                "there; check OJ_STATE_DIR")
+    return (f"state dir {root} does not exist yet, so nothing is recorded; the first push, "
+            "run or worker start creates it")
+
+
+class EmptyStore:
+    """What a reader sees of a state dir that does not exist: nothing, and nothing created."""
+
+    def __init__(self, root: str) -> None:
+        from ojd.state import State
+
+        self.root = root
+        self.state = State()
+
+    def load(self):
+        return self.state
+
+    refresh = load

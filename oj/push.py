@@ -21,6 +21,8 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
     store = Store()
     queue = queues.queue_spec(projects.load_index(root, paths.cache_dir(store.root)),
                               queue_name)
+    if json_text == "-":  # an item too large for argv comes on stdin
+        json_text = read_stdin()
     data = queues.parse_item(json_text) if json_text is not None else {}
     for text in variables:
         name, value = queues.parse_var(text)
@@ -36,3 +38,16 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
         print(f"oj: no worker was woken: {', '.join(idle)} not running; start with "
               f"'oj worker start {idle[0]}'", file=sys.stderr)
     return 0
+
+
+def read_stdin() -> str:
+    from ojd.errors import UsageError
+
+    try:
+        return sys.stdin.buffer.read().decode()
+    except UnicodeDecodeError as e:
+        raise UsageError(f"the item on stdin is not UTF-8 (byte {e.start}); "
+                         "give the JSON as UTF-8 text") from None
+    except (AttributeError, OSError):  # no stdin at all (closed, or not a file)
+        raise UsageError("no item on stdin; pipe the JSON in, or give it as an "
+                         "argument") from None

@@ -55,7 +55,19 @@ def run(argv: list[str]) -> int:
         rv = cli.main(args=argv, prog_name="oj", standalone_mode=False)
     except click.exceptions.Abort:
         return 130
+    except click.UsageError as e:
+        if isinstance(e, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+            e.show()  # `oj worker` alone: the group's help is the answer (click >= 8.2)
+            return 2
+        # one line, like every oj error: the problem, then where the full usage is
+        from ojd.errors import escaped
+
+        message = e.format_message().rstrip(".")
+        command = e.ctx.command_path if e.ctx is not None else "oj"
+        click.echo(f"oj: {message if message.isprintable() else escaped(message)}; "
+                   f"see '{command} --help'", err=True)
+        return 2
     except click.ClickException as e:
         e.show()
-        return 2 if isinstance(e, click.UsageError) else e.exit_code
+        return e.exit_code
     return rv if isinstance(rv, int) else 0

@@ -12,10 +12,12 @@ import sys
 
 def do_start(name: str, project: str | None, user: bool | None = None,
              enable: bool = False) -> int:
-    """Record the worker, start its unit or wake it when it runs; with ``enable`` also
-    start it at boot. ``user`` picks the manager (None: the user's unless root)."""
+    """Record the worker, start its unit or wake it when it runs (saying which); with
+    ``enable`` also start it at boot. ``user`` picks the manager (None: the user's unless
+    root)."""
     from ojd import paths, workers
     from ojd import project as projects
+    from ojd.errors import quoted
     from ojd.store import Store
     from ojd.systemd import Systemd
 
@@ -26,6 +28,8 @@ def do_start(name: str, project: str | None, user: bool | None = None,
     if enable:
         for note in workers.enable(store, systemd, runbook, root, name):
             print(f"oj: {note}", file=sys.stderr)
-    workers.start(store, systemd, runbook, root, name)
-    print(f"Worker '{name}' started")
+    how = workers.start(store, systemd, runbook, root, name)
+    # a running worker is woken (it polls its queue now), not started a second time
+    print(f"Worker {quoted(name)} " + ("started" if how == "started" else
+                                       "was already running; woken"))
     return 0

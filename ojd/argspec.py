@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ojd.errors import OjError, UsageError
+from ojd.errors import OjError, UsageError, escaped
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*", re.ASCII)
 _FLAG = re.compile(r"--([A-Za-z_][A-Za-z0-9_-]*)", re.ASCII)
@@ -112,7 +112,7 @@ class ArgSpec:
                 hint = _did_you_mean(option, [f.spelling for f in self.flags], quote="")
                 if not hint:
                     hint = " (put -- before arguments that start with --)"
-                raise ArgsError(f"unknown option {option}{hint}; {usage}")
+                raise ArgsError(f"unknown option {escaped(option)}{hint}; {usage}")
             if not flag.takes_value:
                 if eq:
                     raise ArgsError(f"{flag.spelling} takes no value; {usage}")
@@ -148,7 +148,7 @@ class ArgSpec:
                 values[p.name] = given.get(p.name)
         if words:
             extra = " ".join(repr(w) if not w or " " in w else w for w in words)
-            raise ArgsError(f"unexpected argument {extra}; {usage}")
+            raise ArgsError(f"unexpected argument {escaped(extra)}; {usage}")
         for f in self.flags:
             if f.name not in values:
                 values[f.name] = given.get(f.name, None if f.takes_value else False)

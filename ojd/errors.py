@@ -26,3 +26,32 @@ class RunbookError(OjError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+
+
+def escaped(text: str) -> str:
+    """``text`` as one printable line: control characters, lone surrogates and undecodable
+    bytes (``\\xff`` in argv arrives as ``\\udcff``) are written as escapes, so a name with
+    a newline cannot make an error look like two messages."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for c in text:
+        if c in _ESCAPES:
+            out.append(_ESCAPES[c])
+        elif "\udc80" <= c <= "\udcff":  # a byte that was not UTF-8, as os.fsdecode keeps it
+            out.append(f"\\x{ord(c) - 0xDC00:02x}")
+        elif c.isprintable():
+            out.append(c)
+        else:
+            code = ord(c)
+            out.append(f"\\x{code:02x}" if code < 0x100 else
+                       f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+def quoted(name: str) -> str:
+    """A user-given name for a message: in single quotes, escaped (see ``escaped``)."""
+    return f"'{escaped(name)}'"

@@ -8,11 +8,32 @@ import os
 import sys
 
 from ojd import __version__
-from ojd.errors import OjError
+from ojd.errors import OjError, escaped, quoted
 
 # Exit status for a worker that can never start as configured (unknown worker, invalid
 # runbook): the unit lists it in RestartPreventExitStatus= so systemd does not loop it.
 EXIT_CONFIG = 78  # EX_CONFIG
+
+
+def drain_grace(text: str | None, default: float) -> float:
+    """``OJ_DRAIN_GRACE``: seconds (``30``, ``0.5``, ``0``) or a duration (``2m``)."""
+    if text is None or not text.strip():
+        return default
+    import math
+
+    try:
+        seconds = float(text)
+    except ValueError:
+        from ojd.duration import DurationError, parse_duration
+
+        try:
+            seconds = parse_duration(text)
+        except DurationError:
+            seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise OjError(f"OJ_DRAIN_GRACE={escaped(text)} is not a drain grace; set it to a "
+                      "number of seconds >= 0 (e.g. 60) or a duration (e.g. 2m)")
+    return seconds
 
 
 def run_worker(name: str, project: str | None, foreground: bool, until_idle: bool = False
@@ -23,16 +44,17 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
     from ojd.store import Store
     from ojd.worker import DRAIN_GRACE, WorkerLoop
 
-    log = Log(f"worker {name}")
+    log = Log(f"worker {escaped(name)}")
     notifier = Notifier()
     store = Store()
     state = store.load()
     try:
+        grace = drain_grace(os.environ.get("OJ_DRAIN_GRACE"), DRAIN_GRACE)
         if project is None and not foreground:
             record = state.workers.get(name)
             if record is None:
-                raise OjError(f"worker '{name}' is not recorded in {store.root}; start it with "
-                              f"'oj worker start {name}' from its project")
+                raise OjError(f"worker {quoted(name)} is not recorded in {store.root}; start "
+                              f"it with 'oj worker start {escaped(name)}' from its project")
             root = record["project"]
         else:
             root = projects.find_root(override=project)
@@ -40,21 +62,25 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
         worker = runbook.workers.get(name)
         if worker is None:
             known = ", ".join(sorted(runbook.workers)) or "none"
-            raise OjError(f"project {root} defines no worker '{name}' (workers: {known})")
+            raise OjError(f"project {root} defines no worker {quoted(name)} (workers: {known})")
     except OjError as e:
         for line in str(e).splitlines():
             log.error(line)
         notifier.send(f"STATUS=failed: {str(e).splitlines()[0]}")
         return EXIT_CONFIG
-    lock_dir = os.path.join(store.root, "workers")
-    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
-    lock = open(os.path.join(lock_dir, f"{name}.lock"), "a")  # noqa: SIM115 - held for life
+    lock_path = os.path.join(store.root, "workers", f"{name}.lock")
+    try:
+        os.makedirs(os.path.dirname(lock_path), mode=0o700, exist_ok=True)
+        lock = open(lock_path, "a")  # noqa: SIM115 - held for life
+    except OSError as e:  # a directory or a file where the lock belongs: a repair, not a retry
+        log.error(f"cannot open the worker lock {e.filename or lock_path}: "
+                  f"{e.strerror or e}; remove or fix it")
+        return EXIT_CONFIG
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        log.error(f"worker '{name}' is already running (lock {lock.name} is held)")
+        log.error(f"worker {quoted(name)} is already running (lock {lock.name} is held)")
         return EXIT_CONFIG
-    grace = float(os.environ.get("OJ_DRAIN_GRACE", DRAIN_GRACE))
     loop = WorkerLoop(store, runbook, root, worker, log=log, notifier=notifier,
                       until_idle=until_idle, drain_grace=grace)
     loop.install_signals()
@@ -78,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     except OjError as e:
         print(f"ojd: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # the last resort for files ojd cannot use: one line, no traceback
+        where = f": {e.filename}" if e.filename else ""
+        print(f"ojd: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

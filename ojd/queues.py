@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from ojd.errors import OjError, UsageError
+from ojd.errors import OjError, UsageError, quoted
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing and the model stay off the push path
@@ -32,7 +32,7 @@ def queue_spec(index: dict[str, Any], name: str) -> QueueSpec:
     spec = index["queues"].get(name)
     if spec is None:
         known = ", ".join(sorted(index["queues"])) or "none"
-        raise UsageError(f"unknown queue '{name}'; this project defines: {known}")
+        raise UsageError(f"unknown queue {quoted(name)}; this project defines: {known}")
     return QueueSpec(name, spec["type"], spec["vars"], spec["defaults"])
 
 
@@ -40,7 +40,7 @@ def queue_named(runbook: Runbook, name: str) -> Queue:
     queue = runbook.queues.get(name)
     if queue is None:
         known = ", ".join(sorted(runbook.queues)) or "none"
-        raise UsageError(f"unknown queue '{name}'; this project defines: {known}")
+        raise UsageError(f"unknown queue {quoted(name)}; this project defines: {known}")
     return queue
 
 
@@ -72,7 +72,7 @@ def _no_constant(name: str) -> None:
 def parse_var(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name:
-        raise UsageError(f"--var expects NAME=VALUE, got '{text}'")
+        raise UsageError(f"--var expects NAME=VALUE, got {quoted(text)}")
     return name, value
 
 
@@ -88,7 +88,7 @@ def validate_item(queue: Queue | QueueSpec, data: dict[str, Any]) -> dict[str, A
     if queue.vars:
         unknown = [k for k in data if k not in queue.vars]
         if unknown:
-            raise UsageError(f"queue '{queue.name}' has no var '{unknown[0]}'; "
+            raise UsageError(f"queue '{queue.name}' has no var {quoted(unknown[0])}; "
                              f"its vars are: {', '.join(queue.vars)}")
         missing = [v for v in queue.vars if v not in item]
         if missing:
@@ -145,10 +145,10 @@ def find_item(store: Store, prefix: str, project: str | None = None) -> dict:
     matches = [i for i in store.state.find(store.state.items, prefix)
                if project is None or i["project"] == project]
     if not matches:
-        raise OjError(f"no queue item with id '{prefix}'; see 'oj queue list'")
+        raise OjError(f"no queue item with id {quoted(prefix)}; see 'oj queue list'")
     if len(matches) > 1:
         ids = ", ".join(sorted(m["id"] for m in matches)[:5])
-        raise OjError(f"item id '{prefix}' is ambiguous ({ids}); give more characters")
+        raise OjError(f"item id {quoted(prefix)} is ambiguous ({ids}); give more characters")
     return matches[0]
 
 
@@ -156,7 +156,7 @@ def drop(store: Store, project: str, queue: str, prefix: str) -> dict:
     with store.transaction() as tx:
         item = find_item(store, prefix, project)
         if item["queue"] != queue:
-            raise OjError(f"item {item['id']} is in queue '{item['queue']}', not '{queue}'")
+            raise OjError(f"item {item['id']} is in queue '{item['queue']}', not {quoted(queue)}")
         if item["status"] == "active":
             raise OjError(f"item {item['id']} is being worked on (job {item['job']}); "
                           "stop its worker first or let it finish")
@@ -174,7 +174,8 @@ def retry(store: Store, project: str, queue: str, prefix: str | None,
             assert prefix is not None
             item = find_item(store, prefix, project)
             if item["queue"] != queue:
-                raise OjError(f"item {item['id']} is in queue '{item['queue']}', not '{queue}'")
+                raise OjError(f"item {item['id']} is in queue '{item['queue']}', "
+                              f"not {quoted(queue)}")
             if item["status"] not in ("failed", "dead"):
                 raise OjError(f"item {item['id']} is {item['status']}; only failed or dead "
                               "items can be retried")

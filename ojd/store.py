@@ -13,7 +13,7 @@ from _thread import RLock
 from contextlib import contextmanager
 
 from ojd import paths
-from ojd.errors import OjError
+from ojd.errors import OjError, escaped
 from ojd.state import Event, State
 from ojd.wal import CheckReport, WalDirectory, WalProblem
 from ojd.walsegments import span
@@ -53,7 +53,7 @@ def state_dir_error(root: str | None, error: OSError) -> OjError:
                "needs root")
     else:
         why = f"{error.strerror or error} ({error.filename}); set OJ_STATE_DIR to a directory"
-    return OjError(f"cannot use state dir {where}: {why}")
+    return OjError(escaped(f"cannot use state dir {where}: {why}"))  # paths on one line
 
 
 class Transaction:

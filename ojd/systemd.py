@@ -167,7 +167,7 @@ class Systemd:
 
     @staticmethod
     def unit_path(unit: str) -> bytes:
-        return _dbuslib().path_encode(b"/org/freedesktop/systemd1/unit", unit.encode())
+        return _dbuslib().path_encode(b"/org/freedesktop/systemd1/unit", _unit_name(unit))
 
     # -- what oj uses -------------------------------------------------------------------
 
@@ -192,20 +192,20 @@ class Systemd:
         return bool(job and job[0])
 
     def start(self, unit: str) -> None:
-        self._call(b"StartUnit", b"ss", unit.encode(), b"replace")
+        self._call(b"StartUnit", b"ss", _unit_name(unit), b"replace")
 
     def stop(self, unit: str) -> None:
-        self._call(b"StopUnit", b"ss", unit.encode(), b"replace")
+        self._call(b"StopUnit", b"ss", _unit_name(unit), b"replace")
 
     def restart(self, unit: str) -> None:
-        self._call(b"RestartUnit", b"ss", unit.encode(), b"replace")
+        self._call(b"RestartUnit", b"ss", _unit_name(unit), b"replace")
 
     def kill_main(self, unit: str, signal_number: int) -> None:
         """Signal the main process only: step processes in the cgroup keep running."""
-        self._call(b"KillUnit", b"ssi", unit.encode(), b"main", signal_number)
+        self._call(b"KillUnit", b"ssi", _unit_name(unit), b"main", signal_number)
 
     def reset_failed(self, unit: str) -> None:
-        self._call(b"ResetFailedUnit", b"s", unit.encode())
+        self._call(b"ResetFailedUnit", b"s", _unit_name(unit))
 
     def unit_file_state(self, unit: str) -> str:
         """"enabled", "disabled", "static", ... ("" when the unit file is unknown)."""
@@ -215,15 +215,25 @@ class Systemd:
     def enable(self, *units: str) -> None:
         """Link units into the targets their [Install] names (an instance of a template
         is enabled by its full name), then reload, as ``systemctl enable`` does."""
-        self._call(b"EnableUnitFiles", b"asbb", [u.encode() for u in units], False, True)
+        self._call(b"EnableUnitFiles", b"asbb", [_unit_name(u) for u in units], False, True)
         self.daemon_reload()
 
     def disable(self, *units: str) -> None:
-        self._call(b"DisableUnitFiles", b"asb", [u.encode() for u in units], False)
+        self._call(b"DisableUnitFiles", b"asb", [_unit_name(u) for u in units], False)
         self.daemon_reload()
 
     def daemon_reload(self) -> None:
         self._call(b"Reload", b"")
+
+
+def _unit_name(unit: str) -> bytes:
+    """A unit name for D-Bus; a name that is not text (a lone surrogate) is a user error."""
+    try:
+        return unit.encode()
+    except UnicodeEncodeError:
+        from ojd.errors import UsageError, quoted
+
+        raise UsageError(f"{quoted(unit)} is not a valid unit name") from None
 
 
 def _describe(error: Exception) -> str:

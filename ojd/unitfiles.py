@@ -70,24 +70,61 @@ def install(systemd: Systemd) -> list[str]:
     return written
 
 
-def uninstall(systemd: Systemd) -> list[str]:
+def uninstall(systemd: Systemd, state_root: str) -> tuple[list[str], list[str]]:
+    """Remove what this installation and this state dir wrote: the unit files when their
+    ExecStart= is this installation's ``ojd`` (another installation's stay, with the
+    target its workers need), and the drop-ins that point workers at ``state_root``
+    (workers of other state dirs keep theirs). Returns (removed paths, notes on what stays).
+    """
+    from ojd.workers import DROPIN, dropin_text
+
     target_dir = unit_dir(systemd)
-    removed = []
-    for name in UNIT_NAMES:
-        path = os.path.join(target_dir, name)
-        if os.path.exists(path):
-            os.unlink(path)
-            removed.append(path)
-    for dropin in glob.glob(os.path.join(target_dir, "oj-worker@*.service.d",
-                                         "50-oj-state.conf")):
+    removed: list[str] = []
+    kept: list[str] = []
+    service = os.path.join(target_dir, UNIT_NAMES[0])
+    other = _other_installation(service, ojd_path())
+    if other is not None:
+        kept.append(f"kept {service} and {UNIT_NAMES[1]}: written for {other}, not this "
+                    "installation; uninstall with that installation's oj")
+    else:
+        for name in UNIT_NAMES:
+            path = os.path.join(target_dir, name)
+            if os.path.exists(path):
+                os.unlink(path)
+                removed.append(path)
+    ours = dropin_text(state_root)
+    for dropin in sorted(glob.glob(os.path.join(glob.escape(target_dir),
+                                                "oj-worker@*.service.d", DROPIN))):
+        try:
+            with open(dropin) as f:
+                mine = f.read() == ours
+        except OSError:
+            mine = False
+        if not mine:
+            kept.append(f"kept {dropin}: written for another state dir")
+            continue
         os.unlink(dropin)
         removed.append(dropin)
         try:
             os.rmdir(os.path.dirname(dropin))
         except OSError:
             pass  # the operator's own drop-ins are there too
-    _reload(systemd)
-    return removed
+    if removed:
+        _reload(systemd)
+    return removed, kept
+
+
+def _other_installation(service: str, ojd: str) -> str | None:
+    """The program an installed oj-worker@.service runs when it is not ``ojd``."""
+    try:
+        with open(service) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    line = next((x for x in text.splitlines() if x.startswith("ExecStart=")), "")
+    if line.startswith(f"ExecStart={_exec_quote(ojd)} "):
+        return None
+    return line[len("ExecStart="):].split(" worker ", 1)[0] or "another program"
 
 
 def _reload(systemd: Systemd) -> None:

@@ -10,7 +10,7 @@ import os
 import signal
 import time
 
-from ojd.errors import OjError, UsageError
+from ojd.errors import OjError, UsageError, quoted
 from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState, worker_unit
 
 TYPE_CHECKING = False
@@ -48,11 +48,23 @@ class WorkerIndex:
                         for name, w in index["workers"].items()}
 
 
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def check_name(name: str) -> str:
+    """A name that fits oj-worker@NAME.service, the rule runbook worker names follow: what
+    does not is refused before it reaches systemd (or a journalctl query)."""
+    if not name or name[0] in ".-" or not _NAME_CHARS.issuperset(name):
+        raise UsageError(f"{quoted(name)} is not a worker name; worker names are letters, "
+                         "digits, '_', '-' or '.' (see 'oj worker list')")
+    return name
+
+
 def worker_named(runbook: Runbook | WorkerIndex, name: str) -> Worker | WorkerSpec:
     worker = runbook.workers.get(name)
     if worker is None:
         known = ", ".join(sorted(runbook.workers)) or "none"
-        raise UsageError(f"unknown worker '{name}'; this project defines: {known}")
+        raise UsageError(f"unknown worker {quoted(name)}; this project defines: {known}")
     return worker
 
 
@@ -89,14 +101,22 @@ def _unit_quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
 
 
+DROPIN = "50-oj-state.conf"
+
+
+def dropin_text(state_root: str) -> str:
+    """The drop-in that points a worker at ``state_root``; ``oj systemd uninstall`` removes
+    only drop-ins with exactly this text for its own state dir."""
+    return ("# written by oj worker start: this worker's state directory\n"
+            f"[Service]\nEnvironment=\"OJ_STATE_DIR={_unit_quote(state_root)}\"\n")
+
+
 def bind_state_dir(systemd: Systemd, name: str, state_root: str) -> None:
     """A worker whose state is not in the default place learns it from a drop-in."""
     dropin_dir = os.path.join(unit_dir(systemd), f"{worker_unit(name)}.d")
-    path = os.path.join(dropin_dir, "50-oj-state.conf")
+    path = os.path.join(dropin_dir, DROPIN)
     default = os.environ.get("OJ_STATE_DIR") is None
-    wanted = None if default else (
-        "# written by oj worker start: this worker's state directory\n"
-        f"[Service]\nEnvironment=\"OJ_STATE_DIR={_unit_quote(state_root)}\"\n")
+    wanted = None if default else dropin_text(state_root)
     try:
         with open(path) as f:
             current: str | None = f.read()
@@ -174,6 +194,7 @@ def enable(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root:
 
 
 def disable(systemd: Systemd, name: str) -> None:
+    check_name(name)
     systemd.disable(worker_unit(name))
 
 
@@ -189,7 +210,7 @@ def _user_name() -> str:
 
 
 def stop(systemd: Systemd, name: str, wait: bool = True) -> UnitState:
-    unit = worker_unit(name)
+    unit = worker_unit(check_name(name))
     systemd.stop(unit)
     deadline = time.monotonic() + STOP_TIMEOUT
     st = systemd.state(unit)

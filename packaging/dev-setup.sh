@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything oj needs on a fresh Debian/Ubuntu machine, as root: system packages and a
-# virtualenv at $OJ_VENV (default /opt/oj-venv) with oj installed from this checkout.
+# virtualenv at $OJ_VENV (default /opt/oj-venv) with oj installed from this checkout, and
+# `oj`/`ojd` linked into $OJ_BIN_DIR (default /usr/local/bin; see packaging/link-bin.sh).
 # The venv is built from /usr/bin/python3 in a world-readable place so that non-root
 # users (user-scope workers) can run it too. Safe to run again.
 set -euo pipefail
@@ -34,4 +35,5 @@ fi
 "$venv/bin/pip" install -q "$here[test]"
 "$venv/bin/pip" install -q --no-deps --force-reinstall "$here"
 chmod -R a+rX "$venv"
+"$here/packaging/link-bin.sh" "$venv"
 echo "dev-setup: oj $("$venv/bin/oj" --version | awk '{print $NF}') in $venv"

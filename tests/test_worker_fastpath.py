@@ -194,7 +194,7 @@ def test_fast_start_then_wake_of_a_real_unit(unit_project: UnitProject):
     # a wake from elsewhere, naming the project: the runbook model is never loaded
     code, heavy, out, err = probe(sandbox_run(p, cwd=p.state.parent),
                                   ["--project", str(p.root), "worker", "wake", p.worker])
-    assert (code, out, err) == (0, f"Worker '{p.worker}' started\n", "")
+    assert (code, out, err) == (0, f"Worker '{p.worker}' was already running; woken\n", "")
     assert heavy == []
     assert p.prop("MainPID") == pid
     assert len(p.events("worker:woken")) == 1

@@ -12,16 +12,17 @@ from oj.output import ago, emit_json, output_option, table
 JOB_FIELDS = ("id", "name", "pipeline", "status", "step", "step_status", "item", "worker",
               "cwd", "created_at", "updated_at", "finished_at", "error", "project", "vars",
               "history")
+JOB_STATUSES = ("running", "done", "failed", "cancelled")
 
 
 def find_job(store, prefix: str) -> dict:
-    from ojd.errors import OjError
+    from ojd.errors import OjError, quoted
 
     matches = store.state.find(store.state.jobs, prefix)
     if not matches:
-        raise OjError(f"no job with id '{prefix}'; see 'oj job list'")
+        raise OjError(f"no job with id {quoted(prefix)}; see 'oj job list'")
     if len(matches) > 1:
-        raise OjError(f"job id '{prefix}' is ambiguous; give more characters")
+        raise OjError(f"job id {quoted(prefix)} is ambiguous; give more characters")
     return matches[0]
 
 
@@ -31,13 +32,13 @@ def job() -> None:
 
 
 @job.command("list")
-@click.option("--status", help="Only jobs in this state (running, done, failed, cancelled).")
+@click.option("--status", type=click.Choice(JOB_STATUSES), help="Only jobs in this state.")
 @output_option
 @click.pass_obj
 def list_cmd(app, status: str | None, output: str) -> None:
     """Jobs of this project (every project's, outside one), oldest first."""
     project = app.project_or_none()
-    jobs = [j for j in app.store.state.jobs.values()
+    jobs = [j for j in app.reader_store.state.jobs.values()
             if (project is None or j["project"] == project)
             and (status is None or j["status"] == status)]
     jobs.sort(key=lambda j: j["created_at"])
@@ -55,7 +56,7 @@ def list_cmd(app, status: str | None, output: str) -> None:
 @click.pass_obj
 def show_cmd(app, job_id: str, output: str) -> None:
     """One job and its steps."""
-    j = find_job(app.store, job_id)
+    j = find_job(app.existing_store(), job_id)
     if output == "json":
         emit_json({k: j.get(k) for k in JOB_FIELDS})
         return
@@ -77,8 +78,9 @@ def logs_cmd(app, job_id: str, follow: bool) -> None:
     """Print a job's log (every step's output)."""
     from ojd import paths
 
-    j = find_job(app.store, job_id)
-    path = os.path.join(paths.logs_dir(app.store.root), f"{j['id']}.log")
+    store = app.existing_store()
+    j = find_job(store, job_id)
+    path = os.path.join(paths.logs_dir(store.root), f"{j['id']}.log")
     if not os.path.exists(path) and not follow:
         click.echo(f"job {j['id']} has no output yet", err=True)
         return
@@ -90,7 +92,7 @@ def logs_cmd(app, job_id: str, follow: bool) -> None:
                 chunk = f.read()
             offset += len(chunk)
             click.echo(chunk.decode(errors="replace"), nl=False)
-        if not follow or app.store.refresh().jobs[j["id"]]["status"] != "running":
+        if not follow or store.refresh().jobs[j["id"]]["status"] != "running":
             if follow and os.path.exists(path):  # flush what the last step wrote
                 with open(path, "rb") as f:
                     f.seek(offset)

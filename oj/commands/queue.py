@@ -10,6 +10,7 @@ from oj.output import ago, emit_json, output_option, table
 
 ITEM_FIELDS = ("id", "queue", "status", "data", "attempts", "created_at", "updated_at",
                "retry_at", "job", "error", "project")
+ITEM_STATUSES = ("pending", "active", "completed", "failed", "dead")
 
 
 @click.group()
@@ -24,7 +25,8 @@ def queue() -> None:
               help="Set one var of the item (repeatable).")
 @click.pass_obj
 def push_cmd(app, queue_name: str, item: str | None, variables: tuple[str, ...]) -> int:
-    """Queue an item, e.g. oj queue push merges '{"branch": "fix-1"}'. Prints its id."""
+    """Queue an item, e.g. oj queue push merges '{"branch": "fix-1"}' (JSON - reads it from
+    stdin). Prints its id."""
     from oj.push import do_push
 
     return do_push(queue_name, item, variables, app.project_override)
@@ -36,8 +38,7 @@ def item_json(item: dict) -> dict:
 
 @queue.command("list")
 @click.argument("queue_name", required=False, metavar="[QUEUE]")
-@click.option("--status", help="Only items in this state (pending, active, completed, "
-              "failed, dead).")
+@click.option("--status", type=click.Choice(ITEM_STATUSES), help="Only items in this state.")
 @output_option
 @click.pass_obj
 def list_cmd(app, queue_name: str | None, status: str | None, output: str) -> None:
@@ -47,7 +48,7 @@ def list_cmd(app, queue_name: str | None, status: str | None, output: str) -> No
         from ojd.queues import queue_named
 
         queue_named(app.runbook, queue_name)
-    items = app.store.state.queue_items(project, queue_name)
+    items = app.reader_store.state.queue_items(project, queue_name)
     if status:
         items = [i for i in items if i["status"] == status]
     items.sort(key=lambda i: i["seq"])
@@ -72,7 +73,7 @@ def show_cmd(app, item_id: str, output: str) -> None:
     """Show one item (a unique prefix of its id is enough)."""
     from ojd.queues import find_item
 
-    item = find_item(app.store, item_id, app.project_or_none())
+    item = find_item(app.existing_store(), item_id, app.project_or_none())
     if output == "json":
         emit_json(item_json(item))
         return

@@ -17,17 +17,18 @@ import click
 def run(app, command_name: str, argv: tuple[str, ...]) -> int:
     """Run a runbook command; a pipeline command's exit status is the job's outcome."""
     from ojd.argspec import ArgsError
-    from ojd.errors import UsageError
+    from ojd.errors import UsageError, escaped, quoted
 
     runbook = app.runbook
     command = runbook.commands.get(command_name)
     if command is None:
         known = ", ".join(sorted(runbook.commands)) or "none"
-        raise UsageError(f"unknown command '{command_name}'; this project defines: {known}")
+        raise UsageError(f"unknown command {quoted(command_name)}; this project defines: "
+                         f"{known}")
     try:
         values = command.args.bind(list(argv), command.defaults)
     except ArgsError as e:
-        raise UsageError(f"{command_name}: {e}") from None
+        raise UsageError(f"{escaped(command_name)}: {e}") from None
     if command.run is not None:
         return _run_shell(app, command.run, values)
     return _run_pipeline(app, command.pipeline, values, command_name)

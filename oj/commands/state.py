@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from oj.output import emit_json, output_option
@@ -20,8 +22,13 @@ def check_cmd(output: str) -> int:
     from ojd.store import state_dir_error
     from ojd.wal import WalDirectory
 
+    root = paths.state_dir()
+    if not os.path.lexists(root):  # checking must not create it
+        from oj.app import missing_state_dir
+        from ojd.errors import OjError
+
+        raise OjError(missing_state_dir(root))
     try:
-        root = paths.ensure_state_dir()
         wal = WalDirectory(paths.wal_dir(root), on_problem=lambda p: None)
         report = wal.check()
     except OSError as e:

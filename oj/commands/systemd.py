@@ -27,8 +27,15 @@ def install_cmd(scope: str | None) -> None:
 @systemd.command("uninstall")
 @with_scope
 def uninstall_cmd(scope: str | None) -> None:
-    """Remove the unit files written by install (stop workers first)."""
+    """Remove the unit files this installation wrote and the drop-ins of this state dir's
+    workers (stop workers first)."""
+    from ojd import paths
     from ojd import unitfiles as units
 
-    for path in units.uninstall(systemd_for(scope)):
+    removed, kept = units.uninstall(systemd_for(scope), paths.state_dir())
+    for path in removed:
         click.echo(f"removed {path}")
+    if not removed:
+        click.echo("nothing to remove")
+    for note in kept:
+        click.echo(f"oj: {note}", err=True)

@@ -7,6 +7,7 @@ import os
 import click
 
 from oj.output import ago, emit_json, output_option, table
+from ojd.errors import quoted
 
 scope_options = [
     click.option("--user", "scope", flag_value="user",
@@ -64,7 +65,7 @@ def start_cmd(app, name: str, enable: bool, scope: str | None) -> None:
 def enable_cmd(app, name: str, scope: str | None) -> None:
     """Start a worker at boot (it joins oj-workers.target); does not start it now."""
     _enable(app, systemd_for(scope), name)
-    click.echo(f"Worker '{name}' enabled")
+    click.echo(f"Worker {quoted(name)} enabled")
 
 
 @worker.command("disable")
@@ -75,7 +76,7 @@ def disable_cmd(name: str, scope: str | None) -> None:
     from ojd import workers
 
     workers.disable(systemd_for(scope), name)
-    click.echo(f"Worker '{name}' disabled")
+    click.echo(f"Worker {quoted(name)} disabled")
 
 
 @worker.command("wake", hidden=True)
@@ -96,7 +97,7 @@ def stop_cmd(app, name: str, scope: str | None) -> None:
     from ojd import workers
 
     st = workers.stop(systemd_for(scope), name)
-    click.echo(f"Worker '{name}' stopped ({st.active_state})")
+    click.echo(f"Worker {quoted(name)} stopped ({st.active_state})")
 
 
 @worker.command("restart")
@@ -108,7 +109,7 @@ def restart_cmd(app, name: str, scope: str | None) -> None:
     from ojd import workers
 
     workers.restart(app.store, systemd_for(scope), app.runbook, app.root, name)
-    click.echo(f"Worker '{name}' restarted")
+    click.echo(f"Worker {quoted(name)} restarted")
 
 
 @worker.command("logs")
@@ -119,7 +120,9 @@ def restart_cmd(app, name: str, scope: str | None) -> None:
 def logs_cmd(name: str, follow: bool, lines: int, scope: str | None) -> None:
     """The worker's journal: its own lines and its steps'."""
     from ojd.systemd import worker_unit
+    from ojd.workers import check_name
 
+    check_name(name)
     user = (os.geteuid() != 0) if scope is None else scope == "user"
     argv = ["journalctl", "--user-unit" if user else "--unit", worker_unit(name),
             "-n", str(lines), "--no-pager", "-o", "short-iso"]
@@ -143,7 +146,7 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
     from ojd import workers
 
     project = None if all_projects else app.project_or_none()
-    rows, problem = workers.listing(app.store, systemd_for(scope), project)
+    rows, problem = workers.listing(app.reader_store, systemd_for(scope), project)
     if problem:
         click.echo(f"oj: systemd cannot be reached ({problem}); showing the WAL only",
                    err=True)

@@ -1,0 +1,78 @@
+"""`oj systemd uninstall` removes what this installation and state dir wrote, and only that:
+other state dirs' workers keep their drop-ins, another installation keeps its units."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+
+import test_systemd_workers
+from sandbox import Sandbox
+from test_systemd_workers import UnitProject
+
+# the sandbox's fixtures of test_systemd_workers: oj's units installed, one unit per test
+installed = test_systemd_workers.installed
+unit_project = test_systemd_workers.unit_project
+
+BIN = os.path.dirname(sys.executable)
+OJ = os.path.join(BIN, "oj")
+UNITS = "/etc/systemd/system"
+
+
+def uninstall(sb: Sandbox, state: str):
+    return sb.run([OJ, "systemd", "uninstall"], check=False,
+                  env={"OJ_STATE_DIR": state, "PATH": f"{BIN}:/usr/sbin:/usr/bin:/sbin:/bin"})
+
+
+def reinstall(sb: Sandbox) -> None:
+    sb.run([OJ, "systemd", "install"])
+
+
+def test_uninstall_keeps_the_drop_ins_of_other_state_dirs(unit_project: UnitProject,
+                                                        sandbox_dir):
+    p = unit_project
+    other = UnitProject(p.sb, sandbox_dir / "other", "o" + uuid.uuid4().hex[:8])
+    other.state = sandbox_dir / "other-state"
+    try:
+        p.oj("worker", "start", p.worker)
+        other.oj("worker", "start", other.worker)
+        p.oj("worker", "stop", p.worker)
+        other.oj("worker", "stop", other.worker)
+        mine = f"{UNITS}/{p.unit}.d/50-oj-state.conf"
+        theirs = f"{UNITS}/{other.unit}.d/50-oj-state.conf"
+        proc = uninstall(p.sb, str(p.state))
+        assert proc.returncode == 0, proc.stderr
+        removed = proc.stdout.splitlines()
+        assert removed == [f"removed {UNITS}/oj-worker@.service",
+                           f"removed {UNITS}/oj-workers.target", f"removed {mine}"]
+        assert f"oj: kept {theirs}: written for another state dir" in proc.stderr.splitlines()
+        assert p.sb.run(["test", "-e", mine], check=False).returncode == 1
+        assert p.sb.run(["test", "-d", os.path.dirname(mine)], check=False).returncode == 1
+        assert str(other.state) in p.sb.run(["cat", theirs]).stdout
+        # the other state dir's uninstall takes its own (the unit files are gone already)
+        again = uninstall(p.sb, str(other.state))
+        assert again.stdout.splitlines() == [f"removed {theirs}"], again.stderr
+        assert uninstall(p.sb, str(other.state)).stdout == "nothing to remove\n"
+    finally:
+        reinstall(p.sb)
+
+
+def test_uninstall_keeps_units_another_installation_wrote(installed: Sandbox):
+    service = f"{UNITS}/oj-worker@.service"
+    text = installed.run(["cat", service]).stdout
+    ours = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    foreign = text.replace(ours, "ExecStart=/opt/elsewhere/bin/ojd worker %i")
+    try:
+        installed.run(["sh", "-c", f"cat > {service}"], input=foreign)
+        proc = uninstall(installed, "/var/lib/oj-uninstall-test")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == "nothing to remove\n"
+        assert (f"oj: kept {service} and oj-workers.target: written for "
+                "/opt/elsewhere/bin/ojd, not this installation") in proc.stderr
+        assert installed.run(["cat", service]).stdout == foreign
+        assert installed.run(["test", "-e", f"{UNITS}/oj-workers.target"],
+                             check=False).returncode == 0
+    finally:
+        reinstall(installed)
+    assert installed.run(["cat", service]).stdout == text
