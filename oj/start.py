@@ -11,21 +11,24 @@ import sys
 
 
 def do_start(name: str, project: str | None, user: bool | None = None,
-             enable: bool = False) -> int:
+             enable: bool = False, run_as: str | None = None) -> int:
     """Record the worker, start its unit or wake it when it runs; with ``enable`` also
-    start it at boot. ``user`` picks the manager (None: the user's unless root)."""
+    start it at boot. ``user`` picks the manager (None: the user's unless root);
+    ``run_as`` the user a system worker runs as."""
     from ojd import paths, workers
     from ojd import project as projects
     from ojd.store import Store
     from ojd.systemd import Systemd
 
     root = projects.find_root(override=project)
+    systemd = Systemd(user=user)
+    # who may change the runbooks is checked before anything reads or records them
+    workers.trusted_runner(systemd, root, name, run_as)
     store = Store()
     runbook = workers.WorkerIndex(projects.load_index(root, paths.cache_dir(store.root)))
-    systemd = Systemd(user=user)
     if enable:
-        for note in workers.enable(store, systemd, runbook, root, name):
+        for note in workers.enable(store, systemd, runbook, root, name, run_as):
             print(f"oj: {note}", file=sys.stderr)
-    workers.start(store, systemd, runbook, root, name)
+    workers.start(store, systemd, runbook, root, name, run_as=run_as)
     print(f"Worker '{name}' started")
     return 0

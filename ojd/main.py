@@ -19,6 +19,7 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
                ) -> int:
     from ojd import paths
     from ojd import project as projects
+    from ojd import trust
     from ojd.notify import Log, Notifier
     from ojd.store import Store
     from ojd.worker import DRAIN_GRACE, WorkerLoop
@@ -36,6 +37,7 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
             root = record["project"]
         else:
             root = projects.find_root(override=project)
+        trust.require(root, name, os.geteuid())  # before the runbook is read at all
         runbook = projects.load(root, paths.cache_dir(store.root))
         worker = runbook.workers.get(name)
         if worker is None:
@@ -48,15 +50,19 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
         return EXIT_CONFIG
     lock_dir = os.path.join(store.root, "workers")
     os.makedirs(lock_dir, mode=0o700, exist_ok=True)
-    lock = open(os.path.join(lock_dir, f"{name}.lock"), "a")  # noqa: SIM115 - held for life
+    # read-only is enough for flock: a lock file left by the worker's root incarnation
+    # serves it when it runs as a user (--run-as); held for the process's life
+    lock_path = os.path.join(lock_dir, f"{name}.lock")
+    lock = paths.open_state_file(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        log.error(f"worker '{name}' is already running (lock {lock.name} is held)")
+        log.error(f"worker '{name}' is already running (lock {lock_path} is held)")
         return EXIT_CONFIG
     grace = float(os.environ.get("OJ_DRAIN_GRACE", DRAIN_GRACE))
     loop = WorkerLoop(store, runbook, root, worker, log=log, notifier=notifier,
-                      until_idle=until_idle, drain_grace=grace)
+                      until_idle=until_idle, drain_grace=grace,
+                      check=lambda: trust.require(root, name, os.geteuid()))
     loop.install_signals()
     return loop.run()
 
