@@ -17,9 +17,8 @@ EXIT_CONFIG = 78  # EX_CONFIG
 
 def run_worker(name: str, project: str | None, foreground: bool, until_idle: bool = False
                ) -> int:
-    from ojd import paths
+    from ojd import paths, trust
     from ojd import project as projects
-    from ojd import trust
     from ojd.notify import Log, Notifier
     from ojd.store import Store
     from ojd.worker import DRAIN_GRACE, WorkerLoop
