@@ -63,6 +63,7 @@ def runner(systemd: Systemd, name: str, run_as: str | None) -> tuple[int, str | 
                          "--run-as (or --run-as root)") from None
     if pw.pw_uid == 0:
         return 0, None
+    _group_id()  # before anything is recorded or written
     return pw.pw_uid, pw.pw_name
 
 

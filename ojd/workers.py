@@ -164,7 +164,8 @@ def _wait_started(systemd: Systemd, unit: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         st = systemd.state(unit)
-        if st.active_state in RUNNING_STATES:
+        # no job left: a restart's old process is still "active" until its stop begins
+        if st.active_state in RUNNING_STATES and not systemd.has_job(unit):
             return
         # inactive with no job left: the start ran and ended (it exited, or was stopped)
         if st.active_state == "failed" or (st.active_state == "inactive"

@@ -191,3 +191,29 @@ def test_a_runbook_changed_to_another_users_is_refused_at_the_next_load(sb: Sand
     assert proc.returncode == 1 and refusal in proc.stderr
     assert p.prop("ActiveState") == "failed"
     p.stop()
+
+
+def test_run_as_holds_until_run_as_root_and_a_running_worker_restarts_as_its_new_user(
+        sb: Sandbox):
+    p = Project(sb, sb.root / "projects" / "switch")  # root's: fine for root and for a user
+    p.oj("worker", "start", p.worker)
+    assert p.prop("User") == "" and p.prop("ExecMainPID") != "0"
+    uid = sb.passwd("ojtrust").pw_uid
+
+    def main_uid() -> str:
+        return sb.run(["stat", "-c", "%u", f"/proc/{p.prop('MainPID')}"]).stdout.strip()
+
+    assert main_uid() == "0"
+    p.oj("worker", "start", "--run-as", "ojtrust", p.worker)
+    assert p.prop("User") == "ojtrust" and main_uid() == str(uid)
+    p.oj("worker", "restart", p.worker)  # the drop-in holds
+    assert main_uid() == str(uid)
+    (p.root / "ran.txt").touch()
+    os.chown(p.root / "ran.txt", uid, uid)  # the step, as ojtrust, writes here
+    p.oj("queue", "push", "jobs", '{"n": "1"}')
+    sb.wait_for(lambda: p.ran() == [f"done 1 {uid}"], timeout=20, what="the item")
+    p.oj("worker", "start", "--run-as", "root", p.worker)
+    assert p.prop("User") == "" and main_uid() == "0"
+    assert sb.run(["test", "-e", str(p.dropins() / "40-oj-run-as.conf")],
+                  check=False).returncode != 0
+    p.stop()

@@ -131,3 +131,26 @@ def test_an_acl_entry_granting_write_to_another_user_is_refused(project: Project
     except OSError as e:
         pytest.skip(f"no POSIX ACLs on this file system: {e}")
     assert_refused(project, path, f"uid {STRANGER} (an ACL entry)")
+
+
+def test_run_as_is_refused_for_a_user_manager(project: Project):
+    project.write("work.hcl", RUNBOOK)
+    proc = project.oj("worker", "start", "--user", "--run-as", "daemon", "w", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("oj: --run-as is for system workers: run it as root")
+
+
+def test_run_as_needs_the_oj_group_and_records_nothing_without_it(project: Project):
+    import grp
+
+    try:
+        grp.getgrnam("oj")
+        pytest.skip("this machine has an oj group (the sandbox tests cover it)")
+    except KeyError:
+        pass
+    project.write("work.hcl", RUNBOOK)
+    proc = project.oj("worker", "start", "--run-as", "daemon", "w", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("oj: group 'oj' does not exist; create it ('groupadd "
+                                  "--system oj'")
+    assert project.json("worker", "list") == []
