@@ -78,8 +78,9 @@ def uninstall(systemd: Systemd) -> list[str]:
         if os.path.exists(path):
             os.unlink(path)
             removed.append(path)
-    for dropin in glob.glob(os.path.join(target_dir, "oj-worker@*.service.d",
-                                         "50-oj-state.conf")):
+    dropins = [path for name in ("50-oj-state.conf", "40-oj-run-as.conf")
+               for path in glob.glob(os.path.join(target_dir, "oj-worker@*.service.d", name))]
+    for dropin in sorted(dropins):
         os.unlink(dropin)
         removed.append(dropin)
         try:
