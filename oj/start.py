@@ -11,10 +11,10 @@ import sys
 
 
 def do_start(name: str, project: str | None, user: bool | None = None,
-             enable: bool = False) -> int:
+             enable: bool = False, run_as: str | None = None) -> int:
     """Record the worker, start its unit or wake it when it runs (saying which); with
     ``enable`` also start it at boot. ``user`` picks the manager (None: the user's unless
-    root)."""
+    root); ``run_as`` the user a system worker runs as."""
     from ojd import paths, workers
     from ojd import project as projects
     from ojd.errors import quoted
@@ -22,14 +22,17 @@ def do_start(name: str, project: str | None, user: bool | None = None,
     from ojd.systemd import Systemd
 
     root = projects.find_root(override=project)
+    systemd = Systemd(user=user)
+    # who may change the runbooks is checked before anything reads or records them
+    workers.trusted_runner(systemd, root, name, run_as)
     store = Store()
     runbook = workers.WorkerIndex(projects.load_index(root, paths.cache_dir(store.root)))
-    systemd = Systemd(user=user)
     if enable:
-        for note in workers.enable(store, systemd, runbook, root, name):
+        for note in workers.enable(store, systemd, runbook, root, name, run_as):
             print(f"oj: {note}", file=sys.stderr)
-    how = workers.start(store, systemd, runbook, root, name)
-    # a running worker is woken (it polls its queue now), not started a second time
-    print(f"Worker {quoted(name)} " + ("started" if how == "started" else
-                                       "was already running; woken"))
+    how = workers.start(store, systemd, runbook, root, name, run_as=run_as)
+    # a running worker is woken (it polls its queue now), not started a second time; one
+    # that runs as another user than asked (--run-as) is restarted as that user
+    said = {"started": "started", "restarted": "restarted to run as its new user"}
+    print(f"Worker {quoted(name)} {said.get(how, 'was already running; woken')}")
     return 0

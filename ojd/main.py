@@ -38,7 +38,7 @@ def drain_grace(text: str | None, default: float) -> float:
 
 def run_worker(name: str, project: str | None, foreground: bool, until_idle: bool = False
                ) -> int:
-    from ojd import paths
+    from ojd import paths, trust
     from ojd import project as projects
     from ojd.notify import Log, Notifier
     from ojd.store import Store
@@ -58,6 +58,7 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
             root = record["project"]
         else:
             root = projects.find_root(override=project)
+        trust.require(root, name, os.geteuid())  # before the runbook is read at all
         runbook = projects.load(root, paths.cache_dir(store.root))
         worker = runbook.workers.get(name)
         if worker is None:
@@ -71,7 +72,9 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
     lock_path = os.path.join(store.root, "workers", f"{name}.lock")
     try:
         os.makedirs(os.path.dirname(lock_path), mode=0o700, exist_ok=True)
-        lock = open(lock_path, "a")  # noqa: SIM115 - held for life
+        # read-only is enough for flock: a lock file left by the worker's root incarnation
+        # serves it when it runs as a user (--run-as); held for the process's life
+        lock = paths.open_state_file(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC)
     except OSError as e:  # a directory or a file where the lock belongs: a repair, not a retry
         log.error(f"cannot open the worker lock {e.filename or lock_path}: "
                   f"{e.strerror or e}; remove or fix it")
@@ -79,10 +82,11 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        log.error(f"worker {quoted(name)} is already running (lock {lock.name} is held)")
+        log.error(f"worker {quoted(name)} is already running (lock {lock_path} is held)")
         return EXIT_CONFIG
     loop = WorkerLoop(store, runbook, root, worker, log=log, notifier=notifier,
-                      until_idle=until_idle, drain_grace=grace)
+                      until_idle=until_idle, drain_grace=grace,
+                      check=lambda: trust.require(root, name, os.geteuid()))
     loop.install_signals()
     return loop.run()
 

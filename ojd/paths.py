@@ -40,6 +40,23 @@ def ensure_state_dir(path: str | None = None) -> str:
     return path
 
 
+def open_state_file(path: str, flags: int) -> int:
+    """``os.open`` for a file of the state dir: 0600, or 0660 in a directory shared through
+    its group (setgid and group-writable: ``oj worker start --run-as`` shares the system
+    state dir with group oj), whatever this process's umask."""
+    mode = 0o660 if os.stat(os.path.dirname(path)).st_mode & 0o2020 == 0o2020 else 0o600
+    fd = os.open(path, flags, mode)
+    if mode != 0o600:
+        try:
+            st = os.fstat(fd)
+            if st.st_uid == os.geteuid() and st.st_mode & 0o777 != mode:
+                os.fchmod(fd, mode)  # the umask took the group's write away
+        except OSError:
+            os.close(fd)
+            raise
+    return fd
+
+
 def wal_dir(root: str) -> str:
     return os.path.join(root, "wal")
 

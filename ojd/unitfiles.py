@@ -76,6 +76,7 @@ def uninstall(systemd: Systemd, state_root: str) -> tuple[list[str], list[str]]:
     target its workers need), and the drop-ins that point workers at ``state_root``
     (workers of other state dirs keep theirs). Returns (removed paths, notes on what stays).
     """
+    from ojd import runas
     from ojd.workers import DROPIN, dropin_text
 
     target_dir = unit_dir(systemd)
@@ -93,13 +94,18 @@ def uninstall(systemd: Systemd, state_root: str) -> tuple[list[str], list[str]]:
                 os.unlink(path)
                 removed.append(path)
     ours = dropin_text(state_root)
-    for dropin in sorted(glob.glob(os.path.join(glob.escape(target_dir),
-                                                "oj-worker@*.service.d", DROPIN))):
+    # the OJ_STATE_DIR drop-ins, and the --run-as ones (which name their state dir too)
+    dropins = [path for name in (DROPIN, runas.DROPIN)
+               for path in glob.glob(os.path.join(glob.escape(target_dir),
+                                                  "oj-worker@*.service.d", name))]
+    for dropin in sorted(dropins):
         try:
             with open(dropin) as f:
-                mine = f.read() == ours
+                text = f.read()
         except OSError:
-            mine = False
+            text = None
+        mine = text is not None and (text == ours if os.path.basename(dropin) == DROPIN
+                                     else runas.written_for(text, state_root))
         if not mine:
             kept.append(f"kept {dropin}: written for another state dir")
             continue

@@ -29,6 +29,7 @@ import json
 import os
 from _thread import RLock, allocate_lock
 
+from ojd.paths import open_state_file
 from ojd.walframe import Record, encode_events, encode_frames
 from ojd.walsegments import (
     EXCLUSIVE,
@@ -95,13 +96,13 @@ class CheckReport:
 
 
 def _create_temp(directory: str, prefix: str, suffix: str) -> tuple[int, str]:
-    """Create a new private file in ``directory`` (as tempfile.mkstemp does, without the
-    import): returns its open fd and path."""
+    """Create a new file in ``directory`` (as tempfile.mkstemp does, without the import;
+    0600, or 0660 in a shared state dir): returns its open fd and path."""
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     while True:
         path = os.path.join(directory, f"{prefix}{os.urandom(6).hex()}{suffix}")
         try:
-            return os.open(path, flags, 0o600), path
+            return open_state_file(path, flags), path
         except FileExistsError:
             continue
 
@@ -421,7 +422,7 @@ class WalDirectory:
                     os.close(fd)  # this process's inherited copy only
             self._pid = os.getpid()
             flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
-            self._lock_fd = os.open(os.path.join(self.path, "lock"), flags, 0o600)
+            self._lock_fd = open_state_file(os.path.join(self.path, "lock"), flags)
             self._seg_fd, self._seg_name = -1, None
         return self._lock_fd
 
@@ -472,7 +473,7 @@ class WalDirectory:
                 os.close(self._seg_fd)
                 self._seg_fd, self._seg_name = -1, None
             flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
-            self._seg_fd = os.open(os.path.join(self.path, name), flags, 0o600)
+            self._seg_fd = open_state_file(os.path.join(self.path, name), flags)
             self._seg_name = name
         return self._seg_fd
 

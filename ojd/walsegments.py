@@ -18,6 +18,7 @@ from _bisect import bisect_left, bisect_right  # what ``bisect`` re-exports, min
 from _thread import allocate_lock
 from collections import namedtuple  # already imported by json (through re)
 
+from ojd.paths import open_state_file
 from ojd.walframe import decode, diagnose, last_frame, parse, resync
 
 TYPE_CHECKING = False
@@ -363,7 +364,7 @@ class Segments:
                 n += 1
                 target_name = f"{stem}.{n}.bin"
             target = os.path.join(self.path, target_name)
-            dfd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            dfd = open_state_file(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC)
             try:
                 write_all(dfd, damaged, 0)
                 os.fsync(dfd)

@@ -16,8 +16,10 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from ojd import queues
+from ojd.errors import OjError
 from ojd.jobs import JobRunner, job_created_event
 from ojd.notify import Log, Notifier
 from ojd.runbook import Runbook, Worker
@@ -26,6 +28,8 @@ from ojd.store import Store
 from ojd.template import TemplateError, render_shell
 
 DRAIN_GRACE = 60.0  # seconds running steps get to finish on SIGTERM
+# A worker refused by its check (ojd.trust) exits EX_CONFIG: RestartPreventExitStatus=78
+EXIT_REFUSED = 78
 
 
 def owner_id(worker: str) -> str:
@@ -39,7 +43,8 @@ def owner_id(worker: str) -> str:
 class WorkerLoop:
     def __init__(self, store: Store, runbook: Runbook, project: str, worker: Worker, *,
                  log: Log | None = None, notifier: Notifier | None = None,
-                 drain_grace: float = DRAIN_GRACE, until_idle: bool = False) -> None:
+                 drain_grace: float = DRAIN_GRACE, until_idle: bool = False,
+                 check: Callable[[], None] | None = None) -> None:
         self.store = store
         self.runbook = runbook
         self.project = project
@@ -49,6 +54,8 @@ class WorkerLoop:
         self.notifier = notifier or Notifier()
         self.drain_grace = drain_grace
         self.until_idle = until_idle
+        self.check = check  # raises OjError when the worker must take nothing more
+        self.refused: str | None = None
         self.owner = owner_id(worker.name)
         self.runner = JobRunner(store, runbook, progress=self._progress, settle=self._settle)
         self.threads: dict[str, threading.Thread] = {}  # job id -> thread
@@ -117,10 +124,20 @@ class WorkerLoop:
                 timeout = min(timeout, self.notifier.watchdog_interval)
             select.select([self._wake_r], [], [], timeout)
         self._shutdown()
-        return 0
+        return EXIT_REFUSED if self.refused else 0
 
     def poll(self) -> None:
         """Fill free slots with work. Called on start, wake, job end and the fallback timer."""
+        if self.check is not None and self.refused is None:
+            try:
+                self.check()
+            except OjError as e:  # drain what runs (loaded when it was fine), then exit
+                self.refused = str(e)
+                self.log.error(self.refused)
+                self.notifier.status(f"{self.worker.name}: refused: {self.refused}")
+                self.request_stop()
+        if self.refused is not None:
+            return
         self.last_poll = time.time()
         self.polls += 1
         free = self.worker.concurrency - len(self.threads)
@@ -246,7 +263,8 @@ class WorkerLoop:
         """SIGTERM: take nothing new, let steps finish within the grace, then stop them and
         put the items of unfinished jobs back to pending."""
         running = len(self.threads)
-        self.notifier.stopping(f"{self.worker.name}: stopping, draining {running} job(s)")
+        why = f"refused: {self.refused}; " if self.refused else ""
+        self.notifier.stopping(f"{self.worker.name}: {why}stopping, draining {running} job(s)")
         self.log.info(f"stopping: draining {running} job(s), grace {self.drain_grace:.0f}s")
         self.runner.stop(self.drain_grace)
         deadline = time.monotonic() + 10  # one bound for all: TimeoutStopSec is finite

@@ -135,16 +135,36 @@ def bind_state_dir(systemd: Systemd, name: str, state_root: str) -> None:
     systemd.daemon_reload()
 
 
+def trusted_runner(systemd: Systemd, root: str, name: str, run_as: str | None = None
+                   ) -> str | None:
+    """Who the worker will run as (None: root, or the user manager's owner), once its
+    runbooks are known to be changeable by no one else (``ojd.trust``); else the refusal."""
+    from ojd import runas, trust
+
+    uid, user = runas.runner(systemd, name, run_as)
+    trust.require(root, name, uid)
+    return user
+
+
 def start(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: str,
-          name: str, wait: bool = True) -> str:
-    """Start the worker's unit, or wake it when it runs. Returns "started" or "woken"."""
+          name: str, wait: bool = True, run_as: str | None = None) -> str:
+    """Start the worker's unit, or wake it when it runs. Returns "started", "woken" or
+    "restarted" (running as another user than before)."""
+    from ojd import runas
+
+    user = trusted_runner(systemd, root, name, run_as)  # nothing is written before this
     record(store, runbook, root, name)
     unit = worker_unit(name)
     bind_state_dir(systemd, name, store.root)
+    changed = runas.bind(systemd, name, store.root, user)
     st = systemd.state(unit)
     if st.load_state == "not-found":
         raise OjError(f"unit {unit} is not installed; run 'oj systemd install"
                       f"{' --user' if systemd.user else ''}'")
+    if changed and st.active_state in RUNNING_STATES:
+        systemd.restart(unit)  # a running worker runs as its new user from now on
+        _wait_started(systemd, unit)
+        return "restarted"
     if st.active_state in RUNNING_STATES and st.main_pid:
         # the main process only: SIGUSR1 would kill a shell step that received it
         systemd.kill_main(unit, signal.SIGUSR1)
@@ -164,7 +184,8 @@ def _wait_started(systemd: Systemd, unit: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         st = systemd.state(unit)
-        if st.active_state in RUNNING_STATES:
+        # no job left: a restart's old process is still "active" until its stop begins
+        if st.active_state in RUNNING_STATES and not systemd.has_job(unit):
             return
         # inactive with no job left: the start ran and ended (it exited, or was stopped)
         if st.active_state == "failed" or (st.active_state == "inactive"
@@ -179,11 +200,15 @@ TARGET = "oj-workers.target"
 
 
 def enable(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: str,
-           name: str) -> list[str]:
+           name: str, run_as: str | None = None) -> list[str]:
     """Start the worker at boot: link its instance into oj-workers.target and make sure the
     target itself is enabled. Returns notes for the user (lingering, for user managers)."""
+    from ojd import runas
+
+    user = trusted_runner(systemd, root, name, run_as)
     record(store, runbook, root, name)
     bind_state_dir(systemd, name, store.root)
+    runas.bind(systemd, name, store.root, user)
     systemd.enable(worker_unit(name), TARGET)
     notes = []
     if systemd.user and not lingering():
@@ -223,9 +248,13 @@ def stop(systemd: Systemd, name: str, wait: bool = True) -> UnitState:
 
 def restart(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: str,
             name: str) -> None:
+    from ojd import runas
+
+    user = trusted_runner(systemd, root, name)
     record(store, runbook, root, name)
     unit = worker_unit(name)
     bind_state_dir(systemd, name, store.root)
+    runas.bind(systemd, name, store.root, user)
     if systemd.state(unit).active_state == "failed":
         systemd.reset_failed(unit)
     systemd.restart(unit)

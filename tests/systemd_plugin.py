@@ -137,8 +137,10 @@ def sandbox_dir(sandbox: Sandbox, request: pytest.FixtureRequest) -> Path:
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:60]
     path = sandbox.root / "shared" / f"{name}-{uuid.uuid4().hex[:6]}"
     path.mkdir(parents=True)
-    # Services running as other users inside the sandbox write here too.
-    path.chmod(0o777)
+    # Services running as other users inside the sandbox write here too; sticky, like /tmp,
+    # so none of them can replace what another put here (a root worker refuses a project
+    # that someone else could swap: ojd/trust.py)
+    path.chmod(0o1777)
     return path
 
 

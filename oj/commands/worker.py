@@ -34,11 +34,13 @@ def worker() -> None:
     """Start, stop and list workers (each one is the unit oj-worker@NAME.service)."""
 
 
-def _start(app, name: str, scope: str | None, enable: bool = False) -> None:
+def _start(app, name: str, scope: str | None, enable: bool = False,
+           run_as: str | None = None) -> None:
     # the same function as the fast path of oj/fastpath.py: both behave identically
     from oj.start import do_start
 
-    do_start(name, app.project_override, None if scope is None else scope == "user", enable)
+    do_start(name, app.project_override, None if scope is None else scope == "user", enable,
+             run_as)
 
 
 def _enable(app, systemd, name: str) -> None:
@@ -51,11 +53,13 @@ def _enable(app, systemd, name: str) -> None:
 @worker.command("start")
 @click.argument("name")
 @click.option("--enable", is_flag=True, help="Also start it at boot (see 'oj worker enable').")
+@click.option("--run-as", metavar="USER",
+              help="Run this system worker as USER, not root, from now on (root: back to root).")
 @with_scope
 @click.pass_obj
-def start_cmd(app, name: str, enable: bool, scope: str | None) -> None:
+def start_cmd(app, name: str, enable: bool, run_as: str | None, scope: str | None) -> None:
     """Start a worker, or wake it (poll its queue now) if it is already running."""
-    _start(app, name, scope, enable)
+    _start(app, name, scope, enable, run_as)
 
 
 @worker.command("enable")

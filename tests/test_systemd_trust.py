@@ -1,0 +1,219 @@
+"""Whose code a system worker runs, with real units and sandbox-only test users: root refuses
+a project a user could change, ``--run-as USER`` runs the worker as that user, and a running
+worker refuses a runbook that became someone else's at its next load."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sandbox import Sandbox, remove_root
+from systemd_plugin import _require_sandbox, new_root
+
+BIN = os.path.dirname(sys.executable)
+OJ = os.path.join(BIN, "oj")
+OJ_GID = 61900  # group oj, as the Debian package's sysusers.d entry creates it
+
+RUNBOOK = r"""
+    queue "jobs" {
+      vars = ["n"]
+    }
+
+    worker "WORKER" {
+      source  = { queue = "jobs" }
+      handler = { pipeline = "work" }
+      poll    = "60s"
+    }
+
+    pipeline "work" {
+      vars = ["item"]
+      step "work" {
+        run = "echo done ${var.item.n} $(id -u) >> ${invoke.dir}/ran.txt"
+      }
+    }
+    """
+
+pytestmark = pytest.mark.systemd
+
+
+@pytest.fixture(scope="module")
+def sb() -> Iterator[Sandbox]:
+    """A sandbox of its own with two sandbox-only users and an oj group, units installed."""
+    _require_sandbox()
+    sb = Sandbox(new_root(), users=("ojtrust", "ojother"))
+    try:
+        sb.boot()
+        # /etc/group inside is a bind of this file: the group appears at once
+        with open(sb.root / "etc-users" / "group", "a") as f:
+            f.write(f"oj:x:{OJ_GID}:\n")
+        sb.run([OJ, "systemd", "install"])
+        yield sb
+    finally:
+        try:
+            sb.poweroff()
+        finally:
+            remove_root(sb.root)
+
+
+class Project:
+    def __init__(self, sb: Sandbox, root: Path, owner: str | None = None) -> None:
+        self.sb = sb
+        self.root = root
+        self.worker = "t" + uuid.uuid4().hex[:8]
+        self.unit = f"oj-worker@{self.worker}.service"
+        self.state = sb.root / "state"  # shared by the tests, like /var/lib/oj
+        self.runbook = root / ".oj" / "runbooks" / "work.hcl"
+        self.runbook.parent.mkdir(parents=True)
+        self.runbook.write_text(textwrap.dedent(RUNBOOK.replace("WORKER", self.worker)))
+        if owner is not None:
+            pw = sb.passwd(owner)
+            for path in (root, root / ".oj", self.runbook.parent, self.runbook):
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+
+    def oj(self, *args: str, check: bool = True):
+        proc = self.sb.run([OJ, *args], cwd=str(self.root), check=False, timeout=120,
+                           env={"OJ_STATE_DIR": str(self.state),
+                                "PATH": f"{BIN}:/usr/sbin:/usr/bin:/sbin:/bin"})
+        assert "Traceback" not in proc.stderr, proc.stderr
+        if check:
+            assert proc.returncode == 0, f"oj {' '.join(args)}: {proc.stdout}{proc.stderr}"
+        return proc
+
+    def prop(self, name: str) -> str:
+        return self.sb.unit_property(self.unit, name)
+
+    def ran(self) -> list[str]:
+        path = self.root / "ran.txt"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def statuses(self) -> list[str]:
+        return [i["status"] for i in json.loads(self.oj("queue", "list", "-o", "json").stdout)]
+
+    def dropins(self) -> Path:
+        return Path(f"/etc/systemd/system/{self.unit}.d")
+
+    def stop(self) -> None:
+        self.sb.systemctl("stop", self.unit, check=False)
+        self.sb.systemctl("reset-failed", self.unit, check=False)
+
+
+def home(sb: Sandbox, user: str) -> Path:
+    return Path(sb.passwd(user).pw_dir)
+
+
+def test_root_start_refuses_a_project_whose_runbook_a_user_can_change(sb: Sandbox):
+    p = Project(sb, sb.root / "projects" / "refused")
+    uid = sb.passwd("ojtrust").pw_uid
+    os.chown(p.runbook, uid, uid)
+    proc = p.oj("worker", "start", p.worker, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"oj: refusing to run worker '{p.worker}' as root: {p.runbook} is writable by "
+        "ojtrust (its owner), who could make it run their code as root; run it as ojtrust: "
+        f"'oj worker start --run-as ojtrust {p.worker}', or in ojtrust's own manager "
+        f"('loginctl enable-linger ojtrust', then 'oj worker start {p.worker}' as ojtrust), "
+        f"or make {p.runbook} writable by root alone\n")
+    # nothing started, recorded, or written for the unit
+    assert p.prop("ActiveState") == "inactive" and p.prop("NRestarts") == "0"
+    assert sb.run(["test", "-e", str(p.dropins())], check=False).returncode != 0
+    rows = json.loads(p.oj("worker", "list", "--all", "-o", "json").stdout)
+    assert p.worker not in [r["name"] for r in rows]
+    # the same project with its runbook root's again starts
+    os.chown(p.runbook, 0, 0)
+    p.oj("worker", "start", p.worker)
+    assert p.prop("ActiveState") == "active"
+    p.stop()
+
+
+def test_run_as_runs_the_system_worker_as_that_user_and_drains_the_queue(sb: Sandbox):
+    p = Project(sb, home(sb, "ojtrust") / "project", owner="ojtrust")
+    uid = sb.passwd("ojtrust").pw_uid
+    p.oj("queue", "push", "jobs", '{"n": "1"}')
+    assert p.oj("worker", "start", "--run-as", "ojtrust", p.worker).stdout == \
+        f"Worker '{p.worker}' started\n"
+    assert p.prop("User") == "ojtrust"
+    assert sb.run(["stat", "-c", "%u", f"/proc/{p.prop('MainPID')}"]).stdout.strip() == str(uid)
+    sb.wait_for(lambda: p.ran() == [f"done 1 {uid}"], timeout=20, what="the first item")
+
+    # root's CLI and the worker share the state dir through group oj: a segment and a
+    # snapshot root creates are the worker's to append to and read
+    p.oj("state", "compact")
+    wal = p.state / "wal"
+    for f in wal.iterdir():
+        st = f.stat()
+        assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (OJ_GID, 0o660), f
+    assert stat.S_IMODE(wal.stat().st_mode) == 0o2770
+    p.oj("queue", "push", "jobs", '{"n": "2"}')
+    sb.wait_for(lambda: len(p.ran()) == 2, timeout=20, what="the second item")
+    assert p.ran()[1] == f"done 2 {uid}"
+    sb.wait_for(lambda: p.statuses() == ["completed", "completed"], timeout=10,
+                what="both items completed")
+
+    # it stays that user's worker: a plain start (a wake) is not refused
+    p.oj("worker", "start", p.worker)
+    assert p.prop("User") == "ojtrust" and p.prop("ActiveState") == "active"
+
+    # ...but the check is relative to that user: another user's runbook is refused
+    other = sb.passwd("ojother").pw_uid
+    os.chown(p.runbook, other, other)
+    proc = p.oj("worker", "start", p.worker, check=False)
+    assert proc.returncode == 1
+    assert f"refusing to run worker '{p.worker}' as ojtrust: {p.runbook} is writable by " \
+        "ojother (its owner)" in proc.stderr
+    p.stop()
+
+
+def test_a_runbook_changed_to_another_users_is_refused_at_the_next_load(sb: Sandbox):
+    p = Project(sb, sb.root / "projects" / "changed")
+    p.oj("worker", "start", p.worker)
+    p.oj("queue", "push", "jobs", '{"n": "1"}')
+    sb.wait_for(lambda: p.ran() == ["done 1 0"], timeout=20, what="the first item")
+
+    os.chown(p.runbook, sb.passwd("ojother").pw_uid, -1)
+    p.oj("queue", "push", "jobs", '{"n": "2"}')  # wakes the worker: it loads, and refuses
+    sb.wait_for(lambda: p.prop("ActiveState") == "failed", timeout=20,
+                what="the worker to refuse and exit")
+    assert p.prop("ExecMainStatus") == "78" and p.prop("NRestarts") == "0"
+    refusal = (f"refusing to run worker '{p.worker}' as root: {p.runbook} is writable by "
+               "ojother (its owner)")
+    assert refusal in sb.journal(p.unit)
+    assert refusal in p.prop("StatusText")
+    assert p.ran() == ["done 1 0"] and p.statuses() == ["completed", "pending"]
+    # a restart by hand is refused the same way, before anything starts
+    proc = p.oj("worker", "start", p.worker, check=False)
+    assert proc.returncode == 1 and refusal in proc.stderr
+    assert p.prop("ActiveState") == "failed"
+    p.stop()
+
+
+def test_run_as_holds_until_run_as_root_and_a_running_worker_restarts_as_its_new_user(
+        sb: Sandbox):
+    p = Project(sb, sb.root / "projects" / "switch")  # root's: fine for root and for a user
+    p.oj("worker", "start", p.worker)
+    assert p.prop("User") == "" and p.prop("ExecMainPID") != "0"
+    uid = sb.passwd("ojtrust").pw_uid
+
+    def main_uid() -> str:
+        return sb.run(["stat", "-c", "%u", f"/proc/{p.prop('MainPID')}"]).stdout.strip()
+
+    assert main_uid() == "0"
+    p.oj("worker", "start", "--run-as", "ojtrust", p.worker)
+    assert p.prop("User") == "ojtrust" and main_uid() == str(uid)
+    p.oj("worker", "restart", p.worker)  # the drop-in holds
+    assert main_uid() == str(uid)
+    (p.root / "ran.txt").touch()
+    os.chown(p.root / "ran.txt", uid, uid)  # the step, as ojtrust, writes here
+    p.oj("queue", "push", "jobs", '{"n": "1"}')
+    sb.wait_for(lambda: p.ran() == [f"done 1 {uid}"], timeout=20, what="the item")
+    p.oj("worker", "start", "--run-as", "root", p.worker)
+    assert p.prop("User") == "" and main_uid() == "0"
+    assert sb.run(["test", "-e", str(p.dropins() / "40-oj-run-as.conf")],
+                  check=False).returncode != 0
+    p.stop()

@@ -1,0 +1,156 @@
+"""Whose code a worker runs: a worker refuses a project whose runbooks (or the directories
+that lead to them) a user other than root and its own user could change (ojd/trust.py).
+
+Run through the installed ``ojd worker --foreground`` as root; sandbox tests with real units
+and test users are in test_systemd_trust.py.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+from conftest import Project
+
+STRANGER = 61234  # a uid no one on the machine has
+
+RUNBOOK = """
+    queue "jobs" {
+      vars = ["n"]
+    }
+
+    worker "w" {
+      source  = { queue = "jobs" }
+      handler = { pipeline = "work" }
+    }
+
+    pipeline "work" {
+      vars = ["item"]
+      step "work" {
+        run = "echo ran ${var.item.n} >> ${invoke.dir}/ran.txt"
+      }
+    }
+    """
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown to others")
+
+
+def run_worker(project: Project) -> tuple[int, str]:
+    project.oj("queue", "push", "jobs", '{"n": "1"}')
+    proc = project.ojd("worker", "w", "--foreground", "--until-idle")
+    out, _ = proc.communicate(timeout=60)
+    assert "Traceback" not in out, out
+    return proc.returncode, out
+
+
+def assert_refused(project: Project, path, who: str) -> str:
+    status, out = run_worker(project)
+    assert status == 78, out
+    assert f"refusing to run worker 'w' as root: {path} is writable by {who}" in out
+    assert not (project.root / "ran.txt").exists()
+    assert [i["status"] for i in project.items()][-1] == "pending"
+    return out
+
+
+def test_runbook_owned_by_another_user_is_refused_naming_the_file_and_the_ways_out(
+        project: Project):
+    path = project.write("work.hcl", RUNBOOK)
+    os.chown(path, STRANGER, -1)
+    out = assert_refused(project, path, f"uid {STRANGER} (its owner)")
+    assert f"make {path} writable by root alone" in out
+
+
+def test_runbook_directory_writable_by_everyone_is_refused_even_when_sticky(project: Project):
+    project.write("work.hcl", RUNBOOK)
+    runbooks = project.root / ".oj" / "runbooks"
+    runbooks.chmod(0o1777)  # anyone could add a runbook: sticky does not help here
+    assert_refused(project, runbooks, "every user")
+
+
+def test_a_file_under_a_runbook_subdirectory_counts_whatever_its_name(project: Project):
+    project.write("work.hcl", RUNBOOK)
+    sub = project.root / ".oj" / "runbooks" / "more"
+    sub.mkdir()
+    (sub / "extra.toml").write_text("")
+    os.chown(sub / "extra.toml", STRANGER, -1)
+    assert_refused(project, sub / "extra.toml", f"uid {STRANGER} (its owner)")
+
+
+def test_project_dir_owned_by_another_user_is_refused(project: Project):
+    project.write("work.hcl", RUNBOOK)
+    os.chown(project.root, STRANGER, -1)  # its owner could swap .oj/ for their own
+    assert_refused(project, project.root, f"uid {STRANGER} (its owner)")
+
+
+def test_world_writable_project_dir_is_refused_unless_sticky(project: Project):
+    project.write("work.hcl", RUNBOOK)
+    project.root.chmod(0o777)
+    assert_refused(project, project.root, "every user")
+    project.root.chmod(0o1777)  # like /tmp: others cannot rename or replace .oj/
+    proc = project.ojd("worker", "w", "--foreground", "--until-idle")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert (project.root / "ran.txt").read_text() == "ran 1\n"
+
+
+def test_runbook_symlinked_into_a_directory_of_another_user_is_refused(project: Project,
+                                                                        tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = elsewhere / "work.hcl"
+    target.write_text(project.write("work.hcl", RUNBOOK).read_text())
+    (project.root / ".oj" / "runbooks" / "work.hcl").unlink()
+    (project.root / ".oj" / "runbooks" / "work.hcl").symlink_to(target)
+    os.chown(elsewhere, STRANGER, -1)  # the file is root's, but its directory is not
+    assert_refused(project, elsewhere, f"uid {STRANGER} (its owner)")
+
+
+def test_group_writable_runbook_is_refused_when_the_group_has_another_member(
+        project: Project):
+    path = project.write("work.hcl", RUNBOOK)
+    path.chmod(0o664)
+    os.chown(path, 0, 0)  # group root: root is its only member
+    status, out = run_worker(project)
+    assert status == 0, out
+    (project.root / "ran.txt").unlink()
+    os.chown(path, 0, 1)  # group daemon: user daemon has it as primary group
+    assert_refused(project, path, "group daemon (daemon)")
+
+
+def test_an_acl_entry_granting_write_to_another_user_is_refused(project: Project):
+    path = project.write("work.hcl", RUNBOOK)
+    # system.posix_acl_access: version 2, then (tag, perm, id): user::rw- user:STRANGER:rw-
+    # group::r-- mask::rw- other::r--
+    acl = struct.pack("<I", 2) + b"".join(
+        struct.pack("<HHI", tag, perm, ident) for tag, perm, ident in
+        ((0x01, 6, 0xFFFFFFFF), (0x02, 6, STRANGER), (0x04, 4, 0xFFFFFFFF),
+         (0x10, 6, 0xFFFFFFFF), (0x20, 4, 0xFFFFFFFF)))
+    try:
+        os.setxattr(path, "system.posix_acl_access", acl)
+    except OSError as e:
+        pytest.skip(f"no POSIX ACLs on this file system: {e}")
+    assert_refused(project, path, f"uid {STRANGER} (an ACL entry)")
+
+
+def test_run_as_is_refused_for_a_user_manager(project: Project):
+    project.write("work.hcl", RUNBOOK)
+    proc = project.oj("worker", "start", "--user", "--run-as", "daemon", "w", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("oj: --run-as is for system workers: run it as root")
+
+
+def test_run_as_needs_the_oj_group_and_records_nothing_without_it(project: Project):
+    import grp
+
+    try:
+        grp.getgrnam("oj")
+        pytest.skip("this machine has an oj group (the sandbox tests cover it)")
+    except KeyError:
+        pass
+    project.write("work.hcl", RUNBOOK)
+    proc = project.oj("worker", "start", "--run-as", "daemon", "w", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("oj: group 'oj' does not exist; create it ('groupadd "
+                                  "--system oj'")
+    assert project.json("worker", "list") == []
