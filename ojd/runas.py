@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from ojd.errors import OjError, UsageError
+from ojd.errors import OjError, UsageError, quoted
 from ojd.systemd import Systemd, worker_unit
 
 GROUP = "oj"
@@ -59,7 +59,7 @@ def runner(systemd: Systemd, name: str, run_as: str | None) -> tuple[int, str | 
     try:
         pw = pwd.getpwnam(user)
     except KeyError:
-        raise UsageError(f"no user '{user}' on this machine; name an existing user with "
+        raise UsageError(f"no user {quoted(user)} on this machine; name an existing user with "
                          "--run-as (or --run-as root)") from None
     if pw.pw_uid == 0:
         return 0, None

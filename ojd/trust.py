@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import stat
 
-from ojd.errors import OjError
+from ojd.errors import OjError, escaped
 
 RUNBOOK_DIR = os.path.join(".oj", "runbooks")
 _MAX_LINKS = 40  # as the kernel's ELOOP limit
@@ -61,11 +61,12 @@ def require(root: str, worker: str, uid: int) -> None:
     try:
         problem = check_project(root, uid)
     except OSError as e:
-        raise OjError(f"cannot check who may change the runbooks of {root}: "
-                      f"{e.strerror or e} ({e.filename or root}); is the project still "
-                      "there?") from None
+        raise OjError(escaped(f"cannot check who may change the runbooks of {root}: "
+                              f"{e.strerror or e} ({e.filename or root}); is the project "
+                              "still there?")) from None  # paths on one line
     if problem is not None:
-        raise OjError(refusal(problem, worker, uid))
+        # the worker name and paths escaped: a newline in them cannot split the message
+        raise OjError(escaped(refusal(problem, worker, uid)))
 
 
 def refusal(problem: Untrusted, worker: str, uid: int) -> str:

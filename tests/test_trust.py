@@ -154,3 +154,16 @@ def test_run_as_needs_the_oj_group_and_records_nothing_without_it(project: Proje
     assert proc.stderr.startswith("oj: group 'oj' does not exist; create it ('groupadd "
                                   "--system oj'")
     assert project.json("worker", "list") == []
+
+
+def test_a_refusal_names_the_worker_and_the_user_escaped_on_one_line(project: Project):
+    path = project.write("work.hcl", RUNBOOK)
+    os.chown(path, STRANGER, -1)
+    proc = project.oj("worker", "start", "w\nx", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("oj: refusing to run worker 'w\\nx' as root: ")
+    proc = project.oj("worker", "start", "--run-as", "no\nbody", "w", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr == ("oj: no user 'no\\nbody' on this machine; name an existing user "
+                           "with --run-as (or --run-as root)\n")
