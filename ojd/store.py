@@ -16,7 +16,7 @@ from ojd import paths
 from ojd.errors import OjError, escaped
 from ojd.state import Event, State
 from ojd.wal import CheckReport, WalDirectory, WalProblem
-from ojd.walsegments import span
+from ojd.walsegments import lost_problem, span
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,13 +37,6 @@ def warn_to_stderr(problem: WalProblem) -> None:
     print(f"oj: warning: state {problem.kind} in {problem.segment} at byte {problem.offset}"
           f"{'' if problem.pos is None else f' (position {problem.pos})'}: {problem.detail}",
           file=sys.stderr)
-
-
-def lost_problem(first: int, last: int) -> WalProblem:
-    return WalProblem("lost", first, "", 0,
-                      f"state positions {span(first, last)} are lost: the log no longer holds "
-                      "them and no snapshot covers them (items or jobs recorded there are "
-                      "gone)")
 
 
 def state_dir_error(root: str | None, error: OSError) -> OjError:
@@ -196,14 +189,21 @@ class Store:
         with self.lock, self.wal.locked():
             report = self.wal.check()
             self.load()
-            known = {(p.pos, p.detail) for p in report.problems}
-            for first, last, acked in self.state.lost:
-                if acked:
-                    report.acknowledged.append((first, last))
-                    continue
-                problem = lost_problem(first, last)
-                if (problem.pos, problem.detail) not in known:
-                    report.problems.append(problem)
+            acked = [(first, last) for first, last, ok in self.state.lost if ok]
+            report.acknowledged = acked
+
+            def accepted(pos: int | None) -> bool:
+                return pos is not None and any(a <= pos <= b for a, b in acked)
+
+            # damage an operator has acknowledged is history, not a problem
+            report.problems = [p for p in report.problems
+                               if not (accepted(p.pos) and (p.kind == "lost" or (
+                                   p.kind == "corrupt" and p.segment.startswith("seg-"))))]
+            report.lost = [r for r in report.lost if not accepted(r[0])]
+            for first, last in self.state.unacknowledged_loss():
+                if (first, last) not in report.lost:
+                    report.lost.append((first, last))
+                    report.problems.append(lost_problem(first, last))
             report.problems.extend(self._check_snapshots())
         return report
 
@@ -247,3 +247,34 @@ class Store:
             "mismatch", new_pos, name, 0,
             f"disagrees with snapshot {old_pos} plus the log after it"
             f"{': ' + '; '.join(what) if what else ''}")]
+
+    def repair_plan(self, report: CheckReport) -> list[tuple[str, Callable[[], object]]]:
+        """What ``oj state check --repair`` would do about ``report``: (what, do) pairs. Never
+        deletes: a bad snapshot is moved aside; a loss is acknowledged by an event."""
+        plan: list[tuple[str, Callable[[], object]]] = []
+        bad_snaps = sorted({p.pos for p in report.problems
+                            if p.kind in ("corrupt", "mismatch") and p.segment.startswith(
+                                "snapshot-") and p.pos is not None})
+        for pos in bad_snaps:
+            name = f"snapshot-{pos:016d}.json"
+            plan.append((f"move {name} aside to damaged-{name} (loading then replays the log "
+                         "from the snapshot before it)",
+                         lambda name=name: self.wal.set_aside(name)))
+        if bad_snaps:
+            plan.append(("write a new snapshot from the log, once the bad ones are aside",
+                         self._resnapshot))
+        if report.lost:
+            upto = max(last for _first, last in report.lost)
+            spans = ", ".join(span(first, last) for first, last in report.lost)
+            plan.append((f"record that the loss of positions {spans} is acknowledged, so "
+                         "commands stop warning ('oj state check' keeps listing it)",
+                         lambda: self.append({"type": "state:loss_acknowledged",
+                                              "upto": upto})))
+        return plan
+
+    def _resnapshot(self) -> int:
+        with self.lock:
+            self._told_lost.clear()
+            self.load()
+            return self.snapshot()
+

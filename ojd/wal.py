@@ -41,8 +41,8 @@ from ojd.walsegments import (
     WalProblem,
     fsync_dir,
     gc_paused,
+    lost_problem,
     numbered,
-    span,
     unlink,
     write_all,
 )
@@ -58,7 +58,8 @@ _KEEP_SNAPSHOTS = 2
 
 
 class CheckReport:
-    __slots__ = ("records", "last_pos", "segments", "snapshot_pos", "problems", "acknowledged")
+    __slots__ = ("records", "last_pos", "segments", "snapshot_pos", "problems", "lost",
+                 "acknowledged")
 
     def __init__(
         self,
@@ -73,7 +74,8 @@ class CheckReport:
         self.segments = segments
         self.snapshot_pos = snapshot_pos
         self.problems: list[WalProblem] = [] if problems is None else problems
-        # (first, last) of lost position ranges an operator has acknowledged
+        # (first, last) of position ranges lost, and of those an operator has acknowledged
+        self.lost: list[tuple[int, int]] = []
         self.acknowledged: list[tuple[int, int]] = []
 
     @property
@@ -374,6 +376,14 @@ class WalDirectory:
                 fsync_dir(self.path)
             return removed
 
+    def set_aside(self, name: str) -> str:
+        """Rename a snapshot to ``damaged-<name>`` so loading no longer reads it."""
+        with self.locked():
+            target = f"damaged-{name}"
+            os.replace(os.path.join(self.path, name), os.path.join(self.path, target))
+            fsync_dir(self.path)
+        return target
+
     def snapshot_positions(self) -> list[int]:
         """Positions of the snapshot files present (readable or not), oldest first: cheap,
         nothing is parsed."""
@@ -403,12 +413,10 @@ class WalDirectory:
                 sink.gaps.append((sink.last + 1, cur.prev))
             corrupt = {p.pos for p in report.problems if p.kind == "corrupt"}
             for first, last in sink.gaps:
+                report.lost.append((first, last))
                 if first == last and first in corrupt:
                     continue  # already reported where it is, as a corrupt record
-                report.problems.append(WalProblem(
-                    "lost", first, "", 0,
-                    f"positions {span(first, last)} are missing from the log and no snapshot "
-                    "holds them"))
+                report.problems.append(lost_problem(first, last))
         return report
 
     # -- locking and caches -------------------------------------------------------------------

@@ -167,6 +167,13 @@ def span(first: int, last: int) -> str:
     return str(first) if first == last else f"{first}-{last}"
 
 
+def lost_problem(first: int, last: int) -> WalProblem:
+    return WalProblem("lost", first, "", 0,
+                      f"state positions {span(first, last)} are lost: the log no longer holds "
+                      "them and no snapshot covers them (items or jobs recorded there are "
+                      "gone)")
+
+
 class gc_paused:
     """``with gc_paused(out):`` runs a decode with the cyclic garbage collector off."""
 

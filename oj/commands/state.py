@@ -15,12 +15,15 @@ def state() -> None:
 
 
 @state.command("check")
+@click.option("--repair", is_flag=True,
+              help="Say what would be done about the problems found, then do it.")
+@click.option("--yes", is_flag=True, help="With --repair: do it without asking.")
 @output_option
-def check_cmd(output: str) -> int:
-    """Verify every record of the WAL; report damage with its position. Exit 1 on damage."""
+def check_cmd(output: str, repair: bool, yes: bool) -> int:
+    """Verify every record, that no position is missing, and that the snapshots agree with
+    the log; report each problem with its position. Exit 1 on a problem."""
     from ojd import paths
-    from ojd.store import state_dir_error
-    from ojd.wal import WalDirectory
+    from ojd.store import Store, state_dir_error
 
     root = paths.state_dir()
     if not os.path.lexists(root):  # checking must not create it
@@ -29,14 +32,16 @@ def check_cmd(output: str) -> int:
 
         raise OjError(missing_state_dir(root))
     try:
-        wal = WalDirectory(paths.wal_dir(root), on_problem=lambda p: None)
-        report = wal.check()
+        store = Store(root, on_problem=lambda _p: None)  # all of it is in the report
+        report = store.check()
     except OSError as e:
         raise state_dir_error(None, e) from None
     if output == "json":
-        emit_json({"path": str(wal.path), "ok": report.ok, "records": report.records,
+        emit_json({"path": str(store.wal.path), "ok": report.ok, "records": report.records,
                    "last_pos": report.last_pos, "segments": report.segments,
                    "snapshot_pos": report.snapshot_pos,
+                   "lost": [list(r) for r in report.lost],
+                   "acknowledged": [list(r) for r in report.acknowledged],
                    "problems": [p._asdict() for p in report.problems]})
     else:
         click.echo(f"state dir: {root}")
@@ -44,10 +49,40 @@ def check_cmd(output: str) -> int:
                    f"last position {report.last_pos}")
         click.echo(f"snapshot:  {report.snapshot_pos if report.snapshot_pos else 'none'}")
         for p in report.problems:
+            if p.kind == "lost":
+                click.echo(f"problem:   lost: {p.detail}")
+                continue
             where = f"position {p.pos}, " if p.pos is not None else ""
             click.echo(f"problem:   {p.kind} in {p.segment} ({where}byte {p.offset}): {p.detail}")
+        for first, last in report.acknowledged:
+            click.echo(f"history:   positions {first}-{last} were lost (acknowledged)"
+                       if first != last else
+                       f"history:   position {first} was lost (acknowledged)")
         click.echo("ok" if report.ok else f"{len(report.problems)} problem(s)")
-    return 0 if report.ok else 1
+    if not repair:
+        return 0 if report.ok else 1
+    plan = store.repair_plan(report)
+    err = click.get_text_stream("stderr")
+    if not plan:
+        click.echo("nothing to repair" + ("" if report.ok else
+                   ": the problems above need no action (a corrupt record is skipped and "
+                   "named; it leaves the log when compaction passes it)"), file=err)
+        return 0 if report.ok else 1
+    click.echo("repair would:", file=err)
+    for what, _do in plan:
+        click.echo(f"  - {what}", file=err)
+    if not yes:
+        import sys
+
+        if not sys.stdin.isatty():
+            click.echo("oj: not repairing without --yes (no terminal to ask)", file=err)
+            return 1
+        if not click.confirm("repair now?", default=False, err=True):
+            return 1
+    for what, do in plan:
+        do()
+        click.echo(f"done: {what.split(' (', 1)[0]}", file=err)
+    return 0
 
 
 @state.command("compact")
