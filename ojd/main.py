@@ -17,7 +17,7 @@ EXIT_CONFIG = 78  # EX_CONFIG
 
 def run_worker(name: str, project: str | None, foreground: bool, until_idle: bool = False
                ) -> int:
-    from ojd import paths
+    from ojd import paths, wake, workers
     from ojd import project as projects
     from ojd.notify import Log, Notifier
     from ojd.store import Store
@@ -46,14 +46,26 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
             log.error(line)
         notifier.send(f"STATUS=failed: {str(e).splitlines()[0]}")
         return EXIT_CONFIG
-    lock_dir = os.path.join(store.root, "workers")
-    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
-    lock = open(os.path.join(lock_dir, f"{name}.lock"), "a")  # noqa: SIM115 - held for life
+    lock_path = wake.lock_path(store.root, name)
+    os.makedirs(os.path.dirname(lock_path), mode=0o700, exist_ok=True)
+    lock = open(lock_path, "a")  # noqa: SIM115 - held for life
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         log.error(f"worker '{name}' is already running (lock {lock.name} is held)")
         return EXIT_CONFIG
+    # the lock file doubles as the pid file: pushes wake a worker that has no unit through it
+    lock.truncate(0)
+    lock.write(wake.pid_file_text(os.getpid()))
+    lock.flush()
+    if project is not None or foreground:
+        # a worker started by hand binds its name to this project, as 'oj worker start'
+        # does, so pushes and listings find it
+        try:
+            workers.record(store, runbook, root, name)
+        except OjError as e:
+            log.error(str(e))
+            return EXIT_CONFIG
     grace = float(os.environ.get("OJ_DRAIN_GRACE", DRAIN_GRACE))
     loop = WorkerLoop(store, runbook, root, worker, log=log, notifier=notifier,
                       until_idle=until_idle, drain_grace=grace)

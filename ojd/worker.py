@@ -59,14 +59,17 @@ class WorkerLoop:
         self.last_poll: float | None = None
         self.polls = 0
         self._stop = False
+        self._stop_signal: int | None = None
+        # the problem with the runbook on disk while the loaded one keeps running
+        self.runbook_error: str | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # -- signals and wake-ups -----------------------------------------------------------
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGUSR1, lambda *_: self.wake())
-        signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
-        signal.signal(signal.SIGINT, lambda *_: self.request_stop())
+        signal.signal(signal.SIGTERM, lambda signum, _: self.request_stop(signum))
+        signal.signal(signal.SIGINT, lambda signum, _: self.request_stop(signum))
 
     def wake(self) -> None:
         try:
@@ -74,8 +77,13 @@ class WorkerLoop:
         except BlockingIOError:
             pass  # the pipe is full of wakes already: one poll answers them all
 
-    def request_stop(self) -> None:
-        self._stop = True
+    def request_stop(self, signum: int | None = None) -> None:
+        """The first request drains; a second one (Ctrl-C again) ends the drain at once."""
+        if self._stop:
+            self.runner.hurry()
+        else:
+            self._stop = True
+            self._stop_signal = signum
         self.wake()
 
     def _drain_wakes(self) -> None:
@@ -117,12 +125,15 @@ class WorkerLoop:
                 timeout = min(timeout, self.notifier.watchdog_interval)
             select.select([self._wake_r], [], [], timeout)
         self._shutdown()
-        return 0
+        # Ctrl-C is an interruption (130, as a shell reports it); SIGTERM is the clean stop
+        # the unit expects
+        return 130 if self._stop_signal == signal.SIGINT else 0
 
     def poll(self) -> None:
         """Fill free slots with work. Called on start, wake, job end and the fallback timer."""
         self.last_poll = time.time()
         self.polls += 1
+        self.reload_runbook()
         free = self.worker.concurrency - len(self.threads)
         if free <= 0:
             return
@@ -141,6 +152,46 @@ class WorkerLoop:
                 # one append, one fsync: the take and its job are durable together
                 tx.append(job, queues.take_event(item, self.owner, job["id"]))
             self._start(job["id"], item["id"])
+
+    def reload_runbook(self) -> None:
+        """Load the runbook again when its files changed (the model is cached by content
+        hash, so an unchanged one costs reading the files). New jobs use the new one; an
+        invalid one is reported and the loaded one kept."""
+        from ojd import paths
+        from ojd import project as projects
+        from ojd.errors import OjError
+
+        try:
+            runbook = projects.load(self.project, paths.cache_dir(self.store.root))
+            if runbook.digest == self.runbook.digest:
+                self._runbook_problem(None)
+                return
+            worker = runbook.workers.get(self.worker.name)
+            if worker is None:
+                raise OjError(f"the runbook no longer defines worker '{self.worker.name}'")
+        except OjError as e:
+            self._runbook_problem(str(e))
+            return
+        except OSError as e:
+            self._runbook_problem(f"cannot read the runbook: {e}")
+            return
+        from ojd import workers
+
+        workers.record(self.store, runbook, self.project, worker.name)  # pushes follow it
+        self.runbook, self.worker = runbook, worker
+        self.queue = runbook.queues[worker.queue]
+        self.runner.runbook = runbook
+        self._runbook_problem(None)
+        self.log.info(f"runbook reloaded: queue '{self.queue.name}', pipeline "
+                      f"'{worker.pipeline}', concurrency {worker.concurrency}")
+
+    def _runbook_problem(self, problem: str | None) -> None:
+        if problem is not None and problem != self.runbook_error:
+            for line in problem.splitlines():
+                self.log.error(line)
+            self.log.error("runbook not reloaded: keeping the previous one; "
+                           "'oj runbook check' lists the problems")
+        self.runbook_error = problem
 
     def _next_retry(self) -> float | None:
         """When the earliest failed item of this queue may be taken again."""
@@ -232,7 +283,9 @@ class WorkerLoop:
             return []
         if outcome == "done":
             return [{"type": "queue:completed", "id": item["id"]}]
-        return [queues.failure_event(self.queue, item, error or "job failed", time.time())]
+        # the item's own queue: a reloaded runbook may have moved the worker to another
+        queue = self.runbook.queues.get(item["queue"], self.queue)
+        return [queues.failure_event(queue, item, error or "job failed", time.time())]
 
     def _reap(self) -> None:
         while self._finished:
@@ -244,10 +297,14 @@ class WorkerLoop:
 
     def _shutdown(self) -> None:
         """SIGTERM: take nothing new, let steps finish within the grace, then stop them and
-        put the items of unfinished jobs back to pending."""
+        put the items of jobs stopped mid-step back to pending. A job stopped between steps
+        keeps its item: the worker's next start resumes it at its next step."""
         running = len(self.threads)
         self.notifier.stopping(f"{self.worker.name}: stopping, draining {running} job(s)")
-        self.log.info(f"stopping: draining {running} job(s), grace {self.drain_grace:.0f}s")
+        again = "; Ctrl-C again stops them now" if running and not self.notifier.enabled \
+            else ""
+        self.log.info(f"stopping: draining {running} job(s), grace "
+                      f"{self.drain_grace:.0f}s{again}")
         self.runner.stop(self.drain_grace)
         deadline = time.monotonic() + 10  # one bound for all: TimeoutStopSec is finite
         for thread in list(self.threads.values()):
@@ -257,6 +314,10 @@ class WorkerLoop:
         for job_id, item_id in self.job_items.items():
             job = state.jobs.get(job_id)
             if job is None or job["status"] != "running":
+                continue
+            if job["step"] is not None and job["step_status"] != "running" and job.get("next"):
+                self.log.info(f"job {job_id} stopped after step '{job['step']}'; it resumes "
+                              f"at step '{job['next']}' when the worker starts again")
                 continue
             events.append({"type": "job:finished", "id": job_id, "outcome": "cancelled",
                            "error": "worker stopped"})
@@ -294,4 +355,6 @@ class WorkerLoop:
             parts.append(f"{pending} pending")
         if self.last_poll is not None:
             parts.append(f"last poll {max(0, round(time.time() - self.last_poll))}s ago")
+        if self.runbook_error:
+            parts.append(f"runbook not reloaded: {self.runbook_error.splitlines()[0]}")
         return ", ".join(parts)

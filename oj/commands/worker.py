@@ -95,7 +95,7 @@ def stop_cmd(app, name: str, scope: str | None) -> None:
     """Stop a worker: running steps may finish, unfinished items go back to pending."""
     from ojd import workers
 
-    st = workers.stop(systemd_for(scope), name)
+    st = workers.stop(systemd_for(scope), name, state_root=app.store.root)
     click.echo(f"Worker '{name}' stopped ({st.active_state})")
 
 
@@ -145,17 +145,21 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
     project = None if all_projects else app.project_or_none()
     rows, problem = workers.listing(app.store, systemd_for(scope), project)
     if problem:
-        click.echo(f"oj: systemd cannot be reached ({problem}); showing the WAL only",
-                   err=True)
+        click.echo(f"oj: systemd cannot be reached ({problem}); showing the WAL and "
+                   "workers running in the foreground", err=True)
     if output == "json":
         emit_json(rows)
         return
     def enabled(value: bool | None) -> str:
         return "-" if value is None else ("enabled" if value else "disabled")
 
+    def state(r: dict) -> str:
+        if r["active_state"] in (None, "foreground"):
+            return r["active_state"] or "unknown"
+        return f"{r['active_state']}/{r['sub_state']}"
+
     table(("NAME", "STATE", "BOOT", "PID", "JOBS", "PENDING", "QUEUE", "STARTED", "PROJECT"),
-          [(r["name"], f"{r['active_state']}/{r['sub_state']}" if r["active_state"]
-            else "unknown", enabled(r["enabled"]), r["main_pid"],
+          [(r["name"], state(r), enabled(r["enabled"]), r["main_pid"],
             f"{r['active']}/{r['concurrency']}", r["pending"], r["queue"],
             ago(r["started_at"]), r["project"]) for r in rows],
           empty="no workers (start one with 'oj worker start NAME')")
