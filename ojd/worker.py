@@ -97,6 +97,7 @@ class WorkerLoop:
 
     def run(self) -> int:
         self.store.load()
+        self._remember_runbook()
         self.store.append({"type": "worker:started", "name": self.worker.name,
                            "invocation": os.environ.get("INVOCATION_ID"), "pid": os.getpid()})
         self._recover()
@@ -182,8 +183,18 @@ class WorkerLoop:
         self.queue = runbook.queues[worker.queue]
         self.runner.runbook = runbook
         self._runbook_problem(None)
+        self._remember_runbook()
         self.log.info(f"runbook reloaded: queue '{self.queue.name}', pipeline "
                       f"'{worker.pipeline}', concurrency {worker.concurrency}")
+
+    def _remember_runbook(self) -> None:
+        """The queues of the runbook this worker runs, for pushes while the files on disk
+        are broken (``ojd.lastgood``)."""
+        from ojd import lastgood, paths
+        from ojd import project as projects
+
+        lastgood.remember(self.project, paths.cache_dir(self.store.root),
+                          projects.index_of(self.runbook))
 
     def _runbook_problem(self, problem: str | None) -> None:
         if problem is not None and problem != self.runbook_error:

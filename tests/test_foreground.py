@@ -314,3 +314,73 @@ def test_a_job_stopped_between_steps_resumes_at_its_next_step(project: Project):
     assert (item["status"], item["attempts"]) == ("completed", 1)
     [job] = project.json("job", "list")
     assert (job["status"], [h["step"] for h in job["history"]]) == ("done", ["one", "two"])
+
+
+# -- runbook changes under a running worker -------------------------------------------------------
+
+
+def test_a_running_worker_reloads_a_changed_runbook_at_its_next_poll(started):
+    project, worker = started
+    project.oj("queue", "push", "q", '{"n": "1"}')
+    wait_until(lambda: out(project) == ["1"], "the first item to run")
+    project.write("w.hcl", runbook(ONE_STEP.replace("${var.item.n}", "v2-${var.item.n}")))
+    project.oj("queue", "push", "q", '{"n": "2"}')  # its wake-up polls, which reloads
+    wait_until(lambda: out(project) == ["1", "v2-2"], "the second item to run the new step")
+    assert "runbook reloaded: queue 'q', pipeline 'p', concurrency 1" in worker.output
+
+
+def test_an_invalid_runbook_is_logged_as_file_line_and_the_previous_one_kept(started):
+    project, worker = started
+    project.write("zz-broken.hcl", """
+        pipeline "other" {
+          step "s" { run = persisted }
+        }
+        """)
+    worker.signal(signal.SIGUSR1)
+    worker.wait_for(".oj/runbooks/zz-broken.hcl:3:")
+    worker.wait_for("runbook not reloaded: keeping the previous one")
+    project.oj("queue", "push", "q", '{"n": "1"}')
+    wait_until(lambda: out(project) == ["1"], "the item to run with the previous runbook")
+    assert worker.output.count("zz-broken.hcl:3:") == 1  # once, not at every poll
+    (project.root / ".oj" / "runbooks" / "zz-broken.hcl").unlink()
+
+
+@pytest.mark.parametrize("broken, where", [
+    # a validation error in the queue's own file
+    (("w.hcl", runbook(ONE_STEP + '\n      step "two" { run = "true" }\n'
+                                   '      on_done = { step = "nowhere" }')),
+     ".oj/runbooks/w.hcl:"),
+    # a syntax error in another file
+    (("x.hcl", 'pipeline "x" {\n  step "s" { run = bare }\n}\n'), ".oj/runbooks/x.hcl:2:"),
+])
+def test_push_to_an_unchanged_queue_works_while_another_part_of_the_runbook_is_broken(
+        project: Project, broken, where):
+    project.write("w.hcl", runbook())
+    project.oj("queue", "push", "q", '{"n": "1"}')  # the runbook is valid: remembered
+    project.write(*broken)
+    proc = project.oj("queue", "push", "q", '{"n": "2"}')
+    assert proc.stdout.strip()
+    [warning] = proc.stderr.splitlines()
+    assert warning.startswith(f"oj: warning: the runbook is invalid: {where}")
+    assert "queue 'q' is unchanged since the last valid runbook" in warning
+    assert [i["data"]["n"] for i in project.items()] == ["1", "2"]
+    # the item is still checked against the queue's definition
+    bad = project.oj("queue", "push", "q", '{"m": "3"}', check=False)
+    assert bad.returncode == 2 and "m" in bad.stderr
+
+
+@pytest.mark.parametrize("change", [
+    ('vars = ["n"]', 'vars = ["n", "extra"]'),  # the queue itself changed
+    ('vars = ["n"]', 'vars = [n]'),  # the queue's own file cannot be read
+])
+def test_push_to_a_changed_or_unreadable_queue_fails_while_the_runbook_is_broken(
+        project: Project, change):
+    project.write("w.hcl", runbook())
+    project.oj("queue", "push", "q", '{"n": "1"}')
+    project.write("w.hcl", runbook(ONE_STEP + '\n      step "two" { run = bare }')
+                  .replace(*change))
+    assert project.oj("runbook", "check", check=False).returncode == 1
+    proc = project.oj("queue", "push", "q", '{"n": "2"}', check=False)
+    assert proc.returncode == 1
+    assert ".oj/runbooks/w.hcl:" in proc.stderr and "warning" not in proc.stderr
+    assert len(project.items()) == 1
