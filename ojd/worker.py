@@ -170,15 +170,15 @@ class WorkerLoop:
             worker = runbook.workers.get(self.worker.name)
             if worker is None:
                 raise OjError(f"the runbook no longer defines worker '{self.worker.name}'")
+            from ojd import workers
+
+            workers.record(self.store, runbook, self.project, worker.name)  # pushes follow it
         except OjError as e:
             self._runbook_problem(str(e))
             return
         except OSError as e:
             self._runbook_problem(f"cannot read the runbook: {e}")
             return
-        from ojd import workers
-
-        workers.record(self.store, runbook, self.project, worker.name)  # pushes follow it
         self.runbook, self.worker = runbook, worker
         self.queue = runbook.queues[worker.queue]
         self.runner.runbook = runbook
