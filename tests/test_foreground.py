@@ -174,6 +174,16 @@ def test_other_worker_commands_without_a_manager_are_one_line(project: Project,
     assert wal_events(project, "worker:recorded") == []
 
 
+def test_worker_logs_without_a_manager_says_where_foreground_logs_go(project: Project,
+                                                                      tmp_path: Path):
+    project.write("w.hcl", runbook())
+    proc = without_systemd(project, tmp_path, "worker", "logs", "w")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "oj: no systemd system manager runs here, so no journal holds worker logs; a worker "
+        "run with 'ojd worker w --foreground' logs to its own stderr"]
+
+
 # -- a foreground worker is a worker like any other ---------------------------------------------
 
 

@@ -118,9 +118,15 @@ def restart_cmd(app, name: str, scope: str | None) -> None:
 @with_scope
 def logs_cmd(name: str, follow: bool, lines: int, scope: str | None) -> None:
     """The worker's journal: its own lines and its steps'."""
+    from ojd.errors import OjError
     from ojd.systemd import worker_unit
+    from ojd.wake import manager_present
 
     user = (os.geteuid() != 0) if scope is None else scope == "user"
+    if not manager_present(user):
+        raise OjError(f"no systemd {'user' if user else 'system'} manager runs here, so no "
+                      f"journal holds worker logs; a worker run with 'ojd worker {name} "
+                      "--foreground' logs to its own stderr")
     argv = ["journalctl", "--user-unit" if user else "--unit", worker_unit(name),
             "-n", str(lines), "--no-pager", "-o", "short-iso"]
     if follow:
@@ -128,8 +134,6 @@ def logs_cmd(name: str, follow: bool, lines: int, scope: str | None) -> None:
     try:
         os.execvp(argv[0], argv)
     except FileNotFoundError:
-        from ojd.errors import OjError
-
         raise OjError("journalctl is not installed; worker logs live in the journal") from None
 
 
