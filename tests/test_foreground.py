@@ -231,6 +231,9 @@ def test_worker_stop_stops_a_foreground_worker_with_its_drain(started, tmp_path)
 def test_push_with_no_worker_running_names_a_command_that_works_here(project: Project,
                                                                       tmp_path: Path):
     project.write("w.hcl", runbook())
+    listed = without_systemd(project, tmp_path, "worker", "list")
+    assert listed.stdout.strip() == ("no workers (no systemd here: run one with "
+                                     "'ojd worker NAME --foreground')")
     ran = project.ojd("worker", "w", "--foreground", "--until-idle")
     assert ran.wait(timeout=30) == 0
     proc = without_systemd(project, tmp_path, "queue", "push", "q", '{"n": "1"}')
