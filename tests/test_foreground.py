@@ -294,17 +294,19 @@ def test_second_ctrl_c_stops_the_drain_at_once_and_returns_the_item(project: Pro
     assert [j["status"] for j in project.json("job", "list")] == ["cancelled"]
 
 
-def test_a_job_stopped_between_steps_resumes_at_its_next_step(project: Project):
+@pytest.mark.parametrize("exit_code", [0, 3])  # 3: a step that fails by itself in the drain
+def test_a_job_stopped_between_steps_resumes_at_its_next_step(project: Project, exit_code):
     # step one finishes during the drain (once `go` exists); step two must run once, later,
     # and step one never again
     project.write("w.hcl", runbook(r"""
       step "one" {
-        run     = "echo one >> ${invoke.dir}/out.txt; until [ -e go ]; do sleep 0.05; done"
+        run     = "echo one >> out.txt; until [ -e go ]; do sleep 0.05; done; exit EXIT"
         on_done = { step = "two" }
+        on_fail = { step = "two" }
       }
       step "two" {
         run = "echo two >> ${invoke.dir}/out.txt"
-      }"""))
+      }""".replace("EXIT", str(exit_code))))
     worker = Foreground(project, "w")
     try:
         worker.wait_for("ready: queue 'q'")
@@ -327,6 +329,7 @@ def test_a_job_stopped_between_steps_resumes_at_its_next_step(project: Project):
     assert (item["status"], item["attempts"]) == ("completed", 1)
     [job] = project.json("job", "list")
     assert (job["status"], [h["step"] for h in job["history"]]) == ("done", ["one", "two"])
+    assert [h["exit"] for h in job["history"]] == [exit_code, 0]
 
 
 # -- runbook changes under a running worker -------------------------------------------------------
