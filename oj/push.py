@@ -12,15 +12,24 @@ import sys
 def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
             project: str | None) -> int:
     """Validate, push durably, print the id, wake the queue's running workers."""
-    from ojd import paths, queues
+    from ojd import lastgood, paths, queues
     from ojd import project as projects
+    from ojd.errors import RunbookError
     from ojd.store import Store
-    from ojd.wake import wake_queue_workers
+    from ojd.wake import start_hint, wake_queue_workers
 
     root = projects.find_root(override=project)
     store = Store()
-    queue = queues.queue_spec(projects.load_index(root, paths.cache_dir(store.root)),
-                              queue_name)
+    cache = paths.cache_dir(store.root)
+    try:
+        index = projects.load_index(root, cache)
+    except RunbookError as e:
+        # another part of the runbook is broken: an unchanged queue keeps taking pushes
+        index = lastgood.fallback(root, cache, queue_name, e)
+        print(lastgood.warning(e, queue_name), file=sys.stderr)
+    else:
+        lastgood.remember(root, cache, index)
+    queue = queues.queue_spec(index, queue_name)
     if json_text == "-":  # an item too large for argv comes on stdin
         json_text = read_stdin()
     data = queues.parse_item(json_text) if json_text is not None else {}
@@ -35,8 +44,8 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
               file=sys.stderr)
     woken, idle = wake_queue_workers(store, root, queue.name)
     if idle and not woken:
-        print(f"oj: no worker was woken: {', '.join(idle)} not running; start with "
-              f"'oj worker start {idle[0]}'", file=sys.stderr)
+        print(f"oj: no worker was woken: {', '.join(idle)} not running; "
+              f"{start_hint(idle[0])}", file=sys.stderr)
     return 0
 
 

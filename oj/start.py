@@ -27,10 +27,17 @@ def do_start(name: str, project: str | None, user: bool | None = None,
     workers.trusted_runner(systemd, root, name, run_as)
     store = Store()
     runbook = workers.WorkerIndex(projects.load_index(root, paths.cache_dir(store.root)))
+    changed = False
     if enable:
+        from ojd import runas
+
+        before = runas.recorded_user(systemd, name)
         for note in workers.enable(store, systemd, runbook, root, name, run_as):
             print(f"oj: {note}", file=sys.stderr)
-    how = workers.start(store, systemd, runbook, root, name, run_as=run_as)
+        # enable wrote the run-as drop-in: a running worker still runs as the user before
+        changed = runas.recorded_user(systemd, name) != before
+    how = workers.start(store, systemd, runbook, root, name, run_as=run_as,
+                        run_as_changed=changed)
     # a running worker is woken (it polls its queue now), not started a second time; one
     # that runs as another user than asked (--run-as) is restarted as that user
     said = {"started": "started", "restarted": "restarted to run as its new user"}

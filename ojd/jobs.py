@@ -83,6 +83,8 @@ class JobRunner:
         # events that settle what a job worked on (its queue item), appended with job:finished
         self.settle = settle
         self.stopping = threading.Event()
+        self._hurry = threading.Event()  # a second stop request: no more grace
+        self._signalled: set[str] = set()  # jobs whose step our own stop signalled
         self._procs: dict[str, subprocess.Popen] = {}
         self._procs_lock = threading.Lock()
 
@@ -207,9 +209,11 @@ class JobRunner:
         finally:
             with self._procs_lock:
                 self._procs.pop(job["id"], None)
-        if self.stopping.is_set() and code != 0:
-            return None  # killed by our own shutdown, not a verdict on the step
-        return code
+        with self._procs_lock:
+            killed = job["id"] in self._signalled
+        # killed by our own stop: not a verdict on the step. A step that ended by itself
+        # during the drain is recorded with its exit like any other.
+        return None if killed and code != 0 else code
 
     def fail(self, job_id: str, error: str) -> str:
         """End a job that cannot go on (a bug in a runner must not leave it running)."""
@@ -272,6 +276,7 @@ class JobRunner:
         """Signal every running step's process group (steps run in their own sessions)."""
         with self._procs_lock:
             procs = list(self._procs.values())
+            self._signalled.update(self._procs)
         for proc in procs:
             try:
                 os.killpg(proc.pid, sig)
@@ -279,17 +284,25 @@ class JobRunner:
                 pass
 
     def stop(self, grace: float) -> None:
-        """Take no new steps; SIGTERM the running ones, SIGKILL what outlives ``grace``."""
+        """Take no new steps; let running ones finish within ``grace`` (cut short by
+        ``hurry``), then SIGTERM them and SIGKILL what outlives 5 s (1 s when hurried)."""
         self.stopping.set()
         deadline = time.monotonic() + grace
         while self.running_pids() and time.monotonic() < deadline:
-            time.sleep(0.05)
+            self._hurry.wait(0.05)
+            if self._hurry.is_set():
+                break
         if self.running_pids():
             self.signal_steps(signal.SIGTERM)
-            end = time.monotonic() + 5
-            while self.running_pids() and time.monotonic() < end:
+            termed = time.monotonic()
+            while self.running_pids() and \
+                    time.monotonic() < termed + (1 if self._hurry.is_set() else 5):
                 time.sleep(0.05)
             self.signal_steps(signal.SIGKILL)
+
+    def hurry(self) -> None:
+        """End the drain now: running steps are terminated (a second Ctrl-C)."""
+        self._hurry.set()
 
 
 def _terminate_group(proc: subprocess.Popen, grace: float = 5.0) -> None:

@@ -38,7 +38,7 @@ def drain_grace(text: str | None, default: float) -> float:
 
 def run_worker(name: str, project: str | None, foreground: bool, until_idle: bool = False
                ) -> int:
-    from ojd import paths, trust
+    from ojd import paths, trust, wake, workers
     from ojd import project as projects
     from ojd.notify import Log, Notifier
     from ojd.store import Store
@@ -69,12 +69,19 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
             log.error(line)
         notifier.send(f"STATUS=failed: {str(e).splitlines()[0]}")
         return EXIT_CONFIG
-    lock_path = os.path.join(store.root, "workers", f"{name}.lock")
+    lock_path = wake.lock_path(store.root, name)
     try:
         os.makedirs(os.path.dirname(lock_path), mode=0o700, exist_ok=True)
-        # read-only is enough for flock: a lock file left by the worker's root incarnation
-        # serves it when it runs as a user (--run-as); held for the process's life
-        lock = paths.open_state_file(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC)
+        # held for the process's life; it doubles as the pid file (below)
+        flags = os.O_CREAT | os.O_CLOEXEC
+        try:
+            lock = paths.open_state_file(lock_path, os.O_RDWR | flags)
+            writable = True
+        except PermissionError:
+            # read-only is enough for flock: a lock file left by the worker's root
+            # incarnation serves it when it runs as a user (--run-as)
+            lock = paths.open_state_file(lock_path, os.O_RDONLY | flags)
+            writable = False
     except OSError as e:  # a directory or a file where the lock belongs: a repair, not a retry
         log.error(f"cannot open the worker lock {e.filename or lock_path}: "
                   f"{e.strerror or e}; remove or fix it")
@@ -84,6 +91,24 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
     except BlockingIOError:
         log.error(f"worker {quoted(name)} is already running (lock {lock_path} is held)")
         return EXIT_CONFIG
+    # the lock file doubles as the pid file: pushes wake a worker that has no unit through
+    # it. A unit's worker that cannot write it (a user's, on root's lock file) is woken
+    # through its unit's main PID; what the file holds then names a process that is gone.
+    if writable:
+        try:
+            os.ftruncate(lock, 0)
+            os.pwrite(lock, wake.pid_file_text(os.getpid()).encode(), 0)
+        except OSError as e:
+            log.error(f"cannot write the worker lock {lock_path}: {e.strerror or e}")
+            return EXIT_CONFIG
+    if project is not None or foreground:
+        # a worker started by hand binds its name to this project, as 'oj worker start'
+        # does, so pushes and listings find it
+        try:
+            workers.record(store, runbook, root, name)
+        except OjError as e:
+            log.error(str(e))
+            return EXIT_CONFIG
     loop = WorkerLoop(store, runbook, root, worker, log=log, notifier=notifier,
                       until_idle=until_idle, drain_grace=grace,
                       check=lambda: trust.require(root, name, os.geteuid()))

@@ -1,4 +1,10 @@
-"""Waking a queue's running workers after a push, without D-Bus on the push path."""
+"""Finding and waking a queue's running workers after a push, without D-Bus on the push path.
+
+A worker runs either in its unit or in the foreground (``ojd worker NAME --foreground``).
+Either way it writes ``PID STARTTIME`` into the lock file it holds (``workers/NAME.lock``);
+the start time (field 22 of /proc/PID/stat) makes the pair unique, so a recycled PID of a
+worker that is gone is never signalled.
+"""
 
 from __future__ import annotations
 
@@ -14,19 +20,81 @@ def worker_unit(name: str) -> str:
     return f"oj-worker@{name}.service"
 
 
+def lock_path(state_root: str, name: str) -> str:
+    return os.path.join(state_root, "workers", f"{name}.lock")
+
+
+def proc_start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot, or None when it does not run
+    (gone, or a zombie not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: fields follow the last ')'
+    fields = stat[stat.rfind(b")") + 2:].split()
+    if len(fields) <= 19 or fields[0] in (b"Z", b"X"):
+        return None
+    return fields[19].decode()
+
+
+def pid_file_text(pid: int) -> str:
+    return f"{pid} {proc_start_time(pid)}\n"
+
+
+def running_pid(state_root: str, name: str) -> int | None:
+    """The PID of the running ``ojd worker NAME`` of this state directory, unit or not."""
+    try:
+        with open(lock_path(state_root, name)) as f:
+            pid_text, _, start = f.read().strip().partition(" ")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 and start and proc_start_time(pid) == start else None
+
+
+def foreground_pid(state_root: str, name: str) -> int | None:
+    """The PID of worker ``name`` running outside its unit (``ojd worker --foreground``)."""
+    pid = running_pid(state_root, name)
+    return pid if pid is not None and not in_unit(pid, worker_unit(name)) else None
+
+
+def manager_present(user: bool | None = None) -> bool:
+    """Whether a systemd manager runs for this scope, judged from /run without D-Bus: the
+    system manager creates /run/systemd/system (sd_booted(3)), a user manager its private
+    socket."""
+    if user is None:
+        user = os.geteuid() != 0
+    if not user:
+        return os.path.isdir("/run/systemd/system")
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.geteuid()}"
+    return os.path.exists(os.path.join(runtime, "systemd", "private"))
+
+
+def start_hint(name: str) -> str:
+    """The command that starts worker ``name`` on this machine."""
+    if manager_present():
+        return f"start with 'oj worker start {name}'"
+    return f"no systemd here: run 'ojd worker {name} --foreground' in the project"
+
+
 def wake_queue_workers(store: Store, project: str, queue: str
                        ) -> tuple[list[str], list[str]]:
     """After a push: SIGUSR1 to the running workers whose source is ``queue``.
 
-    The worker's main PID comes from its ``worker:started`` record and is checked against
-    /proc/PID/cgroup (it must still be that worker's unit), so no D-Bus round trip is on
-    the push path. Returns (woken, not running)."""
+    A unit's main PID comes from its ``worker:started`` record and is checked against
+    /proc/PID/cgroup (it must still be that worker's unit); a foreground worker's comes
+    from its lock file, checked by start time. No D-Bus round trip is on the push path.
+    Returns (woken, not running)."""
     woken, idle = [], []
     for w in store.state.workers.values():
         if w.get("project") != project or w.get("queue") != queue:
             continue
         pid = w.get("pid")
-        if pid and _in_unit(pid, worker_unit(w["name"])):
+        if not (pid and in_unit(pid, worker_unit(w["name"]))):
+            pid = foreground_pid(store.root, w["name"])
+        if pid:
             try:
                 os.kill(pid, signal.SIGUSR1)
                 woken.append(w["name"])
@@ -37,7 +105,7 @@ def wake_queue_workers(store: Store, project: str, queue: str
     return woken, idle
 
 
-def _in_unit(pid: int, unit: str) -> bool:
+def in_unit(pid: int, unit: str) -> bool:
     try:
         with open(f"/proc/{pid}/cgroup") as f:
             return any(line.rstrip().endswith("/" + unit) for line in f)

@@ -66,14 +66,17 @@ class WorkerLoop:
         self.last_poll: float | None = None
         self.polls = 0
         self._stop = False
+        self._stop_signal: int | None = None
+        # the problem with the runbook on disk while the loaded one keeps running
+        self.runbook_error: str | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # -- signals and wake-ups -----------------------------------------------------------
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGUSR1, lambda *_: self.wake())
-        signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
-        signal.signal(signal.SIGINT, lambda *_: self.request_stop())
+        signal.signal(signal.SIGTERM, lambda signum, _: self.request_stop(signum))
+        signal.signal(signal.SIGINT, lambda signum, _: self.request_stop(signum))
 
     def wake(self) -> None:
         try:
@@ -81,8 +84,13 @@ class WorkerLoop:
         except BlockingIOError:
             pass  # the pipe is full of wakes already: one poll answers them all
 
-    def request_stop(self) -> None:
-        self._stop = True
+    def request_stop(self, signum: int | None = None) -> None:
+        """The first request drains; a second one (Ctrl-C again) ends the drain at once."""
+        if self._stop:
+            self.runner.hurry()
+        else:
+            self._stop = True
+            self._stop_signal = signum
         self.wake()
 
     def _drain_wakes(self) -> None:
@@ -96,6 +104,7 @@ class WorkerLoop:
 
     def run(self) -> int:
         self.store.load()
+        self._remember_runbook()
         self.store.append({"type": "worker:started", "name": self.worker.name,
                            "invocation": os.environ.get("INVOCATION_ID"), "pid": os.getpid()})
         self._recover()
@@ -124,7 +133,11 @@ class WorkerLoop:
                 timeout = min(timeout, self.notifier.watchdog_interval)
             select.select([self._wake_r], [], [], timeout)
         self._shutdown()
-        return EXIT_REFUSED if self.refused else 0
+        if self.refused:
+            return EXIT_REFUSED
+        # Ctrl-C is an interruption (130, as a shell reports it); SIGTERM is the clean stop
+        # the unit expects
+        return 130 if self._stop_signal == signal.SIGINT else 0
 
     def poll(self) -> None:
         """Fill free slots with work. Called on start, wake, job end and the fallback timer."""
@@ -140,6 +153,7 @@ class WorkerLoop:
             return
         self.last_poll = time.time()
         self.polls += 1
+        self.reload_runbook()
         free = self.worker.concurrency - len(self.threads)
         if free <= 0:
             return
@@ -158,6 +172,56 @@ class WorkerLoop:
                 # one append, one fsync: the take and its job are durable together
                 tx.append(job, queues.take_event(item, self.owner, job["id"]))
             self._start(job["id"], item["id"])
+
+    def reload_runbook(self) -> None:
+        """Load the runbook again when its files changed (the model is cached by content
+        hash, so an unchanged one costs reading the files). New jobs use the new one; an
+        invalid one is reported and the loaded one kept."""
+        from ojd import paths
+        from ojd import project as projects
+        from ojd.errors import OjError, quoted
+
+        try:
+            runbook = projects.load(self.project, paths.cache_dir(self.store.root))
+            if runbook.digest == self.runbook.digest:
+                self._runbook_problem(None)
+                return
+            worker = runbook.workers.get(self.worker.name)
+            if worker is None:
+                raise OjError(f"the runbook no longer defines worker {quoted(self.worker.name)}")
+            from ojd import workers
+
+            workers.record(self.store, runbook, self.project, worker.name)  # pushes follow it
+        except OjError as e:
+            self._runbook_problem(str(e))
+            return
+        except OSError as e:
+            self._runbook_problem(f"cannot read the runbook: {e}")
+            return
+        self.runbook, self.worker = runbook, worker
+        self.queue = runbook.queues[worker.queue]
+        self.runner.runbook = runbook
+        self._runbook_problem(None)
+        self._remember_runbook()
+        self.log.info(f"runbook reloaded: queue {quoted(self.queue.name)}, pipeline "
+                      f"{quoted(worker.pipeline)}, concurrency {worker.concurrency}")
+
+    def _remember_runbook(self) -> None:
+        """The queues of the runbook this worker runs, for pushes while the files on disk
+        are broken (``ojd.lastgood``)."""
+        from ojd import lastgood, paths
+        from ojd import project as projects
+
+        lastgood.remember(self.project, paths.cache_dir(self.store.root),
+                          projects.index_of(self.runbook))
+
+    def _runbook_problem(self, problem: str | None) -> None:
+        if problem is not None and problem != self.runbook_error:
+            for line in problem.splitlines():
+                self.log.error(line)
+            self.log.error("runbook not reloaded: keeping the previous one; "
+                           "'oj runbook check' lists the problems")
+        self.runbook_error = problem
 
     def _next_retry(self) -> float | None:
         """When the earliest failed item of this queue may be taken again."""
@@ -249,7 +313,9 @@ class WorkerLoop:
             return []
         if outcome == "done":
             return [{"type": "queue:completed", "id": item["id"]}]
-        return [queues.failure_event(self.queue, item, error or "job failed", time.time())]
+        # the item's own queue: a reloaded runbook may have moved the worker to another
+        queue = self.runbook.queues.get(item["queue"], self.queue)
+        return [queues.failure_event(queue, item, error or "job failed", time.time())]
 
     def _reap(self) -> None:
         while self._finished:
@@ -261,11 +327,15 @@ class WorkerLoop:
 
     def _shutdown(self) -> None:
         """SIGTERM: take nothing new, let steps finish within the grace, then stop them and
-        put the items of unfinished jobs back to pending."""
+        put the items of jobs stopped mid-step back to pending. A job stopped between steps
+        keeps its item: the worker's next start resumes it at its next step."""
         running = len(self.threads)
         why = f"refused: {self.refused}; " if self.refused else ""
         self.notifier.stopping(f"{self.worker.name}: {why}stopping, draining {running} job(s)")
-        self.log.info(f"stopping: draining {running} job(s), grace {self.drain_grace:.0f}s")
+        again = "; Ctrl-C again stops them now" if running and not self.notifier.enabled \
+            else ""
+        self.log.info(f"stopping: draining {running} job(s), grace "
+                      f"{self.drain_grace:.0f}s{again}")
         self.runner.stop(self.drain_grace)
         deadline = time.monotonic() + 10  # one bound for all: TimeoutStopSec is finite
         for thread in list(self.threads.values()):
@@ -275,6 +345,10 @@ class WorkerLoop:
         for job_id, item_id in self.job_items.items():
             job = state.jobs.get(job_id)
             if job is None or job["status"] != "running":
+                continue
+            if job["step"] is not None and job["step_status"] != "running" and job.get("next"):
+                self.log.info(f"job {job_id} stopped after step '{job['step']}'; it resumes "
+                              f"at step '{job['next']}' when the worker starts again")
                 continue
             events.append({"type": "job:finished", "id": job_id, "outcome": "cancelled",
                            "error": "worker stopped"})
@@ -312,4 +386,6 @@ class WorkerLoop:
             parts.append(f"{pending} pending")
         if self.last_poll is not None:
             parts.append(f"last poll {max(0, round(time.time() - self.last_poll))}s ago")
+        if self.runbook_error:
+            parts.append(f"runbook not reloaded: {self.runbook_error.splitlines()[0]}")
         return ", ".join(parts)

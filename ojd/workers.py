@@ -10,7 +10,8 @@ import os
 import signal
 import time
 
-from ojd.errors import OjError, UsageError, quoted
+from ojd import wake
+from ojd.errors import OjError, UsageError, escaped, quoted
 from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState, worker_unit
 
 TYPE_CHECKING = False
@@ -111,6 +112,42 @@ def dropin_text(state_root: str) -> str:
             f"[Service]\nEnvironment=\"OJ_STATE_DIR={_unit_quote(state_root)}\"\n")
 
 
+def no_manager(systemd: Systemd, name: str, error: SystemdUnavailable) -> SystemdUnavailable:
+    """One line for a machine (container, CI runner) or user without a systemd manager: what
+    failed, and what works there instead."""
+    foreground = (f"run the worker without systemd: 'ojd worker {escaped(name)} --foreground' "
+                  "in its "
+                  "project (--until-idle to exit once its queue is empty)")
+    if systemd.user and wake.manager_present(user=False):
+        user = _user_name()
+        return SystemdUnavailable(f"no systemd user manager runs for {user} ({error}); "
+                                  f"'loginctl enable-linger {user}' starts one, or {foreground}")
+    return SystemdUnavailable(f"no systemd {systemd.scope} manager answers here ({error}); "
+                              f"{foreground}")
+
+
+def unit_state(systemd: Systemd, name: str) -> UnitState:
+    """The worker unit's state; also the proof that a manager answers, asked before oj
+    writes anything (a WAL record, a drop-in) on its behalf."""
+    try:
+        return systemd.state(worker_unit(name))
+    except SystemdUnavailable as e:
+        raise no_manager(systemd, name, e) from None
+
+
+def wake_foreground(store: Store, name: str) -> int | None:
+    """SIGUSR1 to the worker when it runs outside its unit; its PID, or None."""
+    pid = wake.foreground_pid(store.root, name)
+    if pid is None:
+        return None
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        return None
+    store.append({"type": "worker:woken", "name": name})
+    return pid
+
+
 def bind_state_dir(systemd: Systemd, name: str, state_root: str) -> None:
     """A worker whose state is not in the default place learns it from a drop-in."""
     dropin_dir = os.path.join(unit_dir(systemd), f"{worker_unit(name)}.d")
@@ -147,20 +184,32 @@ def trusted_runner(systemd: Systemd, root: str, name: str, run_as: str | None = 
 
 
 def start(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: str,
-          name: str, wait: bool = True, run_as: str | None = None) -> str:
-    """Start the worker's unit, or wake it when it runs. Returns "started", "woken" or
-    "restarted" (running as another user than before)."""
+          name: str, wait: bool = True, run_as: str | None = None,
+          run_as_changed: bool = False) -> str:
+    """Start the worker's unit, or wake it when it runs (in its unit or in the foreground).
+    Returns "started", "woken" or "restarted" (running as another user than before;
+    ``run_as_changed``: the caller already rewrote the run-as drop-in, ``enable``)."""
     from ojd import runas
 
+    worker_named(runbook, name)
+    pid = wake.foreground_pid(store.root, name)
+    if pid is not None:
+        if run_as is not None:
+            raise UsageError(f"worker {quoted(name)} runs in the foreground (PID {pid}), as "
+                             "whoever started it; --run-as is for its unit: stop it first")
+        # its own trust check runs at the poll this wake causes, for the user it runs as
+        record(store, runbook, root, name)
+        if wake_foreground(store, name) is not None:
+            return "woken"
     user = trusted_runner(systemd, root, name, run_as)  # nothing is written before this
-    record(store, runbook, root, name)
     unit = worker_unit(name)
-    bind_state_dir(systemd, name, store.root)
-    changed = runas.bind(systemd, name, store.root, user)
-    st = systemd.state(unit)
+    st = unit_state(systemd, name)  # nor before a manager answers
     if st.load_state == "not-found":
         raise OjError(f"unit {unit} is not installed; run 'oj systemd install"
                       f"{' --user' if systemd.user else ''}'")
+    record(store, runbook, root, name)
+    bind_state_dir(systemd, name, store.root)
+    changed = runas.bind(systemd, name, store.root, user) or run_as_changed
     if changed and st.active_state in RUNNING_STATES:
         systemd.restart(unit)  # a running worker runs as its new user from now on
         _wait_started(systemd, unit)
@@ -205,7 +254,9 @@ def enable(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root:
     target itself is enabled. Returns notes for the user (lingering, for user managers)."""
     from ojd import runas
 
+    worker_named(runbook, name)
     user = trusted_runner(systemd, root, name, run_as)
+    unit_state(systemd, name)
     record(store, runbook, root, name)
     bind_state_dir(systemd, name, store.root)
     runas.bind(systemd, name, store.root, user)
@@ -220,6 +271,7 @@ def enable(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root:
 
 def disable(systemd: Systemd, name: str) -> None:
     check_name(name)
+    unit_state(systemd, name)
     systemd.disable(worker_unit(name))
 
 
@@ -234,8 +286,15 @@ def _user_name() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def stop(systemd: Systemd, name: str, wait: bool = True) -> UnitState:
+def stop(systemd: Systemd, name: str, wait: bool = True, state_root: str | None = None
+         ) -> UnitState:
+    """Stop the unit (it drains), or the worker running in the foreground (SIGTERM: the
+    same drain) when there is one."""
     unit = worker_unit(check_name(name))
+    pid = wake.foreground_pid(state_root, name) if state_root is not None else None
+    if pid is not None:
+        return _stop_foreground(state_root, name, pid, wait)
+    unit_state(systemd, name)
     systemd.stop(unit)
     deadline = time.monotonic() + STOP_TIMEOUT
     st = systemd.state(unit)
@@ -246,16 +305,31 @@ def stop(systemd: Systemd, name: str, wait: bool = True) -> UnitState:
     return st
 
 
+def _stop_foreground(state_root: str, name: str, pid: int, wait: bool) -> UnitState:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while wait and wake.running_pid(state_root, name) == pid and time.monotonic() < deadline:
+        time.sleep(0.05)
+    gone = wake.running_pid(state_root, name) != pid
+    return UnitState(worker_unit(name), "", "inactive" if gone else "foreground",
+                     "dead" if gone else "stop-sigterm", 0 if gone else pid, 0)
+
+
 def restart(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: str,
             name: str) -> None:
     from ojd import runas
 
+    worker_named(runbook, name)
     user = trusted_runner(systemd, root, name)
-    record(store, runbook, root, name)
     unit = worker_unit(name)
+    st = unit_state(systemd, name)
+    record(store, runbook, root, name)
     bind_state_dir(systemd, name, store.root)
     runas.bind(systemd, name, store.root, user)
-    if systemd.state(unit).active_state == "failed":
+    if st.active_state == "failed":
         systemd.reset_failed(unit)
     systemd.restart(unit)
     _wait_started(systemd, unit)
@@ -264,7 +338,8 @@ def restart(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root
 def listing(store: Store, systemd: Systemd | None, project: str | None
             ) -> tuple[list[dict[str, Any]], str | None]:
     """Rows for ``oj worker list``; the WAL is enough, live unit state is added when
-    systemd answers. Returns (rows, why systemd could not be asked)."""
+    systemd answers, and a worker running outside its unit shows as ``foreground`` with its
+    PID. Returns (rows, why systemd could not be asked)."""
     state = store.state
     problem = None
     rows = []
@@ -284,12 +359,17 @@ def listing(store: Store, systemd: Systemd | None, project: str | None
                       if j["worker"] == w["name"] and j["project"] == w.get("project")
                       and j["status"] == "running")
         pending = state.waiting_count(w.get("project"), w.get("queue"))
+        active_state = live.active_state if live else None
+        sub_state = live.sub_state if live else None
+        main_pid = (live.main_pid or None) if live else None
+        if active_state not in RUNNING_STATES:
+            foreground = wake.foreground_pid(store.root, w["name"])
+            if foreground is not None:
+                active_state, sub_state, main_pid = "foreground", "running", foreground
         rows.append({
             "name": w["name"], "project": w.get("project"), "queue": w.get("queue"),
-            "unit": unit,
-            "active_state": live.active_state if live else None,
-            "sub_state": live.sub_state if live else None,
-            "main_pid": (live.main_pid or None) if live else None,
+            "unit": unit, "active_state": active_state, "sub_state": sub_state,
+            "main_pid": main_pid,
             "active": running, "concurrency": w.get("concurrency"), "pending": pending,
             "enabled": enabled,
             "started_at": w.get("started_at"), "woken_at": w.get("woken_at"),

@@ -387,3 +387,22 @@ def test_worker_logs_and_list_when_systemd_is_unreachable(unit_project):
     assert "systemd cannot be reached" in proc.stderr
     rows = json.loads(proc.stdout)
     assert [(r["name"], r["active_state"]) for r in rows] == [(p.worker, None)]
+
+
+def test_an_invalid_runbook_shows_in_the_status_while_the_worker_keeps_the_previous_one(
+        unit_project):
+    p = unit_project
+    p.oj("worker", "start", p.worker)
+    broken = p.root / ".oj" / "runbooks" / "zz.hcl"
+    broken.write_text('pipeline "other" {\n  step "s" { run = bare }\n}\n')
+    p.sb.systemctl("reload", p.unit)  # a poll now: it reads the runbook again
+    p.wait_for(lambda: "runbook not reloaded: .oj/runbooks/zz.hcl:2:" in p.prop("StatusText"),
+               "the status to show the runbook error")
+    assert p.prop("ActiveState") == "active"
+    proc = p.oj("queue", "push", "jobs", '{"n": "1"}')
+    assert "queue 'jobs' is unchanged since the last valid runbook" in proc.stderr
+    p.wait_for(lambda: "done 1" in p.ran(), "the item to run with the previous runbook")
+    assert ".oj/runbooks/zz.hcl:2:" in p.sb.journal(p.unit)
+    broken.unlink()
+    p.sb.systemctl("reload", p.unit)
+    p.wait_for(lambda: "runbook" not in p.prop("StatusText"), "the status to clear")

@@ -100,7 +100,7 @@ def stop_cmd(app, name: str, scope: str | None) -> None:
     """Stop a worker: running steps may finish, unfinished items go back to pending."""
     from ojd import workers
 
-    st = workers.stop(systemd_for(scope), name)
+    st = workers.stop(systemd_for(scope), name, state_root=app.store.root)
     click.echo(f"Worker {quoted(name)} stopped ({st.active_state})")
 
 
@@ -123,11 +123,17 @@ def restart_cmd(app, name: str, scope: str | None) -> None:
 @with_scope
 def logs_cmd(name: str, follow: bool, lines: int, scope: str | None) -> None:
     """The worker's journal: its own lines and its steps'."""
+    from ojd.errors import OjError
     from ojd.systemd import worker_unit
+    from ojd.wake import manager_present
     from ojd.workers import check_name
 
     check_name(name)
     user = (os.geteuid() != 0) if scope is None else scope == "user"
+    if not manager_present(user):
+        raise OjError(f"no systemd {'user' if user else 'system'} manager runs here, so no "
+                      f"journal holds worker logs; a worker run with 'ojd worker {name} "
+                      "--foreground' logs to its own stderr")
     argv = ["journalctl", "--user-unit" if user else "--unit", worker_unit(name),
             "-n", str(lines), "--no-pager", "-o", "short-iso"]
     if follow:
@@ -135,8 +141,6 @@ def logs_cmd(name: str, follow: bool, lines: int, scope: str | None) -> None:
     try:
         os.execvp(argv[0], argv)
     except FileNotFoundError:
-        from ojd.errors import OjError
-
         raise OjError("journalctl is not installed; worker logs live in the journal") from None
 
 
@@ -148,21 +152,28 @@ def logs_cmd(name: str, follow: bool, lines: int, scope: str | None) -> None:
 def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
     """Workers with their unit state, running jobs and pending items."""
     from ojd import workers
+    from ojd.wake import manager_present
 
     project = None if all_projects else app.project_or_none()
     rows, problem = workers.listing(app.reader_store, systemd_for(scope), project)
     if problem:
-        click.echo(f"oj: systemd cannot be reached ({problem}); showing the WAL only",
-                   err=True)
+        click.echo(f"oj: systemd cannot be reached ({problem}); showing the WAL and "
+                   "workers running in the foreground", err=True)
     if output == "json":
         emit_json(rows)
         return
     def enabled(value: bool | None) -> str:
         return "-" if value is None else ("enabled" if value else "disabled")
 
+    def state(r: dict) -> str:
+        if r["active_state"] in (None, "foreground"):
+            return r["active_state"] or "unknown"
+        return f"{r['active_state']}/{r['sub_state']}"
+
     table(("NAME", "STATE", "BOOT", "PID", "JOBS", "PENDING", "QUEUE", "STARTED", "PROJECT"),
-          [(r["name"], f"{r['active_state']}/{r['sub_state']}" if r["active_state"]
-            else "unknown", enabled(r["enabled"]), r["main_pid"],
+          [(r["name"], state(r), enabled(r["enabled"]), r["main_pid"],
             f"{r['active']}/{r['concurrency']}", r["pending"], r["queue"],
             ago(r["started_at"]), r["project"]) for r in rows],
-          empty="no workers (start one with 'oj worker start NAME')")
+          empty="no workers (start one with 'oj worker start NAME')" if manager_present(
+              None if scope is None else scope == "user")
+          else "no workers (no systemd here: run one with 'ojd worker NAME --foreground')")

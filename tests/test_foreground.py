@@ -1,0 +1,402 @@
+"""Workers on a machine without systemd: `ojd worker --foreground` as a first-class worker
+(pushes wake it, listings show it, Ctrl-C stops it as a terminal user expects), `oj worker`
+commands that say what works there, and runbooks reloaded by a running worker.
+
+"Without systemd" is made certain even on a host that has one: `oj` runs in a private mount
+namespace with an empty /run (no manager socket, no bus) and a scratch directory over
+/etc/systemd/system (so nothing written there reaches the host).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import OJ, Project
+
+RUNBOOK = r"""
+    queue "q" {
+      vars = ["n"]
+    }
+    worker "w" {
+      source  = { queue = "q" }
+      handler = { pipeline = "p" }
+      poll    = "1h"
+    }
+    pipeline "p" {
+      vars = ["item"]
+      STEPS
+    }
+    """
+ONE_STEP = r"""
+      step "one" {
+        run = "echo ${var.item.n} >> ${invoke.dir}/out.txt"
+      }"""
+
+
+def runbook(steps: str = ONE_STEP) -> str:
+    return RUNBOOK.replace("      STEPS", steps.strip("\n"))
+
+
+def wait_until(predicate, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+class Foreground:
+    """`ojd worker NAME --foreground` as a terminal runs it; its output collected as it comes."""
+
+    def __init__(self, project: Project, name: str, *args: str, **env: str) -> None:
+        self.proc = project.ojd("worker", name, "--foreground", *args, **env)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 20.0) -> None:
+        wait_until(lambda: text in self.output, f"{text!r} in the worker's output:\n"
+                   f"{self.output}", timeout)
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        return code
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def started(project: Project):
+    """A project whose worker `w` runs in the foreground (poll 1 h: only wakes make it poll)."""
+    project.write("w.hcl", runbook())
+    worker = Foreground(project, "w")
+    worker.wait_for("ready: queue 'q'")
+    yield project, worker
+    worker.stop()
+
+
+def out(project: Project) -> list[str]:
+    path = project.root / "out.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def without_systemd(project: Project, tmp_path: Path, *args: str, manager_runs: bool = False,
+                    **env: str) -> subprocess.CompletedProcess[str]:
+    """`oj ARGS` as on a machine (or for a user) without a systemd manager."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        # justified: the private mount namespace needs root; CI runs as root
+        pytest.skip("a private mount namespace needs root and unshare")
+    etc = tmp_path / "etc-systemd-system"
+    runtime = tmp_path / "runtime"
+    etc.mkdir(exist_ok=True)
+    runtime.mkdir(exist_ok=True)
+    # manager_runs: the system manager is up (/run/systemd/system) but this user has none
+    script = ("mount -t tmpfs oj-test /run && mount --bind \"$OJ_TEST_ETC\" /etc/systemd/system"
+              + (" && mkdir -p /run/systemd/system" if manager_runs else "")
+              + ' && exec "$@"')
+    environ = project.env(OJ_TEST_ETC=str(etc), XDG_RUNTIME_DIR=str(runtime),
+                          XDG_CONFIG_HOME=str(tmp_path / "config"), **env)
+    for name in ("DBUS_SYSTEM_BUS_ADDRESS", "DBUS_SESSION_BUS_ADDRESS"):
+        environ.pop(name, None)
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                           script, "sh", OJ, *args], cwd=project.root, env=environ,
+                          capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def wal_events(project: Project, kind: str) -> list[dict]:
+    from ojd.wal import WalDirectory
+
+    wal = WalDirectory(str(project.state / "wal"), on_problem=lambda p: None)
+    return [r.event for r in wal.records() if r.event.get("type") == kind]
+
+
+# -- oj worker without a manager -------------------------------------------------------------
+
+
+def test_worker_start_without_a_manager_writes_nothing_and_names_the_foreground_command(
+        project: Project, tmp_path: Path):
+    project.write("w.hcl", runbook())
+    proc = without_systemd(project, tmp_path, "worker", "start", "w")
+    assert proc.returncode == 1
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("oj: no systemd system manager answers here (")
+    assert "'ojd worker w --foreground'" in line and "--until-idle" in line
+    assert list((tmp_path / "etc-systemd-system").iterdir()) == []  # no drop-in
+    assert wal_events(project, "worker:recorded") == []
+
+
+def test_user_without_a_user_manager_is_told_about_linger(project: Project, tmp_path: Path):
+    project.write("w.hcl", runbook())
+    proc = without_systemd(project, tmp_path, "worker", "start", "--user", "w",
+                           manager_runs=True)
+    assert proc.returncode == 1
+    [line] = proc.stderr.splitlines()
+    assert "no systemd user manager runs for root" in line
+    assert "'loginctl enable-linger root'" in line and "'ojd worker w --foreground'" in line
+    assert not (tmp_path / "config" / "systemd").exists()  # no drop-in
+    assert wal_events(project, "worker:recorded") == []
+
+
+@pytest.mark.parametrize("command", ["stop", "restart", "enable", "disable"])
+def test_other_worker_commands_without_a_manager_are_one_line(project: Project,
+                                                               tmp_path: Path, command):
+    project.write("w.hcl", runbook())
+    proc = without_systemd(project, tmp_path, "worker", command, "w")
+    assert proc.returncode == 1
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("oj: no systemd system manager answers here (")
+    assert "'ojd worker w --foreground'" in line
+    assert list((tmp_path / "etc-systemd-system").iterdir()) == []
+    assert wal_events(project, "worker:recorded") == []
+
+
+def test_worker_logs_without_a_manager_says_where_foreground_logs_go(project: Project,
+                                                                      tmp_path: Path):
+    project.write("w.hcl", runbook())
+    proc = without_systemd(project, tmp_path, "worker", "logs", "w")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "oj: no systemd system manager runs here, so no journal holds worker logs; a worker "
+        "run with 'ojd worker w --foreground' logs to its own stderr"]
+
+
+# -- a foreground worker is a worker like any other ---------------------------------------------
+
+
+def test_push_wakes_a_foreground_worker_and_list_shows_it_with_its_pid(started, tmp_path):
+    project, worker = started
+    proc = without_systemd(project, tmp_path, "queue", "push", "q", '{"n": "1"}')
+    assert proc.returncode == 0, proc.stderr
+    assert "no worker was woken" not in proc.stderr
+    # the fallback poll is an hour away: only the push's wake-up runs the item this soon
+    wait_until(lambda: out(project) == ["1"], "the pushed item to run")
+    [row] = project.json("worker", "list")
+    assert (row["active_state"], row["main_pid"]) == ("foreground", worker.proc.pid)
+    table = project.oj("worker", "list").stdout.splitlines()
+    assert table[1].split()[:2] == ["w", "foreground"]
+    assert str(worker.proc.pid) in table[1].split()
+
+
+def test_worker_start_wakes_a_foreground_worker_without_a_manager(started, tmp_path):
+    from ojd import queues
+    from ojd.store import Store
+
+    project, worker = started
+    store = Store(str(project.state))
+    store.load()
+    # queued without the push's wake-up: only the start below can make the worker poll
+    queues.push(store, str(project.root), queues.QueueSpec("q", "persisted", ["n"], {}),
+                {"n": "1"})
+    time.sleep(0.3)
+    assert out(project) == []
+    proc = without_systemd(project, tmp_path, "worker", "start", "w")
+    assert proc.returncode == 0, proc.stderr
+    wait_until(lambda: out(project) == ["1"], "the item to run after the wake-up")
+    assert len(wal_events(project, "worker:woken")) == 1
+
+
+def test_worker_stop_stops_a_foreground_worker_with_its_drain(started, tmp_path):
+    project, worker = started
+    proc = without_systemd(project, tmp_path, "worker", "stop", "w")
+    assert proc.returncode == 0, proc.stderr
+    assert "stopped" in proc.stdout
+    assert worker.wait(timeout=5) == 0
+    assert "stopping: draining 0 job(s)" in worker.output
+
+
+def test_push_with_no_worker_running_names_a_command_that_works_here(project: Project,
+                                                                      tmp_path: Path):
+    project.write("w.hcl", runbook())
+    listed = without_systemd(project, tmp_path, "worker", "list")
+    assert listed.stdout.strip() == ("no workers (no systemd here: run one with "
+                                     "'ojd worker NAME --foreground')")
+    ran = project.ojd("worker", "w", "--foreground", "--until-idle")
+    assert ran.wait(timeout=30) == 0
+    proc = without_systemd(project, tmp_path, "queue", "push", "q", '{"n": "1"}')
+    assert proc.returncode == 0
+    assert ("oj: no worker was woken: w not running; no systemd here: run "
+            "'ojd worker w --foreground' in the project") in proc.stderr
+
+
+def test_a_recycled_pid_in_a_stale_lock_file_is_never_signalled(project: Project):
+    project.write("w.hcl", runbook())
+    assert project.ojd("worker", "w", "--foreground", "--until-idle").wait(timeout=30) == 0
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        # the lock file names a live process, but not the one that wrote it: its start
+        # time differs (SIGUSR1 would kill a sleep)
+        (project.state / "workers" / "w.lock").write_text(f"{bystander.pid} 1\n")
+        proc = project.oj("queue", "push", "q", '{"n": "1"}')
+        assert "no worker was woken: w not running" in proc.stderr
+        time.sleep(0.2)
+        assert bystander.poll() is None
+        [row] = project.json("worker", "list")
+        assert row["active_state"] != "foreground"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+# -- Ctrl-C ---------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_with_nothing_running_exits_130(started):
+    project, worker = started
+    worker.signal(signal.SIGINT)
+    assert worker.wait(timeout=10) == 130
+
+
+def test_second_ctrl_c_stops_the_drain_at_once_and_returns_the_item(project: Project):
+    marker = f"oj-test-{os.getpid()}-{time.monotonic_ns()}"
+    project.write("w.hcl", runbook(ONE_STEP.replace(
+        "out.txt", f"out.txt; exec -a {marker} sleep 300")))
+    worker = Foreground(project, "w", OJ_DRAIN_GRACE="60")
+    try:
+        worker.wait_for("ready: queue 'q'")
+        project.oj("queue", "push", "q", '{"n": "1"}')
+        wait_until(lambda: out(project) == ["1"], "the step to start")
+        worker.signal(signal.SIGINT)
+        worker.wait_for("stopping: draining 1 job(s), grace 60s; Ctrl-C again stops them now")
+        started_at = time.monotonic()
+        worker.signal(signal.SIGINT)
+        assert worker.wait(timeout=15) == 130
+        assert time.monotonic() - started_at < 10  # not the 60 s grace
+    finally:
+        worker.stop()
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+    assert left == "", f"step still running: {left}"
+    [item] = project.items()
+    assert (item["status"], item["attempts"]) == ("pending", 0)
+    assert [j["status"] for j in project.json("job", "list")] == ["cancelled"]
+
+
+@pytest.mark.parametrize("exit_code", [0, 3])  # 3: a step that fails by itself in the drain
+def test_a_job_stopped_between_steps_resumes_at_its_next_step(project: Project, exit_code):
+    # step one finishes during the drain (once `go` exists); step two must run once, later,
+    # and step one never again
+    project.write("w.hcl", runbook(r"""
+      step "one" {
+        run     = "echo one >> out.txt; until [ -e go ]; do sleep 0.05; done; exit EXIT"
+        on_done = { step = "two" }
+        on_fail = { step = "two" }
+      }
+      step "two" {
+        run = "echo two >> ${invoke.dir}/out.txt"
+      }""".replace("EXIT", str(exit_code))))
+    worker = Foreground(project, "w")
+    try:
+        worker.wait_for("ready: queue 'q'")
+        project.oj("queue", "push", "q", '{"n": "1"}')
+        wait_until(lambda: out(project) == ["one"], "step one to start")
+        worker.signal(signal.SIGINT)
+        worker.wait_for("stopping: draining 1 job(s)")
+        (project.root / "go").touch()
+        assert worker.wait(timeout=30) == 130
+    finally:
+        worker.stop()
+    assert "it resumes at step 'two' when the worker starts again" in worker.output
+    assert out(project) == ["one"]
+    [job] = project.json("job", "list")
+    assert [h["step"] for h in job["history"]] == ["one"]
+    again = project.ojd("worker", "w", "--foreground", "--until-idle")
+    assert again.wait(timeout=30) == 0
+    assert out(project) == ["one", "two"]
+    [item] = project.items()
+    assert (item["status"], item["attempts"]) == ("completed", 1)
+    [job] = project.json("job", "list")
+    assert (job["status"], [h["step"] for h in job["history"]]) == ("done", ["one", "two"])
+    assert [h["exit"] for h in job["history"]] == [exit_code, 0]
+
+
+# -- runbook changes under a running worker -------------------------------------------------------
+
+
+def test_a_running_worker_reloads_a_changed_runbook_at_its_next_poll(started):
+    project, worker = started
+    project.oj("queue", "push", "q", '{"n": "1"}')
+    wait_until(lambda: out(project) == ["1"], "the first item to run")
+    project.write("w.hcl", runbook(ONE_STEP.replace("${var.item.n}", "v2-${var.item.n}")))
+    project.oj("queue", "push", "q", '{"n": "2"}')  # its wake-up polls, which reloads
+    wait_until(lambda: out(project) == ["1", "v2-2"], "the second item to run the new step")
+    assert "runbook reloaded: queue 'q', pipeline 'p', concurrency 1" in worker.output
+
+
+def test_an_invalid_runbook_is_logged_as_file_line_and_the_previous_one_kept(started):
+    project, worker = started
+    project.write("zz-broken.hcl", """
+        pipeline "other" {
+          step "s" { run = persisted }
+        }
+        """)
+    worker.signal(signal.SIGUSR1)
+    worker.wait_for(".oj/runbooks/zz-broken.hcl:3:")
+    worker.wait_for("runbook not reloaded: keeping the previous one")
+    project.oj("queue", "push", "q", '{"n": "1"}')
+    wait_until(lambda: out(project) == ["1"], "the item to run with the previous runbook")
+    assert worker.output.count("zz-broken.hcl:3:") == 1  # once, not at every poll
+    (project.root / ".oj" / "runbooks" / "zz-broken.hcl").unlink()
+
+
+@pytest.mark.parametrize("broken, where", [
+    # a validation error in the queue's own file
+    (("w.hcl", runbook(ONE_STEP + '\n      step "two" { run = "true" }\n'
+                                   '      on_done = { step = "nowhere" }')),
+     ".oj/runbooks/w.hcl:"),
+    # a syntax error in another file
+    (("x.hcl", 'pipeline "x" {\n  step "s" { run = bare }\n}\n'), ".oj/runbooks/x.hcl:2:"),
+])
+def test_push_to_an_unchanged_queue_works_while_another_part_of_the_runbook_is_broken(
+        project: Project, broken, where):
+    project.write("w.hcl", runbook())
+    project.oj("queue", "push", "q", '{"n": "1"}')  # the runbook is valid: remembered
+    project.write(*broken)
+    proc = project.oj("queue", "push", "q", '{"n": "2"}')
+    assert proc.stdout.strip()
+    [warning] = proc.stderr.splitlines()
+    assert warning.startswith(f"oj: warning: the runbook is invalid: {where}")
+    assert "queue 'q' is unchanged since the last valid runbook" in warning
+    assert [i["data"]["n"] for i in project.items()] == ["1", "2"]
+    # the item is still checked against the queue's definition
+    bad = project.oj("queue", "push", "q", '{"m": "3"}', check=False)
+    assert bad.returncode == 2 and "m" in bad.stderr
+
+
+@pytest.mark.parametrize("change", [
+    ('vars = ["n"]', 'vars = ["n", "extra"]'),  # the queue itself changed
+    ('vars = ["n"]', 'vars = [n]'),  # the queue's own file cannot be read
+])
+def test_push_to_a_changed_or_unreadable_queue_fails_while_the_runbook_is_broken(
+        project: Project, change):
+    project.write("w.hcl", runbook())
+    project.oj("queue", "push", "q", '{"n": "1"}')
+    project.write("w.hcl", runbook(ONE_STEP + '\n      step "two" { run = bare }')
+                  .replace(*change))
+    assert project.oj("runbook", "check", check=False).returncode == 1
+    proc = project.oj("queue", "push", "q", '{"n": "2"}', check=False)
+    assert proc.returncode == 1
+    assert ".oj/runbooks/w.hcl:" in proc.stderr and "warning" not in proc.stderr
+    assert len(project.items()) == 1
