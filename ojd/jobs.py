@@ -7,7 +7,6 @@ resumes from that step when its owner (or a successor) calls ``run`` again.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -19,24 +18,17 @@ from typing import Any
 
 from ojd import paths
 from ojd.errors import OjError
+from ojd.notify import one_line
 from ojd.queues import new_id
 from ojd.routing import route, visit_limit_error
 from ojd.runbook import Pipeline, Runbook
 from ojd.store import Store, Transaction
-from ojd.template import TemplateError, render_shell, render_text
+from ojd.template import LOCAL_PREFIX, TemplateError, needs_shell, render_shell, render_text
 
 # Progress callback: (job id, what, detail) e.g. ("3f9c", "step", "check ok in 1.2s")
 Progress = Callable[[str, str, str], None]
 # Settlement: (state, job id, outcome, error) -> events to append with job:finished
 Settle = Callable[..., list[dict]]
-
-_TEMPLATE_REF = re.compile(r"\$\$\{|\$\{[^}]*\}")
-
-
-def _needs_shell(template: str) -> bool:
-    """A local like ``$(git rev-parse ...)`` runs in bash; a plain template does not."""
-    rest = _TEMPLATE_REF.sub("", template)
-    return "$" in rest or "`" in rest
 
 
 def workspace_path(state_root: str, pipeline: Pipeline, job_id: str, project: str) -> str | None:
@@ -125,7 +117,7 @@ class JobRunner:
                 self.store.append({"type": "job:step_started", "id": job_id, "step": step})
                 self.progress(job_id, "step", f"{step} started")
                 started = time.monotonic()
-                exit_code = self._run_step(job, pipeline, step, ctx, log)
+                exit_code, why = self._run_step(job, pipeline, step, ctx, log)
                 job = self.store.state.jobs[job_id]
                 if exit_code is None:  # stopped from outside: leave the job resumable
                     return "interrupted"
@@ -139,8 +131,8 @@ class JobRunner:
                     # the last step's end, the job's end and its item's settlement: one append
                     if exit_code == 0 and not job.get("failing"):
                         return self._finish(job, "done", None, pipeline, log, [finished])
-                    return self._finish(job, "failed", _failure(job, step, exit_code),
-                                        pipeline, log, [finished])
+                    error = _failure(job, step, exit_code) + (f": {why}" if why else "")
+                    return self._finish(job, "failed", error, pipeline, log, [finished])
                 self.store.append(finished)
                 step = r.next
         return job["status"]
@@ -172,12 +164,11 @@ class JobRunner:
     def _eval_local(self, job: dict, name: str, template: str, ctx: dict[str, Any]) -> str:
         env = self._env(job)
         try:
-            if not _needs_shell(template):
+            if not needs_shell(template):
                 return render_text(template, ctx, env=env)
             # an assignment's status is its last command substitution's: with -e a failing
             # $(...) fails the local instead of quietly giving ""
-            script = render_shell('__oj_local="' + template + '"\nprintf "%s" "$__oj_local"',
-                                  ctx)
+            script = render_shell(LOCAL_PREFIX + template + '"\nprintf "%s" "$__oj_local"', ctx)
         except TemplateError as e:
             raise OjError(f"local '{name}': {e}") from None
         proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=job["cwd"],
@@ -189,19 +180,22 @@ class JobRunner:
         return proc.stdout
 
     def _run_step(self, job: dict, pipeline: Pipeline, step: str, ctx: dict[str, Any],
-                  log) -> int | None:
+                  log) -> tuple[int | None, str | None]:
+        """The step's exit status (None when stopped from outside), and why it did not run."""
         s = pipeline.steps[step]
         log.write(f"==> step {step} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
         if s.run is None:
             log.write(f"agent '{s.agent}' steps are not executed by oj {_version()}\n".encode())
-            return 127
+            return 127, None
         try:
             script = render_shell(s.run, ctx)
-        except TemplateError as e:
-            log.write(f"{e}\n".encode())
-            return 2
+        except TemplateError as e:  # a value that cannot go where the script puts it
+            why = one_line(str(e))
+            log.write(f"{why}\n".encode())
+            self.progress(job["id"], "step", f"{step}: {why}")
+            return 2, why
         if self.stopping.is_set():
-            return None
+            return None, None
         proc = subprocess.Popen(["bash", "-e", "-o", "pipefail", "-c", script], cwd=job["cwd"],
                                 env=self._env(job), stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -217,8 +211,8 @@ class JobRunner:
             with self._procs_lock:
                 self._procs.pop(job["id"], None)
         if self.stopping.is_set() and code != 0:
-            return None  # killed by our own shutdown, not a verdict on the step
-        return code
+            return None, None  # killed by our own shutdown, not a verdict on the step
+        return code, None
 
     def fail(self, job_id: str, error: str) -> str:
         """End a job that cannot go on (a bug in a runner must not leave it running)."""
@@ -236,7 +230,7 @@ class JobRunner:
         self.progress(job["id"], outcome, error or "")
         if pipeline is not None and log is not None:
             if error:
-                log.write(f"==> job {outcome}: {error}\n".encode())
+                log.write(f"==> job {outcome}: {one_line(error)}\n".encode())
             self._notify(job, pipeline, "on_done" if outcome == "done" else "on_fail", log)
         if outcome == "done" and job.get("workspace") == "ephemeral":
             shutil.rmtree(job["cwd"], ignore_errors=True)
@@ -253,6 +247,7 @@ class JobRunner:
             message = render_text(template, ctx)
         except TemplateError as e:
             message = f"({when} message: {e})"
+        message = one_line(message)  # item text must not forge lines of the log
         log.write(f"==> notify: {message}\n".encode())
         self.progress(job["id"], "notify", message)
 

@@ -125,7 +125,18 @@ def _write_index(path: str, runbook: Runbook) -> None:
     _atomic_write(path, json.dumps(index_of(runbook)).encode())
 
 
-def parse(sources: list[tuple[str, bytes]]) -> Runbook:
+def check(root: str) -> tuple[Runbook, list[str]]:
+    """Parse and validate without the cache (``oj runbook check``): the runbook and its
+    warnings. Raises RunbookError listing every problem."""
+    import dataclasses
+
+    warnings: list[str] = []
+    sources, digest = _sources(root)
+    runbook = dataclasses.replace(parse(sources, warnings), digest=digest)
+    return runbook, warnings
+
+
+def parse(sources: list[tuple[str, bytes]], warnings: list[str] | None = None) -> Runbook:
     from ojd import hcl, validate
 
     parsed = []
@@ -143,7 +154,7 @@ def parse(sources: list[tuple[str, bytes]]) -> Runbook:
             problems.append(str(e))
     if problems:
         raise RunbookError(problems)
-    return validate.build(parsed)
+    return validate.build(parsed, warnings)
 
 
 def _read_cache(path: str) -> Runbook | None:

@@ -15,18 +15,23 @@ def runbook() -> None:
 @runbook.command("check")
 @click.pass_obj
 def check_cmd(app) -> int:
-    """Validate every runbook; print each problem as file:line and exit 1 on any."""
+    """Validate every runbook; print each problem as file:line and exit 1 on any.
+
+    Warnings (values where bash reads them again, values in command position) are printed
+    too, as file:line: warning: ...; they do not change the exit status."""
     from ojd.errors import RunbookError
-    from ojd.project import load, runbook_files
+    from ojd.project import check, runbook_files
 
     files = runbook_files(app.root)
     try:
-        rb = load(app.root)  # no cache: a check always parses
+        rb, warnings = check(app.root)  # no cache: a check always parses
     except RunbookError as e:
         for line in e.problems:
             click.echo(line, err=True)
         click.echo(f"{len(e.problems)} problem(s) in {len(files)} runbook file(s)", err=True)
         return 1
+    for line in warnings:
+        click.echo(line, err=True)
     counts = {k: len(getattr(rb, k)) for k in ("commands", "queues", "workers", "pipelines",
                                                 "agents")}
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
