@@ -31,11 +31,15 @@ class Script(NamedTuple):
 
 
 _TEMPLATE_REF = re.compile(r"\$\$\{|\$\{[^}]*\}")
+_RAW_REF = re.compile(r"(?<!\$)\$\{\s*raw\(")
 
 
 def needs_shell(local: str) -> bool:
-    """A local like ``$(git rev-parse ...)`` runs in bash (as the inside of "..."); a plain
-    template does not."""
+    """A local like ``$(git rev-parse ...)`` (or with a ``${raw(...)}``) runs in bash, as
+    the inside of "..." (``ojd.template.LOCAL_PREFIX + local + '"'``); a plain template is
+    rendered as text."""
+    if _RAW_REF.search(local):
+        return True
     rest = _TEMPLATE_REF.sub("", local)
     return "$" in rest or "`" in rest
 

@@ -19,16 +19,18 @@ from typing import Any
 from ojd import paths
 from ojd.bashsyntax import needs_shell
 from ojd.errors import OjError
+from ojd.notify import one_line
 from ojd.queues import new_id
 from ojd.routing import route, visit_limit_error
 from ojd.runbook import Pipeline, Runbook
 from ojd.store import Store, Transaction
-from ojd.template import TemplateError, render_shell, render_text
+from ojd.template import LOCAL_PREFIX, TemplateError, render_shell, render_text
 
 # Progress callback: (job id, what, detail) e.g. ("3f9c", "step", "check ok in 1.2s")
 Progress = Callable[[str, str, str], None]
 # Settlement: (state, job id, outcome, error) -> events to append with job:finished
 Settle = Callable[..., list[dict]]
+
 
 def workspace_path(state_root: str, pipeline: Pipeline, job_id: str, project: str) -> str | None:
     if pipeline.workspace == "ephemeral":
@@ -118,7 +120,7 @@ class JobRunner:
                 self.store.append({"type": "job:step_started", "id": job_id, "step": step})
                 self.progress(job_id, "step", f"{step} started")
                 started = time.monotonic()
-                exit_code = self._run_step(job, pipeline, step, ctx, log)
+                exit_code, why = self._run_step(job, pipeline, step, ctx, log)
                 job = self.store.state.jobs[job_id]
                 if exit_code is None:  # stopped from outside: leave the job resumable
                     return "interrupted"
@@ -132,8 +134,8 @@ class JobRunner:
                     # the last step's end, the job's end and its item's settlement: one append
                     if exit_code == 0 and not job.get("failing"):
                         return self._finish(job, "done", None, pipeline, log, [finished])
-                    return self._finish(job, "failed", _failure(job, step, exit_code),
-                                        pipeline, log, [finished])
+                    error = _failure(job, step, exit_code) + (f": {why}" if why else "")
+                    return self._finish(job, "failed", error, pipeline, log, [finished])
                 self.store.append(finished)
                 step = r.next
         return job["status"]
@@ -169,8 +171,7 @@ class JobRunner:
                 return render_text(template, ctx, env=env)
             # an assignment's status is its last command substitution's: with -e a failing
             # $(...) fails the local instead of quietly giving ""
-            script = render_shell('__oj_local="' + template + '"\nprintf "%s" "$__oj_local"',
-                                  ctx)
+            script = render_shell(LOCAL_PREFIX + template + '"\nprintf "%s" "$__oj_local"', ctx)
         except TemplateError as e:
             raise OjError(f"local '{name}': {e}") from None
         proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=job["cwd"],
@@ -182,19 +183,22 @@ class JobRunner:
         return proc.stdout
 
     def _run_step(self, job: dict, pipeline: Pipeline, step: str, ctx: dict[str, Any],
-                  log) -> int | None:
+                  log) -> tuple[int | None, str | None]:
+        """The step's exit status (None when stopped from outside), and why it did not run."""
         s = pipeline.steps[step]
         log.write(f"==> step {step} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
         if s.run is None:
             log.write(f"agent '{s.agent}' steps are not executed by oj {_version()}\n".encode())
-            return 127
+            return 127, None
         try:
             script = render_shell(s.run, ctx)
-        except TemplateError as e:
-            log.write(f"{e}\n".encode())
-            return 2
+        except TemplateError as e:  # a value that cannot go where the script puts it
+            why = one_line(str(e))
+            log.write(f"{why}\n".encode())
+            self.progress(job["id"], "step", f"{step}: {why}")
+            return 2, why
         if self.stopping.is_set():
-            return None
+            return None, None
         proc = subprocess.Popen(["bash", "-e", "-o", "pipefail", "-c", script], cwd=job["cwd"],
                                 env=self._env(job), stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -213,7 +217,9 @@ class JobRunner:
             killed = job["id"] in self._signalled
         # killed by our own stop: not a verdict on the step. A step that ended by itself
         # during the drain is recorded with its exit like any other.
-        return None if killed and code != 0 else code
+        if killed and code != 0:
+            return None, None
+        return code, None
 
     def fail(self, job_id: str, error: str) -> str:
         """End a job that cannot go on (a bug in a runner must not leave it running)."""
@@ -231,7 +237,7 @@ class JobRunner:
         self.progress(job["id"], outcome, error or "")
         if pipeline is not None and log is not None:
             if error:
-                log.write(f"==> job {outcome}: {error}\n".encode())
+                log.write(f"==> job {outcome}: {one_line(error)}\n".encode())
             self._notify(job, pipeline, "on_done" if outcome == "done" else "on_fail", log)
         if outcome == "done" and job.get("workspace") == "ephemeral":
             shutil.rmtree(job["cwd"], ignore_errors=True)
@@ -248,6 +254,7 @@ class JobRunner:
             message = render_text(template, ctx)
         except TemplateError as e:
             message = f"({when} message: {e})"
+        message = one_line(message)  # item text must not forge lines of the log
         log.write(f"==> notify: {message}\n".encode())
         self.progress(job["id"], "notify", message)
 

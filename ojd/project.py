@@ -182,7 +182,7 @@ def _load(sources: list[tuple[str, bytes]], digest: str, cache_dir: str | None,
         cached = _read_cache(cache_path)
         if cached is not None:
             return cached
-    runbook = dataclasses.replace(parse(sources, exact), digest=digest)
+    runbook = dataclasses.replace(parse(sources, exact=exact), digest=digest)
     if cache_path is not None:
         _write_cache(cache_path, runbook)
         _write_index(_index_path(cache_dir, digest), runbook)
@@ -222,14 +222,26 @@ def _write_index(path: str, runbook: Runbook) -> None:
     _atomic_write(path, json.dumps(index_of(runbook)).encode())
 
 
-def parse(sources: list[tuple[str, bytes]], exact: bool = False) -> Runbook:
+def check(root: str, exact: bool = True) -> tuple[Runbook, list[str]]:
+    """Parse and validate without the cache (``oj runbook check``): the runbook and its
+    warnings. Raises RunbookError listing every problem. ``exact``: see ``load``."""
+    import dataclasses
+
+    warnings: list[str] = []
+    sources, digest = _sources(root)
+    runbook = dataclasses.replace(parse(sources, warnings, exact=exact), digest=digest)
+    return runbook, warnings
+
+
+def parse(sources: list[tuple[str, bytes]], warnings: list[str] | None = None, *,
+          exact: bool = False) -> Runbook:
     """Parse (by extension: HCL, TOML or JSON) and validate, shell scripts included."""
     from ojd import bashsyntax, validate
 
     parsed, problems = _parse_files(sources)
     if problems:
         raise RunbookError(problems)
-    return validate.build(parsed, lambda scripts: bashsyntax.check(scripts, exact))
+    return validate.build(parsed, lambda scripts: bashsyntax.check(scripts, exact), warnings)
 
 
 def _parse_files(sources: list[tuple[str, bytes]]) -> tuple[list, list[str]]:

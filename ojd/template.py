@@ -1,11 +1,13 @@
 """`${...}` templates in runbooks: shell scripts and plain text.
 
-The language: `${ns.key.path}` references into the NAMESPACES of a context, `${NAME}` and
-`${NAME:-default}` env refs, and `$${` for a literal `${`; anything else after `${` is shell text.
-`render_text` inserts values as they are. Values from queue items and command-line arguments end
-up inside shell scripts, so they must never become code: `render_shell` feeds the script through
-`ojd.shellquote.ShellLexer`, which quotes each value for the exact context it lands in. Env refs
-are left for bash to expand there.
+The language: `${ns.key.path}` references into the NAMESPACES of a context, `${raw(ns.key)}` for
+a value pasted as shell code, `${NAME}` and `${NAME:-default}` env refs, and `$${` for a literal
+`${`; anything else after `${` is shell text. `render_text` inserts values as they are. Values
+from queue items and command-line arguments end up inside shell scripts, so they must never
+become code: `render_shell` feeds the script through `ojd.shellquote.ShellLexer`, which quotes
+each value for the exact context it lands in, and refuses values that bash would read again as
+code there (arithmetic, variable names, patterns inside "${x/...}"). Env refs are left for bash
+to expand. `shell_contexts` reports those places for `oj runbook check`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from ojd.errors import OjError
 from ojd.shellquote import ShellLexer, UnsafeValue
@@ -22,9 +25,14 @@ NAMESPACES = ("var", "args", "item", "local", "workspace", "invoke")
 
 _OPEN = re.compile(r"\$\$\{|\$\{")
 _REF = re.compile(r"\s*([A-Za-z_][\w-]*(?:\.[\w-]+)+)\s*", re.ASCII)
+_RAW = re.compile(r"\s*raw\(\s*([A-Za-z_][\w-]*(?:\.[\w-]+)+)\s*\)\s*", re.ASCII)
 # The default may hold `$x` but not `${`, so `${X:-${var.y}}` nests instead of matching here.
 _ENV = re.compile(r"([A-Za-z_]\w*)(?::-((?:[^$]|\$(?!\{))*))?", re.ASCII)
 _DOTTED = re.compile(r"\s*[A-Za-z_][\w-]*\s*\.", re.ASCII)
+
+
+# what a local's template is wrapped in when it runs in bash (see `ojd.bashsyntax.needs_shell`)
+LOCAL_PREFIX = '__oj_local="'
 
 
 class TemplateError(OjError):
@@ -35,36 +43,46 @@ class TemplateError(OjError):
 
 
 def _scan(template: str) -> list[tuple[str, str, str | None]]:
-    """Split a template into ("text", text, None), ("ref", name, None), ("env", name, default)."""
-    tokens: list[tuple[str, str, str | None]] = []
+    """Split a template into ("text", text, None), ("ref", name, None), ("raw", name, None),
+    ("env", name, default)."""
+    return [token[:3] for token in _scan_at(template)]
+
+
+def _scan_at(template: str) -> list[tuple[str, str, str | None, int]]:
+    """`_scan`'s tokens, each with the offset in `template` where it starts."""
+    tokens: list[tuple[str, str, str | None, int]] = []
     pos = 0
     while (m := _OPEN.search(template, pos)) is not None:
         if m.start() > pos:
-            tokens.append(("text", template[pos : m.start()], None))
+            tokens.append(("text", template[pos : m.start()], None, pos))
         if m.group() == "$${":  # HCL escape for a literal `${`
-            tokens.append(("text", "${", None))
+            tokens.append(("text", "${", None, m.start()))
             pos = m.end()
             continue
         end = template.find("}", m.end())
         body = template[m.end() : end] if end >= 0 else None
         if body is not None and (ref := _REF.fullmatch(body)):
-            tokens.append(("ref", ref.group(1), None))
+            tokens.append(("ref", ref.group(1), None, m.start()))
+            pos = end + 1
+        elif body is not None and (raw := _RAW.fullmatch(body)):
+            tokens.append(("raw", raw.group(1), None, m.start()))
             pos = end + 1
         elif body is not None and (env := _ENV.fullmatch(body)):
-            tokens.append(("env", env.group(1), env.group(2)))
+            tokens.append(("env", env.group(1), env.group(2), m.start()))
             pos = end + 1
-        elif _DOTTED.match(template, m.end()):
+        elif _DOTTED.match(template, m.end()) or (body or "").lstrip().startswith("raw("):
             shown = (body if body is not None else template[m.end() :]).split("\n", 1)[0]
             if body is None:
                 raise TemplateError(f"unclosed reference ${{{shown.strip()}; add the closing }}")
             raise TemplateError(
-                f"unsupported expression ${{{shown}}}; only references like ${{var.name}} work"
+                f"unsupported expression ${{{shown}}}; only references like ${{var.name}} "
+                "and ${raw(var.name)} work"
             )
         else:  # some other shell expansion (`${#a[@]}`, `${x%.*}`, ...): plain text
-            tokens.append(("text", "${", None))
+            tokens.append(("text", "${", None, m.start()))
             pos = m.end()
     if pos < len(template):
-        tokens.append(("text", template[pos:], None))
+        tokens.append(("text", template[pos:], None, pos))
     return tokens
 
 
@@ -77,7 +95,7 @@ def references(template: str) -> list[str]:
     """
     seen: dict[str, None] = {}
     for kind, name, _ in _scan(template):
-        if kind == "ref":
+        if kind in ("ref", "raw"):
             seen.setdefault(name, None)
     return list(seen)
 
@@ -140,7 +158,7 @@ def render_text(
     for kind, name, default in _scan(template):
         if kind == "text":
             out.append(name)
-        elif kind == "ref":
+        elif kind in ("ref", "raw"):
             out.append(_text(_lookup(name, context)))
         else:  # bash `:-` semantics: unset or empty takes the default
             out.append(environ.get(name) or (default or ""))
@@ -148,7 +166,8 @@ def render_text(
 
 
 def render_shell(template: str, context: Mapping[str, object]) -> str:
-    """Render a shell script; each value is quoted for the shell context it lands in."""
+    """Render a shell script; each value is quoted for the shell context it lands in, and
+    ${raw(...)} values are pasted as code."""
     lexer = ShellLexer()
     out: list[str] = []
     # template text can raise too: a delimiter line ends a heredoc early if a value is on it
@@ -159,10 +178,53 @@ def render_shell(template: str, context: Mapping[str, object]) -> str:
             elif kind == "env":
                 piece = "${" + name + ("" if default is None else ":-" + default) + "}"
                 lexer.feed(piece)
-            else:
-                piece = name
+            else:  # template text, or a value the runbook's author wants run as code
+                piece = name if kind == "text" else _text(_lookup(name, context))
                 lexer.feed(piece)
             out.append(piece)
+        lexer.finish()
     except UnsafeValue as e:
         raise TemplateError(str(e)) from None
     return "".join(out)
+
+
+class ValueContext(NamedTuple):
+    """A place in a script where bash reads a value again, or runs it as the command."""
+
+    ref: str  # the reference, e.g. "var.n"
+    kind: str  # "int", "name", "pattern", "command", or "refused" (no value can go there)
+    place: str  # e.g. "[[ ... -eq ... ]]"; for "refused", the renderer's reason
+    offset: int  # where the reference starts in the template
+
+
+def shell_contexts(template: str, prefix: str = "") -> list[ValueContext]:
+    """Where the references of a shell template land when bash reads them again as arithmetic,
+    a variable name or a pattern, or as the first word of a command. `prefix` is script text
+    that comes before the template (a local's `__oj_local="`). Syntax errors give no result;
+    `references` reports them."""
+    lexer = ShellLexer()
+    lexer.feed(prefix)
+    offsets: dict[int, int] = {}  # value index -> offset of its reference
+    found: list[ValueContext] = []
+    try:
+        for kind, name, default, offset in _scan_at(template):
+            if kind == "ref":
+                try:
+                    lexer.insert("0", name)  # an integer: data in every context
+                except UnsafeValue as e:
+                    found.append(ValueContext(name, "refused", str(e), offset))
+                    return found  # the lexer's state past a refused value means little
+                offsets[lexer.count] = offset
+            elif kind == "env":
+                lexer.feed("${" + name + ("" if default is None else ":-" + default) + "}")
+            else:
+                lexer.feed(name if kind == "text" else "true")
+        lexer.finish()
+    except (UnsafeValue, TemplateError):
+        pass
+    seen: set[int] = set()
+    for index, ref, kind, place in lexer.notes:
+        if index not in seen:  # the first place that restricts a value is the one it fails at
+            seen.add(index)
+            found.append(ValueContext(ref, kind, place, offsets.get(index, 0)))
+    return sorted(found, key=lambda c: c.offset)

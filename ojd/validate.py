@@ -1,7 +1,9 @@
 """Runbook validation: HCL blocks become a ``Runbook`` before anything runs.
 
 Pure: ``build(files)`` takes ``[(display_name, parsed_body)]`` and returns a ``Runbook`` or
-raises ``RunbookError`` listing every problem at once as ``file:line: message``.
+raises ``RunbookError`` listing every problem at once as ``file:line: message``. Given a
+``warnings`` list, it also appends ``file:line: warning: message`` for templates whose values
+land where bash reads them again, or in command position (``oj runbook check`` shows them).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from ojd.duration import DurationError, parse_duration
 from ojd.errors import RunbookError
 from ojd.hcl import Attribute, Block
 from ojd.runbook import Agent, Command, Pipeline, Queue, Runbook, Step, Where, Worker
-from ojd.template import TemplateError, references
+from ojd.template import LOCAL_PREFIX, TemplateError, ValueContext, references, shell_contexts
 
 DEFAULT_MAX_VISITS = 10
 DEFAULT_POLL = 30.0
@@ -90,13 +92,30 @@ class _Problems:
 class _Builder:
     """Turns parsed files into a Runbook, collecting every problem on the way."""
 
-    def __init__(self) -> None:
+    def __init__(self, warn: bool = False) -> None:
         self.p = _Problems()
         self.rb = Runbook()
         self.seen: dict[tuple[str, str], Where] = {}
         # lines of fields the cross-reference checks point at: (kind, names..., field) -> line
         self.at: dict[tuple, int] = {}
         self.scripts: list[Script] = []
+        self.warn = warn  # lint the shell templates (only `oj runbook check` asks)
+        self.warnings = _Problems()
+
+    def shell_warnings(self, file: str, attr: Attribute, what: str, local: bool = False) -> None:
+        """Warn where a shell template's values are read again by bash, or run as a command."""
+        text = attr.value
+        if not self.warn or not isinstance(text, str):
+            return
+        prefix = ""
+        if local:  # rendered as text unless it needs bash; then inside "..."
+            if not needs_shell(text):
+                return
+            prefix = LOCAL_PREFIX
+        for c in shell_contexts(text, prefix):
+            # a heredoc's text starts on the line after `name = <<EOF` (value_line)
+            line = (attr.value_line or attr.line) + text[: c.offset].count("\n")
+            self.warnings.add(file, line, f"warning: {what}: " + _context_warning(c))
 
     # -- generic checks --
 
@@ -216,6 +235,7 @@ class _Builder:
         elif isinstance(run.value, str):
             script = run.value
             self.script(file, run, f"command '{name}'")
+            self.shell_warnings(file, run, f"command '{name}'")
         else:
             pipeline = self.target(file, run, "pipeline")
         if run is not None:
@@ -263,6 +283,8 @@ class _Builder:
                 if key in f:
                     self.p.add(file, f[key].line, f"'{key}' belongs to external queues; "
                                f"queue '{name}' is persisted")
+        if take_cmd is not None:
+            self.shell_warnings(file, f["take"], f"queue '{name}' take")
         vars_ = self.str_list(file, f.get("vars"))
         defaults = dict(f["defaults"].value) if "defaults" in f else {}
         for key in defaults:
@@ -319,7 +341,9 @@ class _Builder:
                     if needs_shell(attr.value):  # evaluated as the inside of "..."
                         self.scripts.append(Script(file, attr.value_line or attr.line,
                                                    f"local '{attr.name}'",
-                                                   '__oj_local="' + attr.value + '"'))
+                                                   LOCAL_PREFIX + attr.value + '"'))
+                    self.shell_warnings(file, attr, f"pipeline '{name}' local '{attr.name}'",
+                                        local=True)
             elif sub.type == "notify":
                 for k, a in self.fields(file, sub, "notify").items():
                     notify[k] = a.value
@@ -355,6 +379,7 @@ class _Builder:
         elif isinstance(run.value, str):
             script = run.value
             self.script(file, run, f"step '{name}' of pipeline '{pipeline}'")
+            self.shell_warnings(file, run, f"step '{name}' of pipeline '{pipeline}'")
         else:
             agent = self.target(file, run, "agent")
         for key, attr in (("run", run), ("on_done", f.get("on_done")),
@@ -496,23 +521,46 @@ class _Builder:
                            + _did_you_mean(head, list(names)))
 
 
+def _context_warning(c: ValueContext) -> str:
+    """What a ValueContext means for the runbook's author."""
+    ref = f"${{{c.ref}}}"
+    if c.kind == "int":
+        return (f"{ref} is in shell arithmetic ({c.place}), which bash evaluates again: only "
+                "a plain integer renders there, any other value is refused")
+    if c.kind == "name":
+        return (f"{ref} is a variable name ({c.place}), where bash evaluates an index a[...]: "
+                "only letters, digits and _ render there")
+    if c.kind == "pattern":
+        return (f"{ref} is in a pattern or replacement ({c.place}), where bash runs <(...): "
+                f"only a plain word renders there; for any value, assign it to a variable "
+                f"first (v={ref}) and write $v there")
+    if c.kind == "command":
+        return (f"{ref} is the first word of a command: oj quotes it as one word, so the whole "
+                f"value names one program; to run a trusted value as shell code, write "
+                f"${{raw({c.ref})}}")
+    return f"no value can go here: {c.place}"
+
+
 def arg_names(spec: ArgSpec) -> tuple[str, ...]:
     return tuple(p.name for p in spec.positionals) + tuple(f.name for f in spec.flags)
 
 
 def build(files: list[tuple[str, Block]],
-          check_shell: Callable[[list[Script]], list[tuple[str, int, str]]] | None = None
-          ) -> Runbook:
+          check_shell: Callable[[list[Script]], list[tuple[str, int, str]]] | None = None,
+          warnings: list[str] | None = None) -> Runbook:
     """Validate parsed runbook files into one Runbook; raise RunbookError with every problem.
     ``check_shell`` (``ojd.bashsyntax.check``: I/O, so passed in) reports shell scripts that
-    do not parse."""
-    b = _Builder()
+    do not parse. Warnings (``file:line: warning: ...``) are appended to ``warnings`` when it
+    is given."""
+    b = _Builder(warn=warnings is not None)
     for name, body in files:
         b.file(name, body)
     b.check_references()
     if check_shell is not None:
         for file, line, message in check_shell(b.scripts):
             b.p.add(file, line, message)
+    if warnings is not None:
+        warnings.extend(b.warnings.lines)
     if b.p.items:
         raise RunbookError(b.p.lines)
     return b.rb

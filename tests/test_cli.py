@@ -301,6 +301,90 @@ def test_foreground_worker_drains_the_queue_and_quotes_item_data(project: Projec
     assert not pwned.exists()
 
 
+REREAD_RUNBOOK = r"""
+    queue "counts" {
+      vars = ["n", "note"]
+    }
+
+    worker "count" {
+      source  = { queue = "counts" }
+      handler = { pipeline = "count" }
+      poll    = "200ms"
+    }
+
+    pipeline "count" {
+      vars = ["it"]
+      notify {
+        on_done = "counted ${var.it.note}"
+      }
+      step "count" {
+        run = <<-SHELL
+          if [[ ${var.it.n} -gt 0 ]]; then
+            let total=${var.it.n}*2
+            echo "total=$total" >> "${invoke.dir}/ran.txt"
+          fi
+        SHELL
+      }
+    }
+
+    command "count" {
+      args = "<n>"
+      run  = { pipeline = "count-one" }
+    }
+
+    pipeline "count-one" {
+      vars = ["n"]
+      step "count" {
+        run = "(( ${var.n} > 0 )) && echo counted"
+      }
+    }
+    """
+
+
+def test_item_data_in_arithmetic_fails_the_step_and_never_runs(project: Project, tmp_path):
+    project.write("count.hcl", REREAD_RUNBOOK)
+    check = project.oj("runbook", "check")
+    assert check.stdout.startswith("ok: 1 file(s)")
+    warnings = [line.split(", which")[0] for line in check.stderr.splitlines()]
+    assert warnings == [
+        ".oj/runbooks/count.hcl:19: warning: step 'count': ${var.it.n} is in shell arithmetic "
+        "([[ ... -gt ... ]])",
+        ".oj/runbooks/count.hcl:20: warning: step 'count': ${var.it.n} is in shell arithmetic "
+        "(let)",
+        ".oj/runbooks/count.hcl:35: warning: step 'count': ${var.n} is in shell arithmetic "
+        "(((...)))",
+    ]
+    pwned = tmp_path / "pwned"
+    payload = f"a[$(touch {pwned})]"
+    project.oj("queue", "push", "counts", json.dumps({"n": payload, "note": "bad"}))
+    project.oj("queue", "push", "counts", json.dumps({"n": 3, "note": "x\n==> job done"}))
+    proc = project.ojd("worker", "count", "--foreground", "--until-idle")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert not pwned.exists()
+    statuses = {i["data"]["note"]: i["status"] for i in project.items()}
+    assert statuses == {"bad": "dead", "x\n==> job done": "completed"}
+    assert (project.root / "ran.txt").read_text() == "total=6\n"
+    jobs = {j["vars"]["it"]["note"]: j for j in project.json("job", "list")}
+    failed = jobs["bad"]
+    assert failed["status"] == "failed"
+    assert failed["error"] == (
+        "step 'count' failed (exit 2): ${var.it.n} is used in shell arithmetic "
+        f"([[ ... -gt ... ]]) and must be an integer, got {payload[:37] + '...'!r}")
+    assert "is used in shell arithmetic ([[ ... -gt ... ]])" in out  # the worker's log says why
+    # a notify message cannot forge a line of the job's log
+    log = project.oj("job", "logs", jobs["x\n==> job done"]["id"]).stdout
+    assert "==> notify: counted x\\n==> job done\n" in log
+    assert [line for line in log.splitlines() if line.startswith("==> job")] == []
+    assert "counted x\\n==> job done" in out  # ... nor of the worker's
+    # the same through `oj run`: exit 1, the reason on stderr
+    run = project.oj("run", "count", payload, check=False)
+    assert run.returncode == 1
+    assert "is used in shell arithmetic (((...))) and must be an integer" in run.stderr
+    assert not pwned.exists()
+    assert project.oj("run", "count", "2").returncode == 0
+
+
 def test_failing_item_retries_then_dies_and_retry_revives_it(project: Project):
     project.write("w.hcl", WORKER_RUNBOOK)
     item_id = project.oj("queue", "push", "merges", '{"branch": "f", "mode": "fail"}').stdout

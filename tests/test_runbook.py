@@ -205,3 +205,64 @@ def test_handler_pipeline_vars_after_the_first_need_defaults():
                               "default (only the first var receives the queue item)"]
     load(text.replace('vars = ["item", "mode"]', 'vars = ["item", "mode"]\n'
                       '  defaults = { mode = "fast" }'))
+
+
+def warnings(text: str) -> list[str]:
+    found: list[str] = []
+    parse([("rb.hcl", text.encode())], found)
+    return found
+
+
+def test_check_warns_where_bash_reads_a_value_again_or_runs_it():
+    text = """
+command "c" {
+  args = "<n> <cmd>"
+  run  = "[[ ${args.n} -gt 0 ]] && ${args.cmd}"
+}
+queue "ext" {
+  type = "external"
+  list = "echo []"
+  take = "let n=${item.n}"
+}
+pipeline "p" {
+  vars = ["it"]
+  locals {
+    next  = "$(( ${var.it.n} + 1 ))"
+    label = "n=${var.it.n}"
+  }
+  step "s" {
+    run = <<-SHELL
+      echo "${var.it.title}"
+      ${raw(var.it.cmd)} | tee log
+      printf -v ${var.it.name} %s x
+      x=abc; echo "${x/b/${var.it.title}}"
+    SHELL
+  }
+}
+"""
+    found = [w.split(": only")[0].split(": oj quotes")[0] for w in warnings(text)]
+    assert found == [
+        "rb.hcl:4: warning: command 'c': ${args.n} is in shell arithmetic ([[ ... -gt ... ]]),"
+        " which bash evaluates again",
+        "rb.hcl:4: warning: command 'c': ${args.cmd} is the first word of a command",
+        "rb.hcl:9: warning: queue 'ext' take: ${item.n} is in shell arithmetic (let), which bash"
+        " evaluates again",
+        "rb.hcl:14: warning: pipeline 'p' local 'next': ${var.it.n} is in shell arithmetic "
+        "($((...))), which bash evaluates again",
+        "rb.hcl:21: warning: step 's': ${var.it.name} is a variable name (printf -v NAME), where "
+        "bash evaluates an index a[...]",
+        "rb.hcl:22: warning: step 's': ${var.it.title} is in a pattern or replacement "
+        '(${x/...} in "..."), where bash runs <(...)',
+    ]
+    assert "write ${raw(args.cmd)}" in warnings(text)[1]
+    assert "p" in load(text).pipelines  # warnings do not stop the runbook from loading
+
+
+def test_example_runbooks_have_no_warnings():
+    found: list[str] = []
+    sources = []
+    for name in ("merge.hcl", "bugfix.hcl", "build.hcl"):
+        with open(os.path.join(REPO, "runbooks", name), "rb") as f:
+            sources.append((name, f.read()))
+    parse(sources, found)
+    assert found == []

@@ -6,6 +6,7 @@ the value must come out byte for byte, and the `pwned` marker file must never ap
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from ojd.errors import OjError
-from ojd.template import TemplateError, references, render_shell, render_text
+from ojd.notify import one_line
+from ojd.template import TemplateError, references, render_shell, render_text, shell_contexts
 
 # ------------------------------------------------------------------------------- helpers
 
@@ -138,6 +140,194 @@ def test_shell_values_stay_data(
         assert not (tmp_path / "pwned").exists(), (value, script)
         assert proc.returncode == 0, (value, script, proc.stderr)
         assert proc.stdout == expected(value), (value, script)
+
+
+# ------------------------------------------------------------------ where bash reads again
+
+# Values bash evaluates once more after quoting: in arithmetic an `a[$(cmd)]` runs cmd, in a
+# variable name its index does, and a pattern inside "${x/...}" runs `<(cmd)`.
+REREAD = [
+    "a[$(touch {tmp}/pwned)]",
+    "x[`touch {tmp}/pwned`]",
+    "a[$(touch {tmp}/pwned)]=1",
+    "1+a[$(touch {tmp}/pwned)]",
+    "]=$(touch {tmp}/pwned) a[",
+    "<(touch {tmp}/pwned)",
+    ">(touch {tmp}/pwned)",
+    "@(<(touch {tmp}/pwned))",
+    "n[$(touch {tmp}/pwned)]",
+]
+_PLAIN = {
+    "int": re.compile(r"[+-]?[0-9]+"),
+    "name": re.compile(r"[A-Za-z0-9_]*"),
+    "pattern": re.compile(r"[\w .,:=+@%#/-]*"),
+}
+
+# (template, kind, the place the error names, a plain value, what the script prints with it)
+REREAD_CONTEXTS: list[tuple[str, str, str, str, str]] = [
+    # arithmetic
+    ("n=1; [[ $n -eq ${var.v} ]] && printf ok", "int", "[[ ... -eq ... ]]", "1", "ok"),
+    ("[[ ${var.v} -lt 2 ]] && printf ok", "int", "[[ ... -lt ... ]]", "1", "ok"),
+    ('[[ "${var.v}" -ge 1 && -n x ]] && printf ok', "int", "[[ ... -ge ... ]]", "1", "ok"),
+    ("if [[ -n x && 3 -gt ${var.v} ]]; then printf ok; fi", "int", "-gt", "2", "ok"),
+    ("[[ $(printf %s ${var.v}) -eq 1 ]] && printf ok", "int", "-eq ... ]], through $(...)",
+     "1", "ok"),
+    ("let n=$(printf %s ${var.v}); printf %s $n", "int", "let, through $(...)", "1", "1"),
+    ("(( ${var.v} == 1 )) && printf ok", "int", "((...))", "1", "ok"),
+    ("for (( i = 0; i < ${var.v}; i++ )); do printf x; done", "int", "((...))", "3", "xxx"),
+    ("let n=${var.v}+1; printf %s $n", "int", "let", "1", "2"),
+    ('let "n = ${var.v} * 2"; printf %s $n', "int", "let", "3", "6"),
+    ("let n=(${var.v}); printf %s $n", "int", "let", "4", "4"),
+    ("declare -i n=${var.v}; printf %s $n", "int", "declare -i n=", "7", "7"),
+    ("declare -i n; n=${var.v}; printf %s $n", "int", "of a declare -i variable", "7", "7"),
+    ("declare -i n=0; n+=${var.v}; printf %s $n", "int", "of a declare -i variable", "7", "7"),
+    ("f() { local -i n=${var.v}; printf %s $n; }; f", "int", "local -i n=", "7", "7"),
+    ("declare -ia a=(${var.v} 2); printf %s ${a[0]}", "int", "integer array a=", "5", "5"),
+    ('a[${var.v}]=ok; printf %s "${a[3]}"', "int", "a[index]=", "3", "ok"),
+    ('a=([${var.v}]=ok); printf %s "${a[3]}"', "int", "a=([index]=...)", "3", "ok"),
+    ('declare -A m; m[${var.v}]=ok; printf %s "${m[3]}"', "int", "m[index]=", "3", "ok"),
+    ("printf %s $(( ${var.v} + 1 ))", "int", "$((...))", "1", "2"),
+    # variable names: bash evaluates an index in them
+    ('printf -v ${var.v} %s ok; printf %s "$name"', "name", "printf -v NAME", "name", "ok"),
+    ('printf -v "a[${var.v}]" %s ok; printf %s "${a[2]}"', "int", "index in printf -v NAME",
+     "2", "ok"),
+    ('read -a ${var.v} <<< "o k"; printf %s "${arr[0]}${arr[1]}"', "name", "read -a NAME",
+     "arr", "ok"),
+    ('read -r ${var.v} <<< ok; printf %s "$x"', "name", "read NAME", "x", "ok"),
+    ('read -r "a[${var.v}]" <<< ok; printf %s "${a[1]}"', "int", "index in read NAME", "1",
+     "ok"),
+    ("x=1; test -v ${var.v} && printf ok", "name", "test -v NAME", "x", "ok"),
+    ("x=1; [ -v ${var.v} ] && printf ok", "name", "[ -v NAME", "x", "ok"),
+    ("x=1; [[ -v ${var.v} ]] && printf ok", "name", "[[ -v NAME ]]", "x", "ok"),
+    ('a=(1 2); test -v "a[${var.v}]" && printf ok', "int", "index in test -v NAME", "1", "ok"),
+    ("a=(1 2); [[ -v a[${var.v}] ]] && printf ok", "int", "index in [[ -v NAME ]]", "1", "ok"),
+    ('declare ${var.v}=ok; printf %s "$x"', "name", "declare NAME", "x", "ok"),
+    ('f() { local ${var.v}=ok; printf %s "$x"; }; f', "name", "local NAME", "x", "ok"),
+    ('declare -n r=${var.v}; x=ok; printf %s "$r"', "name", "declare -n r=NAME", "x", "ok"),
+    ('declare -n r; r=${var.v}; x=ok; printf %s "$r"', "name", "of a declare -n variable", "x",
+     "ok"),
+    ('a=(x y); unset "a[${var.v}]"; printf %s "${a[*]}"', "int", "index in unset NAME", "0",
+     "y"),
+    # patterns and replacements inside "...": bash runs <(...) there
+    ('x=abc; printf %s "${x/${var.v}/X}"', "pattern", '${x/...} in "..."', "b", "aXc"),
+    ('x=abc; printf %s "${x/b/${var.v}}"', "pattern", '${x/...} in "..."', "fix login",
+     "afix loginc"),
+    ('x=abc; printf %s "${x//[ac]/${var.v}}"', "pattern", "${x//...}", "-", "-b-"),
+    ('x=abc; printf %s "${x#${var.v}}"', "pattern", "${x#...}", "a", "bc"),
+    ('x=abc; printf %s "${x%%${var.v}}"', "pattern", "${x%%...}", "c", "ab"),
+    ('x=abc; printf %s "${x^^${var.v}}"', "pattern", "${x^^...}", "b", "aBc"),
+    ('a=(ab cb); printf %s "${a[*]/b/${var.v}}"', "pattern", "${a[*]/...}", "-", "a- c-"),
+    ('x=abc; y="${x/b/${var.v}}"; printf %s "$y"', "pattern", "${x/...}", "B", "aBc"),
+    ("x=abc; cat <<EOF\n${x/b/${var.v}}\nEOF", "pattern", "${x/...} in a heredoc", "B",
+     "aBc\n"),
+]
+
+
+@pytest.mark.parametrize(
+    ("template", "kind", "place", "plain", "expected"),
+    REREAD_CONTEXTS,
+    ids=[c[0] for c in REREAD_CONTEXTS],
+)
+def test_values_bash_reads_again_must_be_plain(
+    template: str, kind: str, place: str, plain: str, expected: str, tmp_path: Path
+) -> None:
+    script = render_shell(template, {"var": {"v": plain}})
+    proc = _run(script, tmp_path)
+    assert (proc.returncode, proc.stdout) == (0, expected), (script, proc.stderr)
+    assert [(c.kind, c.ref) for c in shell_contexts(template)] == [(kind, "var.v")]
+    values = [v.replace("{tmp}", str(tmp_path)) for v in REREAD] + _hostile(tmp_path)
+    for value in values:
+        try:
+            script = render_shell(template, {"var": {"v": value}})
+        except TemplateError as e:
+            assert not _PLAIN[kind].fullmatch(value), (value, str(e))
+            assert str(e).startswith("${var.v} is used"), str(e)
+            assert place in str(e), str(e)
+            continue
+        assert _PLAIN[kind].fullmatch(value), (value, script)  # only plain values render
+        _run(script, tmp_path)
+        assert not (tmp_path / "pwned").exists(), (value, script)
+
+
+def test_plain_double_quoted_strings_are_not_restricted(tmp_path: Path) -> None:
+    # the same commands, with values where bash does not read them again
+    v = "it's \"a\" $(x) `y` <(z) a[1] *"
+    for template, expected in [
+        ('printf %s "${var.v}"', v),
+        ('read -r a b <<< "${var.v}"; printf %s "$b"', v.split(" ", 1)[1]),
+        ('declare t="${var.v}"; printf %s "$t"', v),
+        ('f() { local t=${var.v}; printf %s "$t"; }; f', v),
+        ('x="${var.v}"; printf %s "${x/a/b}"', v.replace("a", "b", 1)),
+        ('while read -r l; do printf %s "$l"; done < <(printf %s "${var.v}")', ""),
+        ('read -r x <<< ${var.v}; printf %s "$x"', v),
+        ('a=("${var.v}" ${var.v}); printf %s "${a[1]}"', v),
+        ('[[ "${var.v}" == it* && ${var.v} != x ]] && printf ok', "ok"),
+        ('case "${var.v}" in it*) printf ok;; esac', "ok"),
+        ('x=abc; printf %s "${x/b/"${var.v}"}"', f"a{v}c"),
+        ('x=abc; printf %s ${x/b/${var.v}}', "".join(f"a{v}c".split())),  # split, not run
+        ('printf %s "${var.v}" > f; printf %s "$(< f)"', v),
+    ]:
+        proc = _run(render_shell(template, {"var": {"v": v}}), tmp_path)
+        assert (proc.returncode, proc.stdout) == (0, expected), (template, proc.stderr)
+        assert shell_contexts(template) == [], template
+
+
+def test_arithmetic_error_names_the_value_and_place() -> None:
+    with pytest.raises(TemplateError) as e:
+        render_shell("[[ $n -eq ${var.n} ]]", {"var": {"n": "a[$(touch PWNED)]"}})
+    assert str(e.value) == (
+        "${var.n} is used in shell arithmetic ([[ ... -eq ... ]]) and must be an integer, "
+        "got 'a[$(touch PWNED)]'"
+    )
+
+
+# ------------------------------------------------------------------------------- raw()
+
+
+def test_raw_pastes_the_value_as_shell_code(tmp_path: Path) -> None:
+    ctx = {"var": {"task": {"cmd": "printf '%s' hi | tr a-z A-Z"}, "n": "2"}}
+    script = render_shell("${raw(var.task.cmd)}; echo ${ raw( var.n ) }", ctx)
+    assert script == "printf '%s' hi | tr a-z A-Z; echo 2"
+    assert _run(script, tmp_path).stdout == "HI2\n"
+    assert render_text("run: ${raw(var.n)}", ctx) == "run: 2"
+    assert references("${raw(var.task.cmd)} ${var.n}") == ["var.task.cmd", "var.n"]
+    with pytest.raises(TemplateError, match=r"unsupported expression \$\{raw\(x\)\}"):
+        references("${raw(x)}")
+
+
+def test_command_position_is_reported_unless_raw() -> None:
+    found = shell_contexts('${var.cmd} --flag\nx=$("${var.cmd}")\n${raw(var.cmd)} | tee')
+    assert [(c.kind, c.ref, c.offset) for c in found] == [
+        ("command", "var.cmd", 0),
+        ("command", "var.cmd", 23),
+    ]
+    # a value that is only part of the command word names a program, not a command line
+    assert shell_contexts('"${local.repo}/bin/tool" ${var.x}; A=${var.x} cmd') == []
+
+
+def test_shell_contexts_lists_every_place() -> None:
+    template = "let n=${var.a}\nprintf -v ${var.b} x\necho \"${x/y/${var.c}}\" $(( ${var.d} ))"
+    assert [(c.ref, c.kind, c.place) for c in shell_contexts(template)] == [
+        ("var.a", "int", "let"),
+        ("var.b", "name", "printf -v NAME"),
+        ("var.c", "pattern", '${x/...} in "..."'),
+        ("var.d", "int", "$((...))"),
+    ]
+    assert shell_contexts("echo $${var.x} ${var.y}") == []  # an escape is no reference
+    refused = shell_contexts("cat <<${var.x}\nx\n")  # no value can go there
+    assert [(c.kind, c.place) for c in refused] == [
+        ("refused", "${var.x}: a value cannot be a heredoc delimiter or follow $")
+    ]
+
+
+# ------------------------------------------------------------------------------- logs
+
+
+def test_one_line_escapes_control_characters() -> None:
+    assert one_line("done\n==> job done\r\x1b[2J\t\u2028ok") == (
+        "done\\n==> job done\\r\\x1b[2J\\t\\u2028ok"
+    )
+    assert one_line("plain é ✓") == "plain é ✓"
 
 
 @pytest.mark.parametrize(

@@ -16,11 +16,14 @@ def runbook() -> None:
 @click.pass_obj
 def check_cmd(app) -> int:
     """Validate every runbook (shell scripts with bash -n too); print each problem as
-    file:line and exit 1 on any."""
+    file:line and exit 1 on any.
+
+    Warnings (values where bash reads them again, values in command position) are printed
+    too, as file:line: warning: ...; they do not change the exit status."""
     import os
 
     from ojd.errors import RunbookError
-    from ojd.project import RUNBOOK_DIR, load, scan
+    from ojd.project import RUNBOOK_DIR, check, scan
 
     files, skipped = scan(app.root)
     for display, why in skipped:
@@ -32,12 +35,14 @@ def check_cmd(app) -> int:
     for path in files:
         click.echo(f"read {os.path.relpath(path, app.root)}")
     try:
-        rb = load(app.root, exact=True)  # no cache: a check always parses
+        rb, warnings = check(app.root, exact=True)  # no cache: a check always parses
     except RunbookError as e:
         for line in e.problems:
             click.echo(line, err=True)
         click.echo(f"{len(e.problems)} problem(s) in {len(files)} runbook file(s)", err=True)
         return 1
+    for line in warnings:
+        click.echo(line, err=True)
     counts = {k: len(getattr(rb, k)) for k in ("commands", "queues", "workers", "pipelines",
                                                 "agents")}
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
