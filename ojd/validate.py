@@ -379,7 +379,7 @@ class _Builder:
         elif isinstance(run.value, str):
             script = run.value
             self.script(file, run, f"step '{name}' of pipeline '{pipeline}'")
-            self.shell_warnings(file, run, f"step '{name}' of pipeline '{pipeline}'")
+            self.shell_warnings(file, run, f"step '{name}'")
         else:
             agent = self.target(file, run, "agent")
         for key, attr in (("run", run), ("on_done", f.get("on_done")),
