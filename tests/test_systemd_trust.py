@@ -217,3 +217,38 @@ def test_run_as_holds_until_run_as_root_and_a_running_worker_restarts_as_its_new
     assert sb.run(["test", "-e", str(p.dropins() / "40-oj-run-as.conf")],
                   check=False).returncode != 0
     p.stop()
+
+
+def test_start_enable_run_as_restarts_a_running_worker_as_its_new_user(sb: Sandbox):
+    p = Project(sb, sb.root / "projects" / "enable-switch")
+    p.oj("worker", "start", p.worker)
+    uid = sb.passwd("ojtrust").pw_uid
+
+    def main_uid() -> str:
+        return sb.run(["stat", "-c", "%u", f"/proc/{p.prop('MainPID')}"]).stdout.strip()
+
+    assert main_uid() == "0"
+    # --enable writes the run-as drop-in first: the start still sees the user changed
+    assert p.oj("worker", "start", "--enable", "--run-as", "ojtrust", p.worker).stdout == \
+        f"Worker '{p.worker}' restarted to run as its new user\n"
+    assert p.prop("User") == "ojtrust" and main_uid() == str(uid)
+    assert p.prop("UnitFileState") == "enabled"
+    lock = p.state / "workers" / f"{p.worker}.lock"
+    assert lock.read_text().split()[0] == p.prop("MainPID")  # its lock file is its pid file
+    # a lock file the user may only read (root's) still serves it: flock needs no write, and
+    # pushes wake a unit's worker through the unit's main PID
+    assert lock.stat().st_uid == 0
+    os.chmod(lock, 0o640)
+    p.oj("worker", "restart", p.worker)
+    assert main_uid() == str(uid) and p.prop("ActiveState") == "active"
+    (p.root / "ran.txt").touch()
+    os.chown(p.root / "ran.txt", uid, uid)  # the step, as ojtrust, writes here
+    p.oj("queue", "push", "jobs", '{"n": "1"}')
+    sb.wait_for(lambda: p.ran() == [f"done 1 {uid}"], timeout=20, what="the item")
+    # the same again changes nothing: a wake
+    assert p.oj("worker", "start", "--enable", "--run-as", "ojtrust", p.worker).stdout == \
+        f"Worker '{p.worker}' was already running; woken\n"
+    p.oj("worker", "disable", p.worker)
+    p.oj("worker", "start", "--run-as", "root", p.worker)
+    assert main_uid() == "0"
+    p.stop()
