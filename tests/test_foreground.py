@@ -400,3 +400,24 @@ def test_push_to_a_changed_or_unreadable_queue_fails_while_the_runbook_is_broken
     assert proc.returncode == 1
     assert ".oj/runbooks/w.hcl:" in proc.stderr and "warning" not in proc.stderr
     assert len(project.items()) == 1
+
+
+def test_push_to_an_unchanged_queue_of_a_toml_runbook_in_a_subdirectory_while_another_breaks(
+        project: Project):
+    """The last valid queue definitions cover every runbook file loading finds: subdirectories
+    and the TOML and JSON formats too."""
+    (project.root / ".oj" / "runbooks" / "queues").mkdir(parents=True)
+    project.write("queues/q.toml", '[queue.q]\nvars = ["n"]\n')
+    project.write("w.hcl", runbook().replace('queue "q" {\n      vars = ["n"]\n    }', ""))
+    project.oj("queue", "push", "q", '{"n": "1"}')  # the runbook is valid: remembered
+    project.write("x.hcl", 'pipeline "x" {\n  step "s" { run = bare }\n}\n')
+    proc = project.oj("queue", "push", "q", '{"n": "2"}')
+    [warning] = proc.stderr.splitlines()
+    assert warning.startswith("oj: warning: the runbook is invalid: .oj/runbooks/x.hcl:2:")
+    assert "queue 'q' is unchanged since the last valid runbook" in warning
+    assert [i["data"]["n"] for i in project.items()] == ["1", "2"]
+    # a change to the TOML queue takes the favour away
+    project.write("queues/q.toml", '[queue.q]\nvars = ["n", "extra"]\n')
+    proc = project.oj("queue", "push", "q", '{"n": "3"}', check=False)
+    assert proc.returncode == 1 and "warning" not in proc.stderr
+    assert len(project.items()) == 2
