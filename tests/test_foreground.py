@@ -215,8 +215,18 @@ def test_worker_start_wakes_a_foreground_worker_without_a_manager(started, tmp_p
     assert out(project) == []
     proc = without_systemd(project, tmp_path, "worker", "start", "w")
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "Worker 'w' was already running; woken\n"
     wait_until(lambda: out(project) == ["1"], "the item to run after the wake-up")
     assert len(wal_events(project, "worker:woken")) == 1
+
+
+def test_worker_start_run_as_on_a_foreground_worker_is_refused(started, tmp_path):
+    project, worker = started
+    proc = without_systemd(project, tmp_path, "worker", "start", "--run-as", "root", "w")
+    assert proc.returncode == 2
+    assert proc.stderr == (f"oj: worker 'w' runs in the foreground (PID {worker.proc.pid}), "
+                           "as whoever started it; --run-as is for its unit: stop it first\n")
+    assert wal_events(project, "worker:woken") == [] and worker.proc.poll() is None
 
 
 def test_worker_stop_stops_a_foreground_worker_with_its_drain(started, tmp_path):
