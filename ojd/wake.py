@@ -74,9 +74,11 @@ def manager_present(user: bool | None = None) -> bool:
 
 def start_hint(name: str) -> str:
     """The command that starts worker ``name`` on this machine."""
+    from ojd.errors import escaped
+
     if manager_present():
-        return f"start with 'oj worker start {name}'"
-    return f"no systemd here: run 'ojd worker {name} --foreground' in the project"
+        return f"start with 'oj worker start {escaped(name)}'"
+    return f"no systemd here: run 'ojd worker {escaped(name)} --foreground' in the project"
 
 
 def wake_queue_workers(store: Store, project: str, queue: str
