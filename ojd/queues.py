@@ -44,10 +44,21 @@ def queue_named(runbook: Runbook, name: str) -> Queue:
     return queue
 
 
+# Limits on one item, so that no push can make the state unreadable or unwritable for others:
+# the WAL writer refuses events nested over ojd.walframe.MAX_EVENT_DEPTH, and an item sits a
+# few levels down in its events and in snapshots.
+MAX_ITEM_DEPTH = 64
+MAX_ITEM_BYTES = 1 << 20
+
+
 def parse_item(text: str) -> dict[str, Any]:
     """Queue item JSON from the command line; errors name the position."""
+    if len(text) > 4 * MAX_ITEM_BYTES:  # refuse before parsing: the text alone is too big
+        raise _too_big(len(text))
     try:
         data = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise _too_deep() from None
     except ValueError as e:
         if not isinstance(e, json.JSONDecodeError):
             raise UsageError(f"{e}; use JSON numbers, strings or null") from None
@@ -56,6 +67,27 @@ def parse_item(text: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UsageError("a queue item must be a JSON object, e.g. '{\"branch\": \"x\"}'")
     return data
+
+
+def _too_deep() -> UsageError:
+    return UsageError(f"the item nests deeper than {MAX_ITEM_DEPTH} levels of objects and "
+                      "lists; flatten it, or pass a reference (a path, an id) instead")
+
+
+def _too_big(size: int) -> UsageError:
+    return UsageError(f"the item is {size} bytes of JSON, over the {MAX_ITEM_BYTES >> 20} MiB "
+                      "limit; put the data in a file and pass its path")
+
+
+def check_item_bounds(data: object) -> None:
+    from ojd.walframe import nesting
+
+    if nesting(data, MAX_ITEM_DEPTH) > MAX_ITEM_DEPTH:
+        raise _too_deep()
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_ITEM_BYTES:
+        raise _too_big(size)
 
 
 def _finite(text: str) -> float:
@@ -78,6 +110,7 @@ def parse_var(text: str) -> tuple[str, str]:
 
 def validate_item(queue: Queue | QueueSpec, data: dict[str, Any]) -> dict[str, Any]:
     """Apply defaults and check the item against the queue's declared vars."""
+    check_item_bounds(data)
     try:  # a lone surrogate (\ud800 in JSON, bad bytes in --var) could never reach a step
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:

@@ -114,7 +114,8 @@ def _flock(fd: int, path: str, op: int) -> None:
 
     A stopped or hung holder (SIGSTOP, a dead NFS server) would otherwise block every push
     forever without a word: after a second the wait says who holds the lock, and at the
-    bound it gives up with an error naming them."""
+    bound it gives up with an error naming them. The wait itself is a blocking flock in a
+    helper thread (polling with LOCK_NB would lose the lock to busy writers for seconds)."""
     import fcntl
 
     try:
@@ -122,32 +123,45 @@ def _flock(fd: int, path: str, op: int) -> None:
         return
     except BlockingIOError:
         pass
-    import time
+    from _thread import start_new_thread
 
     from ojd.errors import OjError
 
     limit = lock_timeout()
-    start = time.monotonic()
-    told = False
-    delay = 0.0005
-    while True:
-        time.sleep(delay)
-        try:
-            fcntl.flock(fd, op | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            pass
-        delay = min(delay * 2, 0.02)
-        waited = time.monotonic() - start
-        if not told and waited >= 1.0:
-            told = True
-            import sys
+    got = allocate_lock()
+    got.acquire()
+    guard = allocate_lock()
+    outcome: list[object] = []  # "cancelled" from the caller, or the flock's result
 
-            print(f"oj: waiting for the state lock {path}, held by {lock_holders(fd)}",
-                  file=sys.stderr)
-        if waited >= limit:
-            raise OjError(f"the state lock {path} is still held by {lock_holders(fd)} after "
-                          f"{limit:g}s; resume or stop that process (or raise OJ_LOCK_TIMEOUT)")
+    def wait_for_it() -> None:
+        try:
+            fcntl.flock(fd, op)
+            result: object = True
+        except OSError as e:
+            result = e
+        with guard:
+            if outcome:  # the caller gave up meanwhile: do not keep a lock nobody uses
+                if result is True:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                return
+            outcome.append(result)
+        got.release()
+
+    start_new_thread(wait_for_it, ())
+    if not got.acquire(timeout=min(1.0, limit)):
+        import sys
+
+        print(f"oj: waiting for the state lock {path}, held by {lock_holders(fd)}",
+              file=sys.stderr)
+        if not got.acquire(timeout=max(0.0, limit - 1.0)):
+            with guard:
+                if not outcome:
+                    outcome.append("cancelled")
+                    raise OjError(f"the state lock {path} is still held by "
+                                  f"{lock_holders(fd)} after {limit:g}s; resume or stop that "
+                                  "process (or raise OJ_LOCK_TIMEOUT)")
+    if isinstance(outcome[0], OSError):
+        raise outcome[0]
 
 
 def lock_timeout() -> float:

@@ -1,0 +1,55 @@
+"""One push cannot poison the state: items over the documented depth and size are refused with
+a clear error, and everything accepted stays readable by every command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import Project
+
+QUEUE = """
+    queue "any" {}
+    """
+
+
+@pytest.fixture
+def queued(project: Project) -> Project:
+    project.write("q.hcl", QUEUE)
+    return project
+
+
+def nested(depth: int) -> str:
+    return '{"k":' * depth + "1" + "}" * depth
+
+
+@pytest.mark.parametrize("depth", [65, 1000, 15_000])
+def test_an_item_nested_too_deep_is_refused_and_the_state_stays_readable(
+        queued: Project, depth: int):
+    queued.oj("queue", "push", "any", '{"ok": 1}')
+    proc = queued.oj("queue", "push", "any", nested(depth), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("oj: the item nests deeper than 64 levels")
+    assert len(proc.stderr.splitlines()) == 1
+    listed = queued.json("queue", "list")
+    assert [i["data"] for i in listed] == [{"ok": 1}]  # type: ignore[index]
+
+
+def test_an_item_at_the_depth_limit_is_accepted_and_listed(queued: Project):
+    queued.oj("queue", "push", "any", nested(63))  # 63 inside the item object: 64 levels
+    listed = queued.json("queue", "list")
+    assert len(listed) == 1  # type: ignore[arg-type]
+    queued.oj("state", "compact")
+    assert len(queued.json("queue", "list")) == 1  # type: ignore[arg-type]
+
+
+def test_an_item_over_a_mebibyte_is_refused_and_one_under_it_accepted():
+    from ojd import queues
+    from ojd.errors import UsageError
+
+    spec = queues.QueueSpec("any", "persisted", (), {})
+    assert queues.validate_item(spec, {"blob": "x" * 1_000_000})
+    with pytest.raises(UsageError, match="over the 1 MiB limit"):
+        queues.validate_item(spec, {"blob": "x" * (1 << 20)})
+    with pytest.raises(UsageError, match="over the 1 MiB limit"):
+        queues.parse_item(json.dumps({"blob": "x" * (5 << 20)}))
