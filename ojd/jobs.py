@@ -6,6 +6,7 @@ resumes from that step when its owner (or a successor) calls ``run`` again.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ojd import paths
+from ojd import bashrun, paths
 from ojd.bashsyntax import needs_shell
 from ojd.errors import OjError
 from ojd.notify import one_line
@@ -72,6 +73,26 @@ def job_created_event(tx: Transaction, state_root: str, runbook: Runbook, projec
             "by": owner}
 
 
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class JobLog:
+    """A job's log file whose writes never fail the job: on a full disk a lost log line is
+    better than a job that dies after its step ran. Steps write to ``fileno()`` directly."""
+
+    def __init__(self, raw) -> None:
+        self._raw = raw
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._raw.write(data)
+        except OSError:
+            pass
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+
 class JobRunner:
     """Runs jobs of one project's runbook. Thread-safe: a worker runs several at once."""
 
@@ -102,7 +123,8 @@ class JobRunner:
         os.makedirs(job["cwd"], exist_ok=True)
         log_path = self.log_path(job_id)
         os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
-        with open(log_path, "ab", buffering=0) as log:
+        with open(log_path, "ab", buffering=0) as raw:
+            log = JobLog(raw)
             if job["step"] is None and not job.get("locals_done"):
                 self._notify(job, pipeline, "on_start", log)
             try:
@@ -117,7 +139,8 @@ class JobRunner:
                     return self._finish(job, "failed", error, pipeline, log)
                 if self.stopping.is_set():  # no new step once a stop was asked for
                     return "interrupted"
-                self.store.append({"type": "job:step_started", "id": job_id, "step": step})
+                self._durably(job_id, self.store.append,
+                              {"type": "job:step_started", "id": job_id, "step": step})
                 self.progress(job_id, "step", f"{step} started")
                 started = time.monotonic()
                 exit_code, why = self._run_step(job, pipeline, step, ctx, log)
@@ -136,9 +159,32 @@ class JobRunner:
                         return self._finish(job, "done", None, pipeline, log, [finished])
                     error = _failure(job, step, exit_code) + (f": {why}" if why else "")
                     return self._finish(job, "failed", error, pipeline, log, [finished])
-                self.store.append(finished)
+                self._durably(job_id, self.store.append, finished)
                 step = r.next
         return job["status"]
+
+    def _durably(self, job_id: str, write: Callable[..., object], *args: object) -> None:
+        """Record what a job did, waiting out a full state disk: the job stalls (said once)
+        and goes on when there is space again, instead of dying with its item left active.
+        A stop while waiting gives up: the job is resumed at the worker's next start."""
+        delay, told = 0.5, False
+        while True:
+            try:
+                write(*args)
+            except OSError as e:
+                if e.errno not in _DISK_FULL or self.stopping.is_set():
+                    raise
+                if not told:
+                    told = True
+                    self.progress(job_id, "stalled", f"cannot write the state: {e.strerror}; "
+                                  "the job waits and goes on when there is space again")
+                if self.stopping.wait(delay):
+                    raise
+                delay = min(delay * 2, 5.0)
+                continue
+            if told:
+                self.progress(job_id, "unstalled", "the state is writable again; going on")
+            return
 
     def _resume_point(self, job: dict, pipeline: Pipeline) -> str | None:
         if job["step"] is None:
@@ -161,7 +207,8 @@ class JobRunner:
         for name, template in pipeline.locals:
             ctx["local"][name] = self._eval_local(job, name, template, ctx)
         if pipeline.locals:  # nothing to keep for a resume otherwise: spare the fsync
-            self.store.append({"type": "job:locals", "id": job["id"], "locals": ctx["local"]})
+            self._durably(job["id"], self.store.append,
+                          {"type": "job:locals", "id": job["id"], "locals": ctx["local"]})
         return ctx
 
     def _eval_local(self, job: dict, name: str, template: str, ctx: dict[str, Any]) -> str:
@@ -174,9 +221,8 @@ class JobRunner:
             script = render_shell(LOCAL_PREFIX + template + '"\nprintf "%s" "$__oj_local"', ctx)
         except TemplateError as e:
             raise OjError(f"local '{name}': {e}") from None
-        proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=job["cwd"],
-                              env=env, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
+        proc = bashrun.run(script, "-e", "-o", "pipefail", cwd=job["cwd"], env=env,
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
             detail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
             raise OjError(f"local '{name}' failed: {detail[0]}")
@@ -199,9 +245,10 @@ class JobRunner:
             return 2, why
         if self.stopping.is_set():
             return None, None
-        proc = subprocess.Popen(["bash", "-e", "-o", "pipefail", "-c", script], cwd=job["cwd"],
-                                env=self._env(job), stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        with bashrun.Script(script, "-e", "-o", "pipefail") as bash:
+            proc = subprocess.Popen(bash.argv, pass_fds=bash.fds, cwd=job["cwd"],
+                                    env=self._env(job), stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
         with self._procs_lock:
             self._procs[job["id"]] = proc
         try:
@@ -228,12 +275,15 @@ class JobRunner:
     def _finish(self, job: dict, outcome: str, error: str | None,
                 pipeline: Pipeline | None = None, log=None, before: list[dict] | None = None
                 ) -> str:
-        with self.store.transaction() as tx:
-            events = [*(before or ()), {"type": "job:finished", "id": job["id"],
-                                         "outcome": outcome, "error": error}]
-            if self.settle is not None:
-                events += self.settle(tx.state, job["id"], outcome, error)
-            tx.append(*events)
+        def record() -> None:
+            with self.store.transaction() as tx:
+                events = [*(before or ()), {"type": "job:finished", "id": job["id"],
+                                             "outcome": outcome, "error": error}]
+                if self.settle is not None:
+                    events += self.settle(tx.state, job["id"], outcome, error)
+                tx.append(*events)
+
+        self._durably(job["id"], record)
         self.progress(job["id"], outcome, error or "")
         if pipeline is not None and log is not None:
             if error:

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from ojd import queues
+from ojd import bashrun, queues
 from ojd.errors import OjError
 from ojd.jobs import JobRunner, job_created_event
 from ojd.notify import Log, Notifier
@@ -38,6 +38,23 @@ def owner_id(worker: str) -> str:
     if invocation:
         return f"{worker}/{invocation}"
     return f"{worker}/pid-{os.getpid()}-{time.monotonic_ns()}"
+
+
+def describe(error: BaseException) -> str:
+    """One line for a log: an OSError's text and file, anything else as its repr."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror + (f": {error.filename}" if error.filename else "")
+    if isinstance(error, OjError):
+        return str(error)
+    return repr(error)
+
+
+def external_key(entry: dict) -> str:
+    """An external item's identity: its ``id`` when it has one, else its data."""
+    ident = entry.get("id")
+    if isinstance(ident, (str, int)) and not isinstance(ident, bool):
+        return f"id:{ident}"
+    return "data:" + queues.item_key(entry)
 
 
 class WorkerLoop:
@@ -65,6 +82,7 @@ class WorkerLoop:
         self._finished: deque[str] = deque()
         self.last_poll: float | None = None
         self.polls = 0
+        self._poll_error: str | None = None  # the last poll failure, said once
         self._stop = False
         self._stop_signal: int | None = None
         # the problem with the runbook on disk while the loaded one keeps running
@@ -118,7 +136,15 @@ class WorkerLoop:
             try:
                 self.poll()
             except Exception as e:  # keep the loop (and its drain on stop) alive
-                self.log.error(f"poll failed: {e!r}")
+                # said once per distinct failure (a full disk fails every poll until freed)
+                why = describe(e)
+                if why != self._poll_error:
+                    self._poll_error = why
+                    self.log.error(f"poll failed: {why}; retrying at each poll")
+            else:
+                if self._poll_error is not None:
+                    self._poll_error = None
+                    self.log.info("polls work again")
             if self.until_idle and self._idle():
                 self.log.info("queue drained; exiting (--until-idle)")
                 break
@@ -251,18 +277,27 @@ class WorkerLoop:
             self.log.error(f"queue '{self.queue.name}' list command must print a JSON array "
                            f"(exit {proc.returncode}): {self.queue.list_cmd.strip()}")
             return
+        in_flight = self._external_in_flight()
         for entry in listed:
             if free <= 0:
                 break
             if not isinstance(entry, dict):
+                continue
+            key = external_key(entry)
+            if key in in_flight:
+                continue  # listed again while its job runs: one job per item at a time
+            try:
+                queues.check_item_bounds(entry)
+            except OjError as e:
+                self.log.error(f"queue '{self.queue.name}' item skipped: {e}")
                 continue
             try:
                 take = render_shell(self.queue.take_cmd, {"item": entry})
             except TemplateError as e:
                 self.log.error(f"queue '{self.queue.name}' take: {e}")
                 continue
-            taken = subprocess.run(["bash", "-c", take], cwd=self.project,
-                                   stdin=subprocess.DEVNULL, capture_output=True)
+            taken = bashrun.run(take, cwd=self.project, stdin=subprocess.DEVNULL,
+                                capture_output=True)
             if taken.returncode != 0:
                 continue  # somebody else claimed it
             with self.store.transaction() as tx:
@@ -272,7 +307,17 @@ class WorkerLoop:
                                         owner=self.owner)
                 tx.append(job)
             self._start(job["id"], None)
+            in_flight.add(key)
             free -= 1
+
+    def _external_in_flight(self) -> set[str]:
+        """Keys of the external items this worker's running jobs work on (resumed ones too:
+        the item is the job's pipeline var)."""
+        var = self.runbook.pipelines[self.worker.pipeline].vars[0]
+        with self.store.lock:
+            jobs = self.store.state.jobs
+            return {external_key(jobs[j]["vars"].get(var) or {})
+                    for j in list(self.threads) if j in jobs}
 
     def _recover(self) -> None:
         """Resume jobs a previous incarnation of this worker left mid-way (crash, kill -9)."""
@@ -296,6 +341,12 @@ class WorkerLoop:
     def _run_job(self, job_id: str) -> None:
         try:
             outcome = self.runner.run(job_id)
+        except OSError as e:
+            # the state could not be written (a full disk, then a stop): nothing more can be
+            # recorded now; the job is resumed where it stands when the worker starts again
+            self.log.error(f"job {job_id} stopped: cannot write the state ({describe(e)}); "
+                           "it resumes when the worker starts again")
+            outcome = "interrupted"
         except Exception as e:  # a bug must not leave the item active forever
             self.log.error(f"job {job_id} crashed: {e!r}")
             outcome = self.runner.fail(job_id, f"oj crashed running it: {e!r}")
@@ -356,7 +407,11 @@ class WorkerLoop:
                 events.append({"type": "queue:released", "id": item_id})
         events.append({"type": "worker:stopped", "name": self.worker.name,
                        "invocation": os.environ.get("INVOCATION_ID")})
-        self.store.append(*events)
+        try:
+            self.store.append(*events)
+        except OSError as e:
+            self.log.error(f"could not record the stop ({describe(e)}); its jobs resume when "
+                           "the worker starts again")
         self.log.info("stopped")
 
     # -- status -------------------------------------------------------------------------
@@ -367,6 +422,10 @@ class WorkerLoop:
             if detail.endswith("started"):
                 self.notifier.status(self.status_line())
         elif what == "notify":
+            self.log.info(f"job {job_id}: {detail}")
+        elif what == "stalled":
+            self.log.error(f"job {job_id}: {detail}")
+        elif what == "unstalled":
             self.log.info(f"job {job_id}: {detail}")
 
     def status_line(self) -> str:

@@ -53,3 +53,17 @@ def test_an_item_over_a_mebibyte_is_refused_and_one_under_it_accepted():
         queues.validate_item(spec, {"blob": "x" * (1 << 20)})
     with pytest.raises(UsageError, match="over the 1 MiB limit"):
         queues.parse_item(json.dumps({"blob": "x" * (5 << 20)}))
+
+
+def test_a_pushed_item_over_a_mebibyte_on_stdin_is_refused_and_nothing_is_written(
+        queued: Project):
+    import subprocess
+
+    from conftest import OJ
+
+    big = json.dumps({"blob": "x" * (1 << 20)})
+    proc = subprocess.run([OJ, "queue", "push", "any", "-"], cwd=queued.root, env=queued.env(),
+                          input=big, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("oj: the item is 1048587 bytes of JSON, over the 1 MiB")
+    assert queued.json("queue", "list") == []

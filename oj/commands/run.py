@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import click
@@ -44,8 +43,9 @@ def _run_shell(app, script: str, values: dict) -> int:
     except TemplateError as e:
         raise UsageError(str(e)) from None
     env = dict(os.environ, OJ_PROJECT=app.root)
-    return subprocess.run(["bash", "-e", "-o", "pipefail", "-c", rendered], cwd=app.root,
-                          env=env).returncode
+    from ojd import bashrun
+
+    return bashrun.run(rendered, "-e", "-o", "pipefail", cwd=app.root, env=env).returncode
 
 
 def _run_pipeline(app, pipeline: str, values: dict, name: str) -> int:
