@@ -40,7 +40,7 @@ class Script:
             os.close(fd)
 
 
-def run(text: str, *options: str, **kwargs) -> subprocess.CompletedProcess:
-    """subprocess.run of a script, whatever its size."""
-    with Script(text, *options) as s:
+def run(script: str, *options: str, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run of a script, whatever its size (``text=`` goes to subprocess.run)."""
+    with Script(script, *options) as s:
         return subprocess.run(s.argv, pass_fds=s.fds, **kwargs)

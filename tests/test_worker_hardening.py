@@ -60,14 +60,17 @@ BIG = r"""
 
     pipeline "p" {
       vars = ["it"]
+      locals {
+        size = "$(printf %s ${var.it.blob} | wc -c)"
+      }
       step "s" {
-        run = "printf %s \"${var.it.blob}\" | wc -c > size.txt"
+        run = "printf %s \"${var.it.blob}\" | wc -c > size.txt; echo ${local.size} >> size.txt"
       }
     }
     """
 
 
-def test_an_item_larger_than_an_argument_reaches_its_step(project: Project):
+def test_an_item_larger_than_an_argument_reaches_its_locals_and_steps(project: Project):
     project.write("big.hcl", BIG)
     blob = "y" * 300_000  # over the kernel's 128 KiB limit for one argument
     from conftest import OJ
@@ -80,7 +83,7 @@ def test_an_item_larger_than_an_argument_reaches_its_step(project: Project):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert [i["status"] for i in project.items()] == ["completed"], out
-    assert (project.root / "size.txt").read_text().strip() == "300000"
+    assert (project.root / "size.txt").read_text().split() == ["300000", "300000"]
 
 
 FULL = r"""
