@@ -23,6 +23,7 @@ Event types (``type`` key) and their fields:
 - ``worker:woken``    name, ts
 - ``worker:stopped``  name, invocation, ts
 - ``state:loss_acknowledged`` upto, ts        an operator accepted the lost positions <= upto
+- ``state:repaired`` ts                       a repair wrote snapshots (no change to the fold)
 
 Lost positions are not events: the store notes them (``note_lost``) when the log skips
 positions that no snapshot covers, so that every later snapshot still names them.

@@ -16,7 +16,7 @@ from ojd import paths
 from ojd.errors import OjError, escaped
 from ojd.state import Event, State
 from ojd.wal import CheckReport, WalDirectory, WalProblem
-from ojd.walsegments import lost_problem, span
+from ojd.walsegments import lost_problem, positions
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -227,8 +227,10 @@ class Store:
             if rec.pos > new_pos:
                 break
             if rec.pos > replayed.pos + 1:
-                replayed.note_lost(replayed.pos + 1, rec.pos - 1)
+                return []  # a hole in the log (reported as such): the replay proves nothing
             replayed.apply(rec.event, rec.pos)
+        if replayed.pos != new_pos:
+            return []
         ours = json.loads(json.dumps(replayed.to_dict()))
         theirs = dict(new_data)  # type: ignore[call-overload]
         ours.pop("lost", None)
@@ -263,14 +265,24 @@ class Store:
         if bad_snaps:
             plan.append(("write a new snapshot from the log, once the bad ones are aside",
                          self._resnapshot))
+        elif report.covered:
+            plan.append((f"write a new snapshot, so that the damaged part of the log "
+                         f"({positions(report.covered)}, which the newest snapshot holds) is no "
+                         "longer needed and leaves with compaction", self._resnapshot_twice))
         if report.lost:
             upto = max(last for _first, last in report.lost)
-            spans = ", ".join(span(first, last) for first, last in report.lost)
-            plan.append((f"record that the loss of positions {spans} is acknowledged, so "
+            plan.append((f"record that the loss of {positions(report.lost)} is acknowledged, so "
                          "commands stop warning ('oj state check' keeps listing it)",
                          lambda: self.append({"type": "state:loss_acknowledged",
                                               "upto": upto})))
         return plan
+
+    def _resnapshot_twice(self) -> int:
+        # the first new snapshot makes the covering one the older of the two kept; the
+        # second lets compaction drop every segment up to it
+        self._resnapshot()
+        self.append({"type": "state:repaired"})
+        return self._resnapshot()
 
     def _resnapshot(self) -> int:
         with self.lock:

@@ -43,6 +43,7 @@ from ojd.walsegments import (
     gc_paused,
     lost_problem,
     numbered,
+    positions,
     unlink,
     write_all,
 )
@@ -59,7 +60,7 @@ _KEEP_SNAPSHOTS = 2
 
 class CheckReport:
     __slots__ = ("records", "last_pos", "segments", "snapshot_pos", "problems", "lost",
-                 "acknowledged")
+                 "covered", "acknowledged")
 
     def __init__(
         self,
@@ -76,6 +77,8 @@ class CheckReport:
         self.problems: list[WalProblem] = [] if problems is None else problems
         # (first, last) of position ranges lost, and of those an operator has acknowledged
         self.lost: list[tuple[int, int]] = []
+        # damaged or missing position ranges the newest snapshot still holds
+        self.covered: list[tuple[int, int]] = []
         self.acknowledged: list[tuple[int, int]] = []
 
     @property
@@ -426,7 +429,19 @@ class WalDirectory:
             if cur.prev > sink.last:  # the tail itself is missing (a lost last segment)
                 sink.gaps.append((sink.last + 1, cur.prev))
             corrupt = {p.pos for p in report.problems if p.kind == "corrupt"}
+            newest = readable[0] if readable else 0
             for first, last in sink.gaps:
+                if last <= newest:
+                    # the newest snapshot holds these events: nothing is lost, only the
+                    # fallback (the older snapshot plus the log) is incomplete
+                    report.covered.append((first, last))
+                    if not (first == last and first in corrupt):
+                        report.problems.append(WalProblem(
+                            "missing", first, "", 0,
+                            f"{positions([(first, last)])} missing from the log; snapshot "
+                            f"{newest} holds them, so nothing is lost, but falling back to the "
+                            "older snapshot would lose them"))
+                    continue
                 report.lost.append((first, last))
                 if first == last and first in corrupt:
                     continue  # already reported where it is, as a corrupt record

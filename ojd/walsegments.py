@@ -167,10 +167,18 @@ def span(first: int, last: int) -> str:
     return str(first) if first == last else f"{first}-{last}"
 
 
+def positions(ranges: list[tuple[int, int]]) -> str:
+    """``position 7`` or ``positions 1-3, 7``."""
+    one = len(ranges) == 1 and ranges[0][0] == ranges[0][1]
+    return ("position " if one else "positions ") + ", ".join(span(a, b) for a, b in ranges)
+
+
 def lost_problem(first: int, last: int) -> WalProblem:
     return WalProblem("lost", first, "", 0,
-                      f"state positions {span(first, last)} are lost: the log no longer holds "
-                      "them and no snapshot covers them (items or jobs recorded there are "
+                      f"state {positions([(first, last)])} "
+                      f"{'is' if first == last else 'are'} lost: the log no longer holds "
+                      f"{'it' if first == last else 'them'} and no snapshot covers "
+                      f"{'it' if first == last else 'them'} (items or jobs recorded there are "
                       "gone)")
 
 

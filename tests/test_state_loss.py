@@ -84,3 +84,31 @@ def test_a_loss_nothing_can_undo_is_named_everywhere_until_acknowledged(queued: 
     after = queued.oj("state", "check")
     assert "positions 1-3 were lost (acknowledged)" in after.stdout
     assert after.stdout.strip().endswith("ok")
+
+
+@pytest.mark.parametrize("damage", ["bit-flip", "removed"])
+def test_damage_that_the_newest_snapshot_covers_is_not_blamed_on_it_and_repair_keeps_all(
+        queued: Project, damage: str):
+    ids = push(queued, 1, 2, 3)
+    queued.oj("state", "compact")
+    ids += push(queued, 4, 5, 6)
+    queued.oj("state", "compact")
+    ids += push(queued, 7, 8)
+    queued.oj("state", "compact")
+    ids += push(queued, 9)
+    segment = queued.state / "wal" / "seg-0000000000000007.wal"
+    if damage == "bit-flip":
+        data = bytearray(segment.read_bytes())
+        data[40] ^= 0xFF
+        segment.write_bytes(bytes(data))
+    else:
+        segment.unlink()
+    assert sorted(i["id"] for i in queued.items()) == sorted(ids)
+    check = queued.oj("state", "check", "-o", "json", check=False)
+    report = json.loads(check.stdout)
+    assert check.returncode == 1 and report["lost"] == []
+    assert not [p for p in report["problems"] if p["kind"] in ("mismatch", "lost")]
+    repair = queued.oj("state", "check", "--repair", "--yes")
+    assert "aside" not in repair.stderr and "new snapshot" in repair.stderr
+    assert sorted(i["id"] for i in queued.items()) == sorted(ids)
+    assert queued.oj("state", "check").stdout.strip().endswith("ok")
