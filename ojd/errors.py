@@ -55,3 +55,8 @@ def escaped(text: str) -> str:
 def quoted(name: str) -> str:
     """A user-given name for a message: in single quotes, escaped (see ``escaped``)."""
     return f"'{escaped(name)}'"
+
+
+class LockTimeout(OjError):
+    """The state lock stayed held past OJ_LOCK_TIMEOUT: nothing was written."""
+

@@ -112,25 +112,29 @@ def _create_temp(directory: str, prefix: str, suffix: str) -> tuple[int, str]:
             continue
 
 
-def _flock(fd: int, path: str, op: int) -> None:
-    """flock ``fd``, waiting as long as OJ_LOCK_TIMEOUT (default 30 s) allows.
+def _flock(fd: int, path: str, op: int) -> int:
+    """flock ``fd``, waiting as long as OJ_LOCK_TIMEOUT (default 30 s) allows; returns the fd
+    that holds the lock: ``fd``, or another open of the same file when it had to wait.
 
     A stopped or hung holder (SIGSTOP, a dead NFS server) would otherwise block every push
     forever without a word: after a second the wait says who holds the lock, and at the
-    bound it gives up with an error naming them. The wait itself is a blocking flock in a
-    helper thread (polling with LOCK_NB would lose the lock to busy writers for seconds)."""
+    bound it gives up with an error naming them. The wait is a blocking flock in a helper
+    thread (polling with LOCK_NB would lose the lock to busy writers for seconds) on an open
+    file description of its own: a wait given up on may still get the lock later, and must
+    then neither keep it nor release one that ``fd`` took meanwhile."""
     import fcntl
 
     try:
         fcntl.flock(fd, op | fcntl.LOCK_NB)
-        return
+        return fd
     except BlockingIOError:
         pass
     from _thread import start_new_thread
 
-    from ojd.errors import OjError
+    from ojd.errors import LockTimeout
 
     limit = lock_timeout()
+    own = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # flock needs no write access
     got = allocate_lock()
     got.acquire()
     guard = allocate_lock()
@@ -138,14 +142,13 @@ def _flock(fd: int, path: str, op: int) -> None:
 
     def wait_for_it() -> None:
         try:
-            fcntl.flock(fd, op)
+            fcntl.flock(own, op)
             result: object = True
         except OSError as e:
             result = e
         with guard:
-            if outcome:  # the caller gave up meanwhile: do not keep a lock nobody uses
-                if result is True:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
+            if outcome:  # the caller gave up meanwhile: the lock and the fd are ours to drop
+                os.close(own)
                 return
             outcome.append(result)
         got.release()
@@ -160,11 +163,21 @@ def _flock(fd: int, path: str, op: int) -> None:
             with guard:
                 if not outcome:
                     outcome.append("cancelled")
-                    raise OjError(f"the state lock {path} is still held by "
-                                  f"{lock_holders(fd)} after {limit:g}s; resume or stop that "
-                                  "process (or raise OJ_LOCK_TIMEOUT)")
+                    raise LockTimeout(f"the state lock {path} is still held by "
+                                      f"{lock_holders(fd)} after {limit:g}s; resume or stop "
+                                      "that process (or raise OJ_LOCK_TIMEOUT)")
     if isinstance(outcome[0], OSError):
+        os.close(own)
         raise outcome[0]
+    return own
+
+
+def release_lock(wal: WalDirectory, fd: int) -> None:
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    if fd != wal._lock_fd:
+        os.close(fd)
 
 
 def lock_timeout() -> float:
@@ -205,7 +218,11 @@ def lock_holders(fd: int) -> str:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             cmd = ""
-        who.append(f"PID {pid}" + (f" ({cmd[:60]})" if cmd else ""))
+        if len(cmd) > 60:
+            cmd = cmd[:57] + "..."
+        from ojd.errors import escaped
+
+        who.append(f"PID {pid}" + (f" ({escaped(cmd)})" if cmd else ""))
     return ", ".join(who)
 
 
@@ -224,7 +241,7 @@ class _Locked:
             if wal._depth == 0:
                 import fcntl
 
-                _flock(wal._lockfd(), wal._lock_path, fcntl.LOCK_EX)
+                wal._held_fd = _flock(wal._lockfd(), wal._lock_path, fcntl.LOCK_EX)
             wal._depth += 1
         except BaseException:
             wal._mutex.release()
@@ -238,9 +255,7 @@ class _Locked:
         wal._depth -= 1
         try:
             if wal._depth == 0:  # the outermost block: nesting is balanced under the mutex
-                import fcntl
-
-                fcntl.flock(wal._lock_fd, fcntl.LOCK_UN)
+                release_lock(wal, wal._held_fd)
         finally:
             wal._mutex.release()
 
@@ -263,19 +278,16 @@ class _Shared:
             fd = wal._lockfd()
             import fcntl
 
-            _flock(fd, wal._lock_path, fcntl.LOCK_SH)
+            self._fd = _flock(fd, wal._lock_path, fcntl.LOCK_SH)
         except BaseException:
             wal._mutex.release()
             raise
-        self._fd = fd
         return SHARED
 
     def __exit__(self, *exc: object) -> None:
         try:
             if self._fd >= 0:
-                import fcntl
-
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                release_lock(self._wal, self._fd)
         finally:
             self._wal._mutex.release()
 
@@ -302,6 +314,7 @@ class WalDirectory:
         self._depth = 0
         self._pid = -1
         self._lock_fd = -1
+        self._held_fd = -1  # the fd holding LOCK_EX while _depth > 0 (see _flock)
         self._seg_fd = -1
         self._seg_name: str | None = None
         # Furthest known frame boundary: appends read forward from here, never rescan.

@@ -214,3 +214,38 @@ def test_waiting_for_a_stopped_lock_holder_names_it_then_gives_up(
         os.waitpid(pid, 0)
     push(store, 2)  # the holder is gone: the lock is free again
     assert ids(store.refresh()) == {"i1", "i2"}
+
+
+def test_a_lock_wait_given_up_on_never_releases_a_later_holder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A long-lived process (a worker) times out once, then locks again while the first wait
+    # is still pending: when the outside holder lets go, the section must really hold it.
+    import subprocess
+    import sys
+
+    from ojd.errors import LockTimeout
+
+    store, _ = quiet(tmp_path)
+    push(store, 1)
+    lock = os.path.join(store.wal.path, "lock")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl,sys,time;f=open(sys.argv[1],'r+');"
+         "fcntl.flock(f,fcntl.LOCK_EX);print('held',flush=True);time.sleep(2.6)", lock],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    monkeypatch.setenv("OJ_LOCK_TIMEOUT", "1.5")
+    with pytest.raises(LockTimeout):
+        push(store, 2)
+    probe = ("import fcntl,sys;f=open(sys.argv[1],'r+')\ntry:\n"
+             " fcntl.flock(f,fcntl.LOCK_EX|fcntl.LOCK_NB)\nexcept OSError:\n print('held')\n"
+             "else:\n print('FREE')")
+    seen = []
+    with store.wal.locked():  # waits beside the given-up wait until the holder lets go
+        for _ in range(3):
+            time.sleep(0.3)
+            seen.append(subprocess.run([sys.executable, "-c", probe, lock], capture_output=True,
+                                       text=True, timeout=10).stdout.strip())
+    holder.wait(10)
+    assert seen == ["held"] * 3
+    push(store, 3)
+    assert ids(store.refresh()) == {"i1", "i3"}
