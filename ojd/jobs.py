@@ -19,7 +19,7 @@ from typing import Any
 
 from ojd import bashrun, paths
 from ojd.bashsyntax import needs_shell
-from ojd.errors import OjError
+from ojd.errors import LockTimeout, OjError
 from ojd.notify import one_line
 from ojd.queues import new_id
 from ojd.routing import route, visit_limit_error
@@ -74,6 +74,10 @@ def job_created_event(tx: Transaction, state_root: str, runbook: Runbook, projec
 
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class Stalled(Exception):
+    """A job stopped while it waited to record its progress; it resumes where it stands."""
 
 
 class JobLog:
@@ -164,22 +168,26 @@ class JobRunner:
         return job["status"]
 
     def _durably(self, job_id: str, write: Callable[..., object], *args: object) -> None:
-        """Record what a job did, waiting out a full state disk: the job stalls (said once)
-        and goes on when there is space again, instead of dying with its item left active.
-        A stop while waiting gives up: the job is resumed at the worker's next start."""
+        """Record what a job did, waiting out a full state disk or a state lock held too long
+        (a stopped process): the job stalls (said once) and goes on when it can write again,
+        instead of dying with its item left active. A stop while waiting gives up (Stalled):
+        the job is resumed where it stands at the worker's next start."""
         delay, told = 0.5, False
         while True:
             try:
                 write(*args)
-            except OSError as e:
-                if e.errno not in _DISK_FULL or self.stopping.is_set():
+            except (OSError, LockTimeout) as e:
+                if isinstance(e, OSError) and e.errno not in _DISK_FULL:
                     raise
+                why = str(e) if isinstance(e, LockTimeout) else e.strerror
+                if self.stopping.is_set():
+                    raise Stalled(why) from None
                 if not told:
                     told = True
-                    self.progress(job_id, "stalled", f"cannot write the state: {e.strerror}; "
-                                  "the job waits and goes on when there is space again")
+                    self.progress(job_id, "stalled", f"cannot write the state: {why}; the job "
+                                  "waits and goes on when it can")
                 if self.stopping.wait(delay):
-                    raise
+                    raise Stalled(why) from None
                 delay = min(delay * 2, 5.0)
                 continue
             if told:

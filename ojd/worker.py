@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from ojd import bashrun, queues
 from ojd.errors import OjError
-from ojd.jobs import JobRunner, job_created_event
+from ojd.jobs import JobRunner, Stalled, job_created_event
 from ojd.notify import Log, Notifier
 from ojd.runbook import Runbook, Worker
 from ojd.state import State
@@ -341,15 +341,19 @@ class WorkerLoop:
     def _run_job(self, job_id: str) -> None:
         try:
             outcome = self.runner.run(job_id)
-        except OSError as e:
-            # the state could not be written (a full disk, then a stop): nothing more can be
-            # recorded now; the job is resumed where it stands when the worker starts again
-            self.log.error(f"job {job_id} stopped: cannot write the state ({describe(e)}); "
-                           "it resumes when the worker starts again")
+        except Stalled as e:
+            self.log.error(f"job {job_id} stopped while waiting to record its progress ({e}); "
+                           "it resumes where it stands when the worker starts again")
             outcome = "interrupted"
-        except Exception as e:  # a bug must not leave the item active forever
-            self.log.error(f"job {job_id} crashed: {e!r}")
-            outcome = self.runner.fail(job_id, f"oj crashed running it: {e!r}")
+        except Exception as e:  # a bug or an unusable file must not leave the item active
+            why = describe(e)
+            self.log.error(f"job {job_id} failed: {why}")
+            try:
+                outcome = self.runner.fail(job_id, f"oj could not run it: {why}")
+            except Exception as again:
+                self.log.error(f"job {job_id}: its failure could not be recorded either "
+                               f"({describe(again)}); it resumes when the worker starts again")
+                outcome = "interrupted"
         item_id = self.job_items.get(job_id)
         self.log.info(f"job {job_id} {outcome}" + (f" (item {item_id})" if item_id else ""))
         self._finished.append(job_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,84 @@ def test_a_worker_on_a_full_disk_says_so_once_and_carries_on_when_space_returns(
     assert "Traceback" not in log
     full_lines = [line for line in log.splitlines() if "No space left on device" in line]
     assert 1 <= len(full_lines) <= 3, log  # said once per thing it could not write, not per try
+
+
+HELD = r"""
+    queue "q" {
+      vars = ["n"]
+    }
+
+    worker "w" {
+      source      = { queue = "q" }
+      handler     = { pipeline = "p" }
+      concurrency = 1
+      poll        = "200ms"
+    }
+
+    pipeline "p" {
+      vars = ["it"]
+      step "a" {
+        run     = "echo a-${var.it.n} >> \"${invoke.dir}/ran.txt\"; sleep 1"
+        on_done = { step = "b" }
+      }
+      step "b" {
+        run = "echo b-${var.it.n} >> \"${invoke.dir}/ran.txt\""
+      }
+    }
+    """
+
+
+def test_a_worker_that_meets_a_lock_held_too_long_waits_and_goes_on(
+        project: Project, tmp_path: Path):
+    import sys
+
+    project.write("w.hcl", HELD)
+    for n in (1, 2):
+        project.oj("queue", "push", "q", json.dumps({"n": str(n)}))
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "w") as log:
+        worker = subprocess.Popen([OJD, "worker", "w", "--foreground"], cwd=project.root,
+                                  env=project.env(OJ_LOCK_TIMEOUT="1"), stdout=log,
+                                  stderr=subprocess.STDOUT)
+    try:
+        ran = project.root / "ran.txt"
+        deadline = time.monotonic() + 30
+        while not (ran.exists() and ran.read_text()):
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        # a stopped process holds the state lock past the worker's timeout, then lets go
+        subprocess.run([sys.executable, "-c", "import fcntl,sys,time;f=open(sys.argv[1]);"
+                        "fcntl.flock(f,fcntl.LOCK_EX);time.sleep(3)",
+                        str(project.state / "wal" / "lock")], check=True, timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if [i["status"] for i in project.items()] == ["completed"] * 2:
+                break
+            time.sleep(0.2)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    text = log_path.read_text()
+    assert [i["status"] for i in project.items()] == ["completed"] * 2, text
+    assert sorted(ran.read_text().split()) == ["a-1", "a-2", "b-1", "b-2"], text
+    assert "Traceback" not in text
+    stalled = [line for line in text.splitlines() if "still held by" in line]
+    assert 1 <= len(stalled) <= 2, text  # the job's wait and the poll's, each said once
+    assert "goes on when it can" in text and "writable again" in text
+
+
+def test_a_job_whose_log_cannot_be_written_fails_with_one_line_and_the_worker_goes_on(
+        project: Project):
+    project.write("w.hcl", HELD)
+    project.oj("queue", "push", "q", json.dumps({"n": "1"}))
+    logs = project.state / "logs"
+    if logs.exists():
+        logs.rmdir()
+    logs.write_text("not a directory")
+    proc = project.ojd("worker", "w", "--foreground", "--until-idle")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
+    [item] = project.items()
+    assert item["status"] == "dead" and "oj could not run it" in item["error"], item
+    assert "logs" in item["error"]
