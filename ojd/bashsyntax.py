@@ -51,11 +51,18 @@ def plain(text: str) -> str:
 
 def check(scripts: list[Script], exact: bool = False) -> list[tuple[str, int, str]]:
     """(file, line, message) for each script bash cannot parse."""
-    if not scripts:
-        return []
-    if not exact and _parses(_wrapped(scripts)):
-        return []
     problems = []
+    for script in scripts:  # bash cannot be given one at all: say where it is
+        at = script.text.find("\0")
+        if at >= 0:
+            problems.append((script.file, script.line + script.text.count("\n", 0, at),
+                             f"{script.what}: a NUL character (\\u0000) cannot be in a shell "
+                             "script; remove it"))
+    scripts = [script for script in scripts if "\0" not in script.text]
+    if not scripts:
+        return problems
+    if not exact and _parses(_wrapped(scripts)):
+        return problems
     for start in range(0, len(scripts), BATCH):
         batch = scripts[start : start + BATCH]
         try:

@@ -84,10 +84,28 @@ def check_item_bounds(data: object) -> None:
 
     if nesting(data, MAX_ITEM_DEPTH) > MAX_ITEM_DEPTH:
         raise _too_deep()
+    if _has_nul(data):
+        raise UsageError("the item holds a NUL character (\\u0000), which no shell step can "
+                         "be given; remove it or encode the value (e.g. base64)")
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_ITEM_BYTES:
         raise _too_big(size)
+
+
+def _has_nul(value: object) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if "\0" in v:
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
 
 
 def _finite(text: str) -> float:

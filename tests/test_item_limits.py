@@ -67,3 +67,24 @@ def test_a_pushed_item_over_a_mebibyte_on_stdin_is_refused_and_nothing_is_writte
     assert proc.returncode == 2
     assert proc.stderr.startswith("oj: the item is 1048587 bytes of JSON, over the 1 MiB")
     assert queued.json("queue", "list") == []
+
+
+def test_an_item_with_a_nul_character_is_refused(queued: Project):
+    proc = queued.oj("queue", "push", "any", '{"m": "a\\u0000b"}', check=False)
+    assert proc.returncode == 2 and "NUL character" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
+    assert queued.json("queue", "list") == []
+
+
+@pytest.mark.parametrize("name,text", [
+    ("a.hcl", 'command "c" {\n  run = "echo a\\u0000b"\n}\n'),
+    ("a.json", '{"command": {"c": {"run": "echo ok\\necho a\\u0000b"}}}\n'),
+])
+def test_a_nul_character_in_a_shell_script_is_a_file_line_error(
+        project: Project, name: str, text: str):
+    (project.root / ".oj" / "runbooks" / name).write_text(text)
+    for args in (("runbook", "check"), ("run", "c")):
+        proc = project.oj(*args, check=False)
+        assert proc.returncode != 0, args
+        assert f".oj/runbooks/{name}:" in proc.stderr and "NUL character" in proc.stderr, \
+            proc.stderr
