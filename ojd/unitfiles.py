@@ -82,22 +82,12 @@ def uninstall(systemd: Systemd, state_root: str) -> tuple[list[str], list[str]]:
     target_dir = unit_dir(systemd)
     removed: list[str] = []
     kept: list[str] = []
-    service = os.path.join(target_dir, UNIT_NAMES[0])
-    other = _other_installation(service, ojd_path())
-    if other is not None:
-        kept.append(f"kept {service} and {UNIT_NAMES[1]}: written for {other}, not this "
-                    "installation; uninstall with that installation's oj")
-    else:
-        for name in UNIT_NAMES:
-            path = os.path.join(target_dir, name)
-            if os.path.exists(path):
-                os.unlink(path)
-                removed.append(path)
     ours = dropin_text(state_root)
     # the OJ_STATE_DIR drop-ins, and the --run-as ones (which name their state dir too)
     dropins = [path for name in (DROPIN, runas.DROPIN)
                for path in glob.glob(os.path.join(glob.escape(target_dir),
                                                   "oj-worker@*.service.d", name))]
+    others = []
     for dropin in sorted(dropins):
         try:
             with open(dropin) as f:
@@ -108,6 +98,7 @@ def uninstall(systemd: Systemd, state_root: str) -> tuple[list[str], list[str]]:
                                      else runas.written_for(text, state_root))
         if not mine:
             kept.append(f"kept {dropin}: written for another state dir")
+            others.append(dropin)
             continue
         os.unlink(dropin)
         removed.append(dropin)
@@ -115,6 +106,22 @@ def uninstall(systemd: Systemd, state_root: str) -> tuple[list[str], list[str]]:
             os.rmdir(os.path.dirname(dropin))
         except OSError:
             pass  # the operator's own drop-ins are there too
+    service = os.path.join(target_dir, UNIT_NAMES[0])
+    other = _other_installation(service, ojd_path())
+    if other is not None:
+        kept.append(f"kept {service} and {UNIT_NAMES[1]}: written for {other}, not this "
+                    "installation; uninstall with that installation's oj")
+    elif others:
+        # the template is shared: removing it would leave those workers with no unit
+        kept.append(f"kept {service} and {UNIT_NAMES[1]}: the workers of other state dirs "
+                    "(the drop-ins above) still use them; uninstall those state dirs too "
+                    "(OJ_STATE_DIR=DIR oj systemd uninstall), and the last one removes them")
+    else:
+        for name in UNIT_NAMES:
+            path = os.path.join(target_dir, name)
+            if os.path.exists(path):
+                os.unlink(path)
+                removed.append(path)
     if removed:
         _reload(systemd)
     return removed, kept

@@ -44,15 +44,21 @@ def test_uninstall_keeps_the_drop_ins_of_other_state_dirs(unit_project: UnitProj
         proc = uninstall(p.sb, str(p.state))
         assert proc.returncode == 0, proc.stderr
         removed = proc.stdout.splitlines()
-        assert removed == [f"removed {UNITS}/oj-worker@.service",
-                           f"removed {UNITS}/oj-workers.target", f"removed {mine}"]
+        # the template stays: the other state dir's worker still runs from it
+        assert removed == [f"removed {mine}"]
         assert f"oj: kept {theirs}: written for another state dir" in proc.stderr.splitlines()
+        assert "still use them" in proc.stderr
+        p.sb.run(["test", "-e", f"{UNITS}/oj-worker@.service"])
+        other.oj("worker", "start", other.worker)
+        other.oj("worker", "stop", other.worker)
         assert p.sb.run(["test", "-e", mine], check=False).returncode == 1
         assert p.sb.run(["test", "-d", os.path.dirname(mine)], check=False).returncode == 1
         assert str(other.state) in p.sb.run(["cat", theirs]).stdout
-        # the other state dir's uninstall takes its own (the unit files are gone already)
+        # the last state dir's uninstall takes its own, and the unit files with it
         again = uninstall(p.sb, str(other.state))
-        assert again.stdout.splitlines() == [f"removed {theirs}"], again.stderr
+        assert again.stdout.splitlines() == [f"removed {theirs}",
+                                             f"removed {UNITS}/oj-worker@.service",
+                                             f"removed {UNITS}/oj-workers.target"], again.stderr
         assert uninstall(p.sb, str(other.state)).stdout == "nothing to remove\n"
     finally:
         reinstall(p.sb)
