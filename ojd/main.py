@@ -54,7 +54,9 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
             record = state.workers.get(name)
             if record is None:
                 raise OjError(f"worker {quoted(name)} is not recorded in {store.root}; start "
-                              f"it with 'oj worker start {escaped(name)}' from its project")
+                              f"it with 'oj worker start {escaped(name)}' from its project, or "
+                              f"without systemd with 'ojd worker {escaped(name)} --foreground' "
+                              "there")
             root = record["project"]
         else:
             root = projects.find_root(override=project)

@@ -116,8 +116,7 @@ def no_manager(systemd: Systemd, name: str, error: SystemdUnavailable) -> System
     """One line for a machine (container, CI runner) or user without a systemd manager: what
     failed, and what works there instead."""
     foreground = (f"run the worker without systemd: 'ojd worker {escaped(name)} --foreground' "
-                  "in its "
-                  "project (--until-idle to exit once its queue is empty)")
+                  "in its project (add --until-idle to exit once its queue is empty)")
     if systemd.user and wake.manager_present(user=False):
         user = _user_name()
         return SystemdUnavailable(f"no systemd user manager runs for {user} ({error}); "
