@@ -55,11 +55,17 @@ def parse_item(text: str) -> dict[str, Any]:
     """Queue item JSON from the command line; errors name the position."""
     if len(text) > 4 * MAX_ITEM_BYTES:  # refuse before parsing: the text alone is too big
         raise _too_big(len(text))
+    if not text.strip():
+        raise UsageError("no item given (the JSON is empty); pass an object such as "
+                         "'{\"branch\": \"x\"}', or --var NAME=VALUE")
     try:
         data = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:
         raise _too_deep() from None
     except ValueError as e:
+        if "int_max_str_digits" in str(e):  # Python's guard against huge integers
+            raise UsageError("a number in the item has too many digits (over 4300); send it "
+                             "as a string") from None
         if not isinstance(e, json.JSONDecodeError):
             raise UsageError(f"{e}; use JSON numbers, strings or null") from None
         raise UsageError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}; "

@@ -88,3 +88,17 @@ def test_a_nul_character_in_a_shell_script_is_a_file_line_error(
         assert proc.returncode != 0, args
         assert f".oj/runbooks/{name}:" in proc.stderr and "NUL character" in proc.stderr, \
             proc.stderr
+
+
+def test_an_empty_item_and_a_huge_number_get_messages_that_say_what_is_wrong(queued: Project):
+    import subprocess
+
+    from conftest import OJ
+
+    empty = subprocess.run([OJ, "queue", "push", "any", "-"], cwd=queued.root,
+                           env=queued.env(), input="", capture_output=True, text=True,
+                           timeout=60)
+    assert empty.returncode == 2 and empty.stderr.startswith("oj: no item given")
+    huge = queued.oj("queue", "push", "any", '{"n": ' + "9" * 5000 + "}", check=False)
+    assert huge.returncode == 2
+    assert "too many digits" in huge.stderr and "sys." not in huge.stderr
