@@ -1,0 +1,202 @@
+"""The WAL directory's lock: ``flock`` on its ``lock`` file, exclusive for appends and shared
+for a reader's re-check of a damaged tail, with a bounded, fair wait.
+
+Here rather than in ojd.wal because waiting is its own problem: a holder may be stopped or
+hung (SIGSTOP, a dead NFS server), so a wait names the holder after a second and gives up at
+OJ_LOCK_TIMEOUT; and a wait given up on must never disturb a lock the process takes later.
+Imported by every CLI call through ojd.wal: builtins only at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from _thread import allocate_lock
+
+from ojd.walsegments import EXCLUSIVE, SHARED
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ojd.wal import WalDirectory, WalWriter
+
+
+def _flock(fd: int, path: str, op: int) -> int:
+    """flock ``fd``, waiting as long as OJ_LOCK_TIMEOUT (default 30 s) allows; returns the fd
+    that holds the lock: ``fd``, or another open of the same file when it had to wait.
+
+    A stopped or hung holder (SIGSTOP, a dead NFS server) would otherwise block every push
+    forever without a word: after a second the wait says who holds the lock, and at the
+    bound it gives up with an error naming them. The wait is a blocking flock in a helper
+    thread (polling with LOCK_NB would lose the lock to busy writers for seconds) on an open
+    file description of its own: a wait given up on may still get the lock later, and must
+    then neither keep it nor release one that ``fd`` took meanwhile."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, op | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        pass
+    from _thread import start_new_thread
+
+    from ojd.errors import LockTimeout
+
+    limit = lock_timeout()
+    own = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # flock needs no write access
+    got = allocate_lock()
+    got.acquire()
+    guard = allocate_lock()
+    outcome: list[object] = []  # "cancelled" from the caller, or the flock's result
+
+    def wait_for_it() -> None:
+        try:
+            fcntl.flock(own, op)
+            result: object = True
+        except OSError as e:
+            result = e
+        with guard:
+            if outcome:  # the caller gave up meanwhile: the lock and the fd are ours to drop
+                os.close(own)
+                return
+            outcome.append(result)
+        got.release()
+
+    start_new_thread(wait_for_it, ())
+    if not got.acquire(timeout=min(1.0, limit)):
+        import sys
+
+        print(f"oj: waiting for the state lock {path}, held by {lock_holders(fd)}",
+              file=sys.stderr)
+        if not got.acquire(timeout=max(0.0, limit - 1.0)):
+            with guard:
+                if not outcome:
+                    outcome.append("cancelled")
+                    raise LockTimeout(f"the state lock {path} is still held by "
+                                      f"{lock_holders(fd)} after {limit:g}s; resume or stop "
+                                      "that process (or raise OJ_LOCK_TIMEOUT)")
+    if isinstance(outcome[0], OSError):
+        os.close(own)
+        raise outcome[0]
+    return own
+
+
+def release_lock(wal: WalDirectory, fd: int) -> None:
+    """Unlock ``fd``; close it when it is a wait's own open of the lock file."""
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    if fd != wal._lock_fd:
+        os.close(fd)
+
+
+def lock_timeout() -> float:
+    from ojd.errors import UsageError
+
+    text = os.environ.get("OJ_LOCK_TIMEOUT", "30")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise UsageError(f"OJ_LOCK_TIMEOUT={text!r} is not a number of seconds; e.g. 30")
+    return value
+
+
+def lock_holders(fd: int) -> str:
+    """Who holds a flock on the file of ``fd``, from /proc/locks: "PID 123 (ojd worker w)"."""
+    st = os.fstat(fd)
+    pids = []
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                parts = line.split()
+                if "FLOCK" not in parts or "->" in parts:
+                    continue  # "->" marks a waiter, not a holder
+                i = parts.index("FLOCK")
+                _maj, _min, ino = parts[i + 4].split(":")
+                if int(ino) == st.st_ino and parts[i + 3] != str(os.getpid()):
+                    pids.append(parts[i + 3])
+    except (OSError, ValueError, IndexError):
+        pass
+    if not pids:
+        return "another process"
+    who = []
+    for pid in dict.fromkeys(pids):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            cmd = ""
+        if len(cmd) > 60:
+            cmd = cmd[:57] + "..."
+        from ojd.errors import escaped
+
+        who.append(f"PID {pid}" + (f" ({escaped(cmd)})" if cmd else ""))
+    return ", ".join(who)
+
+
+class Locked:
+    """``with wal.locked() as w``: the exclusive lock, re-entrant within a thread."""
+
+    __slots__ = ("_wal", "_writer")
+
+    def __init__(self, wal: WalDirectory) -> None:
+        self._wal = wal
+
+    def __enter__(self) -> WalWriter:
+        wal = self._wal
+        wal._mutex.acquire()
+        try:
+            if wal._depth == 0:
+                import fcntl
+
+                wal._held_fd = _flock(wal._lockfd(), wal._lock_path, fcntl.LOCK_EX)
+            wal._depth += 1
+        except BaseException:
+            wal._mutex.release()
+            raise
+        from ojd.wal import WalWriter  # loaded already: ojd.wal is what uses this class
+
+        self._writer = writer = WalWriter(wal)
+        return writer
+
+    def __exit__(self, *exc: object) -> None:
+        wal = self._wal
+        self._writer._valid = False
+        wal._depth -= 1
+        try:
+            if wal._depth == 0:  # the outermost block: nesting is balanced under the mutex
+                release_lock(wal, wal._held_fd)
+        finally:
+            wal._mutex.release()
+
+
+class Shared:
+    """``with wal._shared() as mode``: LOCK_SH, or nothing when the thread holds LOCK_EX."""
+
+    __slots__ = ("_wal", "_fd")
+
+    def __init__(self, wal: WalDirectory) -> None:
+        self._wal = wal
+
+    def __enter__(self) -> int:
+        wal = self._wal
+        wal._mutex.acquire()
+        try:
+            if wal._depth:
+                self._fd = -1
+                return EXCLUSIVE
+            fd = wal._lockfd()
+            import fcntl
+
+            self._fd = _flock(fd, wal._lock_path, fcntl.LOCK_SH)
+        except BaseException:
+            wal._mutex.release()
+            raise
+        return SHARED
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._fd >= 0:
+                release_lock(self._wal, self._fd)
+        finally:
+            self._wal._mutex.release()
