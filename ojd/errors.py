@@ -31,15 +31,19 @@ class RunbookError(OjError):
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 
 
-def escaped(text: str) -> str:
-    """``text`` as one printable line: control characters, lone surrogates and undecodable
-    bytes (``\\xff`` in argv arrives as ``\\udcff``) are written as escapes, so a name with
-    a newline cannot make an error look like two messages."""
-    if text.isprintable() and "\\" not in text:
+def escaped(text: str, *, backslashes: bool = True) -> str:
+    """``text`` as one printable line: control characters, line separators, lone surrogates
+    and undecodable bytes (``\\xff`` in argv arrives as ``\\udcff``) are written as escapes,
+    so a name with a newline cannot make an error look like two messages. ``backslashes``
+    (for names a user gave): a backslash is doubled too, so every escape reads back
+    unambiguously; log lines (``ojd.notify.one_line``) keep theirs as written."""
+    if text.isprintable() and not (backslashes and "\\" in text):
         return text
     out = []
     for c in text:
-        if c in _ESCAPES:
+        if c == "\\" and not backslashes:
+            out.append(c)
+        elif c in _ESCAPES:
             out.append(_ESCAPES[c])
         elif "\udc80" <= c <= "\udcff":  # a byte that was not UTF-8, as os.fsdecode keeps it
             out.append(f"\\x{ord(c) - 0xDC00:02x}")
@@ -59,4 +63,3 @@ def quoted(name: str) -> str:
 
 class LockTimeout(OjError):
     """The state lock stayed held past OJ_LOCK_TIMEOUT: nothing was written."""
-

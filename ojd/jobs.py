@@ -354,8 +354,7 @@ class JobRunner:
         self.stopping.set()
         deadline = time.monotonic() + grace
         while self.running_pids() and time.monotonic() < deadline:
-            self._hurry.wait(0.05)
-            if self._hurry.is_set():
+            if self._hurry.wait(0.05):
                 break
         if self.running_pids():
             self.signal_steps(signal.SIGTERM)

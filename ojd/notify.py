@@ -7,13 +7,10 @@ foreground for development.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 
-# C0 and C1 controls, DEL, and the Unicode line and paragraph separators
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+from ojd.errors import escaped
 
 
 def one_line(text: str) -> str:
@@ -22,16 +19,7 @@ def one_line(text: str) -> str:
     For messages that carry runbook or item text into a log: a newline in one must not start a
     line of its own (a forged `==> job done`), an escape sequence must not reach a terminal.
     """
-    if not _CONTROL.search(text):
-        return text
-    return _CONTROL.sub(_escape, text)
-
-
-def _escape(m: re.Match[str]) -> str:
-    c = m.group()
-    if c in _NAMED:
-        return _NAMED[c]
-    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+    return escaped(text, backslashes=False)
 
 
 class Notifier:

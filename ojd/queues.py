@@ -93,8 +93,12 @@ def check_item_bounds(data: object) -> None:
     if _has_nul(data):
         raise UsageError("the item holds a NUL character (\\u0000), which no shell step can "
                          "be given; remove it or encode the value (e.g. base64)")
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    size = len(text.encode("utf-8", "surrogatepass"))
+    try:  # a lone surrogate (\ud800 in JSON, bad bytes in --var) could never reach a step
+        size = len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode())
+    except UnicodeEncodeError:
+        raise UsageError("the item holds text that is not valid Unicode (a lone surrogate "
+                         "such as \\ud800, or bytes that are not UTF-8); send valid UTF-8"
+                         ) from None
     if size > MAX_ITEM_BYTES:
         raise _too_big(size)
 
@@ -134,13 +138,7 @@ def parse_var(text: str) -> tuple[str, str]:
 
 def validate_item(queue: Queue | QueueSpec, data: dict[str, Any]) -> dict[str, Any]:
     """Apply defaults and check the item against the queue's declared vars."""
-    check_item_bounds(data)
-    try:  # a lone surrogate (\ud800 in JSON, bad bytes in --var) could never reach a step
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise UsageError("the item holds text that is not valid Unicode (a lone surrogate "
-                         "such as \\ud800, or bytes that are not UTF-8); send valid UTF-8"
-                         ) from None
+    check_item_bounds(data)  # depth, NUL, valid Unicode, size
     item = {**queue.defaults, **data}
     if queue.vars:
         unknown = [k for k in data if k not in queue.vars]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 from ojd.errors import OjError, UsageError, quoted
-from ojd.systemd import Systemd, worker_unit
+from ojd.systemd import Systemd
 
 GROUP = "oj"
 DROPIN = "40-oj-run-as.conf"
@@ -22,9 +22,9 @@ SHARED_DIRS = ("wal", "logs", "workspaces", "workers")
 
 
 def dropin_path(systemd: Systemd, name: str) -> str:
-    from ojd.workers import unit_dir
+    from ojd import workers
 
-    return os.path.join(unit_dir(systemd), f"{worker_unit(name)}.d", DROPIN)
+    return workers.dropin_path(systemd, name, DROPIN)
 
 
 def recorded_user(systemd: Systemd, name: str) -> str | None:
@@ -89,28 +89,13 @@ def bind(systemd: Systemd, name: str, state_root: str, user: str | None) -> bool
     """Write (or remove) the run-as drop-in; True when it changed (the manager reloaded)."""
     if systemd.user:
         return False
-    path = dropin_path(systemd, name)
+    from ojd.workers import write_dropin
+
     wanted = None
     if user is not None:
         share_state_dir(state_root, _group_id())
         wanted = dropin_text(user, state_root)
-    try:
-        with open(path) as f:
-            current: str | None = f.read()
-    except FileNotFoundError:
-        current = None
-    if current == wanted:
-        return False
-    if wanted is None:
-        os.unlink(path)
-    else:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(wanted)
-        os.replace(tmp, path)
-    systemd.daemon_reload()
-    return True
+    return write_dropin(systemd, dropin_path(systemd, name), wanted)
 
 
 def _group_id() -> int:

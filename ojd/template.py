@@ -176,7 +176,7 @@ def render_shell(template: str, context: Mapping[str, object]) -> str:
             if kind == "ref":
                 piece = lexer.insert(_text(_lookup(name, context)), name)
             elif kind == "env":
-                piece = "${" + name + ("" if default is None else ":-" + default) + "}"
+                piece = _env_text(name, default)
                 lexer.feed(piece)
             else:  # template text, or a value the runbook's author wants run as code
                 piece = name if kind == "text" else _text(_lookup(name, context))
@@ -186,6 +186,11 @@ def render_shell(template: str, context: Mapping[str, object]) -> str:
     except UnsafeValue as e:
         raise TemplateError(str(e)) from None
     return "".join(out)
+
+
+def _env_text(name: str, default: str | None) -> str:
+    """An env ref as bash is to see it: ``${NAME}`` or ``${NAME:-default}``."""
+    return "${" + name + ("" if default is None else ":-" + default) + "}"
 
 
 class ValueContext(NamedTuple):
@@ -216,7 +221,7 @@ def shell_contexts(template: str, prefix: str = "") -> list[ValueContext]:
                     return found  # the lexer's state past a refused value means little
                 offsets[lexer.count] = offset
             elif kind == "env":
-                lexer.feed("${" + name + ("" if default is None else ":-" + default) + "}")
+                lexer.feed(_env_text(name, default))
             else:
                 lexer.feed(name if kind == "text" else "true")
         lexer.finish()

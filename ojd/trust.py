@@ -22,8 +22,8 @@ import os
 import stat
 
 from ojd.errors import OjError, escaped
+from ojd.project import RUNBOOK_DIR
 
-RUNBOOK_DIR = os.path.join(".oj", "runbooks")
 _MAX_LINKS = 40  # as the kernel's ELOOP limit
 
 # POSIX ACL xattr (system.posix_acl_access): a version word, then (tag, perm, id) entries

@@ -424,7 +424,11 @@ class _Builder:
         self.scripts.append(Script(file, attr.value_line or attr.line, what, attr.value))
 
     def line_of(self, key: tuple, where: Where) -> int:
+        """The line of the field ``key`` names, else of its block."""
         return self.at.get(key, where.line)
+
+    def field_where(self, key: tuple, where: Where) -> Where:
+        return Where(where.file, self.line_of(key, where))
 
     # -- cross references --
 
@@ -459,12 +463,11 @@ class _Builder:
                            + _did_you_mean(c.pipeline, list(rb.pipelines)))
             if c.run is not None:
                 names = arg_names(c.args)
-                self.check_templates(Where(c.where.file, run_line), c.run,
+                self.check_templates(self.field_where(("command", c.name, "run"), c.where), c.run,
                                      {"args": names, "invoke": None, "var": names})
         for q in rb.queues.values():
             if q.take_cmd:
-                self.check_templates(Where(q.where.file, self.line_of(("queue", q.name, "take"),
-                                                                        q.where)),
+                self.check_templates(self.field_where(("queue", q.name, "take"), q.where),
                                      q.take_cmd, {"item": None})
         for p in rb.pipelines.values():
             self.check_pipeline(p)
@@ -478,8 +481,8 @@ class _Builder:
         known: dict[str, Any] = {"var": p.vars + tuple(p.defaults), "invoke": None,
                                  "workspace": ("root", "nonce"), "local": ()}
         for local_name, value in p.locals:
-            self.check_templates(Where(p.where.file, self.line_of(("local", p.name, local_name),
-                                                                   p.where)), value, known)
+            self.check_templates(self.field_where(("local", p.name, local_name), p.where),
+                                 value, known)
             known["local"] = known["local"] + (local_name,)
         for s in p.steps.values():
             for target, what in ((s.on_done, "on_done"), (s.on_fail, "on_fail")):
@@ -488,15 +491,15 @@ class _Builder:
                                                           s.where), f"step '{s.name}' {what} step "
                                f"'{target}' is not defined in pipeline '{p.name}'"
                                + _did_you_mean(target, list(p.steps)))
-            run_at = Where(s.where.file, self.line_of(("step", p.name, s.name, "run"), s.where))
+            run_at = self.field_where(("step", p.name, s.name, "run"), s.where)
             if s.agent and s.agent not in self.rb.agents:
                 self.p.add(s.where.file, run_at.line, f"step '{s.name}' agent '{s.agent}' is "
                            "not defined" + _did_you_mean(s.agent, list(self.rb.agents)))
             if s.run is not None:
                 self.check_templates(run_at, s.run, known)
         for key, value in p.notify.items():
-            self.check_templates(Where(p.where.file, self.line_of(("notify", p.name, key),
-                                                                   p.where)), value, known)
+            self.check_templates(self.field_where(("notify", p.name, key), p.where), value,
+                                 known)
 
     def check_templates(self, where: Where, text: str, known: dict[str, Any]) -> None:
         """Every ``${ns.name}`` must name something that will exist when the text renders."""

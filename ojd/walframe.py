@@ -20,7 +20,7 @@ from _struct import error as _struct_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ojd.walsegments import Count
+    from ojd.walsegments import Continuity
 
 MAGIC = b"OJ\x01"  # "OJ" + format version 1
 HEADER = Struct("<3sIIQ")  # magic+version, payload length, crc32, position
@@ -182,7 +182,7 @@ def parse(buf: bytes, prev: int, poss: list[int], pays: list[bytes]) -> tuple[in
 
 
 def decode(
-    buf: bytes, poss: list[int], pays: list[bytes], out: list[Record] | Count
+    buf: bytes, poss: list[int], pays: list[bytes], out: list[Record] | Continuity
 ) -> list[tuple[int, int, str]]:
     """Add the Records of payloads ``pays`` (from ``parse(buf, ...)``, positions ``poss``) to
     ``out``. Returns ``(position, offset in buf, detail)`` of the undecodable ones, skipped."""

@@ -128,23 +128,10 @@ class Cursor:
 # -- decoding in bulk -------------------------------------------------------------------------
 
 
-class Count:
-    """An ``out`` sink that only counts, so check() can walk a huge log in bounded memory."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def extend(self, items: Iterable[object]) -> None:
-        for _ in items:
-            self.n += 1
-
-    def append(self, _item: object) -> None:
-        self.n += 1
-
-
 class Continuity:
     """An ``out`` sink for check(): counts records and notes the position ranges missing
-    after ``base`` (records at or below it are covered by a snapshot)."""
+    after ``base`` (records at or below it are covered by a snapshot), keeping no record, so
+    a huge log is walked in bounded memory."""
 
     def __init__(self, base: int) -> None:
         self.n = 0
@@ -189,7 +176,7 @@ class gc_paused:
     # re-walks everything already decoded: pausing roughly halves the cost of a big replay.
     __slots__ = ("_out", "_was", "_before")
 
-    def __init__(self, out: list[Record] | Count | Continuity) -> None:
+    def __init__(self, out: list[Record] | Continuity) -> None:
         self._out = out
 
     def __enter__(self) -> None:
@@ -250,7 +237,7 @@ class Segments:
     def advance(
         self,
         cur: Cursor,
-        out: list[Record] | Count | Continuity | None,
+        out: list[Record] | Continuity | None,
         mode: int,
         found: list[WalProblem] | None,
     ) -> bool:
@@ -302,7 +289,7 @@ class Segments:
         return max(i, 0)
 
     def _scan(
-        self, cur: Cursor, out: list[Record] | Count | Continuity | None,
+        self, cur: Cursor, out: list[Record] | Continuity | None,
         found: list[WalProblem] | None
     ) -> tuple[int, str] | None:
         """Read segment ``cur.seg`` from ``cur.off`` to its current end. Skips (and reports)

@@ -149,26 +149,35 @@ def wake_foreground(store: Store, name: str) -> int | None:
 
 def bind_state_dir(systemd: Systemd, name: str, state_root: str) -> None:
     """A worker whose state is not in the default place learns it from a drop-in."""
-    dropin_dir = os.path.join(unit_dir(systemd), f"{worker_unit(name)}.d")
-    path = os.path.join(dropin_dir, DROPIN)
     default = os.environ.get("OJ_STATE_DIR") is None
-    wanted = None if default else dropin_text(state_root)
+    write_dropin(systemd, dropin_path(systemd, name, DROPIN),
+                 None if default else dropin_text(state_root))
+
+
+def dropin_path(systemd: Systemd, name: str, dropin: str) -> str:
+    return os.path.join(unit_dir(systemd), f"{worker_unit(name)}.d", dropin)
+
+
+def write_dropin(systemd: Systemd, path: str, wanted: str | None) -> bool:
+    """Make the drop-in at ``path`` hold ``wanted`` (None: no drop-in), atomically, and reload
+    the manager when that changed anything. Returns whether it did."""
     try:
         with open(path) as f:
             current: str | None = f.read()
     except FileNotFoundError:
         current = None
     if current == wanted:
-        return
+        return False
     if wanted is None:
         os.unlink(path)
     else:
-        os.makedirs(dropin_dir, exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp{os.getpid()}"
         with open(tmp, "w") as f:
             f.write(wanted)
         os.replace(tmp, path)
     systemd.daemon_reload()
+    return True
 
 
 def trusted_runner(systemd: Systemd, root: str, name: str, run_as: str | None = None

@@ -24,6 +24,7 @@ def check_cmd(output: str, repair: bool, yes: bool) -> int:
     the log; report each problem with its position. Exit 1 on a problem."""
     from ojd import paths
     from ojd.store import Store, state_dir_error
+    from ojd.walsegments import positions
 
     root = paths.state_dir()
     if not os.path.lexists(root):  # checking must not create it
@@ -55,9 +56,8 @@ def check_cmd(output: str, repair: bool, yes: bool) -> int:
             where = f"position {p.pos}, " if p.pos is not None else ""
             click.echo(f"problem:   {p.kind} in {p.segment} ({where}byte {p.offset}): {p.detail}")
         for first, last in report.acknowledged:
-            click.echo(f"history:   positions {first}-{last} were lost (acknowledged)"
-                       if first != last else
-                       f"history:   position {first} was lost (acknowledged)")
+            was = "was" if first == last else "were"
+            click.echo(f"history:   {positions([(first, last)])} {was} lost (acknowledged)")
         click.echo("ok" if report.ok else f"{len(report.problems)} problem(s)")
     if not repair:
         return 0 if report.ok else 1

@@ -152,7 +152,6 @@ def logs_cmd(name: str, follow: bool, lines: int, scope: str | None) -> None:
 def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
     """Workers with their unit state, running jobs and pending items."""
     from ojd import workers
-    from ojd.wake import manager_present
 
     project = None if all_projects else app.project_or_none()
     rows, problem = workers.listing(app.reader_store, systemd_for(scope), project)
@@ -174,6 +173,13 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
           [(r["name"], state(r), enabled(r["enabled"]), r["main_pid"],
             f"{r['active']}/{r['concurrency']}", r["pending"], r["queue"],
             ago(r["started_at"]), r["project"]) for r in rows],
-          empty="no workers (start one with 'oj worker start NAME')" if manager_present(
-              None if scope is None else scope == "user")
-          else "no workers (no systemd here: run one with 'ojd worker NAME --foreground')")
+          empty="" if rows else no_workers(None if scope is None else scope == "user"))
+
+
+def no_workers(user: bool | None) -> str:
+    """What an empty listing says: how to get a worker on this machine."""
+    from ojd.wake import manager_present
+
+    if manager_present(user):
+        return "no workers (start one with 'oj worker start NAME')"
+    return "no workers (no systemd here: run one with 'ojd worker NAME --foreground')"
