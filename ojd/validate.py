@@ -166,9 +166,9 @@ class _Builder:
     def str_list(self, file: str, attr: Attribute | None) -> tuple[str, ...]:
         if attr is None:
             return ()
-        bad = next((v for v in attr.value if not isinstance(v, str) or not v), 0)
-        if bad != 0:
-            got = "an empty string" if bad == "" else type_name(bad)
+        bad = [v for v in attr.value if not isinstance(v, str) or not v]
+        if bad:
+            got = "an empty string" if bad[0] == "" else type_name(bad[0])
             self.p.add(file, attr.line, f"'{attr.name}' must be a list of names; it holds "
                        f"{got}")
             return ()

@@ -266,3 +266,11 @@ def test_example_runbooks_have_no_warnings():
             sources.append((name, f.read()))
     parse(sources, found)
     assert found == []
+
+
+@pytest.mark.parametrize("value,got", [("0", "a whole number"), ("false", "true or false"),
+                                       ('""', "an empty string"), ("1.5", "a number with a "
+                                                                          "fraction")])
+def test_a_list_of_names_holding_anything_but_a_name_is_refused(value: str, got: str):
+    out = problems(f'queue "q" {{\n  vars = ["a", {value}]\n}}\n')
+    assert out == [f"rb.hcl:2: 'vars' must be a list of names; it holds {got}"]
