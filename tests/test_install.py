@@ -9,14 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from conftest import require
 
 REPO = Path(__file__).resolve().parent.parent
 LINK_BIN = REPO / "packaging" / "link-bin.sh"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="dev-setup runs as root (it uses apt-get)")
 def test_dev_setup_puts_oj_on_path_and_builds_without_warnings(tmp_path: Path):
+    require(os.geteuid() == 0, "dev-setup runs as root (it uses apt-get)")
     bindir = tmp_path / "bin"
     # the venv these tests run from: dev-setup reinstalls this checkout into it
     env = dict(os.environ, OJ_VENV=sys.prefix, OJ_BIN_DIR=str(bindir))

@@ -219,7 +219,8 @@ def test_enabled_unit_survives_reboot(make_sandbox: MakeSandbox) -> None:
 
 
 # A probe test file run in a child pytest: its skips are what the CI hook must turn into
-# failures (the systemd ones) or leave alone (the unrelated one).
+# failures (the systemd ones) or leave alone (the unrelated one). Justified: they are the
+# data of the test that proves a skipped systemd test fails CI.
 PLUGIN_PROBE = textwrap.dedent(
     """\
     import pytest

@@ -12,7 +12,7 @@ import pytest
 from ojd.state import State
 from ojd.store import Store
 from ojd.wal import WalProblem
-from ojd.walframe import HEADER, MAGIC, encode_frames
+from ojd.walframe import encode_frames
 
 
 def pushed(n: int) -> dict:
@@ -158,7 +158,6 @@ def test_a_record_too_deep_for_the_decoder_is_skipped_not_fatal(tmp_path: Path) 
     seg = max(Path(store.wal.path).glob("seg-*.wal"))
     with open(seg, "ab") as f:
         f.write(encode_frames(2, [payload]))
-    assert HEADER.size and MAGIC
     fresh, fresh_problems = quiet(tmp_path)
     push(fresh, 3)
     assert ids(fresh.load()) == {"i1", "i3"}
@@ -166,17 +165,22 @@ def test_a_record_too_deep_for_the_decoder_is_skipped_not_fatal(tmp_path: Path) 
 
 
 def test_a_snapshot_that_cannot_be_written_does_not_fail_the_append(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     from ojd import store as store_mod
 
     monkeypatch.setattr(store_mod, "SNAPSHOT_EVERY", 3)
     store, _ = quiet(tmp_path)
 
+    tries = []
+
     def full(*_a, **_k):
+        tries.append(1)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(store.wal, "save_snapshot", full)
     push(store, 1, 2, 3, 4)  # the 3rd and 4th trigger a snapshot, which fails
+    assert len(tries) == 2
+    assert capsys.readouterr().err.count("could not write a state snapshot: No space") == 2
     assert ids(Store(str(tmp_path), on_problem=None).load()) == {"i1", "i2", "i3", "i4"}
 
 
@@ -201,6 +205,8 @@ def test_waiting_for_a_stopped_lock_holder_names_it_then_gives_up(
                 if f.read().split(") ")[1].startswith("T"):
                     break
             time.sleep(0.01)
+        else:
+            raise AssertionError("the lock holder never stopped")
         monkeypatch.setenv("OJ_LOCK_TIMEOUT", "1.5")
         from ojd.errors import OjError
 
@@ -241,6 +247,7 @@ def test_a_lock_wait_given_up_on_never_releases_a_later_holder(
              "else:\n print('FREE')")
     seen = []
     with store.wal.locked():  # waits beside the given-up wait until the holder lets go
+        assert holder.wait(timeout=5) == 0  # so the lock held from here on is ours alone
         for _ in range(3):
             time.sleep(0.3)
             seen.append(subprocess.run([sys.executable, "-c", probe, lock], capture_output=True,

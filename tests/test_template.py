@@ -250,15 +250,16 @@ def test_values_bash_reads_again_must_be_plain(
 
 
 def test_plain_double_quoted_strings_are_not_restricted(tmp_path: Path) -> None:
-    # the same commands, with values where bash does not read them again
-    v = "it's \"a\" $(x) `y` <(z) a[1] *"
+    # the same commands, with values where bash does not read them again: nothing runs
+    pwned = tmp_path / "pwned"
+    v = f"it's \"a\" $(touch {pwned}) `touch {pwned}` <(touch {pwned}) a[$(touch {pwned})] *"
     for template, expected in [
         ('printf %s "${var.v}"', v),
         ('read -r a b <<< "${var.v}"; printf %s "$b"', v.split(" ", 1)[1]),
         ('declare t="${var.v}"; printf %s "$t"', v),
         ('f() { local t=${var.v}; printf %s "$t"; }; f', v),
         ('x="${var.v}"; printf %s "${x/a/b}"', v.replace("a", "b", 1)),
-        ('while read -r l; do printf %s "$l"; done < <(printf %s "${var.v}")', ""),
+        ("while read -r l; do printf %s \"$l\"; done < <(printf '%s\\n' \"${var.v}\")", v),
         ('read -r x <<< ${var.v}; printf %s "$x"', v),
         ('a=("${var.v}" ${var.v}); printf %s "${a[1]}"', v),
         ('[[ "${var.v}" == it* && ${var.v} != x ]] && printf ok', "ok"),
@@ -269,6 +270,7 @@ def test_plain_double_quoted_strings_are_not_restricted(tmp_path: Path) -> None:
     ]:
         proc = _run(render_shell(template, {"var": {"v": v}}), tmp_path)
         assert (proc.returncode, proc.stdout) == (0, expected), (template, proc.stderr)
+        assert not pwned.exists(), template
         assert shell_contexts(template) == [], template
 
 

@@ -9,8 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-from conftest import OJD, Project
+from conftest import OJD, Project, require
 
 EXTERNAL = r"""
     queue "inbox" {
@@ -159,9 +158,9 @@ json.dump({"pushes": [(p.returncode, p.stdout.strip(), p.stderr) for p in pushes
 """
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs in its own namespace")
 def test_a_worker_on_a_full_disk_says_so_once_and_carries_on_when_space_returns(
         project: Project, tmp_path: Path):
+    require(os.geteuid() == 0, "mounts a small tmpfs in its own mount namespace: needs root")
     import sys
 
     from conftest import OJ
