@@ -39,9 +39,10 @@ class Project:
         return path
 
     def oj(self, *args: str, check: bool = True, cwd: Path | None = None,
-           timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+           timeout: float = 60, input: str | None = None,
+           **env: str) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([OJ, *args], cwd=cwd or self.root, env=self.env(**env),
-                              capture_output=True, text=True, timeout=timeout)
+                              input=input, capture_output=True, text=True, timeout=timeout)
         assert "Traceback" not in proc.stderr, proc.stderr
         if check and proc.returncode != 0:
             raise AssertionError(f"oj {' '.join(args)} exited {proc.returncode}:\n"
@@ -57,6 +58,16 @@ class Project:
 
     def items(self, queue: str | None = None) -> list[dict]:
         return self.json("queue", "list", *([queue] if queue else []))  # type: ignore[return-value]
+
+
+def wait_until(predicate, what: str = "", timeout: float = 20.0) -> None:
+    """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def require(condition: bool, reason: str) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 import pytest
-from conftest import Project
+from conftest import Project, wait_until
 
 QUEUE_RUNBOOK = """
     queue "merges" {
@@ -274,15 +273,6 @@ WORKER_RUNBOOK = r"""
       }
     }
     """
-
-
-def wait_until(predicate, timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_foreground_worker_drains_the_queue_and_quotes_item_data(project: Project, tmp_path):

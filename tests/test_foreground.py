@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import OJ, Project
+from conftest import OJ, Project, wait_until
 
 RUNBOOK = r"""
     queue "q" {
@@ -42,13 +42,6 @@ ONE_STEP = r"""
 
 def runbook(steps: str = ONE_STEP) -> str:
     return RUNBOOK.replace("      STEPS", steps.strip("\n"))
-
-
-def wait_until(predicate, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 class Foreground:

@@ -57,13 +57,8 @@ def test_an_item_over_a_mebibyte_is_refused_and_one_under_it_accepted():
 
 def test_a_pushed_item_over_a_mebibyte_on_stdin_is_refused_and_nothing_is_written(
         queued: Project):
-    import subprocess
-
-    from conftest import OJ
-
     big = json.dumps({"blob": "x" * (1 << 20)})
-    proc = subprocess.run([OJ, "queue", "push", "any", "-"], cwd=queued.root, env=queued.env(),
-                          input=big, capture_output=True, text=True, timeout=60)
+    proc = queued.oj("queue", "push", "any", "-", input=big, check=False)
     assert proc.returncode == 2
     assert proc.stderr.startswith("oj: the item is 1048587 bytes of JSON, over the 1 MiB")
     assert queued.json("queue", "list") == []
@@ -91,13 +86,7 @@ def test_a_nul_character_in_a_shell_script_is_a_file_line_error(
 
 
 def test_an_empty_item_and_a_huge_number_get_messages_that_say_what_is_wrong(queued: Project):
-    import subprocess
-
-    from conftest import OJ
-
-    empty = subprocess.run([OJ, "queue", "push", "any", "-"], cwd=queued.root,
-                           env=queued.env(), input="", capture_output=True, text=True,
-                           timeout=60)
+    empty = queued.oj("queue", "push", "any", "-", input="", check=False)
     assert empty.returncode == 2 and empty.stderr.startswith("oj: no item given")
     huge = queued.oj("queue", "push", "any", '{"n": ' + "9" * 5000 + "}", check=False)
     assert huge.returncode == 2

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
-from conftest import OJD, Project, require
+from conftest import OJD, Project, require, wait_until
 
 EXTERNAL = r"""
     queue "inbox" {
@@ -73,12 +72,7 @@ BIG = r"""
 def test_an_item_larger_than_an_argument_reaches_its_locals_and_steps(project: Project):
     project.write("big.hcl", BIG)
     blob = "y" * 300_000  # over the kernel's 128 KiB limit for one argument
-    from conftest import OJ
-
-    pushed = subprocess.run([OJ, "queue", "push", "blobs", "-"], cwd=project.root,
-                            env=project.env(), input=json.dumps({"blob": blob}),
-                            capture_output=True, text=True, timeout=60)
-    assert pushed.returncode == 0, pushed.stderr
+    project.oj("queue", "push", "blobs", "-", input=json.dumps({"blob": blob}))
     proc = project.ojd("worker", "big", "--foreground", "--until-idle")
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
@@ -86,7 +80,7 @@ def test_an_item_larger_than_an_argument_reaches_its_locals_and_steps(project: P
     assert (project.root / "size.txt").read_text().split() == ["300000", "300000"]
 
 
-FULL = r"""
+TWO_STEPS = r"""
     queue "q" {
       vars = ["n"]
     }
@@ -100,12 +94,12 @@ FULL = r"""
 
     pipeline "p" {
       vars = ["it"]
-      step "one" {
-        run     = "echo one-${var.it.n} >> \"${invoke.dir}/ran.txt\"; sleep 1"
-        on_done = { step = "two" }
+      step "a" {
+        run     = "echo a-${var.it.n} >> \"${invoke.dir}/ran.txt\"; sleep 1"
+        on_done = { step = "b" }
       }
-      step "two" {
-        run = "echo two-${var.it.n} >> \"${invoke.dir}/ran.txt\""
+      step "b" {
+        run = "echo b-${var.it.n} >> \"${invoke.dir}/ran.txt\""
       }
     }
     """
@@ -165,7 +159,7 @@ def test_a_worker_on_a_full_disk_says_so_once_and_carries_on_when_space_returns(
 
     from conftest import OJ
 
-    project.write("w.hcl", FULL)
+    project.write("w.hcl", TWO_STEPS)
     state = tmp_path / "small-state"
     state.mkdir()
     proc = subprocess.run(
@@ -185,42 +179,17 @@ def test_a_worker_on_a_full_disk_says_so_once_and_carries_on_when_space_returns(
     assert result["statuses"] == ["completed"] * len(listed), log
     ran = (project.root / "ran.txt").read_text().split()
     names = [i["data"]["n"] for i in listed.values()]
-    assert sorted(ran) == sorted(f"{s}-{n}" for s in ("one", "two") for n in names), ran
+    assert sorted(ran) == sorted(f"{s}-{n}" for s in ("a", "b") for n in names), ran
     assert "Traceback" not in log
     full_lines = [line for line in log.splitlines() if "No space left on device" in line]
     assert 1 <= len(full_lines) <= 3, log  # said once per thing it could not write, not per try
-
-
-HELD = r"""
-    queue "q" {
-      vars = ["n"]
-    }
-
-    worker "w" {
-      source      = { queue = "q" }
-      handler     = { pipeline = "p" }
-      concurrency = 1
-      poll        = "200ms"
-    }
-
-    pipeline "p" {
-      vars = ["it"]
-      step "a" {
-        run     = "echo a-${var.it.n} >> \"${invoke.dir}/ran.txt\"; sleep 1"
-        on_done = { step = "b" }
-      }
-      step "b" {
-        run = "echo b-${var.it.n} >> \"${invoke.dir}/ran.txt\""
-      }
-    }
-    """
 
 
 def test_a_worker_that_meets_a_lock_held_too_long_waits_and_goes_on(
         project: Project, tmp_path: Path):
     import sys
 
-    project.write("w.hcl", HELD)
+    project.write("w.hcl", TWO_STEPS)
     for n in (1, 2):
         project.oj("queue", "push", "q", json.dumps({"n": str(n)}))
     log_path = tmp_path / "worker.log"
@@ -230,19 +199,13 @@ def test_a_worker_that_meets_a_lock_held_too_long_waits_and_goes_on(
                                   stderr=subprocess.STDOUT)
     try:
         ran = project.root / "ran.txt"
-        deadline = time.monotonic() + 30
-        while not (ran.exists() and ran.read_text()):
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.05)
+        wait_until(lambda: ran.exists() and ran.read_text(), "a step to start", 30)
         # a stopped process holds the state lock past the worker's timeout, then lets go
         subprocess.run([sys.executable, "-c", "import fcntl,sys,time;f=open(sys.argv[1]);"
                         "fcntl.flock(f,fcntl.LOCK_EX);time.sleep(3)",
                         str(project.state / "wal" / "lock")], check=True, timeout=30)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if [i["status"] for i in project.items()] == ["completed"] * 2:
-                break
-            time.sleep(0.2)
+        wait_until(lambda: [i["status"] for i in project.items()] == ["completed"] * 2,
+                   "both items to complete", 30)
     finally:
         worker.terminate()
         worker.wait(30)
@@ -257,7 +220,7 @@ def test_a_worker_that_meets_a_lock_held_too_long_waits_and_goes_on(
 
 def test_a_job_whose_log_cannot_be_written_fails_with_one_line_and_the_worker_goes_on(
         project: Project):
-    project.write("w.hcl", HELD)
+    project.write("w.hcl", TWO_STEPS)
     project.oj("queue", "push", "q", json.dumps({"n": "1"}))
     logs = project.state / "logs"
     if logs.exists():
