@@ -60,6 +60,10 @@ def test_uninstall_keeps_the_drop_ins_of_other_state_dirs(unit_project: UnitProj
                                              f"removed {UNITS}/oj-worker@.service",
                                              f"removed {UNITS}/oj-workers.target"], again.stderr
         assert uninstall(p.sb, str(other.state)).stdout == "nothing to remove\n"
+        # with the template gone, a start says how to bring it back
+        proc = p.oj("worker", "start", p.worker, check=False)
+        assert proc.returncode == 1
+        assert f"unit {p.unit} is not installed; run 'oj systemd install'" in proc.stderr
     finally:
         reinstall(p.sb)
 

@@ -372,6 +372,10 @@ def test_worker_whose_project_lost_it_fails_without_a_restart_loop(unit_project)
     p.wait_for(lambda: p.prop("ActiveState") == "failed", "the unit to fail")
     assert p.prop("NRestarts") == "0"  # RestartPreventExitStatus: no loop
     assert "defines no worker" in p.sb.journal(p.unit)
+    # the runbook mended, `oj worker start` resets the failed unit and starts it
+    runbook.write_text(runbook.read_text().replace('worker "renamed"', f'worker "{p.worker}"'))
+    assert "started" in p.oj("worker", "start", p.worker).stdout
+    assert (p.prop("ActiveState"), p.prop("SubState")) == ("active", "running")
 
 
 def test_worker_logs_and_list_when_systemd_is_unreachable(unit_project):
