@@ -12,9 +12,12 @@ Load from tests/conftest.py with ``pytest_plugins = ["systemd_plugin"]``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
@@ -113,6 +116,37 @@ def pytest_runtest_makereport(
             f"Skip reason: {reason}"
         )
     return report
+
+
+OJ = os.path.join(os.path.dirname(sys.executable), "oj")
+SANDBOX_PATH = f"{os.path.dirname(OJ)}:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def sandbox_oj(sb: Sandbox, state: Path | str, *args: str, cwd: Path | str | None = None,
+               check: bool = True) -> subprocess.CompletedProcess[str]:
+    """The installed ``oj`` run inside ``sb`` with state dir ``state``; never a traceback."""
+    proc = sb.run([OJ, *args], cwd=None if cwd is None else str(cwd), check=False, timeout=120,
+                  env={"OJ_STATE_DIR": str(state), "PATH": SANDBOX_PATH})
+    assert "Traceback" not in proc.stderr, proc.stderr
+    if check:
+        assert proc.returncode == 0, f"oj {' '.join(args)}: {proc.stdout}{proc.stderr}"
+    return proc
+
+
+@contextlib.contextmanager
+def own_sandbox(users: Sequence[str] = ()) -> Iterator[Sandbox]:
+    """A booted sandbox of a test module's own (with sandbox-only ``users``), powered off and
+    its root removed at the end."""
+    _require_sandbox()
+    sb = Sandbox(new_root(), users=tuple(users))
+    try:
+        sb.boot()
+        yield sb
+    finally:
+        try:
+            sb.poweroff()
+        finally:
+            remove_root(sb.root)
 
 
 @pytest.fixture(scope="session")

@@ -7,18 +7,15 @@ from __future__ import annotations
 import json
 import os
 import stat
-import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox import Sandbox, remove_root
-from systemd_plugin import _require_sandbox, new_root
+from sandbox import Sandbox
+from systemd_plugin import OJ, own_sandbox, sandbox_oj
 
-BIN = os.path.dirname(sys.executable)
-OJ = os.path.join(BIN, "oj")
 OJ_GID = 61900  # group oj, as the Debian package's sysusers.d entry creates it
 
 RUNBOOK = r"""
@@ -46,20 +43,12 @@ pytestmark = pytest.mark.systemd
 @pytest.fixture(scope="module")
 def sb() -> Iterator[Sandbox]:
     """A sandbox of its own with two sandbox-only users and an oj group, units installed."""
-    _require_sandbox()
-    sb = Sandbox(new_root(), users=("ojtrust", "ojother"))
-    try:
-        sb.boot()
+    with own_sandbox(users=("ojtrust", "ojother")) as sb:
         # /etc/group inside is a bind of this file: the group appears at once
         with open(sb.root / "etc-users" / "group", "a") as f:
             f.write(f"oj:x:{OJ_GID}:\n")
         sb.run([OJ, "systemd", "install"])
         yield sb
-    finally:
-        try:
-            sb.poweroff()
-        finally:
-            remove_root(sb.root)
 
 
 class Project:
@@ -78,13 +67,7 @@ class Project:
                 os.chown(path, pw.pw_uid, pw.pw_gid)
 
     def oj(self, *args: str, check: bool = True):
-        proc = self.sb.run([OJ, *args], cwd=str(self.root), check=False, timeout=120,
-                           env={"OJ_STATE_DIR": str(self.state),
-                                "PATH": f"{BIN}:/usr/sbin:/usr/bin:/sbin:/bin"})
-        assert "Traceback" not in proc.stderr, proc.stderr
-        if check:
-            assert proc.returncode == 0, f"oj {' '.join(args)}: {proc.stdout}{proc.stderr}"
-        return proc
+        return sandbox_oj(self.sb, self.state, *args, cwd=self.root, check=check)
 
     def prop(self, name: str) -> str:
         return self.sb.unit_property(self.unit, name)

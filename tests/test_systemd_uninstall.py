@@ -4,25 +4,22 @@ other state dirs' workers keep their drop-ins, another installation keeps its un
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 
 import test_systemd_workers
 from sandbox import Sandbox
+from systemd_plugin import OJ, sandbox_oj
 from test_systemd_workers import UnitProject
 
 # the sandbox's fixtures of test_systemd_workers: oj's units installed, one unit per test
 installed = test_systemd_workers.installed
 unit_project = test_systemd_workers.unit_project
 
-BIN = os.path.dirname(sys.executable)
-OJ = os.path.join(BIN, "oj")
 UNITS = "/etc/systemd/system"
 
 
 def uninstall(sb: Sandbox, state: str):
-    return sb.run([OJ, "systemd", "uninstall"], check=False,
-                  env={"OJ_STATE_DIR": state, "PATH": f"{BIN}:/usr/sbin:/usr/bin:/sbin:/bin"})
+    return sandbox_oj(sb, state, "systemd", "uninstall", check=False)
 
 
 def reinstall(sb: Sandbox) -> None:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox import Sandbox, remove_root
-from systemd_plugin import _require_sandbox, new_root
+from sandbox import Sandbox
+from systemd_plugin import own_sandbox
 
 BIN = os.path.dirname(sys.executable)
 OJ = os.path.join(BIN, "oj")
@@ -44,19 +44,11 @@ pytestmark = pytest.mark.systemd
 def users_sandbox() -> Iterator[Sandbox]:
     """A sandbox of its own with two sandbox-only users, alice lingering (her manager runs
     from boot)."""
-    _require_sandbox()
-    sb = Sandbox(new_root(), users=("ojalice", "ojbob"))
-    try:
-        sb.boot()
+    with own_sandbox(users=("ojalice", "ojbob")) as sb:
         sb.run(["loginctl", "enable-linger", "ojalice"])
         sb.wait_for(lambda: sb.systemctl("is-active", "user@61001.service", check=False)
                     == "active", timeout=20, what="alice's user manager")
         yield sb
-    finally:
-        try:
-            sb.poweroff()
-        finally:
-            remove_root(sb.root)
 
 
 def user_project(sb: Sandbox, user: str) -> Path:

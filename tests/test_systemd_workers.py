@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from sandbox import Sandbox
+from systemd_plugin import sandbox_oj
 
 BIN = os.path.dirname(sys.executable)
 OJ = os.path.join(BIN, "oj")
@@ -66,13 +67,7 @@ class UnitProject:
         (root / ".oj" / "runbooks" / "work.hcl").write_text(textwrap.dedent(text))
 
     def oj(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = self.sb.run([OJ, *args], cwd=str(self.root), check=False, timeout=120,
-                           env={"OJ_STATE_DIR": str(self.state),
-                                "PATH": f"{BIN}:/usr/sbin:/usr/bin:/sbin:/bin"})
-        assert "Traceback" not in proc.stderr, proc.stderr
-        if check:
-            assert proc.returncode == 0, f"oj {' '.join(args)}: {proc.stdout}{proc.stderr}"
-        return proc
+        return sandbox_oj(self.sb, self.state, *args, cwd=self.root, check=check)
 
     def push(self, n: int | str, mode: str = "ok") -> str:
         return self.oj("queue", "push", "jobs", json.dumps({"n": str(n), "mode": mode})
