@@ -8,6 +8,7 @@ import subprocess
 import time
 import uuid
 
+import pytest
 from conftest import OJ, Project
 
 
@@ -39,12 +40,13 @@ def test_ctrl_c_on_oj_run_stops_the_running_step(project: Project):
     assert project.json("job", "list")[0]["status"] == "cancelled"
 
 
+@pytest.mark.parametrize("cooldown", ["1s", "0s"])  # "0s": retried at once
 def test_a_failed_item_is_retried_when_its_cooldown_ends_not_at_the_next_poll(
-        project: Project):
+        project: Project, cooldown: str):
     project.write("w.hcl", r"""
         queue "q" {
           vars  = ["n"]
-          retry = { attempts = 1, cooldown = "1s" }
+          retry = { attempts = 1, cooldown = "COOLDOWN" }
         }
         worker "w" {
           source  = { queue = "q" }
@@ -57,7 +59,7 @@ def test_a_failed_item_is_retried_when_its_cooldown_ends_not_at_the_next_poll(
             run = "if [ -e ${invoke.dir}/seen ]; then exit 0; fi; touch ${invoke.dir}/seen; exit 1"
           }
         }
-        """)
+        """.replace("COOLDOWN", cooldown))
     project.oj("queue", "push", "q", json.dumps({"n": "1"}))
     proc = project.ojd("worker", "w", "--foreground", "--until-idle")
     out, _ = proc.communicate(timeout=30)  # an hour-long poll would time this out

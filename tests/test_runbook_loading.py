@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 from conftest import Project
@@ -236,29 +235,7 @@ def test_template_references_do_not_trip_the_bash_check(project: Project):
 
 # -- values ------------------------------------------------------------------------------------
 
-def test_zero_retry_cooldown_retries_at_once(project: Project):
-    project.write("w.hcl", '''\
-        queue "q" {
-          retry = { attempts = 1, cooldown = "0s" }
-        }
-        worker "w" {
-          source  = { queue = "q" }
-          handler = { pipeline = "p" }
-          poll    = "1h"
-        }
-        pipeline "p" {
-          vars = ["item"]
-          step "s" {
-            run = "[ -e tried ] || { touch tried; exit 1; }"
-          }
-        }
-        ''')
-    item = project.oj("queue", "push", "q", "{}").stdout.strip()
-    started = time.monotonic()
-    out, _ = project.ojd("worker", "w", "--foreground", "--until-idle").communicate(timeout=30)
-    assert time.monotonic() - started < 20, out
-    shown = project.json("queue", "show", item)
-    assert (shown["status"], shown["attempts"]) == ("completed", 2), out
+# a zero retry cooldown: tests/test_interrupts.py, with the one-second one
 
 
 def test_problems_point_at_the_field_say_the_type_and_come_in_line_order(project: Project):
