@@ -15,7 +15,7 @@ fi
 
 need=()
 for pkg in python3 python3-venv python3-dev gcc pkg-config libsystemd-dev systemd dbus git \
-           util-linux procps; do
+           util-linux procps tmux; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
         || need+=("$pkg")
 done
