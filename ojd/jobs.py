@@ -6,8 +6,10 @@ resumes from that step when its owner (or a successor) calls ``run`` again.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -24,8 +26,10 @@ from ojd.notify import one_line
 from ojd.queues import new_id
 from ojd.routing import route, visit_limit_error
 from ojd.runbook import Pipeline, Runbook
+from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store, Transaction
 from ojd.template import LOCAL_PREFIX, TemplateError, render_shell, render_text
+from ojd.wake import proc_start_time
 
 # Progress callback: (job id, what, detail) e.g. ("3f9c", "step", "check ok in 1.2s")
 Progress = Callable[[str, str, str], None]
@@ -73,11 +77,105 @@ def job_created_event(tx: Transaction, state_root: str, runbook: Runbook, projec
             "by": owner}
 
 
+def settle_item(runbook: Runbook, state, job_id: str, outcome: str, error: str | None
+                ) -> list[dict]:
+    """The end of a job's queue item, appended with the job's: completed, or failed/dead
+    as its queue's retry policy says (dead when the runbook no longer has the queue)."""
+    from ojd import queues
+
+    job = state.jobs.get(job_id) or {}
+    item = state.items.get(job.get("item") or "")
+    if item is None or item["status"] != "active":
+        return []
+    if outcome == "done":
+        return [{"type": "queue:completed", "id": item["id"]}]
+    queue = runbook.queues.get(item["queue"])
+    if queue is None:
+        return [{"type": "queue:failed", "id": item["id"], "error": error or "job failed",
+                 "dead": True, "retry_at": None}]
+    return [queues.failure_event(queue, item, error or "job failed", time.time())]
+
+
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class Stalled(Exception):
     """A job stopped while it waited to record its progress; it resumes where it stands."""
+
+
+class Superseded(Exception):
+    """The job is no longer this runner's: cancelled, or run by another process now."""
+
+
+def _check_ours(job: dict | None) -> None:
+    if job is None or job["status"] not in LIVE_JOB_STATES:
+        raise Superseded("the job " + ("is gone" if job is None else f"is {job['status']}"))
+    proc = job.get("process")
+    if proc and proc.get("pid") != os.getpid():
+        raise Superseded(f"the job is run by process {proc.get('pid')} now")
+
+
+# A step's wrapper, in the step's own session. It waits until its runner has recorded it
+# (a runner that dies first leaves nothing running: end-of-file, exit unrun), runs the
+# script, and leaves its exit status where a runner that takes the job over finds it. $0
+# names the job and step in ps and systemctl status. Arguments: sync fd, status file,
+# log, tee (1: output to the log and to stdout, the journal), then the script's argv.
+STEP_WRAPPER = (
+    'read -r -u "$1" _ || exit 125; eval "exec $1<&-"; status=$2 log=$3 tee=$4; shift 4\n'
+    'if [ "$tee" = 1 ]; then "$@" 2>&1 | tee -a "$log"; rc=${PIPESTATUS[0]}\n'
+    'else "$@"; rc=$?; fi\n'
+    'printf "%d\\n" "$rc" >"$status"; exit "$rc"\n')
+
+
+def read_status(path: str) -> int | None:
+    """A step's exit status from its status file; None when it wrote none (or half)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    return int(text) if text.endswith("\n") and text.strip().isdigit() else None
+
+
+def wait_for_exit(pid: int, start: str, stopping: threading.Event) -> None:
+    """Wait until process ``pid`` (started at ``start``) is gone: it need not be our child."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if proc_start_time(pid) != start:
+            return  # the pid is another process's now
+        while not select.select([fd], [], [], 1.0)[0]:
+            if stopping.is_set():
+                raise Stalled("stopped while waiting for a step")
+    finally:
+        os.close(fd)
+
+
+def terminate_group(pgid: int, proc: subprocess.Popen | None = None, grace: float = 5.0
+                    ) -> None:
+    """SIGTERM a step's process group, SIGKILL it after ``grace``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if proc is not None:
+                proc.poll()  # reap the wrapper: a zombie would keep the group "alive"
+            if not _group_alive(pgid):
+                return
+            time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 class JobLog:
@@ -101,25 +199,24 @@ class JobRunner:
     """Runs jobs of one project's runbook. Thread-safe: a worker runs several at once."""
 
     def __init__(self, store: Store, runbook: Runbook, *, progress: Progress | None = None,
-                 extra_env: dict[str, str] | None = None, settle: Settle | None = None
-                 ) -> None:
+                 extra_env: dict[str, str] | None = None, settle: Settle | None = None,
+                 tee: bool = False) -> None:
         self.store = store
         self.runbook = runbook
         self.progress = progress or (lambda job, what, detail: None)
         self.extra_env = extra_env or {}
         # events that settle what a job worked on (its queue item), appended with job:finished
         self.settle = settle
+        self.tee = tee  # steps' output goes to this process's stdout (the journal) as well
         self.stopping = threading.Event()
-        self._hurry = threading.Event()  # a second stop request: no more grace
-        self._signalled: set[str] = set()  # jobs whose step our own stop signalled
-        self._procs: dict[str, subprocess.Popen] = {}
-        self._procs_lock = threading.Lock()
 
     # -- the job loop -------------------------------------------------------------------
 
     def run(self, job_id: str) -> str:
         """Run (or resume) a job to its end. Returns "done", "failed" or "interrupted"."""
         job = self.store.refresh().jobs[job_id]
+        if job["status"] not in LIVE_JOB_STATES:
+            return job["status"]
         pipeline = self.runbook.pipelines.get(job["pipeline"])
         if pipeline is None:
             return self._finish(job, "failed", f"pipeline '{job['pipeline']}' is no longer "
@@ -136,6 +233,16 @@ class JobRunner:
             except OjError as e:
                 return self._finish(job, "failed", str(e), pipeline, log)
             step = self._resume_point(job, pipeline)
+            if step is not None and job["step"] == step and job["step_status"] == "running" \
+                    and pipeline.steps.get(step) is not None \
+                    and pipeline.steps[step].run is not None:
+                # the step outlived the runner that started it: wait for it, never rerun it
+                # beside itself; one that ended is recorded with its exit status
+                code = self._outlived_step(job)
+                if code is not None:
+                    step, outcome = self._record_step_end(job, pipeline, step, code, None, log)
+                    if outcome is not None:
+                        return outcome
             while step is not None:
                 job = self.store.state.jobs[job_id]
                 error = visit_limit_error(pipeline, step, job["visits"].get(step, 0))
@@ -143,29 +250,39 @@ class JobRunner:
                     return self._finish(job, "failed", error, pipeline, log)
                 if self.stopping.is_set():  # no new step once a stop was asked for
                     return "interrupted"
-                self._durably(job_id, self.store.append,
-                              {"type": "job:step_started", "id": job_id, "step": step})
-                self.progress(job_id, "step", f"{step} started")
-                started = time.monotonic()
                 exit_code, why = self._run_step(job, pipeline, step, ctx, log)
-                job = self.store.state.jobs[job_id]
                 if exit_code is None:  # stopped from outside: leave the job resumable
                     return "interrupted"
-                r = route(pipeline, step, exit_code)
-                finished = {"type": "job:step_finished", "id": job_id, "step": step,
-                            "exit": exit_code, "next": r.next, "failing": r.failing}
-                took = time.monotonic() - started
-                verdict = "ok" if exit_code == 0 else f"failed (exit {exit_code})"
-                self.progress(job_id, "step", f"{step} {verdict} in {took:.1f}s")
-                if r.next is None:
-                    # the last step's end, the job's end and its item's settlement: one append
-                    if exit_code == 0 and not job.get("failing"):
-                        return self._finish(job, "done", None, pipeline, log, [finished])
-                    error = _failure(job, step, exit_code) + (f": {why}" if why else "")
-                    return self._finish(job, "failed", error, pipeline, log, [finished])
-                self._durably(job_id, self.store.append, finished)
-                step = r.next
+                step, outcome = self._record_step_end(self.store.state.jobs[job_id], pipeline,
+                                                      step, exit_code, why, log)
+                if outcome is not None:
+                    return outcome
         return job["status"]
+
+    def _record_step_end(self, job: dict, pipeline: Pipeline, step: str, exit_code: int,
+                         why: str | None, log) -> tuple[str | None, str | None]:
+        """Record a step's end: (the next step, None), or (None, the job's outcome)."""
+        r = route(pipeline, step, exit_code)
+        finished = {"type": "job:step_finished", "id": job["id"], "step": step,
+                    "exit": exit_code, "next": r.next, "failing": r.failing}
+        started = job["history"][-1]["started_at"] if job["history"] else time.time()
+        verdict = "ok" if exit_code == 0 else f"failed (exit {exit_code})"
+        self.progress(job["id"], "step", f"{step} {verdict} in {time.time() - started:.1f}s")
+        if r.next is None:
+            # the last step's end, the job's end and its item's settlement: one append
+            if exit_code == 0 and not job.get("failing"):
+                return None, self._finish(job, "done", None, pipeline, log, [finished])
+            error = _failure(job, step, exit_code) + (f": {why}" if why else "")
+            return None, self._finish(job, "failed", error, pipeline, log, [finished])
+        self._durably(job["id"], self._record, job["id"], finished)
+        return r.next, None
+
+    def _record(self, job_id: str, *events: dict) -> None:
+        """Append a job's events while it is still this runner's: a job cancelled (or taken
+        over by another runner) meanwhile is left alone (Superseded)."""
+        with self.store.transaction() as tx:
+            _check_ours(tx.state.jobs.get(job_id))
+            tx.append(*events)
 
     def _durably(self, job_id: str, write: Callable[..., object], *args: object) -> None:
         """Record what a job did, waiting out a full state disk or a state lock held too long
@@ -215,7 +332,7 @@ class JobRunner:
         for name, template in pipeline.locals:
             ctx["local"][name] = self._eval_local(job, name, template, ctx)
         if pipeline.locals:  # nothing to keep for a resume otherwise: spare the fsync
-            self._durably(job["id"], self.store.append,
+            self._durably(job["id"], self._record, job["id"],
                           {"type": "job:locals", "id": job["id"], "locals": ctx["local"]})
         return ctx
 
@@ -253,28 +370,63 @@ class JobRunner:
             return 2, why
         if self.stopping.is_set():
             return None, None
-        with bashrun.Script(script, "-e", "-o", "pipefail") as bash:
-            proc = subprocess.Popen(bash.argv, pass_fds=bash.fds, cwd=job["cwd"],
-                                    env=self._env(job), stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        with self._procs_lock:
-            self._procs[job["id"]] = proc
+        job_id = job["id"]
+        n = len(job["history"]) + 1  # this run's place in the job's history
+        status = self.status_path(job_id, n)
+        os.makedirs(os.path.dirname(status), mode=0o700, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(status)  # a run of this place that never started its script
+        sync_r, sync_w = os.pipe()
+        try:
+            with bashrun.Script(script, "-e", "-o", "pipefail") as bash:
+                argv = ["bash", "-c", STEP_WRAPPER, f"oj-step:{job_id}:{step}", str(sync_r),
+                        status, self.log_path(job_id), "1" if self.tee else "0", *bash.argv]
+                # its own session: a stop signals the step's whole process group
+                proc = subprocess.Popen(argv, pass_fds=(sync_r, *bash.fds), cwd=job["cwd"],
+                                        env=self._env(job), stdin=subprocess.DEVNULL,
+                                        stdout=None if self.tee else log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            os.close(sync_r)
+        try:
+            # recorded before it runs: a runner that dies now leaves nothing running (the
+            # wrapper reads end-of-file and exits unrun)
+            self._durably(job_id, self._record, job_id,
+                          {"type": "job:step_started", "id": job_id, "step": step,
+                           "pid": proc.pid, "start": proc_start_time(proc.pid)})
+            self.progress(job_id, "step", f"{step} started")
+            os.write(sync_w, b"go\n")
+        finally:
+            os.close(sync_w)
         try:
             code = proc.wait()
         except BaseException:
-            # Ctrl-C on `oj run`: the step is in its own session and did not get the SIGINT
-            _terminate_group(proc)
+            # this runner was told to stop (a cancel, a shutdown): the step goes with it
+            terminate_group(proc.pid, proc)
             raise
-        finally:
-            with self._procs_lock:
-                self._procs.pop(job["id"], None)
-        with self._procs_lock:
-            killed = job["id"] in self._signalled
-        # killed by our own stop: not a verdict on the step. A step that ended by itself
-        # during the drain is recorded with its exit like any other.
-        if killed and code != 0:
-            return None, None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(status)  # the runner saw the exit itself
         return code, None
+
+    def _outlived_step(self, job: dict) -> int | None:
+        """A step whose runner died: wait while it still runs, then its exit status from
+        the file its wrapper wrote. None when it left none (killed with its runner, a power
+        cut): the step runs again."""
+        proc = job.get("step_proc") or {}
+        status = self.status_path(job["id"], len(job["history"]))
+        pid = proc.get("pid")
+        if pid and proc.get("start") and proc_start_time(pid) == proc.get("start"):
+            self.progress(job["id"], "step", f"{job['step']} still running (process {pid}): "
+                          "waiting for it")
+            try:
+                wait_for_exit(pid, proc["start"], self.stopping)
+            except BaseException:
+                terminate_group(pid)
+                raise
+        code = read_status(status)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(status)
+        return code
 
     def fail(self, job_id: str, error: str) -> str:
         """End a job that cannot go on (a bug in a runner must not leave it running)."""
@@ -285,10 +437,11 @@ class JobRunner:
                 ) -> str:
         def record() -> None:
             with self.store.transaction() as tx:
+                _check_ours(tx.state.jobs.get(job["id"]))
                 events = [*(before or ()), {"type": "job:finished", "id": job["id"],
                                              "outcome": outcome, "error": error}]
-                if self.settle is not None:
-                    events += self.settle(tx.state, job["id"], outcome, error)
+                settle = self.settle or (lambda *a: settle_item(self.runbook, *a))
+                events += settle(tx.state, job["id"], outcome, error)
                 tx.append(*events)
 
         self._durably(job["id"], record)
@@ -333,53 +486,8 @@ class JobRunner:
     def log_path(self, job_id: str) -> str:
         return os.path.join(paths.logs_dir(self.store.root), f"{job_id}.log")
 
-    def running_pids(self) -> dict[str, int]:
-        with self._procs_lock:
-            return {job: p.pid for job, p in self._procs.items()}
-
-    def signal_steps(self, sig: int) -> None:
-        """Signal every running step's process group (steps run in their own sessions)."""
-        with self._procs_lock:
-            procs = list(self._procs.values())
-            self._signalled.update(self._procs)
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def stop(self, grace: float) -> None:
-        """Take no new steps; let running ones finish within ``grace`` (cut short by
-        ``hurry``), then SIGTERM them and SIGKILL what outlives 5 s (1 s when hurried)."""
-        self.stopping.set()
-        deadline = time.monotonic() + grace
-        while self.running_pids() and time.monotonic() < deadline:
-            if self._hurry.wait(0.05):
-                break
-        if self.running_pids():
-            self.signal_steps(signal.SIGTERM)
-            termed = time.monotonic()
-            while self.running_pids() and \
-                    time.monotonic() < termed + (1 if self._hurry.is_set() else 5):
-                time.sleep(0.05)
-            self.signal_steps(signal.SIGKILL)
-
-    def hurry(self) -> None:
-        """End the drain now: running steps are terminated (a second Ctrl-C)."""
-        self._hurry.set()
-
-
-def _terminate_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    def status_path(self, job_id: str, n: int) -> str:
+        return os.path.join(paths.steps_dir(self.store.root), f"{job_id}.{n}")
 
 
 def _failure(job: dict, last_step: str, last_exit: int) -> str:

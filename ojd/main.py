@@ -15,41 +15,20 @@ from ojd.errors import OjError, escaped, quoted
 EXIT_CONFIG = 78  # EX_CONFIG
 
 
-def drain_grace(text: str | None, default: float) -> float:
-    """``OJ_DRAIN_GRACE``: seconds (``30``, ``0.5``, ``0``) or a duration (``2m``)."""
-    if text is None or not text.strip():
-        return default
-    import math
-
-    try:
-        seconds = float(text)
-    except ValueError:
-        from ojd.duration import DurationError, parse_duration
-
-        try:
-            seconds = parse_duration(text)
-        except DurationError:
-            seconds = math.nan
-    if not math.isfinite(seconds) or seconds < 0:
-        raise OjError(f"OJ_DRAIN_GRACE={escaped(text)} is not a drain grace; set it to a "
-                      "number of seconds >= 0 (e.g. 60) or a duration (e.g. 2m)")
-    return seconds
-
-
 def run_worker(name: str, project: str | None, foreground: bool, until_idle: bool = False
                ) -> int:
     from ojd import paths, trust, wake, workers
     from ojd import project as projects
     from ojd.notify import Log, Notifier
+    from ojd.runners.jobprocess import own_manager
     from ojd.store import Store
-    from ojd.worker import DRAIN_GRACE, WorkerLoop
+    from ojd.worker import WorkerLoop
 
     log = Log(f"worker {escaped(name)}")
     notifier = Notifier()
     store = Store()
     state = store.load()
     try:
-        grace = drain_grace(os.environ.get("OJ_DRAIN_GRACE"), DRAIN_GRACE)
         if project is None and not foreground:
             record = state.workers.get(name)
             if record is None:
@@ -112,7 +91,7 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
             log.error(str(e))
             return EXIT_CONFIG
     loop = WorkerLoop(store, runbook, root, worker, log=log, notifier=notifier,
-                      until_idle=until_idle, drain_grace=grace,
+                      until_idle=until_idle, manager=None if foreground else own_manager(),
                       check=lambda: trust.require(root, name, os.geteuid()))
     loop.install_signals()
     return loop.run()

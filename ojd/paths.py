@@ -65,6 +65,11 @@ def logs_dir(root: str) -> str:
     return os.path.join(root, "logs")
 
 
+def steps_dir(root: str) -> str:
+    """Exit status files that step wrappers write: a step outlives the process that ran it."""
+    return os.path.join(root, "steps")
+
+
 def workspaces_dir(root: str) -> str:
     return os.path.join(root, "workspaces")
 

@@ -44,6 +44,8 @@ KEEP_COMPLETED_PER_QUEUE = 200
 KEEP_FINISHED_JOBS = 500
 
 LIVE_ITEM_STATES = ("pending", "active", "failed")
+# a job in these states has (or is owed) a runner; "waiting" is an agent waiting for a person
+LIVE_JOB_STATES = ("running", "waiting")
 
 Event = dict  # an event: {"type": ..., "ts": ..., fields of its type}
 
@@ -231,6 +233,10 @@ class State:
         job["visits"][step] = job["visits"].get(step, 0) + 1
         job["history"].append({"step": step, "started_at": ev["ts"], "exit": None,
                                "finished_at": None})
+        # the step's process group (its wrapper's pid) and start time: a runner that takes
+        # the job over waits for a step that still runs instead of starting it again
+        job["step_proc"] = ({"pid": ev["pid"], "start": ev.get("start")}
+                            if ev.get("pid") else None)
         job["updated_at"] = ev["ts"]
 
     def _job_step_finished(self, ev: Event) -> None:
@@ -252,8 +258,8 @@ class State:
 
     def _job_finished(self, ev: Event) -> None:
         job = self.jobs.get(ev["id"])
-        if job is None:
-            return
+        if job is None or job["status"] not in LIVE_JOB_STATES:
+            return  # a job ends once: a runner's late word after a cancel changes nothing
         job["status"] = ev["outcome"]
         job["error"] = ev.get("error")
         job["finished_at"] = job["updated_at"] = ev["ts"]
@@ -269,6 +275,35 @@ class State:
             item = self.items.get(job["item"]) if job["item"] else None
             if item is not None and item["status"] == "active":
                 item["owner"] = ev.get("by")
+
+    def _job_process(self, ev: Event) -> None:
+        """The process that runs the job now (and its transient unit under systemd)."""
+        job = self.jobs.get(ev["id"])
+        if job is not None:
+            job["process"] = {"pid": ev["pid"], "start": ev.get("start"),
+                              "unit": ev.get("unit")}
+            job["owner"] = ev.get("by") or job["owner"]
+            job["updated_at"] = ev["ts"]
+
+    def _job_reopened(self, ev: Event) -> None:
+        """``oj job resume`` of a failed or cancelled job: it runs again from ``step``, its
+        item (dead or failed with it) active again."""
+        job = self.jobs.get(ev["id"])
+        if job is None or job["status"] in LIVE_JOB_STATES:
+            return
+        if job["id"] in self.finished_jobs:
+            self.finished_jobs.remove(job["id"])
+        job.update(status="running", error=None, finished_at=None, updated_at=ev["ts"],
+                   next=ev.get("step"), step_status="reopened", failing=False,
+                   process=None, step_proc=None)
+        job["vars"] = {**job["vars"], **(ev.get("vars") or {})}
+        item = self.items.get(job["item"]) if job["item"] else None
+        if item is not None and item["status"] in ("dead", "failed"):
+            self._set_status(item, "active")
+            item.update(job=job["id"], error=None, retry_at=None, updated_at=ev["ts"])
+            k = (item["project"], item["queue"], item["key"])
+            if item["key"] and k not in self.live_keys:
+                self.live_keys[k] = item["id"]
 
     def _worker_recorded(self, ev: Event) -> None:
         w = self.workers.setdefault(ev["name"], {"name": ev["name"], "invocation": None,
@@ -404,6 +439,8 @@ _HANDLERS = {
     "job:locals": State._job_locals,
     "job:finished": State._job_finished,
     "job:resumed": State._job_resumed,
+    "job:process": State._job_process,
+    "job:reopened": State._job_reopened,
     "worker:recorded": State._worker_recorded,
     "worker:started": State._worker_started,
     "worker:woken": State._worker_woken,

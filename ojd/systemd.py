@@ -204,6 +204,25 @@ class Systemd:
         """Signal the main process only: step processes in the cgroup keep running."""
         self._call(b"KillUnit", b"ssi", _unit_name(unit), b"main", signal_number)
 
+    def start_scope(self, unit: str, pid: int, description: str) -> None:
+        """Move ``pid`` into a new transient scope ``unit`` (what ``systemd-run --scope``
+        does for itself). The scope is collected once its processes are gone."""
+        dbuslib = _dbuslib()
+        args = dbuslib.apply_signature(b"ss", [_unit_name(unit), b"fail"])
+        args.append((ord("a"), b"(sv)"))
+        for name, signature, value in ((b"PIDs", b"au", [pid]),
+                                       (b"Description", b"s", description.encode()),
+                                       (b"CollectMode", b"s", b"inactive-or-failed")):
+            args += [(ord("r"), b"sv"), (ord("s"), name), (ord("v"), signature)]
+            args += dbuslib.apply_signature(signature, [value])
+            args += [(-1, None), (-1, None)]
+        args += [(-1, None), (ord("a"), b"(sa(sv))"), (-1, None)]
+        bus = self._connect()
+        try:
+            bus.call_method(DEST, MANAGER_PATH, MANAGER, b"StartTransientUnit", args)
+        except Exception as e:
+            raise SystemdUnavailable(f"StartTransientUnit failed: {_describe(e)}") from None
+
     def reset_failed(self, unit: str) -> None:
         self._call(b"ResetFailedUnit", b"s", _unit_name(unit))
 

@@ -93,18 +93,23 @@ def wake_queue_workers(store: Store, project: str, queue: str
     for w in store.state.workers.values():
         if w.get("project") != project or w.get("queue") != queue:
             continue
-        pid = w.get("pid")
-        if not (pid and in_unit(pid, worker_unit(w["name"]))):
-            pid = foreground_pid(store.root, w["name"])
-        if pid:
-            try:
-                os.kill(pid, signal.SIGUSR1)
-                woken.append(w["name"])
-                continue
-            except (ProcessLookupError, PermissionError):
-                pass
-        idle.append(w["name"])
+        (woken if wake_worker(store, w["name"]) else idle).append(w["name"])
     return woken, idle
+
+
+def wake_worker(store: Store, name: str) -> bool:
+    """SIGUSR1 to worker ``name`` if it runs (in its unit or in the foreground)."""
+    w = store.state.workers.get(name) or {}
+    pid = w.get("pid")
+    if not (pid and in_unit(pid, worker_unit(name))):
+        pid = foreground_pid(store.root, name)
+    if pid:
+        try:
+            os.kill(pid, signal.SIGUSR1)
+            return True
+        except (ProcessLookupError, PermissionError):
+            pass
+    return False
 
 
 def in_unit(pid: int, unit: str) -> bool:

@@ -4,6 +4,12 @@ Runs inside ``oj-worker@NAME.service`` or in the foreground (``ojd worker NAME
 --foreground``). Signal handlers only record and wake the loop through a self-pipe; the loop
 acts. A wake that arrives during a poll leaves a byte in the pipe, so it causes another poll:
 no wake-up is lost.
+
+Each job runs in a process of its own (``ojd.runners.jobprocess``), in its own transient
+unit under systemd: the worker dispatches and watches (a pidfd per job process), so a
+restart of the worker neither stops nor repeats work. A worker that starts adopts the job
+processes of its jobs that still run and counts them against its concurrency; a job whose
+process is gone is resumed where it stands.
 """
 
 from __future__ import annotations
@@ -13,21 +19,22 @@ import os
 import select
 import signal
 import subprocess
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 
 from ojd import bashrun, queues
 from ojd.errors import OjError
-from ojd.jobs import JobRunner, Stalled, job_created_event
+from ojd.jobs import job_created_event
 from ojd.notify import Log, Notifier
 from ojd.runbook import Runbook, Worker
-from ojd.state import State
+from ojd.runners import jobprocess
+from ojd.runners.jobprocess import JobProcess
+from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
 from ojd.template import TemplateError, render_shell
 
-DRAIN_GRACE = 60.0  # seconds running steps get to finish on SIGTERM
+# a job whose process keeps dying without ending it is failed after this many resumes
+MAX_RESUMES = 3
 # A worker refused by its check (ojd.trust) exits EX_CONFIG: RestartPreventExitStatus=78
 EXIT_REFUSED = 78
 
@@ -60,8 +67,8 @@ def external_key(entry: dict) -> str:
 class WorkerLoop:
     def __init__(self, store: Store, runbook: Runbook, project: str, worker: Worker, *,
                  log: Log | None = None, notifier: Notifier | None = None,
-                 drain_grace: float = DRAIN_GRACE, until_idle: bool = False,
-                 check: Callable[[], None] | None = None) -> None:
+                 until_idle: bool = False, check: Callable[[], None] | None = None,
+                 manager=None) -> None:
         self.store = store
         self.runbook = runbook
         self.project = project
@@ -69,17 +76,14 @@ class WorkerLoop:
         self.queue = runbook.queues[worker.queue]
         self.log = log or Log(f"worker {worker.name}")
         self.notifier = notifier or Notifier()
-        self.drain_grace = drain_grace
         self.until_idle = until_idle
+        self.manager = manager  # the systemd manager job scopes go to (None: sessions)
         self.check = check  # raises OjError when the worker must take nothing more
         self.refused: str | None = None
         self.owner = owner_id(worker.name)
-        self.runner = JobRunner(store, runbook, progress=self._progress, settle=self._settle)
-        self.threads: dict[str, threading.Thread] = {}  # job id -> thread
-        self.job_items: dict[str, str | None] = {}  # job id -> item id
-        # job threads report here before waking the loop: a thread that is still alive
-        # when the loop wakes must not hold its slot (that wake would be lost)
-        self._finished: deque[str] = deque()
+        self.procs: dict[str, JobProcess] = {}  # job id -> its process, running
+        self._pidfds: dict[int, str] = {}  # pidfd -> job id: readable when the job ends
+        self._resumes: dict[str, int] = {}  # job id -> resumes by this worker
         self.last_poll: float | None = None
         self.polls = 0
         self._poll_error: str | None = None  # the last poll failure, said once
@@ -103,10 +107,8 @@ class WorkerLoop:
             pass  # the pipe is full of wakes already: one poll answers them all
 
     def request_stop(self, signum: int | None = None) -> None:
-        """The first request drains; a second one (Ctrl-C again) ends the drain at once."""
-        if self._stop:
-            self.runner.hurry()
-        else:
+        """Stop dispatching; running jobs go on in their own processes."""
+        if not self._stop:
             self._stop = True
             self._stop_signal = signum
         self.wake()
@@ -152,12 +154,12 @@ class WorkerLoop:
             self.notifier.status(self.status_line())
             self.notifier.watchdog()
             timeout = max(0.0, next_poll - time.monotonic())
-            retry_at = self._next_retry() if len(self.threads) < self.worker.concurrency else None
+            retry_at = self._next_retry() if len(self.procs) < self.worker.concurrency else None
             if retry_at is not None:  # a cooldown ends before the fallback poll
                 timeout = min(timeout, max(0.0, retry_at - time.time()) + 0.01)
             if self.notifier.watchdog_interval is not None:
                 timeout = min(timeout, self.notifier.watchdog_interval)
-            select.select([self._wake_r], [], [], timeout)
+            select.select([self._wake_r, *self._pidfds], [], [], timeout)
         self._shutdown()
         if self.refused:
             return EXIT_REFUSED
@@ -180,7 +182,8 @@ class WorkerLoop:
         self.last_poll = time.time()
         self.polls += 1
         self.reload_runbook()
-        free = self.worker.concurrency - len(self.threads)
+        self._adopt()
+        free = self.worker.concurrency - len(self.procs)
         if free <= 0:
             return
         if self.queue.type == "external":
@@ -197,7 +200,7 @@ class WorkerLoop:
                                         worker=self.worker.name, owner=self.owner)
                 # one append, one fsync: the take and its job are durable together
                 tx.append(job, queues.take_event(item, self.owner, job["id"]))
-            self._start(job["id"], item["id"])
+            self._start(job["id"])
 
     def reload_runbook(self) -> None:
         """Load the runbook again when its files changed (the model is cached by content
@@ -226,7 +229,6 @@ class WorkerLoop:
             return
         self.runbook, self.worker = runbook, worker
         self.queue = runbook.queues[worker.queue]
-        self.runner.runbook = runbook
         self._runbook_problem(None)
         self._remember_runbook()
         self.log.info(f"runbook reloaded: queue {quoted(self.queue.name)}, pipeline "
@@ -255,7 +257,7 @@ class WorkerLoop:
             return self.store.state.next_retry(self.project, self.queue.name)
 
     def _idle(self) -> bool:
-        if self.threads:
+        if self.procs:
             return False
         with self.store.lock:
             return not any(i["status"] in ("pending", "active", "failed")
@@ -306,7 +308,7 @@ class WorkerLoop:
                                         self.project, worker=self.worker.name,
                                         owner=self.owner)
                 tx.append(job)
-            self._start(job["id"], None)
+            self._start(job["id"])
             in_flight.add(key)
             free -= 1
 
@@ -317,120 +319,127 @@ class WorkerLoop:
         with self.store.lock:
             jobs = self.store.state.jobs
             return {external_key(jobs[j]["vars"].get(var) or {})
-                    for j in list(self.threads) if j in jobs}
+                    for j in self.procs if j in jobs}
 
     def _recover(self) -> None:
-        """Resume jobs a previous incarnation of this worker left mid-way (crash, kill -9)."""
-        state = self.store.refresh()
-        orphans = [j for j in state.jobs.values()
-                   if j["worker"] == self.worker.name and j["project"] == self.project
-                   and j["status"] == "running" and j["owner"] != self.owner]
-        for job in orphans:
+        """Take over the jobs a previous incarnation of this worker left: adopt those whose
+        process still runs, resume the others where they stand."""
+        self.store.refresh()
+        self._adopt()
+
+    def _adopt(self) -> None:
+        self.store.refresh()  # a job that just ended must not look orphaned
+        with self.store.lock:
+            mine = [j for j in self.store.state.jobs.values()
+                    if j["status"] in LIVE_JOB_STATES and j["worker"] == self.worker.name
+                    and j["project"] == self.project and j["id"] not in self.procs]
+        for job in mine:
+            proc = job.get("process")
+            if jobprocess.alive(proc):
+                self.log.info(f"job {job['id']} runs in process {proc['pid']}"
+                              + (f" ({proc['unit']})" if proc.get("unit") else "")
+                              + ": watching it")
+                self._watch(JobProcess(job["id"], proc["pid"], proc["start"],
+                                       proc.get("unit"), child=False))
+                continue
+            if job["status"] == "waiting" or self._stop:
+                continue
+            resumes = self._resumes[job["id"]] = self._resumes.get(job["id"], 0) + 1
+            if resumes > MAX_RESUMES:
+                self._fail_job(job["id"], f"its process ended {MAX_RESUMES + 1} times "
+                               "without finishing it")
+                continue
             self.store.append({"type": "job:resumed", "id": job["id"], "by": self.owner})
-            self.log.info(f"resuming job {job['id']} (item {job['item']}) left by "
-                          f"{job['owner']}")
-            self._start(job["id"], job["item"])
+            self.log.info(f"resuming job {job['id']} (item {job['item']}) at step "
+                          f"'{job.get('next') or job['step'] or 'first'}'")
+            self._start(job["id"])
 
-    def _start(self, job_id: str, item_id: str | None) -> None:
-        self.job_items[job_id] = item_id
-        thread = threading.Thread(target=self._run_job, args=(job_id,), name=f"job-{job_id}",
-                                  daemon=True)
-        self.threads[job_id] = thread
-        thread.start()
-
-    def _run_job(self, job_id: str) -> None:
+    def _start(self, job_id: str) -> None:
         try:
-            outcome = self.runner.run(job_id)
-        except Stalled as e:
-            self.log.error(f"job {job_id} stopped while waiting to record its progress ({e}); "
-                           "it resumes where it stands when the worker starts again")
-            outcome = "interrupted"
-        except Exception as e:  # a bug or an unusable file must not leave the item active
-            why = describe(e)
-            self.log.error(f"job {job_id} failed: {why}")
-            try:
-                outcome = self.runner.fail(job_id, f"oj could not run it: {why}")
-            except Exception as again:
-                self.log.error(f"job {job_id}: its failure could not be recorded either "
-                               f"({describe(again)}); it resumes when the worker starts again")
-                outcome = "interrupted"
-        item_id = self.job_items.get(job_id)
-        self.log.info(f"job {job_id} {outcome}" + (f" (item {item_id})" if item_id else ""))
-        self._finished.append(job_id)
-        self.wake()  # a finished job frees a slot: poll now
+            proc = jobprocess.spawn(self.store, self.runbook, job_id, owner=self.owner,
+                                    manager=self.manager, warn=self.log.warning)
+        except Exception as e:
+            self.log.error(f"job {job_id} could not start: {describe(e)}")
+            self._fail_job(job_id, f"oj could not start it: {describe(e)}")
+            return
+        self._watch(proc)
 
-    def _settle(self, state: State, job_id: str, outcome: str, error: str | None
-                ) -> list[dict]:
-        """The item's end, appended with the job's: completed, or failed/dead per retry."""
-        job = state.jobs.get(job_id) or {}
-        item = state.items.get(job.get("item") or "")
-        if item is None or item["status"] != "active":
-            return []
-        if outcome == "done":
-            return [{"type": "queue:completed", "id": item["id"]}]
-        # the item's own queue: a reloaded runbook may have moved the worker to another
-        queue = self.runbook.queues.get(item["queue"], self.queue)
-        return [queues.failure_event(queue, item, error or "job failed", time.time())]
+    def _watch(self, proc: JobProcess) -> None:
+        try:
+            fd = os.pidfd_open(proc.pid)
+        except ProcessLookupError:
+            fd = None
+        if fd is not None and proc.start and \
+                jobprocess.proc_start_time(proc.pid) != proc.start and not proc.child:
+            os.close(fd)  # the pid is another process's now
+            fd = None
+        self.procs[proc.job_id] = proc
+        if fd is None:
+            self._ended(proc.job_id)
+            return
+        self._pidfds[fd] = proc.job_id
 
     def _reap(self) -> None:
-        while self._finished:
-            job_id = self._finished.popleft()
-            thread = self.threads.pop(job_id, None)
-            if thread is not None:
-                thread.join()
-            self.job_items.pop(job_id, None)
+        """Free the slots of job processes that ended (their pidfds are readable)."""
+        if not self._pidfds:
+            return
+        ended = select.select(list(self._pidfds), [], [], 0)[0]
+        for fd in ended:
+            job_id = self._pidfds.pop(fd)
+            os.close(fd)
+            self._ended(job_id)
+
+    def _ended(self, job_id: str) -> None:
+        proc = self.procs.pop(job_id, None)
+        code = None
+        if proc is not None and proc.child:
+            try:
+                code = os.waitstatus_to_exitcode(os.waitpid(proc.pid, 0)[1])
+            except ChildProcessError:
+                pass
+        state = self.store.refresh()
+        job = state.jobs.get(job_id) or {}
+        status = job.get("status", "gone")
+        item = job.get("item")
+        how = f" (process exit {code})" if code not in (None, 0) else ""
+        self.log.info(f"job {job_id} {status}" + (f" (item {item})" if item else "") + how)
+        # a job still live without its process: resumed by the _adopt of the next poll
+
+    def _fail_job(self, job_id: str, error: str) -> None:
+        from ojd.jobs import settle_item
+
+        try:
+            with self.store.transaction() as tx:
+                job = tx.state.jobs.get(job_id)
+                if job is None or job["status"] not in LIVE_JOB_STATES:
+                    return
+                tx.append({"type": "job:finished", "id": job_id, "outcome": "failed",
+                           "error": error},
+                          *settle_item(self.runbook, tx.state, job_id, "failed", error))
+        except Exception as e:
+            self.log.error(f"job {job_id}: its failure could not be recorded ({describe(e)})")
 
     def _shutdown(self) -> None:
-        """SIGTERM: take nothing new, let steps finish within the grace, then stop them and
-        put the items of jobs stopped mid-step back to pending. A job stopped between steps
-        keeps its item: the worker's next start resumes it at its next step."""
-        running = len(self.threads)
+        """SIGTERM: take nothing new and exit. Running jobs go on in their own processes
+        and settle their items; the next start of the worker watches them again."""
+        running = len(self.procs)
         why = f"refused: {self.refused}; " if self.refused else ""
-        self.notifier.stopping(f"{self.worker.name}: {why}stopping, draining {running} job(s)")
-        again = "; Ctrl-C again stops them now" if running and not self.notifier.enabled \
-            else ""
-        self.log.info(f"stopping: draining {running} job(s), grace "
-                      f"{self.drain_grace:.0f}s{again}")
-        self.runner.stop(self.drain_grace)
-        deadline = time.monotonic() + 10  # one bound for all: TimeoutStopSec is finite
-        for thread in list(self.threads.values()):
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        state = self.store.refresh()
-        events = []
-        for job_id, item_id in self.job_items.items():
-            job = state.jobs.get(job_id)
-            if job is None or job["status"] != "running":
-                continue
-            if job["step"] is not None and job["step_status"] != "running" and job.get("next"):
-                self.log.info(f"job {job_id} stopped after step '{job['step']}'; it resumes "
-                              f"at step '{job['next']}' when the worker starts again")
-                continue
-            events.append({"type": "job:finished", "id": job_id, "outcome": "cancelled",
-                           "error": "worker stopped"})
-            if item_id is not None:
-                events.append({"type": "queue:released", "id": item_id})
-        events.append({"type": "worker:stopped", "name": self.worker.name,
-                       "invocation": os.environ.get("INVOCATION_ID")})
+        self.notifier.stopping(f"{self.worker.name}: {why}stopping; {running} job(s) keep "
+                               "running")
+        if running:
+            self.log.info(f"stopping: {running} job(s) keep running in their own processes "
+                          f"({', '.join(sorted(self.procs))}); 'oj job list' follows them")
+        for fd in self._pidfds:
+            os.close(fd)
+        self._pidfds.clear()
         try:
-            self.store.append(*events)
+            self.store.append({"type": "worker:stopped", "name": self.worker.name,
+                               "invocation": os.environ.get("INVOCATION_ID")})
         except OSError as e:
-            self.log.error(f"could not record the stop ({describe(e)}); its jobs resume when "
-                           "the worker starts again")
+            self.log.error(f"could not record the stop ({describe(e)})")
         self.log.info("stopped")
 
     # -- status -------------------------------------------------------------------------
-
-    def _progress(self, job_id: str, what: str, detail: str) -> None:
-        if what == "step":
-            self.log.info(f"job {job_id} step {detail}")
-            if detail.endswith("started"):
-                self.notifier.status(self.status_line())
-        elif what == "notify":
-            self.log.info(f"job {job_id}: {detail}")
-        elif what == "stalled":
-            self.log.error(f"job {job_id}: {detail}")
-        elif what == "unstalled":
-            self.log.info(f"job {job_id}: {detail}")
 
     def status_line(self) -> str:
         with self.store.lock:
@@ -439,7 +448,7 @@ class WorkerLoop:
     def _status_line(self) -> str:
         state = self.store.state
         w = self.worker
-        running = [state.jobs[j] for j in list(self.threads) if j in state.jobs]
+        running = [state.jobs[j] for j in self.procs if j in state.jobs]
         parts = [f"{w.name}: {len(running)}/{w.concurrency} running"]
         if running:
             jobs = ", ".join(f"job {j['id'][:4]} step {j['step'] or '-'}" for j in running[:3])

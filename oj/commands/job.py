@@ -101,37 +101,63 @@ def logs_cmd(app, job_id: str, follow: bool) -> None:
         time.sleep(0.2)
 
 
+@job.command("cancel")
+@click.argument("job_ids", nargs=-1, required=True, metavar="ID...")
+@click.pass_obj
+def cancel_cmd(app, job_ids: tuple[str, ...]) -> None:
+    """Cancel jobs: stop what runs of them; a worker job's item goes dead ("cancelled"),
+    so `oj queue retry` can bring it back."""
+    from ojd.runners import control
+
+    store = app.existing_store()
+    jobs = [find_job(store, prefix) for prefix in job_ids]  # all ids valid before acting
+    for j in jobs:
+        control.cancel(store, j["id"])
+        item = f"; item {j['item']} is dead, 'oj queue retry' brings it back" \
+            if j.get("item") else ""
+        click.echo(f"job {j['id']} cancelled{item}")
+
+
 @job.command("resume")
 @click.argument("job_id", metavar="ID")
+@click.option("--var", "vars_", multiple=True, metavar="KEY=VALUE",
+              help="Set a var of the job before it runs on (repeatable).")
+@click.option("--detach", "-d", is_flag=True, help="Do not follow its output.")
 @click.pass_obj
-def resume_cmd(app, job_id: str) -> int:
-    """Run an interrupted `oj run` job on from the step it was in."""
-    import os
+def resume_cmd(app, job_id: str, vars_: tuple[str, ...], detach: bool) -> int:
+    """Run a failed, cancelled or interrupted job on from the step it stopped at."""
+    from oj.commands.run import follow_job, start_job
+    from ojd.errors import OjError, UsageError, escaped
+    from ojd.runners import control
+    from ojd.runners.jobprocess import alive
 
-    from oj.commands.run import run_job
-    from ojd.errors import OjError
-
+    values = {}
+    for pair in vars_:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise UsageError(f"--var {escaped(pair)}: expected KEY=VALUE")
+        values[key] = value
     j = find_job(app.store, job_id)
-    if j["status"] != "running":
-        raise OjError(f"job {j['id']} is {j['status']}; only an interrupted job can resume")
+    if j["status"] == "done":
+        raise OjError(f"job {j['id']} is done; nothing to resume")
+    if j["status"] in ("running", "waiting"):
+        if alive(j.get("process")):
+            raise OjError(f"job {j['id']} is still running (process {j['process']['pid']})")
+        if values:
+            raise UsageError("--var applies to a failed or cancelled job")
+    else:
+        j = control.reopen(app.store, j["id"], values)
     if j["worker"]:
-        raise OjError(f"job {j['id']} belongs to worker '{j['worker']}', which resumes it "
-                      f"when it starts: oj worker start {j['worker']}")
-    owner = j.get("owner") or ""
-    if owner.startswith("oj-run/") and owner[7:].isdigit() and _alive(int(owner[7:])):
-        raise OjError(f"job {j['id']} is still running (process {owner[7:]})")
-    owner = f"oj-run/{os.getpid()}"
-    app.store.append({"type": "job:resumed", "id": j["id"], "by": owner})
-    return run_job(app, j["id"])
+        from ojd import wake
 
-
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        where = "" if wake.wake_worker(app.store, j["worker"]) else \
+            f"; it is not running: oj worker start {j['worker']}"
+        click.echo(f"job {j['id']} resumes at step '{j.get('next') or j['step'] or '-'}' "
+                   f"in worker '{j['worker']}'{where}", err=True)
+        return 0
+    app.store.append({"type": "job:resumed", "id": j["id"], "by": f"oj-run/{os.getpid()}"})
+    start_job(app, j["id"])
+    if detach:
+        click.echo(j["id"])
+        return 0
+    return follow_job(app, j["id"])

@@ -1,4 +1,6 @@
-"""``oj run COMMAND [ARGS]``: a runbook command, in the foreground."""
+"""``oj run COMMAND [ARGS]``: a runbook command. A shell command runs in the foreground;
+a pipeline command starts a job in its own process (its own unit under systemd) and
+follows its output until it ends; Ctrl-C leaves it running."""
 
 from __future__ import annotations
 
@@ -10,11 +12,15 @@ import click
 
 @click.command(context_settings={"ignore_unknown_options": True,
                                  "allow_interspersed_args": False})
+@click.option("--detach", "-d", is_flag=True,
+              help="Start a pipeline command's job, print its id and return.")
 @click.argument("command_name", metavar="COMMAND")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="[ARGS]...")
 @click.pass_obj
-def run(app, command_name: str, argv: tuple[str, ...]) -> int:
-    """Run a runbook command; a pipeline command's exit status is the job's outcome."""
+def run(app, detach: bool, command_name: str, argv: tuple[str, ...]) -> int:
+    """Run a runbook command. A pipeline command's job runs on its own (a closed terminal
+    does not stop it); its output is shown as it comes and the exit status is its outcome:
+    0 done, 1 failed, 4 cancelled. Ctrl-C stops following, not the job."""
     from ojd.argspec import ArgsError
     from ojd.errors import UsageError, escaped, quoted
 
@@ -30,7 +36,7 @@ def run(app, command_name: str, argv: tuple[str, ...]) -> int:
         raise UsageError(f"{escaped(command_name)}: {e}") from None
     if command.run is not None:
         return _run_shell(app, command.run, values)
-    return _run_pipeline(app, command.pipeline, values, command_name)
+    return _run_pipeline(app, command.pipeline, values, command_name, detach)
 
 
 def _run_shell(app, script: str, values: dict) -> int:
@@ -48,38 +54,52 @@ def _run_shell(app, script: str, values: dict) -> int:
     return bashrun.run(rendered, "-e", "-o", "pipefail", cwd=app.root, env=env).returncode
 
 
-def _run_pipeline(app, pipeline: str, values: dict, name: str) -> int:
+def _run_pipeline(app, pipeline: str, values: dict, name: str, detach: bool) -> int:
     from ojd.jobs import create_job
 
     store = app.store
     with store.transaction() as tx:
         job = create_job(tx, store.root, app.runbook, app.root, pipeline, values, os.getcwd(),
                          owner=f"oj-run/{os.getpid()}", name=name)
-    click.echo(f"job {job['id']} ({pipeline}) started; logs: oj job logs {job['id']}",
-               err=True)
-    return run_job(app, job["id"])
+    start_job(app, job["id"])
+    if detach:
+        click.echo(job["id"])
+        return 0
+    click.echo(f"job {job['id']} ({pipeline}) started", err=True)
+    return follow_job(app, job["id"])
 
 
-def run_job(app, job_id: str) -> int:
-    """Run (or resume) a job in the foreground, printing its progress; 0 when done."""
-    from ojd.jobs import JobRunner
+def start_job(app, job_id: str) -> None:
+    """Start the job's own process (in a scope of this user's manager when there is one)."""
+    from ojd.runners import jobprocess
 
-    store = app.store
+    jobprocess.spawn(app.store, app.runbook, job_id, owner=f"oj-run/{os.getpid()}",
+                     manager=jobprocess.manager_for_cli(), quiet=True,
+                     warn=lambda m: click.echo(f"oj: warning: {m}", err=True))
 
-    def progress(job: str, what: str, detail: str) -> None:
-        if what in ("step", "notify"):
-            click.echo(f"  {detail}", err=True)
 
-    runner = JobRunner(store, app.runbook, progress=progress)
+def follow_job(app, job_id: str) -> int:
+    """Show the job's output until it ends; its outcome as the exit status. Ctrl-C (or a
+    closed terminal) leaves the job running."""
+    from ojd.runners import control
+
+    out = sys.stdout.buffer
+
+    def write(chunk: bytes) -> None:
+        out.write(chunk)
+        out.flush()
+
     try:
-        outcome = runner.run(job_id)
+        outcome = control.follow(app.store, job_id, write)
     except KeyboardInterrupt:
-        runner.stop(grace=0)
-        store.append({"type": "job:finished", "id": job_id, "outcome": "cancelled",
-                      "error": "interrupted"})
-        click.echo(f"job {job_id} cancelled", err=True)
+        click.echo(f"\njob {job_id} keeps running; follow it: oj job logs -f {job_id}; "
+                   f"cancel it: oj job cancel {job_id}", err=True)
         return 130
-    error = store.state.jobs[job_id].get("error")
+    job = app.store.state.jobs.get(job_id) or {}
+    if outcome == "lost":
+        click.echo(f"job {job_id} stopped without finishing; resume it: "
+                   f"oj job resume {job_id}", err=True)
+        return 1
+    error = job.get("error")
     click.echo(f"job {job_id} {outcome}" + (f": {error}" if error else ""), err=True)
-    sys.stdout.flush()
-    return 0 if outcome == "done" else 1
+    return control.OUTCOME_EXIT.get(outcome, 1)

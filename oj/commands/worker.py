@@ -94,14 +94,29 @@ def wake_cmd(app, name: str, scope: str | None) -> None:
 
 @worker.command("stop")
 @click.argument("name")
+@click.option("--cancel", is_flag=True,
+              help="Cancel its running jobs too; their items go back to pending.")
 @with_scope
 @click.pass_obj
-def stop_cmd(app, name: str, scope: str | None) -> None:
-    """Stop a worker: running steps may finish, unfinished items go back to pending."""
+def stop_cmd(app, name: str, cancel: bool, scope: str | None) -> None:
+    """Stop a worker taking work. Its running jobs finish and settle their items (each
+    runs in its own process), unless --cancel."""
     from ojd import workers
+    from ojd.runners import control
+    from ojd.state import LIVE_JOB_STATES
 
     st = workers.stop(systemd_for(scope), name, state_root=app.store.root)
-    click.echo(f"Worker {quoted(name)} stopped ({st.active_state})")
+    store = app.store
+    jobs = [j for j in store.refresh().jobs.values()
+            if j["worker"] == name and j["status"] in LIVE_JOB_STATES
+            and (app.project_or_none() in (None, j["project"]))]
+    if cancel:
+        for j in jobs:
+            control.cancel(store, j["id"], reason="worker stopped", release=True)
+        left = f"; {len(jobs)} job(s) cancelled, their items back to pending" if jobs else ""
+    else:
+        left = f"; {len(jobs)} job(s) keep running to their end" if jobs else ""
+    click.echo(f"Worker {quoted(name)} stopped ({st.active_state}){left}")
 
 
 @worker.command("restart")

@@ -1,0 +1,1 @@
+"""Where jobs run: each job in a process of its own, outside whoever started it."""

@@ -1,0 +1,148 @@
+"""Acting on running jobs from outside: cancel, reopen, follow.
+
+A cancel is recorded before the job's process is stopped, in one append with its item's
+fate, so the job process (fenced by ``jobs.Superseded``) can record nothing after it and
+the item is never left active.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+
+from ojd.errors import OjError
+from ojd.runners.jobprocess import alive
+from ojd.state import LIVE_JOB_STATES
+from ojd.store import Store
+
+# what `oj job wait` and `oj run` exit with for each outcome
+OUTCOME_EXIT = {"done": 0, "failed": 1, "cancelled": 4}
+
+
+def cancel(store: Store, job_id: str, *, reason: str = "cancelled",
+           release: bool = False) -> dict:
+    """Record the job cancelled and stop what runs of it. Its queue item goes ``dead``
+    with the reason (``oj queue retry`` brings it back), or back to pending without an
+    attempt counted when ``release`` (a worker stopped with --cancel)."""
+    with store.transaction() as tx:
+        job = tx.state.jobs.get(job_id)
+        if job is None:
+            raise OjError(f"no job with id {job_id}")
+        if job["status"] not in LIVE_JOB_STATES:
+            raise OjError(f"job {job_id} is {job['status']}; only a running or waiting job "
+                          "can be cancelled")
+        events: list[dict] = [{"type": "job:finished", "id": job_id, "outcome": "cancelled",
+                               "error": reason}]
+        item = tx.state.items.get(job.get("item") or "")
+        if item is not None and item["status"] == "active" and item.get("job") == job_id:
+            if release:
+                events.append({"type": "queue:released", "id": item["id"]})
+            else:
+                events.append({"type": "queue:failed", "id": item["id"], "error": reason,
+                               "dead": True, "retry_at": None})
+        tx.append(*events)
+    stop(job)
+    return job
+
+
+def stop(job: dict, timeout: float = 10.0) -> None:
+    """Stop the job's process (its scope, with everything in it) and its step's process
+    group; wait up to ``timeout`` for the job process to be gone."""
+    from ojd.jobs import terminate_group
+
+    proc = job.get("process")
+    if alive(proc):
+        stopped = False
+        if proc.get("unit"):
+            stopped = _stop_unit(proc["unit"])
+        if not stopped:
+            try:
+                os.kill(proc["pid"], signal.SIGTERM)  # it stops its step and exits
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + timeout
+        while alive(proc) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    step = job.get("step_proc")
+    if alive(step):  # a step whose job process was gone already
+        terminate_group(step["pid"], grace=2.0)
+    _stop_agent(job)
+
+
+def _stop_unit(unit: str) -> bool:
+    from ojd.systemd import Systemd, SystemdUnavailable
+
+    for user in ((False, True) if os.geteuid() == 0 else (True,)):
+        try:
+            Systemd(user=user).stop(unit)
+            return True
+        except SystemdUnavailable:
+            continue
+    return False
+
+
+def _stop_agent(job: dict) -> None:
+    """An agent's tmux server leaves its session when it runs without a scope."""
+    try:
+        from ojd.agents import session
+    except ImportError:
+        return
+    kill = getattr(session, "kill_job_sessions", None)
+    if kill is not None:
+        kill(job)
+
+
+def reopen(store: Store, job_id: str, vars_: dict[str, str]) -> dict:
+    """Make a failed or cancelled job run again from the step it stopped at."""
+    with store.transaction() as tx:
+        job = tx.state.jobs.get(job_id)
+        if job is None:
+            raise OjError(f"no job with id {job_id}")
+        failed = [h for h in job["history"] if h["exit"] not in (0, None)]
+        if job["status"] == "cancelled" or not failed:
+            step = job["history"][-1]["step"] if job["history"] else None
+        else:
+            step = failed[-1]["step"]
+        tx.append({"type": "job:reopened", "id": job_id, "step": step, "vars": vars_})
+        return tx.state.jobs[job_id]
+
+
+def follow(store: Store, job_id: str, write: Callable[[bytes], None],
+           interval: float = 0.02) -> str:
+    """Copy the job's log to ``write`` as it grows, until the job ends; its outcome, or
+    "lost" when its process ended without ending it."""
+    from ojd import paths
+
+    path = os.path.join(paths.logs_dir(store.root), f"{job_id}.log")
+    offset = 0
+    quiet_polls = 0
+    while True:
+        job = store.refresh().jobs.get(job_id) or {}
+        before, offset = offset, _copy_from(path, offset, write)
+        if offset != before:
+            interval = 0.02
+        status = job.get("status")
+        if status not in LIVE_JOB_STATES:
+            return status or "lost"
+        if status == "running" and job.get("process") and not alive(job["process"]):
+            quiet_polls += 1
+            if quiet_polls > 3:  # the process is gone and its last word is in
+                return "lost"
+        else:
+            quiet_polls = 0
+        time.sleep(interval)
+        interval = min(interval * 1.5, 0.2)  # quick for a short job, light for a long one
+
+
+def _copy_from(path: str, offset: int, write: Callable[[bytes], None]) -> int:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            while chunk := f.read(65536):
+                write(chunk)
+                offset += len(chunk)
+    except FileNotFoundError:
+        pass
+    return offset

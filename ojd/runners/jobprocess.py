@@ -1,0 +1,269 @@
+"""A job's own process: forked by whoever starts the job (a worker, ``oj run``, ``oj job
+resume``) and moved into a transient scope ``oj-job-ID.scope`` of the same systemd
+manager, or into a session of its own where no manager is reachable.
+
+A worker restart, an upgrade or a closed terminal therefore never touches running work:
+the job process runs the job to its end and settles its queue item itself. Forking (not
+exec'ing ``ojd``) keeps a job's start cheap (no interpreter start, no imports) and keeps
+everything the worker unit set up for its processes: user, namespaces, no_new_privs,
+capabilities and the system-call filter are inherited, not copied.
+
+The start is a handshake: the child waits on a pipe until its parent has moved it into
+its scope and recorded it in the WAL (``job:process``). A parent that dies first leaves a
+child that reads end-of-file and exits without running anything, so a job never runs
+unrecorded, and a successor that finds the recorded process alive waits for it instead of
+starting a second one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ojd.runbook import Runbook
+from ojd.store import Store
+from ojd.wake import proc_start_time
+
+# the environment a service hands its main process only: a job is not the worker
+_SERVICE_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
+                     "LISTEN_PID", "LISTEN_FDNAMES")
+
+
+class Interrupted(BaseException):
+    """The job process was told to stop (SIGTERM: a cancel, a shutdown, a scope stop)."""
+
+
+@dataclass
+class JobProcess:
+    job_id: str
+    pid: int
+    start: str | None
+    unit: str | None
+    child: bool  # forked by this process: reap it
+
+
+def job_unit(job_id: str) -> str:
+    return f"oj-job-{job_id}.scope"
+
+
+def own_manager():
+    """The systemd manager this process runs under (its cgroup says which), for the scopes
+    of the jobs it starts; None outside a manager's units."""
+    from ojd.systemd import Systemd
+
+    try:
+        with open("/proc/self/cgroup") as f:
+            path = f.read().strip().splitlines()[-1].partition("::")[2]
+    except OSError:
+        return None
+    if "/user@" in path:
+        return Systemd(user=True) if os.geteuid() != 0 else None
+    if path.startswith("/system.slice/") and os.geteuid() == 0:
+        return Systemd(user=False)
+    return None  # a run-as worker cannot make units in the system manager
+
+
+def manager_for_cli():
+    """The manager ``oj run`` puts a job's scope in: the system's for root, the user's when
+    it outlives the login (linger); else None, and the job runs in a session of its own,
+    which a closed terminal does not stop either."""
+    from ojd.systemd import Systemd
+    from ojd.wake import manager_present
+
+    user = os.geteuid() != 0
+    if not manager_present(user):
+        return None
+    if user:
+        import pwd
+
+        name = pwd.getpwuid(os.geteuid()).pw_name
+        if not os.path.exists(f"/var/lib/systemd/linger/{name}"):
+            return None
+    return Systemd(user=user)
+
+
+def alive(proc: dict | None) -> bool:
+    """Whether the recorded process (``job["process"]``) still runs."""
+    return bool(proc and proc.get("pid") and proc.get("start")
+                and proc_start_time(proc["pid"]) == proc["start"])
+
+
+def spawn(store: Store, runbook: Runbook, job_id: str, *, owner: str, manager=None,
+          quiet: bool = False, settle: Callable | None = None,
+          warn: Callable[[str], None] | None = None) -> JobProcess:
+    """Start the job's process. ``manager``: the ``ojd.systemd.Systemd`` to make its scope
+    in (None: its own session only). ``quiet``: its output goes nowhere but the job log
+    (``oj run`` follows the log; a terminal must not hold the job)."""
+    name = (store.state.jobs.get(job_id) or {}).get("name") or job_id
+    sys.stdout.flush()
+    sys.stderr.flush()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 70
+        try:
+            os.close(w)
+            code = _child(r, store.root, runbook, job_id, settle,
+                          journal=manager is not None, quiet=quiet)
+        finally:
+            os._exit(code)
+    os.close(r)
+    try:
+        unit = None
+        if manager is not None:
+            unit = _into_scope(manager, pid, job_id, name, warn)
+        start = proc_start_time(pid)
+        store.append({"type": "job:process", "id": job_id, "pid": pid, "start": start,
+                      "unit": unit, "by": owner})
+        os.write(w, b"go")
+    except BaseException:
+        os.close(w)  # end-of-file: the child exits without running anything
+        os.waitpid(pid, 0)
+        raise
+    os.close(w)
+    return JobProcess(job_id, pid, start, unit, True)
+
+
+def _into_scope(manager, pid: int, job_id: str, name: str,
+                warn: Callable[[str], None] | None) -> str | None:
+    from ojd.systemd import SystemdUnavailable
+
+    unit = job_unit(job_id)
+    try:
+        try:
+            manager.start_scope(unit, pid, f"oj job {job_id} ({name})")
+        except SystemdUnavailable as e:
+            if "already" not in str(e) and "exists" not in str(e):
+                raise
+            # the scope of an earlier run of this job is still being collected
+            unit = f"oj-job-{job_id}-{os.urandom(2).hex()}.scope"
+            manager.start_scope(unit, pid, f"oj job {job_id} ({name})")
+    except SystemdUnavailable as e:
+        if warn is not None:
+            warn(f"job {job_id} runs without a unit of its own ({e}); a stop of its "
+                 "starter's unit stops it too")
+        return None
+    # the move is the manager's job, done after the call returns: run nothing before it
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                if unit in f.read():
+                    return unit
+        except OSError:
+            return unit
+        time.sleep(0.0005)
+    if warn is not None:
+        warn(f"job {job_id}: its scope {unit} did not take its process within 2 s")
+    return unit
+
+
+def _child(r: int, root: str, runbook: Runbook, job_id: str, settle: Callable | None, *,
+           journal: bool, quiet: bool) -> int:  # pragma: no cover - runs in the child
+    os.setsid()  # no terminal, no job control: a closed terminal or Ctrl-C is not ours
+    # nothing of the starter's stays open here: above all not the worker's lock (a held
+    # flock would outlive the worker) nor its D-Bus connection
+    os.closerange(3, r)
+    os.closerange(r + 1, 1 << 20)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, lambda *_: None)  # a stray wake must not kill the job
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        go = os.read(r, 2)
+    except OSError:
+        go = b""
+    os.close(r)
+    if go != b"go":
+        return 0
+    for key in _SERVICE_ONLY_ENV:
+        os.environ.pop(key, None)
+    _stdio(job_id, journal=journal, quiet=quiet)
+    return run_here(root, runbook, job_id, settle, tee=journal)
+
+
+def run_here(root: str, runbook: Runbook, job_id: str, settle: Callable | None = None, *,
+             tee: bool = False) -> int:
+    """Run the job to its end in this process (the job process's body). 0 when it ended
+    or was handed over; 1 when interrupted (it stays resumable)."""
+    from ojd.jobs import JobRunner, Stalled, Superseded
+    from ojd.notify import Log
+    from ojd.worker import describe
+
+    log = Log(f"job {job_id}")
+
+    def stop(signum, frame) -> None:
+        runner.stopping.set()
+        raise Interrupted()
+
+    def progress(job: str, what: str, detail: str) -> None:
+        if what in ("step", "notify", "unstalled"):
+            log.info(detail)
+        elif what == "stalled":
+            log.error(detail)
+
+    store = Store(root)
+    runner = JobRunner(store, runbook, progress=progress, settle=settle, tee=tee)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        outcome = runner.run(job_id)
+    except (Interrupted, Stalled):
+        log.info("stopped; the job resumes where it stands")
+        return 1
+    except Superseded as e:
+        log.info(f"stopped: {e}")
+        return 0
+    except Exception as e:  # a bug or an unusable file must not leave the job running
+        why = describe(e)
+        log.error(f"failed: {why}")
+        try:
+            runner.fail(job_id, f"oj could not run it: {why}")
+        except Exception as again:
+            log.error(f"its failure could not be recorded either ({describe(again)})")
+            return 1
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    log.info(outcome)
+    return 0
+
+
+def _stdio(job_id: str, *, journal: bool, quiet: bool) -> None:  # pragma: no cover
+    """stdin from /dev/null; stdout and stderr to the journal as the scope's own stream
+    (``journalctl -u oj-job-ID.scope``), else nowhere when ``quiet``, else inherited."""
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    out = None
+    if journal:
+        out = _journal_stream(f"oj-job-{job_id}")
+    if out is None and quiet:
+        out = null
+    if out is not None:
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        if out != null:
+            st = os.fstat(out)
+            os.environ["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+            os.close(out)
+    os.close(null)
+
+
+def _journal_stream(identifier: str) -> int | None:  # pragma: no cover - in the child
+    """A stream to journald connected from this process (in its scope now), so journald
+    files what it carries under the scope. sd-daemon level prefixes are understood."""
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect("/run/systemd/journal/stdout")
+        s.shutdown(socket.SHUT_RD)
+        # identifier, unit id, priority, level prefix, to syslog, to kmsg, to console
+        s.sendall(f"{identifier}\n\n6\n1\n0\n0\n0\n".encode())
+    except OSError:
+        return None
+    return s.detach()
