@@ -238,7 +238,7 @@ class JobRunner:
                     and pipeline.steps[step].run is not None:
                 # the step outlived the runner that started it: wait for it, never rerun it
                 # beside itself; one that ended is recorded with its exit status
-                code = self._outlived_step(job)
+                code = self._outlived_step(job, log)
                 if code is not None:
                     step, outcome = self._record_step_end(job, pipeline, step, code, None, log)
                     if outcome is not None:
@@ -267,7 +267,9 @@ class JobRunner:
                     "exit": exit_code, "next": r.next, "failing": r.failing}
         started = job["history"][-1]["started_at"] if job["history"] else time.time()
         verdict = "ok" if exit_code == 0 else f"failed (exit {exit_code})"
-        self.progress(job["id"], "step", f"{step} {verdict} in {time.time() - started:.1f}s")
+        line = f"{step} {verdict} in {time.time() - started:.1f}s"
+        log.write(f"==> step {line}\n".encode())
+        self.progress(job["id"], "step", line)
         if r.next is None:
             # the last step's end, the job's end and its item's settlement: one append
             if exit_code == 0 and not job.get("failing"):
@@ -408,7 +410,7 @@ class JobRunner:
             os.unlink(status)  # the runner saw the exit itself
         return code, None
 
-    def _outlived_step(self, job: dict) -> int | None:
+    def _outlived_step(self, job: dict, log) -> int | None:
         """A step whose runner died: wait while it still runs, then its exit status from
         the file its wrapper wrote. None when it left none (killed with its runner, a power
         cut): the step runs again."""
@@ -416,8 +418,9 @@ class JobRunner:
         status = self.status_path(job["id"], len(job["history"]))
         pid = proc.get("pid")
         if pid and proc.get("start") and proc_start_time(pid) == proc.get("start"):
-            self.progress(job["id"], "step", f"{job['step']} still running (process {pid}): "
-                          "waiting for it")
+            line = f"{job['step']} still running (process {pid}): waiting for it"
+            log.write(f"==> step {line}\n".encode())
+            self.progress(job["id"], "step", line)
             try:
                 wait_for_exit(pid, proc["start"], self.stopping)
             except BaseException:

@@ -18,7 +18,7 @@ from ojd.systemd import Systemd
 
 GROUP = "oj"
 DROPIN = "40-oj-run-as.conf"
-SHARED_DIRS = ("wal", "logs", "workspaces", "workers")
+SHARED_DIRS = ("wal", "logs", "steps", "workspaces", "workers")
 
 
 def dropin_path(systemd: Systemd, name: str) -> str:

@@ -35,6 +35,7 @@ from ojd.template import TemplateError, render_shell
 
 # a job whose process keeps dying without ending it is failed after this many resumes
 MAX_RESUMES = 3
+STATUS_EVERY = 1.0  # seconds between STATUS= updates while jobs run
 # A worker refused by its check (ojd.trust) exits EX_CONFIG: RestartPreventExitStatus=78
 EXIT_REFUSED = 78
 
@@ -132,25 +133,18 @@ class WorkerLoop:
         self.log.info(f"ready: queue '{self.queue.name}', pipeline '{self.worker.pipeline}', "
                       f"concurrency {self.worker.concurrency}")
         next_poll = 0.0
+        poll_due = True
         while not self._stop:
             self._drain_wakes()
             self._reap()
-            try:
-                self.poll()
-            except Exception as e:  # keep the loop (and its drain on stop) alive
-                # said once per distinct failure (a full disk fails every poll until freed)
-                why = describe(e)
-                if why != self._poll_error:
-                    self._poll_error = why
-                    self.log.error(f"poll failed: {why}; retrying at each poll")
-            else:
-                if self._poll_error is not None:
-                    self._poll_error = None
-                    self.log.info("polls work again")
+            if poll_due:
+                self._poll_once()
+                next_poll = time.monotonic() + self.worker.poll
             if self.until_idle and self._idle():
                 self.log.info("queue drained; exiting (--until-idle)")
                 break
-            next_poll = time.monotonic() + self.worker.poll
+            if self.procs:  # their steps move on in other processes: show where they are
+                self.store.refresh()
             self.notifier.status(self.status_line())
             self.notifier.watchdog()
             timeout = max(0.0, next_poll - time.monotonic())
@@ -159,13 +153,33 @@ class WorkerLoop:
                 timeout = min(timeout, max(0.0, retry_at - time.time()) + 0.01)
             if self.notifier.watchdog_interval is not None:
                 timeout = min(timeout, self.notifier.watchdog_interval)
-            select.select([self._wake_r, *self._pidfds], [], [], timeout)
+            poll_at = time.monotonic() + timeout
+            if self.procs:
+                timeout = min(timeout, STATUS_EVERY)
+            woken = select.select([self._wake_r, *self._pidfds], [], [], timeout)[0]
+            # a wake, a job's end, the fallback poll or a cooldown's end polls; the status
+            # tick alone does not
+            poll_due = bool(woken) or time.monotonic() >= poll_at - 0.005
         self._shutdown()
         if self.refused:
             return EXIT_REFUSED
         # Ctrl-C is an interruption (130, as a shell reports it); SIGTERM is the clean stop
         # the unit expects
         return 130 if self._stop_signal == signal.SIGINT else 0
+
+    def _poll_once(self) -> None:
+        try:
+            self.poll()
+        except Exception as e:  # keep the loop alive
+            # said once per distinct failure (a full disk fails every poll until freed)
+            why = describe(e)
+            if why != self._poll_error:
+                self._poll_error = why
+                self.log.error(f"poll failed: {why}; retrying at each poll")
+        else:
+            if self._poll_error is not None:
+                self._poll_error = None
+                self.log.info("polls work again")
 
     def poll(self) -> None:
         """Fill free slots with work. Called on start, wake, job end and the fallback timer."""

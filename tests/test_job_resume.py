@@ -1,10 +1,12 @@
-"""An `oj run` job killed mid-step resumes from that step with `oj job resume`."""
+"""`oj run` jobs outlive `oj run`; a job whose runner died resumes without rerunning its step."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from conftest import OJ, Project
 
@@ -22,7 +24,7 @@ RUNBOOK = r"""
       step "second" {
         run = <<-SHELL
           echo second >> ${invoke.dir}/ran.txt
-          if [ ! -e ${invoke.dir}/go ]; then sleep 600; fi
+          while [ ! -e ${invoke.dir}/go ]; do sleep 0.05; done
           echo finished >> ${invoke.dir}/ran.txt
         SHELL
       }
@@ -30,23 +32,55 @@ RUNBOOK = r"""
     """
 
 
-def test_killed_run_resumes_from_the_interrupted_step(project: Project):
+def wait_for_line(path, text: str) -> None:
+    deadline = time.monotonic() + 20
+    while text not in (path.read_text() if path.exists() else ""):
+        assert time.monotonic() < deadline, f"{text!r} never came"
+        time.sleep(0.05)
+
+
+def test_a_killed_oj_run_leaves_its_job_running_to_its_end(project: Project):
     project.write("slow.hcl", RUNBOOK)
     proc = subprocess.Popen([OJ, "run", "slow"], cwd=project.root, env=project.env(),
                             stderr=subprocess.DEVNULL, start_new_session=True)
     ran = project.root / "ran.txt"
-    deadline = time.monotonic() + 20
-    while "second" not in (ran.read_text() if ran.exists() else ""):
-        assert time.monotonic() < deadline, "the second step never started"
-        time.sleep(0.05)
-    subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)])  # oj and its step, no clean-up
+    wait_for_line(ran, "second")
+    subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)])  # oj and its session
     proc.wait()
     [job] = project.json("job", "list")
     assert (job["status"], job["step"]) == ("running", "second")
     (project.root / "go").touch()
-    project.oj("job", "resume", job["id"][:5])
-    assert ran.read_text().splitlines() == ["first", "second", "second", "finished"]
-    assert project.json("job", "show", job["id"])["status"] == "done"
+    wait_for_line(ran, "finished")
+    deadline = time.monotonic() + 10
+    while project.json("job", "show", job["id"])["status"] != "done":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert ran.read_text().splitlines() == ["first", "second", "finished"]
+
+
+def test_a_resumed_job_waits_for_the_step_its_killed_runner_left_and_never_reruns_it(
+        project: Project):
+    project.write("slow.hcl", RUNBOOK)
+    job_id = project.oj("run", "--detach", "slow").stdout.strip()
+    ran = project.root / "ran.txt"
+    wait_for_line(ran, "second")
+    job = project.json("job", "show", job_id)
+    os.kill(job["process"]["pid"], signal.SIGKILL)  # the job's runner, not its step
+    stat = Path(f"/proc/{job['process']['pid']}/stat")
+    deadline = time.monotonic() + 10
+    while stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    resume = subprocess.Popen([OJ, "job", "resume", job_id], cwd=project.root,
+                              env=project.env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    assert ran.read_text().splitlines() == ["first", "second"]  # not started again
+    (project.root / "go").touch()
+    out, err = resume.communicate(timeout=20)
+    assert resume.returncode == 0, err
+    assert ran.read_text().splitlines() == ["first", "second", "finished"]
+    assert "still running" in out and f"job {job_id} done" in err
 
 
 def test_resume_refuses_finished_jobs_and_live_ones(project: Project):
@@ -55,19 +89,11 @@ def test_resume_refuses_finished_jobs_and_live_ones(project: Project):
     project.oj("run", "slow")
     [job] = project.json("job", "list")
     proc = project.oj("job", "resume", job["id"], check=False)
-    assert proc.returncode == 1 and "is done; only an interrupted job can resume" in proc.stderr
+    assert proc.returncode == 1 and "is done; nothing to resume" in proc.stderr
     (project.root / "go").unlink()
-    live = subprocess.Popen([OJ, "run", "slow"], cwd=project.root, env=project.env(),
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while len(project.json("job", "list")) < 2 or \
-                project.json("job", "list")[1]["step"] != "second":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        second = project.json("job", "list")[1]
-        proc = project.oj("job", "resume", second["id"], check=False)
-        assert proc.returncode == 1 and "is still running" in proc.stderr
-    finally:
-        live.send_signal(signal.SIGINT)
-        live.wait(timeout=20)
+    second = project.oj("run", "--detach", "slow").stdout.strip()
+    wait_for_line(project.root / "ran.txt", "second")
+    proc = project.oj("job", "resume", second, check=False)
+    assert proc.returncode == 1 and "is still running" in proc.stderr
+    project.oj("job", "cancel", second)
+    assert project.json("job", "show", second)["status"] == "cancelled"

@@ -11,7 +11,7 @@ from oj.output import ago, emit_json, output_option, table
 
 JOB_FIELDS = ("id", "name", "pipeline", "status", "step", "step_status", "item", "worker",
               "cwd", "created_at", "updated_at", "finished_at", "error", "project", "vars",
-              "history")
+              "history", "process")
 JOB_STATUSES = ("running", "done", "failed", "cancelled")
 
 

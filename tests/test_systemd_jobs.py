@@ -1,0 +1,221 @@
+"""Jobs in units of their own: worker restarts, kills and stops against the private systemd
+of tests/sandbox.py never stop or repeat a running step."""
+
+from __future__ import annotations
+
+import json
+import signal
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from sandbox import Sandbox
+from systemd_plugin import SANDBOX_PATH
+from test_systemd_workers import OJ, UnitProject
+
+RUNBOOK = r"""
+    queue "jobs" {
+      type = "persisted"
+      vars = ["n"]
+    }
+
+    worker "WORKER" {
+      source      = { queue = "jobs" }
+      handler     = { pipeline = "work" }
+      concurrency = 2
+      poll        = "60s"
+    }
+
+    pipeline "work" {
+      vars = ["item"]
+      step "first" {
+        run = <<-SHELL
+          echo "start first ${var.item.n}" >> "${invoke.dir}/ran.txt"
+          while [ ! -e "${invoke.dir}/go" ]; do sleep 0.05; done
+          echo "end first ${var.item.n}" >> "${invoke.dir}/ran.txt"
+        SHELL
+        on_done = { step = "second" }
+      }
+      step "second" {
+        run = <<-SHELL
+          echo "SECOND ${var.item.n}" >> "${invoke.dir}/ran.txt"
+        SHELL
+      }
+    }
+
+    command "slow" {
+      args = "<n>"
+      run  = { pipeline = "alone" }
+    }
+
+    pipeline "alone" {
+      vars = ["n"]
+      step "one" {
+        run = <<-SHELL
+          echo "one says ${var.n}"
+          echo "start one ${var.n}" >> "${invoke.dir}/ran.txt"
+          while [ ! -e "${invoke.dir}/go" ]; do sleep 0.05; done
+          echo "end one ${var.n}" >> "${invoke.dir}/ran.txt"
+        SHELL
+      }
+    }
+    """
+
+
+@pytest.fixture
+def jobs_project(installed: Sandbox, sandbox_dir: Path):
+    name = "j" + uuid.uuid4().hex[:8]
+    p = UnitProject(installed, sandbox_dir / "project", name)
+    (p.root / ".oj" / "runbooks" / "work.hcl").write_text(
+        textwrap.dedent(RUNBOOK.replace("WORKER", name)))
+    yield p
+    (p.root / "go").touch()
+    installed.systemctl("stop", p.unit, check=False)
+    installed.systemctl("reset-failed", p.unit, check=False)
+
+
+def jobs(p: UnitProject) -> list[dict]:
+    return json.loads(p.oj("job", "list", "-o", "json").stdout)
+
+
+def two_running_steps(p: UnitProject) -> None:
+    p.oj("worker", "start", p.worker)
+    p.push(1)
+    p.push(2)
+    p.wait_for(lambda: sorted(p.ran()) == ["start first 1", "start first 2"],
+               "both first steps to start")
+
+
+def finish_and_check(p: UnitProject) -> None:
+    (p.root / "go").touch()
+    p.wait_for(lambda: [i["status"] for i in p.items()] == ["completed", "completed"],
+               "both items to complete", timeout=30)
+    ran = p.ran()
+    for n in ("1", "2"):  # each step once, the second after the first
+        assert ran.count(f"start first {n}") == 1, ran
+        assert ran.count(f"end first {n}") == 1, ran
+        assert ran.count(f"SECOND {n}") == 1, ran
+        assert ran.index(f"end first {n}") < ran.index(f"SECOND {n}"), ran
+    assert [j["status"] for j in jobs(p)] == ["done", "done"]
+
+
+def test_a_kill_9_of_the_worker_leaves_its_steps_running_and_the_restarted_worker_carries_on(
+        jobs_project: UnitProject):
+    p = jobs_project
+    two_running_steps(p)
+    pid = int(p.prop("MainPID"))
+    p.sb.run(["kill", "-9", str(pid)])
+    p.wait_for(lambda: p.prop("MainPID") not in ("0", str(pid))
+               and p.prop("ActiveState") == "active", "the worker to be restarted")
+    time.sleep(0.5)
+    assert sorted(p.ran()) == ["start first 1", "start first 2"]  # nothing started twice
+    status = p.prop("StatusText")
+    assert status.startswith(f"{p.worker}: 2/2 running"), status  # adopted, slots taken
+    finish_and_check(p)
+
+
+@pytest.mark.parametrize("how", ["oj worker restart", "systemctl try-restart"])
+def test_a_restart_after_a_runbook_edit_neither_kills_nor_repeats_running_steps(
+        jobs_project: UnitProject, how: str):
+    p = jobs_project
+    two_running_steps(p)
+    rb = p.root / ".oj" / "runbooks" / "work.hcl"
+    rb.write_text(rb.read_text().replace('"SECOND', '"SECOND'))
+    rb.write_text(rb.read_text() + "\n# edited\n")
+    if how == "oj worker restart":
+        p.oj("worker", "restart", p.worker)
+    else:
+        p.sb.systemctl("try-restart", p.unit)
+    p.wait_for(lambda: p.prop("ActiveState") == "active", "the worker to be back")
+    units = p.sb.systemctl("list-units", "--type=scope", "--no-legend", "oj-job-*")
+    assert units.count("oj-job-") == 2, units
+    finish_and_check(p)
+
+
+def test_a_job_unit_shows_its_step_and_has_its_output_in_the_journal(
+        jobs_project: UnitProject):
+    p = jobs_project
+    job_id = p.oj("run", "--detach", "slow", "x").stdout.strip()
+    p.wait_for(lambda: "start one x" in p.ran(), "the step to start")
+    status = p.sb.systemctl("status", f"oj-job-{job_id}.scope", check=False)
+    assert f"oj-step:{job_id}:one" in status, status
+    (p.root / "go").touch()
+    p.wait_for(lambda: jobs(p)[0]["status"] == "done", "the job to end")
+    journal = p.sb.journal(f"oj-job-{job_id}.scope")
+    assert "one says x" in journal, journal
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGKILL])
+def test_an_oj_run_killed_leaves_its_job_running_to_completion(
+        jobs_project: UnitProject, sig: signal.Signals):
+    p = jobs_project
+    proc = p.sb.popen([OJ, "run", "slow", "y"], cwd=str(p.root),
+                      env={"OJ_STATE_DIR": str(p.state), "PATH": SANDBOX_PATH})
+    p.wait_for(lambda: "start one y" in p.ran(), "the step to start")
+    p.sb.run(["pkill", f"-{sig.value}", "-f", "oj run slow y"])
+    proc.wait(timeout=10)
+    (p.root / "go").touch()
+    job_id = jobs(p)[0]["id"]
+    p.wait_for(lambda: jobs(p)[0]["status"] == "done", "the job to end")
+    assert p.ran() == ["start one y", "end one y"]
+    assert p.oj("job", "show", job_id).returncode == 0
+
+
+def test_oj_worker_stop_leaves_a_running_job_to_finish_and_settle_its_item(
+        jobs_project: UnitProject):
+    p = jobs_project
+    p.oj("worker", "start", p.worker)
+    p.push(1)
+    p.wait_for(lambda: p.ran() == ["start first 1"], "the step to start")
+    out = p.oj("worker", "stop", p.worker).stdout
+    assert "1 job(s) keep running" in out, out
+    assert p.prop("ActiveState") == "inactive"
+    (p.root / "go").touch()
+    p.wait_for(lambda: [i["status"] for i in p.items()] == ["completed"], "the item to complete")
+    assert p.ran() == ["start first 1", "end first 1", "SECOND 1"]
+
+
+def test_oj_worker_stop_cancel_stops_running_jobs_and_returns_their_items_to_pending(
+        jobs_project: UnitProject):
+    p = jobs_project
+    two_running_steps(p)
+    out = p.oj("worker", "stop", "--cancel", p.worker).stdout
+    assert "2 job(s) cancelled" in out, out
+    items = p.items()
+    assert [i["status"] for i in items] == ["pending", "pending"]
+    assert [i["attempts"] for i in items] == [0, 0]
+    assert [j["status"] for j in jobs(p)] == ["cancelled", "cancelled"]
+    units = p.sb.systemctl("list-units", "--type=scope", "--no-legend", "oj-job-*")
+    assert "oj-job-" not in units, units
+    (p.root / "go").touch()
+    time.sleep(0.3)
+    assert sorted(p.ran()) == ["start first 1", "start first 2"]  # stopped, not finished
+
+
+def test_oj_job_cancel_of_a_worker_job_kills_its_step_and_makes_its_item_dead(
+        jobs_project: UnitProject):
+    p = jobs_project
+    p.oj("worker", "start", p.worker)
+    p.push(1)
+    p.wait_for(lambda: p.ran() == ["start first 1"], "the step to start")
+    job_id = jobs(p)[0]["id"]
+    out = p.oj("job", "cancel", job_id).stdout
+    assert out.startswith(f"job {job_id} cancelled"), out
+    item = p.items()[0]
+    assert (item["status"], item["error"]) == ("dead", "cancelled")
+    (p.root / "go").touch()
+    time.sleep(0.3)
+    assert p.ran() == ["start first 1"]
+    p.push(2)  # the slot is free at once
+    p.wait_for(lambda: "SECOND 2" in p.ran(), "the next item to run")
+
+
+def test_oj_job_cancel_of_an_oj_run_job_makes_oj_run_exit_4(jobs_project: UnitProject):
+    p = jobs_project
+    proc = p.sb.popen([OJ, "run", "slow", "z"], cwd=str(p.root),
+                      env={"OJ_STATE_DIR": str(p.state), "PATH": SANDBOX_PATH})
+    p.wait_for(lambda: "start one z" in p.ran(), "the step to start")
+    p.oj("job", "cancel", jobs(p)[0]["id"])
+    assert proc.wait(timeout=10) == 4
