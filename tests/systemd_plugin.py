@@ -122,6 +122,14 @@ OJ = os.path.join(os.path.dirname(sys.executable), "oj")
 SANDBOX_PATH = f"{os.path.dirname(OJ)}:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+@pytest.fixture(scope="session")
+def installed(sandbox: Sandbox) -> Sandbox:
+    """The session's sandbox with oj's units installed (``oj systemd install``)."""
+    out = sandbox.run([OJ, "systemd", "install"]).stdout
+    assert "oj-worker@.service" in out
+    return sandbox
+
+
 def sandbox_oj(sb: Sandbox, state: Path | str, *args: str, cwd: Path | str | None = None,
                check: bool = True) -> subprocess.CompletedProcess[str]:
     """The installed ``oj`` run inside ``sb`` with state dir ``state``; never a traceback."""

@@ -17,8 +17,9 @@ from test_systemd_workers import OJ, UnitProject
 
 RUNBOOK = r"""
     queue "jobs" {
-      type = "persisted"
-      vars = ["n"]
+      type     = "persisted"
+      vars     = ["n", "mode"]
+      defaults = { mode = "ok" }
     }
 
     worker "WORKER" {
@@ -154,7 +155,9 @@ def test_an_oj_run_killed_leaves_its_job_running_to_completion(
     proc = p.sb.popen([OJ, "run", "slow", "y"], cwd=str(p.root),
                       env={"OJ_STATE_DIR": str(p.state), "PATH": SANDBOX_PATH})
     p.wait_for(lambda: "start one y" in p.ran(), "the step to start")
-    p.sb.run(["pkill", f"-{sig.value}", "-f", "oj run slow y"])
+    # the oldest process of that command line is `oj run` (its job process is a fork)
+    pid = p.sb.run(["pgrep", "-o", "-f", "oj run slow y"]).stdout.strip()
+    p.sb.run(["kill", f"-{sig.value}", pid])
     proc.wait(timeout=10)
     (p.root / "go").touch()
     job_id = jobs(p)[0]["id"]

@@ -101,15 +101,6 @@ class UnitProject:
         self.sb.wait_for(predicate, timeout=timeout, what=what)
 
 
-@pytest.fixture(scope="session")
-def installed(sandbox: Sandbox) -> Sandbox:
-    out = sandbox.run([OJ, "systemd", "install"]).stdout
-    assert "oj-worker@.service" in out
-    # steps that hang (sleep 600) are stopped after 2 s instead of the 60 s drain grace
-    sandbox.systemctl("set-environment", "OJ_DRAIN_GRACE=2")
-    return sandbox
-
-
 @pytest.fixture
 def unit_project(installed: Sandbox, sandbox_dir: Path):
     name = "w" + uuid.uuid4().hex[:8]

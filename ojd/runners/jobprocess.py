@@ -58,12 +58,15 @@ def own_manager():
 
     try:
         with open("/proc/self/cgroup") as f:
-            path = f.read().strip().splitlines()[-1].partition("::")[2]
+            lines = f.read().splitlines()
     except OSError:
         return None
+    # the unified hierarchy's line, or (cgroup v1) systemd's named one
+    path = next((ln.split(":", 2)[2] for ln in lines if ":name=systemd:" in ln),
+                next((ln[3:] for ln in lines if ln.startswith("0::")), ""))
     if "/user@" in path:
         return Systemd(user=True) if os.geteuid() != 0 else None
-    if path.startswith("/system.slice/") and os.geteuid() == 0:
+    if "/system.slice/" in path and os.geteuid() == 0:
         return Systemd(user=False)
     return None  # a run-as worker cannot make units in the system manager
 
