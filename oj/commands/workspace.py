@@ -6,7 +6,7 @@ import time
 
 import click
 
-from oj.commands.job import older_than_option, parse_age, short_name
+from oj.commands.job import older_than_option, parse_age
 from oj.output import ago, emit_json, output_option, table
 
 
@@ -21,6 +21,7 @@ def workspace() -> None:
 def list_cmd(app, output: str) -> None:
     """The directories under the state dir's workspaces/, with the job that used each last."""
     from ojd import prune
+    from ojd.errors import escaped
 
     store = app.reader_store
     project = app.project_or_none()
@@ -37,7 +38,7 @@ def list_cmd(app, output: str) -> None:
         if ws.trash:
             status = "pruning"
         rows.append((j["id"] if j else None, j["pipeline"] if j else None, status,
-                     short_name(ws.path, 60), _size(prune.disk_usage(ws.path))
+                     escaped(ws.path), _size(prune.disk_usage(ws.path))
                      if ws.kind == "dir" else None, ago(ws.last_used, now)))
     table(("JOB", "PIPELINE", "STATUS", "PATH", "SIZE", "AGE"), rows, empty="no workspaces")
 
