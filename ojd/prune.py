@@ -68,6 +68,20 @@ class Workspace:
         return self.name.startswith(TRASH_PREFIX)
 
     @property
+    def trash_in_use(self) -> bool:
+        """Set aside by a prune that is still deleting it (its process lives)."""
+        pid = self.name.rpartition("-")[2]
+        if not self.trash or not pid.isdigit() or int(pid) == os.getpid():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+        return True
+
+    @property
     def last_used(self) -> float:
         """When its last job ended, else (no job recorded) when the directory last changed."""
         return max((ended_at(j) for j in self.jobs), default=self.mtime)
@@ -126,6 +140,8 @@ def workspaces_to_prune(workspaces: list[Workspace], now: float, older_than: flo
             skipped.append((ws, "a symlink, not a workspace oj made; left alone"))
         elif ws.kind != "dir":
             skipped.append((ws, "not a directory, not a workspace oj made; left alone"))
+        elif ws.trash_in_use:
+            continue
         elif ws.trash or (not ws.live and now - ws.last_used >= older_than):
             remove.append(ws)
     return remove, skipped
@@ -223,8 +239,10 @@ def _check_child(directory: str, path: str) -> str:
     path = os.path.normpath(path)
     name = os.path.basename(path)
     bare = name[len(TRASH_PREFIX):] if name.startswith(TRASH_PREFIX) else name
-    if not _ENTRY_NAME.match(bare) or os.path.realpath(os.path.dirname(path)) != real_dir:
+    if os.path.realpath(os.path.dirname(path)) != real_dir:
         raise Refused(f"{path} is not inside {real_dir}")
+    if not _ENTRY_NAME.match(bare):
+        raise Refused(f"{path} does not have a name oj gives (letters, digits, '_', '-', '.')")
     full = os.path.join(real_dir, name)
     if os.path.islink(full):
         raise Refused(f"{full} is a symlink")

@@ -455,3 +455,28 @@ def test_job_show_prints_vars_and_locals_one_line_each(project: Project):
     data = project.json("job", "show", job["id"])
     assert data["vars"] == {"mr": {"title": "login", "n": [1, 2]}}
     assert data["locals"] == {"branch": "fix/login"}
+
+
+def test_workspace_prune_finishes_what_an_interrupted_prune_left(p):
+    run_ok(p)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = p.state / "workspaces" / f".pruning-abc-{dead.pid}"
+    busy = p.state / "workspaces" / f".pruning-def-{os.getpid()}"  # a prune still deleting
+    for d in (left, busy):
+        (d / "sub").mkdir(parents=True)
+    out = p.oj("workspace", "prune").stdout  # whatever --older-than says
+    assert out == f"removed {left}: left by an earlier prune\npruned 1 workspace\n"
+    assert busy.is_dir() and not left.exists()
+
+
+def test_the_pruned_event_drops_finished_jobs_and_keeps_the_others():
+    from ojd.state import State
+
+    state = State()
+    for job_id in ("a", "b"):
+        state.apply({"type": "job:created", "id": job_id, "p": "/p", "pipeline": "x", "ts": 1.0})
+    state.apply({"type": "job:finished", "id": "a", "outcome": "done", "ts": 2.0})
+    state.apply({"type": "job:pruned", "ids": ["a", "b", "gone"], "ts": 3.0})
+    assert list(state.jobs) == ["b"] and list(state.finished_jobs) == []
+    assert State.from_dict(state.to_dict()).jobs.keys() == {"b"}
