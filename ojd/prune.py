@@ -9,13 +9,19 @@ job can take a persistent workspace between the decision and the removal) and de
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
 from dataclasses import dataclass, field
 
 from ojd import paths
+from ojd.errors import escaped
 from ojd.state import FINISHED_JOB_STATES, State
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ojd.store import Transaction
 
 # renamed-aside workspaces on their way out; a prune that died half-way leaves them behind
 TRASH_PREFIX = ".pruning-"
@@ -37,9 +43,15 @@ def workspace_entry(job: dict, ws_dir: str) -> str | None:
         return None
     path = os.path.normpath(str(job["cwd"]))
     name = os.path.basename(path)
-    if not _ENTRY_NAME.match(name) or os.path.realpath(os.path.dirname(path)) != ws_dir:
+    if not _ENTRY_NAME.match(name) or _realpath(os.path.dirname(path)) != ws_dir:
         return None
     return name
+
+
+@functools.lru_cache(maxsize=64)
+def _realpath(path: str) -> str:
+    # jobs record a handful of directories: resolve each once, not once per job
+    return os.path.realpath(path)
 
 
 def job_owns_outside(job: dict, ws_dir: str) -> bool:
@@ -273,6 +285,54 @@ def remove_log(root: str, path: str) -> None:
         os.unlink(full)
     except FileNotFoundError:
         pass
+
+
+def carry_out_job_prune(tx: Transaction, root: str, plan: JobPrunePlan
+                        ) -> tuple[list[str], list[str]]:
+    """Under the WAL lock: set the plan's workspaces aside, remove its logs and record
+    ``job:pruned``. Returns (the set-aside paths, to delete once the lock is released;
+    problems). What could not be removed leaves the plan, so the report stays true."""
+    aside, problems = [], []
+    for job_id, path in list(plan.workspaces.items()):
+        try:
+            aside.append(set_workspace_aside(root, path))
+        except (Refused, OSError) as e:
+            problems.append(f"kept the workspace of job {job_id}: {why(e)}")
+            del plan.workspaces[job_id]
+    for job_id, path in list(plan.logs.items()):
+        try:
+            remove_log(root, path)
+        except (Refused, OSError) as e:
+            problems.append(f"kept the log of job {job_id}: {why(e)}")
+            del plan.logs[job_id]
+    for path in list(plan.orphan_logs):
+        try:
+            remove_log(root, path)
+        except (Refused, OSError) as e:
+            problems.append(f"kept {escaped(path)}: {why(e)}")
+            plan.orphan_logs.remove(path)
+    if plan.jobs:
+        tx.append({"type": "job:pruned", "ids": [j["id"] for j in plan.jobs]})
+    return aside, problems
+
+
+def delete_set_aside(root: str, aside: list[str]) -> list[str]:
+    """Delete workspaces set aside; returns the problems (the next workspace prune retries)."""
+    problems = []
+    for path in aside:
+        try:
+            delete_aside(root, path)
+        except (Refused, OSError) as e:
+            problems.append(f"could not finish removing {escaped(path)}: {why(e)}; "
+                            "'oj workspace prune' tries again")
+    return problems
+
+
+def why(e: Exception) -> str:
+    """One line for an error met while removing."""
+    if isinstance(e, OSError):
+        return escaped(f"{e.strerror or e}" + (f" ({e.filename})" if e.filename else ""))
+    return escaped(str(e))
 
 
 def disk_usage(path: str) -> int:

@@ -480,3 +480,13 @@ def test_the_pruned_event_drops_finished_jobs_and_keeps_the_others():
     state.apply({"type": "job:pruned", "ids": ["a", "b", "gone"], "ts": 3.0})
     assert list(state.jobs) == ["b"] and list(state.finished_jobs) == []
     assert State.from_dict(state.to_dict()).jobs.keys() == {"b"}
+
+
+def test_job_show_of_a_job_without_locals_says_so(project: Project):
+    project.write("n.hcl", NAMED)
+    project.oj("run", "fix", "some title")
+    [job] = jobs(project)
+    shown = project.oj("job", "show", job["id"]).stdout.splitlines()
+    at = shown.index("vars:")
+    assert shown[at + 1:at + 3] == ["  title = some title", "locals:   -"]
+    assert project.json("job", "show", job["id"])["locals"] is None

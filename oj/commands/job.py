@@ -70,12 +70,13 @@ def show_cmd(app, job_id: str, output: str) -> None:
     click.echo("vars:" if j["vars"] else "vars:     -")
     for name, value in j["vars"].items():
         click.echo(f"  {escaped(name)} = {value_line(value)}")
-    if j.get("locals_done"):
-        click.echo("locals:" if j.get("locals") else "locals:   -")
-        for name, value in (j.get("locals") or {}).items():
+    if j.get("locals"):
+        click.echo("locals:")
+        for name, value in j["locals"].items():
             click.echo(f"  {escaped(name)} = {value_line(value)}")
-    else:
-        click.echo("locals:   - (not evaluated yet)")
+    else:  # none recorded: none defined, or the job has not reached its first step
+        click.echo("locals:   -" if j["history"] or j.get("locals_done")
+                   or j["status"] != "running" else "locals:   - (not evaluated yet)")
     click.echo("steps:")
     for h in j["history"]:
         took = f"{h['finished_at'] - h['started_at']:.1f}s" if h["finished_at"] else "running"
@@ -296,19 +297,7 @@ def prune_cmd(app, older_than: str, dry_run: bool) -> int:
         # or be resumed, between the choice and the removal
         with store.transaction() as tx:
             plan = prune.plan_job_prune(tx.state, store.root, now, age, project)
-            for job_id, path in list(plan.workspaces.items()):
-                try:
-                    aside.append(prune.set_workspace_aside(store.root, path))
-                except (prune.Refused, OSError) as e:
-                    problems.append(f"kept workspace of job {job_id}: {_why(e)}")
-                    del plan.workspaces[job_id]
-            for path in [*plan.logs.values(), *plan.orphan_logs]:
-                try:
-                    prune.remove_log(store.root, path)
-                except (prune.Refused, OSError) as e:
-                    problems.append(f"kept log {escaped(path)}: {_why(e)}")
-            if plan.jobs:
-                tx.append({"type": "job:pruned", "ids": [j["id"] for j in plan.jobs]})
+            aside, problems = prune.carry_out_job_prune(tx, store.root, plan)
     for j in plan.jobs:
         what = [f"log {escaped(plan.logs[j['id']])}"] if j["id"] in plan.logs else []
         if j["id"] in plan.workspaces:
@@ -319,23 +308,10 @@ def prune_cmd(app, older_than: str, dry_run: bool) -> int:
         click.echo(f"kept the workspace of job {job_id}: {escaped(why)}", err=True)
     for path in plan.orphan_logs:
         click.echo(f"{verb} log {escaped(path)} (its job is no longer recorded)")
-    for path in aside:
-        try:
-            prune.delete_aside(store.root, path)
-        except (prune.Refused, OSError) as e:
-            problems.append(f"could not finish removing {escaped(path)}: {_why(e)}; "
-                            "'oj workspace prune' tries again")
+    problems += prune.delete_set_aside(store.root, aside)
     for line in problems:
         click.echo(f"oj: {line}", err=True)
     n = len(plan.jobs)
     click.echo(f"{'would prune' if dry_run else 'pruned'} {n} job{'s' if n != 1 else ''}"
                + (f" and {len(plan.orphan_logs)} orphaned log(s)" if plan.orphan_logs else ""))
     return 1 if problems else 0
-
-
-def _why(e: Exception) -> str:
-    from ojd.errors import escaped
-
-    if isinstance(e, OSError):
-        return escaped(f"{e.strerror or e}" + (f" ({e.filename})" if e.filename else ""))
-    return escaped(str(e))

@@ -96,14 +96,9 @@ def prune_cmd(app, older_than: str, dry_run: bool) -> int:
                 try:
                     aside.append((ws, prune.set_workspace_aside(store.root, ws.path)))
                 except (prune.Refused, OSError) as e:
-                    problems.append(f"kept {escaped(ws.path)}: {escaped(str(e))}")
+                    problems.append(f"kept {escaped(ws.path)}: {prune.why(e)}")
         remove = [ws for ws, _ in aside]
-    for ws, path in aside:
-        try:
-            prune.delete_aside(store.root, path)
-        except (prune.Refused, OSError) as e:
-            problems.append(f"could not finish removing {escaped(ws.path)} (now "
-                            f"{escaped(path)}): {escaped(str(e))}")
+        problems += prune.delete_set_aside(store.root, [path for _, path in aside])
     for ws in remove:
         j = ws.job
         whose = f"job {j['id']} ({ws.status})" if j else "no recorded job"
