@@ -362,7 +362,7 @@ class _Builder:
                        "run = \"...\" }")
         for key in ("on_done", "on_fail", "name"):
             if key in f:
-                self.at[("pipeline", name, key)] = f[key].value_line or f[key].line
+                self.at[("pipeline", name, key)] = f[key].line
         job_name = f["name"].value if "name" in f else None
         if job_name is not None and not job_name.strip():
             self.p.add(file, f["name"].line, f"pipeline '{name}' name is empty; give a "

@@ -431,6 +431,9 @@ def test_runbook_check_reports_a_bad_name_template_at_its_line(project: Project)
     project.write("n.hcl", NAMED.replace('"${var.mr.title}-fix"', '"${local.branch}"'))
     proc = project.oj("runbook", "check", check=False)
     assert f".oj/runbooks/n.hcl:{line}: ${{local.branch}} cannot be used here" in proc.stderr
+    project.write("n.hcl", NAMED.replace('"${var.mr.title}-fix"', '" "'))
+    proc = project.oj("runbook", "check", check=False)
+    assert f".oj/runbooks/n.hcl:{line}: pipeline 'fix' name is empty" in proc.stderr
 
 
 def test_job_list_cuts_long_names_and_json_keeps_them_whole(project: Project):
