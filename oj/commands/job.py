@@ -178,7 +178,7 @@ WAIT_EXIT = {"done": 0, "failed": 1, "timeout": 2, "not found": 3, "cancelled": 
 WAIT_WORST = ("not found", "failed", "cancelled", "timeout", "done")
 
 
-@job.command("wait")
+@job.command("wait", short_help="Wait until jobs end.")
 @click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
 @click.option("--timeout", metavar="DURATION",
               help="Give up after this long (30s, 5m, 1h30m); default: wait as long as it takes.")
@@ -270,7 +270,7 @@ def parse_age(text: str) -> float:
         raise UsageError(f"--older-than: {e}") from None
 
 
-@job.command("prune")
+@job.command("prune", short_help="Remove old finished jobs, logs and workspaces.")
 @older_than_option("7d")
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
 @click.pass_obj

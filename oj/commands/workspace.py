@@ -15,7 +15,7 @@ def workspace() -> None:
     """List job workspaces, prune old ones."""
 
 
-@workspace.command("list")
+@workspace.command("list", short_help="List job workspaces.")
 @output_option
 @click.pass_obj
 def list_cmd(app, output: str) -> None:
@@ -62,7 +62,7 @@ def _size(n: int) -> str:
     return f"{n}"
 
 
-@workspace.command("prune")
+@workspace.command("prune", short_help="Remove workspaces of old finished jobs.")
 @older_than_option("7d")
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
 @click.pass_obj
