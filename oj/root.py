@@ -14,9 +14,10 @@ SUBCOMMANDS = {
     "worker": ("oj.commands.worker", "worker", "Start, stop and list workers."),
     "systemd": ("oj.commands.systemd", "systemd", "Install oj's unit files."),
     "queue": ("oj.commands.queue", "queue", "Push to, list and manage queues."),
-    "job": ("oj.commands.job", "job", "List jobs, show one, follow its logs."),
+    "job": ("oj.commands.job", "job", "List jobs, show one, wait for them, prune old ones."),
     "runbook": ("oj.commands.runbook", "runbook", "Check and list the project's runbooks."),
     "state": ("oj.commands.state", "state", "Check and compact the state directory."),
+    "workspace": ("oj.commands.workspace", "workspace", "List job workspaces, prune old ones."),
 }
 
 

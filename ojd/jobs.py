@@ -71,6 +71,16 @@ def job_created_event(tx: Transaction, state_root: str, runbook: Runbook, projec
     if missing:
         raise OjError(f"pipeline '{pipeline_name}' needs var '{missing[0]}'")
     cwd = workspace_path(state_root, pipeline, job_id, project) or invoke_dir
+    if pipeline.job_name is not None:
+        # a label, not a reason to refuse work: a template that cannot render (a key the
+        # item lacks) falls back to the usual name, with a warning
+        ctx = {"var": values, "invoke": {"dir": invoke_dir},
+               "workspace": {"root": cwd, "nonce": job_id}}
+        try:
+            name = one_line(render_text(pipeline.job_name, ctx, env={})).strip()[:200] or name
+        except TemplateError as e:
+            print(f"oj: warning: pipeline '{pipeline_name}' name: {one_line(str(e))}; the "
+                  f"job is named '{one_line(name or pipeline_name)}'", file=sys.stderr)
     return {"type": "job:created", "id": job_id, "p": project, "pipeline": pipeline_name,
             "name": name or pipeline_name, "vars": values, "cwd": cwd,
             "ws": pipeline.workspace, "invoke": invoke_dir, "item": item, "worker": worker,

@@ -80,6 +80,7 @@ class Pipeline:
     max_visits: int
     steps: dict[str, Step]  # in source order; the first is where a job starts
     where: Where
+    job_name: str | None = None  # template naming its jobs (var, invoke, workspace contexts)
 
     @property
     def first_step(self) -> str:

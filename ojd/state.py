@@ -18,6 +18,8 @@ Event types (``type`` key) and their fields:
 - ``job:step_finished`` id, step, exit, next, failing, ts
 - ``job:finished``    id, outcome ("done" | "failed" | "cancelled"), error, ts
 - ``job:resumed``     id, by, ts              a new owner picks up an interrupted job
+- ``job:pruned``      ids, ts                 finished jobs removed by ``oj job prune`` (a job
+                                              that is not finished stays)
 - ``worker:recorded`` name, p, runbook, queue, concurrency, ts
 - ``worker:started``  name, invocation, pid, ts
 - ``worker:woken``    name, ts
@@ -46,6 +48,8 @@ KEEP_FINISHED_JOBS = 500
 LIVE_ITEM_STATES = ("pending", "active", "failed")
 # a job in these states has (or is owed) a runner; "waiting" is an agent waiting for a person
 LIVE_JOB_STATES = ("running", "waiting")
+# A job in any other status (running, waiting for a human...) still owns its log and workspace
+FINISHED_JOB_STATES = ("done", "failed", "cancelled")
 
 Event = dict  # an event: {"type": ..., "ts": ..., fields of its type}
 
@@ -305,6 +309,14 @@ class State:
             if item["key"] and k not in self.live_keys:
                 self.live_keys[k] = item["id"]
 
+    def _job_pruned(self, ev: Event) -> None:
+        gone = {i for i in ev.get("ids", ()) if (self.jobs.get(i) or {}).get("status")
+                in FINISHED_JOB_STATES}
+        for job_id in gone:
+            del self.jobs[job_id]
+        if gone:
+            self.finished_jobs = deque(i for i in self.finished_jobs if i not in gone)
+
     def _worker_recorded(self, ev: Event) -> None:
         w = self.workers.setdefault(ev["name"], {"name": ev["name"], "invocation": None,
                                                  "pid": None, "started_at": None,
@@ -441,6 +453,7 @@ _HANDLERS = {
     "job:resumed": State._job_resumed,
     "job:process": State._job_process,
     "job:reopened": State._job_reopened,
+    "job:pruned": State._job_pruned,
     "worker:recorded": State._worker_recorded,
     "worker:started": State._worker_started,
     "worker:woken": State._worker_woken,

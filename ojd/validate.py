@@ -42,7 +42,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
               "take": _STR},
     "worker": {"source": _OBJ, "handler": _OBJ, "concurrency": _INT, "poll": _DURATION},
     "pipeline": {"vars": _LIST, "defaults": _OBJ, "workspace": _STR, "on_done": _OBJ,
-                 "on_fail": _OBJ, "max_visits": _INT},
+                 "on_fail": _OBJ, "max_visits": _INT, "name": _STR},
     "step": {"run": _STR_OR_OBJ, "on_done": _OBJ, "on_fail": _OBJ},
     "notify": {"on_start": _STR, "on_done": _STR, "on_fail": _STR},
     "agent": {"run": _STR, "prompt": _STR, "prompt_file": _STR, "env": _OBJ,
@@ -360,14 +360,19 @@ class _Builder:
         if not steps:
             self.p.add(file, block.line, f"pipeline '{name}' has no steps; add step \"NAME\" {{ "
                        "run = \"...\" }")
-        for key in ("on_done", "on_fail"):
+        for key in ("on_done", "on_fail", "name"):
             if key in f:
                 self.at[("pipeline", name, key)] = f[key].line
+        job_name = f["name"].value if "name" in f else None
+        if job_name is not None and not job_name.strip():
+            self.p.add(file, f["name"].line, f"pipeline '{name}' name is empty; give a "
+                       'template such as name = "${var.title}", or leave it out')
+            job_name = None
         self.rb.pipelines[name] = Pipeline(
             name, self.str_list(file, f.get("vars")),
             dict(f["defaults"].value) if "defaults" in f else {}, tuple(locals_), workspace,
             notify, self.target(file, f.get("on_done"), "step"),
-            self.target(file, f.get("on_fail"), "step"), max_visits, steps, where)
+            self.target(file, f.get("on_fail"), "step"), max_visits, steps, where, job_name)
 
     def step(self, file: str, block: Block, name: str, pipeline: str) -> Step:
         f = self.fields(file, block, "step")
@@ -480,6 +485,9 @@ class _Builder:
                            f"'{target}' is not defined" + _did_you_mean(target, list(p.steps)))
         known: dict[str, Any] = {"var": p.vars + tuple(p.defaults), "invoke": None,
                                  "workspace": ("root", "nonce"), "local": ()}
+        if p.job_name is not None:  # rendered when the job is created: no locals yet
+            self.check_templates(self.field_where(("pipeline", p.name, "name"), p.where),
+                                 p.job_name, {k: v for k, v in known.items() if k != "local"})
         for local_name, value in p.locals:
             self.check_templates(self.field_where(("local", p.name, local_name), p.where),
                                  value, known)

@@ -11,8 +11,10 @@ from oj.output import ago, emit_json, output_option, table
 
 JOB_FIELDS = ("id", "name", "pipeline", "status", "step", "step_status", "item", "worker",
               "cwd", "created_at", "updated_at", "finished_at", "error", "project", "vars",
-              "history", "process")
+              "locals", "history", "process")
 JOB_STATUSES = ("running", "done", "failed", "cancelled")
+# job names come from item data through a pipeline's `name` template: the table keeps its shape
+NAME_WIDTH = 32
 
 
 def find_job(store, prefix: str) -> dict:
@@ -28,7 +30,7 @@ def find_job(store, prefix: str) -> dict:
 
 @click.group()
 def job() -> None:
-    """List jobs, show one, follow its logs."""
+    """List jobs, show one, follow its logs, wait for them, prune old ones."""
 
 
 @job.command("list")
@@ -45,8 +47,8 @@ def list_cmd(app, status: str | None, output: str) -> None:
     if output == "json":
         emit_json([{k: j.get(k) for k in JOB_FIELDS} for j in jobs])
         return
-    rows = [(j["id"], j["name"], j["status"], j["step"], j["worker"], ago(j["created_at"]))
-            for j in jobs]
+    rows = [(j["id"], short_name(j["name"]), j["status"], j["step"], j["worker"],
+             ago(j["created_at"])) for j in jobs]
     table(("ID", "NAME", "STATUS", "STEP", "WORKER", "CREATED"), rows, empty="no jobs")
 
 
@@ -56,6 +58,8 @@ def list_cmd(app, status: str | None, output: str) -> None:
 @click.pass_obj
 def show_cmd(app, job_id: str, output: str) -> None:
     """One job and its steps."""
+    from ojd.errors import escaped
+
     j = find_job(app.existing_store(), job_id)
     if output == "json":
         emit_json({k: j.get(k) for k in JOB_FIELDS})
@@ -63,6 +67,16 @@ def show_cmd(app, job_id: str, output: str) -> None:
     for key in ("id", "name", "pipeline", "status", "item", "worker", "cwd", "error"):
         click.echo(f"{key + ':':<10} {j.get(key) or '-'}")
     click.echo(f"{'created:':<10} {ago(j['created_at'])}")
+    click.echo("vars:" if j["vars"] else "vars:     -")
+    for name, value in j["vars"].items():
+        click.echo(f"  {escaped(name)} = {value_line(value)}")
+    if j.get("locals"):
+        click.echo("locals:")
+        for name, value in j["locals"].items():
+            click.echo(f"  {escaped(name)} = {value_line(value)}")
+    else:  # none recorded: none defined, or the job has not reached its first step
+        click.echo("locals:   -" if j["history"] or j.get("locals_done")
+                   or j["status"] != "running" else "locals:   - (not evaluated yet)")
     click.echo("steps:")
     for h in j["history"]:
         took = f"{h['finished_at'] - h['started_at']:.1f}s" if h["finished_at"] else "running"
@@ -161,3 +175,169 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], detach: bool) -> int:
         click.echo(j["id"])
         return 0
     return follow_job(app, j["id"])
+
+
+def short_name(name: str, width: int = NAME_WIDTH) -> str:
+    """A name for a table cell: one line, cut to ``width`` with an ellipsis (JSON has it all)."""
+    from ojd.errors import escaped
+
+    name = escaped(name or "", backslashes=False)
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def value_line(value: object) -> str:
+    """A var or local on one line: text as it is (escaped), anything else as compact JSON."""
+    import json
+
+    from ojd.errors import escaped
+
+    if isinstance(value, str):
+        return escaped(value, backslashes=False)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+# -- waiting -----------------------------------------------------------------------------------
+
+# exit status of `oj job wait` per outcome, and which outcome wins when several jobs end
+# differently: a mistake in the call first, then a verdict, then no verdict yet
+WAIT_EXIT = {"done": 0, "failed": 1, "timeout": 2, "not found": 3, "cancelled": 4}
+WAIT_WORST = ("not found", "failed", "cancelled", "timeout", "done")
+
+
+@job.command("wait", short_help="Wait until jobs end.")
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@click.option("--timeout", metavar="DURATION",
+              help="Give up after this long (30s, 5m, 1h30m); default: wait as long as it takes.")
+@click.option("--any", "any_", is_flag=True, help="Return when the first of them ends.")
+@click.pass_obj
+def wait_cmd(app, job_ids: tuple[str, ...], timeout: str | None, any_: bool) -> int:
+    """Wait until jobs end; the exit status says how (0 done, 1 failed, 2 timeout,
+    3 not found, 4 cancelled; with several jobs, the worst)."""
+    from ojd import paths
+    from ojd.duration import DurationError, parse_duration
+    from ojd.errors import UsageError, escaped
+    from ojd.prune import is_finished
+
+    try:
+        limit = None if timeout is None else parse_duration(timeout, allow_zero=True)
+    except DurationError as e:
+        raise UsageError(f"--timeout: {e}") from None
+    deadline = None if limit is None else time.monotonic() + limit
+    if not os.path.lexists(paths.state_dir()):  # nothing recorded: no job exists
+        for prefix in job_ids:
+            click.echo(f"{escaped(prefix)}: not found (no state dir)", err=True)
+        return WAIT_EXIT["not found"]
+    store = app.existing_store()
+    ids: list[str] = []
+    for prefix in dict.fromkeys(job_ids):
+        matches = store.state.find(store.state.jobs, prefix)
+        if len(matches) != 1:
+            why = "ambiguous; give more characters" if matches else "no such job"
+            click.echo(f"{escaped(prefix)}: not found ({why}; see 'oj job list')", err=True)
+            return WAIT_EXIT["not found"]
+        ids.append(matches[0]["id"])
+    outcomes: dict[str, str] = {}
+    while True:
+        state = store.state
+        for job_id in ids:
+            j = state.jobs.get(job_id)
+            if j is None:  # pruned, or aged out of the state while we waited
+                outcomes.setdefault(job_id, "not found")
+            elif is_finished(j):
+                outcomes.setdefault(job_id, j["status"])
+        if len(outcomes) == len(ids) or (any_ and outcomes):
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        time.sleep(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))
+        store.refresh()
+    for job_id in ids:
+        outcome = outcomes.get(job_id)
+        j = store.state.jobs.get(job_id)
+        click.echo(_wait_summary(job_id, j, outcome, "--any" if any_ else "timeout"),
+                   err=True)
+    ended = [outcomes.get(i, "timeout") for i in ids]
+    if any_ and outcomes:
+        ended = list(outcomes.values())  # the ones that ended decide; the others run on
+    worst = min(ended, key=WAIT_WORST.index)
+    return WAIT_EXIT[worst]
+
+
+def _wait_summary(job_id: str, j: dict | None, outcome: str | None, why: str) -> str:
+    from ojd.duration import format_duration
+    from ojd.notify import one_line
+
+    if j is None:
+        return f"{job_id}: not found (no longer recorded)"
+    head = f"{job_id} {short_name(j['name'])}:"
+    if outcome is None:
+        step = f" in step '{j['step']}'" if j.get("step") else ""
+        return f"{head} still {j['status']}{step} ({why})"
+    took = format_duration(max(0.0, (j["finished_at"] or j["updated_at"]) - j["created_at"]))
+    error = f": {one_line(j['error'])}" if j.get("error") else ""
+    return f"{head} {outcome} after {took}{error}"
+
+
+# -- pruning -----------------------------------------------------------------------------------
+
+
+def older_than_option(default: str):
+    return click.option("--older-than", metavar="DURATION", default=default, show_default=True,
+                        help="Only what ended at least this long ago (0s: everything ended).")
+
+
+def parse_age(text: str) -> float:
+    from ojd.duration import DurationError, parse_duration
+    from ojd.errors import UsageError
+
+    try:
+        return parse_duration(text, allow_zero=True)
+    except DurationError as e:
+        raise UsageError(f"--older-than: {e}") from None
+
+
+@job.command("prune", short_help="Remove old finished jobs, logs and workspaces.")
+@older_than_option("7d")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.pass_obj
+def prune_cmd(app, older_than: str, dry_run: bool) -> int:
+    """Remove finished jobs (done, failed, cancelled) that ended long enough ago: their logs,
+    their kept workspaces, and their record in the state."""
+    from ojd import prune
+    from ojd.errors import escaped
+
+    age = parse_age(older_than)
+    project = app.project_or_none()
+    store = app.reader_store
+    if not hasattr(store, "transaction"):  # no state dir: nothing was ever recorded
+        click.echo("nothing to prune")
+        return 0
+    now = time.time()
+    verb = "would remove" if dry_run else "removed"
+    problems: list[str] = []
+    aside: list[str] = []
+    if dry_run:
+        plan = prune.plan_job_prune(store.refresh(), store.root, now, age, project)
+    else:
+        # decide and act under the WAL lock: no job can start using a persistent workspace,
+        # or be resumed, between the choice and the removal
+        with store.transaction() as tx:
+            plan = prune.plan_job_prune(tx.state, store.root, now, age, project)
+            aside, problems = prune.carry_out_job_prune(tx, store.root, plan)
+    for j in plan.jobs:
+        what = [f"log {escaped(plan.logs[j['id']])}"] if j["id"] in plan.logs else []
+        if j["id"] in plan.workspaces:
+            what.append(f"workspace {escaped(plan.workspaces[j['id']])}")
+        click.echo(f"{verb} job {j['id']} {short_name(j['name'])} ({j['status']}, ended "
+                   f"{ago(prune.ended_at(j), now)})" + (": " + ", ".join(what) if what else ""))
+    for job_id, why in plan.kept:
+        click.echo(f"kept the workspace of job {job_id}: {escaped(why)}", err=True)
+    for path in plan.orphan_logs:
+        click.echo(f"{verb} log {escaped(path)} (its job is no longer recorded)")
+    problems += prune.delete_set_aside(store.root, aside)
+    for line in problems:
+        click.echo(f"oj: {line}", err=True)
+    n = len(plan.jobs)
+    click.echo(f"{'would prune' if dry_run else 'pruned'} {n} job{'s' if n != 1 else ''}"
+               + (f" and {len(plan.orphan_logs)} orphaned log(s)" if plan.orphan_logs else ""))
+    return 1 if problems else 0
