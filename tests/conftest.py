@@ -59,6 +59,13 @@ class Project:
     def items(self, queue: str | None = None) -> list[dict]:
         return self.json("queue", "list", *([queue] if queue else []))  # type: ignore[return-value]
 
+    def events(self, kind: str) -> list[dict]:
+        """The WAL's events of one type, read directly."""
+        from ojd.wal import WalDirectory
+
+        wal = WalDirectory(str(self.state / "wal"), on_problem=lambda p: None)
+        return [r.event for r in wal.records() if r.event.get("type") == kind]
+
 
 def wait_until(predicate, what: str = "", timeout: float = 20.0) -> None:
     """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout`` seconds."""

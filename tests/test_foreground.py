@@ -120,13 +120,6 @@ def without_systemd(project: Project, tmp_path: Path, *args: str, manager_runs: 
     return proc
 
 
-def wal_events(project: Project, kind: str) -> list[dict]:
-    from ojd.wal import WalDirectory
-
-    wal = WalDirectory(str(project.state / "wal"), on_problem=lambda p: None)
-    return [r.event for r in wal.records() if r.event.get("type") == kind]
-
-
 # -- oj worker without a manager -------------------------------------------------------------
 
 
@@ -139,7 +132,7 @@ def test_worker_start_without_a_manager_writes_nothing_and_names_the_foreground_
     assert line.startswith("oj: no systemd system manager answers here (")
     assert "'ojd worker w --foreground'" in line and "--until-idle" in line
     assert list((tmp_path / "etc-systemd-system").iterdir()) == []  # no drop-in
-    assert wal_events(project, "worker:recorded") == []
+    assert project.events("worker:recorded") == []
 
 
 def test_user_without_a_user_manager_is_told_about_linger(project: Project, tmp_path: Path):
@@ -151,7 +144,7 @@ def test_user_without_a_user_manager_is_told_about_linger(project: Project, tmp_
     assert "no systemd user manager runs for root" in line
     assert "'loginctl enable-linger root'" in line and "'ojd worker w --foreground'" in line
     assert not (tmp_path / "config" / "systemd").exists()  # no drop-in
-    assert wal_events(project, "worker:recorded") == []
+    assert project.events("worker:recorded") == []
 
 
 @pytest.mark.parametrize("command", ["stop", "restart", "enable", "disable"])
@@ -164,7 +157,7 @@ def test_other_worker_commands_without_a_manager_are_one_line(project: Project,
     assert line.startswith("oj: no systemd system manager answers here (")
     assert "'ojd worker w --foreground'" in line
     assert list((tmp_path / "etc-systemd-system").iterdir()) == []
-    assert wal_events(project, "worker:recorded") == []
+    assert project.events("worker:recorded") == []
 
 
 def test_worker_logs_without_a_manager_says_where_foreground_logs_go(project: Project,
@@ -210,7 +203,7 @@ def test_worker_start_wakes_a_foreground_worker_without_a_manager(started, tmp_p
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "Worker 'w' was already running; woken\n"
     wait_until(lambda: out(project) == ["1"], "the item to run after the wake-up")
-    assert len(wal_events(project, "worker:woken")) == 1
+    assert len(project.events("worker:woken")) == 1
 
 
 def test_worker_start_run_as_on_a_foreground_worker_is_refused(started, tmp_path):
@@ -219,7 +212,7 @@ def test_worker_start_run_as_on_a_foreground_worker_is_refused(started, tmp_path
     assert proc.returncode == 2
     assert proc.stderr == (f"oj: worker 'w' runs in the foreground (PID {worker.proc.pid}), "
                            "as whoever started it; --run-as is for its unit: stop it first\n")
-    assert wal_events(project, "worker:woken") == [] and worker.proc.poll() is None
+    assert project.events("worker:woken") == [] and worker.proc.poll() is None
 
 
 def test_worker_stop_stops_a_foreground_worker_with_its_drain(started, tmp_path):
