@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "systemd": ("oj.commands.systemd", "systemd", "Install oj's unit files."),
     "queue": ("oj.commands.queue", "queue", "Push to, list and manage queues."),
     "job": ("oj.commands.job", "job", "List jobs, show one, follow its logs."),
+    "agent": ("oj.commands.agent", "agent", "List, peek at, attach to and talk to agents."),
     "runbook": ("oj.commands.runbook", "runbook", "Check and list the project's runbooks."),
     "state": ("oj.commands.state", "state", "Check and compact the state directory."),
 }

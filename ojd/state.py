@@ -18,6 +18,10 @@ Event types (``type`` key) and their fields:
 - ``job:step_finished`` id, step, exit, next, failing, ts
 - ``job:finished``    id, outcome ("done" | "failed" | "cancelled"), error, ts
 - ``job:resumed``     id, by, ts              a new owner picks up an interrupted job
+- ``job:waiting``     id, reason, ts          an agent step escalated: a person must answer
+- ``job:answered``    id, message, ts         ``oj job resume ID -m``: the job runs on
+- ``agent:started``   id, step, visit, agent, socket, session, start, ts   an agent's tmux session
+- ``agent:delivered`` id, ts                  the answer reached the agent
 - ``worker:recorded`` name, p, runbook, queue, concurrency, ts
 - ``worker:started``  name, invocation, pid, ts
 - ``worker:woken``    name, ts
@@ -270,6 +274,34 @@ class State:
             if item is not None and item["status"] == "active":
                 item["owner"] = ev.get("by")
 
+    def _job_waiting(self, ev: Event) -> None:
+        job = self.jobs.get(ev["id"])
+        if job is not None and job["status"] == "running":
+            job["status"] = "waiting"
+            job["waiting_reason"] = ev.get("reason")
+            job["pending_answer"] = None
+            job["updated_at"] = ev["ts"]
+
+    def _job_answered(self, ev: Event) -> None:
+        job = self.jobs.get(ev["id"])
+        if job is not None and job["status"] == "waiting":
+            job["status"] = "running"
+            job["waiting_reason"] = None
+            job["pending_answer"] = ev.get("message") or ""
+            job["updated_at"] = ev["ts"]
+
+    def _agent_started(self, ev: Event) -> None:
+        job = self.jobs.get(ev["id"])
+        if job is not None:
+            job["agent"] = {k: ev.get(k) for k in ("step", "visit", "agent", "socket",
+                                                  "session", "start")}
+            job["agent"]["started_at"] = ev["ts"]
+
+    def _agent_delivered(self, ev: Event) -> None:
+        job = self.jobs.get(ev["id"])
+        if job is not None:
+            job["pending_answer"] = None
+
     def _worker_recorded(self, ev: Event) -> None:
         w = self.workers.setdefault(ev["name"], {"name": ev["name"], "invocation": None,
                                                  "pid": None, "started_at": None,
@@ -404,6 +436,10 @@ _HANDLERS = {
     "job:locals": State._job_locals,
     "job:finished": State._job_finished,
     "job:resumed": State._job_resumed,
+    "job:waiting": State._job_waiting,
+    "job:answered": State._job_answered,
+    "agent:started": State._agent_started,
+    "agent:delivered": State._agent_delivered,
     "worker:recorded": State._worker_recorded,
     "worker:started": State._worker_started,
     "worker:woken": State._worker_woken,

@@ -11,8 +11,8 @@ from oj.output import ago, emit_json, output_option, table
 
 JOB_FIELDS = ("id", "name", "pipeline", "status", "step", "step_status", "item", "worker",
               "cwd", "created_at", "updated_at", "finished_at", "error", "project", "vars",
-              "history")
-JOB_STATUSES = ("running", "done", "failed", "cancelled")
+              "history", "waiting_reason")
+JOB_STATUSES = ("running", "waiting", "done", "failed", "cancelled")
 
 
 def find_job(store, prefix: str) -> dict:
@@ -62,6 +62,9 @@ def show_cmd(app, job_id: str, output: str) -> None:
         return
     for key in ("id", "name", "pipeline", "status", "item", "worker", "cwd", "error"):
         click.echo(f"{key + ':':<10} {j.get(key) or '-'}")
+    if j["status"] == "waiting":
+        click.echo(f"{'waiting:':<10} {j.get('waiting_reason') or '-'} (answer: oj job resume "
+                   f"{j['id']} -m ...)")
     click.echo(f"{'created:':<10} {ago(j['created_at'])}")
     click.echo("steps:")
     for h in j["history"]:
@@ -103,15 +106,22 @@ def logs_cmd(app, job_id: str, follow: bool) -> None:
 
 @job.command("resume")
 @click.argument("job_id", metavar="ID")
+@click.option("-m", "--message", help="Answer a job waiting on its agent: typed into it.")
 @click.pass_obj
-def resume_cmd(app, job_id: str) -> int:
-    """Run an interrupted `oj run` job on from the step it was in."""
+def resume_cmd(app, job_id: str, message: str | None) -> int:
+    """Run an interrupted `oj run` job on from the step it was in; answer a waiting one."""
     import os
 
     from oj.commands.run import run_job
     from ojd.errors import OjError
 
     j = find_job(app.store, job_id)
+    if message is not None:
+        from oj.commands.agent import answer
+
+        answer(app.store, j, message)
+        click.echo(f"job {j['id']} answered; it goes on", err=True)
+        return 0
     if j["status"] != "running":
         raise OjError(f"job {j['id']} is {j['status']}; only an interrupted job can resume")
     if j["worker"]:
