@@ -21,6 +21,7 @@ from ojd.agents.watch import (
     is_idle,
     render_command,
 )
+from ojd.duration import DurationError, parse_duration
 from ojd.errors import OjError
 from ojd.notify import one_line
 from ojd.runbook import Agent, Pipeline
@@ -33,29 +34,47 @@ PRIME_TIMEOUT = 60.0
 Outcome = tuple[int | None, str | None]
 
 
-def agent_command(agent: Agent, project: str, environ: dict[str, str]) -> str:
-    """The command that runs ``agent``: ``OJ_AGENT_<NAME>_COMMAND`` from the environment,
-    else ``[agents.NAME] command`` of the project's ``.oj/config.toml`` (read by whoever
-    runs the job, so it also reaches a worker under systemd), else the runbook's ``run``."""
-    override = environ.get(env_override_name(agent.name))
-    if override:
-        return override
+def project_config(agent: Agent, project: str) -> dict[str, Any]:
+    """``[agents.NAME]`` of the project's ``.oj/config.toml``: ``command`` and ``idle`` to
+    use instead of the runbook's (read by whoever runs the job, so a stand-in for a test or
+    a dry run also reaches a worker under systemd, whose environment is not the user's)."""
     path = os.path.join(project, ".oj", "config.toml")
-    if os.path.exists(path):
-        import tomllib
+    if not os.path.exists(path):
+        return {}
+    import tomllib
 
-        try:
-            with open(path, "rb") as f:
-                config = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise OjError(f"{path}: {e}") from None
-        entry = (config.get("agents") or {}).get(agent.name) or {}
-        command = entry.get("command") if isinstance(entry, dict) else None
-        if command is not None:
-            if not isinstance(command, str) or not command.strip():
-                raise OjError(f"{path}: agents.{agent.name}.command must be a command line")
-            return command
-    return agent.run
+    try:
+        with open(path, "rb") as f:
+            config = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise OjError(f"{path}: {e}") from None
+    agents = config.get("agents") or {}
+    entry = agents.get(agent.name) if isinstance(agents, dict) else None
+    if entry is None:
+        return {}
+    where = f"{path}: agents.{agent.name}"
+    if not isinstance(entry, dict):
+        raise OjError(f"{where} must be a table: [agents.{agent.name}]")
+    out: dict[str, Any] = {}
+    for key, value in entry.items():
+        if key == "command":
+            if not isinstance(value, str) or not value.strip():
+                raise OjError(f"{where}.command must be a command line")
+            out["command"] = value
+        elif key == "idle":
+            try:
+                out["idle"] = parse_duration(value)
+            except DurationError as e:
+                raise OjError(f"{where}.idle: {e}") from None
+        else:
+            raise OjError(f"{where}: unknown key '{key}'; use command or idle")
+    return out
+
+
+def agent_command(agent: Agent, config: dict[str, Any], environ: dict[str, str]) -> str:
+    """``OJ_AGENT_<NAME>_COMMAND`` from the environment, else the project config's
+    ``command``, else the runbook's ``run``."""
+    return environ.get(env_override_name(agent.name)) or config.get("command") or agent.run
 
 
 def run_agent_step(runner, job: dict, pipeline: Pipeline, step: str, ctx: dict[str, Any],
@@ -99,6 +118,8 @@ class _Watch:
         self.prompt = ""
         self.cwd = job["cwd"]
         self.project = job["project"]
+        self.config: dict[str, Any] = {}
+        self.idle = agent.idle
 
     # -- I/O helpers -----------------------------------------------------------------------
 
@@ -118,6 +139,8 @@ class _Watch:
     # -- the watch -------------------------------------------------------------------------
 
     def run(self) -> Outcome:
+        self.config = project_config(self.agent, self.project)
+        self.idle = self.config.get("idle", self.agent.idle)
         self.cwd = self._cwd()
         found = self.job().get("agent")
         if found and found.get("step") == self.step and found.get("visit") == self.visit:
@@ -150,7 +173,7 @@ class _Watch:
             if screen is not None:
                 if screen != last_screen:
                     last_screen, last_change = screen, now
-                if not is_idle(last_change, now, self.agent.idle):
+                if not is_idle(last_change, now, self.idle):
                     stopping.wait(POLL)
                     continue
                 trigger, dead_status = "on_idle", None
@@ -265,7 +288,7 @@ class _Watch:
         return proc.stdout.strip()
 
     def _start(self, prompt: str) -> None:
-        command = render_command(agent_command(self.agent, self.project, self.env), prompt)
+        command = render_command(agent_command(self.agent, self.config, self.env), prompt)
         self.session = tmux.session_name(self.job_id, self.step, self.visit, self.starts)
         os.makedirs(self.cwd, exist_ok=True)
         setenv = {k: v for k, v in self.env.items()
