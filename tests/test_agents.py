@@ -356,3 +356,27 @@ def test_runbook_check_refuses_actions_that_cannot_fit_their_trigger(project: Pr
         f"{f}:15: agent 'c' on_idle action 'gate' needs run = \"COMMAND\" (exit 0 advances)",
         f"{f}:16: agent 'c' on_dead run is only for action 'gate', not 'done'",
     ]
+
+
+def test_an_answer_given_while_no_runner_watched_reaches_the_agent_on_resume(ap: AgentProject):
+    ap.setup('''
+      on_idle = "escalate"
+      on_dead = "done"
+    ''')
+    run = ap.background("run", "go")
+    wait_until(lambda: ap.status() == "waiting", "the job to wait", timeout=30)
+    run.kill()
+    run.wait()
+    job_id = ap.job()["id"]
+    resumed = ap.background("job", "resume", job_id)  # a new runner waits on
+    wait_until(lambda: "watching session" in ap.log_text(job_id), "the new runner")
+    resumed.kill()
+    resumed.wait()
+    assert ap.status() == "waiting"
+    out = ap.oj("job", "resume", job_id, "-m", "exit 0")  # recorded; nobody runs the job
+    assert out.stderr == f"job {job_id} answered; its runner is gone: oj job resume {job_id}\n"
+    assert ap.inputs() == []
+    code, err = finish(ap.background("job", "resume", job_id))
+    assert code == 0, err
+    assert ap.inputs() == ["exit 0"] and len(ap.starts()) == 1
+    assert ap.job()["status"] == "done"

@@ -95,7 +95,7 @@ def logs_cmd(app, job_id: str, follow: bool) -> None:
                 chunk = f.read()
             offset += len(chunk)
             click.echo(chunk.decode(errors="replace"), nl=False)
-        if not follow or store.refresh().jobs[j["id"]]["status"] != "running":
+        if not follow or store.refresh().jobs[j["id"]]["status"] not in ("running", "waiting"):
             if follow and os.path.exists(path):  # flush what the last step wrote
                 with open(path, "rb") as f:
                     f.seek(offset)
@@ -120,9 +120,14 @@ def resume_cmd(app, job_id: str, message: str | None) -> int:
         from oj.commands.agent import answer
 
         answer(app.store, j, message)
-        click.echo(f"job {j['id']} answered; it goes on", err=True)
+        owner = j.get("owner") or ""
+        if owner.startswith("oj-run/") and owner[7:].isdigit() and not _alive(int(owner[7:])):
+            click.echo(f"job {j['id']} answered; its runner is gone: oj job resume {j['id']}",
+                       err=True)
+        else:
+            click.echo(f"job {j['id']} answered; it goes on", err=True)
         return 0
-    if j["status"] != "running":
+    if j["status"] not in ("running", "waiting"):  # waiting: its runner may have died
         raise OjError(f"job {j['id']} is {j['status']}; only an interrupted job can resume")
     if j["worker"]:
         raise OjError(f"job {j['id']} belongs to worker '{j['worker']}', which resumes it "
