@@ -380,3 +380,45 @@ def test_an_answer_given_while_no_runner_watched_reaches_the_agent_on_resume(ap:
     assert code == 0, err
     assert ap.inputs() == ["exit 0"] and len(ap.starts()) == 1
     assert ap.job()["status"] == "done"
+
+
+WORKER_RUNBOOK = r"""
+    queue "q" {
+      vars = ["n"]
+    }
+    worker "w" {
+      source  = { queue = "q" }
+      handler = { pipeline = "p" }
+      poll    = "1h"
+    }
+    pipeline "p" {
+      vars = ["item"]
+      step "work" {
+        run = { agent = "helper" }
+      }
+    }
+    agent "helper" {
+      run     = "no-such-agent-program"
+      idle    = "60s"
+      on_dead = "done"
+    }
+    """
+
+
+def test_a_stopping_worker_leaves_its_agent_running_and_stops_at_once(ap: AgentProject):
+    ap.write("w.hcl", WORKER_RUNBOOK)
+    ap.command = fake()
+    ap.oj("queue", "push", "q", '{"n": "1"}')
+    worker = ap.ojd("worker", "w", "--foreground")
+    try:
+        wait_until(lambda: ap.agents(), "the agent to start")
+        (agent,) = ap.agents()
+        worker.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        worker.communicate(timeout=30)
+        assert time.monotonic() - started < 5  # the drain does not wait for the agent
+    finally:
+        worker.kill()
+    alive = subprocess.run(["tmux", "-S", agent["socket"], "has-session", "-t",
+                            agent["session"]], capture_output=True)
+    assert alive.returncode == 0  # a stop is not the job's end

@@ -85,6 +85,7 @@ def run_agent_step(runner, job: dict, pipeline: Pipeline, step: str, ctx: dict[s
     agent = runner.runbook.agents.get(name or "")
     if agent is None:
         return 127, f"agent '{name}' is not defined"
+    reap(runner.store.state)
     watch = _Watch(runner, runner.store.state.jobs[job["id"]], step, agent, ctx, log)
     try:
         return watch.run()
@@ -96,6 +97,15 @@ def run_agent_step(runner, job: dict, pipeline: Pipeline, step: str, ctx: dict[s
     except KeyboardInterrupt:  # Ctrl-C on `oj run` cancels the job: the agent goes with it
         watch.end()
         raise
+
+
+def reap(state) -> None:
+    """End the agents of jobs that ended while their runner was away (a job cancelled
+    after its runner stopped leaves its agent running): a job's end ends its agent."""
+    for job in list(state.jobs.values()):
+        a = job.get("agent")
+        if a and job["status"] not in ("running", "waiting") and os.path.exists(a["socket"]):
+            tmux.end_job(a["socket"])
 
 
 class _Watch:
