@@ -64,9 +64,13 @@ class GitProject:
         return git("log", "--format=%s", "main", cwd=self.origin).splitlines()
 
     def stop(self, *workers: str) -> None:
+        """Stop the workers and take their drop-ins away: other tests of the sandbox count
+        the drop-ins they find."""
         for name in workers:
             self.sb.systemctl("stop", f"oj-worker@{name}.service", check=False)
             self.sb.systemctl("reset-failed", f"oj-worker@{name}.service", check=False)
+        self.oj("systemd", "uninstall")
+        self.sb.run([OJ, "systemd", "install"])  # the template, for the tests after
 
 
 @pytest.fixture
