@@ -85,7 +85,10 @@ def run_agent_step(runner, job: dict, pipeline: Pipeline, step: str, ctx: dict[s
     agent = runner.runbook.agents.get(name or "")
     if agent is None:
         return 127, f"agent '{name}' is not defined"
-    reap(runner.store.state)
+    with runner.store.lock:  # other jobs' threads apply events to the same state
+        ended = ended_agents(runner.store.state)
+    for socket in ended:
+        tmux.end_job(socket)
     watch = _Watch(runner, runner.store.state.jobs[job["id"]], step, agent, ctx, log)
     try:
         return watch.run()
@@ -99,13 +102,11 @@ def run_agent_step(runner, job: dict, pipeline: Pipeline, step: str, ctx: dict[s
         raise
 
 
-def reap(state) -> None:
-    """End the agents of jobs that ended while their runner was away (a job cancelled
-    after its runner stopped leaves its agent running): a job's end ends its agent."""
-    for job in list(state.jobs.values()):
-        a = job.get("agent")
-        if a and job["status"] not in ("running", "waiting") and os.path.exists(a["socket"]):
-            tmux.end_job(a["socket"])
+def ended_agents(state) -> list[str]:
+    """Sockets of agents whose job ended while its runner was away (a job cancelled after
+    its runner stopped leaves its agent running): a job's end ends its agent."""
+    return [a["socket"] for job in state.jobs.values() if (a := job.get("agent"))
+            and job["status"] not in ("running", "waiting") and os.path.exists(a["socket"])]
 
 
 class _Watch:
