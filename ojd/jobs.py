@@ -371,8 +371,9 @@ class JobRunner:
         s = pipeline.steps[step]
         log.write(f"==> step {step} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
         if s.run is None:
-            log.write(f"agent '{s.agent}' steps are not executed by oj {_version()}\n".encode())
-            return 127, None
+            from ojd.agents.step import run_agent_step
+
+            return run_agent_step(self, job, pipeline, step, ctx, log)
         try:
             script = render_shell(s.run, ctx)
         except TemplateError as e:  # a value that cannot go where the script puts it

@@ -98,6 +98,10 @@ class Agent:
     on_dead: dict[str, Any] | None
     on_error: dict[str, Any] | None
     where: Where
+    # (defaults keep runbooks cached by older versions loadable)
+    cwd: str | None = None  # template, relative to the job's directory
+    prime: tuple[str, ...] = ()  # shell commands whose output starts the prompt
+    idle: float = 120.0  # seconds without new screen output that make the agent idle
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,10 @@ Event types (``type`` key) and their fields:
 - ``job:resumed``     id, by, ts              a new owner picks up an interrupted job
 - ``job:pruned``      ids, ts                 finished jobs removed by ``oj job prune`` (a job
                                               that is not finished stays)
+- ``job:waiting``     id, reason, ts          an agent step escalated: a person must answer
+- ``job:answered``    id, message, ts         ``oj job resume ID -m``: the job runs on
+- ``agent:started``   id, step, visit, agent, socket, session, start, ts   an agent's tmux session
+- ``agent:delivered`` id, ts                  the answer reached the agent
 - ``worker:recorded`` name, p, runbook, queue, concurrency, ts
 - ``worker:started``  name, invocation, pid, ts
 - ``worker:woken``    name, ts
@@ -317,6 +321,34 @@ class State:
         if gone:
             self.finished_jobs = deque(i for i in self.finished_jobs if i not in gone)
 
+    def _job_waiting(self, ev: Event) -> None:
+        job = self.jobs.get(ev["id"])
+        if job is not None and job["status"] == "running":
+            job["status"] = "waiting"
+            job["waiting_reason"] = ev.get("reason")
+            job["pending_answer"] = None
+            job["updated_at"] = ev["ts"]
+
+    def _job_answered(self, ev: Event) -> None:
+        job = self.jobs.get(ev["id"])
+        if job is not None and job["status"] == "waiting":
+            job["status"] = "running"
+            job["waiting_reason"] = None
+            job["pending_answer"] = ev.get("message") or ""
+            job["updated_at"] = ev["ts"]
+
+    def _agent_started(self, ev: Event) -> None:
+        job = self.jobs.get(ev["id"])
+        if job is not None:
+            job["agent"] = {k: ev.get(k) for k in ("step", "visit", "agent", "socket",
+                                                  "session", "start")}
+            job["agent"]["started_at"] = ev["ts"]
+
+    def _agent_delivered(self, ev: Event) -> None:
+        job = self.jobs.get(ev["id"])
+        if job is not None:
+            job["pending_answer"] = None
+
     def _worker_recorded(self, ev: Event) -> None:
         w = self.workers.setdefault(ev["name"], {"name": ev["name"], "invocation": None,
                                                  "pid": None, "started_at": None,
@@ -454,6 +486,10 @@ _HANDLERS = {
     "job:process": State._job_process,
     "job:reopened": State._job_reopened,
     "job:pruned": State._job_pruned,
+    "job:waiting": State._job_waiting,
+    "job:answered": State._job_answered,
+    "agent:started": State._agent_started,
+    "agent:delivered": State._agent_delivered,
     "worker:recorded": State._worker_recorded,
     "worker:started": State._worker_started,
     "worker:woken": State._worker_woken,

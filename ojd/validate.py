@@ -24,6 +24,14 @@ DEFAULT_MAX_VISITS = 10
 DEFAULT_POLL = 30.0
 _WORKER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 AGENT_ACTIONS = ("nudge", "done", "escalate", "gate", "fail", "resume")
+# what each trigger can do: a dead agent cannot be nudged, a live one is not restarted
+TRIGGER_ACTIONS = {
+    "on_idle": ("nudge", "done", "escalate", "gate", "fail"),
+    "on_dead": ("done", "escalate", "gate", "fail", "resume"),
+    "on_error": ("escalate", "gate", "fail", "resume"),
+}
+ACTION_FIELDS = ("action", "message", "attempts", "cooldown", "run", "replace")
+DEFAULT_AGENT_IDLE = 120.0
 
 
 # -- schema --------------------------------------------------------------------------------
@@ -45,8 +53,9 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
                  "on_fail": _OBJ, "max_visits": _INT, "name": _STR},
     "step": {"run": _STR_OR_OBJ, "on_done": _OBJ, "on_fail": _OBJ},
     "notify": {"on_start": _STR, "on_done": _STR, "on_fail": _STR},
-    "agent": {"run": _STR, "prompt": _STR, "prompt_file": _STR, "env": _OBJ,
-              "on_idle": _STR_OR_OBJ, "on_dead": _STR_OR_OBJ, "on_error": _STR_OR_OBJ},
+    "agent": {"run": _STR, "prompt": _STR, "prompt_file": _STR, "env": _OBJ, "cwd": _STR,
+              "prime": (str, list), "idle": _DURATION, "on_idle": _STR_OR_OBJ,
+              "on_dead": _STR_OR_OBJ, "on_error": _STR_OR_OBJ},
 }
 TOP_BLOCKS = ("command", "queue", "worker", "pipeline", "agent")
 NESTED_BLOCKS = {"": TOP_BLOCKS, "pipeline": ("locals", "notify", "step")}
@@ -406,24 +415,96 @@ class _Builder:
             if not isinstance(value, str):
                 self.p.add(file, f["env"].key_lines.get(key, f["env"].line),
                            f"agent env '{key}' is {type_name(value)}, expected a string")
-        handlers = {}
-        for key in ("on_idle", "on_dead", "on_error"):
-            attr = f.get(key)
-            if attr is None:
-                handlers[key] = None
-                continue
-            value = {"action": attr.value} if isinstance(attr.value, str) else dict(attr.value)
-            action = value.get("action")
-            if action not in AGENT_ACTIONS:
-                self.p.add(file, attr.line, f"{key} action '{action}' is not one of "
-                           f"{', '.join(AGENT_ACTIONS)}" + _did_you_mean(str(action),
-                                                                      AGENT_ACTIONS))
-            handlers[key] = value
+        prime: list[str] = []
+        if "prime" in f:
+            value = f["prime"].value
+            for command in [value] if isinstance(value, str) else value:
+                if not isinstance(command, str):
+                    self.p.add(file, f["prime"].line, f"agent prime holds {type_name(command)},"
+                               " expected shell commands as strings")
+                    continue
+                prime.append(command)
+                self.scripts.append(Script(file, f["prime"].line, f"agent '{name}' prime",
+                                           command))
+        idle = DEFAULT_AGENT_IDLE
+        if "idle" in f:
+            try:
+                idle = parse_duration(f["idle"].value)
+            except DurationError as e:
+                self.p.add(file, f["idle"].line, f"agent idle: {e}")
+        handlers = {key: self.agent_action(file, f.get(key), key, name)
+                    for key in ("on_idle", "on_dead", "on_error")}
         self.rb.agents[name] = Agent(name, f["run"].value if "run" in f else "",
                                      f["prompt"].value if "prompt" in f else None,
                                      f["prompt_file"].value if "prompt_file" in f else None,
                                      env, handlers["on_idle"], handlers["on_dead"],
-                                     handlers["on_error"], where)
+                                     handlers["on_error"], where,
+                                     f["cwd"].value if "cwd" in f else None, tuple(prime), idle)
+
+    def agent_action(self, file: str, attr: Attribute | None, trigger: str, agent: str
+                     ) -> dict[str, Any] | None:
+        """An ``on_idle``/``on_dead``/``on_error`` value as a full action (defaults filled)."""
+        if attr is None:
+            return None
+        raw = {"action": attr.value} if isinstance(attr.value, str) else dict(attr.value)
+
+        def bad(key: str, message: str) -> None:
+            self.p.add(file, attr.key_lines.get(key, attr.line),
+                       f"agent '{agent}' {trigger} {message}")
+
+        for key in raw:
+            if key not in ACTION_FIELDS:
+                bad(key, f"has unknown field '{key}'" + _did_you_mean(key, ACTION_FIELDS))
+        action = raw.get("action")
+        if action == "recover":  # the older name
+            action = "resume"
+        allowed = TRIGGER_ACTIONS[trigger]
+        if action not in AGENT_ACTIONS:
+            bad("action", f"action '{action}' is not one of {', '.join(allowed)}"
+                + _did_you_mean(str(action), allowed))
+        elif action not in allowed:
+            why = ("a dead agent cannot be nudged" if action == "nudge" else
+                   "a running agent is not restarted" if action == "resume" else
+                   "it does not fit this trigger")
+            bad("action", f"action '{action}' cannot be used here: {why}; use one of "
+                f"{', '.join(allowed)}")
+        out: dict[str, Any] = {"action": action, "message": None, "attempts": 1,
+                               "cooldown": 0.0, "run": None, "replace": False}
+        for key in ("message", "run"):
+            if key in raw:
+                if isinstance(raw[key], str):
+                    out[key] = raw[key]
+                else:
+                    bad(key, f"{key} is {type_name(raw[key])}, expected a string")
+        if action == "gate" and not out["run"]:
+            bad("action", "action 'gate' needs run = \"COMMAND\" (exit 0 advances)")
+        elif out["run"] and action != "gate":
+            bad("run", f"run is only for action 'gate', not '{action}'")
+        if out["run"]:
+            self.scripts.append(Script(file, attr.key_lines.get("run", attr.line),
+                                       f"{trigger} gate", out["run"]))
+        if "replace" in raw:
+            if isinstance(raw["replace"], bool):
+                out["replace"] = raw["replace"]
+            else:
+                bad("replace", f"replace is {type_name(raw['replace'])}, expected true or "
+                    "false")
+        if "attempts" in raw:
+            n = raw["attempts"]
+            if n == "forever":
+                out["attempts"] = None
+            elif isinstance(n, int) and not isinstance(n, bool) and n >= 1:
+                out["attempts"] = n
+            else:
+                what = n if isinstance(n, int) and not isinstance(n, bool) else type_name(n)
+                bad("attempts", f"attempts is {what}, expected a whole number >= 1 or "
+                    "\"forever\"")
+        if "cooldown" in raw:
+            try:
+                out["cooldown"] = parse_duration(raw["cooldown"], allow_zero=True)
+            except DurationError as e:
+                bad("cooldown", f"cooldown: {e}")
+        return out
 
     def script(self, file: str, attr: Attribute, what: str) -> None:
         self.scripts.append(Script(file, attr.value_line or attr.line, what, attr.value))

@@ -356,7 +356,7 @@ class WorkerLoop:
                 self._watch(JobProcess(job["id"], proc["pid"], proc["start"],
                                        proc.get("unit"), child=False))
                 continue
-            if job["status"] == "waiting" or self._stop:
+            if self._stop:
                 continue
             resumes = self._resumes[job["id"]] = self._resumes.get(job["id"], 0) + 1
             if resumes > MAX_RESUMES:

@@ -91,7 +91,7 @@ def test_a_name_with_control_characters_is_shown_escaped_on_one_line(proj, args,
 
 @pytest.mark.parametrize("group, valid", [
     ("queue", "'pending', 'active', 'completed', 'failed', 'dead'"),
-    ("job", "'running', 'done', 'failed', 'cancelled'"),
+    ("job", "'running', 'waiting', 'done', 'failed', 'cancelled'"),
 ])
 def test_list_status_must_be_a_known_status(proj, group, valid):
     proj.oj("queue", "push", "merges", '{"branch": "b"}')

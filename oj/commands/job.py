@@ -11,8 +11,8 @@ from oj.output import ago, emit_json, output_option, table
 
 JOB_FIELDS = ("id", "name", "pipeline", "status", "step", "step_status", "item", "worker",
               "cwd", "created_at", "updated_at", "finished_at", "error", "project", "vars",
-              "locals", "history", "process")
-JOB_STATUSES = ("running", "done", "failed", "cancelled")
+              "locals", "history", "waiting_reason", "process")
+JOB_STATUSES = ("running", "waiting", "done", "failed", "cancelled")
 # job names come from item data through a pipeline's `name` template: the table keeps its shape
 NAME_WIDTH = 32
 
@@ -66,6 +66,9 @@ def show_cmd(app, job_id: str, output: str) -> None:
         return
     for key in ("id", "name", "pipeline", "status", "item", "worker", "cwd", "error"):
         click.echo(f"{key + ':':<10} {j.get(key) or '-'}")
+    if j["status"] == "waiting":
+        click.echo(f"{'waiting:':<10} {j.get('waiting_reason') or '-'} (answer: oj job resume "
+                   f"{j['id']} -m ...)")
     click.echo(f"{'created:':<10} {ago(j['created_at'])}")
     click.echo("vars:" if j["vars"] else "vars:     -")
     for name, value in j["vars"].items():
@@ -106,7 +109,7 @@ def logs_cmd(app, job_id: str, follow: bool) -> None:
                 chunk = f.read()
             offset += len(chunk)
             click.echo(chunk.decode(errors="replace"), nl=False)
-        if not follow or store.refresh().jobs[j["id"]]["status"] != "running":
+        if not follow or store.refresh().jobs[j["id"]]["status"] not in ("running", "waiting"):
             if follow and os.path.exists(path):  # flush what the last step wrote
                 with open(path, "rb") as f:
                     f.seek(offset)
@@ -136,10 +139,13 @@ def cancel_cmd(app, job_ids: tuple[str, ...]) -> None:
 @click.argument("job_id", metavar="ID")
 @click.option("--var", "vars_", multiple=True, metavar="KEY=VALUE",
               help="Set a var of the job before it runs on (repeatable).")
+@click.option("-m", "--message", help="Answer a job waiting on its agent: typed into it.")
 @click.option("--detach", "-d", is_flag=True, help="Do not follow its output.")
 @click.pass_obj
-def resume_cmd(app, job_id: str, vars_: tuple[str, ...], detach: bool) -> int:
-    """Run a failed, cancelled or interrupted job on from the step it stopped at."""
+def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
+               detach: bool) -> int:
+    """Run a failed, cancelled or interrupted job on from the step it stopped at; answer
+    a job waiting on its agent (-m)."""
     from oj.commands.run import follow_job, start_job
     from ojd.errors import OjError, UsageError, escaped
     from ojd.runners import control
@@ -152,6 +158,16 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], detach: bool) -> int:
             raise UsageError(f"--var {escaped(pair)}: expected KEY=VALUE")
         values[key] = value
     j = find_job(app.store, job_id)
+    if message is not None:
+        from oj.commands.agent import answer
+
+        answer(app.store, j, message)
+        if j["status"] == "waiting" and not alive(j.get("process")):
+            click.echo(f"job {j['id']} answered; its runner is gone: oj job resume {j['id']}",
+                       err=True)
+        else:
+            click.echo(f"job {j['id']} answered; it goes on", err=True)
+        return 0
     if j["status"] == "done":
         raise OjError(f"job {j['id']} is done; nothing to resume")
     if j["status"] in ("running", "waiting"):

@@ -84,14 +84,13 @@ def _stop_unit(unit: str) -> bool:
 
 
 def _stop_agent(job: dict) -> None:
-    """An agent's tmux server leaves its session when it runs without a scope."""
-    try:
+    """An agent's tmux server: in the job's scope under systemd, else in a session of its
+    own that the job process's end does not reach."""
+    agent = job.get("agent")
+    if agent and agent.get("socket"):
         from ojd.agents import session
-    except ImportError:
-        return
-    kill = getattr(session, "kill_job_sessions", None)
-    if kill is not None:
-        kill(job)
+
+        session.end_job(agent["socket"])
 
 
 def reopen(store: Store, job_id: str, vars_: dict[str, str]) -> dict:

@@ -1,0 +1,146 @@
+"""tmux I/O for agent sessions: one private tmux server (socket) per job.
+
+A private socket keeps a job's sessions away from the user's own tmux and from other
+jobs; the tmux server outlives the process that started it, which is what lets a new
+runner find a session its crashed predecessor started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import subprocess
+
+from ojd.errors import OjError
+
+# sun_path holds 108 bytes with its NUL; leave room for tmux's own checks
+MAX_SOCKET_PATH = 100
+TMUX = "tmux"
+
+
+def socket_path(state_root: str, job_id: str) -> str:
+    """The job's socket: under the state dir when the path fits a Unix socket, else in a
+    private per-user directory under /tmp named by a hash of the long path."""
+    path = os.path.join(state_root, "agents", job_id)
+    if len(os.fsencode(path)) <= MAX_SOCKET_PATH:
+        _private_dir(os.path.dirname(path))
+        return path
+    base = os.path.join("/tmp", f"oj-agents-{os.geteuid()}")
+    _private_dir(base)
+    return os.path.join(base, hashlib.sha256(os.fsencode(path)).hexdigest()[:20])
+
+
+def _private_dir(path: str) -> None:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    if st.st_uid != os.geteuid() or not os.path.isdir(path) or os.path.islink(path):
+        raise OjError(f"agent socket directory {path} is not a directory of this user; "
+                      "remove it")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+
+
+def session_name(job_id: str, step: str, visit: int, start: int) -> str:
+    """tmux names cannot hold ':' or '.'; the start count tells restarts apart."""
+    clean = "".join(c if c.isalnum() or c in "-_" else "_" for c in step)
+    return f"oj-{job_id}-{clean}-{visit}-{start}"
+
+
+def _tmux(socket: str, *args: str, check: bool = False, **kw) -> subprocess.CompletedProcess:
+    # -f /dev/null: the user's ~/.tmux.conf must not change how agents run
+    return subprocess.run([TMUX, "-f", "/dev/null", "-S", socket, *args], check=check,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, **kw)
+
+
+def exit_file(socket: str, session: str) -> str:
+    return f"{socket}.{session}.exit"
+
+
+def start(socket: str, session: str, command: str, cwd: str, env: dict[str, str],
+          setenv: dict[str, str]) -> None:
+    """Start ``command`` (a shell command line) detached; its exit status lands in a file
+    next to the socket, since the session (and its pane) ends with the command. ``env``
+    starts a new tmux server; ``setenv`` also reaches a session of a server started
+    earlier (which keeps the environment it started with)."""
+    status = exit_file(socket, session)
+    try:
+        os.unlink(status)
+    except FileNotFoundError:
+        pass
+    q = shlex.quote(status)
+    # the command goes through a file: tmux messages are too small for a long prompt
+    script = f"{socket}.{session}.sh"
+    fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{command}\nprintf '%s' \"$?\" > {q}.tmp && mv {q}.tmp {q}\n")
+    flags: list[str] = []
+    for key, value in setenv.items():
+        flags += ["-e", f"{key}={value}"]
+    proc = _tmux(socket, "new-session", "-d", "-s", session, "-x", "160", "-y", "48",
+                 "-c", cwd, *flags, "bash", script, env=env)
+    if proc.returncode != 0:
+        raise OjError("tmux could not start the agent: "
+                      f"{proc.stderr.strip() or f'exit {proc.returncode}'}")
+
+
+def alive(socket: str, session: str) -> bool:
+    return _tmux(socket, "has-session", "-t", f"={session}").returncode == 0
+
+
+def exit_status(socket: str, session: str) -> int | None:
+    """The agent command's exit status, once its session ended (None: unknown, e.g. the
+    session was killed)."""
+    try:
+        with open(exit_file(socket, session)) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def capture(socket: str, session: str) -> str | None:
+    """The visible screen, or None when the session is gone."""
+    proc = _tmux(socket, "capture-pane", "-p", "-t", f"={session}:")
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def send(socket: str, session: str, text: str) -> bool:
+    """Type ``text`` then Enter, as a person at the keyboard would."""
+    target = f"={session}:"
+    if text and _tmux(socket, "send-keys", "-t", target, "-l", "--", text).returncode != 0:
+        return False
+    return _tmux(socket, "send-keys", "-t", target, "Enter").returncode == 0
+
+
+def kill(socket: str, session: str) -> None:
+    _tmux(socket, "kill-session", "-t", f"={session}")
+    for path in (exit_file(socket, session), f"{socket}.{session}.sh"):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def end_job(socket: str) -> None:
+    """Stop every session of a job (its tmux server) and remove the socket."""
+    _tmux(socket, "kill-server")
+    directory, name = os.path.split(socket)
+    try:
+        for entry in os.listdir(directory):
+            if entry == name or entry.startswith(name + "."):
+                os.unlink(os.path.join(directory, entry))
+    except OSError:
+        pass
+
+
+def activity(socket: str, session: str) -> float | None:
+    """When the session's window last showed new output (epoch seconds)."""
+    proc = _tmux(socket, "display-message", "-p", "-t", f"={session}:", "#{window_activity}")
+    try:
+        return float(proc.stdout.strip()) if proc.returncode == 0 else None
+    except ValueError:
+        return None
+
+
+def attach_argv(socket: str, session: str) -> list[str]:
+    return [TMUX, "-f", "/dev/null", "-S", socket, "attach-session", "-t", f"={session}"]

@@ -1,0 +1,85 @@
+"""The pure core of watching an agent: which action a trigger fires, after which cooldown,
+and when its attempts are used up (then a person is asked: escalate).
+
+An action fires at most ``attempts`` times per trigger in one visit of the step ("forever":
+no limit); from its second time on, it waits ``cooldown`` first. An answered escalation
+starts the counts afresh: a person has looked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# what an agent does without a handler: a quiet agent has finished its turn; a dead one
+# needs a person (it may have crashed)
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "on_idle": {"action": "done"},
+    "on_dead": {"action": "escalate"},
+}
+DEFAULT_NUDGE = "Please continue with the task."
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # done | fail | escalate | gate | nudge | resume
+    message: str | None = None
+    attempts: int | None = 1  # None: forever
+    cooldown: float = 0.0
+    run: str | None = None
+    replace: bool = False
+
+    @classmethod
+    def of(cls, raw: dict[str, Any] | None, trigger: str) -> Action:
+        raw = raw or DEFAULTS[trigger]
+        kind = raw.get("action") or "escalate"
+        return cls("resume" if kind == "recover" else kind, raw.get("message"),
+                   raw.get("attempts", 1), float(raw.get("cooldown") or 0.0), raw.get("run"),
+                   bool(raw.get("replace")))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do now: ``action`` after ``delay`` seconds; ``reason`` explains an escalation
+    the trigger did not ask for (attempts used up)."""
+    action: Action
+    delay: float = 0.0
+    reason: str | None = None
+
+
+@dataclass
+class Attempts:
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def plan(self, trigger: str, action: Action) -> Plan:
+        """Count one firing of ``trigger`` and say what it does."""
+        n = self.counts.get(trigger, 0) + 1
+        self.counts[trigger] = n
+        if action.attempts is not None and n > action.attempts and action.kind != "escalate":
+            times = "once" if action.attempts == 1 else f"{action.attempts} times"
+            return Plan(Action("escalate"), 0.0,
+                        f"{trigger}: {action.kind} already tried {times}")
+        return Plan(action, action.cooldown if n > 1 else 0.0)
+
+    def reset(self) -> None:
+        self.counts.clear()
+
+
+def render_command(command: str, prompt: str) -> str:
+    """The agent's shell command with the prompt as one quoted word: where it says
+    ``${prompt}``, else appended (nothing when there is no prompt)."""
+    import shlex
+
+    if "${prompt}" in command:
+        return command.replace("${prompt}", shlex.quote(prompt))
+    return f"{command} {shlex.quote(prompt)}" if prompt else command
+
+
+def env_override_name(agent: str) -> str:
+    """``OJ_AGENT_<NAME>_COMMAND``: the agent name upper-cased, other characters as ``_``."""
+    return "OJ_AGENT_" + "".join(c if c.isalnum() and c.isascii() else "_"
+                                 for c in agent.upper()) + "_COMMAND"
+
+
+def is_idle(last_change: float, now: float, idle: float) -> bool:
+    return now - last_change >= idle

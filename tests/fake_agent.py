@@ -1,0 +1,58 @@
+"""A stand-in for an AI agent in tests: behaves as its options say, logs what it saw.
+
+    fake_agent.py [--exit N] [--commit FILE] [--print TEXT] [PROMPT]
+
+It prints "fake agent: started" and its prompt, then (with --commit) writes FILE and
+commits it, then exits N (--exit) or reads lines from the terminal: each is logged and
+echoed as "got: LINE"; "exit N" makes it exit N; anything else it answers then goes
+quiet again. Every start, prompt and line read is appended to $FAKE_AGENT_LOG as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+
+def note(**entry: object) -> None:
+    path = os.environ.get("FAKE_AGENT_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({**entry, "cwd": os.getcwd()}) + "\n")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--exit", type=int)
+    ap.add_argument("--commit")
+    ap.add_argument("--print", dest="text")
+    ap.add_argument("prompt", nargs="?", default="")
+    a = ap.parse_args()
+    note(event="start", prompt=a.prompt, env=os.environ.get("FAKE_AGENT_ENV"))
+    print("fake agent: started", flush=True)
+    print(f"prompt: {a.prompt}", flush=True)
+    if a.text:
+        print(a.text, flush=True)
+    if a.commit:
+        with open(a.commit, "w") as f:
+            f.write(f"made for: {a.prompt}\n")
+        subprocess.run(["git", "add", a.commit], check=True)
+        subprocess.run(["git", "-c", "user.name=fake", "-c", "user.email=fake@example.com",
+                        "commit", "-q", "-m", f"fake agent: {a.commit}"], check=True)
+        print(f"committed {a.commit}", flush=True)
+    if a.exit is not None:
+        return a.exit
+    for line in sys.stdin:
+        line = line.rstrip("\n")
+        note(event="input", line=line)
+        print(f"got: {line}", flush=True)
+        if line.startswith("exit "):
+            return int(line.split()[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

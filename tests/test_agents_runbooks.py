@@ -1,0 +1,107 @@
+"""The shipped runbooks (runbooks/build.hcl, bugfix.hcl, merge.hcl) end to end, with the
+fake agent standing in for the AI through the project's .oj/config.toml: workers run as
+real units of the sandbox's systemd, whose environment is not the test's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sandbox import Sandbox
+from systemd_plugin import sandbox_oj
+
+OJ = os.path.join(os.path.dirname(sys.executable), "oj")
+FAKE = str(Path(__file__).with_name("fake_agent.py"))
+RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
+
+
+@pytest.fixture(scope="module")
+def units(sandbox: Sandbox) -> Sandbox:
+    sandbox.run([OJ, "systemd", "install"])
+    return sandbox
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout
+
+
+class GitProject:
+    """A bare origin, a clone of it as the project, the repo's runbooks in .oj/runbooks/."""
+
+    def __init__(self, sb: Sandbox, base: Path) -> None:
+        self.sb = sb
+        self.origin = base / "origin.git"
+        self.root = base / "project"
+        self.state = base / "state"
+        git("init", "-q", "--bare", "-b", "main", str(self.origin), cwd=base)
+        git("clone", "-q", str(self.origin), str(self.root), cwd=base)
+        for key, value in (("user.name", "Test"), ("user.email", "test@example.com")):
+            git("config", key, value, cwd=self.root)
+        (self.root / "README").write_text("a project\n")
+        (self.root / ".gitignore").write_text(".oj/\n")
+        git("add", "-A", cwd=self.root)
+        git("commit", "-q", "-m", "start", cwd=self.root)
+        git("push", "-q", "origin", "HEAD:main", cwd=self.root)
+        shutil.copytree(RUNBOOKS, self.root / ".oj" / "runbooks")
+        config = ""
+        for agent, made in (("builder", "feature.txt"), ("bugs", "fix.txt")):
+            command = shlex.join([sys.executable, FAKE, "--commit", made])
+            config += f"[agents.{agent}]\ncommand = {json.dumps(command)}\nidle = \"1s\"\n"
+        (self.root / ".oj" / "config.toml").write_text(config)
+
+    def oj(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return sandbox_oj(self.sb, self.state, *args, cwd=self.root, check=check)
+
+    def main_log(self) -> list[str]:
+        return git("log", "--format=%s", "main", cwd=self.origin).splitlines()
+
+    def stop(self, *workers: str) -> None:
+        """Stop the workers and take their drop-ins away: other tests of the sandbox count
+        the drop-ins they find."""
+        for name in workers:
+            self.sb.systemctl("stop", f"oj-worker@{name}.service", check=False)
+            self.sb.systemctl("reset-failed", f"oj-worker@{name}.service", check=False)
+        self.oj("systemd", "uninstall")
+        self.sb.run([OJ, "systemd", "install"])  # the template, for the tests after
+
+
+@pytest.fixture
+def repo(units: Sandbox, sandbox_dir: Path):
+    p = GitProject(units, sandbox_dir)
+    yield p
+    p.stop("merge", "fix")
+
+
+def test_build_commits_through_the_agent_and_the_merge_worker_merges_it(repo: GitProject):
+    repo.oj("run", "build", "search", "add full-text search")
+    assert "fake agent: feature.txt" in git("log", "--format=%s", "feature/search",
+                                            cwd=repo.origin)
+    repo.sb.wait_for(lambda: "feat(search): add full-text search" in repo.main_log(),
+                     timeout=60, what="the merge worker to merge feature/search")
+    assert sorted(repo.main_log()) == ["fake agent: feature.txt",
+                                       "feat(search): add full-text search", "start"]
+    parents = git("log", "-1", "--format=%P", "main", cwd=repo.origin).split()
+    assert len(parents) == 2  # merged by the merge pipeline, --no-ff
+    tree = git("ls-tree", "--name-only", "main", cwd=repo.origin).split()
+    assert "feature.txt" in tree
+    shown = git("show", "main:feature.txt", cwd=repo.origin)
+    assert shown == "made for: Build search: add full-text search\n"
+
+
+def test_bugfix_worker_runs_the_agent_and_its_fix_is_merged(repo: GitProject):
+    repo.oj("run", "fix", "login fails on an empty password")
+    repo.sb.wait_for(lambda: "fix: login fails on an empty password" in repo.main_log(),
+                     timeout=90, what="the fix to be merged")
+    shown = git("show", "main:fix.txt", cwd=repo.origin)
+    assert shown.startswith("made for: Fix this bug, with a test that fails before the fix: "
+                            "login fails on an empty password")
+    jobs = json.loads(repo.oj("job", "list", "-o", "json").stdout)
+    assert {j["name"]: j["status"] for j in jobs} == {"bugfix": "done", "merge": "done"}
