@@ -373,10 +373,13 @@ class JobRunner:
         if s.run is None:
             from ojd.agents.step import run_agent_step
 
-            return run_agent_step(self, job, pipeline, step, ctx, log)
+            self._started(job["id"], step)
+            return run_agent_step(self, self.store.state.jobs[job["id"]], pipeline, step,
+                                  ctx, log)
         try:
             script = render_shell(s.run, ctx)
         except TemplateError as e:  # a value that cannot go where the script puts it
+            self._started(job["id"], step)
             why = one_line(str(e))
             log.write(f"{why}\n".encode())
             self.progress(job["id"], "step", f"{step}: {why}")
@@ -404,10 +407,7 @@ class JobRunner:
         try:
             # recorded before it runs: a runner that dies now leaves nothing running (the
             # wrapper reads end-of-file and exits unrun)
-            self._durably(job_id, self._record, job_id,
-                          {"type": "job:step_started", "id": job_id, "step": step,
-                           "pid": proc.pid, "start": proc_start_time(proc.pid)})
-            self.progress(job_id, "step", f"{step} started")
+            self._started(job_id, step, proc.pid)
             os.write(sync_w, b"go\n")
         finally:
             os.close(sync_w)
@@ -420,6 +420,13 @@ class JobRunner:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(status)  # the runner saw the exit itself
         return code, None
+
+    def _started(self, job_id: str, step: str, pid: int | None = None) -> None:
+        event = {"type": "job:step_started", "id": job_id, "step": step}
+        if pid is not None:  # the step's process group, for a runner that takes over
+            event.update(pid=pid, start=proc_start_time(pid))
+        self._durably(job_id, self._record, job_id, event)
+        self.progress(job_id, "step", f"{step} started")
 
     def _outlived_step(self, job: dict, log) -> int | None:
         """A step whose runner died: wait while it still runs, then its exit status from
@@ -513,9 +520,3 @@ def _failure(job: dict, last_step: str, last_exit: int) -> str:
         return f"step '{last_step}' failed"
     return (f"step '{failed[-1]['step']}' failed (exit {failed[-1]['exit']}); "
             f"'{last_step}' ran as the failure handler")
-
-
-def _version() -> str:
-    from ojd import __version__
-
-    return __version__

@@ -117,24 +117,6 @@ def test_usage_errors_are_one_line_with_where_to_find_the_usage(proj, args, mess
     assert "; see 'oj" in text
 
 
-@pytest.mark.parametrize("grace", ["abc", "-5", "nan", "inf", "0s", "1e999"])
-def test_ojd_refuses_a_drain_grace_that_is_not_seconds(proj, grace):
-    proc = proj.ojd("worker", "merge", "--foreground", "--until-idle", OJ_DRAIN_GRACE=grace)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 78, out  # EX_CONFIG: the unit does not restart in a loop
-    assert "Traceback" not in out
-    [line] = out.splitlines()
-    assert f"OJ_DRAIN_GRACE={grace} is not a drain grace; set it to a number of seconds" in line
-
-
-@pytest.mark.parametrize("grace", ["0", "0.5", "2m", " 30 "])
-def test_ojd_takes_a_drain_grace_in_seconds_or_as_a_duration(proj, grace):
-    proc = proj.ojd("worker", "merge", "--foreground", "--until-idle", OJ_DRAIN_GRACE=grace)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out
-    assert "queue drained" in out
-
-
 @pytest.mark.parametrize("kind", ["directory", "file"])
 def test_ojd_with_an_unusable_lock_path_says_which_and_exits(proj, kind):
     proj.oj("queue", "push", "merges", '{"branch": "b"}')

@@ -215,13 +215,13 @@ def test_worker_start_run_as_on_a_foreground_worker_is_refused(started, tmp_path
     assert project.events("worker:woken") == [] and worker.proc.poll() is None
 
 
-def test_worker_stop_stops_a_foreground_worker_with_its_drain(started, tmp_path):
+def test_worker_stop_stops_a_foreground_worker(started, tmp_path):
     project, worker = started
     proc = without_systemd(project, tmp_path, "worker", "stop", "w")
     assert proc.returncode == 0, proc.stderr
     assert "stopped" in proc.stdout
     assert worker.wait(timeout=5) == 0
-    assert "stopping: draining 0 job(s)" in worker.output
+    assert worker.output.rstrip().endswith("stopped")
 
 
 def test_push_with_no_worker_running_names_a_command_that_works_here(project: Project,
@@ -266,66 +266,65 @@ def test_ctrl_c_with_nothing_running_exits_130(started):
     assert worker.wait(timeout=10) == 130
 
 
-def test_second_ctrl_c_stops_the_drain_at_once_and_returns_the_item(project: Project):
-    marker = f"oj-test-{os.getpid()}-{time.monotonic_ns()}"
-    project.write("w.hcl", runbook(ONE_STEP.replace(
-        "out.txt", f"out.txt; exec -a {marker} sleep 300")))
-    worker = Foreground(project, "w", OJ_DRAIN_GRACE="60")
-    try:
-        worker.wait_for("ready: queue 'q'")
-        project.oj("queue", "push", "q", '{"n": "1"}')
-        wait_until(lambda: out(project) == ["1"], "the step to start")
-        worker.signal(signal.SIGINT)
-        worker.wait_for("stopping: draining 1 job(s), grace 60s; Ctrl-C again stops them now")
-        started_at = time.monotonic()
-        worker.signal(signal.SIGINT)
-        assert worker.wait(timeout=15) == 130
-        assert time.monotonic() - started_at < 10  # not the 60 s grace
-    finally:
-        worker.stop()
-    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
-    assert left == "", f"step still running: {left}"
-    [item] = project.items()
-    assert (item["status"], item["attempts"]) == ("pending", 0)
-    assert [j["status"] for j in project.json("job", "list")] == ["cancelled"]
-
-
-@pytest.mark.parametrize("exit_code", [0, 3])  # 3: a step that fails by itself in the drain
-def test_a_job_stopped_between_steps_resumes_at_its_next_step(project: Project, exit_code):
-    # step one finishes during the drain (once `go` exists); step two must run once, later,
-    # and step one never again
+def test_ctrl_c_stops_a_foreground_worker_at_once_and_its_job_runs_on_to_the_end(
+        project: Project):
     project.write("w.hcl", runbook(r"""
       step "one" {
-        run     = "echo one >> out.txt; until [ -e go ]; do sleep 0.05; done; exit EXIT"
+        run     = "echo one >> out.txt; until [ -e go ]; do sleep 0.05; done"
         on_done = { step = "two" }
-        on_fail = { step = "two" }
       }
       step "two" {
         run = "echo two >> ${invoke.dir}/out.txt"
-      }""".replace("EXIT", str(exit_code))))
+      }"""))
     worker = Foreground(project, "w")
     try:
         worker.wait_for("ready: queue 'q'")
         project.oj("queue", "push", "q", '{"n": "1"}')
         wait_until(lambda: out(project) == ["one"], "step one to start")
         worker.signal(signal.SIGINT)
-        worker.wait_for("stopping: draining 1 job(s)")
-        (project.root / "go").touch()
-        assert worker.wait(timeout=30) == 130
+        assert worker.wait(timeout=5) == 130
     finally:
         worker.stop()
-    assert "it resumes at step 'two' when the worker starts again" in worker.output
-    assert out(project) == ["one"]
-    [job] = project.json("job", "list")
-    assert [h["step"] for h in job["history"]] == ["one"]
-    again = project.ojd("worker", "w", "--foreground", "--until-idle")
-    assert again.wait(timeout=30) == 0
+    assert "1 job(s) keep running in their own processes" in worker.output
+    (project.root / "go").touch()
+    wait_until(lambda: project.items()[0]["status"] == "completed", "the item to complete")
     assert out(project) == ["one", "two"]
-    [item] = project.items()
-    assert (item["status"], item["attempts"]) == ("completed", 1)
     [job] = project.json("job", "list")
     assert (job["status"], [h["step"] for h in job["history"]]) == ("done", ["one", "two"])
-    assert [h["exit"] for h in job["history"]] == [exit_code, 0]
+
+
+def test_a_new_worker_after_a_kill_9_waits_for_the_running_step_and_never_overlaps_it(
+        project: Project):
+    project.write("w.hcl", runbook(r"""
+      step "one" {
+        run = <<-SHELL
+          echo "start ${var.item.n}" >> ${invoke.dir}/out.txt
+          until [ -e ${invoke.dir}/go ]; do sleep 0.05; done
+          echo "end ${var.item.n}" >> ${invoke.dir}/out.txt
+        SHELL
+      }"""))
+    worker = Foreground(project, "w")
+    try:
+        worker.wait_for("ready: queue 'q'")
+        project.oj("queue", "push", "q", '{"n": "1"}')
+        wait_until(lambda: out(project) == ["start 1"], "the step to start")
+        worker.signal(signal.SIGKILL)
+        worker.wait(timeout=5)
+    finally:
+        worker.stop()
+    again = Foreground(project, "w")
+    try:
+        again.wait_for("ready: queue 'q'")
+        assert "watching it" in again.output
+        time.sleep(0.5)
+        assert out(project) == ["start 1"]  # not started beside itself
+        (project.root / "go").touch()
+        wait_until(lambda: project.items()[0]["status"] == "completed", "the item to complete")
+    finally:
+        again.stop()
+    assert out(project) == ["start 1", "end 1"]
+    [item] = project.items()
+    assert item["attempts"] == 1
 
 
 # -- runbook changes under a running worker -------------------------------------------------------

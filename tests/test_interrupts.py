@@ -12,7 +12,7 @@ import pytest
 from conftest import OJ, Project
 
 
-def test_ctrl_c_on_oj_run_stops_the_running_step(project: Project):
+def test_ctrl_c_on_oj_run_detaches_and_the_job_runs_on_until_cancelled(project: Project):
     marker = f"oj-test-{uuid.uuid4().hex[:8]}"
     project.write("slow.hcl", f"""
         command "slow" {{
@@ -26,18 +26,26 @@ def test_ctrl_c_on_oj_run_stops_the_running_step(project: Project):
         }}
         """)
     proc = subprocess.Popen([OJ, "run", "slow"], cwd=project.root, env=project.env(),
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE, text=True)
     ran = project.root / "ran.txt"
     deadline = time.monotonic() + 20
     while not ran.exists():
         assert time.monotonic() < deadline, "the step never started"
         time.sleep(0.05)
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process group
     assert proc.wait(timeout=20) == 130
+    [job] = project.json("job", "list")
+    assert f"follow it: oj job logs -f {job['id']}; cancel it: oj job cancel {job['id']}" \
+        in proc.stderr.read()
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+    assert left != "", "the step stopped with oj run"
+    assert job["status"] == "running"
+    project.oj("job", "cancel", job["id"])
     left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
     assert left == "", f"step still running: {left}"
     assert project.json("job", "list")[0]["status"] == "cancelled"
+    waited = project.oj("job", "wait", job["id"], check=False)
+    assert waited.returncode == 4
 
 
 @pytest.mark.parametrize("cooldown", ["1s", "0s"])  # "0s": retried at once

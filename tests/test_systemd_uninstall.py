@@ -11,8 +11,7 @@ from sandbox import Sandbox
 from systemd_plugin import OJ, sandbox_oj
 from test_systemd_workers import UnitProject
 
-# the sandbox's fixtures of test_systemd_workers: oj's units installed, one unit per test
-installed = test_systemd_workers.installed
+# the sandbox fixture of test_systemd_workers: one unit per test (systemd_plugin installs the units)
 unit_project = test_systemd_workers.unit_project
 
 UNITS = "/etc/systemd/system"

@@ -106,6 +106,7 @@ def unit_project(installed: Sandbox, sandbox_dir: Path):
     name = "w" + uuid.uuid4().hex[:8]
     project = UnitProject(installed, sandbox_dir / "project", name)
     yield project
+    project.oj("worker", "stop", "--cancel", project.worker, check=False)
     installed.systemctl("stop", project.unit, check=False)
     installed.systemctl("reset-failed", project.unit, check=False)
 
@@ -281,31 +282,31 @@ def test_hung_loop_is_restarted_by_the_watchdog(unit_project):
     assert p.prop("MainPID") != pid
 
 
-def test_systemctl_stop_drains_and_returns_the_unfinished_item(unit_project):
+def test_systemctl_stop_is_prompt_and_leaves_the_running_job_to_its_end(unit_project):
     p = unit_project
-    p.dropin("[Service]\nEnvironment=OJ_DRAIN_GRACE=1\n")
     p.oj("worker", "start", p.worker)
-    p.push(1, mode="hang")
+    p.push(1, mode="slow")
     p.wait_for(lambda: "start 1" in p.ran(), "the step to start")
     p.sb.systemctl("stop", p.unit)
     assert p.prop("ActiveState") == "inactive"
-    item = p.items()[0]
-    assert (item["status"], item["attempts"]) == ("pending", 0)
-    jobs = json.loads(p.oj("job", "list", "-o", "json").stdout)
-    assert [j["status"] for j in jobs] == ["cancelled"]
-    assert "stopping: draining 1 job(s)" in p.sb.journal(p.unit)
+    assert "1 job(s) keep running in their own processes" in p.sb.journal(p.unit)
+    p.wait_for(lambda: p.items()[0]["status"] == "completed", "the item to complete")
+    assert p.ran() == ["start 1", "done 1"]
 
 
-def test_systemctl_status_shows_what_the_worker_is_doing(unit_project):
+def test_systemctl_status_shows_what_the_worker_and_its_job_are_doing(unit_project):
     p = unit_project
     p.oj("worker", "start", p.worker)
     p.push(1, mode="hang")
     p.wait_for(lambda: "start 1" in p.ran(), "the step to start")
-    p.wait_for(lambda: "1/1 running" in p.prop("StatusText"), "the status to show the job")
+    p.wait_for(lambda: "step work)" in p.prop("StatusText"), "the status to show the step")
     status = p.sb.systemctl("status", p.unit, check=False)
     assert f'Status: "{p.worker}: 1/1 running (job ' in status
     assert "step work)" in status and "0 pending" in status
-    assert "sleep 600" in status  # the step is a child in the unit's cgroup
+    [job] = json.loads(p.oj("job", "list", "-o", "json").stdout)
+    scope = p.sb.systemctl("status", f"oj-job-{job['id']}.scope", check=False)
+    assert "sleep 600" in scope  # the step runs in its job's unit, not the worker's
+    assert "sleep 600" not in status
 
 
 def test_a_step_can_start_another_worker(unit_project):

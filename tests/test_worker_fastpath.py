@@ -18,7 +18,6 @@ from conftest import Project
 from test_systemd_workers import UnitProject
 
 # the sandbox's fixtures of test_systemd_workers: oj's units installed, one unit per test
-installed = test_systemd_workers.installed
 unit_project = test_systemd_workers.unit_project
 
 RUNBOOK = """
