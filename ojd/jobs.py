@@ -95,8 +95,8 @@ def settle_item(runbook: Runbook, state, job_id: str, outcome: str, error: str |
 
     job = state.jobs.get(job_id) or {}
     item = state.items.get(job.get("item") or "")
-    if item is None or item["status"] != "active":
-        return []
+    if item is None or item["status"] != "active" or item.get("job") != job_id:
+        return []  # settled already, or taken by another job since
     if outcome == "done":
         return [{"type": "queue:completed", "id": item["id"]}]
     queue = runbook.queues.get(item["queue"])

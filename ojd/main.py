@@ -90,8 +90,14 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
         except OjError as e:
             log.error(str(e))
             return EXIT_CONFIG
+    manager = None if foreground else own_manager()
+    if manager is None and not foreground and os.environ.get("INVOCATION_ID"):
+        # a --run-as worker: a user may not make units in the system manager
+        log.warning("jobs run inside this worker's unit, not in units of their own: a stop "
+                    "or restart of the worker interrupts them (they resume at the "
+                    "interrupted step)")
     loop = WorkerLoop(store, runbook, root, worker, log=log, notifier=notifier,
-                      until_idle=until_idle, manager=None if foreground else own_manager(),
+                      until_idle=until_idle, manager=manager,
                       check=lambda: trust.require(root, name, os.geteuid()))
     loop.install_signals()
     return loop.run()

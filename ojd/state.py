@@ -306,7 +306,8 @@ class State:
                    process=None, step_proc=None)
         job["vars"] = {**job["vars"], **(ev.get("vars") or {})}
         item = self.items.get(job["item"]) if job["item"] else None
-        if item is not None and item["status"] in ("dead", "failed"):
+        if item is not None and item.get("job") == job["id"] and \
+                item["status"] in ("dead", "failed", "pending"):
             self._set_status(item, "active")
             item.update(job=job["id"], error=None, retry_at=None, updated_at=ev["ts"])
             k = (item["project"], item["queue"], item["key"])

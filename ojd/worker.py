@@ -186,7 +186,7 @@ class WorkerLoop:
         if self.check is not None and self.refused is None:
             try:
                 self.check()
-            except OjError as e:  # drain what runs (loaded when it was fine), then exit
+            except OjError as e:  # take nothing more and exit; running jobs go on
                 self.refused = str(e)
                 self.log.error(self.refused)
                 self.notifier.status(f"{self.worker.name}: refused: {self.refused}")
@@ -465,7 +465,10 @@ class WorkerLoop:
         running = [state.jobs[j] for j in self.procs if j in state.jobs]
         parts = [f"{w.name}: {len(running)}/{w.concurrency} running"]
         if running:
-            jobs = ", ".join(f"job {j['id'][:4]} step {j['step'] or '-'}" for j in running[:3])
+            jobs = ", ".join(f"job {j['id'][:4]} " + ("waiting for an answer"
+                                                      if j["status"] == "waiting"
+                                                      else f"step {j['step'] or '-'}")
+                             for j in running[:3])
             parts[0] += f" ({jobs})"
         if self.queue.type == "persisted":
             pending = state.waiting_count(self.project, self.queue.name)

@@ -296,8 +296,8 @@ def _user_name() -> str:
 
 def stop(systemd: Systemd, name: str, wait: bool = True, state_root: str | None = None
          ) -> UnitState:
-    """Stop the unit (it drains), or the worker running in the foreground (SIGTERM: the
-    same drain) when there is one."""
+    """Stop the unit, or the worker running in the foreground (SIGTERM) when there is one:
+    it takes nothing more and exits; its running jobs go on in their own processes."""
     unit = worker_unit(check_name(name))
     pid = wake.foreground_pid(state_root, name) if state_root is not None else None
     if pid is not None:

@@ -137,7 +137,8 @@ def restart_cmd(app, name: str, scope: str | None) -> None:
 @click.option("-n", "--lines", default=50, show_default=True, help="Lines to show.")
 @with_scope
 def logs_cmd(name: str, follow: bool, lines: int, scope: str | None) -> None:
-    """The worker's journal: its own lines and its steps'."""
+    """The worker's journal: what it takes, starts and sees end (a job's steps write to
+    its own unit's journal: journalctl -u oj-job-ID.scope)."""
     from ojd.errors import OjError
     from ojd.systemd import worker_unit
     from ojd.wake import manager_present

@@ -99,6 +99,12 @@ def reopen(store: Store, job_id: str, vars_: dict[str, str]) -> dict:
         job = tx.state.jobs.get(job_id)
         if job is None:
             raise OjError(f"no job with id {job_id}")
+        item = tx.state.items.get(job.get("item") or "")
+        if item is not None and (item.get("job") != job_id or item["status"] == "completed"):
+            raise OjError(f"job {job_id}'s item {item['id']} was "
+                          + ("completed" if item["status"] == "completed"
+                             else f"taken by job {item.get('job')}")
+                          + " since; its queue moved on, nothing to resume")
         failed = [h for h in job["history"] if h["exit"] not in (0, None)]
         if job["status"] == "cancelled" or not failed:
             step = job["history"][-1]["step"] if job["history"] else None
