@@ -161,6 +161,9 @@ class WorkerLoop:
             # tick alone does not
             poll_due = bool(woken) or time.monotonic() >= poll_at - 0.005
         self._shutdown()
+        # a wake now means nothing, and Python's exit restores SIGUSR1's default (death)
+        # before the process is gone: a push in that moment must not kill it
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         if self.refused:
             return EXIT_REFUSED
         # Ctrl-C is an interruption (130, as a shell reports it); SIGTERM is the clean stop

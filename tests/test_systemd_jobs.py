@@ -73,8 +73,11 @@ def jobs_project(installed: Sandbox, sandbox_dir: Path):
         textwrap.dedent(RUNBOOK.replace("WORKER", name)))
     yield p
     (p.root / "go").touch()
-    installed.systemctl("stop", p.unit, check=False)
+    p.oj("worker", "stop", "--cancel", p.worker, check=False)
     installed.systemctl("reset-failed", p.unit, check=False)
+    # its state dir's drop-in goes with it: other tests count the drop-ins they find
+    installed.run(["rm", "-rf", f"/etc/systemd/system/{p.unit}.d"])
+    installed.systemctl("daemon-reload")
 
 
 def jobs(p: UnitProject) -> list[dict]:
