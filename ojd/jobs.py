@@ -61,11 +61,13 @@ def create_job(tx: Transaction, state_root: str, runbook: Runbook, project: str,
 def job_created_event(tx: Transaction, state_root: str, runbook: Runbook, project: str,
                       pipeline_name: str, vars_: dict[str, Any], invoke_dir: str, *,
                       item: str | None = None, worker: str | None = None,
-                      owner: str | None = None, name: str | None = None) -> dict:
+                      owner: str | None = None, name: str | None = None,
+                      job_id: str | None = None) -> dict:
     """The ``job:created`` event of a new job (appended by the caller, in the same append
     as the take of its item, so a crash cannot leave one without the other)."""
     pipeline = runbook.pipelines[pipeline_name]
-    job_id = new_id(tx.state.jobs)
+    if job_id is None:
+        job_id = new_id(tx.state.jobs)
     values = {**pipeline.defaults, **vars_}
     missing = [v for v in pipeline.vars if v not in values]
     if missing:

@@ -172,6 +172,13 @@ def load(root: str, cache_dir: str | None = None, exact: bool = False) -> Runboo
     return _load(sources, digest, cache_dir, exact)
 
 
+def load_if_changed(root: str, cache_dir: str | None, digest: str) -> Runbook | None:
+    """The runbook when its files no longer hash to ``digest``, else None (the files are
+    read and hashed; the cached model is not unpickled)."""
+    sources, new = _sources(root)
+    return None if new == digest else _load(sources, new, cache_dir, False)
+
+
 def _load(sources: list[tuple[str, bytes]], digest: str, cache_dir: str | None,
           exact: bool = False) -> Runbook:
     import dataclasses

@@ -111,6 +111,15 @@ class Store:
         self._reader = self.wal.reader(after=self.state.pos)
         return self._catch_up(self._reader.read_new(), final)
 
+    def take_over(self, other: Store) -> State:
+        """Start from ``other``'s state (a forked job process has its starter's in memory)
+        instead of loading the snapshot again; what came after it is read as by refresh."""
+        with self.lock:
+            self.state = other.state
+            self._snapshot_pos = other._snapshot_pos
+            self._reader = self.wal.reader(after=self.state.pos)
+        return self.refresh()
+
     def refresh(self) -> State:
         """Apply what other processes appended since the last read."""
         with self.lock:

@@ -207,17 +207,38 @@ class WorkerLoop:
             self._poll_external(free)
             return
         for _ in range(free):
-            with self.store.transaction() as tx:
-                item = tx.state.next_takeable(self.project, self.queue.name, time.time())
-                if item is None:
+            with self.store.lock:  # a look before forking: most polls find nothing
+                if self.store.state.next_takeable(self.project, self.queue.name,
+                                                  time.time()) is None:
                     return
-                job = job_created_event(tx, self.store.root, self.runbook, self.project,
-                                        self.worker.pipeline, self._vars_for(item["data"]),
-                                        self.project, item=item["id"],
-                                        worker=self.worker.name, owner=self.owner)
-                # one append, one fsync: the take and its job are durable together
-                tx.append(job, queues.take_event(item, self.owner, job["id"]))
-            self._start(job["id"])
+            if not self._start_new(self._take):
+                return
+
+    def _take(self, tx, job_id: str) -> list[dict]:
+        """The take of the oldest takeable item by a new job (in the job process's append)."""
+        item = tx.state.next_takeable(self.project, self.queue.name, time.time())
+        if item is None or job_id in tx.state.jobs:
+            raise jobprocess.NothingToRun()
+        job = job_created_event(tx, self.store.root, self.runbook, self.project,
+                                self.worker.pipeline, self._vars_for(item["data"]),
+                                self.project, item=item["id"], worker=self.worker.name,
+                                owner=self.owner, job_id=job_id)
+        return [job, queues.take_event(item, self.owner, job_id)]
+
+    def _start_new(self, make: Callable) -> bool:
+        """Start a job process for a job that ``make(tx, job_id)`` creates in the same
+        append as the process's record; False when there was nothing to create."""
+        with self.store.lock:
+            job_id = queues.new_id(self.store.state.jobs)
+        try:
+            proc = jobprocess.spawn(self.store, self.runbook, job_id, owner=self.owner,
+                                    manager=self.manager, warn=self.log.warning,
+                                    decide=lambda tx: make(tx, job_id),
+                                    name=self.worker.pipeline)
+        except jobprocess.NothingToRun:
+            return False
+        self._watch(proc)
+        return True
 
     def reload_runbook(self) -> None:
         """Load the runbook again when its files changed (the model is cached by content
@@ -228,8 +249,9 @@ class WorkerLoop:
         from ojd.errors import OjError, quoted
 
         try:
-            runbook = projects.load(self.project, paths.cache_dir(self.store.root))
-            if runbook.digest == self.runbook.digest:
+            runbook = projects.load_if_changed(self.project, paths.cache_dir(self.store.root),
+                                               self.runbook.digest)
+            if runbook is None:
                 self._runbook_problem(None)
                 return
             worker = runbook.workers.get(self.worker.name)
@@ -319,13 +341,15 @@ class WorkerLoop:
                                 capture_output=True)
             if taken.returncode != 0:
                 continue  # somebody else claimed it
-            with self.store.transaction() as tx:
-                job = job_created_event(tx, self.store.root, self.runbook, self.project,
-                                        self.worker.pipeline, self._vars_for(entry),
-                                        self.project, worker=self.worker.name,
-                                        owner=self.owner)
-                tx.append(job)
-            self._start(job["id"])
+            def create(tx, job_id: str, entry: dict = entry) -> list[dict]:
+                if job_id in tx.state.jobs:
+                    raise jobprocess.NothingToRun()
+                return [job_created_event(tx, self.store.root, self.runbook, self.project,
+                                          self.worker.pipeline, self._vars_for(entry),
+                                          self.project, worker=self.worker.name,
+                                          owner=self.owner, job_id=job_id)]
+
+            self._start_new(create)
             in_flight.add(key)
             free -= 1
 

@@ -55,27 +55,33 @@ def _run_shell(app, script: str, values: dict) -> int:
 
 
 def _run_pipeline(app, pipeline: str, values: dict, name: str, detach: bool) -> int:
-    from ojd.jobs import create_job
+    from ojd.jobs import job_created_event
+    from ojd.queues import new_id
 
     store = app.store
-    with store.transaction() as tx:
-        job = create_job(tx, store.root, app.runbook, app.root, pipeline, values, os.getcwd(),
-                         owner=f"oj-run/{os.getpid()}", name=name)
-    start_job(app, job["id"])
+    job_id = new_id(store.refresh().jobs)
+    owner = f"oj-run/{os.getpid()}"
+
+    def create(tx) -> list[dict]:  # the job and its process: one append
+        return [job_created_event(tx, store.root, app.runbook, app.root, pipeline, values,
+                                  os.getcwd(), owner=owner, name=name, job_id=job_id)]
+
+    start_job(app, job_id, create, name)
     if detach:
-        click.echo(job["id"])
+        click.echo(job_id)
         return 0
-    click.echo(f"job {job['id']} ({pipeline}) started", err=True)
-    return follow_job(app, job["id"])
+    click.echo(f"job {job_id} ({pipeline}) started", err=True)
+    return follow_job(app, job_id)
 
 
-def start_job(app, job_id: str) -> None:
-    """Start the job's own process (in a scope of this user's manager when there is one)."""
+def start_job(app, job_id: str, create=None, name: str | None = None) -> None:
+    """Start the job's own process (in a scope of this user's manager when there is one);
+    ``create(tx)`` gives the events that create the job, appended with its process."""
     from ojd.runners import jobprocess
 
     jobprocess.spawn(app.store, app.runbook, job_id, owner=f"oj-run/{os.getpid()}",
-                     manager=jobprocess.manager_for_cli(), quiet=True,
-                     warn=lambda m: click.echo(f"oj: warning: {m}", err=True))
+                     manager=jobprocess.manager_for_cli(), quiet=True, decide=create,
+                     name=name, warn=lambda m: click.echo(f"oj: warning: {m}", err=True))
 
 
 def follow_job(app, job_id: str) -> int:

@@ -96,13 +96,22 @@ def alive(proc: dict | None) -> bool:
                 and proc_start_time(proc["pid"]) == proc["start"])
 
 
+class NothingToRun(Exception):
+    """The decision made with the job process ready found no work (another took it)."""
+
+
 def spawn(store: Store, runbook: Runbook, job_id: str, *, owner: str, manager=None,
           quiet: bool = False, settle: Callable | None = None,
-          warn: Callable[[str], None] | None = None) -> JobProcess:
+          warn: Callable[[str], None] | None = None,
+          decide: Callable[..., list[dict]] | None = None, name: str | None = None
+          ) -> JobProcess:
     """Start the job's process. ``manager``: the ``ojd.systemd.Systemd`` to make its scope
     in (None: its own session only). ``quiet``: its output goes nowhere but the job log
-    (``oj run`` follows the log; a terminal must not hold the job)."""
-    name = (store.state.jobs.get(job_id) or {}).get("name") or job_id
+    (``oj run`` follows the log; a terminal must not hold the job). ``decide(tx)``: the
+    events that create the job (a take, ``job:created``), decided in the transaction that
+    records its process, so a new job costs one append; raising NothingToRun there leaves
+    nothing behind."""
+    name = name or (store.state.jobs.get(job_id) or {}).get("name") or job_id
     sys.stdout.flush()
     sys.stderr.flush()
     r, w = os.pipe()
@@ -111,7 +120,7 @@ def spawn(store: Store, runbook: Runbook, job_id: str, *, owner: str, manager=No
         code = 70
         try:
             os.close(w)
-            code = _child(r, store.root, runbook, job_id, settle,
+            code = _child(r, store, runbook, job_id, settle,
                           journal=manager is not None, quiet=quiet)
         finally:
             os._exit(code)
@@ -121,9 +130,11 @@ def spawn(store: Store, runbook: Runbook, job_id: str, *, owner: str, manager=No
         if manager is not None:
             unit = _into_scope(manager, pid, job_id, name, warn)
         start = proc_start_time(pid)
-        store.append({"type": "job:process", "id": job_id, "pid": pid, "start": start,
-                      "unit": unit, "by": owner})
-        os.write(w, b"go")
+        with store.transaction() as tx:
+            events = decide(tx) if decide is not None else []
+            tx.append(*events, {"type": "job:process", "id": job_id, "pid": pid,
+                                "start": start, "unit": unit, "by": owner})
+        os.write(w, f"go {unit or '-'}\n".encode())
     except BaseException:
         os.close(w)  # end-of-file: the child exits without running anything
         os.waitpid(pid, 0)
@@ -151,23 +162,11 @@ def _into_scope(manager, pid: int, job_id: str, name: str,
             warn(f"job {job_id} runs without a unit of its own ({e}); a stop of its "
                  "starter's unit stops it too")
         return None
-    # the move is the manager's job, done after the call returns: run nothing before it
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/cgroup") as f:
-                if unit in f.read():
-                    return unit
-        except OSError:
-            return unit
-        time.sleep(0.0005)
-    if warn is not None:
-        warn(f"job {job_id}: its scope {unit} did not take its process within 2 s")
     return unit
 
 
-def _child(r: int, root: str, runbook: Runbook, job_id: str, settle: Callable | None, *,
-           journal: bool, quiet: bool) -> int:  # pragma: no cover - runs in the child
+def _child(r: int, parent: Store, runbook: Runbook, job_id: str, settle: Callable | None,
+           *, journal: bool, quiet: bool) -> int:  # pragma: no cover - runs in the child
     os.setsid()  # no terminal, no job control: a closed terminal or Ctrl-C is not ours
     # nothing of the starter's stays open here: above all not the worker's lock (a held
     # flock would outlive the worker) nor its D-Bus connection
@@ -178,20 +177,23 @@ def _child(r: int, root: str, runbook: Runbook, job_id: str, settle: Callable | 
     signal.signal(signal.SIGUSR1, lambda *_: None)  # a stray wake must not kill the job
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
-        go = os.read(r, 2)
-    except OSError:
-        go = b""
+        go = os.read(r, 512).decode()
+    except (OSError, UnicodeDecodeError):
+        go = ""
     os.close(r)
-    if go != b"go":
-        return 0
+    if not go.startswith("go ") or not go.endswith("\n"):
+        return 0  # the starter died (or gave up) before recording this process
+    unit = go[3:-1]
+    if unit != "-":
+        _wait_for_scope(unit)
     for key in _SERVICE_ONLY_ENV:
         os.environ.pop(key, None)
     _stdio(job_id, journal=journal, quiet=quiet)
-    return run_here(root, runbook, job_id, settle, tee=journal)
+    return run_here(parent.root, runbook, job_id, settle, tee=journal, parent=parent)
 
 
 def run_here(root: str, runbook: Runbook, job_id: str, settle: Callable | None = None, *,
-             tee: bool = False) -> int:
+             tee: bool = False, parent: Store | None = None) -> int:
     """Run the job to its end in this process (the job process's body). 0 when it ended
     or was handed over; 1 when interrupted (it stays resumable)."""
     from ojd.jobs import JobRunner, Stalled, Superseded
@@ -211,6 +213,8 @@ def run_here(root: str, runbook: Runbook, job_id: str, settle: Callable | None =
             log.error(detail)
 
     store = Store(root)
+    if parent is not None:
+        store.take_over(parent)  # its fds are closed here, its state is good
     runner = JobRunner(store, runbook, progress=progress, settle=settle, tee=tee)
     signal.signal(signal.SIGTERM, stop)
     try:
@@ -236,6 +240,20 @@ def run_here(root: str, runbook: Runbook, job_id: str, settle: Callable | None =
         sys.stderr.flush()
     log.info(outcome)
     return 0
+
+
+def _wait_for_scope(unit: str, timeout: float = 2.0) -> None:  # pragma: no cover
+    """The manager moves this process into its scope after the starter's call returned:
+    run nothing (no step, no journal stream) before it is there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open("/proc/self/cgroup") as f:
+                if unit in f.read():
+                    return
+        except OSError:
+            return
+        time.sleep(0.0005)
 
 
 def _stdio(job_id: str, *, journal: bool, quiet: bool) -> None:  # pragma: no cover
