@@ -15,9 +15,13 @@ Everything runs inside the private systemd of tests/sandbox.py (booted on a root
    --target`` under the sandbox root; its workers are the same unit with a drop-in that
    sets ExecStart= to the old ``ojd`` and OJ_STATE_DIR to a state dir of its own. Rounds
    alternate new and old. Per item, for both: WAL records, PIDs allocated in the sandbox
-   (``ns_last_pid``; a worker start and stop without items subtracted) and, from a
-   separate drain of M items under ``strace -f`` (slow, not timed): processes and threads
-   created, execve, fdatasync/fsync, D-Bus messages (StartTransientUnit among them).
+   (``ns_last_pid``; a worker start and stop without items subtracted), CPU time (the
+   sandbox cgroup's account; the worker, PID 1 and journald from /proc), the phases of an
+   item from the WAL's timestamps and, from a separate drain of M items under ``strace
+   -f`` (slow, not timed): processes and threads created, execve, fdatasync/fsync, D-Bus
+   messages (StartTransientUnit among them). Then an item's parts alone, new code: a scope
+   for a forked child (StartTransientUnit until the child is in it), the step wrapper with
+   and without tee against ``bash -c true``, a Store load, one WAL append.
 2. Push -> step start on an idle worker (concurrency 1, fallback poll 60 s), as in
    worker_bench.py: latency from the durable push to the ``$EPOCHREALTIME`` the step's
    first command records. Context: ``bash -c true`` from Python.
@@ -54,7 +58,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(HERE))
 
-from sandbox import Sandbox, SandboxError, remove_root  # noqa: E402
+from sandbox import Sandbox, SandboxError, cgroup_mounts, remove_root  # noqa: E402
 from worker_bench import DRIVER, find_oj, median, ms, pct, verdict  # noqa: E402
 
 from ojd.store import Store  # noqa: E402
@@ -213,6 +217,105 @@ for _ in range(runs):
 print(json.dumps(out))
 '''
 
+# Runs inside the sandbox as root: what one item's parts cost, each alone; one JSON document.
+COMPONENTS = r'''
+import json, os, subprocess, sys, tempfile, time
+
+from ojd import bashrun
+from ojd.jobs import STEP_WRAPPER
+from ojd.store import Store
+from ojd.systemd import Systemd
+from ojd.wal import WalDirectory
+
+state, scratch, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+
+def scope_once(manager, i):
+    """A forked child moved into a new scope as jobprocess.spawn does: (reply, moved)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)
+        os._exit(0)
+    os.close(r)
+    unit = f"oj-bench-{os.getpid()}-{i}.scope"
+    t = time.perf_counter()
+    manager.start_scope(unit, pid, "oj bench scope")
+    reply = time.perf_counter() - t
+    while True:
+        with open(f"/proc/{pid}/cgroup") as f:
+            if unit in f.read():
+                break
+        time.sleep(0.0005)
+    moved = time.perf_counter() - t
+    os.close(w)
+    os.waitpid(pid, 0)
+    return reply, moved
+
+
+def fork_once():
+    t = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return time.perf_counter() - t
+
+
+def step_once(tee, log, status):
+    """The step wrapper around `true`, as JobRunner._run_step starts it; Popen to exit."""
+    sync_r, sync_w = os.pipe()
+    t = time.perf_counter()
+    with bashrun.Script("true", "-e", "-o", "pipefail") as bash:
+        argv = ["bash", "-c", STEP_WRAPPER, "oj-step:bench:step", str(sync_r), status, log,
+                "1" if tee else "0", *bash.argv]
+        with open(log, "ab", buffering=0) as out:
+            proc = subprocess.Popen(argv, pass_fds=(sync_r, *bash.fds), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL if tee else out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+    os.close(sync_r)
+    os.write(sync_w, b"go\n")
+    os.close(sync_w)
+    proc.wait()
+    return time.perf_counter() - t
+
+
+def bare_once():
+    t = time.perf_counter()
+    subprocess.run(["bash", "-e", "-o", "pipefail", "-c", "true"], stdin=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def timed(f, *a):
+    t = time.perf_counter()
+    f(*a)
+    return time.perf_counter() - t
+
+
+manager = Systemd(user=False)
+scope_once(manager, -1)  # connects
+out = {"scope_reply": [], "scope_moved": [], "fork": [], "step_tee": [], "step_log": [],
+       "bash_true": [], "store_load": [], "store_refresh": [], "append": []}
+log, status = os.path.join(scratch, "step.log"), os.path.join(scratch, "step.status")
+wal = WalDirectory(os.path.join(scratch, "wal"), on_problem=lambda p: None)
+wal.append({"type": "bench:probe"})
+for i in range(runs):
+    reply, moved = scope_once(manager, i)
+    out["scope_reply"].append(reply)
+    out["scope_moved"].append(moved)
+    out["fork"].append(fork_once())
+    out["step_tee"].append(step_once(True, log, status))
+    out["step_log"].append(step_once(False, log, status))
+    out["bash_true"].append(bare_once())
+    store = Store(state, on_problem=None)
+    out["store_load"].append(timed(store.refresh))
+    out["store_refresh"].append(timed(store.refresh))
+    out["append"].append(timed(wal.append, {"type": "bench:probe", "i": i}))
+out["state_pos"] = store.state.pos
+print(json.dumps(out))
+'''
+
 SYSCALLS = "clone,clone3,fork,vfork,execve,fsync,fdatasync,sendmsg"
 NOTIFY_RE = re.compile(r"(READY|STATUS|WATCHDOG|STOPPING)=")
 
@@ -245,6 +348,7 @@ class JobBench:
         self.new = Runner("new", oj, root / "state",
                           {"OJ_STATE_DIR": str(root / "state"), "PATH": path}, "")
         self.old: Runner | None = None
+        self.journald = 0  # its MainPID, once booted
         runbooks = self.project / ".oj" / "runbooks"
         runbooks.mkdir(parents=True)
         text = (RUNBOOK.replace("STAMPS", str(self.stamps))
@@ -252,6 +356,8 @@ class JobBench:
         (runbooks / "bench.hcl").write_text(text)
         self.driver.write_text(textwrap.dedent(DRIVER))
         self.firstline.write_text(FIRSTLINE)
+        self.components = root / "components.py"
+        self.components.write_text(COMPONENTS)
 
     # -- running things inside -----------------------------------------------------------
 
@@ -270,6 +376,34 @@ class JobBench:
 
     def pid_max(self) -> int:
         return int(self.run(self.new, ["cat", "/proc/sys/kernel/pid_max"]))
+
+    def cpu_total(self) -> float:
+        """CPU seconds used by everything in the sandbox so far (its cgroup's account)."""
+        for mount in cgroup_mounts():
+            usage = mount / self.sb.cgroup / "cpuacct.usage"
+            if usage.exists():
+                return int(usage.read_text()) / 1e9
+            stat = mount / self.sb.cgroup / "cpu.stat"
+            if stat.exists() and mount.name not in ("cpu", "cpu,cpuacct"):
+                for line in stat.read_text().splitlines():
+                    if line.startswith("usage_usec "):
+                        return int(line.split()[1]) / 1e6
+        raise SandboxError("no CPU account for the sandbox's cgroup")
+
+    def proc_cpu(self, *pids: int) -> list[float]:
+        """utime + stime of processes inside the sandbox, in seconds."""
+        text = self.run(self.new, ["cat", *(f"/proc/{p}/stat" for p in pids)])
+        tick = os.sysconf("SC_CLK_TCK")
+        return [sum(int(x) for x in line.rsplit(")", 1)[1].split()[11:13]) / tick
+                for line in text.splitlines()]
+
+    def cpu_marks(self, worker: str | None = None) -> dict[str, float]:
+        pids = {"systemd": 1, "journald": self.journald}
+        if worker is not None:
+            pids["worker"] = int(self.sb.unit_property(self.unit(worker), "MainPID"))
+        marks = dict(zip(pids, self.proc_cpu(*pids.values()), strict=True))
+        marks["total"] = self.cpu_total()
+        return marks
 
     @staticmethod
     def unit(worker: str) -> str:
@@ -340,10 +474,12 @@ def drain(b: JobBench, r: Runner, worker: str, queue: str, items: int) -> dict:
     ids = b.drive(r, "push", str(b.project), queue, str(items))["ids"]
     wanted = set(ids)
     pid0 = b.last_pid()
+    cpu0 = b.cpu_marks()
     t0 = time.perf_counter()
     b.oj(r, "worker", "start", worker)
     wait_done(store, ids, f"{r.label} {worker}")
     wall = time.perf_counter() - t0
+    cpu1 = b.cpu_marks(worker)
     end_pos = store.state.pos
     b.sb.systemctl("stop", b.unit(worker))
     pid1 = b.last_pid()
@@ -367,7 +503,8 @@ def drain(b: JobBench, r: Runner, worker: str, queue: str, items: int) -> dict:
         raise SandboxError(f"{r.label} {worker}: no take/completion timestamps in the WAL")
     return {"e2e": items / wall, "steady": items / (last_done - first_take),
             "records": (end_pos - start_pos) / items, "pids": (pid1 - pid0) % b.pid_max(),
-            "scopes": scopes / items, "phases": phases(marks)}
+            "scopes": scopes / items, "phases": phases(marks),
+            "cpu": {k: v - cpu0.get(k, 0.0) for k, v in cpu1.items()}}
 
 
 # the WAL events that mark a job's phases (their ts is the moment of the append)
@@ -390,12 +527,16 @@ def phases(marks: dict[str, dict[str, float]]) -> dict[str, float]:
     return {k: median(v) for k, v in spans.items() if v}
 
 
-def idle_start_pids(b: JobBench, r: Runner, worker: str) -> int:
-    """PIDs a start and stop of an idle worker allocate (nsenter'd commands included)."""
+def idle_start(b: JobBench, r: Runner, worker: str) -> tuple[int, dict[str, float]]:
+    """PIDs a start and stop of an idle worker allocate (nsenter'd commands included), and
+    the CPU its start costs, measured as ``drain`` measures it."""
     pid0 = b.last_pid()
+    cpu0 = b.cpu_marks()
     b.oj(r, "worker", "start", worker)
+    cpu1 = b.cpu_marks(worker)
     b.sb.systemctl("stop", b.unit(worker))
-    return (b.last_pid() - pid0) % b.pid_max()
+    return (b.last_pid() - pid0) % b.pid_max(), {k: v - cpu0.get(k, 0.0)
+                                                 for k, v in cpu1.items()}
 
 
 def traced_drain(b: JobBench, r: Runner, worker: str, queue: str, items: int) -> dict:
@@ -429,6 +570,9 @@ def traced_drain(b: JobBench, r: Runner, worker: str, queue: str, items: int) ->
     for line in out.read_text(errors="replace").splitlines():
         # "PID name(args) = ret" or "PID name(args <unfinished ...>": arguments are
         # decoded at entry, so the first line of a call says all that is counted
+        if re.match(r"\d+\s+<\.\.\. execve resumed>.* = -1 ", line):
+            counts["execve_missed"] += 1  # its start line was counted as one that worked
+            counts["execve"] -= 1
         m = re.match(r"\d+\s+(\w+)\((.*)$", line)
         if m is None:
             continue
@@ -438,7 +582,8 @@ def traced_drain(b: JobBench, r: Runner, worker: str, queue: str, items: int) ->
         elif name in ("fork", "vfork"):
             counts["processes"] += 1
         elif name == "execve":
-            counts["execve"] += 1
+            # a PATH search tries each directory: only the one that worked starts a program
+            counts["execve_missed" if re.search(r"\) = -1 ", rest) else "execve"] += 1
         elif name in ("fsync", "fdatasync"):
             counts["fsync"] += 1
         elif name == "sendmsg":
@@ -468,7 +613,8 @@ def bench_drain(b: JobBench, items: int, rounds: int, trace_items: int) -> None:
             for r in runners:
                 rates.setdefault((r.label, conc), []).append(
                     drain(b, r, *names(r, conc), items))
-    idle = {r.label: idle_start_pids(b, r, names(r, 4)[0]) for r in runners}
+    starts = {r.label: idle_start(b, r, names(r, 4)[0]) for r in runners}
+    idle = {label: x[0] for label, x in starts.items()}
     for conc in (4, 1):
         best = {}
         for r in runners:
@@ -494,6 +640,21 @@ def bench_drain(b: JobBench, items: int, rounds: int, trace_items: int) -> None:
         scopes = median([x["scopes"] for x in runs])
         print(f"     {r.label:<14} {recs:4.1f} WAL records, {pids:5.2f} PIDs (processes and "
               f"threads), {scopes:4.2f} job scopes (job:process with a unit)")
+    print(f"   CPU per item (sandbox cgroup; per process from /proc; an idle worker start "
+          f"subtracted; {os.cpu_count()} CPUs):")
+    for r in runners:
+        base = starts[r.label][1]
+        for conc in (4, 1):
+            per = {k: median([x["cpu"][k] for x in rates[(r.label, conc)]]) - base.get(k, 0.0)
+                   for k in ("total", "worker", "systemd", "journald")}
+            rest = per["total"] - per["worker"] - per["systemd"] - per["journald"]
+            ceiling = (os.cpu_count() or 1) / (per["total"] / items)
+            print(f"     {r.label:<14} concurrency {conc}: {per['total'] / items * 1000:5.1f} ms "
+                  f"(worker {per['worker'] / items * 1000:4.1f}, systemd PID 1 "
+                  f"{per['systemd'] / items * 1000:4.1f}, journald "
+                  f"{per['journald'] / items * 1000:4.1f}, job processes, steps and the rest "
+                  f"{rest / items * 1000:4.1f}); all CPUs busy would give "
+                  f"{ceiling:5.0f} items/s")
     print("   phases of an item at concurrency 1 (medians of WAL append timestamps; take: "
           "the take's append, process: job:process, step: job:step_started, end: "
           "job:finished):")
@@ -504,6 +665,22 @@ def bench_drain(b: JobBench, items: int, rounds: int, trace_items: int) -> None:
                 ph.setdefault(k, []).append(v)
         print(f"     {r.label:<14} " + ", ".join(f"{k} {median(v) * 1000:.1f} ms"
                                                 for k, v in ph.items()))
+    scratch = b.root / "components"
+    scratch.mkdir(exist_ok=True)
+    c = json.loads(b.run(b.new, [b.python, str(b.components), str(b.new.state), str(scratch),
+                                 "30"], timeout=300))
+    print("   an item's parts alone (30 runs each, medians, inside the sandbox, new code):")
+    print(f"     StartTransientUnit reply {ms(median(c['scope_reply']))}, until the process "
+          f"is in the scope {ms(median(c['scope_moved']))} (p90 "
+          f"{ms(pct(c['scope_moved'], 90))}); fork+exit+wait of the driver "
+          f"{ms(median(c['fork']))}")
+    print(f"     step wrapper around `true`: with tee {ms(median(c['step_tee']))}, straight to "
+          f"the log {ms(median(c['step_log']))}; bash -e -o pipefail -c true "
+          f"{ms(median(c['bash_true']))}")
+    print(f"     Store load of the state dir ({c['state_pos']} records) "
+          f"{ms(median(c['store_load']))}, refresh with nothing new "
+          f"{ms(median(c['store_refresh']))}; one WAL append (lock, write, fdatasync) "
+          f"{ms(median(c['append']))}")
     if trace_items <= 0 or shutil.which("strace") is None:
         print("   (no strace run: --trace-items 0 or strace missing)")
         return
@@ -512,7 +689,8 @@ def bench_drain(b: JobBench, items: int, rounds: int, trace_items: int) -> None:
     for r in runners:
         c = traced_drain(b, r, *names(r, 4), trace_items)
         print(f"     {r.label:<14} processes {c.get('processes', 0):4.2f}, threads "
-              f"{c.get('threads', 0):4.2f}, execve {c.get('execve', 0):4.2f}, "
+              f"{c.get('threads', 0):4.2f}, execve {c.get('execve', 0):4.2f} (+ "
+              f"{c.get('execve_missed', 0):4.2f} PATH misses), "
               f"fdatasync/fsync {c.get('fsync', 0):4.2f}, D-Bus sendmsg "
               f"{c.get('dbus', 0):4.2f} (StartTransientUnit {c.get('StartTransientUnit', 0):4.2f})"
               f", sd_notify {c.get('sd_notify', 0):4.2f}")
@@ -714,6 +892,7 @@ def main() -> int:
         where = b.run(b.new, [python, "-c", "import ojd; print(ojd.__file__)"])
         print(f"ojd inside the sandbox: {where.strip()}")
         b.oj(b.new, "systemd", "install")
+        b.journald = int(sb.unit_property("systemd-journald.service", "MainPID"))
         b.install_old(args.old_ref, ("otp1", "otp4", "olat"))
         if "1" in args.only:
             bench_drain(b, args.items, args.rounds, args.trace_items)
