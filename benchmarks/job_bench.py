@@ -448,14 +448,21 @@ class JobBench:
 # -- 1. drain ------------------------------------------------------------------------------
 
 
-def wait_done(store: Store, ids: Sequence[str], what: str, timeout: float = 180) -> None:
+def wait_done(store: Store, ids: Sequence[str], what: str, timeout: float = 180,
+              reader=None, records: list | None = None) -> None:
+    """Wait until every item is completed; meanwhile ``reader``'s new records go to
+    ``records`` (read as they come: a compaction may drop segments read too late)."""
     deadline = time.monotonic() + timeout
     while True:
+        if reader is not None and records is not None:
+            records.extend(reader.read_new())
         state = store.refresh()
         statuses = [state.items[i]["status"] for i in ids if i in state.items]
         if any(s not in ("pending", "active", "completed") for s in statuses):
             raise SandboxError(f"{what}: an item ended {sorted(set(statuses))}")
         if all(s == "completed" for s in statuses):
+            if reader is not None and records is not None:
+                records.extend(reader.read_new())
             return
         if time.monotonic() > deadline:
             left = sum(s != "completed" for s in statuses)
@@ -477,7 +484,8 @@ def drain(b: JobBench, r: Runner, worker: str, queue: str, items: int) -> dict:
     cpu0 = b.cpu_marks()
     t0 = time.perf_counter()
     b.oj(r, "worker", "start", worker)
-    wait_done(store, ids, f"{r.label} {worker}")
+    records: list = []
+    wait_done(store, ids, f"{r.label} {worker}", reader=reader, records=records)
     wall = time.perf_counter() - t0
     cpu1 = b.cpu_marks(worker)
     end_pos = store.state.pos
@@ -485,7 +493,10 @@ def drain(b: JobBench, r: Runner, worker: str, queue: str, items: int) -> dict:
     pid1 = b.last_pid()
     first_take, last_done, scopes = None, 0.0, 0
     marks: dict[str, dict[str, float]] = {}  # job id -> event type -> its (first) ts
-    for rec in reader.read_new():
+    if records and records[0].pos != start_pos + 1 or any(
+            y.pos != x.pos + 1 for x, y in zip(records, records[1:], strict=False)):
+        raise SandboxError(f"{r.label} {worker}: records missed while reading the WAL")
+    for rec in records:
         ev = rec.event
         if ev["type"] == "job:process" and ev.get("unit"):
             scopes += 1
@@ -597,12 +608,73 @@ def traced_drain(b: JobBench, r: Runner, worker: str, queue: str, items: int) ->
     return {k: v / items for k, v in counts.items()}
 
 
+# Frames whose samples say where an item's time goes (py-spy names them Class.method).
+PROFILE_FRAMES = {
+    "worker": ("spawn", "_into_scope", "Systemd.start_scope", "WorkerLoop._ended",
+               "WorkerLoop._adopt", "WorkerLoop.reload_runbook", "Store.refresh",
+               "WalWriter.append"),
+    "job process": ("_child", "run_here", "Store.load", "JobRunner._run_step",
+                    "Popen._execute_child", "Popen.wait", "JobRunner._finish",
+                    "WalWriter.append"),
+}
+
+
+def profile_drain(b: JobBench, items: int) -> None:
+    """py-spy samples (wall time, 500 Hz) of the worker and its job processes while a
+    concurrency-1 worker drains ``items``: milliseconds per item under each frame."""
+    spy = shutil.which("py-spy") or str(Path(b.python).parent / "py-spy")
+    if not os.access(spy, os.X_OK):
+        print("   (no py-spy profile: py-spy not found; pip install py-spy)")
+        return
+    r = b.new
+    worker, queue = names(r, 1)
+    store = Store(str(r.state), on_problem=None)
+    b.oj(r, "worker", "start", worker)
+    pid = int(b.sb.unit_property(b.unit(worker), "MainPID"))
+    out, pidfile = b.root / "profile.txt", b.root / "py-spy.pid"
+    rate = 500
+    spy_proc = b.sb.popen(["sh", "-c", f'echo $$ > {pidfile}; exec "$0" "$@"', spy, "record",
+                           "-s", "--idle", "-r", str(rate), "--format", "raw", "-o", str(out),
+                           "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(2)  # attached
+    ids = b.drive(r, "push", str(b.project), queue, str(items))["ids"]
+    b.oj(r, "worker", "start", worker)
+    wait_done(store, ids, "profiled drain")
+    b.run(r, ["sh", "-c", f"kill -INT $(cat {pidfile})"])
+    spy_proc.wait(60)
+    b.sb.systemctl("stop", b.unit(worker))
+    if not out.exists():
+        print("   (no py-spy profile: py-spy wrote nothing)")
+        return
+    per: dict[str, Counter[str]] = {k: Counter() for k in PROFILE_FRAMES}
+    busy: Counter[str] = Counter()
+    for line in out.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        who = "job process" if sum(f.startswith("process ") for f in frames) > 1 else "worker"
+        names_ = {re.sub(r" \(.*", "", f) for f in frames if not f.startswith("process ")}
+        leaf = re.sub(r" \(.*", "", frames[-1])
+        if who == "worker" and leaf == "WorkerLoop.run":
+            continue  # waiting in select(): idle
+        busy[who] += int(count)
+        for frame in PROFILE_FRAMES[who]:
+            if frame in names_:
+                per[who][frame] += int(count)
+    print(f"   where the time goes (py-spy, wall time at {rate} Hz, {items} items at "
+          "concurrency 1, ms per item under each frame, nested frames included):")
+    for who, frames in PROFILE_FRAMES.items():
+        shown = ", ".join(f"{f} {per[who][f] / rate / items * 1000:.1f}" for f in frames
+                          if per[who][f])
+        print(f"     {who} (not idle {busy[who] / rate / items * 1000:.1f} ms): {shown}")
+
+
 def names(r: Runner, conc: int) -> tuple[str, str]:
     """The drain worker and queue of a runner at a concurrency."""
     return (f"{r.prefix or 'j'}tp{conc}", f"{r.prefix}tp{conc}")
 
 
-def bench_drain(b: JobBench, items: int, rounds: int, trace_items: int) -> None:
+def bench_drain(b: JobBench, items: int, rounds: int, trace_items: int,
+                profile_items: int) -> None:
     assert b.old is not None
     print(f"\n1. Drain of a one-step `true` pipeline ({items} items queued first, then the "
           f"worker is started; {rounds} round(s), new and old alternating)")
@@ -681,6 +753,8 @@ def bench_drain(b: JobBench, items: int, rounds: int, trace_items: int) -> None:
           f"{ms(median(c['store_load']))}, refresh with nothing new "
           f"{ms(median(c['store_refresh']))}; one WAL append (lock, write, fdatasync) "
           f"{ms(median(c['append']))}")
+    if profile_items > 0:
+        profile_drain(b, profile_items)
     if trace_items <= 0 or shutil.which("strace") is None:
         print("   (no strace run: --trace-items 0 or strace missing)")
         return
@@ -751,6 +825,8 @@ def job_procs(store: Store, ids: Sequence[str]) -> dict[str, tuple]:
 
 def timed_restart(b: JobBench, worker: str, want: str) -> tuple[float, float]:
     """Seconds until ``systemctl restart`` returned, and until StatusText says ``want``."""
+    # the unit's StartLimitBurst would refuse the restarts that follow
+    b.sb.systemctl("reset-failed", b.unit(worker), check=False)
     t0 = time.perf_counter()
     b.sb.systemctl("restart", b.unit(worker))
     returned = time.perf_counter() - t0
@@ -869,6 +945,8 @@ def main() -> int:
                         "concurrency")
     parser.add_argument("--trace-items", type=int, default=40,
                         help="items of the strace'd drain (0: none)")
+    parser.add_argument("--profile-items", type=int, default=100,
+                        help="items of the py-spy profiled drain (0: none)")
     parser.add_argument("--pushes", type=int, default=100, help="pushes for the latency run")
     parser.add_argument("--restarts", type=int, default=5, help="restarts per case")
     parser.add_argument("--runs", type=int, default=20, help="runs per oj run case")
@@ -887,7 +965,8 @@ def main() -> int:
     try:
         sb.boot()
         print(f"sandbox booted in {time.perf_counter() - began:.1f}s at {root}; "
-              f"oj: {oj}; {os.cpu_count()} CPUs")
+              f"oj: {oj}; {os.cpu_count()} CPUs; host load average "
+              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         b = JobBench(sb, root, oj, python)
         where = b.run(b.new, [python, "-c", "import ojd; print(ojd.__file__)"])
         print(f"ojd inside the sandbox: {where.strip()}")
@@ -895,7 +974,7 @@ def main() -> int:
         b.journald = int(sb.unit_property("systemd-journald.service", "MainPID"))
         b.install_old(args.old_ref, ("otp1", "otp4", "olat"))
         if "1" in args.only:
-            bench_drain(b, args.items, args.rounds, args.trace_items)
+            bench_drain(b, args.items, args.rounds, args.trace_items, args.profile_items)
         if "2" in args.only:
             bench_latency(b, args.pushes)
         if "3" in args.only:
@@ -908,7 +987,8 @@ def main() -> int:
         except SandboxError as e:
             print(f"job_bench: {e}", file=sys.stderr)
         remove_root(root)
-    print(f"\ntotal {time.perf_counter() - began:.0f}s")
+    print(f"\ntotal {time.perf_counter() - began:.0f}s; host load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
 
 
