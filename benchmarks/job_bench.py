@@ -2,7 +2,11 @@
 push-to-step latency, a worker restart under running steps, and ``oj run`` to first output.
 
     python benchmarks/job_bench.py [--items N] [--rounds R] [--trace-items M]
-                                   [--pushes P] [--restarts K] [--runs K] [--old-ref REF]
+                                   [--profile-items M] [--pushes P] [--restarts K]
+                                   [--runs K] [--old-ref REF] [--only 1234]
+
+Defaults take about three minutes on 2 idle CPUs (longer on a busy machine: the new runner
+spends several times the CPU per item of the old one, so it suffers more from load).
 
 Everything runs inside the private systemd of tests/sandbox.py (booted on a root under
 /var/lib/oj-sandbox, powered off and removed at the end), with oj's units installed by
@@ -21,10 +25,13 @@ Everything runs inside the private systemd of tests/sandbox.py (booted on a root
    -f`` (slow, not timed): processes and threads created, execve, fdatasync/fsync, D-Bus
    messages (StartTransientUnit among them). Then an item's parts alone, new code: a scope
    for a forked child (StartTransientUnit until the child is in it), the step wrapper with
-   and without tee against ``bash -c true``, a Store load, one WAL append.
+   and without tee against ``bash -c true``, a Store load, one WAL append. Last, when
+   py-spy is installed, M items drained at concurrency 1 under ``py-spy record -s
+   --idle``: milliseconds per item under the frames where the worker and its job processes
+   spend their time.
 2. Push -> step start on an idle worker (concurrency 1, fallback poll 60 s), as in
    worker_bench.py: latency from the durable push to the ``$EPOCHREALTIME`` the step's
-   first command records. Context: ``bash -c true`` from Python.
+   first command records, for the new and the old runner. Context: ``bash -c true``.
 3. Worker restart with 4 running steps (each waits for a file): ``systemctl restart`` of
    the worker until its StatusText says ``4/4 running`` (READY=1 comes after the new worker
    adopted its jobs), K times; the step and job processes must be the same before and
@@ -32,7 +39,8 @@ Everything runs inside the private systemd of tests/sandbox.py (booted on a root
    the same restart of the same worker with nothing running.
 4. ``oj run`` of a one-step job (``echo hi``), from exec to its first stdout line, to the
    line ``hi`` and to its exit, against ``systemd-run --wait --pipe -q echo hi``; K runs
-   each, interleaved, from a driver inside the sandbox.
+   each, interleaved, from a driver inside the sandbox. Context: the old ``oj run hi``
+   (the job ran inside the ``oj`` process).
 """
 
 from __future__ import annotations
