@@ -50,8 +50,8 @@ from ojd.wal import WalDirectory  # noqa: E402
 
 SANDBOX_BASE = Path(os.environ.get("OJ_SANDBOX_BASE", "/var/lib/oj-sandbox"))
 WAKE_AIM = 2.0  # oj worker start (wake) at most this many times systemctl reload
-LATENCY_P50_AIM_MS = 20.0
-LATENCY_P99_AIM_MS = 100.0
+LATENCY_P50_AIM_MS = 5.0
+LATENCY_P99_AIM_MS = 20.0
 THROUGHPUT_AIM = 150.0  # items/s
 RSS_AIM_MB = 40.0
 WARMUP_PUSHES = 3  # pushes before the measured ones (first job creates logs dir, caches)
