@@ -83,6 +83,7 @@ class WorkerLoop:
         self.refused: str | None = None
         self.owner = owner_id(worker.name)
         self.procs: dict[str, JobProcess] = {}  # job id -> its process, running
+        self._ready: jobprocess.Ready | None = None  # a job process waiting for an item
         self._pidfds: dict[int, str] = {}  # pidfd -> job id: readable when the job ends
         self._resumes: dict[str, int] = {}  # job id -> resumes by this worker
         self.last_poll: float | None = None
@@ -173,6 +174,7 @@ class WorkerLoop:
     def _poll_once(self) -> None:
         try:
             self.poll()
+            self._keep_ready()
         except Exception as e:  # keep the loop alive
             # said once per distinct failure (a full disk fails every poll until freed)
             why = describe(e)
@@ -226,19 +228,41 @@ class WorkerLoop:
         return [job, queues.take_event(item, self.owner, job_id)]
 
     def _start_new(self, make: Callable) -> bool:
-        """Start a job process for a job that ``make(tx, job_id)`` creates in the same
-        append as the process's record; False when there was nothing to create."""
-        with self.store.lock:
-            job_id = queues.new_id(self.store.state.jobs)
+        """Start a job process (the ready one, else a new one) for a job that
+        ``make(tx, job_id)`` creates in the same append as the process's record; False
+        when there was nothing to create."""
+        ready, self._ready = self._ready, None
+        if ready is None:
+            ready = self._prepare()
         try:
-            proc = jobprocess.spawn(self.store, self.runbook, job_id, owner=self.owner,
-                                    manager=self.manager, warn=self.log.warning,
-                                    decide=lambda tx: make(tx, job_id),
-                                    name=self.worker.pipeline)
+            proc = jobprocess.give(self.store, ready, owner=self.owner,
+                                   decide=lambda tx: make(tx, ready.job_id))
         except jobprocess.NothingToRun:
+            self._ready = ready  # for the next item
             return False
         self._watch(proc)
         return True
+
+    def _prepare(self) -> jobprocess.Ready:
+        with self.store.lock:
+            job_id = queues.new_id(self.store.state.jobs)
+        return jobprocess.prepare(self.store, self.runbook, job_id, manager=self.manager,
+                                  warn=self.log.warning, name=self.worker.pipeline)
+
+    def _keep_ready(self) -> None:
+        """While a slot is free, one job process waits ready for the next item."""
+        if self._ready is not None or self._stop or self.refused or self.until_idle \
+                or len(self.procs) >= self.worker.concurrency:
+            return
+        try:
+            self._ready = self._prepare()
+        except Exception as e:  # the next item forks its own
+            self.log.warning(f"could not prepare a job process: {describe(e)}")
+
+    def _drop_ready(self) -> None:
+        ready, self._ready = self._ready, None
+        if ready is not None:
+            jobprocess.discard(ready)
 
     def reload_runbook(self) -> None:
         """Load the runbook again when its files changed (the model is cached by content
@@ -268,6 +292,7 @@ class WorkerLoop:
             return
         self.runbook, self.worker = runbook, worker
         self.queue = runbook.queues[worker.queue]
+        self._drop_ready()  # it holds the previous runbook
         self._runbook_problem(None)
         self._remember_runbook()
         self.log.info(f"runbook reloaded: queue {quoted(self.queue.name)}, pipeline "
@@ -470,6 +495,7 @@ class WorkerLoop:
         if running:
             self.log.info(f"stopping: {running} job(s) keep running in their own processes "
                           f"({', '.join(sorted(self.procs))}); 'oj job list' follows them")
+        self._drop_ready()
         for fd in self._pidfds:
             os.close(fd)
         self._pidfds.clear()

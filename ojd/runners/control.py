@@ -115,7 +115,7 @@ def reopen(store: Store, job_id: str, vars_: dict[str, str]) -> dict:
 
 
 def follow(store: Store, job_id: str, write: Callable[[bytes], None],
-           interval: float = 0.02) -> str:
+           interval: float = 0.01) -> str:
     """Copy the job's log to ``write`` as it grows, until the job ends; its outcome, or
     "lost" when its process ended without ending it."""
     from ojd import paths
@@ -127,7 +127,7 @@ def follow(store: Store, job_id: str, write: Callable[[bytes], None],
         job = store.refresh().jobs.get(job_id) or {}
         before, offset = offset, _copy_from(path, offset, write)
         if offset != before:
-            interval = 0.02
+            interval = 0.01
         status = job.get("status")
         if status not in LIVE_JOB_STATES:
             return status or "lost"
@@ -138,7 +138,7 @@ def follow(store: Store, job_id: str, write: Callable[[bytes], None],
         else:
             quiet_polls = 0
         time.sleep(interval)
-        interval = min(interval * 1.5, 0.2)  # quick for a short job, light for a long one
+        interval = min(interval * 1.2, 0.2)  # quick for a short job, light for a long one
 
 
 def _copy_from(path: str, offset: int, write: Callable[[bytes], None]) -> int:

@@ -17,6 +17,7 @@ starting a second one.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -100,6 +101,19 @@ class NothingToRun(Exception):
     """The decision made with the job process ready found no work (another took it)."""
 
 
+@dataclass
+class Ready:
+    """A job process forked (and put in its unit) ahead of its job, waiting to be given it:
+    a worker keeps one while it has a free slot, so a push's job starts without a fork, a
+    D-Bus call or a cgroup move on its path."""
+
+    job_id: str
+    pid: int
+    start: str | None
+    unit: str | None
+    w: int  # the handshake pipe's end: "go" or end-of-file
+
+
 def spawn(store: Store, runbook: Runbook, job_id: str, *, owner: str, manager=None,
           quiet: bool = False, settle: Callable | None = None,
           warn: Callable[[str], None] | None = None,
@@ -111,11 +125,30 @@ def spawn(store: Store, runbook: Runbook, job_id: str, *, owner: str, manager=No
     events that create the job (a take, ``job:created``), decided in the transaction that
     records its process, so a new job costs one append; raising NothingToRun there leaves
     nothing behind."""
+    ready = prepare(store, runbook, job_id, manager=manager, quiet=quiet, settle=settle,
+                    warn=warn, name=name)
+    try:
+        return give(store, ready, owner=owner, decide=decide)
+    except NothingToRun:
+        discard(ready)
+        raise
+
+
+def prepare(store: Store, runbook: Runbook, job_id: str, *, manager=None, quiet: bool = False,
+            settle: Callable | None = None, warn: Callable[[str], None] | None = None,
+            name: str | None = None) -> Ready:
+    """Fork the process that will run job ``job_id`` and ask for its scope; it waits for
+    ``give`` (and runs the runbook and sees the state as they were at this fork)."""
     name = name or (store.state.jobs.get(job_id) or {}).get("name") or job_id
     sys.stdout.flush()
     sys.stderr.flush()
     r, w = os.pipe()
+    # the child's garbage collector must not visit (and so copy) every page it shares with
+    # its starter: what exists now is frozen out of collection, in the child for good
+    gc.freeze()
     pid = os.fork()
+    if pid != 0:
+        gc.unfreeze()
     if pid == 0:  # pragma: no cover - runs in the child
         code = 70
         try:
@@ -125,22 +158,47 @@ def spawn(store: Store, runbook: Runbook, job_id: str, *, owner: str, manager=No
         finally:
             os._exit(code)
     os.close(r)
+    ready = Ready(job_id, pid, None, None, w)
     try:
-        unit = None
         if manager is not None:
-            unit = _into_scope(manager, pid, job_id, name, warn)
-        start = proc_start_time(pid)
+            ready.unit = _into_scope(manager, pid, job_id, name, warn)
+        ready.start = proc_start_time(pid)
+    except BaseException:
+        discard(ready)
+        raise
+    return ready
+
+
+def give(store: Store, ready: Ready, *, owner: str,
+         decide: Callable[..., list[dict]] | None = None) -> JobProcess:
+    """Record the ready process as its job's (with the events that create the job) and let
+    it run. NothingToRun from ``decide`` leaves it ready; any other failure ends it."""
+    try:
         with store.transaction() as tx:
             events = decide(tx) if decide is not None else []
-            tx.append(*events, {"type": "job:process", "id": job_id, "pid": pid,
-                                "start": start, "unit": unit, "by": owner})
-        os.write(w, f"go {unit or '-'}\n".encode())
-    except BaseException:
-        os.close(w)  # end-of-file: the child exits without running anything
-        os.waitpid(pid, 0)
+            tx.append(*events, {"type": "job:process", "id": ready.job_id, "pid": ready.pid,
+                                "start": ready.start, "unit": ready.unit, "by": owner})
+        os.write(ready.w, f"go {ready.unit or '-'}\n".encode())
+    except NothingToRun:
         raise
-    os.close(w)
-    return JobProcess(job_id, pid, start, unit, True)
+    except BaseException:
+        discard(ready)
+        raise
+    os.close(ready.w)
+    return JobProcess(ready.job_id, ready.pid, ready.start, ready.unit, True)
+
+
+def discard(ready: Ready) -> None:
+    """End a ready process unused: it reads end-of-file and exits without running anything
+    (its scope goes with it)."""
+    try:
+        os.close(ready.w)
+    except OSError:
+        pass
+    try:
+        os.waitpid(ready.pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def _into_scope(manager, pid: int, job_id: str, name: str,
