@@ -170,18 +170,16 @@ def test_dead_agent_is_resumed_with_the_message_until_its_attempts_run_out(ap: A
       on_dead = { action = "resume", message = "try again", attempts = 2, cooldown = "1s" }
     ''', "--exit", "3")
     run = ap.background("run", "go")
-    try:
-        wait_until(lambda: ap.status() == "waiting", "the job to wait", timeout=30)
-        prompts = [s["prompt"] for s in ap.starts()]
-        base = f"work in {ap.root}"
-        assert prompts == [base, f"{base}\n\ntry again", f"{base}\n\ntry again"]
-        job = ap.job()
-        assert job["waiting_reason"] == "on_dead: resume already tried 2 times"
-        listed = ap.oj("job", "list").stdout
-        assert "waiting" in listed
-        assert "on_dead: resume already tried 2 times" in ap.oj("job", "show", job["id"]).stdout
-    finally:
-        ap.oj("job", "cancel", ap.job()["id"])
+    wait_until(lambda: ap.status() == "waiting", "the job to wait", timeout=30)
+    prompts = [s["prompt"] for s in ap.starts()]
+    base = f"work in {ap.root}"
+    assert prompts == [base, f"{base}\n\ntry again", f"{base}\n\ntry again"]
+    job = ap.job()
+    assert job["waiting_reason"] == "on_dead: resume already tried 2 times"
+    listed = ap.oj("job", "list").stdout
+    assert "waiting" in listed
+    assert "on_dead: resume already tried 2 times" in ap.oj("job", "show", job["id"]).stdout
+    ap.oj("job", "cancel", job["id"])  # `oj run` following it says so
     code, err = finish(run)
     assert code == 4 and f"job {job['id']} cancelled" in err
     assert ap.job()["status"] == "cancelled"
