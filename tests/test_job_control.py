@@ -107,7 +107,13 @@ class Background:
         return self.proc.wait(timeout=30)
 
     def interrupt(self) -> int:
+        """Ctrl-C on the `oj run` that follows the job."""
         self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout=30)
+
+    def cancel(self) -> int:
+        """`oj job cancel`; what the `oj run` following the job exits with."""
+        self.p.oj("job", "cancel", self.id)
         return self.proc.wait(timeout=30)
 
     def kill(self) -> None:
@@ -127,7 +133,10 @@ def background(p: Project):
 
     yield start
     for b in started:
-        b.kill()
+        b.kill()  # the follower only: the job runs in a process of its own
+    live = [j["id"] for j in jobs(p) if j["status"] in ("running", "waiting")]
+    if live:
+        p.oj("job", "cancel", *live)
 
 
 def run_ok(p: Project) -> str:
@@ -183,16 +192,24 @@ def test_wait_for_an_unknown_job_exits_3(p):
     assert proc.stderr == "ffffffff: not found (no such job; see 'oj job list')\n"
 
 
-def test_wait_on_a_job_cancelled_by_ctrl_c_exits_4(p, background):
+def test_wait_exits_4_on_a_job_cancelled_by_oj_job_cancel_not_by_ctrl_c_on_oj_run(
+        p, background):
     b = background("a")
-    assert b.interrupt() == 130
+    assert b.interrupt() == 130  # Ctrl-C stops following, not the job
+    assert wait(p, b.id, "--timeout", "300ms").returncode == 2
+    follower = subprocess.Popen([OJ, "job", "wait", b.id], cwd=p.root, env=p.env(),
+                                stderr=subprocess.PIPE, text=True)
+    p.oj("job", "cancel", b.id)
+    _, err = follower.communicate(timeout=30)
+    assert follower.returncode == 4
+    assert err.startswith(f"{b.id} slow: cancelled")
     assert wait(p, b.id).returncode == 4
 
 
 def test_wait_for_several_jobs_exits_with_the_worst_outcome(p, background):
     done, failed = run_ok(p), run_fail(p)
     cancelled = background("c")
-    cancelled.interrupt()
+    assert cancelled.cancel() == 4  # its `oj run` says so too
     assert wait(p, done, done).returncode == 0
     assert wait(p, done, cancelled.id).returncode == 4
     assert wait(p, cancelled.id, failed, done).returncode == 1
@@ -236,7 +253,7 @@ def test_prune_removes_old_finished_jobs_their_logs_and_workspaces_not_running_o
         p, background):
     done, failed = run_ok(p), run_fail(p)
     cancelled = background("c")
-    cancelled.interrupt()
+    cancelled.cancel()
     running = background("r")
     before = state_files(p)
     assert {f"workspaces/{failed}", f"workspaces/{cancelled.id}",
