@@ -414,8 +414,6 @@ def test_an_answer_given_while_no_runner_watched_reaches_the_agent_on_resume(ap:
         follower.communicate()
 
 
-@pytest.mark.xfail(strict=True, reason="oj job resume -m reads the job's status after "
-                   "its answer made it running again")
 def test_an_answer_to_a_job_whose_process_is_gone_says_to_resume_it(ap: AgentProject):
     ap.setup('''
       on_idle = "escalate"
@@ -434,8 +432,6 @@ def test_an_answer_to_a_job_whose_process_is_gone_says_to_resume_it(ap: AgentPro
         run.communicate()
 
 
-@pytest.mark.xfail(strict=True, reason="ojd.runners.control.follow looks for a lost job "
-                   "process only while the job is running, not while it waits")
 def test_oj_run_exits_1_when_the_process_of_its_waiting_job_is_killed(ap: AgentProject):
     ap.setup('''
       on_idle = "escalate"

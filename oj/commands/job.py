@@ -161,8 +161,9 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
     if message is not None:
         from oj.commands.agent import answer
 
+        gone = not alive(j.get("process"))  # before the answer makes the job run again
         answer(app.store, j, message)
-        if j["status"] == "waiting" and not alive(j.get("process")):
+        if gone:
             click.echo(f"job {j['id']} answered; its runner is gone: oj job resume {j['id']}",
                        err=True)
         else:

@@ -131,7 +131,7 @@ def follow(store: Store, job_id: str, write: Callable[[bytes], None],
         status = job.get("status")
         if status not in LIVE_JOB_STATES:
             return status or "lost"
-        if status == "running" and job.get("process") and not alive(job["process"]):
+        if job.get("process") and not alive(job["process"]):
             quiet_polls += 1
             if quiet_polls > 3:  # the process is gone and its last word is in
                 return "lost"
