@@ -280,7 +280,10 @@ def test_peek_send_and_attach_reach_the_running_agent(ap: AgentProject):
         read_until(fd, b"got: hello there")
         os.write(fd, b"typed at the terminal\r")
         wait_until(lambda: "typed at the terminal" in ap.inputs(), "the typed line")
-        os.write(fd, b"\x02d")  # C-b d: detach
+        # C-b, then d: detach (apart, as typed: tmux reads the prefix key on its own)
+        os.write(fd, b"\x02")
+        time.sleep(0.3)
+        os.write(fd, b"d")
         read_until(fd, b"detached")
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
