@@ -162,11 +162,13 @@ def test_an_oj_run_killed_leaves_its_job_running_to_completion(
     pid = p.sb.run(["pgrep", "-o", "-f", "oj run slow y"]).stdout.strip()
     p.sb.run(["kill", f"-{sig.value}", pid])
     proc.wait(timeout=10)
-    (p.root / "go").touch()
     job_id = jobs(p)[0]["id"]
-    p.wait_for(lambda: jobs(p)[0]["status"] == "done", "the job to end")
+    assert jobs(p)[0]["status"] == "running"
+    waiting = p.sb.popen([OJ, "job", "wait", "--timeout", "60s", job_id], cwd=str(p.root),
+                         env={"OJ_STATE_DIR": str(p.state), "PATH": SANDBOX_PATH})
+    (p.root / "go").touch()
+    assert waiting.wait(timeout=60) == 0  # done
     assert p.ran() == ["start one y", "end one y"]
-    assert p.oj("job", "show", job_id).returncode == 0
 
 
 def test_oj_worker_stop_leaves_a_running_job_to_finish_and_settle_its_item(
