@@ -230,7 +230,7 @@ COMPONENTS = r'''
 import json, os, subprocess, sys, tempfile, time
 
 from ojd import bashrun
-from ojd.jobs import STEP_WRAPPER
+from ojd.runners.jobs import STEP_WRAPPER
 from ojd.store import Store
 from ojd.systemd import Systemd
 from ojd.wal import WalDirectory

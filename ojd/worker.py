@@ -24,11 +24,11 @@ from collections.abc import Callable
 
 from ojd import bashrun, queues
 from ojd.errors import OjError
-from ojd.jobs import job_created_event
 from ojd.notify import Log, Notifier
 from ojd.runbook import Runbook, Worker
 from ojd.runners import jobprocess
 from ojd.runners.jobprocess import JobProcess
+from ojd.runners.jobs import job_created_event
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
 from ojd.template import TemplateError, render_shell
@@ -472,7 +472,7 @@ class WorkerLoop:
         # a job still live without its process: resumed by the _adopt of the next poll
 
     def _fail_job(self, job_id: str, error: str) -> None:
-        from ojd.jobs import settle_item
+        from ojd.runners.jobs import settle_item
 
         try:
             with self.store.transaction() as tx:

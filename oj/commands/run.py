@@ -55,8 +55,8 @@ def _run_shell(app, script: str, values: dict) -> int:
 
 
 def _run_pipeline(app, pipeline: str, values: dict, name: str, detach: bool) -> int:
-    from ojd.jobs import job_created_event
     from ojd.queues import new_id
+    from ojd.runners.jobs import job_created_event
 
     store = app.store
     job_id = new_id(store.refresh().jobs)

@@ -50,7 +50,7 @@ def cancel(store: Store, job_id: str, *, reason: str = "cancelled",
 def stop(job: dict, timeout: float = 10.0) -> None:
     """Stop the job's process (its scope, with everything in it) and its step's process
     group; wait up to ``timeout`` for the job process to be gone."""
-    from ojd.jobs import terminate_group
+    from ojd.runners.jobs import terminate_group
 
     proc = job.get("process")
     if alive(proc):

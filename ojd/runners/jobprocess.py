@@ -254,8 +254,8 @@ def run_here(root: str, runbook: Runbook, job_id: str, settle: Callable | None =
              tee: bool = False, parent: Store | None = None) -> int:
     """Run the job to its end in this process (the job process's body). 0 when it ended
     or was handed over; 1 when interrupted (it stays resumable)."""
-    from ojd.jobs import JobRunner, Stalled, Superseded
     from ojd.notify import Log
+    from ojd.runners.jobs import JobRunner, Stalled, Superseded
     from ojd.worker import describe
 
     log = Log(f"job {job_id}")
