@@ -243,8 +243,8 @@ class State:
                                "finished_at": None})
         # the step's process group (its wrapper's pid) and start time: a runner that takes
         # the job over waits for a step that still runs instead of starting it again
-        job["step_proc"] = ({"pid": ev["pid"], "start": ev.get("start")}
-                            if ev.get("pid") else None)
+        job["step_proc"] = ({"pid": ev["pid"], "start": ev.get("start"),
+                             "boot": ev.get("boot")} if ev.get("pid") else None)
         job["updated_at"] = ev["ts"]
 
     def _job_step_finished(self, ev: Event) -> None:
@@ -289,7 +289,7 @@ class State:
         job = self.jobs.get(ev["id"])
         if job is not None:
             job["process"] = {"pid": ev["pid"], "start": ev.get("start"),
-                              "unit": ev.get("unit")}
+                              "boot": ev.get("boot"), "unit": ev.get("unit")}
             job["owner"] = ev.get("by") or job["owner"]
             job["updated_at"] = ev["ts"]
 

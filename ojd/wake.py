@@ -39,6 +39,20 @@ def proc_start_time(pid: int) -> str | None:
     return fields[19].decode()
 
 
+_BOOT_ID: list[str] = []
+
+
+def boot_id() -> str:
+    """This boot's id: a pid and start time recorded in another boot name nothing."""
+    if not _BOOT_ID:
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as f:
+                _BOOT_ID.append(f.read().strip())
+        except OSError:
+            _BOOT_ID.append("")
+    return _BOOT_ID[0]
+
+
 def pid_file_text(pid: int) -> str:
     return f"{pid} {proc_start_time(pid)}\n"
 

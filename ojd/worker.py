@@ -85,7 +85,8 @@ class WorkerLoop:
         self.procs: dict[str, JobProcess] = {}  # job id -> its process, running
         self._ready: jobprocess.Ready | None = None  # a job process waiting for an item
         self._pidfds: dict[int, str] = {}  # pidfd -> job id: readable when the job ends
-        self._resumes: dict[str, int] = {}  # job id -> resumes by this worker
+        # job id -> how often its process ended with the job still live (a crash loop)
+        self._deaths: dict[str, int] = {}
         self.last_poll: float | None = None
         self.polls = 0
         self._poll_error: str | None = None  # the last poll failure, said once
@@ -399,31 +400,37 @@ class WorkerLoop:
             mine = [j for j in self.store.state.jobs.values()
                     if j["status"] in LIVE_JOB_STATES and j["worker"] == self.worker.name
                     and j["project"] == self.project and j["id"] not in self.procs]
+        orphans = []
         for job in mine:
             proc = job.get("process")
-            if jobprocess.alive(proc):
+            if jobprocess.alive(proc):  # running anyway: it takes its slot
                 self.log.info(f"job {job['id']} runs in process {proc['pid']}"
                               + (f" ({proc['unit']})" if proc.get("unit") else "")
                               + ": watching it")
                 self._watch(JobProcess(job["id"], proc["pid"], proc["start"],
                                        proc.get("unit"), child=False))
-                continue
-            if self._stop:
-                continue
-            resumes = self._resumes[job["id"]] = self._resumes.get(job["id"], 0) + 1
-            if resumes > MAX_RESUMES:
+            else:
+                orphans.append(job)
+        for job in orphans:  # resumed into free slots only; the rest at a later poll
+            if self._stop or len(self.procs) >= self.worker.concurrency:
+                break
+            if self._deaths.get(job["id"], 0) > MAX_RESUMES:
                 self._fail_job(job["id"], f"its process ended {MAX_RESUMES + 1} times "
                                "without finishing it")
                 continue
             self.store.append({"type": "job:resumed", "id": job["id"], "by": self.owner})
             self.log.info(f"resuming job {job['id']} (item {job['item']}) at step "
                           f"'{job.get('next') or job['step'] or 'first'}'")
-            self._start(job["id"])
+            self._start(job["id"], job.get("process"))
 
-    def _start(self, job_id: str) -> None:
+    def _start(self, job_id: str, replaces: dict | None) -> None:
         try:
             proc = jobprocess.spawn(self.store, self.runbook, job_id, owner=self.owner,
-                                    manager=self.manager, warn=self.log.warning)
+                                    manager=self.manager, warn=self.log.warning,
+                                    replaces=replaces)
+        except jobprocess.TakenOver as e:  # someone else resumed it: watched at next poll
+            self.log.info(str(e))
+            return
         except Exception as e:
             self.log.error(f"job {job_id} could not start: {describe(e)}")
             self._fail_job(job_id, f"oj could not start it: {describe(e)}")
@@ -466,10 +473,37 @@ class WorkerLoop:
         state = self.store.refresh()
         job = state.jobs.get(job_id) or {}
         status = job.get("status", "gone")
+        if status in LIVE_JOB_STATES:
+            self._deaths[job_id] = self._deaths.get(job_id, 0) + 1
+        else:
+            self._deaths.pop(job_id, None)
         item = job.get("item")
         how = f" (process exit {code})" if code not in (None, 0) else ""
         self.log.info(f"job {job_id} {status}" + (f" (item {item})" if item else "") + how)
         # a job still live without its process: resumed by the _adopt of the next poll
+
+    def _interrupt_jobs(self, grace: float = 10.0) -> None:
+        """Jobs that share this worker's unit (no unit of their own: a --run-as worker) would
+        get only SIGKILL once the worker is gone (KillMode=mixed): SIGTERM them now, so each
+        stops its step and stays resumable at it."""
+        self.log.info(f"{len(self.procs)} job(s) run in this unit: interrupting them; they "
+                      "resume at their step when the worker starts again")
+        for proc in self.procs.values():
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while self.procs and time.monotonic() < deadline:
+            for job_id, proc in list(self.procs.items()):
+                if not jobprocess.alive({"pid": proc.pid, "start": proc.start}):
+                    self.procs.pop(job_id)
+                    if proc.child:
+                        try:
+                            os.waitpid(proc.pid, os.WNOHANG)
+                        except ChildProcessError:
+                            pass
+            time.sleep(0.05)
 
     def _fail_job(self, job_id: str, error: str) -> None:
         from ojd.runners.jobs import settle_item
@@ -492,10 +526,13 @@ class WorkerLoop:
         why = f"refused: {self.refused}; " if self.refused else ""
         self.notifier.stopping(f"{self.worker.name}: {why}stopping; {running} job(s) keep "
                                "running")
-        if running:
+        shares_unit = self.manager is None and bool(os.environ.get("INVOCATION_ID"))
+        if running and not shares_unit:
             self.log.info(f"stopping: {running} job(s) keep running in their own processes "
                           f"({', '.join(sorted(self.procs))}); 'oj job list' follows them")
         self._drop_ready()
+        if running and shares_unit:
+            self._interrupt_jobs()
         for fd in self._pidfds:
             os.close(fd)
         self._pidfds.clear()

@@ -187,7 +187,7 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
                    f"in worker '{j['worker']}'{where}", err=True)
         return 0
     app.store.append({"type": "job:resumed", "id": j["id"], "by": f"oj-run/{os.getpid()}"})
-    start_job(app, j["id"])
+    start_job(app, j["id"], replaces=j.get("process"))
     if detach:
         click.echo(j["id"])
         return 0

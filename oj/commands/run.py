@@ -74,14 +74,25 @@ def _run_pipeline(app, pipeline: str, values: dict, name: str, detach: bool) -> 
     return follow_job(app, job_id)
 
 
-def start_job(app, job_id: str, create=None, name: str | None = None) -> None:
+def start_job(app, job_id: str, create=None, name: str | None = None,
+              replaces: dict | None = None) -> None:
     """Start the job's own process (in a scope of this user's manager when there is one);
-    ``create(tx)`` gives the events that create the job, appended with its process."""
+    ``create(tx)`` gives the events that create the job, appended with its process; else
+    the job exists and its recorded process must still be ``replaces``."""
+    import signal
+
     from ojd.runners import jobprocess
 
-    jobprocess.spawn(app.store, app.runbook, job_id, owner=f"oj-run/{os.getpid()}",
-                     manager=jobprocess.manager_for_cli(), quiet=True, decide=create,
-                     name=name, warn=lambda m: click.echo(f"oj: warning: {m}", err=True))
+    # Ctrl-C between the record of the process and its go would leave a job whose process
+    # never ran: it waits until the process runs (and is then only a detach)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        jobprocess.spawn(app.store, app.runbook, job_id, owner=f"oj-run/{os.getpid()}",
+                         manager=jobprocess.manager_for_cli(), quiet=True, decide=create,
+                         name=name, replaces=replaces,
+                         warn=lambda m: click.echo(f"oj: warning: {m}", err=True))
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def follow_job(app, job_id: str) -> int:

@@ -111,8 +111,14 @@ def stop_cmd(app, name: str, cancel: bool, scope: str | None) -> None:
             if j["worker"] == name and j["status"] in LIVE_JOB_STATES
             and (app.project_or_none() in (None, j["project"]))]
     if cancel:
-        for j in jobs:
-            control.cancel(store, j["id"], reason="worker stopped", release=True)
+        from ojd.errors import OjError
+
+        for j in list(jobs):
+            try:
+                control.cancel(store, j["id"], reason="worker stopped", release=True)
+            except OjError as e:  # it ended meanwhile, or cannot be stopped: say, go on
+                click.echo(f"oj: {e}", err=True)
+                jobs.remove(j)
         left = f"; {len(jobs)} job(s) cancelled, their items back to pending" if jobs else ""
     else:
         left = f"; {len(jobs)} job(s) keep running to their end" if jobs else ""

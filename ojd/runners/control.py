@@ -65,6 +65,10 @@ def stop(job: dict, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while alive(proc) and time.monotonic() < deadline:
             time.sleep(0.02)
+        if alive(proc):
+            raise OjError(f"job {job['id']} is recorded cancelled, but its process "
+                          f"{proc['pid']} could not be stopped (not yours to signal?); stop "
+                          f"it as its owner: kill {proc['pid']}")
     step = job.get("step_proc")
     if alive(step):  # a step whose job process was gone already
         terminate_group(step["pid"], grace=2.0)
@@ -99,6 +103,9 @@ def reopen(store: Store, job_id: str, vars_: dict[str, str]) -> dict:
         job = tx.state.jobs.get(job_id)
         if job is None:
             raise OjError(f"no job with id {job_id}")
+        if job["status"] in LIVE_JOB_STATES or job["status"] == "done":
+            raise OjError(f"job {job_id} is {job['status']}; only a failed or cancelled job "
+                          "is reopened")
         item = tx.state.items.get(job.get("item") or "")
         if item is not None and (item.get("job") != job_id or item["status"] == "completed"):
             raise OjError(f"job {job_id}'s item {item['id']} was "

@@ -26,9 +26,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ojd.errors import OjError
 from ojd.runbook import Runbook
+from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
-from ojd.wake import proc_start_time
+from ojd.wake import boot_id, proc_start_time
 
 # the environment a service hands its main process only: a job is not the worker
 _SERVICE_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
@@ -92,13 +94,19 @@ def manager_for_cli():
 
 
 def alive(proc: dict | None) -> bool:
-    """Whether the recorded process (``job["process"]``) still runs."""
+    """Whether the recorded process (``job["process"]``, a step's ``step_proc``) still
+    runs: same boot, same pid, same start time."""
     return bool(proc and proc.get("pid") and proc.get("start")
+                and proc.get("boot", boot_id()) == boot_id()
                 and proc_start_time(proc["pid"]) == proc["start"])
 
 
 class NothingToRun(Exception):
     """The decision made with the job process ready found no work (another took it)."""
+
+
+class TakenOver(OjError):
+    """A job to resume has another process recorded since it was found without one."""
 
 
 @dataclass
@@ -117,14 +125,17 @@ class Ready:
 def spawn(store: Store, runbook: Runbook, job_id: str, *, owner: str, manager=None,
           quiet: bool = False, settle: Callable | None = None,
           warn: Callable[[str], None] | None = None,
-          decide: Callable[..., list[dict]] | None = None, name: str | None = None
-          ) -> JobProcess:
+          decide: Callable[..., list[dict]] | None = None, name: str | None = None,
+          replaces: dict | None = None) -> JobProcess:
     """Start the job's process. ``manager``: the ``ojd.systemd.Systemd`` to make its scope
     in (None: its own session only). ``quiet``: its output goes nowhere but the job log
     (``oj run`` follows the log; a terminal must not hold the job). ``decide(tx)``: the
     events that create the job (a take, ``job:created``), decided in the transaction that
     records its process, so a new job costs one append; raising NothingToRun there leaves
-    nothing behind."""
+    nothing behind. An existing job is resumed only if its recorded process is still
+    ``replaces`` (the dead one its caller saw): two resumes at once start one process."""
+    if decide is None:
+        decide = _takeover(job_id, replaces)
     ready = prepare(store, runbook, job_id, manager=manager, quiet=quiet, settle=settle,
                     warn=warn, name=name)
     try:
@@ -132,6 +143,20 @@ def spawn(store: Store, runbook: Runbook, job_id: str, *, owner: str, manager=No
     except NothingToRun:
         discard(ready)
         raise
+
+
+def _takeover(job_id: str, replaces: dict | None) -> Callable[..., list[dict]]:
+    def check(tx) -> list[dict]:
+        job = tx.state.jobs.get(job_id)
+        if job is None:
+            raise OjError(f"no job with id {job_id}")
+        if job["status"] not in LIVE_JOB_STATES:
+            raise TakenOver(f"job {job_id} is {job['status']} now")
+        if job.get("process") != replaces:
+            raise TakenOver(f"job {job_id} was resumed meanwhile (process "
+                            f"{(job.get('process') or {}).get('pid')})")
+        return []
+    return check
 
 
 def prepare(store: Store, runbook: Runbook, job_id: str, *, manager=None, quiet: bool = False,
@@ -177,7 +202,8 @@ def give(store: Store, ready: Ready, *, owner: str,
         with store.transaction() as tx:
             events = decide(tx) if decide is not None else []
             tx.append(*events, {"type": "job:process", "id": ready.job_id, "pid": ready.pid,
-                                "start": ready.start, "unit": ready.unit, "by": owner})
+                                "start": ready.start, "boot": boot_id(), "unit": ready.unit,
+                                "by": owner})
         os.write(ready.w, f"go {ready.unit or '-'}\n".encode())
     except NothingToRun:
         raise
@@ -230,9 +256,10 @@ def _child(r: int, parent: Store, runbook: Runbook, job_id: str, settle: Callabl
     # flock would outlive the worker) nor its D-Bus connection
     os.closerange(3, r)
     os.closerange(r + 1, 1 << 20)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, lambda *_: None)  # a stray wake must not kill the job
+    # a stray SIGINT, SIGHUP or wake must not kill the job; handlers, not SIG_IGN, so that
+    # steps (exec'd) start with the default dispositions, as in any shell
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(sig, _ignore)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         go = os.read(r, 512).decode()
@@ -242,11 +269,16 @@ def _child(r: int, parent: Store, runbook: Runbook, job_id: str, settle: Callabl
     if not go.startswith("go ") or not go.endswith("\n"):
         return 0  # the starter died (or gave up) before recording this process
     unit = go[3:-1]
-    if unit != "-":
-        _wait_for_scope(unit)
-    for key in _SERVICE_ONLY_ENV:
-        os.environ.pop(key, None)
-    _stdio(job_id, journal=journal, quiet=quiet)
+    try:
+        if unit != "-":
+            _wait_for_scope(unit)
+        for key in _SERVICE_ONLY_ENV:
+            os.environ.pop(key, None)
+        _stdio(job_id, journal=journal, quiet=quiet)
+    except Exception as e:  # said where its starter's log is; the job resumes later
+        print(f"job {job_id}: could not set up its process: {e!r}", file=sys.stderr,
+              flush=True)
+        return 70
     return run_here(parent.root, runbook, job_id, settle, tee=journal, parent=parent)
 
 
@@ -298,6 +330,10 @@ def run_here(root: str, runbook: Runbook, job_id: str, settle: Callable | None =
         sys.stderr.flush()
     log.info(outcome)
     return 0
+
+
+def _ignore(signum: int, frame) -> None:  # pragma: no cover - runs in the child
+    pass
 
 
 def _wait_for_scope(unit: str, timeout: float = 2.0) -> None:  # pragma: no cover

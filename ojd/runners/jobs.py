@@ -29,7 +29,7 @@ from ojd.runbook import Pipeline, Runbook
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store, Transaction
 from ojd.template import LOCAL_PREFIX, TemplateError, render_shell, render_text
-from ojd.wake import proc_start_time
+from ojd.wake import boot_id, proc_start_time
 
 # Progress callback: (job id, what, detail) e.g. ("3f9c", "step", "check ok in 1.2s")
 Progress = Callable[[str, str, str], None]
@@ -122,9 +122,9 @@ class Superseded(Exception):
 def _check_ours(job: dict | None) -> None:
     if job is None or job["status"] not in LIVE_JOB_STATES:
         raise Superseded("the job " + ("is gone" if job is None else f"is {job['status']}"))
-    proc = job.get("process")
-    if proc and proc.get("pid") != os.getpid():
-        raise Superseded(f"the job is run by process {proc.get('pid')} now")
+    proc = job.get("process") or {}
+    if proc.get("pid") != os.getpid():  # reopened (none recorded yet) or another's now
+        raise Superseded(f"the job is run by process {proc.get('pid') or 'none'} now")
 
 
 # A step's wrapper, in the step's own session. It waits until its runner has recorded it
@@ -137,6 +137,11 @@ STEP_WRAPPER = (
     'if [ "$tee" = 1 ]; then "$@" 2>&1 | tee -a "$log"; rc=${PIPESTATUS[0]}\n'
     'else "$@"; rc=$?; fi\n'
     'printf "%d\\n" "$rc" >"$status"; exit "$rc"\n')
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def read_status(path: str) -> int | None:
@@ -282,13 +287,20 @@ class JobRunner:
         line = f"{step} {verdict} in {time.time() - started:.1f}s"
         log.write(f"==> step {line}\n".encode())
         self.progress(job["id"], "step", line)
+        # the status file its wrapper wrote goes only once its end is durable: a runner
+        # killed in between must find it, or the finished step would run again
+        status = self.status_path(job["id"], len(job["history"]))
         if r.next is None:
             # the last step's end, the job's end and its item's settlement: one append
             if exit_code == 0 and not job.get("failing"):
-                return None, self._finish(job, "done", None, pipeline, log, [finished])
-            error = _failure(job, step, exit_code) + (f": {why}" if why else "")
-            return None, self._finish(job, "failed", error, pipeline, log, [finished])
+                outcome = self._finish(job, "done", None, pipeline, log, [finished])
+            else:
+                error = _failure(job, step, exit_code) + (f": {why}" if why else "")
+                outcome = self._finish(job, "failed", error, pipeline, log, [finished])
+            _remove(status)
+            return None, outcome
         self._durably(job["id"], self._record, job["id"], finished)
+        _remove(status)
         return r.next, None
 
     def _record(self, job_id: str, *events: dict) -> None:
@@ -419,14 +431,12 @@ class JobRunner:
             # this runner was told to stop (a cancel, a shutdown): the step goes with it
             terminate_group(proc.pid, proc)
             raise
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(status)  # the runner saw the exit itself
-        return code, None
+        return code, None  # its status file goes once its end is recorded
 
     def _started(self, job_id: str, step: str, pid: int | None = None) -> None:
         event = {"type": "job:step_started", "id": job_id, "step": step}
         if pid is not None:  # the step's process group, for a runner that takes over
-            event.update(pid=pid, start=proc_start_time(pid))
+            event.update(pid=pid, start=proc_start_time(pid), boot=boot_id())
         self._durably(job_id, self._record, job_id, event)
         self.progress(job_id, "step", f"{step} started")
 
@@ -437,7 +447,8 @@ class JobRunner:
         proc = job.get("step_proc") or {}
         status = self.status_path(job["id"], len(job["history"]))
         pid = proc.get("pid")
-        if pid and proc.get("start") and proc_start_time(pid) == proc.get("start"):
+        if pid and proc.get("start") and proc.get("boot", boot_id()) == boot_id() \
+                and proc_start_time(pid) == proc.get("start"):
             line = f"{job['step']} still running (process {pid}): waiting for it"
             log.write(f"==> step {line}\n".encode())
             self.progress(job["id"], "step", line)
@@ -446,10 +457,7 @@ class JobRunner:
             except BaseException:
                 terminate_group(pid)
                 raise
-        code = read_status(status)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(status)
-        return code
+        return read_status(status)  # the file goes once the end is recorded
 
     def fail(self, job_id: str, error: str) -> str:
         """End a job that cannot go on (a bug in a runner must not leave it running)."""
