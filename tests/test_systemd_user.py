@@ -86,6 +86,9 @@ def test_user_worker_runs_under_the_user_manager(users_sandbox: Sandbox):
     as_user(sb, "ojalice", "queue", "push", "jobs", '{"n": "1"}')
     sb.wait_for(lambda: (project / "ran.txt").exists(), timeout=20, what="the job to run")
     assert (project / "ran.txt").read_text() == "done 1 ojalice\n"
+    # its job ran in a scope of alice's manager, not in the worker's unit
+    [job] = json.loads(as_user(sb, "ojalice", "job", "list", "-o", "json").stdout)
+    assert job["process"]["unit"] == f"oj-job-{job['id']}.scope", job["process"]
 
     # the unit lives in alice's manager, not in the system one
     pid = sb.systemctl("show", "-P", "MainPID", "oj-worker@mine.service", user="ojalice")
