@@ -67,7 +67,8 @@ def start_workers(root: str, index: dict, queue: str, woken: list[str],
     code = 0
     for name in names:
         try:
-            print(f"oj: {start_worker(name, project or root)}", file=sys.stderr)
+            said = start_worker(name, project or root)  # "Worker 'NAME' started"
+            print(f"oj: {said[:1].lower()}{said[1:]}", file=sys.stderr)
         except OjError as e:
             message = str(e).splitlines()[0]
             print(f"oj: the item is queued, but worker {quoted(name)} did not start: "
