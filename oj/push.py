@@ -22,12 +22,14 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
     root = projects.find_root(override=project)
     store = Store()
     cache = paths.cache_dir(store.root)
+    fallback = False
     try:
         index = projects.load_index(root, cache)
     except RunbookError as e:
         # another part of the runbook is broken: an unchanged queue keeps taking pushes
         index = lastgood.fallback(root, cache, queue_name, e)
         print(lastgood.warning(e, queue_name), file=sys.stderr)
+        fallback = True
     else:
         lastgood.remember(root, cache, index)
     queue = queues.queue_spec(index, queue_name)
@@ -44,6 +46,12 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
         print(f"oj: the same item is already queued as {item_id}; not queued twice",
               file=sys.stderr)
     woken, idle = wake_queue_workers(store, root, queue.name)
+    if start and fallback:  # the last good runbook kept its queues, not its workers
+        if woken:
+            return 0
+        print("oj: the item is queued, but no worker was started: the runbook is invalid; "
+              "'oj runbook check' lists the problems", file=sys.stderr)
+        return 1
     if start:
         return start_workers(root, index, queue.name, woken, project)
     if idle and not woken:

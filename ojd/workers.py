@@ -413,6 +413,7 @@ def prune(store: Store, systemd: Systemd | None, dry_run: bool = False
 
     removed: list[tuple[str, str, str]] = []
     kept: list[tuple[str, str]] = []
+    seen: dict[str, float | None] = {}  # name -> when the binding removed was recorded
     state = store.refresh()
     for w in sorted(state.workers.values(), key=lambda w: w["name"]):
         name, root = w["name"], w.get("project") or ""
@@ -433,12 +434,13 @@ def prune(store: Store, systemd: Systemd | None, dry_run: bool = False
             kept.append((name, f"{why}, but it runs ({running}); stop it first"))
             continue
         removed.append((name, root, why))
+        seen[name] = w.get("recorded_at")
     if removed and not dry_run:
         with store.transaction() as tx:
             # a binding recorded again meanwhile (a start in a project made anew) stays
-            names = [name for name, root, _ in removed
-                     if (tx.state.workers.get(name) or {}).get("recorded_at")
-                     == state.workers[name].get("recorded_at")]
+            names = [name for name, _, _ in removed
+                     if name in tx.state.workers
+                     and tx.state.workers[name].get("recorded_at") == seen[name]]
             removed = [r for r in removed if r[0] in names]
             if names:
                 tx.append({"type": "worker:pruned", "names": names})

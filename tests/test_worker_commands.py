@@ -360,3 +360,17 @@ def test_push_start_to_a_queue_no_worker_takes_from_says_so(project: Project):
     proc = project.oj("queue", "push", "lonely", '{"n": "1"}', "--start")
     assert proc.stderr == ("oj: no worker of this project takes from queue 'lonely'; nothing "
                            "started\n")
+
+
+def test_push_start_while_another_part_of_the_runbook_is_broken_queues_and_starts_nothing(
+        project: Project):
+    write_runbook(project)
+    project.oj("queue", "push", "q", '{"n": "1"}')  # the runbook as last seen valid
+    project.write("broken.hcl", 'worker "x" {\n')
+    proc = project.oj("queue", "push", "q", '{"n": "2"}', "--start", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1] == (
+        "oj: the item is queued, but no worker was started: the runbook is invalid; "
+        "'oj runbook check' lists the problems")
+    assert [i["status"] for i in project.items()] == ["pending", "pending"]
+    assert project.events("worker:recorded") == []

@@ -81,8 +81,9 @@ def one_name(name: str | None, every: bool) -> str:
     if every and name is not None:
         raise UsageError(f"give a worker NAME or --all, not both (--all takes every worker of "
                          f"the project, {quoted(name)} included)")
-    if name is None and not every:
-        raise UsageError("give a worker NAME, or --all for every worker of the project")
+    if name is None and not every:  # worded as click words a missing argument
+        raise click.UsageError("Missing argument 'NAME' (or --all: every worker of the "
+                               "project)", ctx=click.get_current_context())
     return name or ""
 
 
