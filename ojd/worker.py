@@ -129,7 +129,7 @@ class WorkerLoop:
 
     def run(self) -> int:
         self.store.load()
-        self._follow_resize()
+        self._follow_resize(quiet=True)  # the ready line says it
         self._remember_runbook()
         self.store.append({"type": "worker:started", "name": self.worker.name,
                            "invocation": os.environ.get("INVOCATION_ID"), "pid": os.getpid()})
@@ -304,7 +304,7 @@ class WorkerLoop:
         self.log.info(f"runbook reloaded: queue {quoted(self.queue.name)}, pipeline "
                       f"{quoted(worker.pipeline)}, concurrency {worker.concurrency}")
 
-    def _follow_resize(self) -> None:
+    def _follow_resize(self, quiet: bool = False) -> None:
         """Keep to the concurrency recorded for this worker (``oj worker resize``), else
         the runbook's. Fewer slots stop nothing: running jobs finish, and no new one starts
         until fewer run."""
@@ -314,7 +314,8 @@ class WorkerLoop:
         concurrency = resized or self.worker.concurrency
         if concurrency != self.concurrency:
             self.concurrency = concurrency
-            self.log.info(f"concurrency now {self._concurrency_text()}")
+            if not quiet:
+                self.log.info(f"concurrency now {self._concurrency_text()}")
             if len(self.procs) >= concurrency:
                 self._drop_ready()  # no slot is free for the job process it holds
 
