@@ -127,3 +127,22 @@ def test_push_start_starts_the_stopped_worker_of_the_queue_and_it_takes_the_item
     assert state_of(p, p.worker) == "active"
     assert state_of(p, p.second) == "inactive"  # it takes from another queue
     p.wait_for(lambda: started_jobs(p) == ["1"], "the started worker to take the item")
+
+
+def test_prune_keeps_a_running_unit_worker_the_runbook_dropped_and_removes_it_once_stopped(
+        pair):
+    p = pair
+    p.oj("worker", "start", p.worker)
+    rb = p.root / ".oj" / "runbooks" / "work.hcl"
+    text = rb.read_text()
+    start = text.index(f'worker "{p.worker}"')
+    rb.write_text(text[:start] + text[text.index(f'worker "{p.second}"'):])
+    proc = p.oj("worker", "prune")
+    assert proc.stdout.startswith("nothing to prune")
+    assert proc.stderr == (f"oj: kept worker '{p.worker}': its project's runbook no longer "
+                           f"defines it, but it runs (PID {p.prop('MainPID')}); stop it first\n")
+    p.oj("worker", "stop", p.worker)
+    proc = p.oj("worker", "prune")
+    assert proc.stdout == (f"removed worker '{p.worker}' of {p.root}: its project's runbook "
+                           "no longer defines it\n")
+    assert [r["name"] for r in json.loads(p.oj("worker", "list", "-o", "json").stdout)] == []
