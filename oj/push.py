@@ -10,8 +10,9 @@ import sys
 
 
 def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
-            project: str | None) -> int:
-    """Validate, push durably, print the id, wake the queue's running workers."""
+            project: str | None, start: bool = False) -> int:
+    """Validate, push durably, print the id, wake the queue's running workers; with
+    ``start``, start those of this project's workers of the queue that do not run."""
     from ojd import lastgood, paths, queues
     from ojd import project as projects
     from ojd.errors import RunbookError
@@ -21,12 +22,14 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
     root = projects.find_root(override=project)
     store = Store()
     cache = paths.cache_dir(store.root)
+    fallback = False
     try:
         index = projects.load_index(root, cache)
     except RunbookError as e:
         # another part of the runbook is broken: an unchanged queue keeps taking pushes
         index = lastgood.fallback(root, cache, queue_name, e)
         print(lastgood.warning(e, queue_name), file=sys.stderr)
+        fallback = True
     else:
         lastgood.remember(root, cache, index)
     queue = queues.queue_spec(index, queue_name)
@@ -43,10 +46,43 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
         print(f"oj: the same item is already queued as {item_id}; not queued twice",
               file=sys.stderr)
     woken, idle = wake_queue_workers(store, root, queue.name)
+    if start and fallback:  # the last good runbook kept its queues, not its workers
+        if woken:
+            return 0
+        print("oj: the item is queued, but no worker was started: the runbook is invalid; "
+              "'oj runbook check' lists the problems", file=sys.stderr)
+        return 1
+    if start:
+        return start_workers(root, index, queue.name, woken, project)
     if idle and not woken:
         print(f"oj: no worker was woken: {', '.join(idle)} not running; "
               f"{start_hint(idle[0])}", file=sys.stderr)
     return 0
+
+
+def start_workers(root: str, index: dict, queue: str, woken: list[str],
+                  project: str | None) -> int:
+    """``--start``: each worker of the runbook that takes from ``queue`` and was not woken is
+    started as ``oj worker start NAME`` starts it; a failure says the item is queued."""
+    from oj.start import start_worker
+    from ojd.errors import OjError, quoted
+
+    names = sorted(name for name, w in index["workers"].items()
+                   if w["queue"] == queue and name not in woken)
+    if not names and not woken:
+        print(f"oj: no worker of this project takes from queue {quoted(queue)}; nothing "
+              "started", file=sys.stderr)
+    code = 0
+    for name in names:
+        try:
+            said = start_worker(name, project or root)  # "Worker 'NAME' started"
+            print(f"oj: {said[:1].lower()}{said[1:]}", file=sys.stderr)
+        except OjError as e:
+            message = str(e).splitlines()[0]
+            print(f"oj: the item is queued, but worker {quoted(name)} did not start: "
+                  f"{message}", file=sys.stderr)
+            code = 1
+    return code
 
 
 def read_stdin() -> str:

@@ -15,6 +15,13 @@ def do_start(name: str, project: str | None, user: bool | None = None,
     """Record the worker, start its unit or wake it when it runs (saying which); with
     ``enable`` also start it at boot. ``user`` picks the manager (None: the user's unless
     root); ``run_as`` the user a system worker runs as."""
+    print(start_worker(name, project, user, enable, run_as))
+    return 0
+
+
+def start_worker(name: str, project: str | None, user: bool | None = None,
+                 enable: bool = False, run_as: str | None = None) -> str:
+    """``do_start`` without its output: the line that says what happened."""
     from ojd import paths, workers
     from ojd import project as projects
     from ojd.errors import quoted
@@ -41,5 +48,4 @@ def do_start(name: str, project: str | None, user: bool | None = None,
     # a running worker is woken (it polls its queue now), not started a second time; one
     # that runs as another user than asked (--run-as) is restarted as that user
     said = {"started": "started", "restarted": "restarted to run as its new user"}
-    print(f"Worker {quoted(name)} {said.get(how, 'was already running; woken')}")
-    return 0
+    return f"Worker {quoted(name)} {said.get(how, 'was already running; woken')}"

@@ -28,6 +28,10 @@ Event types (``type`` key) and their fields:
 - ``worker:started``  name, invocation, pid, ts
 - ``worker:woken``    name, ts
 - ``worker:stopped``  name, invocation, ts
+- ``worker:resized``  name, concurrency, ts   ``oj worker resize``: the concurrency the worker
+                                              keeps to instead of its runbook's (None: the
+                                              runbook's again)
+- ``worker:pruned``   names, ts               bindings removed by ``oj worker prune``
 - ``state:loss_acknowledged`` upto, ts        an operator accepted the lost positions <= upto
 - ``state:repaired`` ts                       a repair wrote snapshots (no change to the fold)
 
@@ -373,6 +377,15 @@ class State:
         if w is not None:
             w["stopped_at"] = ev["ts"]
 
+    def _worker_resized(self, ev: Event) -> None:
+        w = self.workers.get(ev["name"])
+        if w is not None:
+            w["resized"] = ev.get("concurrency")
+
+    def _worker_pruned(self, ev: Event) -> None:
+        for name in ev.get("names", ()):
+            self.workers.pop(name, None)
+
     def _loss_acknowledged(self, ev: Event) -> None:
         for span in self.lost:
             if span[1] <= ev["upto"]:
@@ -466,6 +479,12 @@ class State:
         return state
 
 
+def concurrency_of(worker: dict) -> int:
+    """How many jobs a recorded worker runs at once: its override (``oj worker resize``)
+    when one is recorded, else its runbook's."""
+    return worker.get("resized") or worker.get("concurrency") or 1
+
+
 def _still_cooling(item: dict | None, retry_at: float) -> bool:
     return item is not None and item["status"] == "failed" and (item["retry_at"] or 0.0) == retry_at
 
@@ -495,5 +514,7 @@ _HANDLERS = {
     "worker:started": State._worker_started,
     "worker:woken": State._worker_woken,
     "worker:stopped": State._worker_stopped,
+    "worker:resized": State._worker_resized,
+    "worker:pruned": State._worker_pruned,
     "state:loss_acknowledged": State._loss_acknowledged,
 }

@@ -82,6 +82,8 @@ class WorkerLoop:
         self.check = check  # raises OjError when the worker must take nothing more
         self.refused: str | None = None
         self.owner = owner_id(worker.name)
+        # the runbook's, or the override of 'oj worker resize' read from the state each poll
+        self.concurrency = worker.concurrency
         self.procs: dict[str, JobProcess] = {}  # job id -> its process, running
         self._ready: jobprocess.Ready | None = None  # a job process waiting for an item
         self._pidfds: dict[int, str] = {}  # pidfd -> job id: readable when the job ends
@@ -127,13 +129,14 @@ class WorkerLoop:
 
     def run(self) -> int:
         self.store.load()
+        self._follow_resize(quiet=True)  # the ready line says it
         self._remember_runbook()
         self.store.append({"type": "worker:started", "name": self.worker.name,
                            "invocation": os.environ.get("INVOCATION_ID"), "pid": os.getpid()})
         self._recover()
         self.notifier.ready(self.status_line())
         self.log.info(f"ready: queue '{self.queue.name}', pipeline '{self.worker.pipeline}', "
-                      f"concurrency {self.worker.concurrency}")
+                      f"concurrency {self._concurrency_text()}")
         next_poll = 0.0
         poll_due = True
         while not self._stop:
@@ -150,7 +153,7 @@ class WorkerLoop:
             self.notifier.status(self.status_line())
             self.notifier.watchdog()
             timeout = max(0.0, next_poll - time.monotonic())
-            retry_at = self._next_retry() if len(self.procs) < self.worker.concurrency else None
+            retry_at = self._next_retry() if len(self.procs) < self.concurrency else None
             if retry_at is not None:  # a cooldown ends before the fallback poll
                 timeout = min(timeout, max(0.0, retry_at - time.time()) + 0.01)
             if self.notifier.watchdog_interval is not None:
@@ -202,8 +205,10 @@ class WorkerLoop:
         self.last_poll = time.time()
         self.polls += 1
         self.reload_runbook()
+        self.store.refresh()
+        self._follow_resize()
         self._adopt()
-        free = self.worker.concurrency - len(self.procs)
+        free = self.concurrency - len(self.procs)
         if free <= 0:
             return
         if self.queue.type == "external":
@@ -253,7 +258,7 @@ class WorkerLoop:
     def _keep_ready(self) -> None:
         """While a slot is free, one job process waits ready for the next item."""
         if self._ready is not None or self._stop or self.refused or self.until_idle \
-                or len(self.procs) >= self.worker.concurrency:
+                or len(self.procs) >= self.concurrency:
             return
         try:
             self._ready = self._prepare()
@@ -298,6 +303,26 @@ class WorkerLoop:
         self._remember_runbook()
         self.log.info(f"runbook reloaded: queue {quoted(self.queue.name)}, pipeline "
                       f"{quoted(worker.pipeline)}, concurrency {worker.concurrency}")
+
+    def _follow_resize(self, quiet: bool = False) -> None:
+        """Keep to the concurrency recorded for this worker (``oj worker resize``), else
+        the runbook's. Fewer slots stop nothing: running jobs finish, and no new one starts
+        until fewer run."""
+        with self.store.lock:
+            recorded = self.store.state.workers.get(self.worker.name) or {}
+        resized = recorded.get("resized") if recorded.get("project") == self.project else None
+        concurrency = resized or self.worker.concurrency
+        if concurrency != self.concurrency:
+            self.concurrency = concurrency
+            if not quiet:
+                self.log.info(f"concurrency now {self._concurrency_text()}")
+            if len(self.procs) >= concurrency:
+                self._drop_ready()  # no slot is free for the job process it holds
+
+    def _concurrency_text(self) -> str:
+        if self.concurrency == self.worker.concurrency:
+            return str(self.concurrency)
+        return f"{self.concurrency} (resized; the runbook says {self.worker.concurrency})"
 
     def _remember_runbook(self) -> None:
         """The queues of the runbook this worker runs, for pushes while the files on disk
@@ -412,7 +437,7 @@ class WorkerLoop:
             else:
                 orphans.append(job)
         for job in orphans:  # resumed into free slots only; the rest at a later poll
-            if self._stop or len(self.procs) >= self.worker.concurrency:
+            if self._stop or len(self.procs) >= self.concurrency:
                 break
             if self._deaths.get(job["id"], 0) > MAX_RESUMES:
                 self._fail_job(job["id"], f"its process ended {MAX_RESUMES + 1} times "
@@ -553,7 +578,7 @@ class WorkerLoop:
         state = self.store.state
         w = self.worker
         running = [state.jobs[j] for j in self.procs if j in state.jobs]
-        parts = [f"{w.name}: {len(running)}/{w.concurrency} running"]
+        parts = [f"{w.name}: {len(running)}/{self.concurrency} running"]
         if running:
             jobs = ", ".join(f"job {j['id'][:4]} " + ("waiting for an answer"
                                                       if j["status"] == "waiting"

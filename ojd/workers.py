@@ -348,6 +348,8 @@ def listing(store: Store, systemd: Systemd | None, project: str | None
     """Rows for ``oj worker list``; the WAL is enough, live unit state is added when
     systemd answers, and a worker running outside its unit shows as ``foreground`` with its
     PID. Returns (rows, why systemd could not be asked)."""
+    from ojd.state import concurrency_of
+
     state = store.state
     problem = None
     rows = []
@@ -378,9 +380,86 @@ def listing(store: Store, systemd: Systemd | None, project: str | None
             "name": w["name"], "project": w.get("project"), "queue": w.get("queue"),
             "unit": unit, "active_state": active_state, "sub_state": sub_state,
             "main_pid": main_pid,
-            "active": running, "concurrency": w.get("concurrency"), "pending": pending,
+            "active": running, "concurrency": concurrency_of(w),
+            "runbook_concurrency": w.get("concurrency"), "resized": w.get("resized"),
+            "pending": pending,
             "enabled": enabled,
             "started_at": w.get("started_at"), "woken_at": w.get("woken_at"),
         })
     return rows, problem
 
+
+
+def resize(store: Store, runbook: Runbook | WorkerIndex, root: str, name: str,
+           concurrency: int | None) -> tuple[int, bool]:
+    """Record ``concurrency`` as the worker's own (None: its runbook's again) and wake the
+    worker when it runs, so that it fills new slots at once (fewer slots: its running jobs
+    finish, and it takes no new one until fewer run). Returns (the runbook's concurrency,
+    whether a running worker was woken)."""
+    worker = record(store, runbook, root, name)
+    with store.transaction() as tx:
+        if tx.state.workers[name].get("resized") != concurrency:
+            tx.append({"type": "worker:resized", "name": name, "concurrency": concurrency})
+    return worker.concurrency, wake.wake_worker(store, name)
+
+
+def prune(store: Store, systemd: Systemd | None, dry_run: bool = False
+          ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+    """Remove the bindings of workers no runbook of their project defines any more, in one
+    ``worker:pruned`` record; a worker that runs (in its unit or in the foreground) keeps
+    its binding. Returns ([(name, project, why removed)], [(name, why kept)])."""
+    from ojd import paths
+    from ojd import project as projects
+
+    removed: list[tuple[str, str, str]] = []
+    kept: list[tuple[str, str]] = []
+    seen: dict[str, float | None] = {}  # name -> when the binding removed was recorded
+    state = store.refresh()
+    for w in sorted(state.workers.values(), key=lambda w: w["name"]):
+        name, root = w["name"], w.get("project") or ""
+        if not os.path.isdir(os.path.join(root, ".oj")):
+            why = "its project is gone"
+        else:
+            try:
+                defined = projects.load_index(root, paths.cache_dir(store.root))["workers"]
+            except (OjError, OSError) as e:
+                kept.append((name, f"the runbook of {escaped(root)} does not load ({e}); "
+                                   "'oj runbook check' there lists the problems"))
+                continue
+            if name in defined:
+                continue
+            why = "its project's runbook no longer defines it"
+        running = _running(store, systemd, name)
+        if running is not None:
+            kept.append((name, f"{why}, but it runs ({running}); stop it first"))
+            continue
+        removed.append((name, root, why))
+        seen[name] = w.get("recorded_at")
+    if removed and not dry_run:
+        with store.transaction() as tx:
+            # a binding recorded again meanwhile (a start in a project made anew) stays
+            names = [name for name, _, _ in removed
+                     if name in tx.state.workers
+                     and tx.state.workers[name].get("recorded_at") == seen[name]]
+            removed = [r for r in removed if r[0] in names]
+            if names:
+                tx.append({"type": "worker:pruned", "names": names})
+    return removed, kept
+
+
+def _running(store: Store, systemd: Systemd | None, name: str) -> str | None:
+    """How worker ``name`` of this state dir runs (its PID, or its unit's state), or None.
+    The lock file answers for workers in units of either manager and in the foreground; the
+    manager, when one answers, for a unit between its start and its lock."""
+    pid = wake.running_pid(store.root, name)
+    if pid is not None:
+        return f"PID {pid}"
+    if systemd is None or not wake.manager_present(systemd.user):
+        return None
+    try:
+        st = systemd.state(worker_unit(name))
+    except SystemdUnavailable:
+        return None
+    if st.active_state in ("inactive", "failed") or st.load_state == "not-found":
+        return None
+    return f"{st.name} {st.active_state}"

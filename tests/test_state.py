@@ -151,3 +151,31 @@ def test_a_due_retry_goes_before_newer_pending_items():
     restored = State.from_dict(json.loads(json.dumps(s.to_dict())))
     assert restored.next_takeable(P, "merges", now=1500)["id"] == "old"
     assert restored.waiting_count(P, "merges") == 2
+
+
+def recorded(name: str, concurrency: int = 2) -> dict:
+    return {"type": "worker:recorded", "name": name, "p": P, "runbook": "d", "queue": "merges",
+            "pipeline": "p", "concurrency": concurrency}
+
+
+def test_a_resize_outlives_the_worker_recorded_again_and_a_snapshot_until_reset():
+    from ojd.state import concurrency_of
+
+    s = fold(recorded("w"), {"type": "worker:resized", "name": "w", "concurrency": 5},
+             recorded("w", concurrency=3))
+    assert (concurrency_of(s.workers["w"]), s.workers["w"]["concurrency"]) == (5, 3)
+    s = State.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert concurrency_of(s.workers["w"]) == 5
+    s.apply({"type": "worker:resized", "name": "w", "concurrency": None, "ts": 2000.0}, 9)
+    assert concurrency_of(s.workers["w"]) == 3
+
+
+def test_pruned_workers_leave_the_state_and_come_back_without_their_resize():
+    from ojd.state import concurrency_of
+
+    s = fold(recorded("a"), recorded("b"), {"type": "worker:resized", "name": "a",
+                                            "concurrency": 4},
+             {"type": "worker:pruned", "names": ["a", "gone-already"]})
+    assert sorted(s.workers) == ["b"]
+    s.apply({**recorded("a"), "ts": 2000.0}, 10)
+    assert concurrency_of(s.workers["a"]) == 2

@@ -23,13 +23,16 @@ def queue() -> None:
 @click.argument("item", required=False, metavar="[JSON]")
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE",
               help="Set one var of the item (repeatable).")
+@click.option("--start", is_flag=True,
+              help="Start the queue's workers that do not run (as 'oj worker start').")
 @click.pass_obj
-def push_cmd(app, queue_name: str, item: str | None, variables: tuple[str, ...]) -> int:
+def push_cmd(app, queue_name: str, item: str | None, variables: tuple[str, ...],
+             start: bool) -> int:
     """Queue an item, e.g. oj queue push merges '{"branch": "fix-1"}' (JSON - reads it from
     stdin). Prints its id."""
     from oj.push import do_push
 
-    return do_push(queue_name, item, variables, app.project_override)
+    return do_push(queue_name, item, variables, app.project_override, start)
 
 
 def item_json(item: dict) -> dict:

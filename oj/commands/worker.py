@@ -1,4 +1,5 @@
-"""``oj worker``: start (idempotent), stop, restart, logs, list. ``wake`` is a hidden alias."""
+"""``oj worker``: start (idempotent), stop, restart, resize, prune, logs, list. ``wake`` is a
+hidden alias."""
 
 from __future__ import annotations
 
@@ -51,15 +52,59 @@ def _enable(app, systemd, name: str) -> None:
 
 
 @worker.command("start")
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--all", "every", is_flag=True,
+              help="Every worker this project's runbooks define.")
 @click.option("--enable", is_flag=True, help="Also start it at boot (see 'oj worker enable').")
 @click.option("--run-as", metavar="USER",
               help="Run this system worker as USER, not root, from now on (root: back to root).")
 @with_scope
 @click.pass_obj
-def start_cmd(app, name: str, enable: bool, run_as: str | None, scope: str | None) -> None:
+def start_cmd(app, name: str | None, every: bool, enable: bool, run_as: str | None,
+              scope: str | None) -> int:
     """Start a worker, or wake it (poll its queue now) if it is already running."""
-    _start(app, name, scope, enable, run_as)
+    name = one_name(name, every)
+    if not every:
+        _start(app, name, scope, enable, run_as)
+        return 0
+    from oj.start import start_worker
+
+    user = None if scope is None else scope == "user"
+    return for_each_worker(app, "start", lambda n: start_worker(
+        n, app.project_override, user, enable, run_as))
+
+
+def one_name(name: str | None, every: bool) -> str:
+    """The NAME of a command that also takes --all: exactly one of the two ("" for --all)."""
+    from ojd.errors import UsageError
+
+    if every and name is not None:
+        raise UsageError(f"give a worker NAME or --all, not both (--all takes every worker of "
+                         f"the project, {quoted(name)} included)")
+    if name is None and not every:  # worded as click words a missing argument
+        raise click.UsageError("Missing argument 'NAME' (or --all: every worker of the "
+                               "project)", ctx=click.get_current_context())
+    return name or ""
+
+
+def for_each_worker(app, verb: str, act) -> int:
+    """``act(name)`` for every worker of the project's runbook, one line each (its result,
+    or on stderr why it failed); a failure goes on to the next. Exit 1 if any failed."""
+    from ojd.errors import OjError
+
+    names = sorted(app.runbook.workers)
+    if not names:
+        click.echo("no workers: this project's runbooks define none")
+        return 0
+    failed = 0
+    for name in names:
+        try:
+            click.echo(act(name))
+        except OjError as e:
+            failed += 1
+            click.echo(f"oj: worker {quoted(name)} did not {verb}: "
+                       f"{str(e).splitlines()[0]}", err=True)
+    return 1 if failed else 0
 
 
 @worker.command("enable")
@@ -93,19 +138,40 @@ def wake_cmd(app, name: str, scope: str | None) -> None:
 
 
 @worker.command("stop")
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--all", "every", is_flag=True,
+              help="Every worker this project's runbooks define.")
 @click.option("--cancel", is_flag=True,
               help="Cancel its running jobs too; their items go back to pending.")
 @with_scope
 @click.pass_obj
-def stop_cmd(app, name: str, cancel: bool, scope: str | None) -> None:
+def stop_cmd(app, name: str | None, every: bool, cancel: bool, scope: str | None) -> int:
     """Stop a worker taking work. Its running jobs finish and settle their items (each
     runs in its own process), unless --cancel."""
+    systemd = systemd_for(scope)
+    name = one_name(name, every)
+    if not every:
+        click.echo(_stop(app, systemd, name, cancel))
+        return 0
+    return for_each_worker(app, "stop", lambda n: _stop(app, systemd, n, cancel, every=True))
+
+
+def _stop(app, systemd, name: str, cancel: bool, every: bool = False) -> str:
+    """Stop worker ``name``; the line that says so. With ``every`` (stop --all), a worker
+    on a machine without a manager that does not run in the foreground is simply not
+    running: there is no unit it could run in."""
     from ojd import workers
     from ojd.runners import control
     from ojd.state import LIVE_JOB_STATES
+    from ojd.systemd import SystemdUnavailable
+    from ojd.wake import manager_present
 
-    st = workers.stop(systemd_for(scope), name, state_root=app.store.root)
+    try:
+        st = workers.stop(systemd, name, state_root=app.store.root)
+    except SystemdUnavailable:
+        if not every or manager_present(systemd.user):
+            raise
+        return f"Worker {quoted(name)} not running (no systemd here, nor in the foreground)"
     store = app.store
     jobs = [j for j in store.refresh().jobs.values()
             if j["worker"] == name and j["status"] in LIVE_JOB_STATES
@@ -122,7 +188,71 @@ def stop_cmd(app, name: str, cancel: bool, scope: str | None) -> None:
         left = f"; {len(jobs)} job(s) cancelled, their items back to pending" if jobs else ""
     else:
         left = f"; {len(jobs)} job(s) keep running to their end" if jobs else ""
-    click.echo(f"Worker {quoted(name)} stopped ({st.active_state}){left}")
+    return f"Worker {quoted(name)} stopped ({st.active_state}){left}"
+
+
+@worker.command("resize")
+@click.argument("name")
+@click.argument("concurrency", required=False, metavar="N")
+@click.option("--reset", is_flag=True, help="Back to the concurrency the runbook gives it.")
+@click.pass_obj
+def resize_cmd(app, name: str, concurrency: str | None, reset: bool) -> None:
+    """Run up to N jobs at once from now on, whatever the runbook says (kept across restarts
+    until --reset). More: a running worker fills the new slots at once; fewer: running jobs
+    finish, and no new one starts until fewer run."""
+    from ojd import workers
+    from ojd.errors import UsageError, escaped
+
+    if reset and concurrency is not None:
+        raise UsageError(f"give the new concurrency N or --reset (back to the runbook's), not "
+                         f"both ('{escaped(concurrency)}' and --reset)")
+    if not reset and concurrency is None:
+        raise UsageError("give the new concurrency N (a whole number, at least 1), or --reset "
+                         "to go back to the runbook's")
+    n = None if reset else parse_concurrency(concurrency or "")
+    workers.check_name(name)
+    runbook_value, woken = workers.resize(app.store, app.runbook, app.root, name, n)
+    if n is None:
+        said = f"back to the runbook's concurrency {runbook_value}"
+    else:
+        said = f"resized to {n} (the runbook says {runbook_value})"
+    if woken:
+        said += "; running, it keeps to it from now on"
+    else:
+        said += "; it keeps to it when it starts"
+    click.echo(f"Worker {quoted(name)} {said}")
+
+
+def parse_concurrency(text: str) -> int:
+    from ojd.errors import UsageError, escaped
+
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise UsageError(f"concurrency must be a whole number of at least 1, not "
+                         f"'{escaped(text)}'; 'oj worker stop' stops a worker, --reset goes "
+                         "back to the runbook's concurrency")
+    return int(text)
+
+
+@worker.command("prune")
+@click.option("--dry-run", is_flag=True, help="Say what would go; remove nothing.")
+@with_scope
+@click.pass_obj
+def prune_cmd(app, dry_run: bool, scope: str | None) -> None:
+    """Forget workers that no runbook of their project defines any more (the project is
+    gone, or its runbooks dropped them), in every project of the state dir. A worker that
+    runs is kept."""
+    from ojd import workers
+    from ojd.errors import escaped
+
+    removed, kept = workers.prune(app.store, systemd_for(scope), dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for name, root, why in removed:
+        click.echo(f"{verb} worker {quoted(name)} of {escaped(root)}: {why}")
+    for name, why in kept:
+        click.echo(f"oj: kept worker {quoted(name)}: {why}", err=True)
+    if not removed:
+        click.echo("nothing to prune: every recorded worker is defined by its project's "
+                   "runbooks" + (" or kept" if kept else ""))
 
 
 @worker.command("restart")
