@@ -8,6 +8,8 @@ from ojd.state import LIVE_JOB_STATES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ojd.runbook import Runbook
     from ojd.state import State
     from ojd.store import Store
@@ -21,7 +23,8 @@ DRAINABLE = ("pending", "failed")
 def overview(state: State, runbook: Runbook | None, project: str | None) -> list[dict]:
     """One row per queue: counts by status and the workers that take from it. Inside a project
     (``runbook`` given) its runbook's queues, plus any the state still holds items of; outside
-    one every project's queues the state knows of (from items and recorded workers)."""
+    one (or without a runbook) the queues the state knows of, from items and recorded
+    workers."""
     rows: dict[tuple[str, str], dict] = {}
 
     def row(p: str, name: str) -> dict:
@@ -32,8 +35,7 @@ def overview(state: State, runbook: Runbook | None, project: str | None) -> list
                                    "workers": []}
         return r
 
-    if runbook is not None:
-        assert project is not None
+    if runbook is not None and project is not None:
         for q in runbook.queues.values():
             row(project, q.name)["type"] = q.type
         for w in sorted(runbook.workers.values(), key=lambda w: w.name):
@@ -41,7 +43,7 @@ def overview(state: State, runbook: Runbook | None, project: str | None) -> list
                 row(project, w.queue)["workers"].append(w.name)
     else:
         for w in sorted(state.workers.values(), key=lambda w: w["name"]):
-            if w.get("project") and w.get("queue"):
+            if w.get("project") and w.get("queue") and project in (None, w["project"]):
                 row(w["project"], w["queue"])["workers"].append(w["name"])
     for item in state.items.values():
         if project is not None and item["project"] != project:
@@ -55,9 +57,11 @@ def overview(state: State, runbook: Runbook | None, project: str | None) -> list
     return sorted(rows.values(), key=lambda r: (r["project"], r["name"]))
 
 
-def known_queue(state: State, runbook: Runbook, project: str, name: str) -> None:
-    """A queue of the runbook, or one the state still has items of (removed from the
-    runbook since); else a usage error with the closest name."""
+def known_queue(runbook: Runbook, project: str, name: str, state: Callable[[], State]
+                ) -> None:
+    """A persisted queue of the runbook, or one the state still has items of (removed from
+    the runbook since); else a usage error with the closest name. ``state`` is read only
+    for a name the runbook does not have."""
     from ojd.queues import unknown_queue
 
     if name in runbook.queues:
@@ -65,7 +69,7 @@ def known_queue(state: State, runbook: Runbook, project: str, name: str) -> None
             raise UsageError(f"queue {quoted(name)} is external: its items live in its list "
                              "command, not in oj's state")
         return
-    recorded = {i["queue"] for i in state.items.values() if i["project"] == project}
+    recorded = {i["queue"] for i in state().items.values() if i["project"] == project}
     if name not in recorded:
         raise unknown_queue(name, set(runbook.queues) | recorded)
 
@@ -126,6 +130,7 @@ def settle(store: Store, runbook: Runbook | None, project: str | None, prefix: s
                           f"by a job that is gone) can be settled with '{command}'")
         job = tx.state.jobs.get(item.get("job") or "")
         events: list[dict] = []
+        ended = None
         if job is None:
             fate = f"job {item.get('job') or '-'} is no longer recorded"
         elif job["status"] == "waiting":
@@ -140,6 +145,7 @@ def settle(store: Store, runbook: Runbook | None, project: str | None, prefix: s
                               f"(process {running['pid']}); let it finish, or cancel it "
                               f"with 'oj job cancel {job['id']}'")
             fate = f"job {job['id']} had no live process; recorded it cancelled"
+            ended = job
             events.append({"type": "job:finished", "id": job["id"], "outcome": "cancelled",
                            "error": f"its process was gone; its item settled by '{command}'"})
         else:
@@ -153,4 +159,8 @@ def settle(store: Store, runbook: Runbook | None, project: str | None, prefix: s
                           else {"type": "queue:failed", "id": item["id"], "error": error,
                                 "dead": True, "retry_at": None})
         tx.append(*events)
-        return item, events[-1], fate
+    if ended is not None:
+        from ojd.runners.control import stop
+
+        stop(ended)  # nothing of it runs: this ends an agent's tmux session, if it left one
+    return item, events[-1], fate

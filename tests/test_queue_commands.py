@@ -133,6 +133,16 @@ def test_list_outside_a_project_shows_every_projects_queues_known_from_the_state
         (str(other.root), "jobs", "persisted", 2), (str(proj.root), "merges", "persisted", 1)]
 
 
+def test_list_with_a_broken_runbook_warns_and_lists_the_queues_of_the_state(proj: Project):
+    push(proj, "merges", "a")
+    proj.write("broken.hcl", 'queue "x" {\n  retyr = 1\n}\n')
+    proc = proj.oj("queue", "list", "-o", "json")
+    assert proc.stderr.startswith("oj: warning: the runbook is invalid: ")
+    assert "broken.hcl:2:" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert [(r["name"], r["type"], r["pending"]) for r in json.loads(proc.stdout)] == [
+        ("merges", "persisted", 1)]
+
+
 def test_list_with_a_name_or_items_flag_still_lists_items(proj: Project):
     a = push(proj, "merges", "a")
     f = push(proj, "fragile", "x")
@@ -315,8 +325,12 @@ def test_fail_follows_the_retry_policy_then_goes_dead(proj: Project, orphans):
     o = orphans(proj, "merges", "merge")  # one retry: the first fail is retried
     o.kill_worker_and_job()
     o.kill_step()
-    wait_until(lambda: proj.oj("queue", "fail", o.item, check=False).returncode == 0,
-               "the fail to be accepted")
+    said = []
+    wait_until(lambda: said.append(proj.oj("queue", "fail", o.item, check=False)) or
+               said[-1].returncode == 0, "the fail to be accepted")
+    assert said[-1].stdout == (f"{o.item} in queue 'merges': failed; retried by its worker's "
+                               f"next poll (job {o.job} had no live process; recorded it "
+                               "cancelled)\n")
     item = proj.json("queue", "show", o.item)
     assert item["status"] == "failed" and "marked failed by 'oj queue fail'" in item["error"]
     assert job_status(proj, o.job) == "cancelled"
@@ -325,9 +339,12 @@ def test_fail_follows_the_retry_policy_then_goes_dead(proj: Project, orphans):
     assert second.item == o.item and second.job != o.job
     second.kill_worker_and_job()
     second.kill_step()
-    wait_until(lambda: proj.oj("queue", "fail", o.item, check=False).returncode == 0,
-               "the second fail to be accepted")
+    said.clear()
+    wait_until(lambda: said.append(proj.oj("queue", "fail", o.item, check=False)) or
+               said[-1].returncode == 0, "the second fail to be accepted")
     assert statuses(proj)[o.item] == "dead"
+    assert f"dead (no retries left); bring it back with 'oj queue retry merges {o.item}'" \
+        in said[-1].stdout
 
 
 def test_fail_of_an_item_of_a_queue_without_retries_makes_it_dead_and_says_how_to_retry(

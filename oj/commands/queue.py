@@ -73,7 +73,15 @@ def _list_queues(app, project: str | None, output: str) -> None:
     from ojd.errors import escaped
     from ojd.queue_admin import overview
 
-    runbook = app.runbook if project is not None else None
+    runbook = None
+    if project is not None:
+        from ojd.errors import OjError
+
+        try:
+            runbook = app.runbook
+        except OjError as e:  # an operator still sees the queues while a runbook is broken
+            click.echo(f"oj: warning: the runbook is invalid: {str(e).splitlines()[0]}; "
+                       "listing the queues recorded in the state", err=True)
     rows = overview(app.reader_store.state, runbook, project)
     if output == "json":
         emit_json(rows)
@@ -149,9 +157,8 @@ def drain_cmd(app, queue_name: str, dry_run: bool, output: str) -> None:
     waiting for their retry. Active items stay with their jobs."""
     from ojd.queue_admin import drain, known_queue
 
-    store = app.store
-    known_queue(store.state, app.runbook, app.root, queue_name)
-    items = drain(store, app.root, queue_name, dry_run)
+    known_queue(app.runbook, app.root, queue_name, lambda: app.store.state)
+    items = drain(app.store, app.root, queue_name, dry_run)
     if output == "json":
         emit_json({"dry_run": dry_run, "queue": queue_name,
                    "items": [item_json(i) for i in items]})
@@ -189,7 +196,7 @@ def prune_cmd(app, queue_name: str | None, older_than: str | None, any_age: bool
     age = None if any_age else parse_age(older_than or "12h")
     if queue_name is not None:
         project = app.root
-        known_queue(app.store.state, app.runbook, project, queue_name)
+        known_queue(app.runbook, project, queue_name, lambda: app.reader_store.state)
     else:
         project = app.project_or_none()
     store = app.reader_store
@@ -202,7 +209,7 @@ def prune_cmd(app, queue_name: str | None, older_than: str | None, any_age: bool
         return
     verb = "would remove" if dry_run else "removed"
     for i in items:
-        click.echo(f"{verb} {i['id']} from queue '{i['queue']}' ({i['status']}, "
+        click.echo(f"{verb} {i['id']} from queue '{i['queue']}' ({i['status']}, settled "
                    f"{ago(i['updated_at'])})")
     n = len(items)
     click.echo(f"{'would prune' if dry_run else 'pruned'} {n} item{'s' if n != 1 else ''}")
@@ -243,8 +250,9 @@ def _settle(app, item_id: str, outcome: str) -> None:
     else:
         from ojd.duration import format_duration
 
-        wait = max(0.0, event["retry_at"] - event.get("ts", event["retry_at"]))
-        became = f"failed; retried in {format_duration(wait)}"
+        wait = event["retry_at"] - event.get("ts", event["retry_at"])
+        became = "failed; retried " + (f"in {format_duration(wait)}" if wait >= 1 else
+                                       "by its worker's next poll")
     click.echo(f"{item['id']} in queue '{item['queue']}': {became} ({fate})")
 
 
