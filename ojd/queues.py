@@ -209,7 +209,7 @@ def find_item(store: Store, prefix: str, project: str | None = None) -> dict:
     matches = [i for i in store.state.find(store.state.items, prefix)
                if project is None or i["project"] == project]
     if not matches:
-        raise OjError(f"no queue item with id {quoted(prefix)}; see 'oj queue list'")
+        raise OjError(f"no queue item with id {quoted(prefix)}; see 'oj queue list --items'")
     if len(matches) > 1:
         ids = ", ".join(sorted(m["id"] for m in matches)[:5])
         raise OjError(f"item id {quoted(prefix)} is ambiguous ({ids}); give more characters")

@@ -127,10 +127,15 @@ def test_list_outside_a_project_shows_every_projects_queues_known_from_the_state
     other.write("o.hcl", 'queue "jobs" {\n  vars = ["branch"]\n}\n')
     push(other, "jobs", "x")
     push(other, "jobs", "y")
+    drain_worker(proj, "breaker")  # records itself; its queue has no items
     outside = proj.state.parent
     rows = json.loads(proj.oj("queue", "list", "-o", "json", cwd=outside).stdout)
-    assert [(r["project"], r["name"], r["type"], r["pending"]) for r in rows] == [
-        (str(other.root), "jobs", "persisted", 2), (str(proj.root), "merges", "persisted", 1)]
+    assert [(r["project"], r["name"], r["type"], r["pending"], r["workers"]) for r in rows] == [
+        (str(other.root), "jobs", "persisted", 2, []),
+        (str(proj.root), "fragile", None, 0, ["breaker"]),
+        (str(proj.root), "merges", "persisted", 1, [])]
+    table = proj.oj("queue", "list", cwd=outside).stdout
+    assert f"{proj.root}  fragile  -" in table
 
 
 def test_list_with_a_broken_runbook_warns_and_lists_the_queues_of_the_state(proj: Project):

@@ -36,7 +36,7 @@ def item_json(item: dict) -> dict:
     return {k: item.get(k) for k in ITEM_FIELDS}
 
 
-@queue.command("list")
+@queue.command("list", short_help="List the queues and their counts, or items.")
 @click.argument("queue_name", required=False, metavar="[QUEUE]")
 @click.option("--items", "all_items", is_flag=True,
               help="Items of every queue (without QUEUE), not the queues.")
@@ -147,7 +147,7 @@ def retry_cmd(app, queue_name: str, item_id: str | None, all_dead: bool) -> None
     click.echo(f"retrying {len(ids)} item(s)" + (f": {', '.join(ids)}" if ids else ""))
 
 
-@queue.command("drain")
+@queue.command("drain", short_help="Drop every item still waiting to be taken.")
 @click.argument("queue_name", metavar="QUEUE")
 @click.option("--dry-run", is_flag=True, help="Say what would be dropped; drop nothing.")
 @output_option
@@ -172,7 +172,7 @@ def drain_cmd(app, queue_name: str, dry_run: bool, output: str) -> None:
                f"from queue '{queue_name}'")
 
 
-@queue.command("prune")
+@queue.command("prune", short_help="Remove old completed and dead items.")
 @click.argument("queue_name", required=False, metavar="[QUEUE]")
 @click.option("--older-than", metavar="DURATION",
               help="Only items settled at least this long ago.  [default: 12h]")
@@ -215,7 +215,7 @@ def prune_cmd(app, queue_name: str | None, older_than: str | None, any_age: bool
     click.echo(f"{'would prune' if dry_run else 'pruned'} {n} item{'s' if n != 1 else ''}")
 
 
-@queue.command("done")
+@queue.command("done", short_help="Complete an active item whose job is gone.")
 @click.argument("item_id", metavar="ID")
 @click.pass_obj
 def done_cmd(app, item_id: str) -> None:
@@ -224,7 +224,7 @@ def done_cmd(app, item_id: str) -> None:
     _settle(app, item_id, "done")
 
 
-@queue.command("fail")
+@queue.command("fail", short_help="Fail an active item whose job is gone.")
 @click.argument("item_id", metavar="ID")
 @click.pass_obj
 def fail_cmd(app, item_id: str) -> None:
