@@ -155,6 +155,7 @@ def retry_cmd(app, queue_name: str, item_id: str | None, all_dead: bool) -> None
 def drain_cmd(app, queue_name: str, dry_run: bool, output: str) -> None:
     """Drop every item of QUEUE still waiting to be taken: pending ones and failed ones
     waiting for their retry. Active items stay with their jobs."""
+    from ojd.errors import quoted
     from ojd.queue_admin import drain, known_queue
 
     known_queue(app.runbook, app.root, queue_name, lambda: app.store.state)
@@ -169,7 +170,7 @@ def drain_cmd(app, queue_name: str, dry_run: bool, output: str) -> None:
                    f"{_short(json.dumps(i['data'], separators=(',', ':')))}")
     n = len(items)
     click.echo(f"{'would drain' if dry_run else 'drained'} {n} item{'s' if n != 1 else ''} "
-               f"from queue '{queue_name}'")
+               f"from queue {quoted(queue_name)}")
 
 
 @queue.command("prune", short_help="Remove old completed and dead items.")
@@ -188,7 +189,7 @@ def prune_cmd(app, queue_name: str | None, older_than: str | None, any_age: bool
     import time
 
     from oj.commands.job import parse_age
-    from ojd.errors import UsageError
+    from ojd.errors import UsageError, quoted
     from ojd.queue_admin import known_queue, prune
 
     if any_age and older_than is not None:
@@ -209,7 +210,7 @@ def prune_cmd(app, queue_name: str | None, older_than: str | None, any_age: bool
         return
     verb = "would remove" if dry_run else "removed"
     for i in items:
-        click.echo(f"{verb} {i['id']} from queue '{i['queue']}' ({i['status']}, settled "
+        click.echo(f"{verb} {i['id']} from queue {quoted(i['queue'])} ({i['status']}, settled "
                    f"{ago(i['updated_at'])})")
     n = len(items)
     click.echo(f"{'would prune' if dry_run else 'pruned'} {n} item{'s' if n != 1 else ''}")
@@ -234,26 +235,29 @@ def fail_cmd(app, item_id: str) -> None:
 
 
 def _settle(app, item_id: str, outcome: str) -> None:
+    from ojd.errors import escaped, quoted
     from ojd.queue_admin import settle
     from ojd.queues import find_item
 
     project = app.project_or_none()
     store = app.existing_store()
-    runbook = app.runbook if project is not None else \
-        _runbook_of(find_item(store, item_id)["project"])
+    runbook = None  # only a failure needs it: its queue's retry policy
+    if outcome == "failed":
+        runbook = app.runbook if project is not None else \
+            _runbook_of(find_item(store, item_id)["project"])
     item, event, fate = settle(store, runbook, project, item_id, outcome)
     if event["type"] == "queue:completed":
         became = "completed"
     elif event.get("dead"):
-        became = f"dead (no retries left); bring it back with 'oj queue retry {item['queue']} " \
-                 f"{item['id']}'"
+        became = f"dead (no retries left); bring it back with 'oj queue retry " \
+                 f"{escaped(item['queue'])} {item['id']}'"
     else:
         from ojd.duration import format_duration
 
         wait = event["retry_at"] - event.get("ts", event["retry_at"])
         became = "failed; retried " + (f"in {format_duration(wait)}" if wait >= 1 else
                                        "by its worker's next poll")
-    click.echo(f"{item['id']} in queue '{item['queue']}': {became} ({fate})")
+    click.echo(f"{item['id']} in queue {quoted(item['queue'])}: {became} ({fate})")
 
 
 def _runbook_of(root: str):
