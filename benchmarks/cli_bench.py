@@ -9,7 +9,7 @@ runbooks/merge.hcl, pushing distinct data each time so every run appends to the 
 
 Big log: a state dir whose WAL holds N events of queue traffic (pushes, takes, jobs,
 completions) for one project, written straight through ``WalDirectory.append``; then
-``oj queue list -o json`` with no snapshot (full replay), and after ``oj state compact``
+``oj queue list --items -o json`` with no snapshot (full replay), and after ``oj state compact``
 (snapshot only, and snapshot plus the longest tail a CLI call replays before a transaction
 writes a new snapshot). Also the in-process replay rate of ``Store.load()`` and the size of
 the snapshot. Everything happens in a temporary directory under /var/tmp, removed at the end.
@@ -38,7 +38,7 @@ from ojd.store import SNAPSHOT_EVERY, Store  # noqa: E402
 from ojd.wal import WalDirectory  # noqa: E402
 
 PUSH_AIM = 3.0  # oj queue push: at most this many times `python -c pass`
-LIST_AIM_MS = 150.0  # oj queue list -o json after compaction
+LIST_AIM_MS = 150.0  # oj queue list --items -o json after compaction
 QUEUE = "merges"
 WORKER = "merge"
 PIPELINE = "merge"
@@ -236,7 +236,7 @@ def cold_start(oj: str, python: str, tmp: Path, runs: int) -> None:
         "oj --help": lambda i: [oj, "--help"],
         "oj --version": lambda i: [oj, "--version"],
         "oj queue push merges JSON": push,
-        "oj queue list": lambda i: [oj, "queue", "list"],
+        "oj queue list --items": lambda i: [oj, "queue", "list", "--items"],
         "oj runbook check": lambda i: [oj, "runbook", "check"],
     }
     cases = {name: (argv_for, project, env) for name, argv_for in argvs.items()}
@@ -276,7 +276,7 @@ def big_log(oj: str, python: str, tmp: Path, events: int, runs: int, replays: in
     print(f"  build      {items:,} items pushed, batches of {BATCH:,}: {built:.1f} s "
           f"({events / built:,.0f} events/s), WAL {size / 1e6:.0f} MB")
 
-    listing: ArgvFor = lambda i: [oj, "queue", "list", "-o", "json"]  # noqa: E731
+    listing: ArgvFor = lambda i: [oj, "queue", "list", "--items", "-o", "json"]  # noqa: E731
     baselines: dict[str, Case] = {
         "pass": (lambda i: [python, "-c", "pass"], project, env),
         "small": (listing, str(tmp / "small"), cli_env(tmp / "small-state")),
@@ -297,7 +297,7 @@ def big_log(oj: str, python: str, tmp: Path, events: int, runs: int, replays: in
 
     full = time_interleaved({"pass": baselines["pass"], "big": big}, replays)
     full_med = median(full["big"])
-    print(f"  oj queue list -o json, no snapshot (full replay): {ms(full_med).strip()} "
+    print(f"  oj queue list --items -o json, no snapshot (full replay): {ms(full_med).strip()} "
           f"median of {replays} (max {ms(max(full['big'])).strip()}), "
           f"{full_med / median(full['pass']):.0f}x pass")
 
@@ -326,8 +326,8 @@ def big_log(oj: str, python: str, tmp: Path, events: int, runs: int, replays: in
     write_events(WalDirectory(wal_path), stream, tail)
     with_tail = time_interleaved({**baselines, "big": big}, runs)
 
-    print(f"  oj queue list -o json, median (p90) of {runs} runs, each against python -c pass "
-          "and the same listing on the small project, measured alongside")
+    print(f"  oj queue list --items -o json, median (p90) of {runs} runs, each against "
+          "python -c pass and the same listing on the small project, measured alongside")
     for label, times in (("snapshot, empty tail", snap_only),
                          (f"snapshot + {tail:,}-event tail", with_tail)):
         med = median(times["big"])

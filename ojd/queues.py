@@ -9,6 +9,7 @@ from ojd.errors import OjError, UsageError, quoted
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing and the model stay off the push path
+    from collections.abc import Iterable
     from typing import Any
 
     from ojd.runbook import Queue, Runbook
@@ -31,17 +32,25 @@ class QueueSpec:
 def queue_spec(index: dict[str, Any], name: str) -> QueueSpec:
     spec = index["queues"].get(name)
     if spec is None:
-        known = ", ".join(sorted(index["queues"])) or "none"
-        raise UsageError(f"unknown queue {quoted(name)}; this project defines: {known}")
+        raise unknown_queue(name, index["queues"])
     return QueueSpec(name, spec["type"], spec["vars"], spec["defaults"])
 
 
 def queue_named(runbook: Runbook, name: str) -> Queue:
     queue = runbook.queues.get(name)
     if queue is None:
-        known = ", ".join(sorted(runbook.queues)) or "none"
-        raise UsageError(f"unknown queue {quoted(name)}; this project defines: {known}")
+        raise unknown_queue(name, runbook.queues)
     return queue
+
+
+def unknown_queue(name: str, known: Iterable[str]) -> UsageError:
+    import difflib  # error path only
+
+    names = sorted(known)
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return UsageError(f"unknown queue {quoted(name)}{hint}; this project defines: "
+                      f"{', '.join(names) or 'none'}")
 
 
 # Limits on one item, so that no push can make the state unreadable or unwritable for others:
@@ -200,7 +209,7 @@ def find_item(store: Store, prefix: str, project: str | None = None) -> dict:
     matches = [i for i in store.state.find(store.state.items, prefix)
                if project is None or i["project"] == project]
     if not matches:
-        raise OjError(f"no queue item with id {quoted(prefix)}; see 'oj queue list'")
+        raise OjError(f"no queue item with id {quoted(prefix)}; see 'oj queue list --items'")
     if len(matches) > 1:
         ids = ", ".join(sorted(m["id"] for m in matches)[:5])
         raise OjError(f"item id {quoted(prefix)} is ambiguous ({ids}); give more characters")

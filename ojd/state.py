@@ -12,6 +12,8 @@ Event types (``type`` key) and their fields:
 - ``queue:released``  id, ts                  back to pending; the attempt is not counted
 - ``queue:dropped``   id, ts
 - ``queue:retried``   id, ts                  back to pending with attempts reset
+- ``queue:pruned``    ids, ts                 completed and dead items removed by ``oj queue
+                                              prune`` (an item in any other state stays)
 - ``job:created``     id, p, pipeline, name, vars, cwd, ws, invoke, item, worker, by, ts
 - ``job:step_started``  id, step, ts
 - ``job:locals``      id, locals, ts          evaluated once per job, kept for a resume
@@ -49,7 +51,7 @@ if TYPE_CHECKING:  # typing stays off the CLI's start-up path
     pass
 
 # Finished history kept in state (and so in snapshots); older entries fall out of the fold.
-# Dead items are never pruned: they wait for an operator.
+# Dead items never fall out: they wait for an operator (``oj queue prune``, drop, retry).
 KEEP_COMPLETED_PER_QUEUE = 200
 KEEP_FINISHED_JOBS = 500
 
@@ -165,6 +167,19 @@ class State:
         if item is not None:
             self._forget_key(item)
             self.waiting.get((item["project"], item["queue"]), set()).discard(item["id"])
+
+    def _queue_pruned(self, ev: Event) -> None:
+        gone = [self.items[i] for i in ev.get("ids", ())
+                if (self.items.get(i) or {}).get("status") in ("completed", "dead")]
+        for item in gone:
+            del self.items[item["id"]]
+            self._forget_key(item)
+            self.waiting.get((item["project"], item["queue"]), set()).discard(item["id"])
+        # the per-queue completed history counts only items that are still there
+        for key in {(i["project"], i["queue"]) for i in gone if i["status"] == "completed"}:
+            done = self.completed.get(key)
+            if done is not None:
+                self.completed[key] = deque(i for i in done if i in self.items)
 
     def _queue_retried(self, ev: Event) -> None:
         item = self.items.get(ev["id"])
@@ -497,6 +512,7 @@ _HANDLERS = {
     "queue:released": State._queue_released,
     "queue:dropped": State._queue_dropped,
     "queue:retried": State._queue_retried,
+    "queue:pruned": State._queue_pruned,
     "job:created": State._job_created,
     "job:step_started": State._job_step_started,
     "job:step_finished": State._job_step_finished,

@@ -55,7 +55,7 @@ def drive(run, where: str) -> int:
     print(run(f"{BIN}/oj", "queue", "list"), end="")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        items = json.loads(run(f"{BIN}/oj", "queue", "list", "-o", "json"))
+        items = json.loads(run(f"{BIN}/oj", "queue", "list", "--items", "-o", "json"))
         if all(i["status"] in ("completed", "dead") for i in items):
             break
         time.sleep(0.2)

@@ -57,7 +57,7 @@ class Project:
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def items(self, queue: str | None = None) -> list[dict]:
-        return self.json("queue", "list", *([queue] if queue else []))  # type: ignore[return-value]
+        return self.json("queue", "list", *([queue] if queue else ["--items"]))  # type: ignore[return-value]
 
     def events(self, kind: str) -> list[dict]:
         """The WAL's events of one type, read directly."""

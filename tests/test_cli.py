@@ -38,7 +38,7 @@ def test_push_prints_an_id_and_list_shows_the_item(queued: Project):
     assert item["status"] == "pending" and item["attempts"] == 0
     assert item["data"] == {"branch": "b1", "title": "T", "base": "main"}
     assert {"id", "queue", "status", "data", "attempts", "created_at"} <= set(item)
-    table = queued.oj("queue", "list").stdout
+    table = queued.oj("queue", "list", "--items").stdout
     assert item_id.strip() in table and "pending" in table
 
 

@@ -31,16 +31,16 @@ def test_an_item_nested_too_deep_is_refused_and_the_state_stays_readable(
     assert proc.returncode == 2
     assert proc.stderr.startswith("oj: the item nests deeper than 64 levels")
     assert len(proc.stderr.splitlines()) == 1
-    listed = queued.json("queue", "list")
+    listed = queued.json("queue", "list", "--items")
     assert [i["data"] for i in listed] == [{"ok": 1}]  # type: ignore[index]
 
 
 def test_an_item_at_the_depth_limit_is_accepted_and_listed(queued: Project):
     queued.oj("queue", "push", "any", nested(63))  # 63 inside the item object: 64 levels
-    listed = queued.json("queue", "list")
+    listed = queued.json("queue", "list", "--items")
     assert len(listed) == 1  # type: ignore[arg-type]
     queued.oj("state", "compact")
-    assert len(queued.json("queue", "list")) == 1  # type: ignore[arg-type]
+    assert len(queued.json("queue", "list", "--items")) == 1  # type: ignore[arg-type]
 
 
 def test_an_item_over_a_mebibyte_is_refused_and_one_under_it_accepted():
@@ -61,14 +61,14 @@ def test_a_pushed_item_over_a_mebibyte_on_stdin_is_refused_and_nothing_is_writte
     proc = queued.oj("queue", "push", "any", "-", input=big, check=False)
     assert proc.returncode == 2
     assert proc.stderr.startswith("oj: the item is 1048587 bytes of JSON, over the 1 MiB")
-    assert queued.json("queue", "list") == []
+    assert queued.json("queue", "list", "--items") == []
 
 
 def test_an_item_with_a_nul_character_is_refused(queued: Project):
     proc = queued.oj("queue", "push", "any", '{"m": "a\\u0000b"}', check=False)
     assert proc.returncode == 2 and "NUL character" in proc.stderr
     assert len(proc.stderr.splitlines()) == 1
-    assert queued.json("queue", "list") == []
+    assert queued.json("queue", "list", "--items") == []
 
 
 @pytest.mark.parametrize("name,text", [

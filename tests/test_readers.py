@@ -27,7 +27,7 @@ def proj(project: Project) -> Project:
 
 
 @pytest.mark.parametrize("args", [
-    ["job", "list"], ["queue", "list"], ["queue", "list", "merges"],
+    ["job", "list"], ["queue", "list", "--items"], ["queue", "list", "merges"],
     ["worker", "list"], ["worker", "list", "--all"], ["runbook", "list"],
     ["runbook", "check"],
 ])
@@ -84,5 +84,5 @@ def test_writers_still_create_the_state_dir(proj, tmp_path):
     new = tmp_path / "new"
     proj.oj("queue", "push", "merges", '{"branch": "b"}', OJ_STATE_DIR=str(new))
     assert (new / "wal").is_dir()
-    proc = proj.oj("queue", "list", "-o", "json", OJ_STATE_DIR=str(new))
+    proc = proj.oj("queue", "list", "--items", "-o", "json", OJ_STATE_DIR=str(new))
     assert proc.stderr == "" and len(json.loads(proc.stdout)) == 1

@@ -179,3 +179,22 @@ def test_pruned_workers_leave_the_state_and_come_back_without_their_resize():
     assert sorted(s.workers) == ["b"]
     s.apply({**recorded("a"), "ts": 2000.0}, 10)
     assert concurrency_of(s.workers["a"]) == 2
+
+
+def test_pruned_items_leave_the_state_and_its_indexes_but_live_ones_stay():
+    def settle(item_id: str, how: dict) -> list[dict]:
+        return [{"type": "queue:taken", "id": item_id, "by": "w", "job": "j"},
+                {"id": item_id, **how}]
+
+    s = fold(pushed("c", key="kc"), *settle("c", {"type": "queue:completed"}),
+             pushed("d", key="kd"), *settle("d", {"type": "queue:failed", "dead": True}),
+             pushed("f", key="kf"), *settle("f", {"type": "queue:failed", "retry_at": 5.0}),
+             pushed("p", key="kp"),
+             {"type": "queue:pruned", "ids": ["c", "d", "f", "p", "gone"]})
+    assert sorted(s.items) == ["f", "p"]  # failed and pending items are not prunable
+    assert list(s.completed[(P, "merges")]) == []  # no stale ids kept in snapshots
+    assert s.waiting_count(P, "merges") == 2
+    assert s.live_item_for(P, "merges", "kf")["id"] == "f"
+    assert s.next_takeable(P, "merges", 0.0)["id"] == "p"
+    restored = State.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert restored.to_dict() == s.to_dict()

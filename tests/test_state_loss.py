@@ -44,7 +44,7 @@ def test_a_garbled_newest_snapshot_loses_no_item_and_repair_sets_it_aside(queued
     ids = three_compactions_apart(queued)
     newest = snapshots(queued)[-1]
     newest.write_bytes(b"\x00garbage")
-    listing = queued.oj("queue", "list", "-o", "json")
+    listing = queued.oj("queue", "list", "--items", "-o", "json")
     assert sorted(i["id"] for i in json.loads(listing.stdout)) == sorted(ids)
     assert "unreadable snapshot" in listing.stderr
     check = queued.oj("state", "check", check=False)
@@ -54,7 +54,7 @@ def test_a_garbled_newest_snapshot_loses_no_item_and_repair_sets_it_aside(queued
     assert f"move {newest.name} aside" in repair.stderr
     assert (newest.parent / f"damaged-{newest.name}").exists()
     assert queued.oj("state", "check").stdout.strip().endswith("ok")
-    again = queued.oj("queue", "list", "-o", "json")
+    again = queued.oj("queue", "list", "--items", "-o", "json")
     assert sorted(i["id"] for i in json.loads(again.stdout)) == sorted(ids)
     assert again.stderr == ""
 

@@ -76,7 +76,7 @@ def test_enabled_worker_comes_back_after_power_loss_and_drains_its_queue(make_sa
     sb.wait_for(lambda: sb.unit_property("oj-worker@boot.service", "ActiveState") == "active",
                 timeout=30, what="the worker to come back at boot")
     sb.wait_for(lambda: "done 3" in ran(), timeout=30, what="the queue to drain")
-    items = json.loads(oj("queue", "list", "-o", "json"))
+    items = json.loads(oj("queue", "list", "--items", "-o", "json"))
     assert [(i["data"]["n"], i["status"]) for i in items] == [
         ("1", "completed"), ("2", "completed"), ("3", "completed")]
     assert ran().count("done 1") == 1 and ran().count("start 1") == 2

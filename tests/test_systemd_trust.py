@@ -77,7 +77,8 @@ class Project:
         return path.read_text().splitlines() if path.exists() else []
 
     def statuses(self) -> list[str]:
-        return [i["status"] for i in json.loads(self.oj("queue", "list", "-o", "json").stdout)]
+        listing = self.oj("queue", "list", "--items", "-o", "json").stdout
+        return [i["status"] for i in json.loads(listing)]
 
     def dropins(self) -> Path:
         return Path(f"/etc/systemd/system/{self.unit}.d")

@@ -77,7 +77,7 @@ class UnitProject:
         return self.sb.unit_property(self.unit, name)
 
     def items(self) -> list[dict]:
-        return json.loads(self.oj("queue", "list", "-o", "json").stdout)
+        return json.loads(self.oj("queue", "list", "--items", "-o", "json").stdout)
 
     def ran(self) -> list[str]:
         path = self.root / "ran.txt"

@@ -139,7 +139,7 @@ os.unlink(os.path.join(state, "filler"))
 deadline = time.monotonic() + 30
 statuses = []
 while time.monotonic() < deadline:
-    listing = run("queue", "list", "-o", "json")
+    listing = run("queue", "list", "--items", "-o", "json")
     statuses = [i["status"] for i in json.loads(listing.stdout or "[]")]
     if statuses and all(s == "completed" for s in statuses):
         break
@@ -148,7 +148,7 @@ worker.send_signal(signal.SIGTERM)
 worker.wait(timeout=60)
 json.dump({"pushes": [(p.returncode, p.stdout.strip(), p.stderr) for p in pushes],
            "statuses": statuses,
-           "items": json.loads(run("queue", "list", "-o", "json").stdout)}, sys.stdout)
+           "items": json.loads(run("queue", "list", "--items", "-o", "json").stdout)}, sys.stdout)
 """
 
 

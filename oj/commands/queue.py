@@ -1,4 +1,4 @@
-"""``oj queue``: push, list, show, drop, retry."""
+"""``oj queue``: push, list, show, drop, retry, drain, prune, done, fail."""
 
 from __future__ import annotations
 
@@ -39,14 +39,22 @@ def item_json(item: dict) -> dict:
     return {k: item.get(k) for k in ITEM_FIELDS}
 
 
-@queue.command("list")
+@queue.command("list", short_help="List the queues and their counts, or items.")
 @click.argument("queue_name", required=False, metavar="[QUEUE]")
-@click.option("--status", type=click.Choice(ITEM_STATUSES), help="Only items in this state.")
+@click.option("--items", "all_items", is_flag=True,
+              help="Items of every queue (without QUEUE), not the queues.")
+@click.option("--status", type=click.Choice(ITEM_STATUSES),
+              help="Only items in this state (lists items, as --items).")
 @output_option
 @click.pass_obj
-def list_cmd(app, queue_name: str | None, status: str | None, output: str) -> None:
-    """List queue items of this project (every project's, outside one)."""
+def list_cmd(app, queue_name: str | None, all_items: bool, status: str | None,
+             output: str) -> None:
+    """List the queues of this project with their counts (every project's, outside one);
+    with QUEUE (or --items) its items instead."""
     project = app.project_or_none()
+    if queue_name is None and not all_items and status is None:
+        _list_queues(app, project, output)
+        return
     if queue_name is not None and project is not None:
         from ojd.queues import queue_named
 
@@ -62,6 +70,29 @@ def list_cmd(app, queue_name: str | None, status: str | None, output: str) -> No
              _short(json.dumps(i["data"], separators=(",", ":")))) for i in items]
     table(("ID", "QUEUE", "STATUS", "ATTEMPTS", "CREATED", "DATA"), rows,
           empty="no items" + (f" in queue '{queue_name}'" if queue_name else ""))
+
+
+def _list_queues(app, project: str | None, output: str) -> None:
+    from ojd.errors import escaped
+    from ojd.queue_admin import overview
+
+    runbook = None
+    if project is not None:
+        from ojd.errors import OjError
+
+        try:
+            runbook = app.runbook
+        except OjError as e:  # an operator still sees the queues while a runbook is broken
+            click.echo(f"oj: warning: the runbook is invalid: {str(e).splitlines()[0]}; "
+                       "listing the queues recorded in the state", err=True)
+    rows = overview(app.reader_store.state, runbook, project)
+    if output == "json":
+        emit_json(rows)
+        return
+    table(("PROJECT", "NAME", "TYPE", "PENDING", "ACTIVE", "DEAD", "WORKERS"),
+          [(escaped(r["project"]), escaped(r["name"]), r["type"] or "-", r["pending"],
+            r["active"], r["dead"], ", ".join(r["workers"]) or "-") for r in rows],
+          empty="no queues" + ("" if project is None else " in this project's runbooks"))
 
 
 def _short(text: str, width: int = 60) -> str:
@@ -117,3 +148,128 @@ def retry_cmd(app, queue_name: str, item_id: str | None, all_dead: bool) -> None
     queue_named(app.runbook, queue_name)
     ids = retry(app.store, app.root, queue_name, item_id, all_dead)
     click.echo(f"retrying {len(ids)} item(s)" + (f": {', '.join(ids)}" if ids else ""))
+
+
+@queue.command("drain", short_help="Drop every item still waiting to be taken.")
+@click.argument("queue_name", metavar="QUEUE")
+@click.option("--dry-run", is_flag=True, help="Say what would be dropped; drop nothing.")
+@output_option
+@click.pass_obj
+def drain_cmd(app, queue_name: str, dry_run: bool, output: str) -> None:
+    """Drop every item of QUEUE still waiting to be taken: pending ones and failed ones
+    waiting for their retry. Active items stay with their jobs."""
+    from ojd.errors import quoted
+    from ojd.queue_admin import drain, known_queue
+
+    known_queue(app.runbook, app.root, queue_name, lambda: app.store.state)
+    items = drain(app.store, app.root, queue_name, dry_run)
+    if output == "json":
+        emit_json({"dry_run": dry_run, "queue": queue_name,
+                   "items": [item_json(i) for i in items]})
+        return
+    verb = "would drop" if dry_run else "dropped"
+    for i in items:
+        click.echo(f"{verb} {i['id']} ({i['status']}) "
+                   f"{_short(json.dumps(i['data'], separators=(',', ':')))}")
+    n = len(items)
+    click.echo(f"{'would drain' if dry_run else 'drained'} {n} item{'s' if n != 1 else ''} "
+               f"from queue {quoted(queue_name)}")
+
+
+@queue.command("prune", short_help="Remove old completed and dead items.")
+@click.argument("queue_name", required=False, metavar="[QUEUE]")
+@click.option("--older-than", metavar="DURATION",
+              help="Only items settled at least this long ago.  [default: 12h]")
+@click.option("--all", "any_age", is_flag=True,
+              help="Completed and dead items of any age.")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@output_option
+@click.pass_obj
+def prune_cmd(app, queue_name: str | None, older_than: str | None, any_age: bool,
+              dry_run: bool, output: str) -> None:
+    """Remove completed and dead items from the state: of QUEUE, else of every queue of this
+    project (of every project, outside one)."""
+    import time
+
+    from oj.commands.job import parse_age
+    from ojd.errors import UsageError, quoted
+    from ojd.queue_admin import known_queue, prune
+
+    if any_age and older_than is not None:
+        raise UsageError("give --older-than or --all, not both")
+    age = None if any_age else parse_age(older_than or "12h")
+    if queue_name is not None:
+        project = app.root
+        known_queue(app.runbook, project, queue_name, lambda: app.reader_store.state)
+    else:
+        project = app.project_or_none()
+    store = app.reader_store
+    if not hasattr(store, "transaction"):  # no state dir: nothing was ever recorded
+        items = []
+    else:
+        items = prune(store, project, queue_name, time.time(), age, dry_run)
+    if output == "json":
+        emit_json({"dry_run": dry_run, "items": [item_json(i) for i in items]})
+        return
+    verb = "would remove" if dry_run else "removed"
+    for i in items:
+        click.echo(f"{verb} {i['id']} from queue {quoted(i['queue'])} ({i['status']}, settled "
+                   f"{ago(i['updated_at'])})")
+    n = len(items)
+    click.echo(f"{'would prune' if dry_run else 'pruned'} {n} item{'s' if n != 1 else ''}")
+
+
+@queue.command("done", short_help="Complete an active item whose job is gone.")
+@click.argument("item_id", metavar="ID")
+@click.pass_obj
+def done_cmd(app, item_id: str) -> None:
+    """Mark completed an active item whose job is gone (finished, no longer recorded, or its
+    process dead). Refused while its job runs."""
+    _settle(app, item_id, "done")
+
+
+@queue.command("fail", short_help="Fail an active item whose job is gone.")
+@click.argument("item_id", metavar="ID")
+@click.pass_obj
+def fail_cmd(app, item_id: str) -> None:
+    """Mark failed an active item whose job is gone: it is retried after the queue's
+    cooldown, or goes dead when its attempts are used up, as when a job fails."""
+    _settle(app, item_id, "failed")
+
+
+def _settle(app, item_id: str, outcome: str) -> None:
+    from ojd.errors import escaped, quoted
+    from ojd.queue_admin import settle
+    from ojd.queues import find_item
+
+    project = app.project_or_none()
+    store = app.existing_store()
+    runbook = None  # only a failure needs it: its queue's retry policy
+    if outcome == "failed":
+        runbook = app.runbook if project is not None else \
+            _runbook_of(find_item(store, item_id)["project"])
+    item, event, fate = settle(store, runbook, project, item_id, outcome)
+    if event["type"] == "queue:completed":
+        became = "completed"
+    elif event.get("dead"):
+        became = f"dead (no retries left); bring it back with 'oj queue retry " \
+                 f"{escaped(item['queue'])} {item['id']}'"
+    else:
+        from ojd.duration import format_duration
+
+        wait = event["retry_at"] - event.get("ts", event["retry_at"])
+        became = "failed; retried " + (f"in {format_duration(wait)}" if wait >= 1 else
+                                       "by its worker's next poll")
+    click.echo(f"{item['id']} in queue {quoted(item['queue'])}: {became} ({fate})")
+
+
+def _runbook_of(root: str):
+    """The runbook of an item's project, for its queue's retry policy (outside a project);
+    None when it cannot be read: the item then goes dead."""
+    from ojd import paths, project
+    from ojd.errors import OjError
+
+    try:
+        return project.load(root, paths.cache_dir(paths.state_dir()))
+    except (OjError, OSError):
+        return None
