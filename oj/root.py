@@ -18,6 +18,8 @@ SUBCOMMANDS = {
     "agent": ("oj.commands.agent", "agent", "List, peek at, attach to and talk to agents."),
     "runbook": ("oj.commands.runbook", "runbook", "Check and list the project's runbooks."),
     "state": ("oj.commands.state", "state", "Check and compact the state directory."),
+    "status": ("oj.commands.status", "status",
+               "Workers, jobs, queues and agents at a glance; what needs a person in red."),
     "workspace": ("oj.commands.workspace", "workspace", "List job workspaces, prune old ones."),
 }
 

@@ -37,6 +37,12 @@ UnitState = NamedTuple("UnitState", [  # noqa: UP014
     ("name", str), ("load_state", str), ("active_state", str), ("sub_state", str),
     ("main_pid", int), ("n_restarts", int)])
 
+# A row of ``ListUnitsByPatterns``: what systemd says of a loaded unit (``job``: the id of a
+# start or stop job queued for it, 0 when none)
+UnitInfo = NamedTuple("UnitInfo", [  # noqa: UP014
+    ("name", str), ("load_state", str), ("active_state", str), ("sub_state", str),
+    ("job", int)])
+
 
 def _dbuslib():
     """pystemd's sd-bus binding (``pystemd.dbuslib``) without running ``pystemd/__init__``.
@@ -222,6 +228,18 @@ class Systemd:
             bus.call_method(DEST, MANAGER_PATH, MANAGER, b"StartTransientUnit", args)
         except Exception as e:
             raise SystemdUnavailable(f"StartTransientUnit failed: {_describe(e)}") from None
+
+    def list_units(self, patterns: list[str], states: tuple[str, ...] = ()) -> list[UnitInfo]:
+        """Every loaded unit whose name matches one of ``patterns`` (globs), in one
+        ``ListUnitsByPatterns`` call; ``states`` filters by load, active or sub state."""
+        body = self._call(b"ListUnitsByPatterns", b"asas", [s.encode() for s in states],
+                          [_unit_name(p) for p in patterns])
+
+        def text(value) -> str:
+            return value.decode() if isinstance(value, bytes) else str(value)
+
+        return [UnitInfo(text(r[0]), text(r[2]), text(r[3]), text(r[4]), int(r[7]))
+                for r in body or ()]
 
     def reset_failed(self, unit: str) -> None:
         self._call(b"ResetFailedUnit", b"s", _unit_name(unit))

@@ -57,6 +57,22 @@ def pid_file_text(pid: int) -> str:
     return f"{pid} {proc_start_time(pid)}\n"
 
 
+def mark_poll(state_root: str, name: str) -> None:
+    """A worker's poll touches its lock file: its mtime says when the worker last polled
+    (``oj status``), with no WAL record per poll."""
+    try:
+        os.utime(lock_path(state_root, name))
+    except OSError:  # a lock file the worker may only read (--run-as): no mark
+        pass
+
+
+def last_poll(state_root: str, name: str) -> float | None:
+    try:
+        return os.stat(lock_path(state_root, name)).st_mtime
+    except OSError:
+        return None
+
+
 def running_pid(state_root: str, name: str) -> int | None:
     """The PID of the running ``ojd worker NAME`` of this state directory, unit or not."""
     try:

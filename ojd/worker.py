@@ -22,7 +22,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from ojd import bashrun, queues
+from ojd import bashrun, queues, wake
 from ojd.errors import OjError
 from ojd.notify import Log, Notifier
 from ojd.runbook import Runbook, Worker
@@ -204,6 +204,7 @@ class WorkerLoop:
             return
         self.last_poll = time.time()
         self.polls += 1
+        wake.mark_poll(self.store.root, self.worker.name)
         self.reload_runbook()
         self.store.refresh()
         self._follow_resize()

@@ -42,7 +42,8 @@ def _live_agent(app, job_id: str) -> tuple[dict, dict]:
     return j, a
 
 
-def _status(app, job: dict, a: dict, now: float) -> str:
+def agent_status(app, job: dict, a: dict, now: float) -> str:
+    """waiting, dead, idle or running: as `oj agent list` and `oj status` show it."""
     from ojd.agents import session as tmux
     from ojd.validate import DEFAULT_AGENT_IDLE
 
@@ -73,7 +74,7 @@ def list_cmd(app, output: str) -> None:
         if a is None or (project is not None and j["project"] != project):
             continue
         rows.append({"job": j["id"], "step": a["step"], "agent": a.get("agent"),
-                     "status": _status(app, j, a, now), "session": a["session"],
+                     "status": agent_status(app, j, a, now), "session": a["session"],
                      "socket": a["socket"], "reason": j.get("waiting_reason")})
     if output == "json":
         emit_json(rows)

@@ -1,0 +1,200 @@
+"""``oj status``: one screen per project of what runs, what waits and what needs a person."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+
+from oj.output import emit_json, output_option
+
+WATCH_EVERY = 2.0  # seconds between redraws of --watch
+CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
+RED, RESET = "\x1b[31m", "\x1b[0m"
+FAILED_SHOWN = 10  # failed jobs listed per project on screen (-o json has them all)
+ERROR_WIDTH = 60
+
+
+class Red(str):
+    """A cell that needs a person: red on a terminal, plain text elsewhere."""
+
+
+@click.command()
+@output_option
+@click.option("--watch", is_flag=True, help=f"Redraw every {WATCH_EVERY:g}s until Ctrl-C.")
+@click.pass_obj
+def status(app, output: str, watch: bool) -> int:
+    """Workers, jobs, queues and agents of this project (every project's, outside one)."""
+    from ojd.errors import UsageError
+    from ojd.systemd import Systemd
+
+    if watch and output == "json":
+        raise UsageError("--watch redraws a screen for people; -o json prints once")
+    project = app.project_or_none()
+    systemd = Systemd()
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    if not watch:
+        report = _gather(app, project, systemd)
+        if output == "json":
+            emit_json(report)
+        else:
+            click.echo(render(report, color), nl=False)
+        return 0
+    try:
+        while True:
+            text = render(_gather(app, project, systemd), color)
+            # one write per frame: the screen never shows half a redraw
+            sys.stdout.write(CLEAR + text)
+            sys.stdout.flush()
+            time.sleep(WATCH_EVERY)
+            app.reader_store.refresh()
+    except KeyboardInterrupt:  # Ctrl-C is how a watch ends: not an error
+        sys.stdout.write("\n")
+        return 0
+
+
+def _gather(app, project: str | None, systemd) -> dict:
+    from ojd import status as st
+
+    store = app.reader_store
+    now = time.time()
+    runbook = None
+    if project is not None:
+        from ojd.errors import OjError
+
+        try:
+            runbook = app.runbook
+        except OjError:  # a broken runbook: the state still shows (oj runbook check says why)
+            runbook = None
+    projects = [project] if project is not None else st.projects_of(store)
+
+    def agent_row(job: dict) -> dict | None:
+        from oj.commands.agent import agent_status, current_agent
+
+        a = current_agent(job)
+        if a is None:
+            return None
+        status = agent_status(app, job, a, now)
+        return {"job": job["id"], "step": a["step"], "agent": a.get("agent"),
+                "status": status, "session": a["session"], "socket": a["socket"],
+                "reason": job.get("waiting_reason"),
+                "needs_person": status in ("waiting", "dead")}
+
+    return st.gather(store, projects, runbook, systemd, now, agent_row)
+
+
+# -- the screen ------------------------------------------------------------------------------
+
+
+def render(report: dict, color: bool) -> str:
+    from ojd.errors import escaped
+
+    lines: list[str] = []
+    problem = report["systemd"]["problem"]
+    if problem:
+        lines.append(f"systemd cannot be reached ({problem}); unit states are not shown")
+    if not report["projects"]:
+        lines.append("nothing recorded in this state dir yet")
+    now = report["time"]
+    for section in report["projects"]:
+        if lines:
+            lines.append("")
+        lines.append(_header(escaped(section["project"]), section["attention"], color))
+        _section(lines, section, now, color)
+    return "\n".join(lines) + "\n"
+
+
+def _header(project: str, attention: dict, color: bool) -> str:
+    line = f"── {project} " + "─" * max(3, 60 - len(project))
+    needs = [f"{n} {what}" for what, n in (("failed", attention["failed_jobs"]),
+                                           ("waiting", attention["waiting_jobs"]),
+                                           ("dead", attention["dead_items"]),
+                                           ("failed units", attention["failed_units"])) if n]
+    if not needs:
+        return line
+    return line + "\n" + _paint(Red("needs a person: " + ", ".join(needs)), color)
+
+
+def _section(lines: list[str], s: dict, now: float, color: bool) -> None:
+    from oj.commands.job import short_name
+    from oj.output import ago
+    from ojd.errors import escaped
+
+    def enabled(value: bool | None) -> str:
+        return "-" if value is None else ("enabled" if value else "disabled")
+
+    def flag(row: dict, text: object) -> str:
+        return Red(text) if row.get("needs_person") else str(text)
+
+    if s["workers"]:
+        _table(lines, "Workers", ("NAME", "STATE", "BOOT", "JOBS", "PENDING", "LAST POLL",
+                                  "QUEUE"),
+               [[flag(w, w["name"]), flag(w, w["state"]), enabled(w["enabled"]),
+                 f"{w['active']}/{w['concurrency']}", str(w["pending"]),
+                 ago(w["last_poll"], now), escaped(w["queue"] or "-")]
+                for w in s["workers"]], color)
+    jobs = s["jobs"]
+    if jobs["running"]:
+        _table(lines, "Running", ("ID", "NAME", "STEP", "WORKER", "STARTED", "UNIT"),
+               [[j["id"], short_name(j["name"]), j["step"] or "-", j["worker"] or "-",
+                 ago(j["created_at"], now), flag(j, j["unit_state"] or "-")]
+                for j in jobs["running"]], color)
+    if jobs["waiting"]:
+        _table(lines, "Waiting for a person", ("ID", "NAME", "STEP", "SINCE", "REASON"),
+               [_red([j["id"], short_name(j["name"]), j["step"] or "-",
+                      ago(j["updated_at"], now), _cut(j["reason"] or "-")])
+                for j in jobs["waiting"]], color)
+    if jobs["failed"]:
+        failed = jobs["failed"]
+        _table(lines, "Failed in the last day", ("ID", "NAME", "STEP", "FINISHED", "ERROR"),
+               [_red([j["id"], short_name(j["name"]), j["step"] or "-",
+                      ago(j["finished_at"], now), _cut(j["error"] or "-")])
+                for j in failed[:FAILED_SHOWN]], color)
+        if len(failed) > FAILED_SHOWN:
+            lines.append(f"  … and {len(failed) - FAILED_SHOWN} more (oj job list "
+                         "--status failed)")
+    if s["queues"]:
+        _table(lines, "Queues", ("NAME", "TYPE", "PENDING", "ACTIVE", "DEAD", "WORKERS"),
+               [[escaped(q["name"]), q["type"] or "-", str(q["pending"]), str(q["active"]),
+                 flag(q, q["dead"]), ", ".join(q["workers"]) or "-"]
+                for q in s["queues"]], color)
+    # crons: a Crons table goes here once cron blocks exist (ojd.status.crons)
+    if s["agents"]:
+        _table(lines, "Agents", ("JOB", "STEP", "AGENT", "STATUS", "SESSION"),
+               [[a["job"], a["step"], a["agent"] or "-", flag(a, a["status"]), a["session"]]
+                for a in s["agents"]], color)
+    if not (s["workers"] or s["queues"] or s["agents"] or any(jobs.values())):
+        lines.append("  nothing running, waiting or failed")
+
+
+def _red(cells: list[str]) -> list[str]:
+    return [Red(c) for c in cells]
+
+
+def _cut(text: str) -> str:
+    from ojd.errors import escaped
+
+    text = escaped(text, backslashes=False)
+    return text if len(text) <= ERROR_WIDTH else text[: ERROR_WIDTH - 1] + "…"
+
+
+def _table(lines: list[str], title: str, headers: tuple[str, ...], rows: list[list[str]],
+           color: bool) -> None:
+    """An indented, aligned table under ``title``; widths are measured on the plain text,
+    so red cells line up with the rest."""
+    lines.append(f"{title}:")
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=True)]
+    for row in [list(headers), *rows]:
+        cells = [_paint(c, color, c.ljust(w) if i < len(row) - 1 else c)
+                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append(("  " + "  ".join(cells)).rstrip())
+
+
+def _paint(cell: str, color: bool, text: str | None = None) -> str:
+    text = cell if text is None else text
+    if color and isinstance(cell, Red):
+        stripped = text.rstrip()
+        return RED + stripped + RESET + text[len(stripped):]
+    return text

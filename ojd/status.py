@@ -1,0 +1,194 @@
+"""What ``oj status`` shows, per project: workers, jobs that run, wait for a person or
+failed lately, queue counts, crons and agents.
+
+Everything comes from the state (the WAL) and, when a systemd manager runs, from one
+``ListUnitsByPatterns`` call for every oj unit; whether a worker is enabled is read from the
+manager's configuration directories (the links ``systemctl enable`` makes), not asked unit
+by unit, so the screen costs the same with 50 workers as with one.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ojd import wake
+from ojd.state import FINISHED_JOB_STATES
+from ojd.systemd import Systemd, SystemdUnavailable, UnitInfo
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ojd.runbook import Runbook
+    from ojd.store import Store
+
+UNIT_PATTERNS = ("oj-worker@*.service", "oj-job-*.scope")
+FAILED_WINDOW = 24 * 3600.0  # failed jobs are shown for a day
+
+
+def units(systemd: Systemd | None) -> tuple[dict[str, UnitInfo] | None, str | None]:
+    """Every loaded oj unit of the manager, by name, in one D-Bus call. (None, None) when
+    no manager runs here (foreground workers only); (None, why) when one runs but does not
+    answer."""
+    if systemd is None or not wake.manager_present(systemd.user):
+        return None, None
+    try:
+        return {u.name: u for u in systemd.list_units(list(UNIT_PATTERNS))}, None
+    except SystemdUnavailable as e:
+        return None, str(e)
+
+
+def config_dirs(systemd: Systemd) -> list[str]:
+    """Where ``systemctl enable`` links units for this manager (persistently)."""
+    from ojd.workers import unit_dir
+
+    dirs = [unit_dir(systemd)]
+    if systemd.user:
+        dirs.append("/etc/systemd/user")  # `systemctl --global enable`
+    return dirs
+
+
+def enabled_workers(dirs: list[str]) -> set[str]:
+    """Worker units linked into some unit's ``.wants/`` or ``.requires/`` under ``dirs``:
+    what makes systemd call an instance "enabled"."""
+    found: set[str] = set()
+    for top in dirs:
+        try:
+            entries = list(os.scandir(top))
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.name.endswith((".wants", ".requires")):
+                continue
+            try:
+                found.update(n for n in os.listdir(entry.path) if n.startswith("oj-worker@"))
+            except OSError:  # not a directory, or unreadable: nothing enabled through it
+                continue
+    return found
+
+
+def projects_of(store: Store) -> list[str]:
+    """Every project the state knows of: from its workers, items and jobs."""
+    state = store.state
+    found = {w.get("project") for w in state.workers.values()}
+    found.update(i["project"] for i in state.items.values())
+    found.update(j["project"] for j in state.jobs.values())
+    found.discard(None)
+    return sorted(found)
+
+
+def worker_rows(store: Store, project: str | None, unit_map: dict[str, UnitInfo] | None,
+                enabled: set[str] | None) -> list[dict]:
+    """``oj worker list``'s rows (WAL and foreground workers, no systemd call), with the
+    unit states of ``unit_map``, whether each is enabled and when it last polled."""
+    from ojd.workers import listing
+
+    rows, _ = listing(store, None, project)
+    for r in rows:
+        info = unit_map.get(r["unit"]) if unit_map is not None else None
+        if r["active_state"] == "foreground":
+            state = "foreground"
+        elif info is not None:
+            r["active_state"], r["sub_state"] = info.active_state, info.sub_state
+            state = f"{info.active_state}/{info.sub_state}"
+        elif unit_map is not None:  # the manager does not hold it loaded: it is not running
+            r["active_state"], r["sub_state"] = "inactive", "dead"
+            state = "inactive/dead"
+        else:  # no manager to ask: the lock file says whether it runs (in another scope)
+            state = "running" if wake.running_pid(store.root, r["name"]) else "stopped"
+        if r["main_pid"] is None and r["active_state"] in ("active", "reloading"):
+            r["main_pid"] = wake.running_pid(store.root, r["name"])
+        r["state"] = state
+        r["enabled"] = None if enabled is None else r["unit"] in enabled
+        r["last_poll"] = wake.last_poll(store.root, r["name"])
+        r["needs_person"] = r["active_state"] == "failed"
+    return rows
+
+
+def _job_unit(job: dict, unit_map: dict[str, UnitInfo] | None) -> tuple[str | None, str | None]:
+    unit = (job.get("process") or {}).get("unit")
+    info = unit_map.get(unit) if unit and unit_map is not None else None
+    return unit, (f"{info.active_state}/{info.sub_state}" if info is not None else None)
+
+
+def job_rows(jobs: list[dict], unit_map: dict[str, UnitInfo] | None, now: float
+             ) -> dict[str, list[dict]]:
+    """The project's jobs that run, that wait for a person, and that failed in the last
+    day (newest first)."""
+    running, waiting, failed = [], [], []
+    for j in jobs:
+        status = j["status"]
+        row = {"id": j["id"], "name": j["name"], "pipeline": j["pipeline"], "step": j["step"],
+               "worker": j["worker"], "item": j["item"], "created_at": j["created_at"],
+               "updated_at": j["updated_at"]}
+        if status == "running":
+            row["unit"], row["unit_state"] = _job_unit(j, unit_map)
+            row["needs_person"] = (row["unit_state"] or "").startswith("failed")
+            running.append(row)
+        elif status == "waiting":
+            row.update(reason=j.get("waiting_reason"), needs_person=True)
+            waiting.append(row)
+        elif status == "failed" and (j["finished_at"] or 0.0) >= now - FAILED_WINDOW:
+            row.update(error=j.get("error"), finished_at=j["finished_at"], needs_person=True)
+            failed.append(row)
+    running.sort(key=lambda r: r["created_at"])
+    waiting.sort(key=lambda r: r["updated_at"])
+    failed.sort(key=lambda r: r["finished_at"], reverse=True)
+    return {"running": running, "waiting": waiting, "failed": failed}
+
+
+def crons(project: str) -> list[dict]:
+    """The project's crons with their next and last runs: none until cron blocks exist
+    (their timers, ``oj-cron@NAME.timer``, will be one more pattern of ``UNIT_PATTERNS``)."""
+    return []
+
+
+def gather(store: Store, projects: list[str], runbook: Runbook | None,
+           systemd: Systemd | None, now: float,
+           agent_row: Callable[[dict], dict | None]) -> dict:
+    """The whole screen as data (what ``-o json`` prints). ``runbook``: the runbook of the
+    single project shown, when it loads; ``agent_row``: a job's agent as ``oj agent list``
+    shows it (None: the job is at no agent step)."""
+    from ojd.queue_admin import overview
+
+    unit_map, problem = units(systemd)
+    enabled = enabled_workers(config_dirs(systemd)) if unit_map is not None else None
+    state = store.state
+    single = projects[0] if len(projects) == 1 else None
+    queues: dict[str, list[dict]] = {p: [] for p in projects}
+    for q in overview(state, runbook if single else None, single):
+        if q["project"] in queues:
+            q["needs_person"] = q["dead"] > 0
+            queues[q["project"]].append(q)
+    workers: dict[str, list[dict]] = {p: [] for p in projects}
+    for w in worker_rows(store, single, unit_map, enabled):
+        if w["project"] in workers:
+            workers[w["project"]].append(w)
+    jobs: dict[str, list[dict]] = {p: [] for p in projects}
+    for j in state.jobs.values():
+        if j["project"] in jobs and (j["status"] not in FINISHED_JOB_STATES
+                                     or j["status"] == "failed"):
+            jobs[j["project"]].append(j)
+    sections = []
+    for p in projects:
+        agents = [a for a in (agent_row(j) for j in sorted(jobs[p],
+                                                            key=lambda j: j["created_at"]))
+                  if a is not None]
+        js = job_rows(jobs[p], unit_map, now)
+        sections.append({
+            "project": p,
+            "workers": workers[p],
+            "jobs": js,
+            "queues": queues[p],
+            "crons": crons(p),
+            "agents": agents,
+            "attention": {
+                "failed_units": sum(w["needs_person"] for w in workers[p])
+                + sum(j["needs_person"] for j in js["running"]),
+                "waiting_jobs": len(js["waiting"]),
+                "failed_jobs": len(js["failed"]),
+                "dead_items": sum(q["dead"] for q in queues[p]),
+            },
+        })
+    return {"time": now, "systemd": {"asked": unit_map is not None, "problem": problem},
+            "projects": sections}
