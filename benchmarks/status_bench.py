@@ -11,14 +11,18 @@ worker takes. Then K runs each, round-robin, of ``oj status``, ``oj status -o js
 baselines ``python -c pass`` (the interpreter ``oj`` runs on), ``oj queue list`` and
 ``oj worker list`` (the same state, read the same way), with median, p90 and ratios.
 
-Without a systemd manager here the D-Bus call is not part of the figure; where one runs,
-``oj status`` asks it once (``ListUnitsByPatterns``) whatever the number of workers.
-Everything happens in a temporary directory under /var/tmp, removed at the end.
+Without a systemd manager the D-Bus call is not part of the figure. ``--systemd`` (root)
+runs every command, baselines too, inside the private systemd of tests/sandbox.py with the N
+worker units installed and enabled (so loaded): ``oj status`` then asks the manager once
+(``ListUnitsByPatterns``, N rows back) and reads N enablement links.
+Everything happens in a temporary directory (under /var/tmp, or the sandbox's shared
+directory), removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -122,7 +126,9 @@ def build(state: Path, project: str, workers: int, items: int) -> dict[str, int]
     return counts
 
 
-def run_once(argv: list[str], cwd: str, env: dict[str, str]) -> float:
+def run_once(argv: list[str], cwd: str, env: dict[str, str], sb=None) -> float:
+    if sb is not None:
+        argv, env = sb.command(argv, env=env, cwd=cwd)
     t = time.perf_counter()
     proc = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -142,9 +148,22 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=50)
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--systemd", action="store_true",
+                        help="run inside a private systemd with the worker units enabled")
     args = parser.parse_args()
     oj, python = find_oj()
-    tmp = Path(tempfile.mkdtemp(prefix="oj-status-bench-", dir="/var/tmp"))
+    sb = None
+    where = Path("/var/tmp")
+    if args.systemd:
+        sys.path.insert(0, str(REPO / "tests"))
+        from sandbox import Sandbox
+        from systemd_plugin import new_root
+
+        sb = Sandbox(new_root())
+        sb.boot()
+        where = sb.root / "shared"
+        where.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix="oj-status-bench-", dir=where))
     try:
         root = tmp / "project"
         (root / ".oj" / "runbooks").mkdir(parents=True)
@@ -158,6 +177,13 @@ def main() -> None:
               f"{time.perf_counter() - t:.1f} s")
         env = {k: v for k, v in os.environ.items() if k not in ("OJ_PROJECT", "NO_COLOR")}
         env["OJ_STATE_DIR"] = str(state)
+        if sb is not None:
+            env = {"OJ_STATE_DIR": str(state)}
+            sb.run([oj, "systemd", "install"])
+            sb.systemctl("enable", *(f"oj-worker@w{n}.service" for n in range(args.workers)))
+            loaded = sb.systemctl("list-units", "--all", "--no-legend", "--plain",
+                                  "oj-worker@*").splitlines()
+            print(f"inside a private systemd: {len(loaded)} worker units loaded and enabled")
         cases = {
             "python -c pass": [python, "-c", "pass"],
             "oj queue list": [oj, "queue", "list"],
@@ -166,11 +192,21 @@ def main() -> None:
             "oj status -o json": [oj, "status", "-o", "json"],
         }
         for argv in cases.values():  # warm: the runbook cache, the page cache
-            run_once(argv, project, env)
+            run_once(argv, project, env, sb)
+        # what the timed command sees: proof that the figure covers the systemd part
+        argv, full_env = (sb.command(cases["oj status -o json"], env=env, cwd=project)
+                          if sb is not None else (cases["oj status -o json"], env))
+        report = json.loads(subprocess.run(argv, cwd=project, env=full_env, check=True,
+                                           capture_output=True, text=True).stdout)
+        ws = report["projects"][0]["workers"]
+        states = sorted({w["state"] for w in ws})
+        print(f"oj status sees {len(ws)} workers ({', '.join(states)}; "
+              f"{sum(bool(w['enabled']) for w in ws)} enabled); systemd asked: "
+              f"{report['systemd']['asked']}")
         times: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(args.runs):
             for name, argv in cases.items():
-                times[name].append(run_once(argv, project, env))
+                times[name].append(run_once(argv, project, env, sb))
         base = statistics.median(times["python -c pass"])
         listing = statistics.median(times["oj queue list"])
         print(f"{args.runs} runs each, interleaved; median / p90:")
@@ -183,6 +219,13 @@ def main() -> None:
               f"{'PASS' if worst < AIM_MS else 'MISS'}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if sb is not None:
+            from sandbox import remove_root
+
+            try:
+                sb.poweroff()
+            finally:
+                remove_root(sb.root)
 
 
 if __name__ == "__main__":
