@@ -221,9 +221,17 @@ def discard(ready: Ready) -> None:
         os.close(ready.w)
     except OSError:
         pass
+    # it exits at once; one that does not (stuck before its first read) was never recorded
+    # and has nothing to lose: the stop of a worker must not wait on it
+    deadline = time.monotonic() + 1.0
     try:
-        os.waitpid(ready.pid, 0)
-    except ChildProcessError:
+        while os.waitpid(ready.pid, os.WNOHANG)[0] == 0:
+            if time.monotonic() > deadline:
+                os.kill(ready.pid, signal.SIGKILL)
+                os.waitpid(ready.pid, 0)
+                break
+            time.sleep(0.005)
+    except (ChildProcessError, ProcessLookupError):
         pass
 
 
