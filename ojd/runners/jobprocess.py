@@ -123,8 +123,7 @@ class Ready:
 
 
 def spawn(store: Store, runbook: Runbook, job_id: str, *, owner: str, manager=None,
-          quiet: bool = False, settle: Callable | None = None,
-          warn: Callable[[str], None] | None = None,
+          quiet: bool = False, warn: Callable[[str], None] | None = None,
           decide: Callable[..., list[dict]] | None = None, name: str | None = None,
           replaces: dict | None = None) -> JobProcess:
     """Start the job's process. ``manager``: the ``ojd.systemd.Systemd`` to make its scope
@@ -136,7 +135,7 @@ def spawn(store: Store, runbook: Runbook, job_id: str, *, owner: str, manager=No
     ``replaces`` (the dead one its caller saw): two resumes at once start one process."""
     if decide is None:
         decide = _takeover(job_id, replaces)
-    ready = prepare(store, runbook, job_id, manager=manager, quiet=quiet, settle=settle,
+    ready = prepare(store, runbook, job_id, manager=manager, quiet=quiet,
                     warn=warn, name=name)
     try:
         return give(store, ready, owner=owner, decide=decide)
@@ -160,8 +159,7 @@ def _takeover(job_id: str, replaces: dict | None) -> Callable[..., list[dict]]:
 
 
 def prepare(store: Store, runbook: Runbook, job_id: str, *, manager=None, quiet: bool = False,
-            settle: Callable | None = None, warn: Callable[[str], None] | None = None,
-            name: str | None = None) -> Ready:
+            warn: Callable[[str], None] | None = None, name: str | None = None) -> Ready:
     """Fork the process that will run job ``job_id`` and ask for its scope; it waits for
     ``give`` (and runs the runbook and sees the state as they were at this fork)."""
     name = name or (store.state.jobs.get(job_id) or {}).get("name") or job_id
@@ -178,7 +176,7 @@ def prepare(store: Store, runbook: Runbook, job_id: str, *, manager=None, quiet:
         code = 70
         try:
             os.close(w)
-            code = _child(r, store, runbook, job_id, settle,
+            code = _child(r, store, runbook, job_id,
                           journal=manager is not None, quiet=quiet)
         finally:
             os._exit(code)
@@ -257,8 +255,8 @@ def _into_scope(manager, pid: int, job_id: str, name: str,
     return unit
 
 
-def _child(r: int, parent: Store, runbook: Runbook, job_id: str, settle: Callable | None,
-           *, journal: bool, quiet: bool) -> int:  # pragma: no cover - runs in the child
+def _child(r: int, parent: Store, runbook: Runbook, job_id: str, *, journal: bool,
+           quiet: bool) -> int:  # pragma: no cover - runs in the child
     os.setsid()  # no terminal, no job control: a closed terminal or Ctrl-C is not ours
     # nothing of the starter's stays open here: above all not the worker's lock (a held
     # flock would outlive the worker) nor its D-Bus connection
@@ -286,10 +284,10 @@ def _child(r: int, parent: Store, runbook: Runbook, job_id: str, settle: Callabl
         print(f"job {job_id}: could not set up its process: {e!r}", file=sys.stderr,
               flush=True)
         return 70
-    return run_here(parent.root, runbook, job_id, settle, tee=journal, parent=parent)
+    return run_here(parent.root, runbook, job_id, tee=journal, parent=parent)
 
 
-def run_here(root: str, runbook: Runbook, job_id: str, settle: Callable | None = None, *,
+def run_here(root: str, runbook: Runbook, job_id: str, *,
              tee: bool = False, parent: Store | None = None) -> int:
     """Run the job to its end in this process (the job process's body). 0 when it ended
     or was handed over; 1 when interrupted (it stays resumable)."""
@@ -312,7 +310,7 @@ def run_here(root: str, runbook: Runbook, job_id: str, settle: Callable | None =
     store = Store(root)
     if parent is not None:
         store.take_over(parent)  # its fds are closed here, its state is good
-    runner = JobRunner(store, runbook, progress=progress, settle=settle, tee=tee)
+    runner = JobRunner(store, runbook, progress=progress, tee=tee)
     signal.signal(signal.SIGTERM, stop)
     try:
         outcome = runner.run(job_id)

@@ -33,8 +33,6 @@ from ojd.wake import boot_id, proc_start_time
 
 # Progress callback: (job id, what, detail) e.g. ("3f9c", "step", "check ok in 1.2s")
 Progress = Callable[[str, str, str], None]
-# Settlement: (state, job id, outcome, error) -> events to append with job:finished
-Settle = Callable[..., list[dict]]
 
 
 def workspace_path(state_root: str, pipeline: Pipeline, job_id: str, project: str) -> str | None:
@@ -216,14 +214,10 @@ class JobRunner:
     """Runs jobs of one project's runbook. Thread-safe: a worker runs several at once."""
 
     def __init__(self, store: Store, runbook: Runbook, *, progress: Progress | None = None,
-                 extra_env: dict[str, str] | None = None, settle: Settle | None = None,
                  tee: bool = False) -> None:
         self.store = store
         self.runbook = runbook
         self.progress = progress or (lambda job, what, detail: None)
-        self.extra_env = extra_env or {}
-        # events that settle what a job worked on (its queue item), appended with job:finished
-        self.settle = settle
         self.tee = tee  # steps' output goes to this process's stdout (the journal) as well
         self.stopping = threading.Event()
 
@@ -471,8 +465,8 @@ class JobRunner:
                 _check_ours(tx.state.jobs.get(job["id"]))
                 events = [*(before or ()), {"type": "job:finished", "id": job["id"],
                                              "outcome": outcome, "error": error}]
-                settle = self.settle or (lambda *a: settle_item(self.runbook, *a))
-                events += settle(tx.state, job["id"], outcome, error)
+                # the job's queue item is settled in the same append
+                events += settle_item(self.runbook, tx.state, job["id"], outcome, error)
                 tx.append(*events)
 
         self._durably(job["id"], record)
@@ -504,7 +498,6 @@ class JobRunner:
 
     def _env(self, job: dict) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(self.extra_env)
         env["OJ_PROJECT"] = job["project"]
         env["OJ_STATE_DIR"] = self.store.root
         env["OJ_JOB"] = job["id"]
