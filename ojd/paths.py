@@ -65,6 +65,11 @@ def logs_dir(root: str) -> str:
     return os.path.join(root, "logs")
 
 
+def job_log(root: str, job_id: str) -> str:
+    """A job's log: every step's output and the runner's ``==>`` lines."""
+    return os.path.join(logs_dir(root), f"{job_id}.log")
+
+
 def steps_dir(root: str) -> str:
     """Exit status files that step wrappers write: a step outlives the process that ran it."""
     return os.path.join(root, "steps")

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from ojd.argspec import ArgSpec
 
 
+DEFAULT_AGENT_IDLE = 120.0  # an agent's `idle` when its block has none
+
 @dataclass(frozen=True)
 class Where:
     file: str
@@ -101,7 +103,7 @@ class Agent:
     # (defaults keep runbooks cached by older versions loadable)
     cwd: str | None = None  # template, relative to the job's directory
     prime: tuple[str, ...] = ()  # shell commands whose output starts the prompt
-    idle: float = 120.0  # seconds without new screen output that make the agent idle
+    idle: float = DEFAULT_AGENT_IDLE  # seconds without new screen output: the agent is idle
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,17 @@ from ojd.bashsyntax import Script, needs_shell
 from ojd.duration import DurationError, parse_duration
 from ojd.errors import RunbookError
 from ojd.hcl import Attribute, Block
-from ojd.runbook import Agent, Command, Pipeline, Queue, Runbook, Step, Where, Worker
+from ojd.runbook import (
+    DEFAULT_AGENT_IDLE,
+    Agent,
+    Command,
+    Pipeline,
+    Queue,
+    Runbook,
+    Step,
+    Where,
+    Worker,
+)
 from ojd.template import LOCAL_PREFIX, TemplateError, ValueContext, references, shell_contexts
 
 DEFAULT_MAX_VISITS = 10
@@ -31,7 +41,6 @@ TRIGGER_ACTIONS = {
     "on_error": ("escalate", "gate", "fail", "resume"),
 }
 ACTION_FIELDS = ("action", "message", "attempts", "cooldown", "run", "replace")
-DEFAULT_AGENT_IDLE = 120.0
 
 
 # -- schema --------------------------------------------------------------------------------

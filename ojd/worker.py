@@ -444,7 +444,6 @@ class WorkerLoop:
                 self._fail_job(job["id"], f"its process ended {MAX_RESUMES + 1} times "
                                "without finishing it")
                 continue
-            self.store.append({"type": "job:resumed", "id": job["id"], "by": self.owner})
             self.log.info(f"resuming job {job['id']} (item {job['item']}) at step "
                           f"'{job.get('next') or job['step'] or 'first'}'")
             self._start(job["id"], job.get("process"))

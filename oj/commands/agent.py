@@ -9,6 +9,7 @@ import click
 
 from oj.commands.job import find_job
 from oj.output import emit_json, output_option, table
+from ojd.state import LIVE_JOB_STATES
 
 
 @click.group()
@@ -19,7 +20,7 @@ def agent() -> None:
 def current_agent(job: dict) -> dict | None:
     """The job's agent session, while the job is in the agent step that started it."""
     a = job.get("agent")
-    if not a or job["status"] not in ("running", "waiting"):
+    if not a or job["status"] not in LIVE_JOB_STATES:
         return None
     if job["step"] != a.get("step") or job["step_status"] != "running":
         return None
@@ -33,7 +34,7 @@ def _live_agent(app, job_id: str) -> tuple[dict, dict]:
     j = find_job(app.existing_store(), job_id)
     a = current_agent(j)
     if a is None:
-        if j["status"] not in ("running", "waiting"):
+        if j["status"] not in LIVE_JOB_STATES:
             raise OjError(f"job {j['id']} is {j['status']}; its agent is no longer running")
         raise OjError(f"job {j['id']} has no agent running (step '{j['step'] or '-'}'); "
                       "see 'oj agent list'")
@@ -45,7 +46,7 @@ def _live_agent(app, job_id: str) -> tuple[dict, dict]:
 def agent_status(app, job: dict, a: dict, now: float) -> str:
     """waiting, dead, idle or running: as `oj agent list` and `oj status` show it."""
     from ojd.agents import session as tmux
-    from ojd.validate import DEFAULT_AGENT_IDLE
+    from ojd.runbook import DEFAULT_AGENT_IDLE
 
     if job["status"] == "waiting":
         return "waiting"

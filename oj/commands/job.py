@@ -8,6 +8,7 @@ import time
 import click
 
 from oj.output import ago, emit_json, output_option, table
+from ojd.state import LIVE_JOB_STATES
 
 JOB_FIELDS = ("id", "name", "pipeline", "status", "step", "step_status", "item", "worker",
               "cwd", "created_at", "updated_at", "finished_at", "error", "project", "vars",
@@ -97,25 +98,20 @@ def logs_cmd(app, job_id: str, follow: bool) -> None:
 
     store = app.existing_store()
     j = find_job(store, job_id)
-    path = os.path.join(paths.logs_dir(store.root), f"{j['id']}.log")
-    if not os.path.exists(path) and not follow:
+    if follow:  # as `oj run` shows its job, until it ends
+        from ojd.runners import control
+
+        def write(chunk: bytes) -> None:
+            click.echo(chunk.decode(errors="replace"), nl=False)
+
+        control.follow(store, j["id"], write)
+        return
+    path = paths.job_log(store.root, j["id"])
+    if not os.path.exists(path):
         click.echo(f"job {j['id']} has no output yet", err=True)
         return
-    offset = 0
-    while True:
-        if os.path.exists(path):
-            with open(path, "rb") as f:
-                f.seek(offset)
-                chunk = f.read()
-            offset += len(chunk)
-            click.echo(chunk.decode(errors="replace"), nl=False)
-        if not follow or store.refresh().jobs[j["id"]]["status"] not in ("running", "waiting"):
-            if follow and os.path.exists(path):  # flush what the last step wrote
-                with open(path, "rb") as f:
-                    f.seek(offset)
-                    click.echo(f.read().decode(errors="replace"), nl=False)
-            return
-        time.sleep(0.2)
+    with open(path, "rb") as f:
+        click.echo(f.read().decode(errors="replace"), nl=False)
 
 
 @job.command("cancel")
@@ -171,7 +167,7 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
         return 0
     if j["status"] == "done":
         raise OjError(f"job {j['id']} is done; nothing to resume")
-    if j["status"] in ("running", "waiting"):
+    if j["status"] in LIVE_JOB_STATES:
         if alive(j.get("process")):
             raise OjError(f"job {j['id']} is still running (process {j['process']['pid']})")
         if values:
@@ -186,7 +182,6 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
         click.echo(f"job {j['id']} resumes at step '{j.get('next') or j['step'] or '-'}' "
                    f"in worker '{j['worker']}'{where}", err=True)
         return 0
-    app.store.append({"type": "job:resumed", "id": j["id"], "by": f"oj-run/{os.getpid()}"})
     start_job(app, j["id"], replaces=j.get("process"))
     if detach:
         click.echo(j["id"])

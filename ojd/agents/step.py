@@ -25,6 +25,7 @@ from ojd.duration import DurationError, parse_duration
 from ojd.errors import OjError
 from ojd.notify import one_line
 from ojd.runbook import Agent, Pipeline
+from ojd.state import LIVE_JOB_STATES
 from ojd.template import TemplateError, render_text
 
 POLL = 0.25  # seconds between looks at the screen
@@ -106,7 +107,7 @@ def ended_agents(state) -> list[str]:
     """Sockets of agents whose job ended while its runner was away (a job cancelled after
     its runner stopped leaves its agent running): a job's end ends its agent."""
     return [a["socket"] for job in state.jobs.values() if (a := job.get("agent"))
-            and job["status"] not in ("running", "waiting") and os.path.exists(a["socket"])]
+            and job["status"] not in LIVE_JOB_STATES and os.path.exists(a["socket"])]
 
 
 class _Watch:
@@ -254,7 +255,7 @@ class _Watch:
         """The runner stops: leave the agent running for the runner that resumes the job,
         unless the job itself ended (cancelled from outside)."""
         status = self.runner.store.refresh().jobs.get(self.job_id, {}).get("status")
-        if status not in ("running", "waiting"):
+        if status not in LIVE_JOB_STATES:
             self.end()
         return None, None
 
@@ -328,7 +329,7 @@ class _Watch:
             self.runner.progress(self.job_id, "step", f"{self.step} waiting: {reason}")
         while True:
             job = self.runner.store.refresh().jobs.get(self.job_id)
-            if job is None or job["status"] not in ("running", "waiting"):
+            if job is None or job["status"] not in LIVE_JOB_STATES:
                 return None
             if job["status"] == "running" and job.get("pending_answer") is not None:
                 return job["pending_answer"]

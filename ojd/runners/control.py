@@ -127,7 +127,7 @@ def follow(store: Store, job_id: str, write: Callable[[bytes], None],
     "lost" when its process ended without ending it."""
     from ojd import paths
 
-    path = os.path.join(paths.logs_dir(store.root), f"{job_id}.log")
+    path = paths.job_log(store.root, job_id)
     offset = 0
     quiet_polls = 0
     while True:

@@ -134,7 +134,7 @@ def spawn(store: Store, runbook: Runbook, job_id: str, *, owner: str, manager=No
     nothing behind. An existing job is resumed only if its recorded process is still
     ``replaces`` (the dead one its caller saw): two resumes at once start one process."""
     if decide is None:
-        decide = _takeover(job_id, replaces)
+        decide = _takeover(job_id, replaces, owner)
     ready = prepare(store, runbook, job_id, manager=manager, quiet=quiet,
                     warn=warn, name=name)
     try:
@@ -144,7 +144,9 @@ def spawn(store: Store, runbook: Runbook, job_id: str, *, owner: str, manager=No
         raise
 
 
-def _takeover(job_id: str, replaces: dict | None) -> Callable[..., list[dict]]:
+def _takeover(job_id: str, replaces: dict | None, owner: str) -> Callable[..., list[dict]]:
+    """The resume of an existing job: refused unless its recorded process is still the dead
+    one its caller saw; ``job:resumed`` goes in the append that records the new process."""
     def check(tx) -> list[dict]:
         job = tx.state.jobs.get(job_id)
         if job is None:
@@ -154,7 +156,7 @@ def _takeover(job_id: str, replaces: dict | None) -> Callable[..., list[dict]]:
         if job.get("process") != replaces:
             raise TakenOver(f"job {job_id} was resumed meanwhile (process "
                             f"{(job.get('process') or {}).get('pid')})")
-        return []
+        return [{"type": "job:resumed", "id": job_id, "by": owner}]
     return check
 
 

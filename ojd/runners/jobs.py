@@ -26,6 +26,7 @@ from ojd.notify import one_line
 from ojd.queues import new_id
 from ojd.routing import route, visit_limit_error
 from ojd.runbook import Pipeline, Runbook
+from ojd.runners.jobprocess import alive
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store, Transaction
 from ojd.template import LOCAL_PREFIX, TemplateError, render_shell, render_text
@@ -44,16 +45,6 @@ def workspace_path(state_root: str, pipeline: Pipeline, job_id: str, project: st
         tag = hashlib.sha256(project.encode()).hexdigest()[:8]
         return os.path.join(paths.workspaces_dir(state_root), f"{pipeline.name}-{tag}")
     return None
-
-
-def create_job(tx: Transaction, state_root: str, runbook: Runbook, project: str,
-               pipeline_name: str, vars_: dict[str, Any], invoke_dir: str, *,
-               name: str | None = None, owner: str | None = None) -> dict:
-    """Append ``job:created`` for a job that takes no queue item (``oj run``)."""
-    event = job_created_event(tx, state_root, runbook, project, pipeline_name, vars_,
-                              invoke_dir, name=name, owner=owner)
-    tx.append(event)
-    return tx.state.jobs[event["id"]]
 
 
 def job_created_event(tx: Transaction, state_root: str, runbook: Runbook, project: str,
@@ -441,8 +432,7 @@ class JobRunner:
         proc = job.get("step_proc") or {}
         status = self.status_path(job["id"], len(job["history"]))
         pid = proc.get("pid")
-        if pid and proc.get("start") and proc.get("boot", boot_id()) == boot_id() \
-                and proc_start_time(pid) == proc.get("start"):
+        if alive(proc):
             line = f"{job['step']} still running (process {pid}): waiting for it"
             log.write(f"==> step {line}\n".encode())
             self.progress(job["id"], "step", line)
@@ -508,7 +498,7 @@ class JobRunner:
         return env
 
     def log_path(self, job_id: str) -> str:
-        return os.path.join(paths.logs_dir(self.store.root), f"{job_id}.log")
+        return paths.job_log(self.store.root, job_id)
 
     def status_path(self, job_id: str, n: int) -> str:
         return os.path.join(paths.steps_dir(self.store.root), f"{job_id}.{n}")
