@@ -126,13 +126,15 @@ def test_a_restart_after_a_runbook_edit_neither_kills_nor_repeats_running_steps(
     p = jobs_project
     two_running_steps(p)
     rb = p.root / ".oj" / "runbooks" / "work.hcl"
-    rb.write_text(rb.read_text().replace('"SECOND', '"SECOND'))
-    rb.write_text(rb.read_text() + "\n# edited\n")
+    # running jobs keep the runbook they started with: their second step still says SECOND
+    rb.write_text(rb.read_text().replace('echo "SECOND', 'echo "EDITED'))
+    before = p.prop("MainPID")
     if how == "oj worker restart":
         p.oj("worker", "restart", p.worker)
     else:
         p.sb.systemctl("try-restart", p.unit)
-    p.wait_for(lambda: p.prop("ActiveState") == "active", "the worker to be back")
+    p.wait_for(lambda: p.prop("MainPID") not in ("0", before)
+               and p.prop("ActiveState") == "active", "the worker to be restarted")
     units = p.sb.systemctl("list-units", "--type=scope", "--no-legend", "oj-job-*")
     assert units.count("oj-job-") == 2, units
     finish_and_check(p)

@@ -190,8 +190,9 @@ def test_run_as_holds_until_run_as_root_and_a_running_worker_restarts_as_its_new
     assert main_uid() == "0"
     p.oj("worker", "start", "--run-as", "ojtrust", p.worker)
     assert p.prop("User") == "ojtrust" and main_uid() == str(uid)
+    before = p.prop("MainPID")
     p.oj("worker", "restart", p.worker)  # the drop-in holds
-    assert main_uid() == str(uid)
+    assert p.prop("MainPID") != before and main_uid() == str(uid)
     (p.root / "ran.txt").touch()
     os.chown(p.root / "ran.txt", uid, uid)  # the step, as ojtrust, writes here
     p.oj("queue", "push", "jobs", '{"n": "1"}')
@@ -223,7 +224,9 @@ def test_start_enable_run_as_restarts_a_running_worker_as_its_new_user(sb: Sandb
     # pushes wake a unit's worker through the unit's main PID
     assert lock.stat().st_uid == 0
     os.chmod(lock, 0o640)
+    before = p.prop("MainPID")
     p.oj("worker", "restart", p.worker)
+    assert p.prop("MainPID") != before
     assert main_uid() == str(uid) and p.prop("ActiveState") == "active"
     (p.root / "ran.txt").touch()
     os.chown(p.root / "ran.txt", uid, uid)  # the step, as ojtrust, writes here

@@ -85,9 +85,11 @@ def test_start_all_and_stop_all_start_and_stop_every_unit_of_the_project(pair):
     assert proc.stdout.splitlines() == [f"Worker '{first}' started",
                                         f"Worker '{second}' started"]
     assert state_of(p, first) == state_of(p, second) == "active"
+    woken = len(p.events("worker:woken"))
     proc = p.oj("worker", "start", "--all")
     assert proc.stdout.splitlines() == [f"Worker '{n}' was already running; woken"
                                         for n in (first, second)]
+    assert len(p.events("worker:woken")) == woken + 2
     proc = p.oj("worker", "stop", "--all")
     assert proc.stdout.splitlines() == [f"Worker '{n}' stopped (inactive)"
                                         for n in (first, second)]
@@ -108,7 +110,9 @@ def test_resize_of_a_unit_worker_fills_its_slots_shows_in_its_status_and_outlive
                timeout=15)
     p.wait_for(lambda: p.prop("StatusText").startswith(f"{p.worker}: 3/3 running"),
                "the status to show the new concurrency")
+    before = p.prop("MainPID")
     p.oj("worker", "restart", p.worker)
+    p.wait_for(lambda: p.prop("MainPID") not in ("0", before), "the worker to be restarted")
     p.wait_for(lambda: p.prop("StatusText").startswith(f"{p.worker}: 3/3 running"),
                "the restarted worker to keep to the resized concurrency")
     [row] = [r for r in json.loads(p.oj("worker", "list", "-o", "json").stdout)

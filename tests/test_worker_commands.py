@@ -202,10 +202,12 @@ def test_start_all_wakes_every_running_worker_and_says_which_could_not_start(wor
                            "here"), line
     assert "'ojd worker b --foreground'" in line
     start("b")
+    woken = len(project.events("worker:woken"))
     proc = without_systemd(project, tmp_path, "worker", "start", "--all")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["Worker 'a' was already running; woken",
                                         "Worker 'b' was already running; woken"]
+    assert len(project.events("worker:woken")) == woken + 2  # each really signalled
 
 
 def test_stop_all_stops_every_running_worker_one_line_each(workers, tmp_path: Path):
@@ -336,10 +338,12 @@ def test_a_pruned_worker_starts_afresh_with_its_runbook_concurrency(workers):
 def test_push_start_wakes_a_running_worker_and_starts_nothing(workers, tmp_path: Path):
     project, start = workers
     start("a")
+    starts = len(project.events("worker:started"))
     proc = without_systemd(project, tmp_path, "queue", "push", "q", '{"n": "1"}', "--start")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     wait_until(lambda: started_jobs(project) == ["1"], "the pushed item to run")
+    assert len(project.events("worker:started")) == starts  # woken, no second worker
 
 
 def test_push_start_that_cannot_start_the_worker_says_the_item_is_queued(project: Project,
