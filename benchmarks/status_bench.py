@@ -35,21 +35,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cli_bench import find_oj  # noqa: E402 - the same oj as the CLI benchmark times
+
 from ojd import wake  # noqa: E402
 from ojd.store import Store  # noqa: E402
 
 AIM_MS = 200.0
 BATCH = 2000  # events per store append
-
-
-def find_oj() -> tuple[str, str]:
-    """The ``oj`` script beside this interpreter (or on PATH) and its shebang's interpreter."""
-    for script in (Path(sys.executable).parent / "oj", Path(shutil.which("oj") or "/nonexistent")):
-        if script.is_file() and os.access(script, os.X_OK):
-            first = script.read_bytes().split(b"\n", 1)[0].decode(errors="replace")
-            python = first[2:].strip().split()[0] if first.startswith("#!") else sys.executable
-            return str(script), python
-    sys.exit("status_bench: no `oj` script found; install the package")
 
 
 def runbook(workers: int) -> str:

@@ -109,6 +109,9 @@ def unit_project(installed: Sandbox, sandbox_dir: Path):
     project.oj("worker", "stop", "--cancel", project.worker, check=False)
     installed.systemctl("stop", project.unit, check=False)
     installed.systemctl("reset-failed", project.unit, check=False)
+    # its state dir's drop-in goes with it: other tests count the drop-ins they find
+    installed.run(["rm", "-rf", f"/etc/systemd/system/{project.unit}.d"])
+    installed.systemctl("daemon-reload")
 
 
 def test_installed_template_passes_systemd_analyze_verify(installed: Sandbox):
