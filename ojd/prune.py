@@ -187,6 +187,7 @@ def plan_job_prune(state: State, root: str, now: float, older_than: float,
         if name is not None:
             users.setdefault(name, []).append(j["id"])
     plan = JobPrunePlan(jobs, {}, {}, [], [])
+    planned: set[str] = set()  # workspace names already in the plan
     for j in jobs:
         log = log_path(logs_dir, j["id"])
         if log is not None and os.path.isfile(log) and not os.path.islink(log):
@@ -196,7 +197,7 @@ def plan_job_prune(state: State, root: str, now: float, older_than: float,
                               "oj removes nothing there"))
             continue
         name = workspace_entry(j, ws_dir)
-        if name is None or name in {os.path.basename(p) for p in plan.workspaces.values()}:
+        if name is None or name in planned:
             continue
         path = os.path.join(ws_dir, name)
         if not os.path.lexists(path):
@@ -210,6 +211,7 @@ def plan_job_prune(state: State, root: str, now: float, older_than: float,
             plan.kept.append((j["id"], f"its workspace {path} is a symlink; left alone"))
         else:
             plan.workspaces[j["id"]] = path
+            planned.add(name)
     plan.orphan_logs = _orphan_logs(state, logs_dir, now, older_than)
     return plan
 

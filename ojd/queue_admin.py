@@ -52,8 +52,8 @@ def overview(state: State, runbook: Runbook | None, project: str | None) -> list
         r[item["status"]] += 1
         if r["type"] is None and runbook is None:
             r["type"] = "persisted"  # only persisted queues have items in the state
-    for r in rows.values():
-        r["pending"] += r["failed"]  # as `oj worker list` counts: waiting to be taken
+    for r in rows.values():  # waiting to be taken (pending or failed), as the state keeps it
+        r["pending"] = state.waiting_count(r["project"], r["name"])
     return sorted(rows.values(), key=lambda r: (r["project"], r["name"]))
 
 

@@ -28,7 +28,7 @@ from ojd.notify import Log, Notifier
 from ojd.runbook import Runbook, Worker
 from ojd.runners import jobprocess
 from ojd.runners.jobprocess import JobProcess
-from ojd.runners.jobs import job_created_event
+from ojd.runners.jobs import job_created_event, settle_item
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
 from ojd.template import TemplateError, render_shell
@@ -277,7 +277,7 @@ class WorkerLoop:
         invalid one is reported and the loaded one kept."""
         from ojd import paths
         from ojd import project as projects
-        from ojd.errors import OjError, quoted
+        from ojd.errors import quoted
 
         try:
             runbook = projects.load_if_changed(self.project, paths.cache_dir(self.store.root),
@@ -417,8 +417,7 @@ class WorkerLoop:
     def _recover(self) -> None:
         """Take over the jobs a previous incarnation of this worker left: adopt those whose
         process still runs, resume the others where they stand."""
-        self.store.refresh()
-        self._adopt()
+        self._adopt()  # it reads the state afresh
 
     def _adopt(self) -> None:
         self.store.refresh()  # a job that just ended must not look orphaned
@@ -531,8 +530,6 @@ class WorkerLoop:
             time.sleep(0.05)
 
     def _fail_job(self, job_id: str, error: str) -> None:
-        from ojd.runners.jobs import settle_item
-
         try:
             with self.store.transaction() as tx:
                 job = tx.state.jobs.get(job_id)

@@ -60,7 +60,7 @@ def _run_pipeline(app, pipeline: str, values: dict, name: str, detach: bool) -> 
 
     store = app.store
     job_id = new_id(store.refresh().jobs)
-    owner = f"oj-run/{os.getpid()}"
+    owner = cli_owner()
 
     def create(tx) -> list[dict]:  # the job and its process: one append
         return [job_created_event(tx, store.root, app.runbook, app.root, pipeline, values,
@@ -72,6 +72,11 @@ def _run_pipeline(app, pipeline: str, values: dict, name: str, detach: bool) -> 
         return 0
     click.echo(f"job {job_id} ({pipeline}) started", err=True)
     return follow_job(app, job_id)
+
+
+def cli_owner() -> str:
+    """Who started a job from the command line (`oj run`, `oj job resume`)."""
+    return f"oj-run/{os.getpid()}"
 
 
 def start_job(app, job_id: str, create=None, name: str | None = None,
@@ -87,7 +92,7 @@ def start_job(app, job_id: str, create=None, name: str | None = None,
     # never ran: it waits until the process runs (and is then only a detach)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        jobprocess.spawn(app.store, app.runbook, job_id, owner=f"oj-run/{os.getpid()}",
+        jobprocess.spawn(app.store, app.runbook, job_id, owner=cli_owner(),
                          manager=jobprocess.manager_for_cli(), quiet=True, decide=create,
                          name=name, replaces=replaces,
                          warn=lambda m: click.echo(f"oj: warning: {m}", err=True))
