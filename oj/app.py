@@ -8,7 +8,7 @@ from functools import cached_property
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ojd.runbook import Runbook
+    from ojd.runbook.model import Runbook
     from ojd.store import Store
 
 

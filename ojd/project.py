@@ -21,7 +21,7 @@ except ImportError:  # other interpreters and versions (3.12 calls it _sha2)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ojd.runbook import Runbook
+    from ojd.runbook.model import Runbook
 
 RUNBOOK_DIR = os.path.join(".oj", "runbooks")
 # Part of the index file's name: an index written in an older layout is never read as this one
@@ -167,7 +167,7 @@ def _sources(root: str) -> tuple[list[tuple[str, bytes]], str]:
 
 def load(root: str, cache_dir: str | None = None, exact: bool = False) -> Runbook:
     """The validated runbook of a project. Raises RunbookError listing every problem.
-    ``exact`` checks each shell script with a bash of its own (see ``ojd.bashsyntax``)."""
+    ``exact`` checks each shell script with a bash of its own (see ``ojd.runbook.bashsyntax``)."""
     sources, digest = _sources(root)
     return _load(sources, digest, cache_dir, exact)
 
@@ -243,7 +243,7 @@ def check(root: str, exact: bool = True) -> tuple[Runbook, list[str]]:
 def parse(sources: list[tuple[str, bytes]], warnings: list[str] | None = None, *,
           exact: bool = False) -> Runbook:
     """Parse (by extension: HCL, TOML or JSON) and validate, shell scripts included."""
-    from ojd import bashsyntax, validate
+    from ojd.runbook import bashsyntax, validate
 
     parsed, problems = _parse_files(sources)
     if problems:
@@ -252,7 +252,7 @@ def parse(sources: list[tuple[str, bytes]], warnings: list[str] | None = None, *
 
 
 def _parse_files(sources: list[tuple[str, bytes]]) -> tuple[list, list[str]]:
-    from ojd import formats, hcl
+    from ojd.runbook import formats, hcl
 
     parsed = []
     problems: list[str] = []
@@ -285,7 +285,7 @@ def _file_line(problem: str) -> tuple[str, int]:
 def _read_cache(path: str) -> Runbook | None:
     import pickle
 
-    from ojd.runbook import Runbook
+    from ojd.runbook.model import Runbook
 
     try:
         with open(path, "rb") as f:

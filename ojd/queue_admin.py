@@ -10,7 +10,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ojd.runbook import Runbook
+    from ojd.runbook.model import Runbook
     from ojd.state import State
     from ojd.store import Store
 

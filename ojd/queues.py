@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # annotations only: typing and the model stay off the push pa
     from collections.abc import Iterable
     from typing import Any
 
-    from ojd.runbook import Queue, Runbook
+    from ojd.runbook.model import Queue, Runbook
     from ojd.store import Store
 
 

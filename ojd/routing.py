@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ojd.runbook import Pipeline
+from ojd.runbook.model import Pipeline
 
 
 class Route(NamedTuple):

@@ -19,7 +19,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ojd.runbook import Runbook
+    from ojd.runbook.model import Runbook
     from ojd.store import Store
 
 UNIT_PATTERNS = ("oj-worker@*.service", "oj-job-*.scope")

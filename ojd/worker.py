@@ -25,13 +25,13 @@ from collections.abc import Callable
 from ojd import bashrun, queues, wake
 from ojd.errors import OjError
 from ojd.notify import Log, Notifier
-from ojd.runbook import Runbook, Worker
+from ojd.runbook.model import Runbook, Worker
+from ojd.runbook.template import TemplateError, render_shell
 from ojd.runners import jobprocess
 from ojd.runners.jobprocess import JobProcess
 from ojd.runners.jobs import job_created_event, settle_item
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
-from ojd.template import TemplateError, render_shell
 
 # a job whose process keeps dying without ending it is failed after this many resumes
 MAX_RESUMES = 3

@@ -18,7 +18,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing and the runbook model stay off the start path
     from typing import Any
 
-    from ojd.runbook import Runbook, Worker
+    from ojd.runbook.model import Runbook, Worker
     from ojd.store import Store
 
 START_TIMEOUT = 60.0

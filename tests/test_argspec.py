@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ojd.argspec import ArgsError, ArgSpec, ArgSpecError, Flag, Positional, parse_spec
 from ojd.errors import OjError, UsageError
+from ojd.runbook.argspec import ArgsError, ArgSpec, ArgSpecError, Flag, Positional, parse_spec
 
 FULL = "<name> <instructions> [base] [--dry-run] [--priority <level>] <files...>"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ojd import formats
 from ojd.errors import RunbookError
-from ojd.hcl import HclSyntaxError, parse
+from ojd.runbook import formats
+from ojd.runbook.hcl import HclSyntaxError, parse
 
 TOML = '''\
 [pipeline.p]

@@ -1,4 +1,4 @@
-"""Tests for ojd.hcl: the runbook HCL subset parser."""
+"""Tests for ojd.runbook.hcl: the runbook HCL subset parser."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from ojd.hcl import Attribute, Block, HclSyntaxError, parse
+from ojd.runbook.hcl import Attribute, Block, HclSyntaxError, parse
 
 RUNBOOK = r"""# Merge queue
 queue "merges" {

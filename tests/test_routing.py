@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ojd.routing import Route, route, visit_limit_error
-from ojd.runbook import Pipeline, Step, Where
+from ojd.runbook.model import Pipeline, Step, Where
 
 W = Where("t.hcl", 1)
 

@@ -15,7 +15,13 @@ import pytest
 
 from ojd.errors import OjError
 from ojd.notify import one_line
-from ojd.template import TemplateError, references, render_shell, render_text, shell_contexts
+from ojd.runbook.template import (
+    TemplateError,
+    references,
+    render_shell,
+    render_text,
+    shell_contexts,
+)
 
 # ------------------------------------------------------------------------------- helpers
 

@@ -41,8 +41,8 @@ pipeline "p" {
 
 # Runs oj's entry point in-process, then reports the exit status and which of the heavy
 # modules the command imported: the fast path must import none of them.
-HEAVY = ("click", "ojd.runbook", "ojd.hcl", "ojd.validate", "pickle", "lxml", "pystemd.base",
-         "pprint", "dataclasses")
+HEAVY = ("click", "ojd.runbook.model", "ojd.runbook.hcl", "ojd.runbook.validate", "pickle",
+         "lxml", "pystemd.base", "pprint", "dataclasses")
 PROBE = f"""
 import json, sys
 from oj.cli import main

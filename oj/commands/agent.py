@@ -46,7 +46,7 @@ def _live_agent(app, job_id: str) -> tuple[dict, dict]:
 def agent_status(app, job: dict, a: dict, now: float) -> str:
     """waiting, dead, idle or running: as `oj agent list` and `oj status` show it."""
     from ojd.agents import session as tmux
-    from ojd.runbook import DEFAULT_AGENT_IDLE
+    from ojd.runbook.model import DEFAULT_AGENT_IDLE
 
     if job["status"] == "waiting":
         return "waiting"

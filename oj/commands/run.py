@@ -21,8 +21,8 @@ def run(app, detach: bool, command_name: str, argv: tuple[str, ...]) -> int:
     """Run a runbook command. A pipeline command's job runs on its own (a closed terminal
     does not stop it); its output is shown as it comes and the exit status is its outcome:
     0 done, 1 failed, 4 cancelled. Ctrl-C stops following, not the job."""
-    from ojd.argspec import ArgsError
     from ojd.errors import UsageError, escaped, quoted
+    from ojd.runbook.argspec import ArgsError
 
     runbook = app.runbook
     command = runbook.commands.get(command_name)
@@ -41,7 +41,7 @@ def run(app, detach: bool, command_name: str, argv: tuple[str, ...]) -> int:
 
 def _run_shell(app, script: str, values: dict) -> int:
     from ojd.errors import UsageError
-    from ojd.template import TemplateError, render_shell
+    from ojd.runbook.template import TemplateError, render_shell
 
     ctx = {"args": values, "var": values, "invoke": {"dir": os.getcwd()}}
     try:

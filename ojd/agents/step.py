@@ -24,9 +24,9 @@ from ojd.agents.watch import (
 from ojd.duration import DurationError, parse_duration
 from ojd.errors import OjError
 from ojd.notify import one_line
-from ojd.runbook import Agent, Pipeline
+from ojd.runbook.model import Agent, Pipeline
+from ojd.runbook.template import TemplateError, render_text
 from ojd.state import LIVE_JOB_STATES
-from ojd.template import TemplateError, render_text
 
 POLL = 0.25  # seconds between looks at the screen
 ANSWER_POLL = 0.5

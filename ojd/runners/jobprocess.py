@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ojd.errors import OjError
-from ojd.runbook import Runbook
+from ojd.runbook.model import Runbook
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
 from ojd.wake import boot_id, proc_start_time

@@ -20,16 +20,16 @@ from collections.abc import Callable
 from typing import Any
 
 from ojd import bashrun, paths
-from ojd.bashsyntax import needs_shell
 from ojd.errors import LockTimeout, OjError
 from ojd.notify import one_line
 from ojd.queues import new_id
 from ojd.routing import route, visit_limit_error
-from ojd.runbook import Pipeline, Runbook
+from ojd.runbook.bashsyntax import needs_shell
+from ojd.runbook.model import Pipeline, Runbook
+from ojd.runbook.template import LOCAL_PREFIX, TemplateError, render_shell, render_text
 from ojd.runners.jobprocess import alive
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store, Transaction
-from ojd.template import LOCAL_PREFIX, TemplateError, render_shell, render_text
 from ojd.wake import boot_id, proc_start_time
 
 # Progress callback: (job id, what, detail) e.g. ("3f9c", "step", "check ok in 1.2s")

@@ -1,6 +1,6 @@
 """The runbook model: validated, immutable values that pipelines and workers read.
 
-``ojd.validate.build`` makes one from parsed HCL; the project loader caches it by content
+``ojd.runbook.validate.build`` makes one from parsed HCL; the project loader caches it by content
 hash, so this module stays light (it is what unpickling a cached runbook imports).
 """
 
@@ -12,7 +12,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from ojd.argspec import ArgSpec
+    from ojd.runbook.argspec import ArgSpec
 
 
 DEFAULT_AGENT_IDLE = 120.0  # an agent's `idle` when its block has none

@@ -15,7 +15,7 @@ import re
 from bisect import bisect_right
 
 from ojd.errors import RunbookError
-from ojd.hcl import MAX_NESTING, Attribute, Block, HclSyntaxError
+from ojd.runbook.hcl import MAX_NESTING, Attribute, Block, HclSyntaxError
 
 Path = tuple  # of str keys and int indexes, from the document root
 

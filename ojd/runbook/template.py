@@ -4,7 +4,7 @@ The language: `${ns.key.path}` references into the NAMESPACES of a context, `${r
 a value pasted as shell code, `${NAME}` and `${NAME:-default}` env refs, and `$${` for a literal
 `${`; anything else after `${` is shell text. `render_text` inserts values as they are. Values
 from queue items and command-line arguments end up inside shell scripts, so they must never
-become code: `render_shell` feeds the script through `ojd.shellquote.ShellLexer`, which quotes
+become code: `render_shell` feeds the script through `shellquote.ShellLexer`, which quotes
 each value for the exact context it lands in, and refuses values that bash would read again as
 code there (arithmetic, variable names, patterns inside "${x/...}"). Env refs are left for bash
 to expand. `shell_contexts` reports those places for `oj runbook check`.
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from ojd.errors import OjError
-from ojd.shellquote import ShellLexer, UnsafeValue
+from ojd.runbook.shellquote import ShellLexer, UnsafeValue
 
 NAMESPACES = ("var", "args", "item", "local", "workspace", "invoke")
 
@@ -31,7 +31,7 @@ _ENV = re.compile(r"([A-Za-z_]\w*)(?::-((?:[^$]|\$(?!\{))*))?", re.ASCII)
 _DOTTED = re.compile(r"\s*[A-Za-z_][\w-]*\s*\.", re.ASCII)
 
 
-# what a local's template is wrapped in when it runs in bash (see `ojd.bashsyntax.needs_shell`)
+# what a local's template is wrapped in when it runs in bash (see `bashsyntax.needs_shell`)
 LOCAL_PREFIX = '__oj_local="'
 
 

@@ -36,7 +36,7 @@ _RAW_REF = re.compile(r"(?<!\$)\$\{\s*raw\(")
 
 def needs_shell(local: str) -> bool:
     """A local like ``$(git rev-parse ...)`` (or with a ``${raw(...)}``) runs in bash, as
-    the inside of "..." (``ojd.template.LOCAL_PREFIX + local + '"'``); a plain template is
+    the inside of "..." (``ojd.runbook.template.LOCAL_PREFIX + local + '"'``); a plain template is
     rendered as text."""
     if _RAW_REF.search(local):
         return True

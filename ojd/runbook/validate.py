@@ -12,12 +12,12 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ojd.argspec import ArgSpec, ArgSpecError, parse_spec
-from ojd.bashsyntax import Script, needs_shell
 from ojd.duration import DurationError, parse_duration
 from ojd.errors import RunbookError
-from ojd.hcl import Attribute, Block
-from ojd.runbook import (
+from ojd.runbook.argspec import ArgSpec, ArgSpecError, parse_spec
+from ojd.runbook.bashsyntax import Script, needs_shell
+from ojd.runbook.hcl import Attribute, Block
+from ojd.runbook.model import (
     DEFAULT_AGENT_IDLE,
     Agent,
     Command,
@@ -28,7 +28,13 @@ from ojd.runbook import (
     Where,
     Worker,
 )
-from ojd.template import LOCAL_PREFIX, TemplateError, ValueContext, references, shell_contexts
+from ojd.runbook.template import (
+    LOCAL_PREFIX,
+    TemplateError,
+    ValueContext,
+    references,
+    shell_contexts,
+)
 
 DEFAULT_MAX_VISITS = 10
 DEFAULT_POLL = 30.0
@@ -45,7 +51,7 @@ ACTION_FIELDS = ("action", "message", "attempts", "cooldown", "run", "replace")
 
 # -- schema --------------------------------------------------------------------------------
 
-# field name -> accepted python types (as produced by ojd.hcl)
+# field name -> accepted python types (as produced by ojd.runbook.hcl)
 _STR = (str,)
 _INT = (int,)
 _OBJ = (dict,)
@@ -650,7 +656,7 @@ def build(files: list[tuple[str, Block]],
           check_shell: Callable[[list[Script]], list[tuple[str, int, str]]] | None = None,
           warnings: list[str] | None = None) -> Runbook:
     """Validate parsed runbook files into one Runbook; raise RunbookError with every problem.
-    ``check_shell`` (``ojd.bashsyntax.check``: I/O, so passed in) reports shell scripts that
+    ``check_shell`` (``ojd.runbook.bashsyntax.check``: I/O, so passed in) reports shell scripts that
     do not parse. Warnings (``file:line: warning: ...``) are appended to ``warnings`` when it
     is given."""
     b = _Builder(warn=warnings is not None)
