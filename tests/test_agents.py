@@ -244,6 +244,23 @@ def test_gate_that_fails_escalates_and_the_answer_goes_on(ap: AgentProject):
     assert ap.job()["status"] == "done"
 
 
+def detach(fd: int) -> None:
+    """C-b, then d, apart as typed (tmux reads the prefix key on its own). On a loaded
+    machine tmux has once handed the keys to the pane instead, as if the prefix had been
+    pressed twice: like a user, the test presses them again."""
+    for attempt in range(3):
+        os.write(fd, b"\x02")
+        time.sleep(0.3)
+        os.write(fd, b"d")
+        try:
+            read_until(fd, b"detached", timeout=5)
+            return
+        except AssertionError:
+            if attempt == 2:
+                raise
+            os.write(fd, b"\x15")  # C-u: the pane's line forgets the keys it got
+
+
 def read_until(fd: int, text: bytes, timeout: float = 15) -> bytes:
     seen = b""
     deadline = time.monotonic() + timeout
@@ -280,11 +297,7 @@ def test_peek_send_and_attach_reach_the_running_agent(ap: AgentProject):
         read_until(fd, b"got: hello there")
         os.write(fd, b"typed at the terminal\r")
         wait_until(lambda: "typed at the terminal" in ap.inputs(), "the typed line")
-        # C-b, then d: detach (apart, as typed: tmux reads the prefix key on its own)
-        os.write(fd, b"\x02")
-        time.sleep(0.3)
-        os.write(fd, b"d")
-        read_until(fd, b"detached")
+        detach(fd)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
     finally:

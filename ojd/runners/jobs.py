@@ -119,13 +119,44 @@ def _check_ours(job: dict | None) -> None:
 # A step's wrapper, in the step's own session. It waits until its runner has recorded it
 # (a runner that dies first leaves nothing running: end-of-file, exit unrun), runs the
 # script, and leaves its exit status where a runner that takes the job over finds it. $0
-# names the job and step in ps and systemctl status. Arguments: sync fd, status file,
-# log, tee (1: output to the log and to stdout, the journal), then the script's argv.
+# names the job and step in ps and systemctl status. Arguments: sync fd, status file, then
+# ``-c SCRIPT`` or a script file. The script runs in a subshell (a fork, no second bash to
+# start) as ``bash -e -o pipefail -c`` would run it: $0 "bash", no positional parameters,
+# none of the wrapper's variables, and the same line numbers, as the eval is on line 1.
 STEP_WRAPPER = (
-    'read -r -u "$1" _ || exit 125; eval "exec $1<&-"; status=$2 log=$3 tee=$4; shift 4\n'
-    'if [ "$tee" = 1 ]; then "$@" 2>&1 | tee -a "$log"; rc=${PIPESTATUS[0]}\n'
-    'else "$@"; rc=$?; fi\n'
-    'printf "%d\\n" "$rc" >"$status"; exit "$rc"\n')
+    'read -r -u "$1" _ || exit 125; eval "exec $1<&-"; __oj_status=$2; '
+    'if [ "$3" = -c ]; then __oj_script=$4; else __oj_script=$(< "$3"); fi; '
+    '(unset __oj_status; BASH_ARGV0=bash; set -e -o pipefail; '
+    'eval "set --; unset __oj_script; $__oj_script"); '
+    '__oj_rc=$?; printf "%d\\n" "$__oj_rc" >"$__oj_status"; exit "$__oj_rc"\n')
+
+# bash by its path, found once: a PATH search per step costs an execve per miss
+BASH = shutil.which("bash") or "/bin/bash"
+
+
+class Echo:
+    """Copies what a step adds to the job log to this process's stdout (the job's journal
+    stream), so ``journalctl -u oj-job-ID.scope`` shows it too. The step writes the log
+    itself: a job process that dies mid-step loses the journal's copy, never the step."""
+
+    EVERY = 0.25  # seconds between copies while the step runs
+
+    def __init__(self, log_path: str) -> None:
+        self._f = open(log_path, "rb")  # noqa: SIM115 - closed by close()
+        self._f.seek(0, os.SEEK_END)
+
+    def copy(self) -> None:
+        while data := self._f.read(65536):
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(1, view):]
+            except OSError:
+                return  # the journal went away: the log has it all
+
+    def close(self) -> None:
+        self.copy()
+        self._f.close()
 
 
 def _remove(path: str) -> None:
@@ -209,7 +240,7 @@ class JobRunner:
         self.store = store
         self.runbook = runbook
         self.progress = progress or (lambda job, what, detail: None)
-        self.tee = tee  # steps' output goes to this process's stdout (the journal) as well
+        self.tee = tee  # steps' output is echoed to this process's stdout (the journal)
         self.stopping = threading.Event()
 
     # -- the job loop -------------------------------------------------------------------
@@ -392,15 +423,20 @@ class JobRunner:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(status)  # a run of this place that never started its script
         sync_r, sync_w = os.pipe()
+        echo = Echo(self.log_path(job_id)) if self.tee else None
         try:
-            with bashrun.Script(script, "-e", "-o", "pipefail") as bash:
-                argv = ["bash", "-c", STEP_WRAPPER, f"oj-step:{job_id}:{step}", str(sync_r),
-                        status, self.log_path(job_id), "1" if self.tee else "0", *bash.argv]
+            with bashrun.Script(script) as bash:
+                argv = [BASH, "-c", STEP_WRAPPER, f"oj-step:{job_id}:{step}", str(sync_r),
+                        status, *bash.argv[1:]]
                 # its own session: a stop signals the step's whole process group
                 proc = subprocess.Popen(argv, pass_fds=(sync_r, *bash.fds), cwd=job["cwd"],
                                         env=self._env(job), stdin=subprocess.DEVNULL,
-                                        stdout=None if self.tee else log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+                                        stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        except BaseException:
+            if echo is not None:
+                echo.close()
+            raise
         finally:
             os.close(sync_r)
         try:
@@ -411,11 +447,14 @@ class JobRunner:
         finally:
             os.close(sync_w)
         try:
-            code = proc.wait()
+            code = _wait(proc, echo)
         except BaseException:
             # this runner was told to stop (a cancel, a shutdown): the step goes with it
             terminate_group(proc.pid, proc)
             raise
+        finally:
+            if echo is not None:
+                echo.close()
         return code, None  # its status file goes once its end is recorded
 
     def _started(self, job_id: str, step: str, pid: int | None = None) -> None:
@@ -502,6 +541,19 @@ class JobRunner:
 
     def status_path(self, job_id: str, n: int) -> str:
         return os.path.join(paths.steps_dir(self.store.root), f"{job_id}.{n}")
+
+
+def _wait(proc: subprocess.Popen, echo: Echo | None) -> int:
+    """The step's exit status, its new output echoed meanwhile."""
+    if echo is None:
+        return proc.wait()
+    fd = os.pidfd_open(proc.pid)
+    try:
+        while not select.select([fd], [], [], Echo.EVERY)[0]:
+            echo.copy()
+    finally:
+        os.close(fd)
+    return proc.wait()
 
 
 def _failure(job: dict, last_step: str, last_exit: int) -> str:
