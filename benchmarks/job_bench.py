@@ -805,6 +805,9 @@ def bench_latency(b: JobBench, pushes: int) -> None:
         print(f"   {label:<14} p50 {ms(pct(lat, 50))}  p90 {ms(pct(lat, 90))}  p99 "
               f"{ms(pct(lat, 99))}  max {ms(max(lat))}  min {ms(min(lat))}"
               + ("" if res["woken_all"] else "  WARNING: some pushes woke no worker"))
+        parts = res.get("parts") or {}
+        print(f"   {'':<14} medians: " + ", ".join(f"{k} {ms(median(v))}"
+                                                   for k, v in parts.items() if v))
     res = results[b.new.label]
     lat, bt = res["latency"], res["bash_true"]
     p50, p99 = pct(lat, 50), pct(lat, 99)

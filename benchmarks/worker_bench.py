@@ -166,6 +166,9 @@ def latency(root, queue_name, stamps, pushes, warmup, settle):
     queue = project.load(root).queues[queue_name]
     tag = os.urandom(3).hex()
     offset, lat, woken_all = 0, [], True
+    # where the time goes, from the WAL's append times: push -> take (the take's append),
+    # take -> step (job:step_started's append), step -> the script's first command
+    parts = {"push->take": [], "take->step": [], "step->script": []}
     for i in range(warmup + pushes):
         n = f"{tag}-{i}"
         item_id, created = queues.push(store, root, queue, {"n": n})
@@ -177,8 +180,15 @@ def latency(root, queue_name, stamps, pushes, warmup, settle):
         wait_completed(store, item_id, deadline)
         if i >= warmup:
             lat.append(started - pushed)
+            job = store.state.jobs.get(store.state.items[item_id].get("job") or "")
+            if job and job["history"]:
+                step = job["history"][0]["started_at"]
+                parts["push->take"].append(job["created_at"] - pushed)
+                parts["take->step"].append(step - job["created_at"])
+                parts["step->script"].append(started - step)
         time.sleep(settle)  # let the loop go back to select() after the job's own wake
-    return {"latency": lat, "woken_all": woken_all, "bash_true": bash_true(100)}
+    return {"latency": lat, "woken_all": woken_all, "bash_true": bash_true(100),
+            "parts": parts}
 
 
 def fsync_times(directory, runs):

@@ -87,6 +87,11 @@ class WorkerLoop:
         self.procs: dict[str, JobProcess] = {}  # job id -> its process, running
         self._ready: jobprocess.Ready | None = None  # a job process waiting for an item
         self._pidfds: dict[int, str] = {}  # pidfd -> job id: readable when the job ends
+        # a runner's "free" pipe -> job id: readable when the runner has ended the job and
+        # waits for another; freed runners are given the next items of the same poll
+        self._frees: dict[int, str] = {}
+        self._free: list[JobProcess] = []
+        self._runbook_of: dict[int, Runbook] = {}  # runner pid -> the runbook it holds
         # job id -> how often its process ended with the job still live (a crash loop)
         self._deaths: dict[str, int] = {}
         self.last_poll: float | None = None
@@ -161,7 +166,8 @@ class WorkerLoop:
             poll_at = time.monotonic() + timeout
             if self.procs:
                 timeout = min(timeout, STATUS_EVERY)
-            woken = select.select([self._wake_r, *self._pidfds], [], [], timeout)[0]
+            woken = select.select([self._wake_r, *self._pidfds, *self._frees], [], [],
+                                  timeout)[0]
             # a wake, a job's end, the fallback poll or a cooldown's end polls; the status
             # tick alone does not
             poll_due = bool(woken) or time.monotonic() >= poll_at - 0.005
@@ -189,6 +195,8 @@ class WorkerLoop:
             if self._poll_error is not None:
                 self._poll_error = None
                 self.log.info("polls work again")
+        finally:
+            self._release_free()
 
     def poll(self) -> None:
         """Fill free slots with work. Called on start, wake, job end and the fallback timer."""
@@ -240,7 +248,7 @@ class WorkerLoop:
         when there was nothing to create."""
         ready, self._ready = self._ready, None
         if ready is None:
-            ready = self._prepare()
+            ready = self._reuse() or self._prepare()
         try:
             proc = jobprocess.give(self.store, ready, owner=self.owner,
                                    decide=lambda tx: make(tx, ready.job_id))
@@ -253,8 +261,39 @@ class WorkerLoop:
     def _prepare(self) -> jobprocess.Ready:
         with self.store.lock:
             job_id = queues.new_id(self.store.state.jobs)
-        return jobprocess.prepare(self.store, self.runbook, job_id, manager=self.manager,
-                                  warn=self.log.warning, name=self.worker.pipeline)
+        ready = jobprocess.prepare(self.store, self.runbook, job_id, manager=self.manager,
+                                   warn=self.log.warning, name=self.worker.pipeline,
+                                   reusable=True)
+        self._runbook_of[ready.pid] = self.runbook
+        return ready
+
+    def _reuse(self) -> jobprocess.Ready | None:
+        """A runner that ended its job, made ready for a new one (no fork, no imports, its
+        pages its own already); None when there is none."""
+        while self._free:
+            proc = self._free.pop()
+            if self._runbook_of.get(proc.pid) is not self.runbook \
+                    or not jobprocess.alive({"pid": proc.pid, "start": proc.start}):
+                self._discard(proc)
+                continue
+            with self.store.lock:
+                job_id = queues.new_id(self.store.state.jobs)
+            try:
+                return jobprocess.again(proc, job_id, manager=self.manager,
+                                        warn=self.log.warning, name=self.worker.pipeline)
+            except Exception as e:  # it is gone: a fork does instead
+                self._runbook_of.pop(proc.pid, None)
+                self.log.warning(f"could not reuse job process {proc.pid}: {describe(e)}")
+        return None
+
+    def _discard(self, proc: jobprocess.Ready | JobProcess) -> None:
+        self._runbook_of.pop(proc.pid, None)
+        jobprocess.discard(proc)
+
+    def _release_free(self) -> None:
+        """Free runners that found no item end: a ready process waits in a fresh fork."""
+        while self._free:
+            self._discard(self._free.pop())
 
     def _keep_ready(self) -> None:
         """While a slot is free, one job process waits ready for the next item."""
@@ -262,14 +301,14 @@ class WorkerLoop:
                 or len(self.procs) >= self.concurrency:
             return
         try:
-            self._ready = self._prepare()
+            self._ready = self._reuse() or self._prepare()
         except Exception as e:  # the next item forks its own
             self.log.warning(f"could not prepare a job process: {describe(e)}")
 
     def _drop_ready(self) -> None:
         ready, self._ready = self._ready, None
         if ready is not None:
-            jobprocess.discard(ready)
+            self._discard(ready)
 
     def reload_runbook(self) -> None:
         """Load the runbook again when its files changed (the model is cached by content
@@ -475,21 +514,50 @@ class WorkerLoop:
             self._ended(proc.job_id)
             return
         self._pidfds[fd] = proc.job_id
+        if proc.free is not None:
+            self._frees[proc.free] = proc.job_id
 
     def _reap(self) -> None:
-        """Free the slots of job processes that ended (their pidfds are readable)."""
+        """Free the slots of jobs that ended: their runner said "free", or their process
+        is gone (its pidfd is readable)."""
         if not self._pidfds:
             return
-        ended = select.select(list(self._pidfds), [], [], 0)[0]
-        for fd in ended:
-            job_id = self._pidfds.pop(fd)
-            os.close(fd)
-            self._ended(job_id)
+        ready = select.select([*self._frees, *self._pidfds], [], [], 0)[0]
+        for fd in ready:
+            if fd in self._frees:
+                self._freed(fd)
+        for fd in ready:
+            if fd in self._pidfds:
+                job_id = self._pidfds.pop(fd)
+                os.close(fd)
+                self._ended(job_id)
 
-    def _ended(self, job_id: str) -> None:
+    def _freed(self, fd: int) -> None:
+        job_id = self._frees.pop(fd)
+        proc = self.procs.get(job_id)
+        try:
+            said = os.read(fd, 64)
+        except OSError:
+            said = b""
+        if proc is None or said != b"free\n":
+            return  # it died: its pidfd says so
+        for pidfd, of in list(self._pidfds.items()):
+            if of == job_id:
+                del self._pidfds[pidfd]
+                os.close(pidfd)
+        self._ended(job_id, exited=False)
+        self._free.append(proc)
+
+    def _ended(self, job_id: str, exited: bool = True) -> None:
         proc = self.procs.pop(job_id, None)
         code = None
-        if proc is not None and proc.child:
+        if proc is not None and exited:
+            self._runbook_of.pop(proc.pid, None)
+            for fd in (proc.w, proc.free):  # a runner's pipes
+                if fd is not None:
+                    self._frees.pop(fd, None)
+                    os.close(fd)
+        if proc is not None and proc.child and exited:
             try:
                 code = os.waitstatus_to_exitcode(os.waitpid(proc.pid, 0)[1])
             except ChildProcessError:
@@ -553,11 +621,18 @@ class WorkerLoop:
             self.log.info(f"stopping: {running} job(s) keep running in their own processes "
                           f"({', '.join(sorted(self.procs))}); 'oj job list' follows them")
         self._drop_ready()
+        self._release_free()
         if running and shares_unit:
             self._interrupt_jobs()
         for fd in self._pidfds:
             os.close(fd)
         self._pidfds.clear()
+        # running jobs' runners find no worker to say "free" to when they end, and exit
+        for proc in self.procs.values():
+            for fd in (proc.w, proc.free):
+                if fd is not None:
+                    os.close(fd)
+        self._frees.clear()
         try:
             self.store.append({"type": "worker:stopped", "name": self.worker.name,
                                "invocation": os.environ.get("INVOCATION_ID")})

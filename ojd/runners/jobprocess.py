@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import os
+import select
 import signal
 import socket
 import sys
@@ -48,6 +49,8 @@ class JobProcess:
     start: str | None
     unit: str | None
     child: bool  # forked by this process: reap it
+    w: int | None = None  # a reusable runner's pipes: the next "go", and its "free" line
+    free: int | None = None
 
 
 def job_unit(job_id: str) -> str:
@@ -120,6 +123,7 @@ class Ready:
     start: str | None
     unit: str | None
     w: int  # the handshake pipe's end: "go" or end-of-file
+    free: int | None = None  # a reusable runner says "free" here when its job has ended
 
 
 def spawn(store: Store, runbook: Runbook, job_id: str, *, owner: str, manager=None,
@@ -161,13 +165,17 @@ def _takeover(job_id: str, replaces: dict | None, owner: str) -> Callable[..., l
 
 
 def prepare(store: Store, runbook: Runbook, job_id: str, *, manager=None, quiet: bool = False,
-            warn: Callable[[str], None] | None = None, name: str | None = None) -> Ready:
+            warn: Callable[[str], None] | None = None, name: str | None = None,
+            reusable: bool = False) -> Ready:
     """Fork the process that will run job ``job_id`` and ask for its scope; it waits for
-    ``give`` (and runs the runbook and sees the state as they were at this fork)."""
+    ``give`` (and runs the runbook and sees the state as they were at this fork).
+    ``reusable``: when its job has ended it says "free" and waits for another (``again``)
+    instead of exiting, so a worker with a backlog forks once per slot, not once per job."""
     name = name or (store.state.jobs.get(job_id) or {}).get("name") or job_id
     sys.stdout.flush()
     sys.stderr.flush()
     r, w = os.pipe()
+    free_r, free_w = os.pipe() if reusable else (None, None)
     # the child's garbage collector must not visit (and so copy) every page it shares with
     # its starter: what exists now is frozen out of collection, in the child for good
     gc.freeze()
@@ -178,16 +186,35 @@ def prepare(store: Store, runbook: Runbook, job_id: str, *, manager=None, quiet:
         code = 70
         try:
             os.close(w)
-            code = _child(r, store, runbook, job_id,
-                          journal=manager is not None, quiet=quiet)
+            if free_r is not None:
+                os.close(free_r)
+            code = _child(r, free_w, store, runbook, journal=manager is not None,
+                          quiet=quiet)
         finally:
             os._exit(code)
     os.close(r)
-    ready = Ready(job_id, pid, None, None, w)
+    if free_w is not None:
+        os.close(free_w)
+    ready = Ready(job_id, pid, None, None, w, free_r)
     try:
         if manager is not None:
             ready.unit = _into_scope(manager, pid, job_id, name, warn)
         ready.start = proc_start_time(pid)
+    except BaseException:
+        discard(ready)
+        raise
+    return ready
+
+
+def again(proc: JobProcess, job_id: str, *, manager=None,
+          warn: Callable[[str], None] | None = None, name: str | None = None) -> Ready:
+    """A reusable runner whose job has ended, made ready for job ``job_id``: moved into
+    that job's scope (its previous one, empty now, is collected)."""
+    assert proc.w is not None
+    ready = Ready(job_id, proc.pid, proc.start, None, proc.w, proc.free)
+    try:
+        if manager is not None:
+            ready.unit = _into_scope(manager, proc.pid, job_id, name or job_id, warn)
     except BaseException:
         discard(ready)
         raise
@@ -204,35 +231,43 @@ def give(store: Store, ready: Ready, *, owner: str,
             tx.append(*events, {"type": "job:process", "id": ready.job_id, "pid": ready.pid,
                                 "start": ready.start, "boot": boot_id(), "unit": ready.unit,
                                 "by": owner})
-        os.write(ready.w, f"go {ready.unit or '-'}\n".encode())
+        os.write(ready.w, f"go {ready.job_id} {ready.unit or '-'}\n".encode())
     except NothingToRun:
         raise
     except BaseException:
         discard(ready)
         raise
-    os.close(ready.w)
-    return JobProcess(ready.job_id, ready.pid, ready.start, ready.unit, True)
-
-
-def discard(ready: Ready) -> None:
-    """End a ready process unused: it reads end-of-file and exits without running anything
-    (its scope goes with it)."""
-    try:
+    if ready.free is None:
         os.close(ready.w)
-    except OSError:
-        pass
+        return JobProcess(ready.job_id, ready.pid, ready.start, ready.unit, True)
+    return JobProcess(ready.job_id, ready.pid, ready.start, ready.unit, True, ready.w,
+                       ready.free)
+
+
+def discard(ready: Ready | JobProcess) -> None:
+    """End a ready process (or a free runner) unused: it reads end-of-file and exits
+    without running anything (its scope goes with it)."""
+    for fd in (ready.w, ready.free):
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
     # it exits at once; one that does not (stuck before its first read) was never recorded
     # and has nothing to lose: the stop of a worker must not wait on it
-    deadline = time.monotonic() + 1.0
     try:
-        while os.waitpid(ready.pid, os.WNOHANG)[0] == 0:
-            if time.monotonic() > deadline:
-                os.kill(ready.pid, signal.SIGKILL)
-                os.waitpid(ready.pid, 0)
-                break
-            time.sleep(0.005)
+        fd = os.pidfd_open(ready.pid)
+    except ProcessLookupError:
+        fd = None
+    try:
+        if fd is not None and not select.select([fd], [], [], 1.0)[0]:
+            os.kill(ready.pid, signal.SIGKILL)
+        os.waitpid(ready.pid, 0)
     except (ChildProcessError, ProcessLookupError):
         pass
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _into_scope(manager, pid: int, job_id: str, name: str,
@@ -257,42 +292,52 @@ def _into_scope(manager, pid: int, job_id: str, name: str,
     return unit
 
 
-def _child(r: int, parent: Store, runbook: Runbook, job_id: str, *, journal: bool,
+def _child(r: int, free: int | None, parent: Store, runbook: Runbook, *, journal: bool,
            quiet: bool) -> int:  # pragma: no cover - runs in the child
     os.setsid()  # no terminal, no job control: a closed terminal or Ctrl-C is not ours
     # nothing of the starter's stays open here: above all not the worker's lock (a held
     # flock would outlive the worker) nor its D-Bus connection
-    _close_inherited(keep=r)
+    _close_inherited(keep=(r, free))
     # a stray SIGINT, SIGHUP or wake must not kill the job; handlers, not SIG_IGN, so that
     # steps (exec'd) start with the default dispositions, as in any shell
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(sig, _ignore)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    try:
-        go = os.read(r, 512).decode()
-    except (OSError, UnicodeDecodeError):
-        go = ""
-    os.close(r)
-    if not go.startswith("go ") or not go.endswith("\n"):
-        return 0  # the starter died (or gave up) before recording this process
-    unit = go[3:-1]
-    try:
-        if unit != "-":
-            _wait_for_scope(unit)
-        for key in _SERVICE_ONLY_ENV:
-            os.environ.pop(key, None)
-        _stdio(job_id, journal=journal, quiet=quiet)
-    except Exception as e:  # said where its starter's log is; the job resumes later
-        print(f"job {job_id}: could not set up its process: {e!r}", file=sys.stderr,
-              flush=True)
-        return 70
-    return run_here(parent.root, runbook, job_id, tee=journal, parent=parent)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # waiting for a job: a stop ends it
+    for key in _SERVICE_ONLY_ENV:
+        os.environ.pop(key, None)
+    store = Store(parent.root)
+    store.take_over(parent)  # its fds are closed here, its state is good
+    while True:
+        try:
+            go = os.read(r, 512).decode()
+        except (OSError, UnicodeDecodeError):
+            go = ""
+        words = go.split()
+        if not go.endswith("\n") or len(words) != 3 or words[0] != "go":
+            return 0  # the starter died (or gave up) before recording this process
+        job_id, unit = words[1], words[2]
+        try:
+            if unit != "-":
+                _wait_for_scope(unit)
+            _stdio(job_id, journal=journal, quiet=quiet)
+        except Exception as e:  # said where its starter's log is; the job resumes later
+            print(f"job {job_id}: could not set up its process: {e!r}", file=sys.stderr,
+                  flush=True)
+            return 70
+        code, ended = run_here(store, runbook, job_id, tee=journal)
+        if free is None or not ended:
+            return code
+        try:
+            os.write(free, b"free\n")
+        except OSError:
+            return code  # its worker is gone: a new one forks its own
 
 
-def run_here(root: str, runbook: Runbook, job_id: str, *,
-             tee: bool = False, parent: Store | None = None) -> int:
-    """Run the job to its end in this process (the job process's body). 0 when it ended
-    or was handed over; 1 when interrupted (it stays resumable)."""
+def run_here(store: Store, runbook: Runbook, job_id: str, *,
+             tee: bool = False) -> tuple[int, bool]:
+    """Run the job to its end in this process (the job process's body): (0, True) when it
+    recorded the job's end itself, (0, False) when another took it over or cancelled it,
+    (1, False) when interrupted (it stays resumable)."""
     from ojd.notify import Log
     from ojd.runners.jobs import JobRunner, Stalled, Superseded
     from ojd.worker import describe
@@ -309,19 +354,16 @@ def run_here(root: str, runbook: Runbook, job_id: str, *,
         elif what == "stalled":
             log.error(detail)
 
-    store = Store(root)
-    if parent is not None:
-        store.take_over(parent)  # its fds are closed here, its state is good
     runner = JobRunner(store, runbook, progress=progress, tee=tee)
     signal.signal(signal.SIGTERM, stop)
     try:
         outcome = runner.run(job_id)
     except (Interrupted, Stalled):
         log.info("stopped; the job resumes where it stands")
-        return 1
+        return 1, False
     except Superseded as e:
         log.info(f"stopped: {e}")
-        return 0
+        return 0, False
     except Exception as e:  # a bug or an unusable file must not leave the job running
         why = describe(e)
         log.error(f"failed: {why}")
@@ -329,17 +371,20 @@ def run_here(root: str, runbook: Runbook, job_id: str, *,
             runner.fail(job_id, f"oj could not run it: {why}")
         except Exception as again:
             log.error(f"its failure could not be recorded either ({describe(again)})")
-            return 1
-        return 0
+            return 1, False
+        return 0, False
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # the end is recorded (or left resumable): a stop from now on just ends the process
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         sys.stdout.flush()
         sys.stderr.flush()
     log.info(outcome)
-    return 0
+    # only a job whose end this process recorded frees it for another: a cancel that won
+    # the race waits for this process to be gone
+    return 0, outcome in ("done", "failed")
 
 
-def _close_inherited(keep: int) -> None:  # pragma: no cover - runs in the child
+def _close_inherited(keep: tuple[int | None, ...]) -> None:  # pragma: no cover - child
     """Close every fd but stdio and ``keep``, listed from /proc: closing all numbers up to
     the limit costs ~20 ms where the close_range call is filtered (a unit's syscall
     filter)."""
@@ -348,7 +393,7 @@ def _close_inherited(keep: int) -> None:  # pragma: no cover - runs in the child
     except OSError:
         fds = list(range(3, 1024))
     for fd in fds:
-        if fd > 2 and fd != keep:
+        if fd > 2 and fd not in keep:
             try:
                 os.close(fd)
             except OSError:
