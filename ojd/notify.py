@@ -77,7 +77,10 @@ class Log:
             line = f"<{level}>{message}"
         else:
             line = f"{time.strftime('%H:%M:%S')} {self.name} {tag}: {message}"
-        print(line, file=sys.stderr, flush=True)
+        try:
+            print(line, file=sys.stderr, flush=True)
+        except OSError:
+            pass  # nowhere to say it (a closed journal stream): the work goes on
 
     def info(self, message: str) -> None:
         self._emit(6, "info", message)

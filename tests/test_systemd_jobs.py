@@ -42,6 +42,7 @@ RUNBOOK = r"""
       step "second" {
         run = <<-SHELL
           echo "SECOND ${var.item.n}" >> "${invoke.dir}/ran.txt"
+          echo "SAYS ${var.item.n}"
         SHELL
       }
     }
@@ -151,6 +152,36 @@ def test_a_job_unit_shows_its_step_and_has_its_output_in_the_journal(
     p.wait_for(lambda: jobs(p)[0]["status"] == "done", "the job to end")
     journal = p.sb.journal(f"oj-job-{job_id}.scope")
     assert "one says x" in journal, journal
+
+
+def test_a_backlog_reuses_job_processes_and_each_job_keeps_its_own_unit_and_journal(
+        jobs_project: UnitProject):
+    p = jobs_project
+    (p.root / "go").touch()  # first steps pass at once
+    for n in range(1, 9):
+        p.push(n)
+    p.oj("worker", "start", p.worker)
+    p.wait_for(lambda: [i["status"] for i in p.items()] == ["completed"] * 8,
+               "eight items to complete", timeout=60)
+    procs = {e["id"]: e for e in p.events("job:process")}
+    assert len(procs) == 8
+    # two slots: a process runs one job after another, never one fork per job
+    pids = [e["pid"] for e in procs.values()]
+    assert len(set(pids)) < len(pids), pids
+    # yet every job had a unit of its own, with its own steps' output in its journal
+    assert len({e["unit"] for e in procs.values()}) == 8
+    by_pid: dict[int, list[str]] = {}
+    for job_id, e in procs.items():
+        assert e["unit"] == f"oj-job-{job_id}.scope"
+        by_pid.setdefault(e["pid"], []).append(job_id)
+    reused = next(ids for ids in by_pid.values() if len(ids) > 1)
+    n_of = {j["id"]: j["vars"]["item"]["n"] for j in jobs(p)}
+    for job_id in reused:
+        journal = p.sb.journal(f"oj-job-{job_id}.scope")
+        assert "first ok in" in journal, journal  # its job process's own lines
+        assert f"SAYS {n_of[job_id]}" in journal, journal
+        others = [n_of[o] for o in reused if o != job_id]
+        assert all(f"SAYS {n}" not in journal for n in others), journal
 
 
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGKILL])

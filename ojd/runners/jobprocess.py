@@ -200,6 +200,7 @@ def prepare(store: Store, runbook: Runbook, job_id: str, *, manager=None, quiet:
         if manager is not None:
             ready.unit = _into_scope(manager, pid, job_id, name, warn)
         ready.start = proc_start_time(pid)
+        _announce(ready)
     except BaseException:
         discard(ready)
         raise
@@ -215,6 +216,7 @@ def again(proc: JobProcess, job_id: str, *, manager=None,
     try:
         if manager is not None:
             ready.unit = _into_scope(manager, proc.pid, job_id, name or job_id, warn)
+        _announce(ready)
     except BaseException:
         discard(ready)
         raise
@@ -231,7 +233,7 @@ def give(store: Store, ready: Ready, *, owner: str,
             tx.append(*events, {"type": "job:process", "id": ready.job_id, "pid": ready.pid,
                                 "start": ready.start, "boot": boot_id(), "unit": ready.unit,
                                 "by": owner})
-        os.write(ready.w, f"go {ready.job_id} {ready.unit or '-'}\n".encode())
+        os.write(ready.w, b"go\n")
     except NothingToRun:
         raise
     except BaseException:
@@ -242,6 +244,30 @@ def give(store: Store, ready: Ready, *, owner: str,
         return JobProcess(ready.job_id, ready.pid, ready.start, ready.unit, True)
     return JobProcess(ready.job_id, ready.pid, ready.start, ready.unit, True, ready.w,
                        ready.free)
+
+
+def _announce(ready: Ready) -> None:
+    os.write(ready.w, f"ready {ready.job_id} {ready.unit or '-'}\n".encode())
+
+
+class _Lines:
+    """The lines a starter writes to its job process (a read may bring more than one)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.buf = fd, b""
+
+    def next(self) -> str:
+        """The next line, or "" at end-of-file (the starter died or gave up)."""
+        while b"\n" not in self.buf:
+            try:
+                data = os.read(self.fd, 512)
+            except OSError:
+                return ""
+            if not data:
+                return ""
+            self.buf += data
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line.decode(errors="replace")
 
 
 def discard(ready: Ready | JobProcess) -> None:
@@ -307,24 +333,28 @@ def _child(r: int, free: int | None, parent: Store, runbook: Runbook, *, journal
         os.environ.pop(key, None)
     store = Store(parent.root)
     store.take_over(parent)  # its fds are closed here, its state is good
+    said = _Lines(r)
+    fresh = True
     while True:
-        try:
-            go = os.read(r, 512).decode()
-        except (OSError, UnicodeDecodeError):
-            go = ""
-        words = go.split()
-        if not go.endswith("\n") or len(words) != 3 or words[0] != "go":
-            return 0  # the starter died (or gave up) before recording this process
+        # "ready JOB UNIT": set up in the job's scope while waiting, so that "go" (the job
+        # is recorded as this process's) finds nothing left to do but the job
+        words = said.next().split()
+        if len(words) != 3 or words[0] != "ready":
+            return 0  # the starter died (or gave up)
         job_id, unit = words[1], words[2]
         try:
             if unit != "-":
                 _wait_for_scope(unit)
-            _stdio(job_id, journal=journal, quiet=quiet)
+            _stdio(job_id, unit if unit != "-" else "", journal=journal, quiet=quiet,
+                   fresh=fresh)
         except Exception as e:  # said where its starter's log is; the job resumes later
             print(f"job {job_id}: could not set up its process: {e!r}", file=sys.stderr,
                   flush=True)
             return 70
+        if said.next() != "go":
+            return 0  # not recorded: it never runs
         code, ended = run_here(store, runbook, job_id, tee=journal)
+        fresh = False
         if free is None or not ended:
             return code
         try:
@@ -418,27 +448,37 @@ def _wait_for_scope(unit: str, timeout: float = 2.0) -> None:  # pragma: no cove
         time.sleep(0.0005)
 
 
-def _stdio(job_id: str, *, journal: bool, quiet: bool) -> None:  # pragma: no cover
+def _stdio(job_id: str, unit: str, *, journal: bool, quiet: bool, fresh: bool
+           ) -> None:  # pragma: no cover - runs in the child
     """stdin from /dev/null; stdout and stderr to the journal as the scope's own stream
-    (``journalctl -u oj-job-ID.scope``), else nowhere when ``quiet``, else inherited."""
+    (``journalctl -u oj-job-ID.scope``), else nowhere when ``quiet``, else inherited.
+    ``fresh``: this process has run no job yet (see ``_relay``)."""
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
-    out = None
+    out, direct = None, False
+    os.environ.pop("JOURNAL_STREAM", None)
     if journal:
-        out = _journal_stream(f"oj-job-{job_id}")
+        identifier = f"oj-job-{job_id}"
+        if fresh:
+            out = _journal_stream(identifier, unit)
+            direct = out is not None
+        else:
+            out = _relay(identifier, unit)
     if out is None and quiet:
         out = null
     if out is not None:
         os.dup2(out, 1)
         os.dup2(out, 2)
-        if out != null:
+        if direct:
             st = os.fstat(out)
             os.environ["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+        if out != null:
             os.close(out)
     os.close(null)
+    _reap_relays()
 
 
-def _journal_stream(identifier: str) -> int | None:  # pragma: no cover - in the child
+def _journal_stream(identifier: str, unit: str) -> int | None:  # pragma: no cover - child
     """A stream to journald connected from this process (in its scope now), so journald
     files what it carries under the scope. sd-daemon level prefixes are understood."""
     try:
@@ -446,7 +486,50 @@ def _journal_stream(identifier: str) -> int | None:  # pragma: no cover - in the
         s.connect("/run/systemd/journal/stdout")
         s.shutdown(socket.SHUT_RD)
         # identifier, unit id, priority, level prefix, to syslog, to kmsg, to console
-        s.sendall(f"{identifier}\n\n6\n1\n0\n0\n0\n".encode())
+        s.sendall(f"{identifier}\n{unit}\n6\n1\n0\n0\n0\n".encode())
     except OSError:
         return None
     return s.detach()
+
+
+_relays: list[int] = []
+
+
+def _relay(identifier: str, unit: str) -> int | None:  # pragma: no cover - runs in the child
+    """A pipe to a child that copies it to a journal stream of its own: the job's lines
+    filed under the job's scope. journald files a line under the unit of the pid that
+    wrote it, and trusts what it learnt about a pid for a second; a runner that ran the
+    previous job in that job's scope would have this job's first lines filed there. The
+    child is new (its pid unknown to journald), in this job's scope from its birth, and
+    ends when the pipe does."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            _close_inherited(keep=(r,))
+            out = _journal_stream(identifier, unit)
+            while data := os.read(r, 65536):
+                if out is not None:
+                    try:
+                        os.write(out, data)
+                    except OSError:
+                        out = None  # the journal went away: the job log has it all
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(r)
+    _relays.append(pid)
+    return w
+
+
+def _reap_relays() -> None:  # pragma: no cover - runs in the child
+    """Collect the relays of earlier jobs (they end once their pipe is closed)."""
+    for pid in list(_relays):
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                continue
+        except ChildProcessError:
+            pass
+        _relays.remove(pid)
