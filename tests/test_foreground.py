@@ -340,6 +340,42 @@ def test_a_running_worker_reloads_a_changed_runbook_at_its_next_poll(started):
     assert "runbook reloaded: queue 'q', pipeline 'p', concurrency 1" in worker.output
 
 
+def test_a_job_process_freed_after_a_runbook_edit_is_not_given_the_next_item(project: Project):
+    """A runner that ended its job holds the runbook of its fork: the item waiting behind
+    it runs the edited step, in a new process."""
+    waiting = ONE_STEP.replace('run = "', 'run = "while [ ! -e ${invoke.dir}/go ]; do sleep '
+                                          '0.05; done; ')
+    project.write("w.hcl", runbook(waiting))
+    worker = Foreground(project, "w")
+    try:
+        worker.wait_for("ready: queue 'q'")
+        project.oj("queue", "push", "q", '{"n": "1"}')
+        wait_until(lambda: len(project.json("job", "list")) == 1, "the first job to start")
+        project.oj("queue", "push", "q", '{"n": "2"}')  # waits: one slot
+        project.write("w.hcl", runbook(ONE_STEP.replace("${var.item.n}", "v2-${var.item.n}")))
+        (project.root / "go").touch()
+        wait_until(lambda: out(project) == ["1", "v2-2"], "the second item to run the edit")
+        first, second = sorted(project.json("job", "list"), key=lambda j: j["created_at"])
+        assert first["process"]["pid"] != second["process"]["pid"]
+    finally:
+        worker.stop()
+
+
+def test_a_worker_runs_a_backlog_in_one_process_per_slot(project: Project):
+    project.write("w.hcl", runbook())
+    for n in range(5):
+        project.oj("queue", "push", "q", f'{{"n": "{n}"}}')
+    worker = Foreground(project, "w")
+    try:
+        wait_until(lambda: len(out(project)) == 5, "five items to run")
+        jobs = project.json("job", "list")
+        wait_until(lambda: all(j["status"] == "done" for j in project.json("job", "list")),
+                   "five jobs done")
+        assert len({j["process"]["pid"] for j in jobs}) < 5
+    finally:
+        worker.stop()
+
+
 def test_an_invalid_runbook_is_logged_as_file_line_and_the_previous_one_kept(started):
     project, worker = started
     project.write("zz-broken.hcl", """
