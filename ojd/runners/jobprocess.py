@@ -9,10 +9,13 @@ everything the worker unit set up for its processes: user, namespaces, no_new_pr
 capabilities and the system-call filter are inherited, not copied.
 
 The start is a handshake: the child waits on a pipe until its parent has moved it into
-its scope and recorded it in the WAL (``job:process``). A parent that dies first leaves a
-child that reads end-of-file and exits without running anything, so a job never runs
-unrecorded, and a successor that finds the recorded process alive waits for it instead of
-starting a second one.
+its scope (``ready JOB UNIT``) and recorded it in the WAL (``job:process``, then ``go``).
+A parent that dies first leaves a child that reads end-of-file and exits without running
+anything, so a job never runs unrecorded, and a successor that finds the recorded process
+alive waits for it instead of starting a second one.
+
+A worker's job process, once it has recorded its job's end, says ``free`` and can be made
+ready for another job (``again``): a backlog costs a fork per slot, not one per job.
 """
 
 from __future__ import annotations
