@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+# A run started as a background job of a script (`tests/run.sh &`) inherits SIGINT ignored,
+# and so would every oj it starts: the Ctrl-C tests need it delivered as a terminal does.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 pytest_plugins = ["systemd_plugin"]
 
