@@ -57,11 +57,12 @@ class Transaction:
         self._store = store
         self._writer = writer
 
-    def append(self, *events: Event) -> list[int]:
+    def append(self, *events: Event, sync: bool = True) -> list[int]:
+        """``sync=False``: durable with the next synced append (``WalWriter.append``)."""
         ts = time.time()
         for ev in events:
             ev.setdefault("ts", ts)
-        positions = self._writer.append(*events)
+        positions = self._writer.append(*events, sync=sync)
         for ev, pos in zip(events, positions, strict=True):
             self.state.apply(ev, pos)
         return positions

@@ -172,6 +172,9 @@ class WalDirectory:
         with self.locked() as w:
             if not 0 <= pos <= w.last_pos:
                 raise ValueError(f"snapshot position {pos} is beyond the log (last {w.last_pos})")
+            tail = self._catch_up_tail()
+            if tail.seg is not None:  # what it summarises is on disk before it is
+                os.fdatasync(self._segfd(tail.seg))
             final = os.path.join(self.path, f"snapshot-{pos:016d}.json")
             fd, tmp = _create_temp(self.path, ".snapshot-", ".tmp")
             try:
@@ -349,6 +352,8 @@ class WalDirectory:
         return self._seg_fd
 
     def _roll(self, tail: Cursor) -> None:
+        if tail.seg is not None:  # appends made without a sync go to disk before it is left
+            os.fdatasync(self._segfd(tail.seg))
         name = f"seg-{tail.prev + 1:016d}.wal"
         self._segfd(name)
         fsync_dir(self.path)
@@ -356,7 +361,7 @@ class WalDirectory:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _append_locked(self, events: tuple[dict, ...]) -> list[int]:
+    def _append_locked(self, events: tuple[dict, ...], sync: bool = True) -> list[int]:
         # Encode before touching the log: a bad event raises with nothing written.
         payloads = encode_events(events)
         if not payloads:
@@ -373,7 +378,8 @@ class WalDirectory:
         fd = self._segfd(tail.seg)
         try:
             write_all(fd, data, tail.off)
-            os.fdatasync(fd)
+            if sync:
+                os.fdatasync(fd)
         except BaseException:
             # Leave no half-written frame behind when we can help it; the next writer's
             # catch-up repairs it otherwise.
@@ -479,6 +485,12 @@ class WalWriter:
         its readers, earlier read_new calls or its own appends)."""
         return self._check()._read_unseen_locked()
 
-    def append(self, *events: dict) -> list[int]:
-        """Write the events as one batch and fdatasync once; returns their positions."""
-        return self._check()._append_locked(events)
+    def append(self, *events: dict, sync: bool = True) -> list[int]:
+        """Write the events as one batch and fdatasync once; returns their positions.
+
+        ``sync=False``: visible to every process at once, durable with the next append that
+        syncs (any process's: fdatasync writes the whole segment), a snapshot or a new
+        segment. Only for events whose loss in a power cut loses nothing: a power cut also
+        ends every process that acted on them, and what they did is redone from the last
+        durable event (see docs/DESIGN.md, "Writing")."""
+        return self._check()._append_locked(events, sync)

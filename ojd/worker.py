@@ -251,7 +251,7 @@ class WorkerLoop:
             ready = self._reuse() or self._prepare()
         try:
             proc = jobprocess.give(self.store, ready, owner=self.owner,
-                                   decide=lambda tx: make(tx, ready.job_id))
+                                   decide=lambda tx: make(tx, ready.job_id), sync=False)
         except jobprocess.NothingToRun:
             self._ready = ready  # for the next item
             return False

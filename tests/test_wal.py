@@ -342,3 +342,55 @@ def test_segment_rollover_keeps_positions_continuous(tmp_path: Path) -> None:
     report = a.check()
     assert report.ok and report.segments == len(segs) and report.records == len(expected)
     assert problems == []
+
+
+class Syncs:
+    """Which files fdatasync was called on (a spy: the calls still happen)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.files: list[str] = []
+        real = os.fdatasync
+
+        def spy(fd: int) -> None:
+            self.files.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+            real(fd)
+
+        monkeypatch.setattr(os, "fdatasync", spy)
+
+    def take(self) -> list[str]:
+        files, self.files = self.files, []
+        return files
+
+
+def test_an_unsynced_append_is_seen_at_once_and_synced_by_the_next_synced_append(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    syncs = Syncs(monkeypatch)
+    writer, other = WalDirectory(tmp_path), WalDirectory(tmp_path)
+    writer.append({"n": 0})
+    syncs.take()
+    with writer.locked() as w:
+        w.append({"n": 1}, sync=False)
+    assert syncs.take() == []
+    assert [r.event for r in other.records()] == [{"n": 0}, {"n": 1}]  # no sync needed
+    other.append({"n": 2})  # another writer's sync writes the whole segment, ours included
+    assert syncs.take() == [segments(tmp_path)[-1].name]
+
+
+def test_a_new_segment_or_a_snapshot_first_syncs_what_was_appended_unsynced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    syncs = Syncs(monkeypatch)
+    wal = WalDirectory(tmp_path, segment_bytes=200)
+    wal.append({"n": 0})
+    first = segments(tmp_path)[-1].name
+    with wal.locked() as w:
+        w.append({"pad": "x" * 250}, sync=False)  # fills the segment
+    syncs.take()
+    with wal.locked() as w:
+        w.append({"n": 1}, sync=False)  # rolls to a new segment
+    assert syncs.take()[:1] == [first]
+    assert len(segments(tmp_path)) == 2
+    with wal.locked() as w:
+        pos = w.append({"n": 2}, sync=False)[0]
+    syncs.take()
+    wal.save_snapshot(pos, {"n": 2})
+    assert syncs.take()[:1] == [segments(tmp_path)[-2].name]

@@ -227,15 +227,17 @@ def again(proc: JobProcess, job_id: str, *, manager=None,
 
 
 def give(store: Store, ready: Ready, *, owner: str,
-         decide: Callable[..., list[dict]] | None = None) -> JobProcess:
+         decide: Callable[..., list[dict]] | None = None, sync: bool = True) -> JobProcess:
     """Record the ready process as its job's (with the events that create the job) and let
-    it run. NothingToRun from ``decide`` leaves it ready; any other failure ends it."""
+    it run. NothingToRun from ``decide`` leaves it ready; any other failure ends it.
+    ``sync=False``: the record is durable with the job's first synced append (a worker's
+    take: a power cut that loses it also ends the job, and the item is taken again)."""
     try:
         with store.transaction() as tx:
             events = decide(tx) if decide is not None else []
             tx.append(*events, {"type": "job:process", "id": ready.job_id, "pid": ready.pid,
                                 "start": ready.start, "boot": boot_id(), "unit": ready.unit,
-                                "by": owner})
+                                "by": owner}, sync=sync)
         os.write(ready.w, b"go\n")
     except NothingToRun:
         raise

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ojd import bashrun, paths
@@ -319,12 +320,12 @@ class JobRunner:
         _remove(status)
         return r.next, None
 
-    def _record(self, job_id: str, *events: dict) -> None:
+    def _record(self, job_id: str, *events: dict, sync: bool = True) -> None:
         """Append a job's events while it is still this runner's: a job cancelled (or taken
         over by another runner) meanwhile is left alone (Superseded)."""
         with self.store.transaction() as tx:
             _check_ours(tx.state.jobs.get(job_id))
-            tx.append(*events)
+            tx.append(*events, sync=sync)
 
     def _durably(self, job_id: str, write: Callable[..., object], *args: object) -> None:
         """Record what a job did, waiting out a full state disk or a state lock held too long
@@ -461,7 +462,10 @@ class JobRunner:
         event = {"type": "job:step_started", "id": job_id, "step": step}
         if pid is not None:  # the step's process group, for a runner that takes over
             event.update(pid=pid, start=proc_start_time(pid), boot=boot_id())
-        self._durably(job_id, self._record, job_id, event)
+        # not synced: every process sees it at once, which is what keeps a step from ever
+        # running twice at once; a power cut that loses it also ended the step, which runs
+        # again (its end, when recorded, is synced and takes this record with it)
+        self._durably(job_id, partial(self._record, sync=False), job_id, event)
         self.progress(job_id, "step", f"{step} started")
 
     def _outlived_step(self, job: dict, log) -> int | None:
