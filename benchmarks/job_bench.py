@@ -571,8 +571,11 @@ def traced_drain(b: JobBench, r: Runner, worker: str, queue: str, items: int) ->
     store = Store(str(r.state), on_problem=None)
     b.oj(r, "worker", "start", worker)
     pid = int(b.sb.unit_property(b.unit(worker), "MainPID"))
+    # and the job process it keeps ready, forked already: it runs job after job
+    children = b.sb.run(["pgrep", "-P", str(pid)], check=False).stdout.split()
     tracer = b.sb.popen(["strace", "-f", "-qq", "-s", "512", "-e", f"trace={SYSCALLS}",
-                         "-o", str(out), "-p", str(pid)],
+                         "-o", str(out), "-p", str(pid),
+                         *(a for c in children for a in ("-p", c))],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     attached = ["grep", "-q", "TracerPid:[[:space:]]*[1-9]", f"/proc/{pid}/status"]
