@@ -169,6 +169,9 @@ class JobPrunePlan:
     workspaces: dict[str, str]  # job id -> workspace dir removed with it
     kept: list[tuple[str, str]]  # (job id, why its workspace stays)
     orphan_logs: list[str]  # logs of jobs the state no longer records
+    # exit statuses a step's wrapper left (steps/JOB.N) that no runner will read: of the
+    # jobs pruned, of finished jobs, and of jobs the state no longer records
+    status_files: list[str] = field(default_factory=list)
 
 
 def plan_job_prune(state: State, root: str, now: float, older_than: float,
@@ -213,7 +216,23 @@ def plan_job_prune(state: State, root: str, now: float, older_than: float,
             plan.workspaces[j["id"]] = path
             planned.add(name)
     plan.orphan_logs = _orphan_logs(state, logs_dir, now, older_than)
+    plan.status_files = _stale_status_files(state, root)
     return plan
+
+
+def _stale_status_files(state: State, root: str) -> list[str]:
+    """Status files of steps whose job is over or gone: a runner removes each once the
+    step's end is recorded, so these are left by a runner killed in between."""
+    try:
+        entries = sorted(os.scandir(paths.steps_dir(root)), key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+    found = []
+    for e in entries:
+        job = state.jobs.get(e.name.partition(".")[0])
+        if (job is None or is_finished(job)) and e.is_file(follow_symlinks=False):
+            found.append(e.path)
+    return found
 
 
 def log_path(logs_dir: str, job_id: str) -> str | None:
@@ -313,6 +332,13 @@ def carry_out_job_prune(tx: Transaction, root: str, plan: JobPrunePlan
         except (Refused, OSError) as e:
             problems.append(f"kept {escaped(path)}: {why(e)}")
             plan.orphan_logs.remove(path)
+    for path in plan.status_files:
+        try:
+            os.unlink(_check_child(paths.steps_dir(root), path))
+        except FileNotFoundError:
+            pass
+        except (Refused, OSError) as e:
+            problems.append(f"kept {escaped(path)}: {why(e)}")
     if plan.jobs:
         tx.append({"type": "job:pruned", "ids": [j["id"] for j in plan.jobs]})
     return aside, problems

@@ -274,6 +274,19 @@ def test_prune_removes_old_finished_jobs_their_logs_and_workspaces_not_running_o
     assert wait(p, running.id).returncode == 0  # the running job was left to finish
 
 
+def test_prune_removes_step_statuses_left_by_killed_runners_of_jobs_that_are_over(
+        p, background):
+    failed = run_fail(p)
+    running = background("r")
+    steps = p.state / "steps"
+    steps.mkdir(exist_ok=True)
+    for name in (f"{failed}.1", "0ffdead0.2", f"{running.id}.9"):
+        (steps / name).write_text("0\n")
+    assert p.oj("job", "prune").stdout == "pruned 0 jobs\n"  # no job old enough: only those
+    assert sorted(f.name for f in steps.iterdir()) == [f"{running.id}.9"]
+    assert running.release() == 0
+
+
 def test_prune_dry_run_removes_nothing(p):
     failed = run_fail(p)
     before = state_files(p)
