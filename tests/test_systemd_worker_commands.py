@@ -118,6 +118,9 @@ def test_resize_of_a_unit_worker_fills_its_slots_shows_in_its_status_and_outlive
     [row] = [r for r in json.loads(p.oj("worker", "list", "-o", "json").stdout)
              if r["name"] == p.worker]
     assert (row["active"], row["concurrency"], row["runbook_concurrency"]) == (3, 3, 1)
+    [line] = [ln for ln in p.oj("worker", "list").stdout.splitlines()
+              if ln.startswith(p.worker + " ")]
+    assert " 3/3 (resized) " in line, line
     (p.root / "go-all").touch()
     p.wait_for(lambda: p.prop("StatusText").startswith(f"{p.worker}: 0/3 running"),
                "the jobs to end")

@@ -323,7 +323,8 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
 
     table(("NAME", "STATE", "BOOT", "PID", "JOBS", "PENDING", "QUEUE", "STARTED", "PROJECT"),
           [(r["name"], state(r), enabled(r["enabled"]), r["main_pid"],
-            f"{r['active']}/{r['concurrency']}", r["pending"], r["queue"],
+            f"{r['active']}/{r['concurrency']}" + (" (resized)" if r["resized"] else ""),
+            r["pending"], r["queue"],
             ago(r["started_at"]), r["project"]) for r in rows],
           empty="" if rows else no_workers(None if scope is None else scope == "user"))
 
