@@ -49,8 +49,12 @@ def config_dirs(systemd: Systemd) -> list[str]:
 
 
 def enabled_workers(dirs: list[str]) -> set[str]:
-    """Worker units linked into some unit's ``.wants/`` or ``.requires/`` under ``dirs``:
-    what makes systemd call an instance "enabled"."""
+    return enabled_units(dirs, "oj-worker@")
+
+
+def enabled_units(dirs: list[str], prefix: str) -> set[str]:
+    """Units named ``prefix...`` linked into some unit's ``.wants/`` or ``.requires/`` under
+    ``dirs``: what makes systemd call an instance "enabled"."""
     found: set[str] = set()
     for top in dirs:
         try:
@@ -61,7 +65,7 @@ def enabled_workers(dirs: list[str]) -> set[str]:
             if not entry.name.endswith((".wants", ".requires")):
                 continue
             try:
-                found.update(n for n in os.listdir(entry.path) if n.startswith("oj-worker@"))
+                found.update(n for n in os.listdir(entry.path) if n.startswith(prefix))
             except OSError:  # not a directory, or unreadable: nothing enabled through it
                 continue
     return found
