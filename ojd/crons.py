@@ -268,7 +268,7 @@ def once(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str
     if after.get("ticks", 0) > before.get("ticks", 0):
         return {"outcome": "started", "job": after.get("last_job")}
     if after.get("skipped", 0) > before.get("skipped", 0):
-        return {"outcome": "skipped", "job": None}
+        return {"outcome": "skipped", "job": None, "running": after.get("last_running")}
     raise OjError(f"the tick of cron {quoted(name)} ended {st.active_state}/{st.sub_state} "
                   f"without starting a job; see 'oj cron logs {escaped(name)}'")
 

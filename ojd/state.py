@@ -423,7 +423,8 @@ class State:
     def _cron_skipped(self, ev: Event) -> None:
         c = self.crons.get(ev["name"])
         if c is not None:
-            c.update(last_skipped=ev["ts"], skipped=c["skipped"] + 1)
+            c.update(last_skipped=ev["ts"], skipped=c["skipped"] + 1,
+                     last_running=ev.get("running"))
 
     def _loss_acknowledged(self, ev: Event) -> None:
         for span in self.lost:
