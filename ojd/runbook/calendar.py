@@ -66,7 +66,9 @@ def check(expr: str) -> None:
         else:
             raise CalendarError(f"'{word}' is neither a date (YEAR-MONTH-DAY, MONTH-DAY) nor "
                                 "a time (HOUR:MINUTE[:SECOND]) in its place; the order is "
-                                "WEEKDAYS DATE TIME TIMEZONE")
+                                "WEEKDAYS DATE TIME TIMEZONE"
+                                + ("; a time needs a colon: HOUR:MINUTE" if word.isdigit()
+                                   else ""))
     if date is None and time is None and not expr[:1].isalpha():
         raise CalendarError("names no weekday, date or time")
     if date is not None:
