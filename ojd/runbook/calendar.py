@@ -93,8 +93,7 @@ def _weekdays(word: str) -> None:
             if low == full or low == full[:3]:
                 return i
         raise CalendarError(f"'{name}' is not a weekday; use Mon, Tue, ... Sun or their full "
-                            "names" + (" (a time needs a colon: HOUR:MINUTE)"
-                                       if name.isdigit() else ""))
+                            "names")
 
     for part in word.split(","):
         first, sep, last = part.partition("..")
