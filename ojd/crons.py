@@ -169,10 +169,12 @@ def _bind(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str
     st = _timer_state(systemd, name)
     record(store, runbook, root, name)
     default = os.environ.get("OJ_STATE_DIR") is None
-    write_dropin(systemd, dropin_path(systemd, service_unit(name), STATE_DROPIN),
-                 None if default else state_text(store.root))
+    moved = write_dropin(systemd, dropin_path(systemd, service_unit(name), STATE_DROPIN),
+                         None if default else state_text(store.root), reload=False)
     changed = write_dropin(systemd, dropin_path(systemd, timer_unit(name), SCHEDULE_DROPIN),
-                           schedule_text(cron, store.root))
+                           schedule_text(cron, store.root), reload=False)
+    if moved or changed:
+        systemd.daemon_reload()  # once for both
     return cron, st, changed
 
 
