@@ -195,3 +195,21 @@ def test_a_calendar_tick_missed_while_off_runs_at_boot_for_an_enabled_cron_only(
     sb.wait_for(lambda: p.row()["last_outcome"] == "done", timeout=10, what="the job to end")
     assert len((root / "ran-on.txt").read_text().splitlines()) == 1
     assert not (root / "ran-off.txt").exists()
+
+
+def test_uninstall_removes_the_drop_ins_a_cron_start_wrote_for_its_state_dir(cron_project):
+    p = cron_project
+    p.oj("cron", "start", p.name)
+    p.oj("cron", "stop", p.name)
+    units = "/etc/systemd/system"
+    schedule = f"{units}/oj-cron@{p.name}.timer.d/50-oj-schedule.conf"
+    state = f"{units}/oj-cron@{p.name}.service.d/50-oj-state.conf"
+    assert "OnUnitActiveSec=2000000us" in p.sb.run(["cat", schedule]).stdout
+    assert str(p.state) in p.sb.run(["cat", state]).stdout
+    try:
+        proc = p.oj("systemd", "uninstall")
+        removed = proc.stdout.splitlines()
+        assert f"removed {schedule}" in removed and f"removed {state}" in removed
+        assert p.sb.run(["test", "-e", schedule], check=False).returncode == 1
+    finally:
+        p.sb.run([OJ, "systemd", "install"])
