@@ -235,3 +235,29 @@ def test_cron_list_without_a_project_shows_the_recorded_crons(project: Project, 
     outside.mkdir()
     rows = json.loads(project.oj("cron", "list", "-o", "json", cwd=outside).stdout)
     assert [(r["name"], r["project"]) for r in rows] == [("janitor", str(project.root))]
+
+
+def test_a_toml_runbook_defines_crons_as_a_table_of_named_blocks(project: Project):
+    project.write("crons.toml", """\
+        [pipeline.tidy]
+        [[pipeline.tidy.step]]
+        name = "one"
+        run = "true"
+
+        [cron.tidy]
+        schedule = "hourly"
+        run = { pipeline = "tidy" }
+
+        [cron.later]
+        schedule = "Mon..Fri 25:00"
+        run = "true"
+        """)
+    proc = project.oj("runbook", "check", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[0] == (
+        ".oj/runbooks/crons.toml:11: cron 'later' schedule 'Mon..Fri 25:00': hour 25 in "
+        "'25:00' is out of range 0..23 (systemd calendar syntax, e.g. \"Mon..Fri *-*-* "
+        "09:00\" or \"daily\"; 'systemd-analyze calendar EXPR' tries one)")
+    project.write("crons.toml", (project.root / ".oj/runbooks/crons.toml").read_text()
+                  .replace("25:00", "09:00"))
+    assert project.oj("runbook", "check").stdout.splitlines()[-1].endswith(", 2 crons")
