@@ -261,3 +261,27 @@ def test_a_toml_runbook_defines_crons_as_a_table_of_named_blocks(project: Projec
     project.write("crons.toml", (project.root / ".oj/runbooks/crons.toml").read_text()
                   .replace("25:00", "09:00"))
     assert project.oj("runbook", "check").stdout.splitlines()[-1].endswith(", 2 crons")
+
+
+def test_a_tick_resumes_a_job_of_its_cron_whose_process_is_gone_and_counts_it(
+        project: Project):
+    import os
+    import signal
+
+    cron_project(project)
+    assert tick(project, "hold").returncode == 0
+    wait_until(lambda: (project.root / "slow.started").exists(), "the job to run")
+    [job] = jobs(project)
+    [first] = project.events("job:process")
+    os.kill(first["pid"], signal.SIGKILL)  # its step runs on, orphaned
+    from ojd.runners.jobprocess import alive
+
+    wait_until(lambda: not alive({**first, "pid": first["pid"]}), "the job process to die")
+    proc = tick(project, "hold")
+    assert f"resumed job {job['id']}: its process was gone" in proc.stderr
+    assert "skipped: 1 of its job(s) still running (concurrency 1)" in proc.stderr
+    assert [e["id"] for e in project.events("job:process")] == [job["id"], job["id"]]
+    assert len(project.events("job:created")) == 1
+    (project.root / "release").touch()
+    wait_until(lambda: crons(project)["hold"]["running"] == 0, "the resumed job to end")
+    assert project.json("job", "show", job["id"])["status"] == "done"  # type: ignore[index]
