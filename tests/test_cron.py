@@ -276,7 +276,7 @@ def test_a_tick_resumes_a_job_of_its_cron_whose_process_is_gone_and_counts_it(
     os.kill(first["pid"], signal.SIGKILL)  # its step runs on, orphaned
     from ojd.runners.jobprocess import alive
 
-    wait_until(lambda: not alive({**first, "pid": first["pid"]}), "the job process to die")
+    wait_until(lambda: not alive(first), "the job process to die")
     proc = tick(project, "hold")
     assert f"resumed job {job['id']}: its process was gone" in proc.stderr
     assert "skipped: 1 of its job(s) still running (concurrency 1)" in proc.stderr
