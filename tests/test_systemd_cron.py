@@ -169,7 +169,7 @@ def test_a_calendar_tick_missed_while_off_runs_at_boot_for_an_enabled_cron_only(
     root = sb.root / "shared" / "project"
     # a tick once a day, a few seconds from now (UTC): one that is missed while the machine
     # is off can only run by the catch-up at boot
-    target = int(time.time()) + 12
+    target = int(time.time()) + 20
     when = time.strftime("*-*-* %H:%M:%S UTC", time.gmtime(target))
     text = "".join(CALENDAR.replace("NAME", n) for n in ("on", "off"))
     p = CronProject(sb, root, "on", text.replace("WHEN", when))
