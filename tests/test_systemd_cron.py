@@ -75,6 +75,10 @@ def cron_project(installed: Sandbox, sandbox_dir: Path):
     p = CronProject(installed, sandbox_dir / "project", "c" + uuid.uuid4().hex[:8])
     yield p
     p.oj("cron", "stop", p.name, check=False)
+    # its drop-ins go with it: other tests count the drop-ins they find
+    installed.run(["rm", "-rf", f"/etc/systemd/system/{p.timer}.d",
+                   f"/etc/systemd/system/oj-cron@{p.name}.service.d"])
+    installed.systemctl("daemon-reload")
 
 
 def test_an_interval_cron_runs_its_pipeline_on_every_tick_until_stopped(cron_project):
