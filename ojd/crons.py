@@ -311,7 +311,8 @@ def listing(store: Store, systemd: Systemd | None, project: str | None,
             systemd = None
         else:
             try:
-                unit_map = {u.name: u for u in systemd.list_units(["oj-cron@*.timer"])}
+                unit_map = {u.name: u for u in systemd.list_units(["oj-cron@*.timer",
+                                                                   "oj-cron@*.service"])}
                 enabled = enabled_timers(systemd)
             except SystemdUnavailable as e:
                 problem, systemd = str(e), None
@@ -339,6 +340,10 @@ def listing(store: Store, systemd: Systemd | None, project: str | None,
             last_run, outcome = rec["last_skipped"], "skipped"
         elif last_run and last_job is None:
             outcome = "pruned"  # its job is gone from the state
+        tick = unit_map.get(service_unit(name)) if unit_map is not None else None
+        # the last tick's service failed: it started nothing (its cron gone from the
+        # runbook, a runbook that does not load, runbooks refused); its journal says why
+        tick_failed = tick is not None and tick.active_state == "failed"
         rows.append({
             "name": name, "project": root,
             "schedule": describe_schedule(cron) if cron is not None else None,
@@ -353,5 +358,6 @@ def listing(store: Store, systemd: Systemd | None, project: str | None,
             "last_job": rec.get("last_job") if outcome != "skipped" else None,
             "running": len(running_jobs(state, root, name)) if root else 0,
             "ticks": rec.get("ticks", 0), "skipped": rec.get("skipped", 0),
+            "tick_failed": tick_failed,
         })
     return rows, problem

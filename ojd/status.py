@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from ojd.runbook.model import Runbook
     from ojd.store import Store
 
-UNIT_PATTERNS = ("oj-worker@*.service", "oj-job-*.scope", "oj-cron@*.timer")
+UNIT_PATTERNS = ("oj-worker@*.service", "oj-job-*.scope", "oj-cron@*.timer",
+                 "oj-cron@*.service")
 FAILED_WINDOW = 24 * 3600.0  # failed jobs are shown for a day
 
 
@@ -155,7 +156,8 @@ def cron_rows(store: Store, project: str | None, runbook: Runbook | None,
     for r in rows:
         if unit_map is None:
             r["active_state"] = r["sub_state"] = None
-        r["needs_person"] = r["active_state"] == "failed" or r["last_outcome"] == "failed"
+        r["needs_person"] = (r["active_state"] == "failed" or r["last_outcome"] == "failed"
+                             or r["tick_failed"])
     return rows
 
 
@@ -208,7 +210,7 @@ def gather(store: Store, projects: list[str], runbook: Runbook | None,
             "attention": {
                 "failed_units": sum(w["needs_person"] for w in workers[p])
                 + sum(j["needs_person"] for j in js["running"])
-                + sum(c["active_state"] == "failed" for c in crons[p]),
+                + sum(c["active_state"] == "failed" or c["tick_failed"] for c in crons[p]),
                 "waiting_jobs": len(js["waiting"]),
                 "failed_jobs": len(js["failed"]),
                 "dead_items": sum(q["dead"] for q in queues[p]),

@@ -217,3 +217,21 @@ def test_uninstall_removes_the_drop_ins_a_cron_start_wrote_for_its_state_dir(cro
         assert p.sb.run(["test", "-e", schedule], check=False).returncode == 1
     finally:
         p.sb.run([OJ, "systemd", "install"])
+
+
+def test_a_tick_that_cannot_run_shows_as_failed_in_the_listing(cron_project):
+    p = cron_project
+    p.oj("cron", "start", p.name)
+    hcl = p.root / ".oj" / "runbooks" / "cron.hcl"
+    hcl.write_text(hcl.read_text().split("cron ")[0])  # the cron is gone from the runbook
+
+    def row() -> dict:
+        rows = json.loads(p.oj("cron", "list", "--all", "-o", "json").stdout)
+        return next(r for r in rows if r["name"] == p.name)
+
+    p.sb.wait_for(lambda: row()["tick_failed"], timeout=15, what="a tick to fail")
+    assert f"project {p.root} defines no cron '{p.name}'" in p.oj(
+        "cron", "logs", p.name).stdout
+    line = next(x for x in p.oj("cron", "list", "--all").stdout.splitlines()
+                if x.startswith(p.name))
+    assert f"tick failed (oj cron logs {p.name})" in line

@@ -176,6 +176,8 @@ def state_of(row: dict) -> str:
 
 
 def outcome_of(row: dict) -> str:
+    if row["tick_failed"]:
+        return f"tick failed (oj cron logs {row['name']})"
     outcome = row["last_outcome"]
     if outcome is None:
         return "-"

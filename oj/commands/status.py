@@ -167,7 +167,8 @@ def _section(lines: list[str], s: dict, now: float, color: bool) -> None:
                                 "OUTCOME", "RUNNING"),
                [[escaped(c["name"]), escaped(c["schedule"] or "-"), flag(c, state_of(c)),
                  boot(c["enabled"]), until(c["next_run"], now), ago(c["last_run"], now),
-                 Red(outcome_of(c)) if c["last_outcome"] == "failed" else outcome_of(c),
+                 Red(outcome_of(c)) if c["last_outcome"] == "failed" or c["tick_failed"]
+                 else outcome_of(c),
                  f"{c['running']}/{c['concurrency'] or '-'}"]
                 for c in s["crons"]], color)
     if s["agents"]:
