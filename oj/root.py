@@ -12,6 +12,7 @@ from ojd import __version__
 SUBCOMMANDS = {
     "run": ("oj.commands.run", "run", "Run a runbook command."),
     "worker": ("oj.commands.worker", "worker", "Start, stop and list workers."),
+    "cron": ("oj.commands.cron", "cron", "Start, stop, run now and list crons (timers)."),
     "systemd": ("oj.commands.systemd", "systemd", "Install oj's unit files."),
     "queue": ("oj.commands.queue", "queue", "Push to, list and manage queues."),
     "job": ("oj.commands.job", "job", "List jobs, show one, wait for them, cancel, resume, prune."),

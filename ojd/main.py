@@ -1,4 +1,5 @@
-"""``ojd``: the program systemd runs. ``ojd worker NAME`` is the body of oj-worker@NAME.service."""
+"""``ojd``: the program systemd runs. ``ojd worker NAME`` is the body of oj-worker@NAME.service,
+``ojd cron NAME`` the body of oj-cron@NAME.service."""
 
 from __future__ import annotations
 
@@ -103,6 +104,46 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
     return loop.run()
 
 
+def run_cron(name: str, project: str | None) -> int:
+    """One tick of cron ``name`` (the body of oj-cron@NAME.service): its project from the
+    WAL (recorded by ``oj cron start``), or ``--project`` (a tick by hand, which records the
+    binding as ``oj cron start`` does)."""
+    from ojd import crons, crontick, paths
+    from ojd import project as projects
+    from ojd.notify import Log
+    from ojd.runners.jobprocess import own_manager
+    from ojd.store import Store
+
+    log = Log(f"cron {escaped(name)}")
+    store = Store()
+    state = store.load()
+    try:
+        if project is None:
+            record = state.crons.get(name)
+            if record is None:
+                raise OjError(f"cron {quoted(name)} is not recorded in {store.root}; start "
+                              f"it with 'oj cron start {escaped(name)}' from its project")
+            root = record["project"]
+        else:
+            root = projects.find_root(override=project)
+        crons.require_trusted_uid(root, name, os.geteuid())  # before the runbook is read
+        runbook = projects.load(root, paths.cache_dir(store.root))
+        cron = runbook.crons.get(name)
+        if cron is None:
+            known = ", ".join(sorted(runbook.crons)) or "none"
+            raise OjError(f"project {root} defines no cron {quoted(name)} (crons: {known})")
+        if project is not None:
+            crons.record(store, runbook, root, name)
+    except OjError as e:
+        for line in str(e).splitlines():
+            log.error(line)
+        return EXIT_CONFIG
+    # by hand, the job runs in a session of its own; in the unit, in a scope of its own
+    manager = own_manager() if project is None else None
+    crontick.tick(store, runbook, root, cron, manager=manager, log=log)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ojd", description="oj's service program")
     parser.add_argument("--version", action="version", version=f"ojd {__version__}")
@@ -114,8 +155,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="run outside systemd, finding the project from the current directory")
     w.add_argument("--until-idle", action="store_true",
                    help="exit once the queue has nothing pending, failed or running")
+    c = sub.add_parser("cron", help="one tick of a cron: start its job unless too many run")
+    c.add_argument("name")
+    c.add_argument("--project", help="project directory (default: recorded by oj cron start)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "cron":
+            return run_cron(args.name, args.project)
         return run_worker(args.name, args.project, args.foreground, args.until_idle)
     except OjError as e:
         print(f"ojd: {e}", file=sys.stderr)

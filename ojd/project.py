@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 RUNBOOK_DIR = os.path.join(".oj", "runbooks")
 # Part of the index file's name: an index written in an older layout is never read as this one
 INDEX_FORMAT = 2
+# Part of the runbook digest: a model cached in an older layout (before cron blocks) is
+# never unpickled as this one
+MODEL_FORMAT = b"model-2"
 
 
 def find_root(start: str | None = None, override: str | None = None) -> str:
@@ -150,7 +153,7 @@ def _sources(root: str) -> tuple[list[tuple[str, bytes]], str]:
     """The runbook files' (display name, bytes) and their content digest."""
     sources = []
     problems: list[str] = []
-    digest = sha256(__version__.encode())
+    digest = sha256(__version__.encode() + b"\0" + MODEL_FORMAT)
     for path in runbook_files(root):
         display = os.path.relpath(path, root)
         try:

@@ -14,7 +14,8 @@ Event types (``type`` key) and their fields:
 - ``queue:retried``   id, ts                  back to pending with attempts reset
 - ``queue:pruned``    ids, ts                 completed and dead items removed by ``oj queue
                                               prune`` (an item in any other state stays)
-- ``job:created``     id, p, pipeline, name, vars, cwd, ws, invoke, item, worker, by, ts
+- ``job:created``     id, p, pipeline, name, vars, cwd, ws, invoke, item, worker, by, ts,
+                      cron (the cron whose tick made it; absent otherwise)
 - ``job:step_started``  id, step, ts
 - ``job:locals``      id, locals, ts          evaluated once per job, kept for a resume
 - ``job:step_finished`` id, step, exit, next, failing, ts
@@ -34,6 +35,11 @@ Event types (``type`` key) and their fields:
                                               keeps to instead of its runbook's (None: the
                                               runbook's again)
 - ``worker:pruned``   names, ts               bindings removed by ``oj worker prune``
+- ``cron:recorded``   name, p, runbook, ts      ``oj cron start|enable|once``: the cron's
+                                              project (its timer runs ``ojd cron NAME``)
+- ``cron:tick``       name, job, ts           a tick started job ``job``
+- ``cron:skipped``    name, running, ts       a tick found ``running`` of its jobs running
+                                              (its concurrency) and started none
 - ``state:loss_acknowledged`` upto, ts        an operator accepted the lost positions <= upto
 - ``state:repaired`` ts                       a repair wrote snapshots (no change to the fold)
 
@@ -68,7 +74,7 @@ class State:
     """Everything oj knows, rebuilt from events. ``pos`` is the last applied WAL position."""
 
     __slots__ = ("pos", "items", "live_keys", "completed", "jobs", "finished_jobs", "workers",
-                 "waiting", "_ready", "_cooling", "lost")
+                 "crons", "waiting", "_ready", "_cooling", "lost")
 
     def __init__(self) -> None:
         self.pos = 0
@@ -79,6 +85,7 @@ class State:
         self.jobs: dict[str, dict] = {}
         self.finished_jobs: deque[str] = deque()
         self.workers: dict[str, dict] = {}
+        self.crons: dict[str, dict] = {}
         # Derived indexes, so a take and a pending count do not scan every item:
         # (project, queue) -> ids of its pending and failed items
         self.waiting: dict[tuple[str, str], set[str]] = {}
@@ -238,6 +245,7 @@ class State:
             "workspace": ev.get("ws"),
             "item": ev.get("item"),
             "worker": ev.get("worker"),
+            "cron": ev.get("cron"),
             "owner": ev.get("by"),
             "status": "running",
             "step": None,
@@ -401,6 +409,23 @@ class State:
         for name in ev.get("names", ()):
             self.workers.pop(name, None)
 
+    def _cron_recorded(self, ev: Event) -> None:
+        c = self.crons.setdefault(ev["name"], {"name": ev["name"], "last_tick": None,
+                                               "last_job": None, "last_skipped": None,
+                                               "ticks": 0, "skipped": 0})
+        c.update(project=ev["p"], runbook=ev.get("runbook"), recorded_at=ev["ts"])
+
+    def _cron_tick(self, ev: Event) -> None:
+        c = self.crons.get(ev["name"])
+        if c is not None:
+            c.update(last_tick=ev["ts"], last_job=ev.get("job"), ticks=c["ticks"] + 1)
+
+    def _cron_skipped(self, ev: Event) -> None:
+        c = self.crons.get(ev["name"])
+        if c is not None:
+            c.update(last_skipped=ev["ts"], skipped=c["skipped"] + 1,
+                     last_running=ev.get("running"))
+
     def _loss_acknowledged(self, ev: Event) -> None:
         for span in self.lost:
             if span[1] <= ev["upto"]:
@@ -474,6 +499,7 @@ class State:
             "jobs": self.jobs,
             "finished_jobs": list(self.finished_jobs),
             "workers": self.workers,
+            "crons": self.crons,
             "lost": self.lost,
         }
 
@@ -486,6 +512,7 @@ class State:
         state.jobs = data.get("jobs", {})
         state.finished_jobs = deque(data.get("finished_jobs", []))
         state.workers = data.get("workers", {})
+        state.crons = data.get("crons", {})
         state.lost = data.get("lost", [])
         for item in sorted(state.items.values(), key=lambda i: i["seq"]):
             state._index(item)
@@ -532,5 +559,8 @@ _HANDLERS = {
     "worker:stopped": State._worker_stopped,
     "worker:resized": State._worker_resized,
     "worker:pruned": State._worker_pruned,
+    "cron:recorded": State._cron_recorded,
+    "cron:tick": State._cron_tick,
+    "cron:skipped": State._cron_skipped,
     "state:loss_acknowledged": State._loss_acknowledged,
 }

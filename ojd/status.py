@@ -1,8 +1,9 @@
 """What ``oj status`` shows, per project: workers, jobs that run, wait for a person or
-failed lately, queue counts, crons and agents.
+failed lately, queue counts, crons (their timers' next runs) and agents.
 
 Everything comes from the state (the WAL) and, when a systemd manager runs, from one
-``ListUnitsByPatterns`` call for every oj unit; whether a worker is enabled is read from the
+``ListUnitsByPatterns`` call for every oj unit (and three properties of each active cron
+timer: its next and last elapse); whether a worker is enabled is read from the
 manager's configuration directories (the links ``systemctl enable`` makes), not asked unit
 by unit, so the screen costs the same with 50 workers as with one.
 """
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
     from ojd.runbook.model import Runbook
     from ojd.store import Store
 
-UNIT_PATTERNS = ("oj-worker@*.service", "oj-job-*.scope")
+UNIT_PATTERNS = ("oj-worker@*.service", "oj-job-*.scope", "oj-cron@*.timer",
+                 "oj-cron@*.service")
 FAILED_WINDOW = 24 * 3600.0  # failed jobs are shown for a day
 
 
@@ -49,8 +51,12 @@ def config_dirs(systemd: Systemd) -> list[str]:
 
 
 def enabled_workers(dirs: list[str]) -> set[str]:
-    """Worker units linked into some unit's ``.wants/`` or ``.requires/`` under ``dirs``:
-    what makes systemd call an instance "enabled"."""
+    return enabled_units(dirs, "oj-worker@")
+
+
+def enabled_units(dirs: list[str], prefix: str) -> set[str]:
+    """Units named ``prefix...`` linked into some unit's ``.wants/`` or ``.requires/`` under
+    ``dirs``: what makes systemd call an instance "enabled"."""
     found: set[str] = set()
     for top in dirs:
         try:
@@ -61,7 +67,7 @@ def enabled_workers(dirs: list[str]) -> set[str]:
             if not entry.name.endswith((".wants", ".requires")):
                 continue
             try:
-                found.update(n for n in os.listdir(entry.path) if n.startswith("oj-worker@"))
+                found.update(n for n in os.listdir(entry.path) if n.startswith(prefix))
             except OSError:  # not a directory, or unreadable: nothing enabled through it
                 continue
     return found
@@ -71,6 +77,7 @@ def projects_of(store: Store) -> list[str]:
     """Every project the state knows of: from its workers, items and jobs."""
     state = store.state
     found = {w.get("project") for w in state.workers.values()}
+    found.update(c.get("project") for c in state.crons.values())
     found.update(i["project"] for i in state.items.values())
     found.update(j["project"] for j in state.jobs.values())
     found.discard(None)
@@ -137,10 +144,21 @@ def job_rows(jobs: list[dict], unit_map: dict[str, UnitInfo] | None, now: float
     return {"running": running, "waiting": waiting, "failed": failed}
 
 
-def crons(project: str) -> list[dict]:
-    """The project's crons with their next and last runs: none until cron blocks exist
-    (their timers, ``oj-cron@NAME.timer``, will be one more pattern of ``UNIT_PATTERNS``)."""
-    return []
+def cron_rows(store: Store, project: str | None, runbook: Runbook | None,
+              systemd: Systemd | None, unit_map: dict[str, UnitInfo] | None,
+              enabled: set[str] | None) -> list[dict]:
+    """``oj cron list``'s rows, with the timer states of ``unit_map``; systemd is asked
+    only for the next and last runs of the timers that are active."""
+    from ojd.crons import listing
+
+    rows, _ = listing(store, systemd if unit_map is not None else None, project, runbook,
+                      unit_map=unit_map if unit_map is not None else {}, enabled=enabled)
+    for r in rows:
+        if unit_map is None:
+            r["active_state"] = r["sub_state"] = None
+        r["needs_person"] = (r["active_state"] == "failed" or r["last_outcome"] == "failed"
+                             or r["tick_failed"])
+    return rows
 
 
 def gather(store: Store, projects: list[str], runbook: Runbook | None,
@@ -152,7 +170,9 @@ def gather(store: Store, projects: list[str], runbook: Runbook | None,
     from ojd.queue_admin import overview
 
     unit_map, problem = units(systemd)
-    enabled = enabled_workers(config_dirs(systemd)) if unit_map is not None else None
+    dirs = config_dirs(systemd) if unit_map is not None else []
+    enabled = enabled_workers(dirs) if unit_map is not None else None
+    enabled_crons = enabled_units(dirs, "oj-cron@") if unit_map is not None else None
     state = store.state
     single = projects[0] if len(projects) == 1 else None
     queues: dict[str, list[dict]] = {p: [] for p in projects}
@@ -164,6 +184,11 @@ def gather(store: Store, projects: list[str], runbook: Runbook | None,
     for w in worker_rows(store, single, unit_map, enabled):
         if w["project"] in workers:
             workers[w["project"]].append(w)
+    crons: dict[str, list[dict]] = {p: [] for p in projects}
+    for c in cron_rows(store, single, runbook if single else None, systemd, unit_map,
+                       enabled_crons):
+        if c["project"] in crons:
+            crons[c["project"]].append(c)
     jobs: dict[str, list[dict]] = {p: [] for p in projects}
     for j in state.jobs.values():
         if j["project"] in jobs and (j["status"] not in FINISHED_JOB_STATES
@@ -180,11 +205,12 @@ def gather(store: Store, projects: list[str], runbook: Runbook | None,
             "workers": workers[p],
             "jobs": js,
             "queues": queues[p],
-            "crons": crons(p),
+            "crons": crons[p],
             "agents": agents,
             "attention": {
                 "failed_units": sum(w["needs_person"] for w in workers[p])
-                + sum(j["needs_person"] for j in js["running"]),
+                + sum(j["needs_person"] for j in js["running"])
+                + sum(c["active_state"] == "failed" or c["tick_failed"] for c in crons[p]),
                 "waiting_jobs": len(js["waiting"]),
                 "failed_jobs": len(js["failed"]),
                 "dead_items": sum(q["dead"] for q in queues[p]),

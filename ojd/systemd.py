@@ -22,6 +22,7 @@ MANAGER_PATH = b"/org/freedesktop/systemd1"
 MANAGER = b"org.freedesktop.systemd1.Manager"
 UNIT = b"org.freedesktop.systemd1.Unit"
 SERVICE = b"org.freedesktop.systemd1.Service"
+TIMER = b"org.freedesktop.systemd1.Timer"
 
 # ActiveState values in which the unit has a main process that can take a wake-up
 RUNNING_STATES = ("active", "reloading")
@@ -178,6 +179,7 @@ class Systemd:
     # -- what oj uses -------------------------------------------------------------------
 
     def state(self, unit: str) -> UnitState:
+        """A unit's state; MainPID and NRestarts for a service (0 for other kinds)."""
         path = self.unit_path(unit)
 
         def text(value) -> str:
@@ -187,10 +189,27 @@ class Systemd:
         active = text(self._prop(path, UNIT, b"ActiveState", b"s"))
         sub = text(self._prop(path, UNIT, b"SubState", b"s"))
         main_pid = n_restarts = 0
-        if load == "loaded":
+        if load == "loaded" and unit.endswith(".service"):
             main_pid = int(self._prop(path, SERVICE, b"MainPID", b"u"))
             n_restarts = int(self._prop(path, SERVICE, b"NRestarts", b"u"))
         return UnitState(unit, load, active, sub, main_pid, n_restarts)
+
+    def timer(self, unit: str) -> tuple[float | None, float | None]:
+        """A timer's next elapse and last trigger, as Unix times (None: none). A monotonic
+        elapse (OnActiveSec=, OnUnitActiveSec=) is turned into wall-clock time."""
+        import time
+
+        path = self.unit_path(unit)
+        real = int(self._prop(path, TIMER, b"NextElapseUSecRealtime", b"t"))
+        mono = int(self._prop(path, TIMER, b"NextElapseUSecMonotonic", b"t"))
+        last = int(self._prop(path, TIMER, b"LastTriggerUSec", b"t"))
+        nexts = []
+        never = 1 << 63  # USEC_INFINITY, and anything as absurd
+        if 0 < real < never:
+            nexts.append(real / 1e6)
+        if 0 < mono < never:
+            nexts.append(time.time() + mono / 1e6 - time.monotonic())
+        return (min(nexts) if nexts else None), (last / 1e6 if 0 < last < never else None)
 
     def has_job(self, unit: str) -> bool:
         """A start or stop job for the unit is queued or running."""

@@ -12,7 +12,7 @@ from ojd.systemd import Systemd, SystemdUnavailable
 from ojd.workers import unit_dir
 
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "units")
-UNIT_NAMES = ("oj-worker@.service", "oj-workers.target")
+UNIT_NAMES = ("oj-worker@.service", "oj-workers.target", "oj-cron@.service", "oj-cron@.timer")
 SHIPPED_OJD = "/usr/bin/ojd"
 # Sandboxing that needs a mount namespace or capabilities: a user manager can only set it
 # up with unprivileged user namespaces, and without them the unit fails to start.
@@ -76,17 +76,21 @@ def uninstall(systemd: Systemd, state_root: str) -> tuple[list[str], list[str]]:
     target its workers need), and the drop-ins that point workers at ``state_root``
     (workers of other state dirs keep theirs). Returns (removed paths, notes on what stays).
     """
-    from ojd import runas
+    from ojd import crons, runas
     from ojd.workers import DROPIN, dropin_text
 
     target_dir = unit_dir(systemd)
     removed: list[str] = []
     kept: list[str] = []
     ours = dropin_text(state_root)
-    # the OJ_STATE_DIR drop-ins, and the --run-as ones (which name their state dir too)
-    dropins = [path for name in (DROPIN, runas.DROPIN)
-               for path in glob.glob(os.path.join(glob.escape(target_dir),
-                                                  "oj-worker@*.service.d", name))]
+    ours_cron = crons.state_text(state_root)
+    # the OJ_STATE_DIR drop-ins, the --run-as ones and the cron schedules (which name their
+    # state dir too)
+    dropins = [path for units, name in (("oj-worker@*.service.d", DROPIN),
+                                        ("oj-worker@*.service.d", runas.DROPIN),
+                                        ("oj-cron@*.service.d", crons.STATE_DROPIN),
+                                        ("oj-cron@*.timer.d", crons.SCHEDULE_DROPIN))
+               for path in glob.glob(os.path.join(glob.escape(target_dir), units, name))]
     others = []
     for dropin in sorted(dropins):
         try:
@@ -94,8 +98,15 @@ def uninstall(systemd: Systemd, state_root: str) -> tuple[list[str], list[str]]:
                 text = f.read()
         except OSError:
             text = None
-        mine = text is not None and (text == ours if os.path.basename(dropin) == DROPIN
-                                     else runas.written_for(text, state_root))
+        base = os.path.basename(dropin)
+        if text is None:
+            mine = False
+        elif base == crons.SCHEDULE_DROPIN:
+            mine = crons.schedule_written_for(text, state_root)
+        elif base == runas.DROPIN:
+            mine = runas.written_for(text, state_root)
+        else:
+            mine = text == (ours_cron if "/oj-cron@" in dropin else ours)
         if not mine:
             kept.append(f"kept {dropin}: written for another state dir")
             others.append(dropin)

@@ -158,9 +158,9 @@ def dropin_path(systemd: Systemd, name: str, dropin: str) -> str:
     return os.path.join(unit_dir(systemd), f"{worker_unit(name)}.d", dropin)
 
 
-def write_dropin(systemd: Systemd, path: str, wanted: str | None) -> bool:
+def write_dropin(systemd: Systemd, path: str, wanted: str | None, reload: bool = True) -> bool:
     """Make the drop-in at ``path`` hold ``wanted`` (None: no drop-in), atomically, and reload
-    the manager when that changed anything. Returns whether it did."""
+    the manager (unless not ``reload``) when that changed anything. Returns whether it did."""
     try:
         with open(path) as f:
             current: str | None = f.read()
@@ -176,7 +176,8 @@ def write_dropin(systemd: Systemd, path: str, wanted: str | None) -> bool:
         with open(tmp, "w") as f:
             f.write(wanted)
         os.replace(tmp, path)
-    systemd.daemon_reload()
+    if reload:
+        systemd.daemon_reload()
     return True
 
 

@@ -148,6 +148,9 @@ def test_dependencies_resolve_on_this_release(deb: Path):
 # -- files ---------------------------------------------------------------------------------
 
 
+UNIT_FILES = ("oj-worker@.service", "oj-workers.target", "oj-cron@.service", "oj-cron@.timer")
+
+
 def test_programs_in_usr_bin_run_on_debian_python(contents: dict[str, str], root: Path):
     for name in ("oj", "ojd"):
         assert contents[f"/usr/bin/{name}"].startswith("-rwxr-xr-x root/root"), contents
@@ -155,7 +158,7 @@ def test_programs_in_usr_bin_run_on_debian_python(contents: dict[str, str], root
     assert f"{DIST}/oj/cli.py" in contents
     assert f"{DIST}/ojd/main.py" in contents
     # `oj systemd install` reads the shipped units from the package
-    for unit in ("oj-worker@.service", "oj-workers.target"):
+    for unit in UNIT_FILES:
         assert contents[f"{DIST}/ojd/units/{unit}"].startswith("-rw-r--r--")
 
 
@@ -174,11 +177,11 @@ def test_packaged_modules_are_this_checkout(root: Path):
 def test_system_and_user_units(contents: dict[str, str], root: Path):
     source = REPO / "systemd"
     for directory in (SYSTEM_UNITS, USER_UNITS):
-        for unit in ("oj-worker@.service", "oj-workers.target"):
+        for unit in UNIT_FILES:
             assert contents[f"{directory}/{unit}"].startswith("-rw-r--r-- root/root"), unit
     system_dir, user_dir = root / SYSTEM_UNITS.lstrip("/"), root / USER_UNITS.lstrip("/")
     # the system manager's units go in as they are in systemd/
-    for unit in ("oj-worker@.service", "oj-workers.target"):
+    for unit in UNIT_FILES:
         assert (system_dir / unit).read_text() == (source / unit).read_text(), unit
     system = (system_dir / "oj-workers.target").read_text()
     user = (user_dir / "oj-workers.target").read_text()
@@ -197,7 +200,7 @@ def test_user_units_are_what_oj_systemd_install_writes(root: Path, runtime: None
             "text = open(f'{SHIPPED_DIR}/{name}').read()\n"
             "sys.stdout.write(render(name, text, SHIPPED_OJD, user=True))\n")
     env = debian_env(PYTHONPATH=str(root / DIST.lstrip("/")))
-    for unit in ("oj-worker@.service", "oj-workers.target"):
+    for unit in UNIT_FILES:
         rendered = run("/usr/bin/python3", "-c", code, unit, env=env, cwd="/").stdout
         assert rendered == (root / USER_UNITS.lstrip("/") / unit).read_text(), unit
 

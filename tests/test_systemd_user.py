@@ -128,3 +128,39 @@ def test_enable_as_a_lingering_user_needs_no_login(users_sandbox: Sandbox):
     assert proc.stdout == "Worker 'mine' enabled\n"
     assert "linger" not in proc.stderr
     assert sb.systemctl("is-enabled", "oj-worker@mine.service", user="ojalice") == "enabled"
+
+
+CRON = r"""
+    cron "tick" {
+      interval = "2s"
+      run      = "echo tick $(id -un) >> ${invoke.dir}/ticks.txt"
+    }
+    """
+
+
+def test_user_cron_ticks_in_the_user_manager(users_sandbox: Sandbox):
+    sb = users_sandbox
+    project = user_project(sb, "ojalice")
+    pw = sb.passwd("ojalice")
+    cron = project / ".oj" / "runbooks" / "cron.hcl"
+    cron.write_text(textwrap.dedent(CRON))
+    os.chown(cron, pw.pw_uid, pw.pw_gid)
+    as_user(sb, "ojalice", "systemd", "install")
+    try:
+        assert as_user(sb, "ojalice", "cron", "start", "tick").stdout == \
+            "Cron 'tick' started (every 2s)\n"
+        ticks = project / "ticks.txt"
+        sb.wait_for(lambda: ticks.exists() and len(ticks.read_text().splitlines()) >= 2,
+                    timeout=20, what="two ticks")
+        assert set(ticks.read_text().splitlines()) == {"tick ojalice"}
+        assert sb.systemctl("is-active", "oj-cron@tick.timer", user="ojalice") == "active"
+        assert sb.systemctl("is-active", "oj-cron@tick.timer", check=False) == "inactive"
+        # its jobs ran in scopes of alice's manager
+        jobs = json.loads(as_user(sb, "ojalice", "job", "list", "-o", "json").stdout)
+        units = {j["process"]["unit"] for j in jobs if j["name"] == "tick"}
+        assert units and all(u.startswith("oj-job-") for u in units)
+        [row] = json.loads(as_user(sb, "ojalice", "cron", "list", "-o", "json").stdout)
+        assert (row["active_state"], row["last_outcome"] in ("done", "running")) == (
+            "active", True)
+    finally:
+        as_user(sb, "ojalice", "cron", "stop", "tick", check=False)

@@ -45,6 +45,8 @@ def check_cmd(app) -> int:
         click.echo(line, err=True)
     counts = {k: len(getattr(rb, k)) for k in ("commands", "queues", "workers", "pipelines",
                                                 "agents")}
+    if rb.crons:
+        counts["crons"] = len(rb.crons)
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
     click.echo(f"ok: {len(files)} file(s), {summary}")
     return 0

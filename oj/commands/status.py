@@ -160,12 +160,23 @@ def _section(lines: list[str], s: dict, now: float, color: bool) -> None:
                [[escaped(q["name"]), q["type"] or "-", str(q["pending"]), str(q["active"]),
                  flag(q, q["dead"]), ", ".join(q["workers"]) or "-"]
                 for q in s["queues"]], color)
-    # crons: a Crons table goes here once cron blocks exist (ojd.status.crons)
+    if s["crons"]:
+        from oj.commands.cron import boot, outcome_of, state_of, until
+
+        _table(lines, "Crons", ("NAME", "SCHEDULE", "STATE", "BOOT", "NEXT", "LAST",
+                                "OUTCOME", "RUNNING"),
+               [[escaped(c["name"]), escaped(c["schedule"] or "-"), flag(c, state_of(c)),
+                 boot(c["enabled"]), until(c["next_run"], now), ago(c["last_run"], now),
+                 Red(outcome_of(c)) if c["last_outcome"] == "failed" or c["tick_failed"]
+                 else outcome_of(c),
+                 f"{c['running']}/{c['concurrency'] or '-'}"]
+                for c in s["crons"]], color)
     if s["agents"]:
         _table(lines, "Agents", ("JOB", "STEP", "AGENT", "STATUS", "SESSION"),
                [[a["job"], a["step"], a["agent"] or "-", flag(a, a["status"]), a["session"]]
                 for a in s["agents"]], color)
-    if not (s["workers"] or s["queues"] or s["agents"] or any(jobs.values())):
+    if not (s["workers"] or s["queues"] or s["agents"] or s["crons"]
+            or any(jobs.values())):
         lines.append("  nothing running, waiting or failed")
 
 

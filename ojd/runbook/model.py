@@ -107,6 +107,22 @@ class Agent:
 
 
 @dataclass(frozen=True)
+class Cron:
+    name: str
+    interval: float | None  # seconds between ticks; or
+    schedule: str | None  # a systemd calendar expression (OnCalendar=)
+    pipeline: str  # the pipeline its jobs run: the runbook's, or its own (CRON_PIPELINE)
+    run: str | None  # a shell `run`: the one step of its own pipeline
+    concurrency: int  # a tick that finds this many of its jobs running is skipped
+    where: Where
+    own: Pipeline | None = None  # the pipeline of a shell `run`
+
+
+# the pipeline name of a cron whose run is a shell string: no runbook pipeline has a colon
+CRON_PIPELINE = "cron:"
+
+
+@dataclass(frozen=True)
 class Runbook:
     commands: dict[str, Command] = field(default_factory=dict)
     queues: dict[str, Queue] = field(default_factory=dict)
@@ -115,3 +131,12 @@ class Runbook:
     agents: dict[str, Agent] = field(default_factory=dict)
     files: dict[str, list[str]] = field(default_factory=dict)  # file -> ["queue merges", ...]
     digest: str = ""  # content hash of the files it was built from
+    crons: dict[str, Cron] = field(default_factory=dict)
+
+    def pipeline(self, name: str) -> Pipeline | None:
+        """The pipeline a job runs: a runbook pipeline, or a shell cron's own."""
+        found = self.pipelines.get(name)
+        if found is None and name.startswith(CRON_PIPELINE):
+            cron = self.crons.get(name[len(CRON_PIPELINE):])
+            found = cron.own if cron is not None else None
+        return found

@@ -18,9 +18,11 @@ from ojd.runbook.argspec import ArgSpec, ArgSpecError, parse_spec
 from ojd.runbook.bashsyntax import Script, needs_shell
 from ojd.runbook.hcl import Attribute, Block
 from ojd.runbook.model import (
+    CRON_PIPELINE,
     DEFAULT_AGENT_IDLE,
     Agent,
     Command,
+    Cron,
     Pipeline,
     Queue,
     Runbook,
@@ -64,6 +66,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "queue": {"type": _STR, "vars": _LIST, "defaults": _OBJ, "retry": _OBJ, "list": _STR,
               "take": _STR},
     "worker": {"source": _OBJ, "handler": _OBJ, "concurrency": _INT, "poll": _DURATION},
+    "cron": {"interval": _DURATION, "schedule": _STR, "run": _STR_OR_OBJ, "concurrency": _INT},
     "pipeline": {"vars": _LIST, "defaults": _OBJ, "workspace": _STR, "on_done": _OBJ,
                  "on_fail": _OBJ, "max_visits": _INT, "name": _STR},
     "step": {"run": _STR_OR_OBJ, "on_done": _OBJ, "on_fail": _OBJ},
@@ -72,9 +75,9 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
               "prime": (str, list), "idle": _DURATION, "on_idle": _STR_OR_OBJ,
               "on_dead": _STR_OR_OBJ, "on_error": _STR_OR_OBJ},
 }
-TOP_BLOCKS = ("command", "queue", "worker", "pipeline", "agent")
+TOP_BLOCKS = ("command", "queue", "worker", "pipeline", "agent", "cron")
 NESTED_BLOCKS = {"": TOP_BLOCKS, "pipeline": ("locals", "notify", "step")}
-LABELLED = {"command", "queue", "worker", "pipeline", "agent", "step"}
+LABELLED = {"command", "queue", "worker", "pipeline", "agent", "step", "cron"}
 _TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", dict: "an object",
                list: "a list", bool: "true or false"}
 
@@ -341,6 +344,59 @@ class _Builder:
                              poll_attr.value if poll_attr else None, DEFAULT_POLL)
         self.rb.workers[name] = Worker(name, queue or "", pipeline or "", concurrency, poll, where)
 
+    def cron(self, file: str, block: Block, name: str, where: Where) -> None:
+        from ojd.runbook.calendar import CalendarError, check
+
+        f = self.fields(file, block, "cron")
+        if not _WORKER_NAME.match(name):
+            self.p.add(file, block.line, f"cron name '{name}' must be letters, digits, '_', "
+                       "'-' or '.' (it names the units oj-cron@NAME.timer and .service)")
+        interval = schedule = None
+        if "interval" in f and "schedule" in f:
+            self.p.add(file, f["schedule"].line, f"cron '{name}' has both 'interval' and "
+                       "'schedule'; keep one of them")
+        elif "interval" in f:
+            interval = self.duration(file, f["interval"].line, f"cron '{name}' interval",
+                                     f["interval"].value, 60.0)
+        elif "schedule" in f:
+            schedule = f["schedule"].value
+            try:
+                check(schedule)
+            except CalendarError as e:
+                self.p.add(file, f["schedule"].line, f"cron '{name}' schedule '{schedule}': "
+                           f"{e} (systemd calendar syntax, e.g. \"Mon..Fri *-*-* 09:00\" or "
+                           "\"daily\"; 'systemd-analyze calendar EXPR' tries one)")
+        else:
+            self.p.add(file, block.line, f"cron '{name}' needs 'interval' (a duration, "
+                       "\"6h\") or 'schedule' (a systemd calendar expression, \"daily\")")
+        concurrency = f["concurrency"].value if "concurrency" in f else 1
+        if concurrency < 1:
+            self.p.add(file, f["concurrency"].line,
+                       f"cron '{name}' concurrency must be at least 1, not {concurrency}")
+            concurrency = 1
+        run = f.get("run")
+        script = own = None
+        pipeline = CRON_PIPELINE + name
+        if run is None:
+            self.p.add(file, block.line, f"cron '{name}' needs 'run' (a shell script or "
+                       '{ pipeline = "NAME" })')
+        elif isinstance(run.value, str):
+            script = run.value
+            self.script(file, run, f"cron '{name}'")
+            self.shell_warnings(file, run, f"cron '{name}'")
+            # a shell run is the one step of a pipeline of its own: its jobs run, log and
+            # end like any other
+            own = Pipeline(pipeline, (), {}, (), None, {}, None, None, DEFAULT_MAX_VISITS,
+                           {"run": Step("run", script, None, None, None,
+                                        Where(file, run.value_line or run.line))},
+                           where, name)
+        else:
+            pipeline = self.target(file, run, "pipeline") or ""
+        if run is not None:
+            self.at[("cron", name, "run")] = run.value_line or run.line
+        self.rb.crons[name] = Cron(name, interval, schedule, pipeline, script, concurrency,
+                                   where, own)
+
     def pipeline(self, file: str, block: Block, name: str, where: Where) -> None:
         f = self.fields(file, block, "pipeline")
         workspace = f["workspace"].value if "workspace" in f else None
@@ -566,6 +622,25 @@ class _Builder:
                 names = arg_names(c.args)
                 self.check_templates(self.field_where(("command", c.name, "run"), c.where), c.run,
                                      {"args": names, "invoke": None, "var": names})
+        for cron in rb.crons.values():
+            run_at = self.field_where(("cron", cron.name, "run"), cron.where)
+            if cron.run is not None:
+                self.check_templates(run_at, cron.run, {"invoke": None})
+                continue
+            if not cron.pipeline:
+                continue
+            pipeline = rb.pipelines.get(cron.pipeline)
+            if pipeline is None:
+                self.p.add(run_at.file, run_at.line, f"cron '{cron.name}' pipeline "
+                           f"'{cron.pipeline}' is not defined"
+                           + _did_you_mean(cron.pipeline, list(rb.pipelines)))
+                continue
+            # a tick gives its job no vars: each must have a default
+            for var in pipeline.vars:
+                if var not in pipeline.defaults:
+                    self.p.add(run_at.file, run_at.line, f"cron '{cron.name}' pipeline "
+                               f"'{cron.pipeline}' var '{var}' needs a default (a cron's "
+                               "jobs are given no vars)")
         for q in rb.queues.values():
             if q.take_cmd:
                 self.check_templates(self.field_where(("queue", q.name, "take"), q.where),

@@ -52,10 +52,12 @@ def job_created_event(tx: Transaction, state_root: str, runbook: Runbook, projec
                       pipeline_name: str, vars_: dict[str, Any], invoke_dir: str, *,
                       item: str | None = None, worker: str | None = None,
                       owner: str | None = None, name: str | None = None,
-                      job_id: str | None = None) -> dict:
+                      job_id: str | None = None, cron: str | None = None) -> dict:
     """The ``job:created`` event of a new job (appended by the caller, in the same append
     as the take of its item, so a crash cannot leave one without the other)."""
-    pipeline = runbook.pipelines[pipeline_name]
+    pipeline = runbook.pipeline(pipeline_name)
+    if pipeline is None:
+        raise OjError(f"pipeline '{pipeline_name}' is not defined")
     if job_id is None:
         job_id = new_id(tx.state.jobs)
     values = {**pipeline.defaults, **vars_}
@@ -76,7 +78,7 @@ def job_created_event(tx: Transaction, state_root: str, runbook: Runbook, projec
     return {"type": "job:created", "id": job_id, "p": project, "pipeline": pipeline_name,
             "name": name or pipeline_name, "vars": values, "cwd": cwd,
             "ws": pipeline.workspace, "invoke": invoke_dir, "item": item, "worker": worker,
-            "by": owner}
+            "by": owner, **({"cron": cron} if cron is not None else {})}
 
 
 def settle_item(runbook: Runbook, state, job_id: str, outcome: str, error: str | None
@@ -251,7 +253,7 @@ class JobRunner:
         job = self.store.refresh().jobs[job_id]
         if job["status"] not in LIVE_JOB_STATES:
             return job["status"]
-        pipeline = self.runbook.pipelines.get(job["pipeline"])
+        pipeline = self.runbook.pipeline(job["pipeline"])
         if pipeline is None:
             return self._finish(job, "failed", f"pipeline '{job['pipeline']}' is no longer "
                                 "defined in the runbook")

@@ -1,0 +1,196 @@
+"""``oj cron``: list, start, stop, enable, disable, once, logs. Each cron is the timer
+``oj-cron@NAME.timer``, whose ticks run ``oj-cron@NAME.service``."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import click
+
+from oj.commands.worker import systemd_for, with_scope
+from oj.output import ago, emit_json, output_option, table
+from ojd.errors import quoted
+
+
+@click.group()
+def cron() -> None:
+    """Start, stop and list crons (each one is the timer oj-cron@NAME.timer)."""
+
+
+@cron.command("start")
+@click.argument("name")
+@click.option("--enable", is_flag=True, help="Also start it at boot (see 'oj cron enable').")
+@with_scope
+@click.pass_obj
+def start_cmd(app, name: str, enable: bool, scope: str | None) -> None:
+    """Start a cron's timer with its runbook's schedule (a running one takes a changed
+    schedule)."""
+    from ojd import crons
+
+    systemd = systemd_for(scope)
+    outcome = crons.start(app.store, systemd, app.runbook, app.root, name)
+    if enable:
+        for note in crons.enable(app.store, systemd, app.runbook, app.root, name):
+            click.echo(f"oj: {note}", err=True)
+    said = {"started": "started", "running": "was already running",
+            "rescheduled": "was running; restarted with its new schedule"}[outcome]
+    click.echo(f"Cron {quoted(name)} {said} ({crons.describe_schedule(app.runbook.crons[name])})"
+               + ("; enabled" if enable else ""))
+
+
+@cron.command("stop")
+@click.argument("name")
+@with_scope
+@click.pass_obj
+def stop_cmd(app, name: str, scope: str | None) -> None:
+    """Stop a cron's timer: no more ticks. Jobs it started run on to their end."""
+    from ojd import crons
+
+    st = crons.stop(systemd_for(scope), name)
+    store = app.reader_store
+    root = (store.state.crons.get(name) or {}).get("project")
+    running = len(crons.running_jobs(store.state, root, name)) if root else 0
+    left = f"; {running} of its job(s) keep running to their end" if running else ""
+    click.echo(f"Cron {quoted(name)} stopped ({st.active_state}){left}")
+
+
+@cron.command("enable")
+@click.argument("name")
+@with_scope
+@click.pass_obj
+def enable_cmd(app, name: str, scope: str | None) -> None:
+    """Start a cron's timer at boot (it joins oj-workers.target); does not start it now."""
+    from ojd import crons
+
+    for note in crons.enable(app.store, systemd_for(scope), app.runbook, app.root, name):
+        click.echo(f"oj: {note}", err=True)
+    click.echo(f"Cron {quoted(name)} enabled")
+
+
+@cron.command("disable")
+@click.argument("name")
+@with_scope
+def disable_cmd(name: str, scope: str | None) -> None:
+    """No longer start a cron's timer at boot; a running timer keeps running."""
+    from ojd import crons
+
+    crons.disable(systemd_for(scope), name)
+    click.echo(f"Cron {quoted(name)} disabled")
+
+
+@cron.command("once")
+@click.argument("name")
+@with_scope
+@click.pass_obj
+def once_cmd(app, name: str, scope: str | None) -> None:
+    """Tick now: start the cron's job, as its timer would (skipped while its concurrency
+    is reached). Prints the job's id; follow it with 'oj job logs -f ID'."""
+    from ojd import crons
+
+    result = crons.once(app.store, systemd_for(scope), app.runbook, app.root, name)
+    if result["outcome"] == "skipped":
+        cron_ = app.runbook.crons[name]
+        click.echo(f"Cron {quoted(name)} skipped: {result['running']} of its job(s) still "
+                   f"running (concurrency {cron_.concurrency})")
+        return
+    click.echo(f"Cron {quoted(name)} started job {result['job']}")
+
+
+@cron.command("logs")
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("-n", "--lines", default=50, show_default=True, help="Lines to show.")
+@with_scope
+@click.pass_obj
+def logs_cmd(app, name: str, follow: bool, lines: int, scope: str | None) -> None:
+    """The cron's journal: its ticks (started or skipped) and the output of the jobs of its
+    latest ticks (the units oj-job-ID.scope)."""
+    from ojd import crons
+    from ojd.errors import OjError
+    from ojd.wake import manager_present
+
+    crons.check_name(name)
+    try:
+        runbook = app.runbook
+    except OjError:
+        runbook = None
+    state = app.reader_store.state
+    if (runbook is None or name not in runbook.crons) and name not in state.crons:
+        if runbook is not None:
+            crons.cron_named(runbook, name)  # unknown: the did-you-mean error
+        raise OjError(f"unknown cron {quoted(name)}: nothing is recorded for it")
+    user = (os.geteuid() != 0) if scope is None else scope == "user"
+    if not manager_present(user):
+        raise OjError(f"no systemd {'user' if user else 'system'} manager runs here, so no "
+                      "journal holds cron logs; a tick run by hand ('ojd cron NAME "
+                      "--project DIR') logs to its own stderr, its job to 'oj job logs ID'")
+    flag = "--user-unit" if user else "--unit"
+    argv = ["journalctl", flag, crons.service_unit(name)]
+    # the jobs of its latest ticks, by their recorded units (the state keeps recent jobs)
+    jobs = sorted((j for j in state.jobs.values() if j.get("cron") == name),
+                  key=lambda j: j["created_at"])[-20:]
+    for job in jobs:
+        unit = (job.get("process") or {}).get("unit")
+        if unit:
+            argv += [flag, unit]
+    argv += ["-n", str(lines), "--no-pager", "-o", "short-iso"]
+    if follow:
+        argv.append("--follow")
+    try:
+        os.execvp(argv[0], argv)
+    except FileNotFoundError:
+        raise OjError("journalctl is not installed; cron logs live in the journal") from None
+
+
+@cron.command("list")
+@output_option
+@click.option("--all", "all_projects", is_flag=True, help="Crons of every project.")
+@with_scope
+@click.pass_obj
+def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
+    """Crons with their schedule, next run, last run and its outcome, and boot state."""
+    from ojd import crons
+
+    project = None if all_projects else app.project_or_none()
+    runbook = app.runbook if project is not None else None
+    rows, problem = crons.listing(app.reader_store, systemd_for(scope), project, runbook)
+    if problem:
+        click.echo(f"oj: systemd cannot be reached ({problem}); showing what the state "
+                   "holds", err=True)
+    if output == "json":
+        emit_json(rows)
+        return
+    now = time.time()
+    table(("NAME", "SCHEDULE", "STATE", "NEXT", "LAST", "OUTCOME", "RUNNING", "BOOT"),
+          [(r["name"], r["schedule"] or "-", state_of(r), until(r["next_run"], now),
+            ago(r["last_run"], now), outcome_of(r), f"{r['running']}/{r['concurrency'] or '-'}",
+            boot(r["enabled"])) for r in rows],
+          empty="" if rows else "no crons (define one in a runbook: cron \"NAME\" { ... })")
+
+
+def state_of(row: dict) -> str:
+    if row["active_state"] is None:
+        return "unknown"
+    return f"{row['active_state']}/{row['sub_state']}"
+
+
+def outcome_of(row: dict) -> str:
+    if row["tick_failed"]:
+        return f"tick failed (oj cron logs {row['name']})"
+    outcome = row["last_outcome"]
+    if outcome is None:
+        return "-"
+    return f"{outcome} ({row['last_job']})" if row["last_job"] else outcome
+
+
+def boot(enabled: bool | None) -> str:
+    return "-" if enabled is None else ("enabled" if enabled else "disabled")
+
+
+def until(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "-"
+    from ojd.duration import format_duration
+
+    return "in " + format_duration(max(0.0, ts - now))

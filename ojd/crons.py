@@ -1,0 +1,363 @@
+"""Cron control: bind a cron to its project in the WAL, give its timer the runbook's
+schedule, start, stop, enable and list the timers, run a tick now.
+
+Each cron is a timer of its own, ``oj-cron@NAME.timer``, activating
+``oj-cron@NAME.service``, which runs ``ojd cron NAME`` (``ojd.crontick``): systemd keeps
+the schedule, catches up missed calendar ticks (``Persistent=true``) and shows next and
+last runs in ``systemctl list-timers``. systemd does not read runbooks, so the schedule
+reaches the timer as a drop-in, ``oj-cron@NAME.timer.d/50-oj-schedule.conf``, which
+``oj cron start`` (and ``enable``) rewrite from the runbook.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ojd.errors import OjError, UsageError, escaped, quoted
+from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ojd.runbook.model import Cron, Runbook
+    from ojd.store import Store
+
+SCHEDULE_DROPIN = "50-oj-schedule.conf"
+STATE_DROPIN = "50-oj-state.conf"
+TARGET = "oj-workers.target"
+ONCE_TIMEOUT = 60.0
+
+
+def timer_unit(name: str) -> str:
+    return f"oj-cron@{name}.timer"
+
+
+def service_unit(name: str) -> str:
+    return f"oj-cron@{name}.service"
+
+
+def check_name(name: str) -> str:
+    """A name that fits oj-cron@NAME.timer (the rule of runbook cron names), refused before
+    it reaches systemd or journalctl."""
+    from ojd.workers import _NAME_CHARS
+
+    if not name or name[0] in ".-" or not _NAME_CHARS.issuperset(name):
+        raise UsageError(f"{quoted(name)} is not a cron name; cron names are letters, "
+                         "digits, '_', '-' or '.' (see 'oj cron list')")
+    return name
+
+
+def cron_named(runbook: Runbook, name: str) -> Cron:
+    cron = runbook.crons.get(name)
+    if cron is None:
+        import difflib
+
+        check_name(name)
+        close = difflib.get_close_matches(name, list(runbook.crons), n=1)
+        known = ", ".join(sorted(runbook.crons)) or "none"
+        raise UsageError(f"unknown cron {quoted(name)}; this project defines: {known}"
+                         + (f" (did you mean '{close[0]}'?)" if close else ""))
+    return cron
+
+
+def describe_schedule(cron: Cron) -> str:
+    from ojd.duration import format_duration
+
+    if cron.schedule is not None:
+        return cron.schedule
+    return f"every {format_duration(cron.interval or 0.0)}"
+
+
+def record(store: Store, runbook: Runbook, root: str, name: str) -> Cron:
+    """Bind cron ``name`` to project ``root`` in the WAL (once; no duplicate records)."""
+    cron = cron_named(runbook, name)
+    with store.transaction() as tx:
+        current = tx.state.crons.get(name)
+        if current is not None and current.get("project") != root:
+            raise OjError(f"cron '{name}' already belongs to project {current['project']}; "
+                          "cron names are unique per state directory: rename this one")
+        if current is None or current.get("runbook") != runbook.digest:
+            tx.append({"type": "cron:recorded", "name": name, "p": root,
+                       "runbook": runbook.digest})
+    return cron
+
+
+def require_trusted(systemd: Systemd, root: str, name: str) -> None:
+    """The cron's jobs run as its manager's user (root for the system's): refused when
+    someone else could change the runbooks they come from (``ojd.trust``)."""
+    require_trusted_uid(root, name, os.geteuid() if systemd.user else 0)
+
+
+def require_trusted_uid(root: str, name: str, uid: int) -> None:
+    from ojd import trust
+
+    try:
+        problem = trust.check_project(root, uid)
+    except OSError as e:
+        raise OjError(escaped(f"cannot check who may change the runbooks of {root}: "
+                              f"{e.strerror or e}")) from None
+    if problem is not None:
+        runner = trust._user_name(uid)
+        raise OjError(escaped(f"refusing to run cron '{name}' as {runner}: {problem}, who "
+                              f"could make it run their code as {runner}; make "
+                              f"{problem.path} writable by {runner} or root alone"
+                              + (f", or run the cron in {problem.user}'s own manager"
+                                 if problem.user else "")))
+
+
+def schedule_text(cron: Cron, state_root: str) -> str:
+    """The timer drop-in holding the runbook's schedule. An interval ticks one interval
+    after the timer starts (OnActiveSec=) and then one after each tick began
+    (OnUnitActiveSec=): with OnUnitActiveSec= alone a timer whose service never ran
+    never fires."""
+    head = ("# written by oj cron start from the runbook; rewritten at each start\n"
+            f"# state dir: {escaped(state_root)}\n[Timer]\n")
+    if cron.schedule is not None:
+        return head + f"OnCalendar={cron.schedule}\n"
+    usec = max(1, round((cron.interval or 0.0) * 1e6))
+    return head + f"OnActiveSec={usec}us\nOnUnitActiveSec={usec}us\n"
+
+
+def schedule_written_for(text: str, state_root: str) -> bool:
+    """Whether a schedule drop-in was written for the crons of ``state_root``."""
+    return f"\n# state dir: {escaped(state_root)}\n" in text
+
+
+def state_text(state_root: str) -> str:
+    from ojd.workers import _unit_quote
+
+    return ("# written by oj cron start: this cron's state directory\n"
+            f"[Service]\nEnvironment=\"OJ_STATE_DIR={_unit_quote(state_root)}\"\n")
+
+
+def dropin_path(systemd: Systemd, unit: str, dropin: str) -> str:
+    from ojd.workers import unit_dir
+
+    return os.path.join(unit_dir(systemd), f"{unit}.d", dropin)
+
+
+def _timer_state(systemd: Systemd, name: str) -> UnitState:
+    """The timer's state; also the proof that a manager answers, asked before oj writes
+    anything (a WAL record, a drop-in) on the cron's behalf."""
+    try:
+        st = systemd.state(timer_unit(name))
+    except SystemdUnavailable as e:
+        raise _no_manager(systemd, name, e) from None
+    if st.load_state == "not-found":
+        raise OjError(f"unit {timer_unit(name)} is not installed; run 'oj systemd install"
+                      f"{' --user' if systemd.user else ''}'")
+    return st
+
+
+def _no_manager(systemd: Systemd, name: str, error: SystemdUnavailable) -> SystemdUnavailable:
+    return SystemdUnavailable(
+        f"no systemd {systemd.scope} manager answers here ({error}); a cron is a systemd "
+        f"timer: without one, run a tick by hand with 'ojd cron {escaped(name)} --project "
+        "DIR' (from cron(8), say)")
+
+
+def _bind(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str
+          ) -> tuple[Cron, UnitState, bool]:
+    """Everything a start, an enable or a tick now need: trust, a manager that answers, the
+    binding in the WAL, the drop-ins. Returns (cron, timer state, schedule changed)."""
+    from ojd.workers import write_dropin
+
+    cron = cron_named(runbook, name)
+    require_trusted(systemd, root, name)
+    st = _timer_state(systemd, name)
+    record(store, runbook, root, name)
+    default = os.environ.get("OJ_STATE_DIR") is None
+    moved = write_dropin(systemd, dropin_path(systemd, service_unit(name), STATE_DROPIN),
+                         None if default else state_text(store.root), reload=False)
+    changed = write_dropin(systemd, dropin_path(systemd, timer_unit(name), SCHEDULE_DROPIN),
+                           schedule_text(cron, store.root), reload=False)
+    if moved or changed:
+        systemd.daemon_reload()  # once for both
+    return cron, st, changed
+
+
+def start(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str) -> str:
+    """Start the cron's timer with the runbook's schedule. Returns "started", "running"
+    (it was, with this schedule) or "rescheduled" (it was, with another)."""
+    _, st, changed = _bind(store, systemd, runbook, root, name)
+    timer = timer_unit(name)
+    if st.active_state in RUNNING_STATES:
+        if not changed:
+            return "running"
+        systemd.restart(timer)  # a running timer computes its next tick anew
+        _wait_active(systemd, name)
+        return "rescheduled"
+    if st.active_state == "failed":
+        systemd.reset_failed(timer)
+    systemd.start(timer)
+    _wait_active(systemd, name)
+    return "started"
+
+
+def _wait_active(systemd: Systemd, name: str) -> None:
+    unit = timer_unit(name)
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        st = systemd.state(unit)
+        if st.active_state in RUNNING_STATES and not systemd.has_job(unit):
+            return
+        if st.active_state == "failed" or (st.active_state == "inactive"
+                                           and not systemd.has_job(unit)):
+            raise OjError(f"timer {unit} failed to start ({st.active_state}/{st.sub_state}); "
+                          f"see 'oj cron logs {name}'")
+        time.sleep(0.02)
+    raise OjError(f"timer {unit} did not start in 10s")
+
+
+def stop(systemd: Systemd, name: str) -> UnitState:
+    """Stop the timer: no more ticks. A tick under way and the jobs of earlier ticks run on."""
+    check_name(name)
+    _timer_state(systemd, name)
+    unit = timer_unit(name)
+    systemd.stop(unit)
+    st = systemd.state(unit)
+    deadline = time.monotonic() + 10.0
+    while st.active_state not in ("inactive", "failed") and time.monotonic() < deadline:
+        time.sleep(0.02)
+        st = systemd.state(unit)
+    return st
+
+
+def enable(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str
+           ) -> list[str]:
+    """Start the timer at boot (linked into oj-workers.target); does not start it now.
+    Returns notes for the user (lingering, for user managers)."""
+    from ojd.workers import _user_name, lingering
+
+    _bind(store, systemd, runbook, root, name)
+    systemd.enable(timer_unit(name), TARGET)
+    if systemd.user and not lingering():
+        user = _user_name()
+        return [f"user {user} does not linger: the cron's timer starts at login, not at "
+                f"boot; 'loginctl enable-linger {user}' makes it start at boot"]
+    return []
+
+
+def disable(systemd: Systemd, name: str) -> None:
+    check_name(name)
+    _timer_state(systemd, name)
+    systemd.disable(timer_unit(name))
+
+
+def once(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str
+         ) -> dict[str, Any]:
+    """Run a tick now through the cron's service (as the timer would: concurrency holds)
+    and wait for it. Returns the cron's record after it: ``last_job`` and ``skipped``."""
+    _bind(store, systemd, runbook, root, name)
+    before = dict(store.refresh().crons.get(name) or {})
+    service = service_unit(name)
+    st = systemd.state(service)
+    if st.active_state == "failed":
+        systemd.reset_failed(service)
+    systemd.start(service)
+    deadline = time.monotonic() + ONCE_TIMEOUT
+    while True:
+        st = systemd.state(service)
+        if st.active_state in ("inactive", "failed") and not systemd.has_job(service):
+            break
+        if time.monotonic() > deadline:
+            raise OjError(f"the tick of cron {quoted(name)} did not end in "
+                          f"{ONCE_TIMEOUT:.0f}s; see 'oj cron logs {escaped(name)}'")
+        time.sleep(0.02)
+    after = dict(store.refresh().crons.get(name) or {})
+    if after.get("ticks", 0) > before.get("ticks", 0):
+        return {"outcome": "started", "job": after.get("last_job")}
+    if after.get("skipped", 0) > before.get("skipped", 0):
+        return {"outcome": "skipped", "job": None, "running": after.get("last_running")}
+    raise OjError(f"the tick of cron {quoted(name)} ended {st.active_state}/{st.sub_state} "
+                  f"without starting a job; see 'oj cron logs {escaped(name)}'")
+
+
+def running_jobs(state: Any, root: str, name: str) -> list[dict]:
+    from ojd.state import LIVE_JOB_STATES
+
+    return [j for j in state.jobs.values() if j.get("cron") == name
+            and j["project"] == root and j["status"] in LIVE_JOB_STATES]
+
+
+def enabled_timers(systemd: Systemd) -> set[str]:
+    """Timer units linked into some unit's ``.wants/``: what ``systemctl enable`` made."""
+    from ojd.status import config_dirs, enabled_units
+
+    return enabled_units(config_dirs(systemd), "oj-cron@")
+
+
+def listing(store: Store, systemd: Systemd | None, project: str | None,
+            runbook: Runbook | None, unit_map: dict | None = None,
+            enabled: set[str] | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """Rows for ``oj cron list`` and ``oj status``: the runbook's crons (in a project) or
+    every recorded one, with their timers' state, next and last run. ``unit_map``: the
+    loaded units already listed (``oj status``); else systemd is asked here. Returns (rows,
+    why systemd could not be asked)."""
+    from ojd import wake
+
+    state = store.state
+    problem = None
+    crons: dict[str, tuple[str | None, Cron | None]] = {}
+    if runbook is not None and project is not None:
+        crons = {name: (project, c) for name, c in runbook.crons.items()}
+    else:
+        crons = {name: (c.get("project"), None) for name, c in state.crons.items()
+                 if project is None or c.get("project") == project}
+    if systemd is not None and unit_map is None:
+        if not wake.manager_present(systemd.user):
+            systemd = None
+        else:
+            try:
+                unit_map = {u.name: u for u in systemd.list_units(["oj-cron@*.timer",
+                                                                   "oj-cron@*.service"])}
+                enabled = enabled_timers(systemd)
+            except SystemdUnavailable as e:
+                problem, systemd = str(e), None
+    rows = []
+    for name in sorted(crons):
+        root, cron = crons[name]
+        rec = state.crons.get(name) or {}
+        if rec and rec.get("project") != root:
+            rec = {}  # the name is bound to another project: nothing recorded for this one
+        unit = timer_unit(name)
+        info = unit_map.get(unit) if unit_map is not None else None
+        active = sub = None
+        next_run = last_trigger = None
+        if unit_map is not None:
+            active, sub = (info.active_state, info.sub_state) if info else ("inactive", "dead")
+        if systemd is not None and info is not None and active in RUNNING_STATES:
+            try:
+                next_run, last_trigger = systemd.timer(unit)
+            except SystemdUnavailable:
+                pass
+        last_job = state.jobs.get(rec.get("last_job") or "")
+        last_run = rec.get("last_tick")
+        outcome = last_job["status"] if last_job is not None else None
+        if rec.get("last_skipped") and (last_run or 0) < rec["last_skipped"]:
+            last_run, outcome = rec["last_skipped"], "skipped"
+        elif last_run and last_job is None:
+            outcome = "pruned"  # its job is gone from the state
+        tick = unit_map.get(service_unit(name)) if unit_map is not None else None
+        # the last tick's service failed: it started nothing (its cron gone from the
+        # runbook, a runbook that does not load, runbooks refused); its journal says why
+        tick_failed = tick is not None and tick.active_state == "failed"
+        rows.append({
+            "name": name, "project": root,
+            "schedule": describe_schedule(cron) if cron is not None else None,
+            "interval": cron.interval if cron is not None else None,
+            "calendar": cron.schedule if cron is not None else None,
+            "pipeline": cron.pipeline if cron is not None else None,
+            "concurrency": cron.concurrency if cron is not None else None,
+            "unit": unit, "active_state": active, "sub_state": sub,
+            "enabled": None if enabled is None else unit in enabled,
+            "next_run": next_run,
+            "last_run": last_run or last_trigger, "last_outcome": outcome,
+            "last_job": rec.get("last_job") if outcome != "skipped" else None,
+            "running": len(running_jobs(state, root, name)) if root else 0,
+            "ticks": rec.get("ticks", 0), "skipped": rec.get("skipped", 0),
+            "tick_failed": tick_failed,
+        })
+    return rows, problem

@@ -1,0 +1,97 @@
+"""One tick of a cron: the body of ``oj-cron@NAME.service`` (``ojd cron NAME``).
+
+A tick records itself and starts the cron's job in a process of its own (its own scope
+under systemd, as ``oj run`` starts one), then exits without waiting for it: the service
+is a oneshot that ends in milliseconds, so a long job never holds the timer, and the
+next tick can see it still running and count it against the cron's ``concurrency``. A
+tick that finds ``concurrency`` jobs of its cron running starts none and records
+``cron:skipped``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ojd.errors import OjError
+from ojd.runners.jobprocess import NothingToRun
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ojd.notify import Log
+    from ojd.runbook.model import Cron, Runbook
+    from ojd.store import Store
+
+
+class Skipped(NothingToRun):
+    def __init__(self, running: int) -> None:
+        super().__init__(running)
+        self.running = running
+
+
+def owner(name: str) -> str:
+    """Who started a cron's jobs: this tick (a unit's invocation, else this process)."""
+    return f"cron/{name}/{os.environ.get('INVOCATION_ID') or f'pid-{os.getpid()}'}"
+
+
+def tick(store: Store, runbook: Runbook, root: str, cron: Cron, *, manager, log: Log
+         ) -> str | None:
+    """Start a job of ``cron`` unless ``concurrency`` of them run. Returns the new job's id,
+    or None when the tick was skipped. Jobs of the cron whose process is gone (a power
+    cut, a kill) are resumed first, at the step they were in, and count as running."""
+    from ojd.crons import running_jobs
+    from ojd.queues import new_id
+    from ojd.runners import jobprocess
+    from ojd.runners.jobs import job_created_event
+
+    who = owner(cron.name)
+    for job in running_jobs(store.refresh(), root, cron.name):
+        if job["status"] == "running" and not jobprocess.alive(job.get("process")):
+            try:
+                jobprocess.spawn(store, runbook, job["id"], owner=who, manager=manager,
+                                 quiet=True, replaces=job.get("process"), warn=log.warning)
+                log.info(f"resumed job {job['id']}: its process was gone")
+            except OjError as e:  # resumed by another meanwhile, or ended
+                log.info(f"job {job['id']} not resumed: {e}")
+    state = store.refresh()
+    job_id = new_id(state.jobs)
+
+    def decide(tx) -> list[dict]:
+        running = len(running_jobs(tx.state, root, cron.name))
+        if running >= cron.concurrency:
+            raise Skipped(running)
+        return [{"type": "cron:tick", "name": cron.name, "job": job_id},
+                job_created_event(tx, store.root, runbook, root, cron.pipeline, {}, root,
+                                  owner=who, name=cron.name, job_id=job_id, cron=cron.name)]
+
+    running = len(running_jobs(state, root, cron.name))
+    if running < cron.concurrency:  # else no fork and no scope for a job that cannot start
+        try:
+            proc = jobprocess.spawn(store, runbook, job_id, owner=who, manager=manager,
+                                    quiet=True, decide=decide, name=cron.name,
+                                    warn=log.warning)
+        except Skipped as e:
+            running = e.running
+        else:
+            if proc.unit is not None:
+                _wait_in_scope(proc.pid, proc.unit)
+            log.info(f"started job {job_id} ({cron.pipeline})")
+            return job_id
+    store.append({"type": "cron:skipped", "name": cron.name, "running": running})
+    log.info(f"skipped: {running} of its job(s) still running (concurrency "
+             f"{cron.concurrency})")
+    return None
+
+
+def _wait_in_scope(pid: int, unit: str, timeout: float = 5.0) -> None:
+    """The manager moves the job into its scope after the call that asked for it returned;
+    the tick's service must not end before (its stop would kill what is left in it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                if unit in f.read():
+                    return
+        except OSError:
+            return  # it is gone already: nothing left to lose
+        time.sleep(0.002)

@@ -1,0 +1,287 @@
+"""Cron blocks through the installed CLI, without systemd: validation at file:line, a tick
+by hand (`ojd cron NAME --project DIR`, what the timer's service runs), concurrency,
+listings and `oj status`, and the errors of `oj cron` for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from conftest import OJD, Project, require, wait_until
+
+from ojd.wake import manager_present
+
+RUNBOOK = """\
+pipeline "cleanup" {
+  step "sweep" {
+    run = "echo swept >> ${invoke.dir}/ran.txt; sleep ${var.pause}"
+  }
+  vars = ["pause"]
+  defaults = { pause = "0" }
+}
+
+pipeline "slow" {
+  step "wait" {
+    run = <<-SHELL
+      touch ${invoke.dir}/slow.started
+      while [ ! -e ${invoke.dir}/release ]; do sleep 0.05; done
+    SHELL
+  }
+}
+
+cron "janitor" {
+  interval = "6h"
+  run      = { pipeline = "cleanup" }
+}
+
+cron "hold" {
+  schedule    = "Mon..Fri *-*-* 09:00"
+  run         = { pipeline = "slow" }
+  concurrency = 1
+}
+
+cron "say" {
+  schedule = "daily"
+  run      = "echo said in ${invoke.dir}"
+}
+"""
+
+
+def cron_project(project: Project) -> Project:
+    project.write("crons.hcl", RUNBOOK)
+    return project
+
+
+def tick(project: Project, name: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([OJD, "cron", name, "--project", str(project.root)],
+                          cwd=project.root, env=project.env(), capture_output=True,
+                          text=True, timeout=60)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def jobs(project: Project) -> list[dict]:
+    return project.json("job", "list")  # type: ignore[return-value]
+
+
+def crons(project: Project) -> dict[str, dict]:
+    return {r["name"]: r for r in project.json("cron", "list")}  # type: ignore[union-attr]
+
+
+def test_runbook_check_reports_each_bad_cron_block_at_its_line(project: Project):
+    project.write("bad.hcl", """\
+        pipeline "needs" {
+          vars = ["who"]
+          step "s" { run = "true" }
+        }
+        cron "backwards" {
+          schedule = "Sat..Mon 09:00"
+          run      = "true"
+        }
+        cron "both" {
+          interval = "1h"
+          schedule = "daily"
+          run      = "true"
+        }
+        cron "neither" {
+          run = "true"
+        }
+        cron "typo" {
+          interval = "1h"
+          run      = { pipeline = "need" }
+        }
+        cron "novars" {
+          interval    = "1h"
+          run         = { pipeline = "needs" }
+          concurrency = 0
+        }
+        cron "slow" {
+          interval = "soon"
+          run      = "echo ${var.x}"
+        }
+        """)
+    proc = project.oj("runbook", "check", check=False)
+    assert proc.returncode == 1
+    f = ".oj/runbooks/bad.hcl"
+    assert proc.stderr.splitlines()[:-1] == [
+        f"{f}:6: cron 'backwards' schedule 'Sat..Mon 09:00': weekday range 'Sat..Mon' runs "
+        "backwards; write it from the earlier day, or as a list (Sat,Sun,Mon) (systemd "
+        "calendar syntax, e.g. \"Mon..Fri *-*-* 09:00\" or \"daily\"; 'systemd-analyze "
+        "calendar EXPR' tries one)",
+        f"{f}:11: cron 'both' has both 'interval' and 'schedule'; keep one of them",
+        f"{f}:14: cron 'neither' needs 'interval' (a duration, \"6h\") or 'schedule' (a "
+        "systemd calendar expression, \"daily\")",
+        f"{f}:19: cron 'typo' pipeline 'need' is not defined; did you mean 'needs'?",
+        f"{f}:23: cron 'novars' pipeline 'needs' var 'who' needs a default (a cron's jobs "
+        "are given no vars)",
+        f"{f}:24: cron 'novars' concurrency must be at least 1, not 0",
+        f"{f}:27: cron 'slow' interval: invalid duration 'soon'; use e.g. \"30s\", \"5m\", "
+        "\"1h30m\"",
+        f"{f}:28: ${{var.x}} cannot be used here; available: invoke.",
+    ]
+
+
+def test_runbook_check_counts_the_crons(project: Project):
+    cron_project(project)
+    out = project.oj("runbook", "check").stdout
+    assert out.splitlines()[-1] == ("ok: 1 file(s), 0 commands, 0 queues, 0 workers, "
+                                    "2 pipelines, 0 agents, 3 crons")
+
+
+def test_a_tick_starts_the_crons_job_and_records_it(project: Project):
+    cron_project(project)
+    proc = tick(project, "janitor")
+    assert proc.returncode == 0, proc.stderr
+    wait_until(lambda: (project.root / "ran.txt").exists(), "the cron's job to run")
+    [job] = project.events("job:created")
+    assert (job["pipeline"], job["cron"], job["name"]) == ("cleanup", "janitor", "janitor")
+    [ticked] = project.events("cron:tick")
+    assert ticked["job"] == job["id"]
+    wait_until(lambda: crons(project)["janitor"]["last_outcome"] == "done", "the job to end")
+    row = crons(project)["janitor"]
+    assert (row["schedule"], row["last_job"], row["ticks"], row["running"]) == (
+        "every 6h", job["id"], 1, 0)
+    assert f"started job {job['id']} (cleanup)" in proc.stderr
+
+
+def test_a_tick_while_concurrency_jobs_of_its_cron_run_is_skipped_and_recorded(
+        project: Project):
+    cron_project(project)
+    assert tick(project, "hold").returncode == 0
+    wait_until(lambda: (project.root / "slow.started").exists(), "the first job to run")
+    proc = tick(project, "hold")
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped: 1 of its job(s) still running (concurrency 1)" in proc.stderr
+    assert [e["running"] for e in project.events("cron:skipped")] == [1]
+    assert len(project.events("job:created")) == 1
+    row = crons(project)["hold"]
+    assert (row["last_outcome"], row["skipped"], row["running"]) == ("skipped", 1, 1)
+    (project.root / "release").touch()
+    wait_until(lambda: crons(project)["hold"]["running"] == 0, "the job to end")
+    assert tick(project, "hold").returncode == 0  # a free slot: the next tick runs
+    assert len(project.events("job:created")) == 2
+
+
+def test_a_shell_cron_runs_its_script_as_a_job_with_a_log(project: Project):
+    cron_project(project)
+    assert tick(project, "say").returncode == 0
+    wait_until(lambda: crons(project)["say"]["last_outcome"] == "done", "the job to end")
+    [job] = jobs(project)
+    assert job["name"] == "say"
+    log = project.oj("job", "logs", job["id"]).stdout
+    assert f"said in {project.root}\n" in log
+
+
+def test_status_shows_the_crons_in_text_and_json(project: Project):
+    cron_project(project)
+    assert tick(project, "janitor").returncode == 0
+    wait_until(lambda: crons(project)["janitor"]["last_outcome"] == "done", "the job to end")
+    report = project.json("status")
+    rows = {c["name"]: c for c in report["projects"][0]["crons"]}  # type: ignore[index]
+    assert sorted(rows) == ["hold", "janitor", "say"]
+    assert rows["janitor"]["last_outcome"] == "done"
+    assert rows["hold"]["last_outcome"] is None
+    assert "next_run" in rows["say"] and rows["say"]["schedule"] == "daily"
+    text = project.oj("status").stdout
+    assert "Crons:" in text
+    line = next(x for x in text.splitlines() if x.strip().startswith("janitor"))
+    assert "every 6h" in line and "done (" in line
+
+
+def test_ojd_cron_of_a_cron_not_recorded_exits_78_saying_how_to_start_it(project: Project):
+    cron_project(project)
+    proc = subprocess.run([OJD, "cron", "janitor"], cwd=project.root, env=project.env(),
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 78
+    assert "cron 'janitor' is not recorded in" in proc.stderr
+    assert "'oj cron start janitor'" in proc.stderr
+
+
+def test_an_unknown_cron_is_a_usage_error_naming_the_defined_ones(project: Project):
+    cron_project(project)
+    for verb in ("start", "once", "enable"):
+        proc = project.oj("cron", verb, "janitr", check=False)
+        assert proc.returncode == 2, (verb, proc.stderr)
+        assert proc.stderr == ("oj: unknown cron 'janitr'; this project defines: hold, "
+                               "janitor, say (did you mean 'janitor'?)\n"), verb
+    proc = project.oj("cron", "logs", "nothing", check=False)
+    assert (proc.returncode, proc.stderr) == (
+        2, "oj: unknown cron 'nothing'; this project defines: hold, janitor, say\n")
+
+
+def test_a_name_that_cannot_name_a_timer_is_refused_before_systemd(project: Project):
+    cron_project(project)
+    for verb in ("stop", "disable", "logs", "start"):
+        proc = project.oj("cron", verb, "a\nb", check=False)
+        assert proc.returncode == 2, (verb, proc.stderr)
+        assert proc.stderr == ("oj: 'a\\nb' is not a cron name; cron names are letters, "
+                               "digits, '_', '-' or '.' (see 'oj cron list')\n"), verb
+
+
+def test_without_a_manager_cron_control_says_what_works(project: Project):
+    require(not manager_present(False), "a systemd system manager runs here")
+    cron_project(project)
+    proc = project.oj("cron", "start", "janitor", check=False)
+    assert proc.returncode == 1
+    assert "a cron is a systemd timer: without one, run a tick by hand with 'ojd cron " \
+        "janitor --project DIR'" in proc.stderr
+    assert project.events("cron:recorded") == []  # nothing written before a manager answers
+
+
+def test_cron_list_without_a_project_shows_the_recorded_crons(project: Project, tmp_path):
+    cron_project(project)
+    assert tick(project, "janitor").returncode == 0
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    rows = json.loads(project.oj("cron", "list", "-o", "json", cwd=outside).stdout)
+    assert [(r["name"], r["project"]) for r in rows] == [("janitor", str(project.root))]
+
+
+def test_a_toml_runbook_defines_crons_as_a_table_of_named_blocks(project: Project):
+    project.write("crons.toml", """\
+        [pipeline.tidy]
+        [[pipeline.tidy.step]]
+        name = "one"
+        run = "true"
+
+        [cron.tidy]
+        schedule = "hourly"
+        run = { pipeline = "tidy" }
+
+        [cron.later]
+        schedule = "Mon..Fri 25:00"
+        run = "true"
+        """)
+    proc = project.oj("runbook", "check", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[0] == (
+        ".oj/runbooks/crons.toml:11: cron 'later' schedule 'Mon..Fri 25:00': hour 25 in "
+        "'25:00' is out of range 0..23 (systemd calendar syntax, e.g. \"Mon..Fri *-*-* "
+        "09:00\" or \"daily\"; 'systemd-analyze calendar EXPR' tries one)")
+    project.write("crons.toml", (project.root / ".oj/runbooks/crons.toml").read_text()
+                  .replace("25:00", "09:00"))
+    assert project.oj("runbook", "check").stdout.splitlines()[-1].endswith(", 2 crons")
+
+
+def test_a_tick_resumes_a_job_of_its_cron_whose_process_is_gone_and_counts_it(
+        project: Project):
+    import os
+    import signal
+
+    cron_project(project)
+    assert tick(project, "hold").returncode == 0
+    wait_until(lambda: (project.root / "slow.started").exists(), "the job to run")
+    [job] = jobs(project)
+    [first] = project.events("job:process")
+    os.kill(first["pid"], signal.SIGKILL)  # its step runs on, orphaned
+    from ojd.runners.jobprocess import alive
+
+    wait_until(lambda: not alive(first), "the job process to die")
+    proc = tick(project, "hold")
+    assert f"resumed job {job['id']}: its process was gone" in proc.stderr
+    assert "skipped: 1 of its job(s) still running (concurrency 1)" in proc.stderr
+    assert [e["id"] for e in project.events("job:process")] == [job["id"], job["id"]]
+    assert len(project.events("job:created")) == 1
+    (project.root / "release").touch()
+    wait_until(lambda: crons(project)["hold"]["running"] == 0, "the resumed job to end")
+    assert project.json("job", "show", job["id"])["status"] == "done"  # type: ignore[index]
