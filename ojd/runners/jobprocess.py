@@ -23,6 +23,7 @@ from __future__ import annotations
 import gc
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
@@ -501,32 +502,31 @@ _relays: list[int] = []
 
 
 def _relay(identifier: str, unit: str) -> int | None:  # pragma: no cover - runs in the child
-    """A pipe to a child that copies it to a journal stream of its own: the job's lines
-    filed under the job's scope. journald files a line under the unit of the pid that
-    wrote it, and trusts what it learnt about a pid for a second; a runner that ran the
-    previous job in that job's scope would have this job's first lines filed there. The
-    child is new (its pid unknown to journald), in this job's scope from its birth, and
-    ends when the pipe does."""
+    """A pipe to a ``cat`` that copies it to a new journal stream: the job's lines filed
+    under the job's scope. journald files a line under the unit of the pid that wrote it,
+    and trusts what it learnt about a pid for a second; a runner that ran the previous job
+    in that job's scope would have this job's first lines filed there. ``cat`` is new (its
+    pid unknown to journald), in this job's scope from its start, costs an exec where a
+    fork of this process would make it copy its pages again, and ends with the pipe."""
+    out = _journal_stream(identifier, unit)
+    if out is None:
+        return None
     r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            _close_inherited(keep=(r,))
-            out = _journal_stream(identifier, unit)
-            while data := os.read(r, 65536):
-                if out is not None:
-                    try:
-                        os.write(out, data)
-                    except OSError:
-                        out = None  # the journal went away: the job log has it all
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(r)
+    try:
+        pid = os.posix_spawn(_CAT, ["cat"], {}, file_actions=[
+            (os.POSIX_SPAWN_DUP2, r, 0), (os.POSIX_SPAWN_DUP2, out, 1),
+            (os.POSIX_SPAWN_DUP2, out, 2)])
+    except OSError:
+        os.close(w)
+        return None
+    finally:
+        os.close(r)
+        os.close(out)
     _relays.append(pid)
     return w
+
+
+_CAT = shutil.which("cat") or "/bin/cat"
 
 
 def _reap_relays() -> None:  # pragma: no cover - runs in the child
