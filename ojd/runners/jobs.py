@@ -445,11 +445,12 @@ class JobRunner:
         try:
             # recorded before it runs: a runner that dies now leaves nothing running (the
             # wrapper reads end-of-file and exits unrun)
-            self._started(job_id, step, proc.pid)
+            self._started(job_id, step, proc.pid, say=False)
             os.write(sync_w, b"go\n")
         finally:
             os.close(sync_w)
         try:
+            self.progress(job_id, "step", f"{step} started")  # said once it runs
             code = _wait(proc, echo)
         except BaseException:
             # this runner was told to stop (a cancel, a shutdown): the step goes with it
@@ -460,7 +461,8 @@ class JobRunner:
                 echo.close()
         return code, None  # its status file goes once its end is recorded
 
-    def _started(self, job_id: str, step: str, pid: int | None = None) -> None:
+    def _started(self, job_id: str, step: str, pid: int | None = None, say: bool = True
+                 ) -> None:
         event = {"type": "job:step_started", "id": job_id, "step": step}
         if pid is not None:  # the step's process group, for a runner that takes over
             event.update(pid=pid, start=proc_start_time(pid), boot=boot_id())
@@ -468,7 +470,8 @@ class JobRunner:
         # running twice at once; a power cut that loses it also ended the step, which runs
         # again (its end, when recorded, is synced and takes this record with it)
         self._durably(job_id, partial(self._record, sync=False), job_id, event)
-        self.progress(job_id, "step", f"{step} started")
+        if say:
+            self.progress(job_id, "step", f"{step} started")
 
     def _outlived_step(self, job: dict, log) -> int | None:
         """A step whose runner died: wait while it still runs, then its exit status from
