@@ -216,6 +216,10 @@ def test_oj_worker_stop_leaves_a_running_job_to_finish_and_settle_its_item(
     (p.root / "go").touch()
     p.wait_for(lambda: [i["status"] for i in p.items()] == ["completed"], "the item to complete")
     assert p.ran() == ["start first 1", "end first 1", "SECOND 1"]
+    # with no worker to take another job, its process ends and its scope goes
+    [job] = jobs(p)
+    p.wait_for(lambda: p.sb.systemctl("is-active", job["process"]["unit"], check=False).strip()
+               != "active", "the job's scope to go")
 
 
 def test_oj_worker_stop_cancel_stops_running_jobs_and_returns_their_items_to_pending(
