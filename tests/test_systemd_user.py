@@ -72,17 +72,25 @@ def as_user(sb: Sandbox, user: str, *args: str, check: bool = True, **env: str):
     return proc
 
 
-def test_user_worker_runs_under_the_user_manager(users_sandbox: Sandbox):
+@pytest.fixture(scope="module")
+def alice_worker(users_sandbox: Sandbox) -> tuple[Sandbox, Path, str, str]:
+    """alice's units installed and her worker 'mine' started, once for the module: the
+    sandbox, her project, and what install and start printed."""
     sb = users_sandbox
     project = user_project(sb, "ojalice")
+    installed = as_user(sb, "ojalice", "systemd", "install").stdout
+    started = as_user(sb, "ojalice", "worker", "start", "mine").stdout
+    return sb, project, installed, started
+
+
+def test_user_worker_runs_under_the_user_manager(alice_worker):
+    sb, project, installed, started = alice_worker
     home = Path(sb.passwd("ojalice").pw_dir)
-    out = as_user(sb, "ojalice", "systemd", "install").stdout
-    assert str(home / ".config" / "systemd" / "user" / "oj-worker@.service") in out
+    assert str(home / ".config" / "systemd" / "user" / "oj-worker@.service") in installed
     target = (home / ".config/systemd/user/oj-workers.target").read_text()
     assert "WantedBy=default.target" in target
 
-    assert as_user(sb, "ojalice", "worker", "start", "mine").stdout == \
-        "Worker 'mine' started\n"
+    assert started == "Worker 'mine' started\n"
     as_user(sb, "ojalice", "queue", "push", "jobs", '{"n": "1"}')
     sb.wait_for(lambda: (project / "ran.txt").exists(), timeout=20, what="the job to run")
     assert (project / "ran.txt").read_text() == "done 1 ojalice\n"
@@ -106,8 +114,8 @@ def test_user_worker_runs_under_the_user_manager(users_sandbox: Sandbox):
         ("mine", "active", int(pid))]
 
 
-def test_another_user_can_neither_see_nor_signal_the_worker(users_sandbox: Sandbox):
-    sb = users_sandbox
+def test_another_user_can_neither_see_nor_signal_the_worker(alice_worker):
+    sb = alice_worker[0]
     alice_state = Path(sb.passwd("ojalice").pw_dir) / ".local" / "state" / "oj"
     pid = sb.systemctl("show", "-P", "MainPID", "oj-worker@mine.service", user="ojalice")
     assert pid not in ("", "0")
@@ -122,8 +130,8 @@ def test_another_user_can_neither_see_nor_signal_the_worker(users_sandbox: Sandb
     assert "no workers" in out.stdout
 
 
-def test_enable_as_a_lingering_user_needs_no_login(users_sandbox: Sandbox):
-    sb = users_sandbox
+def test_enable_as_a_lingering_user_needs_no_login(alice_worker):
+    sb = alice_worker[0]
     proc = as_user(sb, "ojalice", "worker", "enable", "mine")
     assert proc.stdout == "Worker 'mine' enabled\n"
     assert "linger" not in proc.stderr
