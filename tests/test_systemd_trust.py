@@ -9,7 +9,7 @@ import os
 import stat
 import textwrap
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -88,12 +88,26 @@ class Project:
         self.sb.systemctl("reset-failed", self.unit, check=False)
 
 
+@pytest.fixture
+def project(sb: Sandbox) -> Iterator[Callable[..., Project]]:
+    """Makes the test's projects; their workers are stopped when it ends, pass or fail."""
+    made: list[Project] = []
+
+    def make(root: Path, owner: str | None = None) -> Project:
+        made.append(Project(sb, root, owner=owner))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.stop()
+
+
 def home(sb: Sandbox, user: str) -> Path:
     return Path(sb.passwd(user).pw_dir)
 
 
-def test_root_start_refuses_a_project_whose_runbook_a_user_can_change(sb: Sandbox):
-    p = Project(sb, sb.root / "projects" / "refused")
+def test_root_start_refuses_a_project_whose_runbook_a_user_can_change(sb: Sandbox, project):
+    p = project(sb.root / "projects" / "refused")
     uid = sb.passwd("ojtrust").pw_uid
     os.chown(p.runbook, uid, uid)
     proc = p.oj("worker", "start", p.worker, check=False)
@@ -113,11 +127,10 @@ def test_root_start_refuses_a_project_whose_runbook_a_user_can_change(sb: Sandbo
     os.chown(p.runbook, 0, 0)
     p.oj("worker", "start", p.worker)
     assert p.prop("ActiveState") == "active"
-    p.stop()
 
 
-def test_run_as_runs_the_system_worker_as_that_user_and_drains_the_queue(sb: Sandbox):
-    p = Project(sb, home(sb, "ojtrust") / "project", owner="ojtrust")
+def test_run_as_runs_the_system_worker_as_that_user_and_drains_the_queue(sb: Sandbox, project):
+    p = project(home(sb, "ojtrust") / "project", owner="ojtrust")
     uid = sb.passwd("ojtrust").pw_uid
     p.oj("queue", "push", "jobs", '{"n": "1"}')
     assert p.oj("worker", "start", "--run-as", "ojtrust", p.worker).stdout == \
@@ -151,11 +164,10 @@ def test_run_as_runs_the_system_worker_as_that_user_and_drains_the_queue(sb: San
     assert proc.returncode == 1
     assert f"refusing to run worker '{p.worker}' as ojtrust: {p.runbook} is writable by " \
         "ojother (its owner)" in proc.stderr
-    p.stop()
 
 
-def test_a_runbook_changed_to_another_users_is_refused_at_the_next_load(sb: Sandbox):
-    p = Project(sb, sb.root / "projects" / "changed")
+def test_a_runbook_changed_to_another_users_is_refused_at_the_next_load(sb: Sandbox, project):
+    p = project(sb.root / "projects" / "changed")
     p.oj("worker", "start", p.worker)
     p.oj("queue", "push", "jobs", '{"n": "1"}')
     sb.wait_for(lambda: p.ran() == ["done 1 0"], timeout=20, what="the first item")
@@ -174,12 +186,11 @@ def test_a_runbook_changed_to_another_users_is_refused_at_the_next_load(sb: Sand
     proc = p.oj("worker", "start", p.worker, check=False)
     assert proc.returncode == 1 and refusal in proc.stderr
     assert p.prop("ActiveState") == "failed"
-    p.stop()
 
 
 def test_run_as_holds_until_run_as_root_and_a_running_worker_restarts_as_its_new_user(
-        sb: Sandbox):
-    p = Project(sb, sb.root / "projects" / "switch")  # root's: fine for root and for a user
+        sb: Sandbox, project):
+    p = project(sb.root / "projects" / "switch")  # root's: fine for root and for a user
     p.oj("worker", "start", p.worker)
     assert p.prop("User") == "" and p.prop("ExecMainPID") != "0"
     uid = sb.passwd("ojtrust").pw_uid
@@ -201,11 +212,10 @@ def test_run_as_holds_until_run_as_root_and_a_running_worker_restarts_as_its_new
     assert p.prop("User") == "" and main_uid() == "0"
     assert sb.run(["test", "-e", str(p.dropins() / "40-oj-run-as.conf")],
                   check=False).returncode != 0
-    p.stop()
 
 
-def test_start_enable_run_as_restarts_a_running_worker_as_its_new_user(sb: Sandbox):
-    p = Project(sb, sb.root / "projects" / "enable-switch")
+def test_start_enable_run_as_restarts_a_running_worker_as_its_new_user(sb: Sandbox, project):
+    p = project(sb.root / "projects" / "enable-switch")
     p.oj("worker", "start", p.worker)
     uid = sb.passwd("ojtrust").pw_uid
 
@@ -238,4 +248,3 @@ def test_start_enable_run_as_restarts_a_running_worker_as_its_new_user(sb: Sandb
     p.oj("worker", "disable", p.worker)
     p.oj("worker", "start", "--run-as", "root", p.worker)
     assert main_uid() == "0"
-    p.stop()
