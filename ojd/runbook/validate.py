@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ojd.duration import DurationError, parse_duration
-from ojd.errors import RunbookError
+from ojd.errors import RunbookError, quoted
 from ojd.runbook.argspec import ArgSpec, ArgSpecError, parse_spec
 from ojd.runbook.bashsyntax import Script, needs_shell
 from ojd.runbook.hcl import Attribute, Block
@@ -363,7 +363,7 @@ class _Builder:
             try:
                 check(schedule)
             except CalendarError as e:
-                self.p.add(file, f["schedule"].line, f"cron '{name}' schedule '{schedule}': "
+                self.p.add(file, f["schedule"].line, f"cron '{name}' schedule {quoted(schedule)}: "
                            f"{e} (systemd calendar syntax, e.g. \"Mon..Fri *-*-* 09:00\" or "
                            "\"daily\"; 'systemd-analyze calendar EXPR' tries one)")
         else:
