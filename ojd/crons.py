@@ -162,9 +162,10 @@ def _bind(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str
           ) -> tuple[Cron, UnitState, bool]:
     """Everything a start, an enable or a tick now need: trust, a manager that answers, the
     binding in the WAL, the drop-ins. Returns (cron, timer state, schedule changed)."""
-    from ojd.workers import write_dropin
+    from ojd.workers import require_unit_safe, write_dropin
 
     cron = cron_named(runbook, name)
+    require_unit_safe(store.root)
     require_trusted(systemd, root, name)
     st = _timer_state(systemd, name)
     record(store, runbook, root, name)

@@ -98,8 +98,24 @@ def unit_dir(systemd: Systemd) -> str:
 
 
 def _unit_quote(value: str) -> str:
-    """A value inside a double-quoted unit-file word: no specifier, quote or escape."""
+    """A value inside a double-quoted unit-file word: no specifier, quote or escape. One
+    with a control character is refused (``require_unit_safe``): a newline would end the
+    directive and begin another in a unit that may run as root."""
+    require_unit_safe(value)
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+
+
+def unit_safe(value: str) -> bool:
+    return value.isprintable()
+
+
+def require_unit_safe(state_root: str) -> None:
+    """Refuse a state directory that cannot be written into a drop-in, before anything is
+    recorded or written."""
+    if not unit_safe(state_root):
+        raise OjError(f"the state directory {quoted(state_root)} has a control character, "
+                      "which a unit file cannot hold; set OJ_STATE_DIR to a path without "
+                      "one")
 
 
 DROPIN = "50-oj-state.conf"
@@ -210,6 +226,7 @@ def start(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: 
         record(store, runbook, root, name)
         if wake_foreground(store, name) is not None:
             return "woken"
+    require_unit_safe(store.root)
     user = trusted_runner(systemd, root, name, run_as)  # nothing is written before this
     unit = worker_unit(name)
     st = unit_state(systemd, name)  # nor before a manager answers
@@ -264,6 +281,7 @@ def enable(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root:
     from ojd import runas
 
     worker_named(runbook, name)
+    require_unit_safe(store.root)
     user = trusted_runner(systemd, root, name, run_as)
     unit_state(systemd, name)
     record(store, runbook, root, name)
@@ -332,6 +350,7 @@ def restart(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root
     from ojd import runas
 
     worker_named(runbook, name)
+    require_unit_safe(store.root)
     user = trusted_runner(systemd, root, name)
     unit = worker_unit(name)
     st = unit_state(systemd, name)

@@ -285,3 +285,52 @@ def test_a_tick_resumes_a_job_of_its_cron_whose_process_is_gone_and_counts_it(
     (project.root / "release").touch()
     wait_until(lambda: crons(project)["hold"]["running"] == 0, "the resumed job to end")
     assert project.json("job", "show", job["id"])["status"] == "done"  # type: ignore[index]
+
+
+def test_a_schedule_on_more_than_one_line_is_refused_at_its_line(project: Project):
+    project.write("lines.hcl", """\
+        cron "split" {
+          schedule = "Mon\\nOnBootSec=1"
+          run      = "true"
+        }
+        """)
+    proc = project.oj("runbook", "check", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[0] == (
+        ".oj/runbooks/lines.hcl:2: cron 'split' schedule 'Mon\\nOnBootSec=1': contains a "
+        "newline (\\n); write it on one line with single spaces between its parts (systemd "
+        "calendar syntax, e.g. \"Mon..Fri *-*-* 09:00\" or \"daily\"; 'systemd-analyze "
+        "calendar EXPR' tries one)")
+
+
+def test_a_state_dir_with_a_control_character_is_refused_before_anything_is_written(
+        project: Project, tmp_path):
+    cron_project(project)
+    project.write("worker.hcl", """\
+        queue "q" {
+          vars = ["n"]
+        }
+        worker "w" {
+          source  = { queue = "q" }
+          handler = { pipeline = "cleanup" }
+        }
+        """)
+    state = tmp_path / "state\n[Service]\nExecStartPre=touch"
+    for args in (("cron", "start", "janitor"), ("cron", "enable", "janitor"),
+                 ("cron", "once", "janitor"), ("worker", "start", "w"),
+                 ("worker", "enable", "w"), ("worker", "restart", "w")):
+        proc = project.oj(*args, check=False, OJ_STATE_DIR=str(state))
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert proc.stderr == (
+            f"oj: the state directory '{tmp_path}/state\\n[Service]\\nExecStartPre=touch' has "
+            "a control character, which a unit file cannot hold; set OJ_STATE_DIR to a path "
+            "without one\n"), args
+    written = _events_at(state) if (state / "wal").exists() else []
+    assert [e for e in written if e["type"].endswith(":recorded")] == []
+
+
+def _events_at(state) -> list[dict]:
+    from ojd.wal import WalDirectory
+
+    wal = WalDirectory(str(state / "wal"), on_problem=lambda p: None)
+    return [r.event for r in wal.records()]
