@@ -62,6 +62,13 @@ def cron_named(runbook: Runbook, name: str) -> Cron:
     return cron
 
 
+def schedule_shown(row: dict[str, Any]) -> str:
+    """A listing row's schedule, or what to do about a cron its runbook no longer has."""
+    if row["gone"]:
+        return f"gone from the runbook (oj cron stop {row['name']})"
+    return row["schedule"] or "-"
+
+
 def describe_schedule(cron: Cron) -> str:
     from ojd.duration import format_duration
 
@@ -304,6 +311,10 @@ def listing(store: Store, systemd: Systemd | None, project: str | None,
     crons: dict[str, tuple[str | None, Cron | None]] = {}
     if runbook is not None and project is not None:
         crons = {name: (project, c) for name, c in runbook.crons.items()}
+        # crons bound to the project that its runbook no longer defines: their timers may
+        # still run (each tick failing) until stopped
+        crons.update({name: (project, None) for name, c in state.crons.items()
+                      if c.get("project") == project and name not in crons})
     else:
         crons = {name: (c.get("project"), None) for name, c in state.crons.items()
                  if project is None or c.get("project") == project}
@@ -360,5 +371,6 @@ def listing(store: Store, systemd: Systemd | None, project: str | None,
             "running": len(running_jobs(state, root, name)) if root else 0,
             "ticks": rec.get("ticks", 0), "skipped": rec.get("skipped", 0),
             "tick_failed": tick_failed,
+            "gone": runbook is not None and cron is None,
         })
     return rows, problem

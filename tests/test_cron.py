@@ -334,3 +334,25 @@ def _events_at(state) -> list[dict]:
 
     wal = WalDirectory(str(state / "wal"), on_problem=lambda p: None)
     return [r.event for r in wal.records()]
+
+
+def test_a_cron_dropped_from_the_runbook_stays_listed_as_gone_with_how_to_stop_it(
+        project: Project):
+    cron_project(project)
+    assert tick(project, "janitor").returncode == 0
+    wait_until(lambda: crons(project)["janitor"]["last_outcome"] == "done", "the job to end")
+    project.write("crons.hcl", RUNBOOK[:RUNBOOK.index('cron "janitor"')]
+                  + RUNBOOK[RUNBOOK.index('cron "hold"'):])
+    assert tick(project, "janitor").returncode == 78  # what its timer's ticks now do
+    row = crons(project)["janitor"]
+    assert (row["gone"], row["schedule"], row["last_outcome"], row["ticks"]) == (
+        True, None, "done", 1)
+    assert crons(project)["say"]["gone"] is False
+    hint = "gone from the runbook (oj cron stop janitor)"
+    line = next(x for x in project.oj("cron", "list").stdout.splitlines()
+                if x.startswith("janitor"))
+    assert hint in line
+    report = project.json("status")
+    rows = {c["name"]: c for c in report["projects"][0]["crons"]}  # type: ignore[index]
+    assert rows["janitor"]["gone"] is True
+    assert hint in project.oj("status").stdout

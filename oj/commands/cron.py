@@ -166,7 +166,7 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
     now = time.time()
     # runbook text, escaped as 'oj status' does: a control character would break the table
     table(("NAME", "SCHEDULE", "STATE", "NEXT", "LAST", "OUTCOME", "RUNNING", "BOOT"),
-          [(escaped(r["name"]), escaped(r["schedule"] or "-"), state_of(r),
+          [(escaped(r["name"]), escaped(crons.schedule_shown(r)), state_of(r),
             until(r["next_run"], now), ago(r["last_run"], now), escaped(outcome_of(r)),
             f"{r['running']}/{r['concurrency'] or '-'}",
             boot(r["enabled"])) for r in rows],
