@@ -99,6 +99,14 @@ def test_runbook_check_reports_each_bad_cron_block_at_its_line(project: Project)
           interval = "soon"
           run      = "echo ${var.x}"
         }
+        cron "quick" {
+          interval = "500ms"
+          run      = "true"
+        }
+        cron "rare" {
+          interval = "36600d"
+          run      = "true"
+        }
         """)
     proc = project.oj("runbook", "check", check=False)
     assert proc.returncode == 1
@@ -118,6 +126,10 @@ def test_runbook_check_reports_each_bad_cron_block_at_its_line(project: Project)
         f"{f}:27: cron 'slow' interval: invalid duration 'soon'; use e.g. \"30s\", \"5m\", "
         "\"1h30m\"",
         f"{f}:28: ${{var.x}} cannot be used here; available: invoke.",
+        f"{f}:31: cron 'quick' interval '500ms' is shorter than 1s, the shortest a cron "
+        "ticks at; use \"1s\" or more",
+        f"{f}:35: cron 'rare' interval '36600d' is longer than 100 years, more than a timer "
+        "holds; use a shorter one (or a calendar 'schedule')",
     ]
 
 

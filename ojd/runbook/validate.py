@@ -75,6 +75,10 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
               "prime": (str, list), "idle": _DURATION, "on_idle": _STR_OR_OBJ,
               "on_dead": _STR_OR_OBJ, "on_error": _STR_OR_OBJ},
 }
+# a cron's interval: ticks at most once a second (AccuracySec=1s), and no longer than
+# systemd's timers hold with room to spare (microseconds in 64 bits: ~584,000 years)
+CRON_MIN_INTERVAL = 1.0
+CRON_MAX_INTERVAL = 100 * 365.25 * 86400
 TOP_BLOCKS = ("command", "queue", "worker", "pipeline", "agent", "cron")
 NESTED_BLOCKS = {"": TOP_BLOCKS, "pipeline": ("locals", "notify", "step")}
 LABELLED = {"command", "queue", "worker", "pipeline", "agent", "step", "cron"}
@@ -358,6 +362,14 @@ class _Builder:
         elif "interval" in f:
             interval = self.duration(file, f["interval"].line, f"cron '{name}' interval",
                                      f["interval"].value, 60.0)
+            if interval < CRON_MIN_INTERVAL:
+                self.p.add(file, f["interval"].line, f"cron '{name}' interval "
+                           f"'{f['interval'].value}' is shorter than 1s, the shortest a cron "
+                           "ticks at; use \"1s\" or more")
+            elif interval > CRON_MAX_INTERVAL:
+                self.p.add(file, f["interval"].line, f"cron '{name}' interval "
+                           f"'{f['interval'].value}' is longer than 100 years, more than a "
+                           "timer holds; use a shorter one (or a calendar 'schedule')")
         elif "schedule" in f:
             schedule = f["schedule"].value
             try:
