@@ -41,12 +41,9 @@ def service_unit(name: str) -> str:
 def check_name(name: str) -> str:
     """A name that fits oj-cron@NAME.timer (the rule of runbook cron names), refused before
     it reaches systemd or journalctl."""
-    from ojd.workers import _NAME_CHARS
+    from ojd.unitnames import check_name
 
-    if not name or name[0] in ".-" or not _NAME_CHARS.issuperset(name):
-        raise UsageError(f"{quoted(name)} is not a cron name; cron names are letters, "
-                         "digits, '_', '-' or '.' (see 'oj cron list')")
-    return name
+    return check_name("cron", name)
 
 
 def cron_named(runbook: Runbook, name: str) -> Cron:

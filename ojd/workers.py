@@ -49,16 +49,12 @@ class WorkerIndex:
                         for name, w in index["workers"].items()}
 
 
-_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
-
-
 def check_name(name: str) -> str:
     """A name that fits oj-worker@NAME.service, the rule runbook worker names follow: what
     does not is refused before it reaches systemd (or a journalctl query)."""
-    if not name or name[0] in ".-" or not _NAME_CHARS.issuperset(name):
-        raise UsageError(f"{quoted(name)} is not a worker name; worker names are letters, "
-                         "digits, '_', '-' or '.' (see 'oj worker list')")
-    return name
+    from ojd.unitnames import check_name
+
+    return check_name("worker", name)
 
 
 def worker_named(runbook: Runbook | WorkerIndex, name: str) -> Worker | WorkerSpec:

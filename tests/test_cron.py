@@ -368,3 +368,29 @@ def test_a_cron_dropped_from_the_runbook_stays_listed_as_gone_with_how_to_stop_i
     rows = {c["name"]: c for c in report["projects"][0]["crons"]}  # type: ignore[index]
     assert rows["janitor"]["gone"] is True
     assert hint in project.oj("status").stdout
+
+
+def test_a_cron_name_too_long_for_its_units_is_refused_at_its_line_and_by_oj(
+        project: Project):
+    longest, over = "c" * 237, "c" * 238  # oj-cron@NAME.service.d: at most 255 characters
+    project.write("long.hcl", f"""\
+        cron "{longest}" {{
+          interval = "1h"
+          run      = "true"
+        }}
+
+        cron "{over}" {{
+          interval = "1h"
+          run      = "true"
+        }}
+        """)
+    proc = project.oj("runbook", "check", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[:-1] == [
+        f".oj/runbooks/long.hcl:6: cron name '{'c' * 16}...' is 238 characters long; at most "
+        "237 fit the systemd units named after a cron (oj-cron@NAME.service)"]
+    for verb in ("stop", "disable", "logs"):
+        proc = project.oj("cron", verb, over, check=False)
+        assert (proc.returncode, proc.stderr) == (
+            2, f"oj: cron name '{'c' * 16}...' is 238 characters long; at most 237 fit the "
+            "systemd units named after a cron (oj-cron@NAME.service)\n"), verb

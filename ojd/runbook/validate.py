@@ -325,11 +325,19 @@ class _Builder:
         self.rb.queues[name] = Queue(name, qtype, vars_, defaults, attempts, cooldown,
                                      list_cmd, take_cmd, where)
 
+    def name_length(self, file: str, block: Block, kind: str, name: str) -> None:
+        from ojd.unitnames import too_long
+
+        problem = too_long(kind, name)
+        if problem is not None:
+            self.p.add(file, block.line, f"{kind} name '{name[:16]}...' {problem}")
+
     def worker(self, file: str, block: Block, name: str, where: Where) -> None:
         f = self.fields(file, block, "worker")
         if not _WORKER_NAME.match(name):
             self.p.add(file, block.line, f"worker name '{name}' must be letters, digits, '_', "
                        "'-' or '.' (it names the unit oj-worker@NAME.service)")
+        self.name_length(file, block, "worker", name)
         queue = self.target(file, f.get("source"), "queue")
         pipeline = self.target(file, f.get("handler"), "pipeline")
         for key in ("source", "handler"):
@@ -355,6 +363,7 @@ class _Builder:
         if not _WORKER_NAME.match(name):
             self.p.add(file, block.line, f"cron name '{name}' must be letters, digits, '_', "
                        "'-' or '.' (it names the units oj-cron@NAME.timer and .service)")
+        self.name_length(file, block, "cron", name)
         interval = schedule = None
         if "interval" in f and "schedule" in f:
             self.p.add(file, f["schedule"].line, f"cron '{name}' has both 'interval' and "
