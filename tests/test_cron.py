@@ -193,7 +193,8 @@ def test_status_shows_the_crons_in_text_and_json(project: Project):
     assert sorted(rows) == ["hold", "janitor", "say"]
     assert rows["janitor"]["last_outcome"] == "done"
     assert rows["hold"]["last_outcome"] is None
-    assert "next_run" in rows["say"] and rows["say"]["schedule"] == "daily"
+    # a timer never started has no next run, whether or not a manager answers here
+    assert (rows["say"]["next_run"], rows["say"]["schedule"]) == (None, "daily")
     text = project.oj("status").stdout
     assert "Crons:" in text
     line = next(x for x in text.splitlines() if x.strip().startswith("janitor"))
@@ -394,3 +395,24 @@ def test_a_cron_name_too_long_for_its_units_is_refused_at_its_line_and_by_oj(
         assert (proc.returncode, proc.stderr) == (
             2, f"oj: cron name '{'c' * 16}...' is 238 characters long; at most 237 fit the "
             "systemd units named after a cron (oj-cron@NAME.service)\n"), verb
+
+
+def test_ticks_at_once_start_one_job_of_a_cron_with_concurrency_1(project: Project):
+    cron_project(project)
+    procs = [subprocess.Popen([OJD, "cron", "hold", "--project", str(project.root)],
+                              cwd=project.root, env=project.env(), stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    said = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], said
+    assert sum("started job" in s for s in said) == 1, said
+    assert sum("skipped: 1 of its job(s) still running (concurrency 1)" in s
+               for s in said) == 3, said
+    held = [e for e in project.events("job:created") if e.get("cron") == "hold"]
+    assert len(held) == 1
+    assert [e["job"] for e in project.events("cron:tick") if e["name"] == "hold"] == [
+        held[0]["id"]]
+    assert [e["running"] for e in project.events("cron:skipped")] == [1, 1, 1]
+    row = crons(project)["hold"]
+    assert (row["running"], row["ticks"], row["skipped"]) == (1, 1, 3)
+    (project.root / "release").touch()
+    wait_until(lambda: crons(project)["hold"]["running"] == 0, "the job to end")
