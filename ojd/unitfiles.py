@@ -9,7 +9,7 @@ import shutil
 import sys
 
 from ojd.systemd import Systemd, SystemdUnavailable
-from ojd.workers import unit_dir
+from ojd.unitcontrol import unit_dir
 
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "units")
 UNIT_NAMES = ("oj-worker@.service", "oj-workers.target", "oj-cron@.service", "oj-cron@.timer")
@@ -77,7 +77,8 @@ def uninstall(systemd: Systemd, state_root: str) -> tuple[list[str], list[str]]:
     (workers of other state dirs keep theirs). Returns (removed paths, notes on what stays).
     """
     from ojd import crons, runas
-    from ojd.workers import DROPIN, dropin_text, unit_safe
+    from ojd.unitcontrol import unit_safe
+    from ojd.workers import DROPIN, dropin_text
 
     target_dir = unit_dir(systemd)
     removed: list[str] = []

@@ -416,3 +416,18 @@ def test_ticks_at_once_start_one_job_of_a_cron_with_concurrency_1(project: Proje
     assert (row["running"], row["ticks"], row["skipped"]) == (1, 1, 3)
     (project.root / "release").touch()
     wait_until(lambda: crons(project)["hold"]["running"] == 0, "the job to end")
+
+
+def test_a_user_without_a_user_manager_is_told_about_linger_by_cron_start(
+        project: Project, tmp_path):
+    from test_foreground import without_systemd
+
+    cron_project(project)
+    proc = without_systemd(project, tmp_path, "cron", "start", "--user", "janitor",
+                           manager_runs=True)
+    assert proc.returncode == 1
+    [line] = proc.stderr.splitlines()
+    assert "no systemd user manager runs for root" in line
+    assert "'loginctl enable-linger root' starts one, or a cron is a systemd timer: without " \
+        "one, run a tick by hand with 'ojd cron janitor --project DIR'" in line
+    assert project.events("cron:recorded") == []
