@@ -16,6 +16,7 @@ import time
 
 from ojd.errors import OjError, UsageError, escaped, quoted
 from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState
+from ojd.unitcontrol import STATE_DROPIN, TARGET
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
     from ojd.store import Store
 
 SCHEDULE_DROPIN = "50-oj-schedule.conf"
-STATE_DROPIN = "50-oj-state.conf"
-TARGET = "oj-workers.target"
 ONCE_TIMEOUT = 60.0
 
 
@@ -41,12 +40,9 @@ def service_unit(name: str) -> str:
 def check_name(name: str) -> str:
     """A name that fits oj-cron@NAME.timer (the rule of runbook cron names), refused before
     it reaches systemd or journalctl."""
-    from ojd.workers import _NAME_CHARS
+    from ojd.unitnames import check_name
 
-    if not name or name[0] in ".-" or not _NAME_CHARS.issuperset(name):
-        raise UsageError(f"{quoted(name)} is not a cron name; cron names are letters, "
-                         "digits, '_', '-' or '.' (see 'oj cron list')")
-    return name
+    return check_name("cron", name)
 
 
 def cron_named(runbook: Runbook, name: str) -> Cron:
@@ -62,6 +58,13 @@ def cron_named(runbook: Runbook, name: str) -> Cron:
     return cron
 
 
+def schedule_shown(row: dict[str, Any]) -> str:
+    """A listing row's schedule, or what to do about a cron its runbook no longer has."""
+    if row["gone"]:
+        return f"gone from the runbook (oj cron stop {row['name']})"
+    return row["schedule"] or "-"
+
+
 def describe_schedule(cron: Cron) -> str:
     from ojd.duration import format_duration
 
@@ -72,15 +75,10 @@ def describe_schedule(cron: Cron) -> str:
 
 def record(store: Store, runbook: Runbook, root: str, name: str) -> Cron:
     """Bind cron ``name`` to project ``root`` in the WAL (once; no duplicate records)."""
+    from ojd import unitcontrol
+
     cron = cron_named(runbook, name)
-    with store.transaction() as tx:
-        current = tx.state.crons.get(name)
-        if current is not None and current.get("project") != root:
-            raise OjError(f"cron '{name}' already belongs to project {current['project']}; "
-                          "cron names are unique per state directory: rename this one")
-        if current is None or current.get("runbook") != runbook.digest:
-            tx.append({"type": "cron:recorded", "name": name, "p": root,
-                       "runbook": runbook.digest})
+    unitcontrol.record(store, "cron", name, root, {"runbook": runbook.digest})
     return cron
 
 
@@ -126,45 +124,44 @@ def schedule_written_for(text: str, state_root: str) -> bool:
 
 
 def state_text(state_root: str) -> str:
-    from ojd.workers import _unit_quote
+    """The drop-in that points a cron's service at ``state_root``
+    (``unitcontrol.state_text``)."""
+    from ojd.unitcontrol import state_text
 
-    return ("# written by oj cron start: this cron's state directory\n"
-            f"[Service]\nEnvironment=\"OJ_STATE_DIR={_unit_quote(state_root)}\"\n")
+    return state_text("cron", state_root)
 
 
 def dropin_path(systemd: Systemd, unit: str, dropin: str) -> str:
-    from ojd.workers import unit_dir
+    from ojd.unitcontrol import unit_dir
 
     return os.path.join(unit_dir(systemd), f"{unit}.d", dropin)
+
+
+def _by_hand(name: str) -> str:
+    return (f"a cron is a systemd timer: without one, run a tick by hand with 'ojd cron "
+            f"{escaped(name)} --project DIR' (from cron(8), say)")
 
 
 def _timer_state(systemd: Systemd, name: str) -> UnitState:
     """The timer's state; also the proof that a manager answers, asked before oj writes
     anything (a WAL record, a drop-in) on the cron's behalf."""
-    try:
-        st = systemd.state(timer_unit(name))
-    except SystemdUnavailable as e:
-        raise _no_manager(systemd, name, e) from None
+    from ojd import unitcontrol
+
+    st = unitcontrol.unit_state(systemd, timer_unit(name), _by_hand(name))
     if st.load_state == "not-found":
         raise OjError(f"unit {timer_unit(name)} is not installed; run 'oj systemd install"
                       f"{' --user' if systemd.user else ''}'")
     return st
 
 
-def _no_manager(systemd: Systemd, name: str, error: SystemdUnavailable) -> SystemdUnavailable:
-    return SystemdUnavailable(
-        f"no systemd {systemd.scope} manager answers here ({error}); a cron is a systemd "
-        f"timer: without one, run a tick by hand with 'ojd cron {escaped(name)} --project "
-        "DIR' (from cron(8), say)")
-
-
 def _bind(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str
           ) -> tuple[Cron, UnitState, bool]:
     """Everything a start, an enable or a tick now need: trust, a manager that answers, the
     binding in the WAL, the drop-ins. Returns (cron, timer state, schedule changed)."""
-    from ojd.workers import write_dropin
+    from ojd.unitcontrol import require_unit_safe, write_dropin
 
     cron = cron_named(runbook, name)
+    require_unit_safe(store.root)
     require_trusted(systemd, root, name)
     st = _timer_state(systemd, name)
     record(store, runbook, root, name)
@@ -197,18 +194,10 @@ def start(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str
 
 
 def _wait_active(systemd: Systemd, name: str) -> None:
-    unit = timer_unit(name)
-    deadline = time.monotonic() + 10.0
-    while time.monotonic() < deadline:
-        st = systemd.state(unit)
-        if st.active_state in RUNNING_STATES and not systemd.has_job(unit):
-            return
-        if st.active_state == "failed" or (st.active_state == "inactive"
-                                           and not systemd.has_job(unit)):
-            raise OjError(f"timer {unit} failed to start ({st.active_state}/{st.sub_state}); "
-                          f"see 'oj cron logs {name}'")
-        time.sleep(0.02)
-    raise OjError(f"timer {unit} did not start in 10s")
+    from ojd import unitcontrol
+
+    unitcontrol.wait_started(systemd, timer_unit(name), what="timer",
+                             logs=f"oj cron logs {name}", timeout=10.0, late="start")
 
 
 def stop(systemd: Systemd, name: str) -> UnitState:
@@ -229,15 +218,11 @@ def enable(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: st
            ) -> list[str]:
     """Start the timer at boot (linked into oj-workers.target); does not start it now.
     Returns notes for the user (lingering, for user managers)."""
-    from ojd.workers import _user_name, lingering
+    from ojd import unitcontrol
 
     _bind(store, systemd, runbook, root, name)
     systemd.enable(timer_unit(name), TARGET)
-    if systemd.user and not lingering():
-        user = _user_name()
-        return [f"user {user} does not linger: the cron's timer starts at login, not at "
-                f"boot; 'loginctl enable-linger {user}' makes it start at boot"]
-    return []
+    return unitcontrol.boot_notes(systemd, "the cron's timer")
 
 
 def disable(systemd: Systemd, name: str) -> None:
@@ -303,6 +288,10 @@ def listing(store: Store, systemd: Systemd | None, project: str | None,
     crons: dict[str, tuple[str | None, Cron | None]] = {}
     if runbook is not None and project is not None:
         crons = {name: (project, c) for name, c in runbook.crons.items()}
+        # crons bound to the project that its runbook no longer defines: their timers may
+        # still run (each tick failing) until stopped
+        crons.update({name: (project, None) for name, c in state.crons.items()
+                      if c.get("project") == project and name not in crons})
     else:
         crons = {name: (c.get("project"), None) for name, c in state.crons.items()
                  if project is None or c.get("project") == project}
@@ -359,5 +348,6 @@ def listing(store: Store, systemd: Systemd | None, project: str | None,
             "running": len(running_jobs(state, root, name)) if root else 0,
             "ticks": rec.get("ticks", 0), "skipped": rec.get("skipped", 0),
             "tick_failed": tick_failed,
+            "gone": runbook is not None and cron is None,
         })
     return rows, problem

@@ -23,6 +23,15 @@ if TYPE_CHECKING:
     from ojd.store import Store
 
 
+# why a tick under a manager starts no job without a scope of its own
+IN_TICK = ("a job left in this tick's service would be killed when the tick ends; the "
+           "next tick tries again")
+
+
+class TickFailed(OjError):
+    """The tick started nothing it should have: its service fails, its journal says why."""
+
+
 class Skipped(NothingToRun):
     def __init__(self, running: int) -> None:
         super().__init__(running)
@@ -49,8 +58,11 @@ def tick(store: Store, runbook: Runbook, root: str, cron: Cron, *, manager, log:
         if job["status"] == "running" and not jobprocess.alive(job.get("process")):
             try:
                 jobprocess.spawn(store, runbook, job["id"], owner=who, manager=manager,
-                                 quiet=True, replaces=job.get("process"), warn=log.warning)
+                                 quiet=True, replaces=job.get("process"), warn=log.warning,
+                                 scope_required=True)
                 log.info(f"resumed job {job['id']}: its process was gone")
+            except jobprocess.NoScope as e:
+                raise TickFailed(f"job {job['id']} not resumed: {e}; {IN_TICK}") from None
             except OjError as e:  # resumed by another meanwhile, or ended
                 log.info(f"job {job['id']} not resumed: {e}")
     state = store.refresh()
@@ -69,9 +81,11 @@ def tick(store: Store, runbook: Runbook, root: str, cron: Cron, *, manager, log:
         try:
             proc = jobprocess.spawn(store, runbook, job_id, owner=who, manager=manager,
                                     quiet=True, decide=decide, name=cron.name,
-                                    warn=log.warning)
+                                    warn=log.warning, scope_required=True)
         except Skipped as e:
             running = e.running
+        except jobprocess.NoScope as e:
+            raise TickFailed(f"started no job: {e}; {IN_TICK}") from None
         else:
             if proc.unit is not None:
                 _wait_in_scope(proc.pid, proc.unit)

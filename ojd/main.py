@@ -140,7 +140,11 @@ def run_cron(name: str, project: str | None) -> int:
         return EXIT_CONFIG
     # by hand, the job runs in a session of its own; in the unit, in a scope of its own
     manager = own_manager() if project is None else None
-    crontick.tick(store, runbook, root, cron, manager=manager, log=log)
+    try:
+        crontick.tick(store, runbook, root, cron, manager=manager, log=log)
+    except crontick.TickFailed as e:
+        log.error(str(e))
+        return 1
     return 0
 
 

@@ -70,12 +70,12 @@ def runner(systemd: Systemd, name: str, run_as: str | None) -> tuple[int, str | 
 def dropin_text(user: str, state_root: str) -> str:
     """The drop-in that runs a worker as ``user`` with its state in ``state_root``; ``oj
     systemd uninstall`` removes only drop-ins with exactly this text for its own state dir."""
-    from ojd.workers import _unit_quote
+    from ojd.unitcontrol import unit_quote
 
     return ("# written by oj worker start --run-as: this worker runs as a user and\n"
             "# shares the state directory with root through group oj\n"
             f"[Service]\nUser={user}\nSupplementaryGroups={GROUP}\nUMask=0007\n"
-            f"Environment=\"OJ_STATE_DIR={_unit_quote(state_root)}\"\n")
+            f"Environment=\"OJ_STATE_DIR={unit_quote(state_root)}\"\n")
 
 
 def written_for(text: str, state_root: str) -> bool:
@@ -89,7 +89,7 @@ def bind(systemd: Systemd, name: str, state_root: str, user: str | None) -> bool
     """Write (or remove) the run-as drop-in; True when it changed (the manager reloaded)."""
     if systemd.user:
         return False
-    from ojd.workers import write_dropin
+    from ojd.unitcontrol import write_dropin
 
     wanted = None
     if user is not None:

@@ -42,7 +42,7 @@ def units(systemd: Systemd | None) -> tuple[dict[str, UnitInfo] | None, str | No
 
 def config_dirs(systemd: Systemd) -> list[str]:
     """Where ``systemctl enable`` links units for this manager (persistently)."""
-    from ojd.workers import unit_dir
+    from ojd.unitcontrol import unit_dir
 
     dirs = [unit_dir(systemd)]
     if systemd.user:

@@ -9,7 +9,7 @@ import shutil
 import sys
 
 from ojd.systemd import Systemd, SystemdUnavailable
-from ojd.workers import unit_dir
+from ojd.unitcontrol import unit_dir
 
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "units")
 UNIT_NAMES = ("oj-worker@.service", "oj-workers.target", "oj-cron@.service", "oj-cron@.timer")
@@ -77,13 +77,16 @@ def uninstall(systemd: Systemd, state_root: str) -> tuple[list[str], list[str]]:
     (workers of other state dirs keep theirs). Returns (removed paths, notes on what stays).
     """
     from ojd import crons, runas
+    from ojd.unitcontrol import unit_safe
     from ojd.workers import DROPIN, dropin_text
 
     target_dir = unit_dir(systemd)
     removed: list[str] = []
     kept: list[str] = []
-    ours = dropin_text(state_root)
-    ours_cron = crons.state_text(state_root)
+    # a state dir no drop-in can name (a control character) has none
+    fits = unit_safe(state_root)
+    ours = dropin_text(state_root) if fits else None
+    ours_cron = crons.state_text(state_root) if fits else None
     # the OJ_STATE_DIR drop-ins, the --run-as ones and the cron schedules (which name their
     # state dir too)
     dropins = [path for units, name in (("oj-worker@*.service.d", DROPIN),
@@ -104,7 +107,7 @@ def uninstall(systemd: Systemd, state_root: str) -> tuple[list[str], list[str]]:
         elif base == crons.SCHEDULE_DROPIN:
             mine = crons.schedule_written_for(text, state_root)
         elif base == runas.DROPIN:
-            mine = runas.written_for(text, state_root)
+            mine = fits and runas.written_for(text, state_root)
         else:
             mine = text == (ours_cron if "/oj-cron@" in dropin else ours)
         if not mine:

@@ -10,9 +10,17 @@ import os
 import signal
 import time
 
-from ojd import wake
+from ojd import unitcontrol, wake
 from ojd.errors import OjError, UsageError, escaped, quoted
 from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState, worker_unit
+from ojd.unitcontrol import (
+    STATE_DROPIN,
+    TARGET,
+    require_unit_safe,
+    state_text,
+    unit_dir,
+    write_dropin,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing and the runbook model stay off the start path
@@ -49,16 +57,12 @@ class WorkerIndex:
                         for name, w in index["workers"].items()}
 
 
-_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
-
-
 def check_name(name: str) -> str:
     """A name that fits oj-worker@NAME.service, the rule runbook worker names follow: what
     does not is refused before it reaches systemd (or a journalctl query)."""
-    if not name or name[0] in ".-" or not _NAME_CHARS.issuperset(name):
-        raise UsageError(f"{quoted(name)} is not a worker name; worker names are letters, "
-                         "digits, '_', '-' or '.' (see 'oj worker list')")
-    return name
+    from ojd.unitnames import check_name
+
+    return check_name("worker", name)
 
 
 def worker_named(runbook: Runbook | WorkerIndex, name: str) -> Worker | WorkerSpec:
@@ -72,66 +76,38 @@ def worker_named(runbook: Runbook | WorkerIndex, name: str) -> Worker | WorkerSp
 def record(store: Store, runbook: Runbook | WorkerIndex, root: str, name: str
            ) -> Worker | WorkerSpec:
     """Bind worker ``name`` to project ``root`` in the WAL (once; no duplicate records)."""
+    from ojd import unitcontrol
+
     worker = worker_named(runbook, name)
-    fields = {"p": root, "runbook": runbook.digest, "queue": worker.queue,
-              "pipeline": worker.pipeline, "concurrency": worker.concurrency}
-    with store.transaction() as tx:
-        current = tx.state.workers.get(name)
-        if current is not None and current.get("project") != root:
-            raise OjError(f"worker '{name}' already belongs to project {current['project']}; "
-                          "worker names are unique per state directory: rename this one")
-        if current is None or any(current.get(k) != v for k, v in
-                                  (("runbook", fields["runbook"]), ("queue", worker.queue),
-                                   ("pipeline", worker.pipeline),
-                                   ("concurrency", worker.concurrency))):
-            tx.append({"type": "worker:recorded", "name": name, **fields})
+    unitcontrol.record(store, "worker", name, root, {
+        "runbook": runbook.digest, "queue": worker.queue, "pipeline": worker.pipeline,
+        "concurrency": worker.concurrency})
     return worker
 
 
-def unit_dir(systemd: Systemd) -> str:
-    """Where ``oj systemd install`` puts units and oj puts per-worker drop-ins."""
-    if systemd.user:
-        import platformdirs
-
-        return os.path.join(platformdirs.user_config_dir(), "systemd", "user")
-    return "/etc/systemd/system"
-
-
-def _unit_quote(value: str) -> str:
-    """A value inside a double-quoted unit-file word: no specifier, quote or escape."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
-
-
-DROPIN = "50-oj-state.conf"
+DROPIN = STATE_DROPIN
 
 
 def dropin_text(state_root: str) -> str:
-    """The drop-in that points a worker at ``state_root``; ``oj systemd uninstall`` removes
-    only drop-ins with exactly this text for its own state dir."""
-    return ("# written by oj worker start: this worker's state directory\n"
-            f"[Service]\nEnvironment=\"OJ_STATE_DIR={_unit_quote(state_root)}\"\n")
+    """The drop-in that points a worker at ``state_root`` (``unitcontrol.state_text``)."""
+    return state_text("worker", state_root)
+
+
+def _foreground(name: str) -> str:
+    return (f"run the worker without systemd: 'ojd worker {escaped(name)} --foreground' "
+            "in its project (add --until-idle to exit once its queue is empty)")
 
 
 def no_manager(systemd: Systemd, name: str, error: SystemdUnavailable) -> SystemdUnavailable:
     """One line for a machine (container, CI runner) or user without a systemd manager: what
     failed, and what works there instead."""
-    foreground = (f"run the worker without systemd: 'ojd worker {escaped(name)} --foreground' "
-                  "in its project (add --until-idle to exit once its queue is empty)")
-    if systemd.user and wake.manager_present(user=False):
-        user = _user_name()
-        return SystemdUnavailable(f"no systemd user manager runs for {user} ({error}); "
-                                  f"'loginctl enable-linger {user}' starts one, or {foreground}")
-    return SystemdUnavailable(f"no systemd {systemd.scope} manager answers here ({error}); "
-                              f"{foreground}")
+    return unitcontrol.no_manager(systemd, error, _foreground(name))
 
 
 def unit_state(systemd: Systemd, name: str) -> UnitState:
     """The worker unit's state; also the proof that a manager answers, asked before oj
     writes anything (a WAL record, a drop-in) on its behalf."""
-    try:
-        return systemd.state(worker_unit(name))
-    except SystemdUnavailable as e:
-        raise no_manager(systemd, name, e) from None
+    return unitcontrol.unit_state(systemd, worker_unit(name), _foreground(name))
 
 
 def wake_foreground(store: Store, name: str) -> int | None:
@@ -156,29 +132,6 @@ def bind_state_dir(systemd: Systemd, name: str, state_root: str) -> None:
 
 def dropin_path(systemd: Systemd, name: str, dropin: str) -> str:
     return os.path.join(unit_dir(systemd), f"{worker_unit(name)}.d", dropin)
-
-
-def write_dropin(systemd: Systemd, path: str, wanted: str | None, reload: bool = True) -> bool:
-    """Make the drop-in at ``path`` hold ``wanted`` (None: no drop-in), atomically, and reload
-    the manager (unless not ``reload``) when that changed anything. Returns whether it did."""
-    try:
-        with open(path) as f:
-            current: str | None = f.read()
-    except FileNotFoundError:
-        current = None
-    if current == wanted:
-        return False
-    if wanted is None:
-        os.unlink(path)
-    else:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(wanted)
-        os.replace(tmp, path)
-    if reload:
-        systemd.daemon_reload()
-    return True
 
 
 def trusted_runner(systemd: Systemd, root: str, name: str, run_as: str | None = None
@@ -210,6 +163,7 @@ def start(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: 
         record(store, runbook, root, name)
         if wake_foreground(store, name) is not None:
             return "woken"
+    require_unit_safe(store.root)
     user = trusted_runner(systemd, root, name, run_as)  # nothing is written before this
     unit = worker_unit(name)
     st = unit_state(systemd, name)  # nor before a manager answers
@@ -239,22 +193,9 @@ def start(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: 
 
 
 def _wait_started(systemd: Systemd, unit: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        st = systemd.state(unit)
-        # no job left: a restart's old process is still "active" until its stop begins
-        if st.active_state in RUNNING_STATES and not systemd.has_job(unit):
-            return
-        # inactive with no job left: the start ran and ended (it exited, or was stopped)
-        if st.active_state == "failed" or (st.active_state == "inactive"
-                                           and not systemd.has_job(unit)):
-            raise OjError(f"worker unit {unit} failed to start ({st.active_state}/"
-                          f"{st.sub_state}); see 'oj worker logs {unit[10:-8]}'")
-        time.sleep(0.02)
-    raise OjError(f"worker unit {unit} did not become ready in {START_TIMEOUT:.0f}s")
-
-
-TARGET = "oj-workers.target"
+    unitcontrol.wait_started(systemd, unit, what="worker unit",
+                             logs=f"oj worker logs {unit[10:-8]}", timeout=START_TIMEOUT,
+                             late="become ready")
 
 
 def enable(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: str,
@@ -264,35 +205,20 @@ def enable(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root:
     from ojd import runas
 
     worker_named(runbook, name)
+    require_unit_safe(store.root)
     user = trusted_runner(systemd, root, name, run_as)
     unit_state(systemd, name)
     record(store, runbook, root, name)
     bind_state_dir(systemd, name, store.root)
     runas.bind(systemd, name, store.root, user)
     systemd.enable(worker_unit(name), TARGET)
-    notes = []
-    if systemd.user and not lingering():
-        user = _user_name()
-        notes.append(f"user {user} does not linger: the worker starts at login, not at boot; "
-                     f"'loginctl enable-linger {user}' makes it start at boot")
-    return notes
+    return unitcontrol.boot_notes(systemd, "the worker")
 
 
 def disable(systemd: Systemd, name: str) -> None:
     check_name(name)
     unit_state(systemd, name)
     systemd.disable(worker_unit(name))
-
-
-def lingering() -> bool:
-    """logind keeps a user's manager running from boot when this flag file exists."""
-    return os.path.exists(f"/var/lib/systemd/linger/{_user_name()}")
-
-
-def _user_name() -> str:
-    import pwd
-
-    return pwd.getpwuid(os.geteuid()).pw_name
 
 
 def stop(systemd: Systemd, name: str, wait: bool = True, state_root: str | None = None
@@ -332,6 +258,7 @@ def restart(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root
     from ojd import runas
 
     worker_named(runbook, name)
+    require_unit_safe(store.root)
     user = trusted_runner(systemd, root, name)
     unit = worker_unit(name)
     st = unit_state(systemd, name)

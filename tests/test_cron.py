@@ -99,6 +99,14 @@ def test_runbook_check_reports_each_bad_cron_block_at_its_line(project: Project)
           interval = "soon"
           run      = "echo ${var.x}"
         }
+        cron "quick" {
+          interval = "500ms"
+          run      = "true"
+        }
+        cron "rare" {
+          interval = "36600d"
+          run      = "true"
+        }
         """)
     proc = project.oj("runbook", "check", check=False)
     assert proc.returncode == 1
@@ -118,6 +126,10 @@ def test_runbook_check_reports_each_bad_cron_block_at_its_line(project: Project)
         f"{f}:27: cron 'slow' interval: invalid duration 'soon'; use e.g. \"30s\", \"5m\", "
         "\"1h30m\"",
         f"{f}:28: ${{var.x}} cannot be used here; available: invoke.",
+        f"{f}:31: cron 'quick' interval '500ms' is shorter than 1s, the shortest a cron "
+        "ticks at; use \"1s\" or more",
+        f"{f}:35: cron 'rare' interval '36600d' is longer than 100 years, more than a timer "
+        "holds; use a shorter one (or a calendar 'schedule')",
     ]
 
 
@@ -181,7 +193,8 @@ def test_status_shows_the_crons_in_text_and_json(project: Project):
     assert sorted(rows) == ["hold", "janitor", "say"]
     assert rows["janitor"]["last_outcome"] == "done"
     assert rows["hold"]["last_outcome"] is None
-    assert "next_run" in rows["say"] and rows["say"]["schedule"] == "daily"
+    # a timer never started has no next run, whether or not a manager answers here
+    assert (rows["say"]["next_run"], rows["say"]["schedule"]) == (None, "daily")
     text = project.oj("status").stdout
     assert "Crons:" in text
     line = next(x for x in text.splitlines() if x.strip().startswith("janitor"))
@@ -285,3 +298,136 @@ def test_a_tick_resumes_a_job_of_its_cron_whose_process_is_gone_and_counts_it(
     (project.root / "release").touch()
     wait_until(lambda: crons(project)["hold"]["running"] == 0, "the resumed job to end")
     assert project.json("job", "show", job["id"])["status"] == "done"  # type: ignore[index]
+
+
+def test_a_schedule_on_more_than_one_line_is_refused_at_its_line(project: Project):
+    project.write("lines.hcl", """\
+        cron "split" {
+          schedule = "Mon\\nOnBootSec=1"
+          run      = "true"
+        }
+        """)
+    proc = project.oj("runbook", "check", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[0] == (
+        ".oj/runbooks/lines.hcl:2: cron 'split' schedule 'Mon\\nOnBootSec=1': contains a "
+        "newline (\\n); write it on one line with single spaces between its parts (systemd "
+        "calendar syntax, e.g. \"Mon..Fri *-*-* 09:00\" or \"daily\"; 'systemd-analyze "
+        "calendar EXPR' tries one)")
+
+
+def test_a_state_dir_with_a_control_character_is_refused_before_anything_is_written(
+        project: Project, tmp_path):
+    cron_project(project)
+    project.write("worker.hcl", """\
+        queue "q" {
+          vars = ["n"]
+        }
+        worker "w" {
+          source  = { queue = "q" }
+          handler = { pipeline = "cleanup" }
+        }
+        """)
+    state = tmp_path / "state\n[Service]\nExecStartPre=touch"
+    for args in (("cron", "start", "janitor"), ("cron", "enable", "janitor"),
+                 ("cron", "once", "janitor"), ("worker", "start", "w"),
+                 ("worker", "enable", "w"), ("worker", "restart", "w")):
+        proc = project.oj(*args, check=False, OJ_STATE_DIR=str(state))
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert proc.stderr == (
+            f"oj: the state directory '{tmp_path}/state\\n[Service]\\nExecStartPre=touch' has "
+            "a control character, which a unit file cannot hold; set OJ_STATE_DIR to a path "
+            "without one\n"), args
+    written = _events_at(state) if (state / "wal").exists() else []
+    assert [e for e in written if e["type"].endswith(":recorded")] == []
+
+
+def _events_at(state) -> list[dict]:
+    from ojd.wal import WalDirectory
+
+    wal = WalDirectory(str(state / "wal"), on_problem=lambda p: None)
+    return [r.event for r in wal.records()]
+
+
+def test_a_cron_dropped_from_the_runbook_stays_listed_as_gone_with_how_to_stop_it(
+        project: Project):
+    cron_project(project)
+    assert tick(project, "janitor").returncode == 0
+    wait_until(lambda: crons(project)["janitor"]["last_outcome"] == "done", "the job to end")
+    project.write("crons.hcl", RUNBOOK[:RUNBOOK.index('cron "janitor"')]
+                  + RUNBOOK[RUNBOOK.index('cron "hold"'):])
+    assert tick(project, "janitor").returncode == 78  # what its timer's ticks now do
+    row = crons(project)["janitor"]
+    assert (row["gone"], row["schedule"], row["last_outcome"], row["ticks"]) == (
+        True, None, "done", 1)
+    assert crons(project)["say"]["gone"] is False
+    hint = "gone from the runbook (oj cron stop janitor)"
+    line = next(x for x in project.oj("cron", "list").stdout.splitlines()
+                if x.startswith("janitor"))
+    assert hint in line
+    report = project.json("status")
+    rows = {c["name"]: c for c in report["projects"][0]["crons"]}  # type: ignore[index]
+    assert rows["janitor"]["gone"] is True
+    assert hint in project.oj("status").stdout
+
+
+def test_a_cron_name_too_long_for_its_units_is_refused_at_its_line_and_by_oj(
+        project: Project):
+    longest, over = "c" * 237, "c" * 238  # oj-cron@NAME.service.d: at most 255 characters
+    project.write("long.hcl", f"""\
+        cron "{longest}" {{
+          interval = "1h"
+          run      = "true"
+        }}
+
+        cron "{over}" {{
+          interval = "1h"
+          run      = "true"
+        }}
+        """)
+    proc = project.oj("runbook", "check", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[:-1] == [
+        f".oj/runbooks/long.hcl:6: cron name '{'c' * 16}...' is 238 characters long; at most "
+        "237 fit the systemd units named after a cron (oj-cron@NAME.service)"]
+    for verb in ("stop", "disable", "logs"):
+        proc = project.oj("cron", verb, over, check=False)
+        assert (proc.returncode, proc.stderr) == (
+            2, f"oj: cron name '{'c' * 16}...' is 238 characters long; at most 237 fit the "
+            "systemd units named after a cron (oj-cron@NAME.service)\n"), verb
+
+
+def test_ticks_at_once_start_one_job_of_a_cron_with_concurrency_1(project: Project):
+    cron_project(project)
+    procs = [subprocess.Popen([OJD, "cron", "hold", "--project", str(project.root)],
+                              cwd=project.root, env=project.env(), stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    said = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], said
+    assert sum("started job" in s for s in said) == 1, said
+    assert sum("skipped: 1 of its job(s) still running (concurrency 1)" in s
+               for s in said) == 3, said
+    held = [e for e in project.events("job:created") if e.get("cron") == "hold"]
+    assert len(held) == 1
+    assert [e["job"] for e in project.events("cron:tick") if e["name"] == "hold"] == [
+        held[0]["id"]]
+    assert [e["running"] for e in project.events("cron:skipped")] == [1, 1, 1]
+    row = crons(project)["hold"]
+    assert (row["running"], row["ticks"], row["skipped"]) == (1, 1, 3)
+    (project.root / "release").touch()
+    wait_until(lambda: crons(project)["hold"]["running"] == 0, "the job to end")
+
+
+def test_a_user_without_a_user_manager_is_told_about_linger_by_cron_start(
+        project: Project, tmp_path):
+    from test_foreground import without_systemd
+
+    cron_project(project)
+    proc = without_systemd(project, tmp_path, "cron", "start", "--user", "janitor",
+                           manager_runs=True)
+    assert proc.returncode == 1
+    [line] = proc.stderr.splitlines()
+    assert "no systemd user manager runs for root" in line
+    assert "'loginctl enable-linger root' starts one, or a cron is a systemd timer: without " \
+        "one, run a tick by hand with 'ojd cron janitor --project DIR'" in line
+    assert project.events("cron:recorded") == []

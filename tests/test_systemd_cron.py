@@ -235,3 +235,32 @@ def test_a_tick_that_cannot_run_shows_as_failed_in_the_listing(cron_project):
     line = next(x for x in p.oj("cron", "list", "--all").stdout.splitlines()
                 if x.startswith(p.name))
     assert f"tick failed (oj cron logs {p.name})" in line
+
+
+def test_the_tick_service_has_no_start_limit(cron_project):
+    # a 1s interval or `oj cron once` in a loop starts it more than the default 5 times
+    # in 10s; the cron's concurrency, not a start limit, guards against overlap
+    p = cron_project
+    p.oj("cron", "once", p.name)
+    shown = p.sb.systemctl("show", "-p", "StartLimitIntervalUSec",
+                           f"oj-cron@{p.name}.service")
+    assert shown.strip() == "StartLimitIntervalUSec=0"
+
+
+def test_a_tick_whose_job_gets_no_scope_starts_none_and_fails(cron_project):
+    p = cron_project
+    # the tick's service cannot reach the manager over D-Bus: no scope for its job
+    dropin = f"/etc/systemd/system/oj-cron@{p.name}.service.d/60-no-unix-sockets.conf"
+    p.sb.run(["mkdir", "-p", str(Path(dropin).parent)])
+    p.sb.run(["sh", "-c", "printf '[Service]\\nRestrictAddressFamilies=\\n"
+              f"RestrictAddressFamilies=AF_INET\\n' > {dropin}"])
+    p.sb.systemctl("daemon-reload")
+    proc = p.oj("cron", "once", p.name, check=False)
+    assert proc.returncode == 1
+    assert "without starting a job" in proc.stderr
+    logs = p.oj("cron", "logs", p.name).stdout
+    assert "started no job: the manager made no scope for job" in logs
+    assert "a job left in this tick's service would be killed when the tick ends" in logs
+    assert p.events("job:created") == [] and p.events("cron:tick") == []
+    time.sleep(1)
+    assert p.ran() == []

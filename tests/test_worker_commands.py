@@ -378,3 +378,32 @@ def test_push_start_while_another_part_of_the_runbook_is_broken_queues_and_start
         "'oj runbook check' lists the problems")
     assert [i["status"] for i in project.items()] == ["pending", "pending"]
     assert project.events("worker:recorded") == []
+
+
+def test_a_worker_name_too_long_for_its_unit_is_refused_at_its_line_and_by_oj(
+        project: Project):
+    over = "w" * 236  # oj-worker@NAME.service.d: at most 255 characters
+    project.write("long.hcl", f"""\
+        queue "q" {{
+          vars = ["n"]
+        }}
+        pipeline "p" {{
+          vars = ["n"]
+          step "s" {{ run = "true" }}
+        }}
+        worker "{"w" * 235}" {{
+          source  = {{ queue = "q" }}
+          handler = {{ pipeline = "p" }}
+        }}
+        worker "{over}" {{
+          source  = {{ queue = "q" }}
+          handler = {{ pipeline = "p" }}
+        }}
+        """)
+    proc = project.oj("runbook", "check", check=False)
+    assert proc.returncode == 1
+    said = (f"worker name '{'w' * 16}...' is 236 characters long; at most 235 fit the "
+            "systemd units named after a worker (oj-worker@NAME.service)")
+    assert proc.stderr.splitlines()[:-1] == [f".oj/runbooks/long.hcl:12: {said}"]
+    proc = project.oj("worker", "stop", over, check=False)
+    assert (proc.returncode, proc.stderr) == (2, f"oj: {said}\n")

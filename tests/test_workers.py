@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from ojd import project, workers
+from ojd import project, unitcontrol, workers
 from ojd.errors import OjError
 from ojd.store import Store
 from ojd.systemd import UnitState
@@ -115,7 +115,7 @@ def test_same_worker_name_from_another_project_is_refused(env, tmp_path):
 
 def test_enable_as_a_user_without_linger_says_how_to_start_at_boot(env, monkeypatch):
     store, rb, root = env
-    monkeypatch.setattr(workers, "lingering", lambda: False)
+    monkeypatch.setattr(unitcontrol, "lingering", lambda: False)
     sd = RecordingSystemd("inactive", user=True)
     [note] = workers.enable(store, sd, rb, root, "w")
     assert "starts at login, not at boot" in note and "loginctl enable-linger" in note

@@ -161,10 +161,14 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
     if output == "json":
         emit_json(rows)
         return
+    from ojd.errors import escaped
+
     now = time.time()
+    # runbook text, escaped as 'oj status' does: a control character would break the table
     table(("NAME", "SCHEDULE", "STATE", "NEXT", "LAST", "OUTCOME", "RUNNING", "BOOT"),
-          [(r["name"], r["schedule"] or "-", state_of(r), until(r["next_run"], now),
-            ago(r["last_run"], now), outcome_of(r), f"{r['running']}/{r['concurrency'] or '-'}",
+          [(escaped(r["name"]), escaped(crons.schedule_shown(r)), state_of(r),
+            until(r["next_run"], now), ago(r["last_run"], now), escaped(outcome_of(r)),
+            f"{r['running']}/{r['concurrency'] or '-'}",
             boot(r["enabled"])) for r in rows],
           empty="" if rows else "no crons (define one in a runbook: cron \"NAME\" { ... })")
 

@@ -162,10 +162,11 @@ def _section(lines: list[str], s: dict, now: float, color: bool) -> None:
                 for q in s["queues"]], color)
     if s["crons"]:
         from oj.commands.cron import boot, outcome_of, state_of, until
+        from ojd.crons import schedule_shown
 
         _table(lines, "Crons", ("NAME", "SCHEDULE", "STATE", "BOOT", "NEXT", "LAST",
                                 "OUTCOME", "RUNNING"),
-               [[escaped(c["name"]), escaped(c["schedule"] or "-"), flag(c, state_of(c)),
+               [[escaped(c["name"]), escaped(schedule_shown(c)), flag(c, state_of(c)),
                  boot(c["enabled"]), until(c["next_run"], now), ago(c["last_run"], now),
                  Red(outcome_of(c)) if c["last_outcome"] == "failed" or c["tick_failed"]
                  else outcome_of(c),

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ojd.duration import DurationError, parse_duration
-from ojd.errors import RunbookError
+from ojd.errors import RunbookError, quoted
 from ojd.runbook.argspec import ArgSpec, ArgSpecError, parse_spec
 from ojd.runbook.bashsyntax import Script, needs_shell
 from ojd.runbook.hcl import Attribute, Block
@@ -75,6 +75,10 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
               "prime": (str, list), "idle": _DURATION, "on_idle": _STR_OR_OBJ,
               "on_dead": _STR_OR_OBJ, "on_error": _STR_OR_OBJ},
 }
+# a cron's interval: ticks at most once a second (AccuracySec=1s), and no longer than
+# systemd's timers hold with room to spare (microseconds in 64 bits: ~584,000 years)
+CRON_MIN_INTERVAL = 1.0
+CRON_MAX_INTERVAL = 100 * 365.25 * 86400
 TOP_BLOCKS = ("command", "queue", "worker", "pipeline", "agent", "cron")
 NESTED_BLOCKS = {"": TOP_BLOCKS, "pipeline": ("locals", "notify", "step")}
 LABELLED = {"command", "queue", "worker", "pipeline", "agent", "step", "cron"}
@@ -321,11 +325,19 @@ class _Builder:
         self.rb.queues[name] = Queue(name, qtype, vars_, defaults, attempts, cooldown,
                                      list_cmd, take_cmd, where)
 
+    def name_length(self, file: str, block: Block, kind: str, name: str) -> None:
+        from ojd.unitnames import too_long
+
+        problem = too_long(kind, name)
+        if problem is not None:
+            self.p.add(file, block.line, f"{kind} name '{name[:16]}...' {problem}")
+
     def worker(self, file: str, block: Block, name: str, where: Where) -> None:
         f = self.fields(file, block, "worker")
         if not _WORKER_NAME.match(name):
             self.p.add(file, block.line, f"worker name '{name}' must be letters, digits, '_', "
                        "'-' or '.' (it names the unit oj-worker@NAME.service)")
+        self.name_length(file, block, "worker", name)
         queue = self.target(file, f.get("source"), "queue")
         pipeline = self.target(file, f.get("handler"), "pipeline")
         for key in ("source", "handler"):
@@ -351,6 +363,7 @@ class _Builder:
         if not _WORKER_NAME.match(name):
             self.p.add(file, block.line, f"cron name '{name}' must be letters, digits, '_', "
                        "'-' or '.' (it names the units oj-cron@NAME.timer and .service)")
+        self.name_length(file, block, "cron", name)
         interval = schedule = None
         if "interval" in f and "schedule" in f:
             self.p.add(file, f["schedule"].line, f"cron '{name}' has both 'interval' and "
@@ -358,12 +371,20 @@ class _Builder:
         elif "interval" in f:
             interval = self.duration(file, f["interval"].line, f"cron '{name}' interval",
                                      f["interval"].value, 60.0)
+            if interval < CRON_MIN_INTERVAL:
+                self.p.add(file, f["interval"].line, f"cron '{name}' interval "
+                           f"'{f['interval'].value}' is shorter than 1s, the shortest a cron "
+                           "ticks at; use \"1s\" or more")
+            elif interval > CRON_MAX_INTERVAL:
+                self.p.add(file, f["interval"].line, f"cron '{name}' interval "
+                           f"'{f['interval'].value}' is longer than 100 years, more than a "
+                           "timer holds; use a shorter one (or a calendar 'schedule')")
         elif "schedule" in f:
             schedule = f["schedule"].value
             try:
                 check(schedule)
             except CalendarError as e:
-                self.p.add(file, f["schedule"].line, f"cron '{name}' schedule '{schedule}': "
+                self.p.add(file, f["schedule"].line, f"cron '{name}' schedule {quoted(schedule)}: "
                            f"{e} (systemd calendar syntax, e.g. \"Mon..Fri *-*-* 09:00\" or "
                            "\"daily\"; 'systemd-analyze calendar EXPR' tries one)")
         else:

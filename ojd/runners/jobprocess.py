@@ -133,18 +133,20 @@ class Ready:
 def spawn(store: Store, runbook: Runbook, job_id: str, *, owner: str, manager=None,
           quiet: bool = False, warn: Callable[[str], None] | None = None,
           decide: Callable[..., list[dict]] | None = None, name: str | None = None,
-          replaces: dict | None = None) -> JobProcess:
+          replaces: dict | None = None, scope_required: bool = False) -> JobProcess:
     """Start the job's process. ``manager``: the ``ojd.systemd.Systemd`` to make its scope
     in (None: its own session only). ``quiet``: its output goes nowhere but the job log
     (``oj run`` follows the log; a terminal must not hold the job). ``decide(tx)``: the
     events that create the job (a take, ``job:created``), decided in the transaction that
     records its process, so a new job costs one append; raising NothingToRun there leaves
     nothing behind. An existing job is resumed only if its recorded process is still
-    ``replaces`` (the dead one its caller saw): two resumes at once start one process."""
+    ``replaces`` (the dead one its caller saw): two resumes at once start one process.
+    ``scope_required``: under a manager, a job it makes no scope for is not started
+    (NoScope, nothing recorded) rather than left in its starter's unit."""
     if decide is None:
         decide = _takeover(job_id, replaces, owner)
     ready = prepare(store, runbook, job_id, manager=manager, quiet=quiet,
-                    warn=warn, name=name)
+                    warn=warn, name=name, scope_required=scope_required)
     try:
         return give(store, ready, owner=owner, decide=decide)
     except NothingToRun:
@@ -170,7 +172,7 @@ def _takeover(job_id: str, replaces: dict | None, owner: str) -> Callable[..., l
 
 def prepare(store: Store, runbook: Runbook, job_id: str, *, manager=None, quiet: bool = False,
             warn: Callable[[str], None] | None = None, name: str | None = None,
-            reusable: bool = False) -> Ready:
+            reusable: bool = False, scope_required: bool = False) -> Ready:
     """Fork the process that will run job ``job_id`` and ask for its scope; it waits for
     ``give`` (and runs the runbook and sees the state as they were at this fork).
     ``reusable``: when its job has ended it says "free" and waits for another (``again``)
@@ -202,7 +204,7 @@ def prepare(store: Store, runbook: Runbook, job_id: str, *, manager=None, quiet:
     ready = Ready(job_id, pid, None, None, w, free_r)
     try:
         if manager is not None:
-            ready.unit = _into_scope(manager, pid, job_id, name, warn)
+            ready.unit = _into_scope(manager, pid, job_id, name, warn, scope_required)
         ready.start = proc_start_time(pid)
         _announce(ready)
     except BaseException:
@@ -302,8 +304,12 @@ def discard(ready: Ready | JobProcess) -> None:
             os.close(fd)
 
 
+class NoScope(OjError):
+    """The manager made no scope for a job whose starter needs one (``scope_required``)."""
+
+
 def _into_scope(manager, pid: int, job_id: str, name: str,
-                warn: Callable[[str], None] | None) -> str | None:
+                warn: Callable[[str], None] | None, required: bool = False) -> str | None:
     from ojd.systemd import SystemdUnavailable
 
     unit = job_unit(job_id)
@@ -317,6 +323,8 @@ def _into_scope(manager, pid: int, job_id: str, name: str,
             unit = f"oj-job-{job_id}-{os.urandom(2).hex()}.scope"
             manager.start_scope(unit, pid, f"oj job {job_id} ({name})")
     except SystemdUnavailable as e:
+        if required:
+            raise NoScope(f"the manager made no scope for job {job_id} ({e})") from None
         if warn is not None:
             warn(f"job {job_id} runs without a unit of its own ({e}); a stop of its "
                  "starter's unit stops it too")

@@ -1,0 +1,153 @@
+"""What worker and cron control share over their systemd units: the binding in the WAL, the
+state-dir drop-in and where drop-ins go, a manager that answers (or the one line saying what
+works without it), waiting for a start, and lingering for a user's units at boot.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ojd import wake
+from ojd.errors import OjError, quoted
+from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ojd.store import Store
+
+TARGET = "oj-workers.target"  # enabled workers and cron timers start with it at boot
+STATE_DROPIN = "50-oj-state.conf"
+
+
+def record(store: Store, kind: str, name: str, root: str, fields: dict) -> None:
+    """Bind worker or cron (``kind``) ``name`` to project ``root`` in the WAL, with what its
+    runs need to know (``fields``); recorded again only when one of them changed."""
+    with store.transaction() as tx:
+        current = getattr(tx.state, f"{kind}s").get(name)
+        if current is not None and current.get("project") != root:
+            raise OjError(f"{kind} '{name}' already belongs to project {current['project']}; "
+                          f"{kind} names are unique per state directory: rename this one")
+        if current is None or any(current.get(k) != v for k, v in fields.items()):
+            tx.append({"type": f"{kind}:recorded", "name": name, "p": root, **fields})
+
+
+def unit_dir(systemd: Systemd) -> str:
+    """Where ``oj systemd install`` puts units and oj puts per-worker drop-ins."""
+    if systemd.user:
+        import platformdirs
+
+        return os.path.join(platformdirs.user_config_dir(), "systemd", "user")
+    return "/etc/systemd/system"
+
+
+def unit_quote(value: str) -> str:
+    """A value inside a double-quoted unit-file word: no specifier, quote or escape. One
+    with a control character is refused (``require_unit_safe``): a newline would end the
+    directive and begin another in a unit that may run as root."""
+    require_unit_safe(value)
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+
+
+def unit_safe(value: str) -> bool:
+    return value.isprintable()
+
+
+def require_unit_safe(state_root: str) -> None:
+    """Refuse a state directory that cannot be written into a drop-in, before anything is
+    recorded or written."""
+    if not unit_safe(state_root):
+        raise OjError(f"the state directory {quoted(state_root)} has a control character, "
+                      "which a unit file cannot hold; set OJ_STATE_DIR to a path without "
+                      "one")
+
+
+def state_text(kind: str, state_root: str) -> str:
+    """The drop-in that points a worker's or a cron's service at ``state_root``; ``oj systemd
+    uninstall`` removes only drop-ins with exactly this text for its own state dir."""
+    return (f"# written by oj {kind} start: this {kind}'s state directory\n"
+            f"[Service]\nEnvironment=\"OJ_STATE_DIR={unit_quote(state_root)}\"\n")
+
+
+def write_dropin(systemd: Systemd, path: str, wanted: str | None, reload: bool = True) -> bool:
+    """Make the drop-in at ``path`` hold ``wanted`` (None: no drop-in), atomically, and reload
+    the manager (unless not ``reload``) when that changed anything. Returns whether it did."""
+    try:
+        with open(path) as f:
+            current: str | None = f.read()
+    except FileNotFoundError:
+        current = None
+    if current == wanted:
+        return False
+    if wanted is None:
+        os.unlink(path)
+    else:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(wanted)
+        os.replace(tmp, path)
+    if reload:
+        systemd.daemon_reload()
+    return True
+
+
+def no_manager(systemd: Systemd, error: SystemdUnavailable, instead: str
+               ) -> SystemdUnavailable:
+    """One line for a machine (container, CI runner) or user without a systemd manager: what
+    failed, and what works there instead (``instead``); for a user whose manager does not
+    run while the system's does, lingering too."""
+    if systemd.user and wake.manager_present(user=False):
+        user = user_name()
+        return SystemdUnavailable(f"no systemd user manager runs for {user} ({error}); "
+                                  f"'loginctl enable-linger {user}' starts one, or {instead}")
+    return SystemdUnavailable(f"no systemd {systemd.scope} manager answers here ({error}); "
+                              f"{instead}")
+
+
+def unit_state(systemd: Systemd, unit: str, instead: str) -> UnitState:
+    """The unit's state; also the proof that a manager answers, asked before oj writes
+    anything (a WAL record, a drop-in) on its behalf."""
+    try:
+        return systemd.state(unit)
+    except SystemdUnavailable as e:
+        raise no_manager(systemd, e, instead) from None
+
+
+def wait_started(systemd: Systemd, unit: str, *, what: str, logs: str, timeout: float,
+                 late: str) -> None:
+    """Wait for ``unit`` to run with no job pending (a restart's old process is still
+    "active" until its stop begins); a start that ran and ended, or failed, is an error
+    naming ``logs``; ``late`` says what it did not do within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = systemd.state(unit)
+        if st.active_state in RUNNING_STATES and not systemd.has_job(unit):
+            return
+        # inactive with no job left: the start ran and ended (it exited, or was stopped)
+        if st.active_state == "failed" or (st.active_state == "inactive"
+                                           and not systemd.has_job(unit)):
+            raise OjError(f"{what} {unit} failed to start ({st.active_state}/"
+                          f"{st.sub_state}); see '{logs}'")
+        time.sleep(0.02)
+    raise OjError(f"{what} {unit} did not {late} in {timeout:.0f}s")
+
+
+def lingering() -> bool:
+    """logind keeps a user's manager running from boot when this flag file exists."""
+    return os.path.exists(f"/var/lib/systemd/linger/{user_name()}")
+
+
+def user_name() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def boot_notes(systemd: Systemd, what: str) -> list[str]:
+    """What the user should know about ``what`` starting at boot (``enable``)."""
+    if systemd.user and not lingering():
+        user = user_name()
+        return [f"user {user} does not linger: {what} starts at login, not at boot; "
+                f"'loginctl enable-linger {user}' makes it start at boot"]
+    return []
