@@ -221,7 +221,9 @@ def again(proc: JobProcess, job_id: str, *, manager=None,
     ready = Ready(job_id, proc.pid, proc.start, None, proc.w, proc.free)
     try:
         if manager is not None:
-            ready.unit = _into_scope(manager, proc.pid, job_id, name or job_id, warn)
+            # no scope, no reuse: it would run the job in its previous job's scope
+            ready.unit = _into_scope(manager, proc.pid, job_id, name or job_id, warn,
+                                     required=True)
         _announce(ready)
     except BaseException:
         discard(ready)
