@@ -54,7 +54,7 @@ def unknown_queue(name: str, known: Iterable[str]) -> UsageError:
 
 
 # Limits on one item, so that no push can make the state unreadable or unwritable for others:
-# the WAL writer refuses events nested over ojd.walframe.MAX_EVENT_DEPTH, and an item sits a
+# the WAL writer refuses events nested over ojd.store.walframe.MAX_EVENT_DEPTH, and an item sits a
 # few levels down in its events and in snapshots.
 MAX_ITEM_DEPTH = 64
 MAX_ITEM_BYTES = 1 << 20
@@ -95,7 +95,7 @@ def _too_big(size: int) -> UsageError:
 
 
 def check_item_bounds(data: object) -> None:
-    from ojd.walframe import nesting
+    from ojd.store.walframe import nesting
 
     if nesting(data, MAX_ITEM_DEPTH) > MAX_ITEM_DEPTH:
         raise _too_deep()

@@ -61,7 +61,7 @@ class Project:
 
     def events(self, kind: str) -> list[dict]:
         """The WAL's events of one type, read directly."""
-        from ojd.wal import WalDirectory
+        from ojd.store.wal import WalDirectory
 
         wal = WalDirectory(str(self.state / "wal"), on_problem=lambda p: None)
         return [r.event for r in wal.records() if r.event.get("type") == kind]

@@ -11,8 +11,8 @@ import pytest
 
 from ojd.state import State
 from ojd.store import Store
-from ojd.wal import WalProblem
-from ojd.walframe import encode_frames
+from ojd.store.wal import WalProblem
+from ojd.store.walframe import encode_frames
 
 
 def pushed(n: int) -> dict:

@@ -24,7 +24,7 @@ def check_cmd(output: str, repair: bool, yes: bool) -> int:
     the log; report each problem with its position. Exit 1 on a problem."""
     from ojd import paths
     from ojd.store import Store, state_dir_error
-    from ojd.walsegments import positions
+    from ojd.store.walsegments import positions
 
     root = paths.state_dir()
     if not os.path.lexists(root):  # checking must not create it

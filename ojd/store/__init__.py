@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from ojd import paths
 from ojd.errors import OjError, escaped
 from ojd.state import Event, State
-from ojd.wal import CheckReport, WalDirectory, WalProblem
-from ojd.walsegments import lost_problem, positions
+from ojd.store.wal import CheckReport, WalDirectory, WalProblem
+from ojd.store.walsegments import lost_problem, positions
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
