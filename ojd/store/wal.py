@@ -199,6 +199,17 @@ class WalDirectory:
     def load_snapshot(self) -> tuple[int, object] | None:
         return self._load_snapshot(None)
 
+    def start_at(self, pos: int, state: object) -> None:
+        """Begin an empty log with a snapshot at ``pos`` (an imported state): its first
+        segment is named after ``pos + 1``, so appends continue from there."""
+        with self.locked():
+            if self._segs.names() or self._snapshots():
+                raise ValueError("the log is not empty")
+            self._roll(Cursor(None, 0, pos, pos))
+            with self._cache_lock:
+                self._tail = self._seen = None
+        self.save_snapshot(pos, state)
+
     def read_snapshot(self, pos: int) -> tuple[int, object] | None:
         """The snapshot at ``pos``, or None when it is absent or unreadable."""
         return self._read_snapshot(pos, f"snapshot-{pos:016d}.json", [])
