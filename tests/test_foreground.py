@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import OJ, Project, require, wait_until
 
+pytestmark = pytest.mark.both_stores
+
 RUNBOOK = r"""
     queue "q" {
       vars = ["n"]
@@ -192,7 +194,7 @@ def test_worker_start_wakes_a_foreground_worker_without_a_manager(started, tmp_p
     from ojd.store import Store
 
     project, worker = started
-    store = Store(str(project.state))
+    store = Store(str(project.state), url=project.url or "")
     store.load()
     # queued without the push's wake-up: only the start below can make the worker poll
     queues.push(store, str(project.root), queues.QueueSpec("q", "persisted", ["n"], {}),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from _thread import RLock
 
 from ojd.errors import OjError, escaped
@@ -86,13 +87,15 @@ def db_error(where: str, e: Exception) -> OjError:
     return OjError(escaped(f"state database {where}: {text[0] if text else type(e).__name__}"))
 
 
-_LOGS: list = []  # every PgLog of this process, so a forked child can let go of them
+# every PgLog of this process, so a forked child can let go of them (weak: a store dropped
+# closes its connection)
+_LOGS: weakref.WeakSet = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
     # The child holds copies of the parent's sockets: a Terminate message or a query sent on
     # one would end or confuse the parent's session. Point them at /dev/null and forget them.
-    for log in _LOGS:
+    for log in list(_LOGS):
         log._forget_connection()
 
 
@@ -112,7 +115,7 @@ class PgLog:
         self._depth = 0
         self._appended = 0  # the last position appended in the open transaction
         self.rolled_back = False
-        _LOGS.append(self)
+        _LOGS.add(self)
 
     # -- the connection ----------------------------------------------------------------------
 
