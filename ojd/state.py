@@ -27,7 +27,7 @@ Event types (``type`` key) and their fields:
 - ``agent:started``   id, step, visit, agent, socket, session, start, ts   an agent's tmux session
 - ``agent:delivered`` id, ts                  the answer reached the agent
 - ``worker:recorded`` name, p, runbook, queue, concurrency, ts
-- ``worker:started``  name, invocation, pid, ts
+- ``worker:started``  name, invocation, pid, host, ts
 - ``worker:woken``    name, ts
 - ``worker:stopped``  name, invocation, ts
 - ``worker:resized``  name, concurrency, ts   ``oj worker resize``: the concurrency the worker
@@ -380,7 +380,8 @@ class State:
     def _worker_started(self, ev: Event) -> None:
         w = self.workers.get(ev["name"])
         if w is not None:
-            w.update(invocation=ev.get("invocation"), pid=ev.get("pid"), started_at=ev["ts"])
+            w.update(invocation=ev.get("invocation"), pid=ev.get("pid"), started_at=ev["ts"],
+                     host=ev.get("host"))
 
     def _worker_woken(self, ev: Event) -> None:
         w = self.workers.get(ev["name"])

@@ -123,8 +123,17 @@ def wake_queue_workers(store: Store, project: str, queue: str
     for w in store.state.workers.values():
         if w.get("project") != project or w.get("queue") != queue:
             continue
-        (woken if wake_worker(store, w["name"]) else idle).append(w["name"])
+        awake = wake_worker(store, w["name"]) or (store.url and runs_elsewhere(w))
+        (woken if awake else idle).append(w["name"])
     return woken, idle
+
+
+def runs_elsewhere(w: dict) -> bool:
+    """A worker last started on another host and not stopped since: with a shared store it
+    is woken by the database's notification of the push, not by a signal from here."""
+    host = w.get("host")
+    return bool(host) and host != os.uname().nodename and (
+        w.get("stopped_at") or 0) < (w.get("started_at") or 0)
 
 
 def wake_worker(store: Store, name: str) -> bool:

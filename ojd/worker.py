@@ -97,6 +97,9 @@ class WorkerLoop:
         # the problem with the runbook on disk while the loaded one keeps running
         self.runbook_error: str | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # commits by other processes, on any host (a shared store): None with the WAL
+        self._listener = None
+        self._listen_error: str | None = None
 
     # -- signals and wake-ups -----------------------------------------------------------
 
@@ -118,6 +121,41 @@ class WorkerLoop:
             self._stop_signal = signum
         self.wake()
 
+    def _listen(self) -> None:
+        """Wait on the store's change listener too, when it has one; one that cannot be had
+        (or breaks) is said once, and the fallback poll carries on until a poll gets one."""
+        if self._listener is not None:
+            return
+        try:
+            self._listener = self.store.change_listener()
+        except OjError as e:
+            if str(e) != self._listen_error:
+                self._listen_error = str(e)
+                self.log.warning(f"{e}; pushes from other hosts wait for the poll")
+            return
+        if self._listener is not None and self._listen_error is not None:
+            self._listen_error = None
+            self.log.info("listening to the state again")
+
+    def _listener_woke(self) -> bool:
+        """Whether what the listener received asks for a poll (a commit that may bring work)."""
+        assert self._listener is not None
+        try:
+            return self._listener.drain() > 0
+        except OjError as e:
+            self._listen_error = str(e)
+            self.log.warning(f"{e}; polling until it is back")
+            self._close_listener()
+            return True
+
+    def _close_listener(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.close()
+            except Exception:
+                pass
+            self._listener = None
+
     def _drain_wakes(self) -> None:
         try:
             while os.read(self._wake_r, 4096):
@@ -132,8 +170,10 @@ class WorkerLoop:
         self._follow_resize(quiet=True)  # the ready line says it
         self._remember_runbook()
         self.store.append({"type": "worker:started", "name": self.worker.name,
-                           "invocation": os.environ.get("INVOCATION_ID"), "pid": os.getpid()})
+                           "invocation": os.environ.get("INVOCATION_ID"), "pid": os.getpid(),
+                           "host": os.uname().nodename})
         self._recover()
+        self._listen()
         self.notifier.ready(self.status_line())
         self.log.info(f"ready: queue '{self.queue.name}', pipeline '{self.worker.pipeline}', "
                       f"concurrency {self._concurrency_text()}")
@@ -145,6 +185,7 @@ class WorkerLoop:
             if poll_due:
                 self._poll_once()
                 next_poll = time.monotonic() + self.worker.poll
+                self._listen()
             if self.until_idle and self._idle():
                 self.log.info("queue drained; exiting (--until-idle)")
                 break
@@ -161,10 +202,17 @@ class WorkerLoop:
             poll_at = time.monotonic() + timeout
             if self.procs:
                 timeout = min(timeout, STATUS_EVERY)
-            woken = select.select([self._wake_r, *self._pidfds], [], [], timeout)[0]
+            fds = [self._wake_r, *self._pidfds]
+            if self._listener is not None:
+                fds.append(self._listener)
+            woken = select.select(fds, [], [], timeout)[0]
+            listener = self._listener
+            if listener is not None and listener in woken and not self._listener_woke():
+                woken.remove(listener)  # commits that bring no work
             # a wake, a job's end, the fallback poll or a cooldown's end polls; the status
             # tick alone does not
             poll_due = bool(woken) or time.monotonic() >= poll_at - 0.005
+        self._close_listener()
         self._shutdown()
         # a wake now means nothing, and Python's exit restores SIGUSR1's default (death)
         # before the process is gone: a push in that moment must not kill it

@@ -185,3 +185,31 @@ def test_a_listing_waits_for_no_lock_while_a_decision_holds_the_table(postgres, 
     p.oj("queue", "push", "q", "--var", "n=2")
     assert len(p.items("q")) == 2
     assert json.loads(p.oj("state", "check", "-o", "json").stdout)["records"] == 2
+
+
+def test_a_push_from_another_host_wakes_an_idle_worker_through_the_database(postgres,
+                                                                           tmp_path):
+    """The worker's fallback poll is an hour and the pushing host cannot signal it: only
+    the NOTIFY of the push's commit can start the step in time."""
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", RUNBOOK.replace('poll        = "200ms"', 'poll        = "1h"'))
+    b = as_host(p, tmp_path, "b")
+    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115
+    worker = subprocess.Popen([OJD, "worker", "w", "--foreground"], cwd=p.root, env=b.env(),
+                              stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        wait_until(lambda: len(p.events("worker:started")) == 1, "the worker to start")
+        time.sleep(0.5)  # idle in its wait
+        ran = p.root / "ran.txt"
+        for n in range(3):
+            started = time.monotonic()
+            p.oj("queue", "push", "q", "--var", f"n={n}")
+            wait_until(lambda n=n: ran.exists() and len(ran.read_text().splitlines()) > n,
+                       f"item {n} to run on the other host", timeout=10)
+            assert time.monotonic() - started < 5
+        assert {line.split()[1] for line in ran.read_text().splitlines()} == {str(b.state)}
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert "Traceback" not in (tmp_path / "worker.log").read_text()

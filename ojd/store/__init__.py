@@ -283,6 +283,14 @@ class Store:
         with self.transaction() as tx:
             return tx.append(*events)
 
+    def change_listener(self):
+        """Something to wait on for others' appends, or None where only signals tell (the
+        WAL directory: a push signals the workers of its queue itself). With PostgreSQL a
+        connection LISTENing to commits on every host: ``fileno()`` becomes readable and
+        ``drain()`` says how many ask for a wake."""
+        listener = getattr(self.log, "listener", None)
+        return listener() if listener is not None else None
+
     def snapshot(self) -> int:
         """Write a snapshot of the current state and drop the segments it makes redundant."""
         with self.lock:

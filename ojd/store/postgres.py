@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 CHANNEL = "oj_events"
+# Events that may give a worker something to take: their NOTIFY payload says "wake", so that
+# workers do not poll for every step of every job on every host.
+WAKE_TYPES = frozenset({"queue:pushed", "queue:released", "queue:retried", "queue:failed",
+                        "job:reopened", "worker:woken", "worker:resized", "worker:recorded"})
 _KEEP_SNAPSHOTS = 2
 _SCHEMA_LOCK = 0x6F6A0001  # pg_advisory_xact_lock key: two first users create the tables once
 SCHEMA = """
@@ -103,6 +107,18 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 _ORPHANS: list = []  # connections of a parent process: kept, so they are never finalised
 
 
+def _orphan(conn) -> None:
+    if conn is None:
+        return
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, conn.fileno())
+        os.close(null)
+    except Exception:
+        pass
+    _ORPHANS.append(conn)
+
+
 class PgLog:
     """One PostgreSQL database as the log. Safe to share between threads; per process."""
 
@@ -114,6 +130,7 @@ class PgLog:
         self._mutex = RLock()
         self._depth = 0
         self._appended = 0  # the last position appended in the open transaction
+        self._wakes = False  # and whether any of its events may give a worker work
         self.rolled_back = False
         _LOGS.add(self)
 
@@ -153,16 +170,7 @@ class PgLog:
         conn, self._conn = self._conn, None
         self._mutex = RLock()
         self._depth = 0
-        if conn is None:
-            return
-        try:
-            fd = conn.fileno()
-            null = os.open(os.devnull, os.O_RDWR)
-            os.dup2(null, fd)
-            os.close(null)
-        except Exception:
-            pass
-        _ORPHANS.append(conn)
+        _orphan(conn)
 
     def fileno(self) -> int:
         return self._db().fileno()
@@ -372,6 +380,7 @@ class _Locked:
             if log._depth == 0:
                 log.rolled_back = False
                 log._appended = 0
+                log._wakes = False
                 self._begin(log)
             log._depth += 1
         except BaseException:
@@ -415,7 +424,8 @@ class _Locked:
         conn = log._db()
         sql = "COMMIT"
         if log._appended:  # wakes every listening worker, on every host, once committed
-            sql = f"NOTIFY {CHANNEL}, '{log._appended}'; COMMIT"
+            payload = f"{log._appended}{' wake' if log._wakes else ''}"
+            sql = f"NOTIFY {CHANNEL}, '{payload}'; COMMIT"
         try:
             cur = conn.execute(sql)
             while cur.nextset():
@@ -476,6 +486,8 @@ class PgWriter:
         rows = self._log._query(_INSERT, (payloads,))
         got = sorted(r[0] for r in rows)
         self._log._appended = got[-1]
+        if not self._log._wakes:
+            self._log._wakes = any(ev.get("type") in WAKE_TYPES for ev in events)
         return got
 
 
@@ -490,22 +502,26 @@ class PgListener:
             self._conn.execute(f"LISTEN {CHANNEL}")
         except pg.Error as e:
             raise db_error(f"{redacted(url)} cannot be listened to", e) from None
+        _LOGS.add(self)
+
+    def _forget_connection(self) -> None:
+        _orphan(self._conn)
 
     def fileno(self) -> int:
         return self._conn.fileno()
 
     def drain(self) -> int:
-        """Consume the notifications that arrived; how many (0 when the fd woke for nothing).
-        A broken connection raises OjError: the caller falls back to polling."""
+        """Consume the notifications that arrived; how many ask for a wake (events that may
+        give a worker work). A broken connection raises OjError: the caller polls instead."""
         pg = psycopg()
         pgconn = self._conn.pgconn  # libpq's own calls: the same in every psycopg 3 release
         n = 0
         try:
             pgconn.consume_input()
-            while pgconn.notifies() is not None:
-                n += 1
+            while (note := pgconn.notifies()) is not None:
+                n += note.extra.endswith(b" wake")
         except pg.Error as e:
-            raise db_error("listener connection lost", e) from None
+            raise db_error("the listening connection was lost", e) from None
         return n
 
     def close(self) -> None:
