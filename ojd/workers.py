@@ -148,7 +148,23 @@ def wake_foreground(store: Store, name: str) -> int | None:
 
 
 def bind_state_dir(systemd: Systemd, name: str, state_root: str) -> None:
-    """A worker whose state is not in the default place learns it from a drop-in."""
+    """A worker whose state is not in the default place learns it from a drop-in. Its
+    PostgreSQL URL it reads from the state dir's oj.conf: a URL only in this shell's
+    OJ_STATE_URL would leave the unit on another store, so that is refused."""
+    url = os.environ.get("OJ_STATE_URL")
+    if url:
+        from ojd.store import CONFIG_FILE, configured_url
+
+        del os.environ["OJ_STATE_URL"]
+        try:
+            in_file = configured_url(state_root)
+        finally:
+            os.environ["OJ_STATE_URL"] = url
+        if in_file != url:
+            raise OjError(escaped(
+                f"worker {quoted(name)}'s unit does not see OJ_STATE_URL: put the line "
+                f"'state_url = {url}' in {os.path.join(state_root, CONFIG_FILE)} (and unset "
+                "OJ_STATE_URL), so that the unit, its jobs and this shell share one store"))
     default = os.environ.get("OJ_STATE_DIR") is None
     write_dropin(systemd, dropin_path(systemd, name, DROPIN),
                  None if default else dropin_text(state_root))
@@ -385,6 +401,7 @@ def listing(store: Store, systemd: Systemd | None, project: str | None
             "pending": pending,
             "enabled": enabled,
             "started_at": w.get("started_at"), "woken_at": w.get("woken_at"),
+            "host": w.get("host"),  # where it last started (a shared store has several)
         })
     return rows, problem
 
