@@ -268,6 +268,10 @@ def _child(r: int, parent: Store, runbook: Runbook, job_id: str, *, journal: boo
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(sig, _ignore)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # a store that needs a connection (PostgreSQL) opens it while waiting: a ready process
+    # then starts its job without a connection's set-up on the path from push to step
+    store = Store(parent.root, url=parent.url or "")
+    store.warm_up()
     try:
         go = os.read(r, 512).decode()
     except (OSError, UnicodeDecodeError):
@@ -286,11 +290,12 @@ def _child(r: int, parent: Store, runbook: Runbook, job_id: str, *, journal: boo
         print(f"job {job_id}: could not set up its process: {e!r}", file=sys.stderr,
               flush=True)
         return 70
-    return run_here(parent.root, runbook, job_id, tee=journal, parent=parent)
+    return run_here(parent.root, runbook, job_id, tee=journal, parent=parent, store=store)
 
 
 def run_here(root: str, runbook: Runbook, job_id: str, *,
-             tee: bool = False, parent: Store | None = None) -> int:
+             tee: bool = False, parent: Store | None = None,
+             store: Store | None = None) -> int:
     """Run the job to its end in this process (the job process's body). 0 when it ended
     or was handed over; 1 when interrupted (it stays resumable)."""
     from ojd.notify import Log
@@ -309,7 +314,7 @@ def run_here(root: str, runbook: Runbook, job_id: str, *,
         elif what == "stalled":
             log.error(detail)
 
-    store = Store(root)
+    store = store or Store(root)
     if parent is not None:
         store.take_over(parent)  # its fds are closed here, its state is good
     runner = JobRunner(store, runbook, progress=progress, tee=tee)

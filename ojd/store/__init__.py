@@ -283,6 +283,16 @@ class Store:
         with self.transaction() as tx:
             return tx.append(*events)
 
+    def warm_up(self) -> None:
+        """Open what the first read or append would (a database connection), ahead of need;
+        failures are left to that first use, which reports them."""
+        connect = getattr(self.log, "connect", None)
+        if connect is not None:
+            try:
+                connect()
+            except Exception:
+                pass
+
     def change_listener(self):
         """Something to wait on for others' appends, or None where only signals tell (the
         WAL directory: a push signals the workers of its queue itself). With PostgreSQL a

@@ -172,8 +172,9 @@ class PgLog:
         self._depth = 0
         _orphan(conn)
 
-    def fileno(self) -> int:
-        return self._db().fileno()
+    def connect(self) -> None:
+        with self._mutex:
+            self._db()
 
     def _query(self, sql: str, params: tuple = ()) -> list:
         pg = psycopg()
