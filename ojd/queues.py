@@ -192,10 +192,14 @@ def push(store: Store, project: str, queue: Queue | QueueSpec,
         return item_id, True
 
 
-def take_event(item: dict, owner: str, job_id: str) -> dict:
+def take_event(item: dict, owner: str, job_id: str, lease: float | None = None) -> dict:
     """Lease ``item`` to ``owner`` for ``job_id``; appended inside the transaction that chose
-    the item (``State.next_takeable``), so no two takers get one item."""
-    return {"type": "queue:taken", "id": item["id"], "by": owner, "job": job_id}
+    the item (``State.next_takeable``), so no two takers get one item. ``lease`` (a shared
+    store): seconds the item stays taken unless the job's process renews it."""
+    event = {"type": "queue:taken", "id": item["id"], "by": owner, "job": job_id}
+    if lease:
+        event["lease"] = lease
+    return event
 
 
 def failure_event(queue: Queue, item: dict, error: str, now: float) -> dict:

@@ -129,6 +129,33 @@ class State:
         item["job"] = ev.get("job")
         item["retry_at"] = None
         item["updated_at"] = ev["ts"]
+        # a shared store's lease: the job's process renews it; past it, any host's worker
+        # hands the item (and its job, from its step) to another host
+        item["lease"] = ev.get("lease")
+        item["lease_until"] = ev["ts"] + ev["lease"] if ev.get("lease") else None
+
+    def _queue_lease_renewed(self, ev: Event) -> None:
+        item = self.items.get(ev["id"])
+        if item is not None and item["status"] == "active" and item.get("job") == ev.get(
+                "job") and item.get("lease"):
+            item["lease_until"] = ev["ts"] + item["lease"]
+
+    def _queue_lease_expired(self, ev: Event) -> None:
+        """The item's lease ran out: back to pending, the attempt not counted, its job kept
+        (the next taker resumes it from its step) and the job's process no longer its own,
+        so that process, should it wake, can record nothing more."""
+        item = self.items.get(ev["id"])
+        if item is None or item["status"] != "active" or item.get("job") != ev.get("job"):
+            return
+        self._set_status(item, "pending")
+        item["attempts"] = max(0, item["attempts"] - 1)
+        item["owner"] = None
+        item["lease_until"] = None
+        item["updated_at"] = ev["ts"]
+        job = self.jobs.get(ev.get("job") or "")
+        if job is not None and job["status"] in LIVE_JOB_STATES:
+            job["process"] = None
+            job["updated_at"] = ev["ts"]
 
     def _queue_completed(self, ev: Event) -> None:
         item = self.items.get(ev["id"])
@@ -263,7 +290,8 @@ class State:
         # the step's process group (its wrapper's pid) and start time: a runner that takes
         # the job over waits for a step that still runs instead of starting it again
         job["step_proc"] = ({"pid": ev["pid"], "start": ev.get("start"),
-                             "boot": ev.get("boot")} if ev.get("pid") else None)
+                             "boot": ev.get("boot"), "host": ev.get("host")}
+                            if ev.get("pid") else None)
         job["updated_at"] = ev["ts"]
 
     def _job_step_finished(self, ev: Event) -> None:
@@ -308,7 +336,8 @@ class State:
         job = self.jobs.get(ev["id"])
         if job is not None:
             job["process"] = {"pid": ev["pid"], "start": ev.get("start"),
-                              "boot": ev.get("boot"), "unit": ev.get("unit")}
+                              "boot": ev.get("boot"), "unit": ev.get("unit"),
+                              "host": ev.get("host")}
             job["owner"] = ev.get("by") or job["owner"]
             job["updated_at"] = ev["ts"]
 
@@ -427,6 +456,18 @@ class State:
         item_id = self.live_keys.get((project, queue, key))
         return self.items.get(item_id) if item_id else None
 
+    def expired_leases(self, project: str, queue: str, now: float) -> list[dict]:
+        """Active items of the queue whose lease ran out before ``now``."""
+        return [i for i in self.items.values()
+                if i["status"] == "active" and i.get("lease_until") is not None
+                and i["lease_until"] < now and i["project"] == project and i["queue"] == queue]
+
+    def next_lease_end(self, project: str, queue: str) -> float | None:
+        ends = [i["lease_until"] for i in self.items.values()
+                if i["status"] == "active" and i.get("lease_until") is not None
+                and i["project"] == project and i["queue"] == queue]
+        return min(ends) if ends else None
+
     def next_takeable(self, project: str, queue: str, now: float) -> dict | None:
         """Oldest pending item, or a failed one whose cooldown is over (the older wins)."""
         key = (project, queue)
@@ -511,6 +552,8 @@ _HANDLERS = {
     "queue:completed": State._queue_completed,
     "queue:failed": State._queue_failed,
     "queue:released": State._queue_released,
+    "queue:lease_renewed": State._queue_lease_renewed,
+    "queue:lease_expired": State._queue_lease_expired,
     "queue:dropped": State._queue_dropped,
     "queue:retried": State._queue_retried,
     "queue:pruned": State._queue_pruned,

@@ -53,6 +53,12 @@ def boot_id() -> str:
     return _BOOT_ID[0]
 
 
+def host_name() -> str:
+    """This host's name in a shared state: ``$OJ_HOST``, else the kernel's host name. Pids,
+    steps and job processes recorded by another host are never looked for here."""
+    return os.environ.get("OJ_HOST") or os.uname().nodename
+
+
 def pid_file_text(pid: int) -> str:
     return f"{pid} {proc_start_time(pid)}\n"
 
@@ -132,7 +138,7 @@ def runs_elsewhere(w: dict) -> bool:
     """A worker last started on another host and not stopped since: with a shared store it
     is woken by the database's notification of the push, not by a signal from here."""
     host = w.get("host")
-    return bool(host) and host != os.uname().nodename and (
+    return bool(host) and host != host_name() and (
         w.get("stopped_at") or 0) < (w.get("started_at") or 0)
 
 

@@ -121,6 +121,12 @@ class WorkerLoop:
             self._stop_signal = signum
         self.wake()
 
+    def _next_lease_end(self) -> float | None:
+        if not self.lease or self.queue.type == "external":
+            return None
+        with self.store.lock:
+            return self.store.state.next_lease_end(self.project, self.queue.name)
+
     def _listen(self) -> None:
         """Wait on the store's change listener too, when it has one; one that cannot be had
         (or breaks) is said once, and the fallback poll carries on until a poll gets one."""
@@ -171,7 +177,7 @@ class WorkerLoop:
         self._remember_runbook()
         self.store.append({"type": "worker:started", "name": self.worker.name,
                            "invocation": os.environ.get("INVOCATION_ID"), "pid": os.getpid(),
-                           "host": os.uname().nodename})
+                           "host": wake.host_name()})
         self._recover()
         self._listen()
         self.notifier.ready(self.status_line())
@@ -197,6 +203,9 @@ class WorkerLoop:
             retry_at = self._next_retry() if len(self.procs) < self.concurrency else None
             if retry_at is not None:  # a cooldown ends before the fallback poll
                 timeout = min(timeout, max(0.0, retry_at - time.time()) + 0.01)
+            lease_end = self._next_lease_end()
+            if lease_end is not None:  # a lease runs out before the fallback poll
+                timeout = min(timeout, max(0.0, lease_end - time.time()) + 0.05)
             if self.notifier.watchdog_interval is not None:
                 timeout = min(timeout, self.notifier.watchdog_interval)
             poll_at = time.monotonic() + timeout
@@ -256,6 +265,8 @@ class WorkerLoop:
         self.reload_runbook()
         self.store.refresh()
         self._follow_resize()
+        if self.lease:
+            self._expire_leases()
         self._adopt()
         free = self.concurrency - len(self.procs)
         if free <= 0:
@@ -265,22 +276,76 @@ class WorkerLoop:
             return
         for _ in range(free):
             with self.store.lock:  # a look before forking: most polls find nothing
-                if self.store.state.next_takeable(self.project, self.queue.name,
-                                                  time.time()) is None:
+                item = self.store.state.next_takeable(self.project, self.queue.name,
+                                                      time.time())
+                if item is None:
                     return
-            if not self._start_new(self._take):
+                job = self.store.state.jobs.get(item.get("job") or "")
+            if job is not None and job["status"] in LIVE_JOB_STATES and \
+                    job["id"] not in self.procs:
+                if not self._take_over(item["id"], job["id"]):
+                    return
+            elif not self._start_new(self._take):
                 return
+
+    @property
+    def lease(self) -> float | None:
+        """Items are leased only in a shared store: one host's worker alone (the WAL
+        directory) adopts or resumes its own jobs instead."""
+        return self.worker.lease if self.store.url else None
 
     def _take(self, tx, job_id: str) -> list[dict]:
         """The take of the oldest takeable item by a new job (in the job process's append)."""
         item = tx.state.next_takeable(self.project, self.queue.name, time.time())
         if item is None or job_id in tx.state.jobs:
             raise jobprocess.NothingToRun()
+        live = tx.state.jobs.get(item.get("job") or "")
+        if live is not None and live["status"] in LIVE_JOB_STATES:
+            raise jobprocess.NothingToRun()  # its job goes on: _take_over's, next poll
         job = job_created_event(tx, self.store.root, self.runbook, self.project,
                                 self.worker.pipeline, self._vars_for(item["data"]),
                                 self.project, item=item["id"], worker=self.worker.name,
                                 owner=self.owner, job_id=job_id)
-        return [job, queues.take_event(item, self.owner, job_id)]
+        return [job, queues.take_event(item, self.owner, job_id, self.lease)]
+
+    def _expire_leases(self) -> None:
+        """Items whose job's process (on any host) stopped renewing their lease go back to
+        pending, the attempt not counted; their jobs are resumed by the next take."""
+        now = time.time()
+        with self.store.lock:
+            if not self.store.state.expired_leases(self.project, self.queue.name, now):
+                return
+        with self.store.transaction() as tx:
+            for item in tx.state.expired_leases(self.project, self.queue.name, now):
+                proc = (tx.state.jobs.get(item["job"]) or {}).get("process") or {}
+                self.log.warning(
+                    f"item {item['id']}: the lease of job {item['job']} (process "
+                    f"{proc.get('pid')} on {proc.get('host') or '?'}) expired "
+                    f"{now - item['lease_until']:.0f}s ago; back to pending, its job to be "
+                    "resumed here or on another host")
+                tx.append({"type": "queue:lease_expired", "id": item["id"], "job": item["job"]})
+
+    def _take_over(self, item_id: str, job_id: str) -> bool:
+        """Take an item whose job lost its lease and resume that job from its step, in the
+        append that records the new process; False when another host was faster."""
+        def decide(tx) -> list[dict]:
+            item = tx.state.items.get(item_id)
+            job = tx.state.jobs.get(job_id)
+            if item is None or item["status"] != "pending" or item.get("job") != job_id \
+                    or job is None or job["status"] not in LIVE_JOB_STATES:
+                raise jobprocess.NothingToRun()
+            return [{"type": "job:resumed", "id": job_id, "by": self.owner},
+                    queues.take_event(item, self.owner, job_id, self.lease)]
+
+        self.log.info(f"resuming job {job_id} (item {item_id}) after its lease expired")
+        try:
+            proc = jobprocess.spawn(self.store, self.runbook, job_id, owner=self.owner,
+                                    manager=self.manager, warn=self.log.warning,
+                                    decide=decide)
+        except jobprocess.NothingToRun:
+            return False
+        self._watch(proc)
+        return True
 
     def _start_new(self, make: Callable) -> bool:
         """Start a job process (the ready one, else a new one) for a job that
@@ -476,6 +541,10 @@ class WorkerLoop:
         orphans = []
         for job in mine:
             proc = job.get("process")
+            if proc and proc.get("host") not in (None, wake.host_name()):
+                continue  # another host's: its lease, not this host, says when it is lost
+            if proc is None and self.lease and self._lease_lost(job):
+                continue  # its item is pending again: the take resumes it
             if jobprocess.alive(proc):  # running anyway: it takes its slot
                 self.log.info(f"job {job['id']} runs in process {proc['pid']}"
                               + (f" ({proc['unit']})" if proc.get("unit") else "")
@@ -494,6 +563,11 @@ class WorkerLoop:
             self.log.info(f"resuming job {job['id']} (item {job['item']}) at step "
                           f"'{job.get('next') or job['step'] or 'first'}'")
             self._start(job["id"], job.get("process"))
+
+    def _lease_lost(self, job: dict) -> bool:
+        with self.store.lock:
+            item = self.store.state.items.get(job.get("item") or "")
+        return item is not None and item["status"] == "pending" and item.get("job") == job["id"]
 
     def _start(self, job_id: str, replaces: dict | None) -> None:
         try:

@@ -5,6 +5,7 @@ configuration or database is one line."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -213,3 +214,105 @@ def test_a_push_from_another_host_wakes_an_idle_worker_through_the_database(post
         worker.terminate()
         worker.wait(timeout=30)
     assert "Traceback" not in (tmp_path / "worker.log").read_text()
+
+
+LEASED = r"""
+    queue "q" {
+      vars = ["n"]
+    }
+
+    worker "w" {
+      source      = { queue = "q" }
+      handler     = { pipeline = "p" }
+      poll        = "200ms"
+      lease       = "3s"
+    }
+
+    pipeline "p" {
+      vars = ["item"]
+      step "work" {
+        run = <<-SHELL
+          echo "$OJ_HOST start" >> "${invoke.dir}/ran.txt"
+          if [ "$OJ_HOST" = a ]; then sleep 60; fi
+          echo "$OJ_HOST end" >> "${invoke.dir}/ran.txt"
+        SHELL
+      }
+    }
+    """
+
+
+def test_a_host_frozen_past_its_lease_loses_the_item_to_another_host_and_its_late_writes_are_refused(
+        postgres, tmp_path):
+    import signal
+
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", LEASED)
+    a, b = as_host(p, tmp_path, "a"), as_host(p, tmp_path, "b")
+    ran = p.root / "ran.txt"
+    workers = {}
+
+    def start(host: Project, name: str) -> None:
+        with open(tmp_path / f"worker-{name}.log", "w") as log:
+            workers[name] = subprocess.Popen([OJD, "worker", "w", "--foreground"], cwd=p.root,
+                                             env=host.env(OJ_HOST=name), stdout=log,
+                                             stderr=subprocess.STDOUT)
+
+    start(a, "a")
+    frozen: list[int] = []
+    try:
+        item = p.oj("queue", "push", "q", "--var", "n=1").stdout.strip()
+        wait_until(lambda: ran.exists() and "a start" in ran.read_text(), "the step on a")
+        job = p.events("job:process")[0]
+        step = p.events("job:step_started")[0]
+        assert job["host"] == step["host"] == "a"
+        # host a freezes: its worker, its job process and its step stop answering
+        frozen = [workers["a"].pid, job["pid"]]
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        os.killpg(step["pid"], signal.SIGSTOP)
+        start(b, "b")
+        wait_until(lambda: "b end" in ran.read_text(), "host b to run the step", timeout=30)
+        wait_until(lambda: p.json("queue", "show", item)["status"] == "completed",
+                   "the item to complete on b")
+        assert len(p.events("queue:lease_expired")) == 1
+        # host a wakes: its lease has moved, so nothing it does is recorded any more
+        os.killpg(step["pid"], signal.SIGCONT)
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        frozen = []
+        wait_until(lambda: not os.path.exists(f"/proc/{job['pid']}"),
+                   "a's job process to give up", timeout=30)
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        for w in workers.values():
+            w.terminate()
+            w.wait(timeout=30)
+    assert ran.read_text().splitlines() == ["a start", "b start", "b end"]
+    assert [e["id"] for e in p.events("queue:completed")] == [item]
+    assert len(p.events("job:finished")) == 1
+    assert p.json("queue", "show", item)["attempts"] == 1  # the lost lease counted no attempt
+    a_log = (a.state / "logs" / f"{job['id']}.log").read_text() + (
+        tmp_path / "worker-a.log").read_text()
+    assert "lease of item" in a_log and "lost" in a_log, a_log
+    assert "stopped: " in a_log
+
+
+def test_a_job_running_longer_than_its_lease_keeps_it_by_renewing(postgres, tmp_path):
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", LEASED.replace('"$OJ_HOST" = a ]; then sleep 60',
+                                    '"$OJ_HOST" = a ]; then sleep 5'))
+    proc = subprocess.Popen([OJD, "worker", "w", "--foreground"], cwd=p.root,
+                            env=p.env(OJ_HOST="a"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    try:
+        item = p.oj("queue", "push", "q", "--var", "n=1").stdout.strip()
+        wait_until(lambda: p.json("queue", "show", item)["status"] == "completed",
+                   "the item to complete", timeout=30)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert p.events("queue:lease_expired") == []
+    assert len([e for e in p.events("queue:lease_renewed") if e["id"] == item]) >= 3
+    assert (p.root / "ran.txt").read_text().splitlines() == ["a start", "a end"]
+    assert p.events("queue:taken")[0]["lease"] == 3

@@ -30,7 +30,7 @@ from ojd.errors import OjError
 from ojd.runbook.model import Runbook
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
-from ojd.wake import boot_id, proc_start_time
+from ojd.wake import boot_id, host_name, proc_start_time
 
 # the environment a service hands its main process only: a job is not the worker
 _SERVICE_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
@@ -97,6 +97,7 @@ def alive(proc: dict | None) -> bool:
     """Whether the recorded process (``job["process"]``, a step's ``step_proc``) still
     runs: same boot, same pid, same start time."""
     return bool(proc and proc.get("pid") and proc.get("start")
+                and proc.get("host") in (None, host_name())
                 and proc.get("boot", boot_id()) == boot_id()
                 and proc_start_time(proc["pid"]) == proc["start"])
 
@@ -203,6 +204,7 @@ def give(store: Store, ready: Ready, *, owner: str,
             events = decide(tx) if decide is not None else []
             tx.append(*events, {"type": "job:process", "id": ready.job_id, "pid": ready.pid,
                                 "start": ready.start, "boot": boot_id(), "unit": ready.unit,
+                                "host": host_name(),
                                 "by": owner})
         os.write(ready.w, f"go {ready.unit or '-'}\n".encode())
     except NothingToRun:
