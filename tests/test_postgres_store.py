@@ -241,7 +241,7 @@ LEASED = r"""
     """
 
 
-def test_a_host_frozen_past_its_lease_loses_the_item_to_another_host_and_its_late_writes_are_refused(
+def test_a_host_frozen_past_its_lease_loses_its_item_to_another_host_and_its_writes_after(
         postgres, tmp_path):
     import signal
 
