@@ -106,9 +106,11 @@ STORES = ["wal", "postgresql"]
 
 def pytest_generate_tests(metafunc) -> None:
     """Tests (or modules) marked ``both_stores`` run once per store: the WAL directory and
-    PostgreSQL (a private server, see tests/pgserver.py)."""
-    if "store_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
-            "both_stores"):
+    PostgreSQL (a private server, see tests/pgserver.py); ``wal_only`` takes a test of such a
+    module out (it pins down what only the WAL directory does)."""
+    definition = metafunc.definition
+    if "store_kind" in metafunc.fixturenames and definition.get_closest_marker(
+            "both_stores") and not definition.get_closest_marker("wal_only"):
         metafunc.parametrize("store_kind", STORES)
 
 

@@ -189,6 +189,7 @@ def test_push_wakes_a_foreground_worker_and_list_shows_it_with_its_pid(started, 
     assert str(worker.proc.pid) in table[1].split()
 
 
+@pytest.mark.wal_only  # with PostgreSQL the commit itself wakes it (test_postgres_store)
 def test_worker_start_wakes_a_foreground_worker_without_a_manager(started, tmp_path):
     from ojd import queues
     from ojd.store import Store
