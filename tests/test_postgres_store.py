@@ -270,6 +270,9 @@ def test_a_host_frozen_past_its_lease_loses_its_item_to_another_host_and_its_wri
         for pid in frozen:
             os.kill(pid, signal.SIGSTOP)
         os.killpg(step["pid"], signal.SIGSTOP)
+        refused = b.oj("job", "resume", job["id"], check=False, OJ_HOST="b")
+        assert refused.returncode == 1
+        assert f"job {job['id']} runs on host a (process {job['pid']})" in refused.stderr
         start(b, "b")
         wait_until(lambda: "b end" in ran.read_text(), "host b to run the step", timeout=30)
         wait_until(lambda: p.json("queue", "show", item)["status"] == "completed",

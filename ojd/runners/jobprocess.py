@@ -102,6 +102,13 @@ def alive(proc: dict | None) -> bool:
                 and proc_start_time(proc["pid"]) == proc["start"])
 
 
+def elsewhere(proc: dict | None) -> str | None:
+    """The host a recorded process runs on when that is not this one (a shared store): it
+    can be neither seen nor signalled from here; its lease says when it is lost."""
+    host = (proc or {}).get("host")
+    return host if host not in (None, host_name()) else None
+
+
 class NothingToRun(Exception):
     """The decision made with the job process ready found no work (another took it)."""
 
