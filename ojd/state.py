@@ -29,7 +29,7 @@ Event types (``type`` key) and their fields:
 - ``worker:recorded`` name, p, runbook, queue, concurrency, ts
 - ``worker:started``  name, invocation, pid, host, ts
 - ``worker:woken``    name, ts
-- ``worker:stopped``  name, invocation, ts
+- ``worker:stopped``  name, invocation, host, ts
 - ``worker:resized``  name, concurrency, ts   ``oj worker resize``: the concurrency the worker
                                               keeps to instead of its runbook's (None: the
                                               runbook's again)
@@ -411,6 +411,10 @@ class State:
         if w is not None:
             w.update(invocation=ev.get("invocation"), pid=ev.get("pid"), started_at=ev["ts"],
                      host=ev.get("host"))
+            if ev.get("host"):  # a shared store: the same worker may run on several hosts
+                w.setdefault("hosts", {})[ev["host"]] = {
+                    "invocation": ev.get("invocation"), "pid": ev.get("pid"),
+                    "started_at": ev["ts"], "stopped_at": None}
 
     def _worker_woken(self, ev: Event) -> None:
         w = self.workers.get(ev["name"])
@@ -421,6 +425,9 @@ class State:
         w = self.workers.get(ev["name"])
         if w is not None:
             w["stopped_at"] = ev["ts"]
+            instance = w.get("hosts", {}).get(ev.get("host") or "")
+            if instance is not None and instance["invocation"] == ev.get("invocation"):
+                instance["stopped_at"] = ev["ts"]
 
     def _worker_resized(self, ev: Event) -> None:
         w = self.workers.get(ev["name"])

@@ -682,7 +682,8 @@ class WorkerLoop:
         self._pidfds.clear()
         try:
             self.store.append({"type": "worker:stopped", "name": self.worker.name,
-                               "invocation": os.environ.get("INVOCATION_ID")})
+                               "invocation": os.environ.get("INVOCATION_ID"),
+                               "host": wake.host_name()})
         except OSError as e:
             self.log.error(f"could not record the stop ({describe(e)})")
         self.log.info("stopped")

@@ -49,10 +49,20 @@ def test_two_hosts_draining_one_queue_take_every_item_exactly_once(postgres, tmp
     for h in hosts:
         log = open(tmp_path / f"{h.state.name}.log", "w")  # noqa: SIM115
         workers.append(subprocess.Popen([OJD, "worker", "w", "--foreground"], cwd=p.root,
-                                        env=h.env(), stdout=log, stderr=subprocess.STDOUT))
+                                        env=h.env(OJ_HOST=h.state.name), stdout=log,
+                                        stderr=subprocess.STDOUT))
         log.close()
     try:
         wait_until(lambda: len(p.events("worker:started")) == 2, "both workers to start")
+        # every host's worker, seen from host a: its own live, b's from the shared state
+        rows = json.loads(hosts[0].oj("worker", "list", "-o", "json",
+                                      OJ_HOST="host-a").stdout)
+        assert {(r["host"], r["main_pid"]) for r in rows} == {
+            ("host-a", workers[0].pid), ("host-b", workers[1].pid)}
+        assert {r["active_state"] for r in rows} == {"foreground", "running"}
+        table = hosts[0].oj("worker", "list", OJ_HOST="host-a").stdout.splitlines()
+        assert table[0].split()[:3] == ["NAME", "HOST", "STATE"]
+        assert sorted(line.split()[1] for line in table[1:]) == ["host-a", "host-b"]
         count = 120
         for i in range(0, count, 40):  # pushes race the takes of both hosts
             pushers = [subprocess.Popen([OJ, "queue", "push", "q", "--var", f"n={n}"],

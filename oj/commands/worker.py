@@ -321,11 +321,19 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
             return r["active_state"] or "unknown"
         return f"{r['active_state']}/{r['sub_state']}"
 
+    empty = "" if rows else no_workers(None if scope is None else scope == "user")
+    if getattr(app.reader_store, "url", None):  # a shared store: the workers of every host
+        table(("NAME", "HOST", "STATE", "BOOT", "PID", "JOBS", "PENDING", "QUEUE", "STARTED",
+               "PROJECT"),
+              [(r["name"], r["host"], state(r), enabled(r["enabled"]), r["main_pid"],
+                f"{r['active']}/{r['concurrency']}", r["pending"], r["queue"],
+                ago(r["started_at"]), r["project"]) for r in rows], empty=empty)
+        return
     table(("NAME", "STATE", "BOOT", "PID", "JOBS", "PENDING", "QUEUE", "STARTED", "PROJECT"),
           [(r["name"], state(r), enabled(r["enabled"]), r["main_pid"],
             f"{r['active']}/{r['concurrency']}", r["pending"], r["queue"],
             ago(r["started_at"]), r["project"]) for r in rows],
-          empty="" if rows else no_workers(None if scope is None else scope == "user"))
+          empty=empty)
 
 
 def no_workers(user: bool | None) -> str:
