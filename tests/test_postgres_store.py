@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from conftest import OJ, OJD, Project, wait_until
 
 RUNBOOK = r"""
@@ -329,3 +330,37 @@ def test_a_job_running_longer_than_its_lease_keeps_it_by_renewing(postgres, tmp_
     assert len([e for e in p.events("queue:lease_renewed") if e["id"] == item]) >= 3
     assert (p.root / "ran.txt").read_text().splitlines() == ["a start", "a end"]
     assert p.events("queue:taken")[0]["lease"] == 3
+
+
+def test_a_decision_the_database_refuses_at_commit_is_one_line_and_leaves_no_trace(
+        postgres, tmp_path):
+    import psycopg
+
+    from ojd import project as projects
+    from ojd import queues
+    from ojd.errors import OjError
+    from ojd.store import Store
+
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", RUNBOOK)
+    p.oj("queue", "push", "q", "--var", "n=1")
+    with psycopg.connect(p.url, autocommit=True) as conn:  # checked at COMMIT, not at INSERT
+        conn.execute("""
+            CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+              IF NEW.event LIKE '%refuse-me%' THEN RAISE EXCEPTION 'refused by a trigger';
+              END IF; RETURN NULL; END $$;
+            CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON oj_events
+              DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse();""")
+    proc = p.oj("queue", "push", "q", "--var", "n=refuse-me", check=False)
+    assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "did not commit: refused by a trigger" in proc.stderr
+    store = Store(str(p.state), url=p.url)
+    store.load()
+    queue = projects.load(str(p.root)).queues["q"]
+    with pytest.raises(OjError, match="did not commit"):
+        queues.push(store, str(p.root), queue, {"n": "refuse-me"})
+    # what this process applied of the refused transaction is forgotten: it reloads
+    queues.push(store, str(p.root), queue, {"n": "2"})
+    assert sorted(i["data"]["n"] for i in store.refresh().items.values()) == ["1", "2"]
+    assert sorted(i["data"]["n"] for i in p.items("q")) == ["1", "2"]
+    assert p.json("state", "check")["ok"]

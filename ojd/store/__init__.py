@@ -262,21 +262,29 @@ class Store:
         with self.lock:
             if self._reader is None:
                 self.load()
-            with self.log.locked() as writer:
-                # the lock is held: reading to the end now gives the true tail
-                # (a gap a newer snapshot covers reloads from it: under the lock, for good)
-                if not self._catch_up(self._reader.read_new(), False):
-                    self.load()
-                yield Transaction(self, writer)
-                self._reader.read_new()  # step the cursor past our own appends
+            try:
+                with self.log.locked() as writer:
+                    # the lock is held: reading to the end now gives the true tail
+                    # (a gap a newer snapshot covers reloads from it: under the lock, for good)
+                    if not self._catch_up(self._reader.read_new(), False):
+                        self.load()
+                    yield Transaction(self, writer)
+                    self._reader.read_new()  # step the cursor past our own appends
+            except BaseException:
+                if getattr(self.log, "rolled_back", False):
+                    # a database transaction that did not commit: what this state applied
+                    # of it never happened; the next use reloads
+                    self._reader = None
+                raise
             self._tell_lost()
             if self.state.pos - self._snapshot_pos >= SNAPSHOT_EVERY:
                 try:
                     self.snapshot()
-                except OSError as e:
+                except (OSError, OjError) as e:
                     # What was appended is durable: a failed snapshot (a full disk) must not
                     # make the caller report it as not done. The next append tries again.
-                    print(f"oj: warning: could not write a state snapshot: {e.strerror or e}",
+                    why = e.strerror if isinstance(e, OSError) and e.strerror else e
+                    print(f"oj: warning: could not write a state snapshot: {why}",
                           file=sys.stderr)
 
     def append(self, *events: Event) -> list[int]:
