@@ -253,8 +253,10 @@ def drain(base: Path, url: str, name: str, step: str, hosts: int, items: int,
     started = time.monotonic()
     for w, log in zip(workers, logs, strict=True):
         w.start_worker(log)
-    probe = [PYTHON, "-c", "from ojd.store import Store; s = Store(); s.load(); print(sum("
-             "i['status'] == 'completed' for i in s.state.items.values()))"]
+    # completions counted from the events (the state keeps only the newest completed items)
+    probe = [PYTHON, "-c", "import sys; from ojd.store.postgres import PgLog; print(sum("
+             "r.event['type'] == 'queue:completed' for r in PgLog(sys.argv[1]).records()))",
+             db_url]
     try:
         while True:
             done = int(subprocess.run(probe, cwd=project, env=pusher.env(), check=True,

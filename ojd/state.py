@@ -6,16 +6,19 @@ workers are plain dicts too, so a snapshot is just ``State.to_dict()``.
 Event types (``type`` key) and their fields:
 
 - ``queue:pushed``    id, p (project root), q (queue), data, key (dedup key), ts
-- ``queue:taken``     id, by (lease owner), job, ts
+- ``queue:taken``     id, by (lease owner), job, lease (a shared store: seconds), ts
 - ``queue:completed`` id, ts
 - ``queue:failed``    id, error, dead (attempts exhausted), retry_at, ts
 - ``queue:released``  id, ts                  back to pending; the attempt is not counted
+- ``queue:lease_renewed`` id, job, ts         the job's process keeps its item's lease
+- ``queue:lease_expired`` id, job, ts         the lease ran out: back to pending (attempt not
+                                              counted), the job's process cleared
 - ``queue:dropped``   id, ts
 - ``queue:retried``   id, ts                  back to pending with attempts reset
 - ``queue:pruned``    ids, ts                 completed and dead items removed by ``oj queue
                                               prune`` (an item in any other state stays)
 - ``job:created``     id, p, pipeline, name, vars, cwd, ws, invoke, item, worker, by, ts
-- ``job:step_started``  id, step, ts
+- ``job:step_started``  id, step, pid, start, boot, host, ts
 - ``job:locals``      id, locals, ts          evaluated once per job, kept for a resume
 - ``job:step_finished`` id, step, exit, next, failing, ts
 - ``job:finished``    id, outcome ("done" | "failed" | "cancelled"), error, ts

@@ -129,7 +129,7 @@ def wake_queue_workers(store: Store, project: str, queue: str
     for w in store.state.workers.values():
         if w.get("project") != project or w.get("queue") != queue:
             continue
-        awake = wake_worker(store, w["name"]) or (store.url and runs_elsewhere(w))
+        awake = wake_worker(store, w["name"]) or (store.shared and runs_elsewhere(w))
         (woken if awake else idle).append(w["name"])
     return woken, idle
 

@@ -292,7 +292,7 @@ class WorkerLoop:
     def lease(self) -> float | None:
         """Items are leased only in a shared store: one host's worker alone (the WAL
         directory) adopts or resumes its own jobs instead."""
-        return self.worker.lease if self.store.url else None
+        return self.worker.lease if self.store.shared else None
 
     def _take(self, tx, job_id: str) -> list[dict]:
         """The take of the oldest takeable item by a new job (in the job process's append)."""

@@ -404,7 +404,7 @@ def listing(store: Store, systemd: Systemd | None, project: str | None
             "host": wake.host_name(),
         }
         rows.append(row)
-        if getattr(store, "url", None):
+        if getattr(store, "shared", False):
             rows += _other_hosts(state, w, row)
     return rows, problem
 

@@ -322,7 +322,7 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
         return f"{r['active_state']}/{r['sub_state']}"
 
     empty = "" if rows else no_workers(None if scope is None else scope == "user")
-    if getattr(app.reader_store, "url", None):  # a shared store: the workers of every host
+    if getattr(app.reader_store, "shared", False):  # a shared store: the workers of every host
         table(("NAME", "HOST", "STATE", "BOOT", "PID", "JOBS", "PENDING", "QUEUE", "STARTED",
                "PROJECT"),
               [(r["name"], r["host"], state(r), enabled(r["enabled"]), r["main_pid"],

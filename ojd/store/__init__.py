@@ -291,6 +291,12 @@ class Store:
         with self.transaction() as tx:
             return tx.append(*events)
 
+    @property
+    def shared(self) -> bool:
+        """Whether other hosts may use this store too (PostgreSQL): items then carry leases,
+        and workers elsewhere are woken by the database, not by a signal from here."""
+        return self.url is not None
+
     def warm_up(self) -> None:
         """Open what the first read or append would (a database connection), ahead of need;
         failures are left to that first use, which reports them."""
