@@ -274,19 +274,23 @@ class WorkerLoop:
         if self.queue.type == "external":
             self._poll_external(free)
             return
-        for _ in range(free):
+        # an item another process (or host) took between the look and the take is a lost
+        # race, not the end of the queue: look again, with the state that take caught up to
+        tries = free * 4
+        while free > 0 and tries > 0:
+            tries -= 1
             with self.store.lock:  # a look before forking: most polls find nothing
                 item = self.store.state.next_takeable(self.project, self.queue.name,
                                                       time.time())
                 if item is None:
                     return
                 job = self.store.state.jobs.get(item.get("job") or "")
-            if job is not None and job["status"] in LIVE_JOB_STATES and \
-                    job["id"] not in self.procs:
-                if not self._take_over(item["id"], job["id"]):
-                    return
-            elif not self._start_new(self._take):
-                return
+            if job is not None and job["status"] in LIVE_JOB_STATES:
+                if job["id"] in self.procs:
+                    return  # its job still runs here: the next poll sees it settled
+                free -= self._take_over(item["id"], job["id"])
+            else:
+                free -= self._start_new(self._take)
 
     @property
     def lease(self) -> float | None:
