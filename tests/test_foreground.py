@@ -185,7 +185,10 @@ def test_push_wakes_a_foreground_worker_and_list_shows_it_with_its_pid(started, 
     [row] = project.json("worker", "list")
     assert (row["active_state"], row["main_pid"]) == ("foreground", worker.proc.pid)
     table = project.oj("worker", "list").stdout.splitlines()
-    assert table[1].split()[:2] == ["w", "foreground"]
+    # a shared store (PostgreSQL) lists the workers of every host: a HOST column
+    expected = ["w", "foreground"] if project.url is None else [
+        "w", os.uname().nodename, "foreground"]
+    assert table[1].split()[:len(expected)] == expected
     assert str(worker.proc.pid) in table[1].split()
 
 

@@ -474,9 +474,6 @@ class PgWriter:
     def last_pos(self) -> int:
         return self._log.last_pos()
 
-    def read_new(self) -> list[Record]:
-        raise NotImplementedError("read through a PgReader")
-
     def append(self, *events: dict) -> list[int]:
         from ojd.store.walframe import encode_events
 
