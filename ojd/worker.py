@@ -267,7 +267,7 @@ class WorkerLoop:
         self._follow_resize()
         if self.lease:
             self._expire_leases()
-        self._adopt()
+        self._adopt(refresh=False)  # read just above
         free = self.concurrency - len(self.procs)
         if free <= 0:
             return
@@ -536,8 +536,9 @@ class WorkerLoop:
         process still runs, resume the others where they stand."""
         self._adopt()  # it reads the state afresh
 
-    def _adopt(self) -> None:
-        self.store.refresh()  # a job that just ended must not look orphaned
+    def _adopt(self, refresh: bool = True) -> None:
+        if refresh:  # a job that just ended must not look orphaned
+            self.store.refresh()
         with self.store.lock:
             mine = [j for j in self.store.state.jobs.values()
                     if j["status"] in LIVE_JOB_STATES and j["worker"] == self.worker.name

@@ -260,7 +260,7 @@ class JobRunner:
                 self.progress(job_id, "stalled", f"could not renew the lease: {e}")
 
     def _run(self, job_id: str) -> str:
-        job = self.store.refresh().jobs[job_id]
+        job = self.store.state.jobs[job_id]  # refreshed by run()
         if job["status"] not in LIVE_JOB_STATES:
             return job["status"]
         pipeline = self.runbook.pipelines.get(job["pipeline"])

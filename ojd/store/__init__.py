@@ -214,12 +214,13 @@ class Store:
 
     def take_over(self, other: Store) -> State:
         """Start from ``other``'s state (a forked job process has its starter's in memory)
-        instead of loading the snapshot again; what came after it is read as by refresh."""
+        instead of loading the snapshot again; what came after it is read by the next
+        refresh (the runner's first), not here: one read less between push and step."""
         with self.lock:
             self.state = other.state
             self._snapshot_pos = other._snapshot_pos
             self._reader = self.log.reader(after=self.state.pos)
-        return self.refresh()
+        return self.state
 
     def refresh(self) -> State:
         """Apply what other processes appended since the last read."""
