@@ -1,7 +1,9 @@
 """Two hosts, one queue: two private systemd sandboxes (each its own host name, manager and
 ``oj-worker@merge.service``) share one PostgreSQL server on the machine. A push on one runs
-on the other; items drained by both run once each; a host powered off mid-step loses its
-item to the other after the lease, and the item completes once."""
+on the other; items drained by both run once each; a host frozen past its lease (worker and
+job stopped) loses its item to the other and, woken, has its late writes refused; a host
+powered off mid-step loses its item to the other after the lease, and the item completes
+once."""
 
 from __future__ import annotations
 
@@ -38,9 +40,9 @@ RUNBOOK = """
       step "s" {
         run = <<-SHELL
           echo "${var.item.n} $(hostname) start" >> DIR/ran.txt
-          if [ "${var.item.n}" = block ]; then
-            until [ -e DIR/go ]; do sleep 0.1; done
-          fi
+          case "${var.item.n}" in
+            block|freeze) until [ -e "DIR/go-${var.item.n}" ]; do sleep 0.1; done ;;
+          esac
           echo "${var.item.n} $(hostname) end" >> DIR/ran.txt
         SHELL
       }
@@ -143,13 +145,38 @@ def test_two_sandbox_hosts_share_one_queue_and_a_powered_off_host_loses_its_item
     rows = json.loads(a.oj("worker", "list", "-o", "json").stdout)
     assert {r["host"] for r in rows} == {"oj-host-a", "oj-host-b"}
 
+    # a host frozen past its lease: the other finishes the item; the frozen one, woken,
+    # can record nothing more for it (its late settle is refused, and said in its journal)
+    frozen_item = a.oj("queue", "push", "q", "--var", "n=freeze").stdout.strip()
+    wait(lambda: any(r[0] == "freeze" for r in ran(project)), "the freezing step to start")
+    owner = next(r[1] for r in ran(project) if r[0] == "freeze")
+    frozen, other = (a, b) if owner == "oj-host-a" else (b, a)
+    job_id = next(e["job"] for e in events(url, "queue:taken") if e["id"] == frozen_item)
+    scope = next(e["unit"] for e in events(url, "job:process") if e["id"] == job_id)
+    assert scope and scope.startswith(f"oj-job-{job_id}")
+    for unit in ("oj-worker@merge.service", scope):
+        frozen.sb.systemctl("kill", "--signal=SIGSTOP", unit)
+    (project / "go-freeze").touch()
+    wait(lambda: ["freeze", other.name, "end"] in ran(project),
+         "the other host to finish the frozen host's item", timeout=60)
+    (project / "go-freeze").unlink()  # the frozen step, woken, would wait on
+    for unit in (scope, "oj-worker@merge.service"):
+        frozen.sb.systemctl("kill", "--signal=SIGCONT", unit)
+    wait(lambda: "stopped: " in frozen.sb.journal(scope), "the late job process to give up")
+    journal = frozen.sb.journal(scope)
+    assert f"lease of item {frozen_item} lost" in journal, journal
+    assert ["freeze", frozen.name, "end"] not in ran(project)
+    assert [e["id"] for e in events(url, "queue:completed")].count(frozen_item) == 1
+    assert [e["id"] for e in events(url, "job:finished")].count(job_id) == 1
+    assert frozen.sb.unit_property("oj-worker@merge.service", "ActiveState") == "active"
+
     # a host powered off mid-step: the other finishes its item after the lease, once
     blocked = a.oj("queue", "push", "q", "--var", "n=block").stdout.strip()
     wait(lambda: any(r[0] == "block" for r in ran(project)), "the blocking step to start")
     owner = next(r[1] for r in ran(project) if r[0] == "block")
     dead, survivor = (a, b) if owner == "oj-host-a" else (b, a)
     dead.sb.kill()
-    (project / "go").touch()
+    (project / "go-block").touch()
     wait(lambda: survivor.oj("queue", "show", blocked, "-o", "json").stdout and json.loads(
         survivor.oj("queue", "show", blocked, "-o", "json").stdout)["status"] == "completed",
         "the survivor to complete the blocked item", timeout=60)
@@ -158,7 +185,7 @@ def test_two_sandbox_hosts_share_one_queue_and_a_powered_off_host_loses_its_item
     assert ["block", survivor.name, "end"] in lines
     assert ["block", dead.name, "end"] not in lines
     assert [e["id"] for e in events(url, "queue:completed")].count(blocked) == 1
-    assert [e["id"] for e in events(url, "queue:lease_expired")] == [blocked]
+    assert [e["id"] for e in events(url, "queue:lease_expired")] == [frozen_item, blocked]
     shown = json.loads(survivor.oj("queue", "show", blocked, "-o", "json").stdout)
     assert shown["attempts"] == 1
     assert item not in [e["id"] for e in events(url, "queue:lease_expired")]
