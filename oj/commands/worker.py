@@ -172,10 +172,14 @@ def _stop(app, systemd, name: str, cancel: bool, every: bool = False) -> str:
         if not every or manager_present(systemd.user):
             raise
         return f"Worker {quoted(name)} not running (no systemd here, nor in the foreground)"
+    from ojd.runners.jobprocess import elsewhere
+
     store = app.store
+    # this host's worker stopped: its jobs, not those the worker runs on other hosts
     jobs = [j for j in store.refresh().jobs.values()
             if j["worker"] == name and j["status"] in LIVE_JOB_STATES
-            and (app.project_or_none() in (None, j["project"]))]
+            and (app.project_or_none() in (None, j["project"]))
+            and not elsewhere(j.get("process"))]
     if cancel:
         from ojd.errors import OjError
 
