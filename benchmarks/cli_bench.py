@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from ojd.state import KEEP_COMPLETED_PER_QUEUE, KEEP_FINISHED_JOBS  # noqa: E402
 from ojd.store import SNAPSHOT_EVERY, Store  # noqa: E402
-from ojd.wal import WalDirectory  # noqa: E402
+from ojd.store.wal import WalDirectory  # noqa: E402
 
 PUSH_AIM = 3.0  # oj queue push: at most this many times `python -c pass`
 LIST_AIM_MS = 150.0  # oj queue list --items -o json after compaction

@@ -79,7 +79,7 @@ from worker_bench import (  # noqa: E402
 )
 
 from ojd.store import Store  # noqa: E402
-from ojd.wal import WalDirectory  # noqa: E402
+from ojd.store.wal import WalDirectory  # noqa: E402
 
 SANDBOX_BASE = Path(os.environ.get("OJ_SANDBOX_BASE", "/var/lib/oj-sandbox"))
 OLD_REF = "7fc0fd8"  # the last commit whose worker ran steps in its own threads
@@ -240,7 +240,7 @@ from ojd import bashrun
 from ojd.runners.jobs import STEP_WRAPPER
 from ojd.store import Store
 from ojd.systemd import Systemd
-from ojd.wal import WalDirectory
+from ojd.store.wal import WalDirectory
 
 state, scratch, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 

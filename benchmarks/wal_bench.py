@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ojd.wal import WalDirectory  # noqa: E402
+from ojd.store.wal import WalDirectory  # noqa: E402
 
 
 def event(i: int) -> dict:

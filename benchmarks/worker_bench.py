@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from sandbox import Sandbox, SandboxError, remove_root  # noqa: E402
 
 from ojd.store import Store  # noqa: E402
-from ojd.wal import WalDirectory  # noqa: E402
+from ojd.store.wal import WalDirectory  # noqa: E402
 
 SANDBOX_BASE = Path(os.environ.get("OJ_SANDBOX_BASE", "/var/lib/oj-sandbox"))
 WAKE_AIM = 2.0  # oj worker start (wake) at most this many times systemctl reload

@@ -37,7 +37,7 @@ class App:
         from ojd import paths
 
         root = paths.state_dir()
-        if os.path.lexists(root):
+        if os.path.lexists(root) or os.environ.get("OJ_STATE_URL"):
             return self.store  # an unusable path still fails with its one-line reason
         print(f"oj: note: {missing_state_dir(root)}", file=sys.stderr)
         return EmptyStore(root)
@@ -49,7 +49,7 @@ class App:
         from ojd.errors import OjError
 
         root = paths.state_dir()
-        if not os.path.lexists(root):
+        if not os.path.lexists(root) and not os.environ.get("OJ_STATE_URL"):
             raise OjError(missing_state_dir(root))
         return self.store
 

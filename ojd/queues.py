@@ -54,7 +54,7 @@ def unknown_queue(name: str, known: Iterable[str]) -> UsageError:
 
 
 # Limits on one item, so that no push can make the state unreadable or unwritable for others:
-# the WAL writer refuses events nested over ojd.walframe.MAX_EVENT_DEPTH, and an item sits a
+# the WAL writer refuses events nested over ojd.store.walframe.MAX_EVENT_DEPTH, and an item sits a
 # few levels down in its events and in snapshots.
 MAX_ITEM_DEPTH = 64
 MAX_ITEM_BYTES = 1 << 20
@@ -95,7 +95,7 @@ def _too_big(size: int) -> UsageError:
 
 
 def check_item_bounds(data: object) -> None:
-    from ojd.walframe import nesting
+    from ojd.store.walframe import nesting
 
     if nesting(data, MAX_ITEM_DEPTH) > MAX_ITEM_DEPTH:
         raise _too_deep()
@@ -192,10 +192,14 @@ def push(store: Store, project: str, queue: Queue | QueueSpec,
         return item_id, True
 
 
-def take_event(item: dict, owner: str, job_id: str) -> dict:
+def take_event(item: dict, owner: str, job_id: str, lease: float | None = None) -> dict:
     """Lease ``item`` to ``owner`` for ``job_id``; appended inside the transaction that chose
-    the item (``State.next_takeable``), so no two takers get one item."""
-    return {"type": "queue:taken", "id": item["id"], "by": owner, "job": job_id}
+    the item (``State.next_takeable``), so no two takers get one item. ``lease`` (a shared
+    store): seconds the item stays taken unless the job's process renews it."""
+    event = {"type": "queue:taken", "id": item["id"], "by": owner, "job": job_id}
+    if lease:
+        event["lease"] = lease
+    return event
 
 
 def failure_event(queue: Queue, item: dict, error: str, now: float) -> dict:

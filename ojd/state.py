@@ -6,17 +6,20 @@ workers are plain dicts too, so a snapshot is just ``State.to_dict()``.
 Event types (``type`` key) and their fields:
 
 - ``queue:pushed``    id, p (project root), q (queue), data, key (dedup key), ts
-- ``queue:taken``     id, by (lease owner), job, ts
+- ``queue:taken``     id, by (lease owner), job, lease (a shared store: seconds), ts
 - ``queue:completed`` id, ts
 - ``queue:failed``    id, error, dead (attempts exhausted), retry_at, ts
 - ``queue:released``  id, ts                  back to pending; the attempt is not counted
+- ``queue:lease_renewed`` id, job, ts         the job's process keeps its item's lease
+- ``queue:lease_expired`` id, job, ts         the lease ran out: back to pending (attempt not
+                                              counted), the job's process cleared
 - ``queue:dropped``   id, ts
 - ``queue:retried``   id, ts                  back to pending with attempts reset
 - ``queue:pruned``    ids, ts                 completed and dead items removed by ``oj queue
                                               prune`` (an item in any other state stays)
 - ``job:created``     id, p, pipeline, name, vars, cwd, ws, invoke, item, worker, by, ts,
                       cron (the cron whose tick made it; absent otherwise)
-- ``job:step_started``  id, step, ts
+- ``job:step_started``  id, step, pid, start, boot, host, ts
 - ``job:locals``      id, locals, ts          evaluated once per job, kept for a resume
 - ``job:step_finished`` id, step, exit, next, failing, ts
 - ``job:finished``    id, outcome ("done" | "failed" | "cancelled"), error, ts
@@ -28,9 +31,9 @@ Event types (``type`` key) and their fields:
 - ``agent:started``   id, step, visit, agent, socket, session, start, ts   an agent's tmux session
 - ``agent:delivered`` id, ts                  the answer reached the agent
 - ``worker:recorded`` name, p, runbook, queue, concurrency, ts
-- ``worker:started``  name, invocation, pid, ts
+- ``worker:started``  name, invocation, pid, host, ts
 - ``worker:woken``    name, ts
-- ``worker:stopped``  name, invocation, ts
+- ``worker:stopped``  name, invocation, host, ts
 - ``worker:resized``  name, concurrency, ts   ``oj worker resize``: the concurrency the worker
                                               keeps to instead of its runbook's (None: the
                                               runbook's again)
@@ -136,6 +139,33 @@ class State:
         item["job"] = ev.get("job")
         item["retry_at"] = None
         item["updated_at"] = ev["ts"]
+        # a shared store's lease: the job's process renews it; past it, any host's worker
+        # hands the item (and its job, from its step) to another host
+        item["lease"] = ev.get("lease")
+        item["lease_until"] = ev["ts"] + ev["lease"] if ev.get("lease") else None
+
+    def _queue_lease_renewed(self, ev: Event) -> None:
+        item = self.items.get(ev["id"])
+        if item is not None and item["status"] == "active" and item.get("job") == ev.get(
+                "job") and item.get("lease"):
+            item["lease_until"] = ev["ts"] + item["lease"]
+
+    def _queue_lease_expired(self, ev: Event) -> None:
+        """The item's lease ran out: back to pending, the attempt not counted, its job kept
+        (the next taker resumes it from its step) and the job's process no longer its own,
+        so that process, should it wake, can record nothing more."""
+        item = self.items.get(ev["id"])
+        if item is None or item["status"] != "active" or item.get("job") != ev.get("job"):
+            return
+        self._set_status(item, "pending")
+        item["attempts"] = max(0, item["attempts"] - 1)
+        item["owner"] = None
+        item["lease_until"] = None
+        item["updated_at"] = ev["ts"]
+        job = self.jobs.get(ev.get("job") or "")
+        if job is not None and job["status"] in LIVE_JOB_STATES:
+            job["process"] = None
+            job["updated_at"] = ev["ts"]
 
     def _queue_completed(self, ev: Event) -> None:
         item = self.items.get(ev["id"])
@@ -271,7 +301,8 @@ class State:
         # the step's process group (its wrapper's pid) and start time: a runner that takes
         # the job over waits for a step that still runs instead of starting it again
         job["step_proc"] = ({"pid": ev["pid"], "start": ev.get("start"),
-                             "boot": ev.get("boot")} if ev.get("pid") else None)
+                             "boot": ev.get("boot"), "host": ev.get("host")}
+                            if ev.get("pid") else None)
         job["updated_at"] = ev["ts"]
 
     def _job_step_finished(self, ev: Event) -> None:
@@ -316,7 +347,8 @@ class State:
         job = self.jobs.get(ev["id"])
         if job is not None:
             job["process"] = {"pid": ev["pid"], "start": ev.get("start"),
-                              "boot": ev.get("boot"), "unit": ev.get("unit")}
+                              "boot": ev.get("boot"), "unit": ev.get("unit"),
+                              "host": ev.get("host")}
             job["owner"] = ev.get("by") or job["owner"]
             job["updated_at"] = ev["ts"]
 
@@ -388,7 +420,12 @@ class State:
     def _worker_started(self, ev: Event) -> None:
         w = self.workers.get(ev["name"])
         if w is not None:
-            w.update(invocation=ev.get("invocation"), pid=ev.get("pid"), started_at=ev["ts"])
+            w.update(invocation=ev.get("invocation"), pid=ev.get("pid"), started_at=ev["ts"],
+                     host=ev.get("host"))
+            if ev.get("host"):  # a shared store: the same worker may run on several hosts
+                w.setdefault("hosts", {})[ev["host"]] = {
+                    "invocation": ev.get("invocation"), "pid": ev.get("pid"),
+                    "started_at": ev["ts"], "stopped_at": None}
 
     def _worker_woken(self, ev: Event) -> None:
         w = self.workers.get(ev["name"])
@@ -399,6 +436,9 @@ class State:
         w = self.workers.get(ev["name"])
         if w is not None:
             w["stopped_at"] = ev["ts"]
+            instance = w.get("hosts", {}).get(ev.get("host") or "")
+            if instance is not None and instance["invocation"] == ev.get("invocation"):
+                instance["stopped_at"] = ev["ts"]
 
     def _worker_resized(self, ev: Event) -> None:
         w = self.workers.get(ev["name"])
@@ -450,6 +490,18 @@ class State:
     def live_item_for(self, project: str, queue: str, key: str) -> dict | None:
         item_id = self.live_keys.get((project, queue, key))
         return self.items.get(item_id) if item_id else None
+
+    def expired_leases(self, project: str, queue: str, now: float) -> list[dict]:
+        """Active items of the queue whose lease ran out before ``now``."""
+        return [i for i in self.items.values()
+                if i["status"] == "active" and i.get("lease_until") is not None
+                and i["lease_until"] < now and i["project"] == project and i["queue"] == queue]
+
+    def next_lease_end(self, project: str, queue: str) -> float | None:
+        ends = [i["lease_until"] for i in self.items.values()
+                if i["status"] == "active" and i.get("lease_until") is not None
+                and i["project"] == project and i["queue"] == queue]
+        return min(ends) if ends else None
 
     def next_takeable(self, project: str, queue: str, now: float) -> dict | None:
         """Oldest pending item, or a failed one whose cooldown is over (the older wins)."""
@@ -537,6 +589,8 @@ _HANDLERS = {
     "queue:completed": State._queue_completed,
     "queue:failed": State._queue_failed,
     "queue:released": State._queue_released,
+    "queue:lease_renewed": State._queue_lease_renewed,
+    "queue:lease_expired": State._queue_lease_expired,
     "queue:dropped": State._queue_dropped,
     "queue:retried": State._queue_retried,
     "queue:pruned": State._queue_pruned,

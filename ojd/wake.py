@@ -53,6 +53,12 @@ def boot_id() -> str:
     return _BOOT_ID[0]
 
 
+def host_name() -> str:
+    """This host's name in a shared state: ``$OJ_HOST``, else the kernel's host name. Pids,
+    steps and job processes recorded by another host are never looked for here."""
+    return os.environ.get("OJ_HOST") or os.uname().nodename
+
+
 def pid_file_text(pid: int) -> str:
     return f"{pid} {proc_start_time(pid)}\n"
 
@@ -123,8 +129,17 @@ def wake_queue_workers(store: Store, project: str, queue: str
     for w in store.state.workers.values():
         if w.get("project") != project or w.get("queue") != queue:
             continue
-        (woken if wake_worker(store, w["name"]) else idle).append(w["name"])
+        awake = wake_worker(store, w["name"]) or (store.shared and runs_elsewhere(w))
+        (woken if awake else idle).append(w["name"])
     return woken, idle
+
+
+def runs_elsewhere(w: dict) -> bool:
+    """A worker last started on another host and not stopped since: with a shared store it
+    is woken by the database's notification of the push, not by a signal from here."""
+    host = w.get("host")
+    return bool(host) and host != host_name() and (
+        w.get("stopped_at") or 0) < (w.get("started_at") or 0)
 
 
 def wake_worker(store: Store, name: str) -> bool:

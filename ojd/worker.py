@@ -102,6 +102,9 @@ class WorkerLoop:
         # the problem with the runbook on disk while the loaded one keeps running
         self.runbook_error: str | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # commits by other processes, on any host (a shared store): None with the WAL
+        self._listener = None
+        self._listen_error: str | None = None
 
     # -- signals and wake-ups -----------------------------------------------------------
 
@@ -123,6 +126,47 @@ class WorkerLoop:
             self._stop_signal = signum
         self.wake()
 
+    def _next_lease_end(self) -> float | None:
+        if not self.lease or self.queue.type == "external":
+            return None
+        with self.store.lock:
+            return self.store.state.next_lease_end(self.project, self.queue.name)
+
+    def _listen(self) -> None:
+        """Wait on the store's change listener too, when it has one; one that cannot be had
+        (or breaks) is said once, and the fallback poll carries on until a poll gets one."""
+        if self._listener is not None:
+            return
+        try:
+            self._listener = self.store.change_listener()
+        except OjError as e:
+            if str(e) != self._listen_error:
+                self._listen_error = str(e)
+                self.log.warning(f"{e}; pushes from other hosts wait for the poll")
+            return
+        if self._listener is not None and self._listen_error is not None:
+            self._listen_error = None
+            self.log.info("listening to the state again")
+
+    def _listener_woke(self) -> bool:
+        """Whether what the listener received asks for a poll (a commit that may bring work)."""
+        assert self._listener is not None
+        try:
+            return self._listener.drain() > 0
+        except OjError as e:
+            self._listen_error = str(e)
+            self.log.warning(f"{e}; polling until it is back")
+            self._close_listener()
+            return True
+
+    def _close_listener(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.close()
+            except Exception:
+                pass
+            self._listener = None
+
     def _drain_wakes(self) -> None:
         try:
             while os.read(self._wake_r, 4096):
@@ -137,8 +181,10 @@ class WorkerLoop:
         self._follow_resize(quiet=True)  # the ready line says it
         self._remember_runbook()
         self.store.append({"type": "worker:started", "name": self.worker.name,
-                           "invocation": os.environ.get("INVOCATION_ID"), "pid": os.getpid()})
+                           "invocation": os.environ.get("INVOCATION_ID"), "pid": os.getpid(),
+                           "host": wake.host_name()})
         self._recover()
+        self._listen()
         self.notifier.ready(self.status_line())
         self.log.info(f"ready: queue '{self.queue.name}', pipeline '{self.worker.pipeline}', "
                       f"concurrency {self._concurrency_text()}")
@@ -150,6 +196,7 @@ class WorkerLoop:
             if poll_due:
                 self._poll_once()
                 next_poll = time.monotonic() + self.worker.poll
+                self._listen()
             if self.until_idle and self._idle():
                 self.log.info("queue drained; exiting (--until-idle)")
                 break
@@ -161,16 +208,25 @@ class WorkerLoop:
             retry_at = self._next_retry() if len(self.procs) < self.concurrency else None
             if retry_at is not None:  # a cooldown ends before the fallback poll
                 timeout = min(timeout, max(0.0, retry_at - time.time()) + 0.01)
+            lease_end = self._next_lease_end()
+            if lease_end is not None:  # a lease runs out before the fallback poll
+                timeout = min(timeout, max(0.0, lease_end - time.time()) + 0.05)
             if self.notifier.watchdog_interval is not None:
                 timeout = min(timeout, self.notifier.watchdog_interval)
             poll_at = time.monotonic() + timeout
             if self.procs:
                 timeout = min(timeout, STATUS_EVERY)
-            woken = select.select([self._wake_r, *self._pidfds, *self._frees], [], [],
-                                  timeout)[0]
+            fds = [self._wake_r, *self._pidfds, *self._frees]
+            if self._listener is not None:
+                fds.append(self._listener)
+            woken = select.select(fds, [], [], timeout)[0]
+            listener = self._listener
+            if listener is not None and listener in woken and not self._listener_woke():
+                woken.remove(listener)  # commits that bring no work
             # a wake, a job's end, the fallback poll or a cooldown's end polls; the status
             # tick alone does not
             poll_due = bool(woken) or time.monotonic() >= poll_at - 0.005
+        self._close_listener()
         self._shutdown()
         # a wake now means nothing, and Python's exit restores SIGUSR1's default (death)
         # before the process is gone: a push in that moment must not kill it
@@ -216,31 +272,91 @@ class WorkerLoop:
         self.reload_runbook()
         self.store.refresh()
         self._follow_resize()
-        self._adopt()
+        if self.lease:
+            self._expire_leases()
+        self._adopt(refresh=False)  # read just above
         free = self.concurrency - len(self.procs)
         if free <= 0:
             return
         if self.queue.type == "external":
             self._poll_external(free)
             return
-        for _ in range(free):
+        # an item another process (or host) took between the look and the take is a lost
+        # race, not the end of the queue: look again, with the state that take caught up to
+        tries = free * 4
+        while free > 0 and tries > 0:
+            tries -= 1
             with self.store.lock:  # a look before forking: most polls find nothing
-                if self.store.state.next_takeable(self.project, self.queue.name,
-                                                  time.time()) is None:
+                item = self.store.state.next_takeable(self.project, self.queue.name,
+                                                      time.time())
+                if item is None:
                     return
-            if not self._start_new(self._take):
-                return
+                job = self.store.state.jobs.get(item.get("job") or "")
+            if job is not None and job["status"] in LIVE_JOB_STATES:
+                if job["id"] in self.procs:
+                    return  # its job still runs here: the next poll sees it settled
+                free -= self._take_over(item["id"], job["id"])
+            else:
+                free -= self._start_new(self._take)
+
+    @property
+    def lease(self) -> float | None:
+        """Items are leased only in a shared store: one host's worker alone (the WAL
+        directory) adopts or resumes its own jobs instead."""
+        return self.worker.lease if self.store.shared else None
 
     def _take(self, tx, job_id: str) -> list[dict]:
         """The take of the oldest takeable item by a new job (in the job process's append)."""
         item = tx.state.next_takeable(self.project, self.queue.name, time.time())
         if item is None or job_id in tx.state.jobs:
             raise jobprocess.NothingToRun()
+        live = tx.state.jobs.get(item.get("job") or "")
+        if live is not None and live["status"] in LIVE_JOB_STATES:
+            raise jobprocess.NothingToRun()  # its job goes on: _take_over's, next poll
         job = job_created_event(tx, self.store.root, self.runbook, self.project,
                                 self.worker.pipeline, self._vars_for(item["data"]),
                                 self.project, item=item["id"], worker=self.worker.name,
                                 owner=self.owner, job_id=job_id)
-        return [job, queues.take_event(item, self.owner, job_id)]
+        return [job, queues.take_event(item, self.owner, job_id, self.lease)]
+
+    def _expire_leases(self) -> None:
+        """Items whose job's process (on any host) stopped renewing their lease go back to
+        pending, the attempt not counted; their jobs are resumed by the next take."""
+        now = time.time()
+        with self.store.lock:
+            if not self.store.state.expired_leases(self.project, self.queue.name, now):
+                return
+        with self.store.transaction() as tx:
+            for item in tx.state.expired_leases(self.project, self.queue.name, now):
+                proc = (tx.state.jobs.get(item["job"]) or {}).get("process") or {}
+                self.log.warning(
+                    f"item {item['id']}: the lease of job {item['job']} (process "
+                    f"{proc.get('pid')} on {proc.get('host') or '?'}) expired "
+                    f"{now - item['lease_until']:.0f}s ago; back to pending, its job to be "
+                    "resumed here or on another host")
+                tx.append({"type": "queue:lease_expired", "id": item["id"], "job": item["job"]})
+
+    def _take_over(self, item_id: str, job_id: str) -> bool:
+        """Take an item whose job lost its lease and resume that job from its step, in the
+        append that records the new process; False when another host was faster."""
+        def decide(tx) -> list[dict]:
+            item = tx.state.items.get(item_id)
+            job = tx.state.jobs.get(job_id)
+            if item is None or item["status"] != "pending" or item.get("job") != job_id \
+                    or job is None or job["status"] not in LIVE_JOB_STATES:
+                raise jobprocess.NothingToRun()
+            return [{"type": "job:resumed", "id": job_id, "by": self.owner},
+                    queues.take_event(item, self.owner, job_id, self.lease)]
+
+        self.log.info(f"resuming job {job_id} (item {item_id}) after its lease expired")
+        try:
+            proc = jobprocess.spawn(self.store, self.runbook, job_id, owner=self.owner,
+                                    manager=self.manager, warn=self.log.warning,
+                                    decide=decide)
+        except jobprocess.NothingToRun:
+            return False
+        self._watch(proc)
+        return True
 
     def _start_new(self, make: Callable) -> bool:
         """Start a job process (the ready one, else a new one) for a job that
@@ -458,8 +574,9 @@ class WorkerLoop:
         process still runs, resume the others where they stand."""
         self._adopt()  # it reads the state afresh
 
-    def _adopt(self) -> None:
-        self.store.refresh()  # a job that just ended must not look orphaned
+    def _adopt(self, refresh: bool = True) -> None:
+        if refresh:  # a job that just ended must not look orphaned
+            self.store.refresh()
         with self.store.lock:
             mine = [j for j in self.store.state.jobs.values()
                     if j["status"] in LIVE_JOB_STATES and j["worker"] == self.worker.name
@@ -467,6 +584,10 @@ class WorkerLoop:
         orphans = []
         for job in mine:
             proc = job.get("process")
+            if proc and proc.get("host") not in (None, wake.host_name()):
+                continue  # another host's: its lease, not this host, says when it is lost
+            if proc is None and self.lease and self._lease_lost(job):
+                continue  # its item is pending again: the take resumes it
             if jobprocess.alive(proc):  # running anyway: it takes its slot
                 self.log.info(f"job {job['id']} runs in process {proc['pid']}"
                               + (f" ({proc['unit']})" if proc.get("unit") else "")
@@ -485,6 +606,11 @@ class WorkerLoop:
             self.log.info(f"resuming job {job['id']} (item {job['item']}) at step "
                           f"'{job.get('next') or job['step'] or 'first'}'")
             self._start(job["id"], job.get("process"))
+
+    def _lease_lost(self, job: dict) -> bool:
+        with self.store.lock:
+            item = self.store.state.items.get(job.get("item") or "")
+        return item is not None and item["status"] == "pending" and item.get("job") == job["id"]
 
     def _start(self, job_id: str, replaces: dict | None) -> None:
         try:
@@ -635,7 +761,8 @@ class WorkerLoop:
         self._frees.clear()
         try:
             self.store.append({"type": "worker:stopped", "name": self.worker.name,
-                               "invocation": os.environ.get("INVOCATION_ID")})
+                               "invocation": os.environ.get("INVOCATION_ID"),
+                               "host": wake.host_name()})
         except OSError as e:
             self.log.error(f"could not record the stop ({describe(e)})")
         self.log.info("stopped")

@@ -124,7 +124,23 @@ def wake_foreground(store: Store, name: str) -> int | None:
 
 
 def bind_state_dir(systemd: Systemd, name: str, state_root: str) -> None:
-    """A worker whose state is not in the default place learns it from a drop-in."""
+    """A worker whose state is not in the default place learns it from a drop-in. Its
+    PostgreSQL URL it reads from the state dir's oj.conf: a URL only in this shell's
+    OJ_STATE_URL would leave the unit on another store, so that is refused."""
+    url = os.environ.get("OJ_STATE_URL")
+    if url:
+        from ojd.store import CONFIG_FILE, configured_url
+
+        del os.environ["OJ_STATE_URL"]
+        try:
+            in_file = configured_url(state_root)
+        finally:
+            os.environ["OJ_STATE_URL"] = url
+        if in_file != url:
+            raise OjError(escaped(
+                f"worker {quoted(name)}'s unit does not see OJ_STATE_URL: put the line "
+                f"'state_url = {url}' in {os.path.join(state_root, CONFIG_FILE)} (and unset "
+                "OJ_STATE_URL), so that the unit, its jobs and this shell share one store"))
     default = os.environ.get("OJ_STATE_DIR") is None
     write_dropin(systemd, dropin_path(systemd, name, DROPIN),
                  None if default else dropin_text(state_root))
@@ -304,7 +320,7 @@ def listing(store: Store, systemd: Systemd | None, project: str | None
             foreground = wake.foreground_pid(store.root, w["name"])
             if foreground is not None:
                 active_state, sub_state, main_pid = "foreground", "running", foreground
-        rows.append({
+        row = {
             "name": w["name"], "project": w.get("project"), "queue": w.get("queue"),
             "unit": unit, "active_state": active_state, "sub_state": sub_state,
             "main_pid": main_pid,
@@ -313,8 +329,38 @@ def listing(store: Store, systemd: Systemd | None, project: str | None
             "pending": pending,
             "enabled": enabled,
             "started_at": w.get("started_at"), "woken_at": w.get("woken_at"),
-        })
+            "host": wake.host_name(),
+        }
+        rows.append(row)
+        if getattr(store, "shared", False):
+            rows += _other_hosts(state, w, row)
     return rows, problem
+
+
+def _other_hosts(state, w: dict, local: dict) -> list[dict[str, Any]]:
+    """A shared store: the worker's instances on other hosts, as the state knows them (their
+    units cannot be asked from here); running jobs counted by the host of their process."""
+    here = wake.host_name()
+    local["active"] = _running_on(state, w, here, local["active"])
+    rows = []
+    for host, inst in sorted(w.get("hosts", {}).items()):
+        if host == here:
+            continue
+        stopped = (inst.get("stopped_at") or 0) >= (inst.get("started_at") or 0)
+        rows.append({**local, "active_state": "stopped" if stopped else "running",
+                     "sub_state": None, "main_pid": None if stopped else inst.get("pid"),
+                     "enabled": None, "started_at": inst.get("started_at"), "host": host,
+                     "active": _running_on(state, w, host, 0)})
+    return rows
+
+
+def _running_on(state, w: dict, host: str, default: int) -> int:
+    jobs = [j for j in state.jobs.values()
+            if j["worker"] == w["name"] and j["project"] == w.get("project")
+            and j["status"] == "running"]
+    if not any((j.get("process") or {}).get("host") for j in jobs):
+        return default
+    return sum(1 for j in jobs if (j.get("process") or {}).get("host") == host)
 
 
 

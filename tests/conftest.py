@@ -25,16 +25,21 @@ OJD = os.path.join(BIN, "ojd")
 
 
 class Project:
-    """A project dir with `.oj/runbooks/` and a private state dir."""
+    """A project dir with `.oj/runbooks/` and a private state dir; with ``url``, its events
+    are in that PostgreSQL database instead of the state dir's WAL."""
 
-    def __init__(self, root: Path, state: Path) -> None:
+    def __init__(self, root: Path, state: Path, url: str | None = None) -> None:
         self.root = root
         self.state = state
+        self.url = url
         (root / ".oj" / "runbooks").mkdir(parents=True, exist_ok=True)
 
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ, OJ_STATE_DIR=str(self.state), PATH=BIN + ":" + os.environ["PATH"])
         env.pop("OJ_PROJECT", None)
+        env.pop("OJ_STATE_URL", None)
+        if self.url:
+            env["OJ_STATE_URL"] = self.url
         env.update(extra)
         return env
 
@@ -65,8 +70,13 @@ class Project:
         return self.json("queue", "list", *([queue] if queue else ["--items"]))  # type: ignore[return-value]
 
     def events(self, kind: str) -> list[dict]:
-        """The WAL's events of one type, read directly."""
-        from ojd.wal import WalDirectory
+        """The log's events of one type, read directly (from the WAL or PostgreSQL)."""
+        if self.url:
+            from ojd.store.postgres import PgLog
+
+            log = PgLog(self.url)
+            return [r.event for r in log.records() if r.event.get("type") == kind]
+        from ojd.store.wal import WalDirectory
 
         wal = WalDirectory(str(self.state / "wal"), on_problem=lambda p: None)
         return [r.event for r in wal.records() if r.event.get("type") == kind]
@@ -96,6 +106,46 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+STORES = ["wal", "postgresql"]
+
+
+def pytest_generate_tests(metafunc) -> None:
+    """Tests (or modules) marked ``both_stores`` run once per store: the WAL directory and
+    PostgreSQL (a private server, see tests/pgserver.py); ``wal_only`` takes a test of such a
+    module out (it pins down what only the WAL directory does)."""
+    definition = metafunc.definition
+    if "store_kind" in metafunc.fixturenames and definition.get_closest_marker(
+            "both_stores") and not definition.get_closest_marker("wal_only"):
+        metafunc.parametrize("store_kind", STORES)
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> Project:
-    return Project(tmp_path / "project", tmp_path / "state")
+def store_kind() -> str:
+    return "wal"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One private PostgreSQL server for the session; tests take a database each. Missing
+    PostgreSQL or psycopg fails in CI (tests/run.sh installs both) and skips elsewhere."""
+    from pgserver import PrivatePostgres, have_driver, server_bin
+
+    require(server_bin() is not None, "PostgreSQL is not installed (apt install postgresql)")
+    require(have_driver(), "psycopg is not installed in the venv (pip install psycopg)")
+    require(os.geteuid() == 0, "starting a private PostgreSQL as another user needs root")
+    server = PrivatePostgres().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def state_url(store_kind: str, request) -> str | None:
+    """A fresh database for this test under PostgreSQL; None for the WAL directory."""
+    if store_kind == "wal":
+        return None
+    return request.getfixturevalue("postgres").new_database()
+
+
+@pytest.fixture
+def project(tmp_path: Path, state_url: str | None) -> Project:
+    return Project(tmp_path / "project", tmp_path / "state", url=state_url)

@@ -30,6 +30,7 @@ def test_version_and_help_work_without_a_project(project: Project):
     assert "queue" in helptext and "worker" in helptext
 
 
+@pytest.mark.both_stores
 def test_push_prints_an_id_and_list_shows_the_item(queued: Project):
     item_id = queued.oj("queue", "push", "merges", '{"branch": "b1", "title": "T"}').stdout
     items = queued.items("merges")
@@ -49,6 +50,7 @@ def test_push_with_vars_and_from_a_subdirectory(queued: Project):
     assert queued.items()[0]["data"] == {"branch": "b2", "title": "x y", "base": "main"}
 
 
+@pytest.mark.both_stores
 def test_push_of_live_duplicate_returns_the_same_id(queued: Project):
     first = queued.oj("queue", "push", "merges", '{"branch": "b", "title": "t"}')
     second = queued.oj("queue", "push", "merges", '{"title": "t", "branch": "b"}')
@@ -92,6 +94,7 @@ def test_push_outside_a_project_says_how_to_fix_it(queued: Project):
     assert proc.returncode == 1 and "not in an oj project" in proc.stderr
 
 
+@pytest.mark.both_stores
 def test_show_drop_and_prefixes(queued: Project):
     ids = [queued.oj("queue", "push", "merges", "--var", f"branch=b{n}", "--var",
                      "title=t").stdout.strip() for n in range(3)]
@@ -207,6 +210,7 @@ def test_shell_command_runs_in_the_foreground_with_args(project: Project):
     assert bad.returncode == 2 and "missing argument <name>" in bad.stderr
 
 
+@pytest.mark.both_stores
 def test_pipeline_command_runs_a_job_and_removes_its_workspace_on_success(project: Project):
     project.write("cmds.hcl", PIPELINES)
     proc = project.oj("run", "greet", "ada; touch pwned")
@@ -222,6 +226,7 @@ def test_pipeline_command_runs_a_job_and_removes_its_workspace_on_success(projec
     assert not (project.root / "pwned").exists()
 
 
+@pytest.mark.both_stores
 def test_failed_pipeline_exits_1_and_keeps_its_workspace(project: Project):
     project.write("cmds.hcl", PIPELINES)
     proc = project.oj("run", "fail", check=False)
@@ -276,6 +281,7 @@ WORKER_RUNBOOK = r"""
     """
 
 
+@pytest.mark.both_stores
 def test_foreground_worker_drains_the_queue_and_quotes_item_data(project: Project, tmp_path):
     project.write("w.hcl", WORKER_RUNBOOK)
     pwned = tmp_path / "pwned"
@@ -376,6 +382,7 @@ def test_item_data_in_arithmetic_fails_the_step_and_never_runs(project: Project,
     assert project.oj("run", "count", "2").returncode == 0
 
 
+@pytest.mark.both_stores
 def test_failing_item_retries_then_dies_and_retry_revives_it(project: Project):
     project.write("w.hcl", WORKER_RUNBOOK)
     item_id = project.oj("queue", "push", "merges", '{"branch": "f", "mode": "fail"}').stdout
@@ -392,6 +399,7 @@ def test_failing_item_retries_then_dies_and_retry_revives_it(project: Project):
     assert (item["status"], item["attempts"]) == ("pending", 0)
 
 
+@pytest.mark.both_stores
 def test_same_data_queues_anew_after_completion(project: Project):
     project.write("w.hcl", WORKER_RUNBOOK)
     first = project.oj("queue", "push", "merges", '{"branch": "same"}').stdout
@@ -400,6 +408,7 @@ def test_same_data_queues_anew_after_completion(project: Project):
     assert first != second
 
 
+@pytest.mark.both_stores
 def test_a_killed_worker_leaves_its_job_running_and_the_next_worker_adopts_it(
         project: Project):
     project.write("w.hcl", WORKER_RUNBOOK.replace("sleep 30", "sleep 2"))
@@ -418,6 +427,7 @@ def test_a_killed_worker_leaves_its_job_running_and_the_next_worker_adopts_it(
     assert (project.root / "ran.txt").read_text().count("branch=s") == 1  # ran once
 
 
+@pytest.mark.both_stores
 def test_a_job_whose_process_and_step_died_is_resumed_at_that_step(project: Project):
     project.write("w.hcl", WORKER_RUNBOOK.replace("sleep 30", "sleep 2"))
     project.oj("queue", "push", "merges", '{"branch": "s", "mode": "slow"}')
@@ -436,6 +446,7 @@ def test_a_job_whose_process_and_step_died_is_resumed_at_that_step(project: Proj
     assert (project.root / "ran.txt").read_text().count("branch=s") == 2  # step re-ran
 
 
+@pytest.mark.both_stores
 def test_sigterm_stops_the_worker_at_once_and_its_job_still_completes_its_item(
         project: Project):
     project.write("w.hcl", WORKER_RUNBOOK.replace("sleep 30", "sleep 2"))
@@ -451,12 +462,14 @@ def test_sigterm_stops_the_worker_at_once_and_its_job_still_completes_its_item(
     assert project.json("job", "list")[0]["status"] == "done"
 
 
-def test_state_check_reports_a_healthy_wal(queued: Project):
+@pytest.mark.both_stores
+def test_state_check_reports_a_healthy_state(queued: Project):
     queued.oj("queue", "push", "merges", '{"branch": "b", "title": "t"}')
     out = queued.json("state", "check")
     assert out["ok"] and out["records"] == 1 and out["last_pos"] == 1
 
 
+@pytest.mark.both_stores
 def test_finished_job_triggers_the_next_take_without_waiting_for_the_poll(project: Project):
     # concurrency 1 and an hour-long fallback poll: only the wake a finishing job sends can
     # get the next items taken before the timeout

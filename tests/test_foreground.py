@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import OJ, Project, require, wait_until
 
+pytestmark = pytest.mark.both_stores
+
 RUNBOOK = r"""
     queue "q" {
       vars = ["n"]
@@ -183,16 +185,20 @@ def test_push_wakes_a_foreground_worker_and_list_shows_it_with_its_pid(started, 
     [row] = project.json("worker", "list")
     assert (row["active_state"], row["main_pid"]) == ("foreground", worker.proc.pid)
     table = project.oj("worker", "list").stdout.splitlines()
-    assert table[1].split()[:2] == ["w", "foreground"]
+    # a shared store (PostgreSQL) lists the workers of every host: a HOST column
+    expected = ["w", "foreground"] if project.url is None else [
+        "w", os.uname().nodename, "foreground"]
+    assert table[1].split()[:len(expected)] == expected
     assert str(worker.proc.pid) in table[1].split()
 
 
+@pytest.mark.wal_only  # with PostgreSQL the commit itself wakes it (test_postgres_store)
 def test_worker_start_wakes_a_foreground_worker_without_a_manager(started, tmp_path):
     from ojd import queues
     from ojd.store import Store
 
     project, worker = started
-    store = Store(str(project.state))
+    store = Store(str(project.state), url=project.url or "")
     store.load()
     # queued without the push's wake-up: only the start below can make the worker poll
     queues.push(store, str(project.root), queues.QueueSpec("q", "persisted", ["n"], {}),

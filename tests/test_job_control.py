@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import OJ, Project, wait_until
 
+pytestmark = pytest.mark.both_stores
+
 RUNBOOK = r"""
     command "slow" {
       args = "<tag>"
@@ -328,7 +330,7 @@ def forge_job(p: Project, cwd: str) -> str:
     """A finished job whose recorded workspace is `cwd`: the WAL is data, and may say anything."""
     from ojd.store import Store
 
-    store = Store(str(p.state))
+    store = Store(str(p.state), url=p.url or "")
     store.load()
     store.append({"type": "job:created", "id": "0badc0de", "p": str(p.root), "pipeline": "fail",
                   "name": "forged", "vars": {}, "cwd": cwd, "ws": "ephemeral",

@@ -8,7 +8,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from conftest import OJ, Project
+
+pytestmark = pytest.mark.both_stores
 
 RUNBOOK = r"""
     command "slow" {

@@ -9,7 +9,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from conftest import OJ, OJD, Project, wait_until
+
+pytestmark = pytest.mark.both_stores
 
 RUNBOOK = r"""
     command "slow" {

@@ -12,6 +12,8 @@ import time
 import pytest
 from conftest import Project, wait_until
 
+pytestmark = pytest.mark.both_stores
+
 RUNBOOK = r"""
     queue "merges" {
       vars  = ["branch"]
@@ -123,7 +125,7 @@ def test_list_without_a_name_shows_every_queue_of_the_runbook_with_counts_and_wo
 def test_list_outside_a_project_shows_every_projects_queues_known_from_the_state(
         proj: Project, tmp_path):
     push(proj, "merges", "a")
-    other = Project(tmp_path / "other", proj.state)
+    other = Project(tmp_path / "other", proj.state, url=proj.url)
     other.write("o.hcl", 'queue "jobs" {\n  vars = ["branch"]\n}\n')
     push(other, "jobs", "x")
     push(other, "jobs", "y")

@@ -11,8 +11,8 @@ import pytest
 
 from ojd.state import State
 from ojd.store import Store
-from ojd.wal import WalProblem
-from ojd.walframe import encode_frames
+from ojd.store.wal import WalProblem
+from ojd.store.walframe import encode_frames
 
 
 def pushed(n: int) -> dict:
@@ -43,17 +43,17 @@ def test_a_load_racing_compactions_keeps_every_event(tmp_path: Path) -> None:
     b.snapshot()
     push(b, *range(11, 21))
     a, problems = quiet(tmp_path)
-    real_reader = a.wal.reader
+    real_reader = a.log.reader
 
     def racing_reader(after: int = 0):
-        a.wal.reader = real_reader  # type: ignore[method-assign]  # race once
+        a.log.reader = real_reader  # type: ignore[method-assign]  # race once
         push(b, *range(21, 26))
         b.snapshot()
         push(b, *range(26, 31))
         b.snapshot()
         return real_reader(after)
 
-    a.wal.reader = racing_reader  # type: ignore[method-assign]
+    a.log.reader = racing_reader  # type: ignore[method-assign]
     a.load()
     push(b, *range(31, 36))
     a.refresh()
@@ -87,7 +87,7 @@ def test_corrupt_newest_snapshot_loses_nothing(tmp_path: Path) -> None:
     push(store, 4, 5, 6)
     store.snapshot()
     push(store, 7, 8)
-    newest = max(Path(store.wal.path).glob("snapshot-*.json"))
+    newest = max(Path(store.log.path).glob("snapshot-*.json"))
     newest.write_bytes(b"garbage")
     fresh, fresh_problems = quiet(tmp_path)
     assert ids(fresh.load()) == {f"i{n}" for n in range(1, 9)}
@@ -103,7 +103,7 @@ def test_positions_nothing_holds_are_noted_reported_and_kept_in_later_snapshots(
     push(store, 4, 5, 6)
     store.snapshot()  # compacts seg 1..3 away: only the snapshot at 3 holds them
     push(store, 7, 8)
-    for snap in Path(store.wal.path).glob("snapshot-*.json"):
+    for snap in Path(store.log.path).glob("snapshot-*.json"):
         snap.write_bytes(b"garbage")
     fresh, problems = quiet(tmp_path)
     state = fresh.load()
@@ -131,12 +131,12 @@ def test_check_names_a_snapshot_that_missed_events(tmp_path: Path) -> None:
     store.load()
     store.snapshot()
     push(store, *range(6, 11))
-    blind = State.from_dict(store.wal.read_snapshot(5)[1])  # type: ignore[index,arg-type]
+    blind = State.from_dict(store.log.read_snapshot(5)[1])  # type: ignore[index,arg-type]
     blind.pos = 5
-    for rec in store.wal.records(after=5):
+    for rec in store.log.records(after=5):
         if rec.event["id"] not in ("i7", "i8"):
             blind.apply(rec.event, rec.pos)
-    store.wal.save_snapshot(blind.pos, blind.to_dict())
+    store.log.save_snapshot(blind.pos, blind.to_dict())
     report = Store(str(tmp_path), on_problem=None).check()
     mismatch = [p for p in report.problems if p.kind == "mismatch"]
     assert len(mismatch) == 1 and "2 item(s) missing" in mismatch[0].detail
@@ -155,7 +155,7 @@ def test_a_record_too_deep_for_the_decoder_is_skipped_not_fatal(tmp_path: Path) 
         store.append({"type": "queue:pushed", "id": "deep", "p": "/p", "q": "q", "data": deep})
     # A record an older writer let through: written by hand, it must not crash a reader.
     payload = b'{"type":"x","d":' + b"[" * 200_000 + b"]" * 200_000 + b"}"
-    seg = max(Path(store.wal.path).glob("seg-*.wal"))
+    seg = max(Path(store.log.path).glob("seg-*.wal"))
     with open(seg, "ab") as f:
         f.write(encode_frames(2, [payload]))
     fresh, fresh_problems = quiet(tmp_path)
@@ -177,7 +177,7 @@ def test_a_snapshot_that_cannot_be_written_does_not_fail_the_append(
         tries.append(1)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store.wal, "save_snapshot", full)
+    monkeypatch.setattr(store.log, "save_snapshot", full)
     push(store, 1, 2, 3, 4)  # the 3rd and 4th trigger a snapshot, which fails
     assert len(tries) == 2
     assert capsys.readouterr().err.count("could not write a state snapshot: No space") == 2
@@ -191,7 +191,7 @@ def test_waiting_for_a_stopped_lock_holder_names_it_then_gives_up(
 
     store, _ = quiet(tmp_path)
     push(store, 1)
-    lock = os.path.join(store.wal.path, "lock")
+    lock = os.path.join(store.log.path, "lock")
     pid = os.fork()
     if pid == 0:  # the holder: takes the lock, then is stopped by the parent
         fd = os.open(lock, os.O_RDWR)
@@ -233,7 +233,7 @@ def test_a_lock_wait_given_up_on_never_releases_a_later_holder(
 
     store, _ = quiet(tmp_path)
     push(store, 1)
-    lock = os.path.join(store.wal.path, "lock")
+    lock = os.path.join(store.log.path, "lock")
     holder = subprocess.Popen(
         [sys.executable, "-c", "import fcntl,sys,time;f=open(sys.argv[1],'r+');"
          "fcntl.flock(f,fcntl.LOCK_EX);print('held',flush=True);time.sleep(2.6)", lock],
@@ -246,7 +246,7 @@ def test_a_lock_wait_given_up_on_never_releases_a_later_holder(
              " fcntl.flock(f,fcntl.LOCK_EX|fcntl.LOCK_NB)\nexcept OSError:\n print('held')\n"
              "else:\n print('FREE')")
     seen = []
-    with store.wal.locked():  # waits beside the given-up wait until the holder lets go
+    with store.log.locked():  # waits beside the given-up wait until the holder lets go
         assert holder.wait(timeout=5) == 0  # so the lock held from here on is ours alone
         for _ in range(3):
             time.sleep(0.3)

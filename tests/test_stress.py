@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import OJ, OJD, Project
 
 RUNBOOK = r"""
@@ -57,6 +58,7 @@ print(n)
 """
 
 
+@pytest.mark.both_stores
 def test_pushers_a_draining_worker_and_compaction_lose_nothing(project: Project, tmp_path):
     project.write("w.hcl", RUNBOOK)
     stop = tmp_path / "stop"
@@ -109,4 +111,7 @@ def test_pushers_a_draining_worker_and_compaction_lose_nothing(project: Project,
     report = json.loads(check.stdout)
     assert report["ok"], report["problems"]
     assert report["lost"] == [] and check.returncode == 0
-    assert os.listdir(project.state / "wal")  # a real WAL on disk, compacted many times
+    if project.url:  # the rows the older kept snapshot covers were deleted
+        assert report["records"] < report["last_pos"]
+    else:
+        assert os.listdir(project.state / "wal")  # a real WAL on disk, compacted many times

@@ -85,7 +85,7 @@ class UnitProject:
 
     def events(self, kind: str) -> list[dict]:
         """Events of one type, read from the WAL on the host side."""
-        from ojd.wal import WalDirectory
+        from ojd.store.wal import WalDirectory
 
         wal = WalDirectory(self.state / "wal", on_problem=lambda p: None)
         return [r.event for r in wal.records() if r.event.get("type") == kind]

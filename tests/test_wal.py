@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ojd.wal import Record, WalDirectory, WalProblem
+from ojd.store.wal import Record, WalDirectory, WalProblem
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def test_eight_processes_appending_concurrently_lose_and_duplicate_nothing(
 ) -> None:
     code = """
         import sys
-        from ojd.wal import WalDirectory
+        from ojd.store.wal import WalDirectory
         wal = WalDirectory(sys.argv[1], segment_bytes=16 << 10)
         for seq in range(500):
             wal.append({"w": int(sys.argv[2]), "seq": seq})
@@ -78,7 +78,7 @@ def test_decisions_under_the_lock_see_every_other_process(tmp_path: Path) -> Non
     # lock must hand out exactly 10, however the attempts interleave.
     code = """
         import sys
-        from ojd.wal import WalDirectory
+        from ojd.store.wal import WalDirectory
         wal = WalDirectory(sys.argv[1])
         claimed = 0
         for attempt in range(6):
@@ -118,7 +118,7 @@ def test_reader_is_incremental_and_locked_read_sees_other_processes(tmp_path: Pa
 
     code = """
         import sys
-        from ojd.wal import WalDirectory
+        from ojd.store.wal import WalDirectory
         WalDirectory(sys.argv[1]).append({"n": 5}, {"n": 6})
     """
     run_processes(code, [[str(tmp_path)]])

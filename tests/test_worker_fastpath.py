@@ -74,7 +74,7 @@ def local_run(p: Project):
 
 
 def wal_events(state: Path) -> list[dict]:
-    from ojd.wal import WalDirectory
+    from ojd.store.wal import WalDirectory
 
     wal = WalDirectory(state / "wal", on_problem=lambda p: None)
     return [r.event for r in wal.records()]

@@ -8,6 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import OJD, Project, require, wait_until
 
 EXTERNAL = r"""
@@ -38,6 +39,7 @@ EXTERNAL = r"""
     """
 
 
+@pytest.mark.both_stores
 def test_an_external_item_still_in_flight_is_not_dispatched_again(project: Project):
     project.write("ext.hcl", EXTERNAL)
     (project.root / "list.json").write_text(json.dumps([{"id": "a1"}, {"id": "a1"}]))
@@ -69,6 +71,7 @@ BIG = r"""
     """
 
 
+@pytest.mark.both_stores
 def test_an_item_larger_than_an_argument_reaches_its_locals_and_steps(project: Project):
     project.write("big.hcl", BIG)
     blob = "y" * 300_000  # over the kernel's 128 KiB limit for one argument
@@ -218,6 +221,7 @@ def test_a_worker_that_meets_a_lock_held_too_long_waits_and_goes_on(
     assert "goes on when it can" in text and "writable again" in text
 
 
+@pytest.mark.both_stores
 def test_a_job_whose_log_cannot_be_written_fails_with_one_line_and_the_worker_goes_on(
         project: Project):
     project.write("w.hcl", TWO_STEPS)

@@ -62,7 +62,7 @@ def env(tmp_path, monkeypatch):
 
 
 def events(store: Store, kind: str) -> list[dict]:
-    return [r.event for r in store.wal.records() if r.event["type"] == kind]
+    return [r.event for r in store.log.records() if r.event["type"] == kind]
 
 
 @pytest.mark.parametrize("active", ["active", "reloading"])

@@ -145,7 +145,7 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
     from oj.commands.run import follow_job, start_job
     from ojd.errors import OjError, UsageError, escaped
     from ojd.runners import control
-    from ojd.runners.jobprocess import alive
+    from ojd.runners.jobprocess import alive, elsewhere
 
     values = {}
     for pair in vars_:
@@ -170,6 +170,10 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
     if j["status"] in LIVE_JOB_STATES:
         if alive(j.get("process")):
             raise OjError(f"job {j['id']} is still running (process {j['process']['pid']})")
+        if elsewhere(j.get("process")):
+            raise OjError(f"job {j['id']} runs on host {escaped(elsewhere(j['process']))} "
+                          f"(process {j['process']['pid']}); it is resumed elsewhere only "
+                          "once its lease expires")
         if values:
             raise UsageError("--var applies to a failed or cancelled job")
     else:

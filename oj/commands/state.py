@@ -1,4 +1,4 @@
-"""``oj state``: check, compact."""
+"""``oj state``: check, compact, export, import."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from oj.output import emit_json, output_option
 
 @click.group()
 def state() -> None:
-    """Check and compact the state directory."""
+    """Check, compact, export and import the state (the WAL directory or PostgreSQL)."""
 
 
 @state.command("check")
@@ -24,11 +24,11 @@ def check_cmd(output: str, repair: bool, yes: bool) -> int:
     the log; report each problem with its position. Exit 1 on a problem."""
     from ojd import paths
     from ojd.store import Store, state_dir_error
-    from ojd.walsegments import positions
+    from ojd.store.walsegments import positions
 
     root = paths.state_dir()
-    if not os.path.lexists(root):  # checking must not create it
-        from oj.app import missing_state_dir
+    if not os.path.lexists(root) and not os.environ.get("OJ_STATE_URL"):
+        from oj.app import missing_state_dir  # checking must not create it
         from ojd.errors import OjError
 
         raise OjError(missing_state_dir(root))
@@ -38,16 +38,22 @@ def check_cmd(output: str, repair: bool, yes: bool) -> int:
     except OSError as e:
         raise state_dir_error(None, e) from None
     if output == "json":
-        emit_json({"path": str(store.wal.path), "ok": report.ok, "records": report.records,
+        emit_json({"path": str(store.log.path), "store": "postgresql" if store.url else "wal",
+                   "ok": report.ok, "records": report.records,
                    "last_pos": report.last_pos, "segments": report.segments,
                    "snapshot_pos": report.snapshot_pos,
                    "lost": [list(r) for r in report.lost],
                    "acknowledged": [list(r) for r in report.acknowledged],
                    "problems": [p._asdict() for p in report.problems]})
     else:
-        click.echo(f"state dir: {root}")
-        click.echo(f"records:   {report.records} in {report.segments} segment(s), "
-                   f"last position {report.last_pos}")
+        if store.url:
+            click.echo(f"state:     PostgreSQL {store.log.path}")
+            click.echo(f"records:   {report.records} in table oj_events, "
+                       f"last position {report.last_pos}")
+        else:
+            click.echo(f"state dir: {root}")
+            click.echo(f"records:   {report.records} in {report.segments} segment(s), "
+                       f"last position {report.last_pos}")
         click.echo(f"snapshot:  {report.snapshot_pos if report.snapshot_pos else 'none'}")
         for p in report.problems:
             if p.kind == "lost":
@@ -88,6 +94,30 @@ def check_cmd(output: str, repair: bool, yes: bool) -> int:
 @state.command("compact")
 @click.pass_obj
 def compact_cmd(app) -> None:
-    """Write a snapshot now and drop the segments it covers."""
+    """Write a snapshot now and drop the segments (or rows) it covers."""
     pos = app.store.snapshot()
     click.echo(f"snapshot at position {pos}")
+
+
+@state.command("export")
+@click.pass_obj
+def export_cmd(app) -> None:
+    """Write the whole state as one JSON document to stdout: a backup, or the way to move a
+    state between the WAL directory and PostgreSQL ('oj state import')."""
+    from ojd.store import export_state
+
+    click.echo(export_state(app.store))
+
+
+@state.command("import")
+@click.pass_obj
+def import_cmd(app) -> None:
+    """Read a document of 'oj state export' from stdin into this store, which must hold no
+    state yet (a new state dir, or an empty database)."""
+    import sys
+
+    from ojd.store import import_state
+
+    pos = import_state(app.store, sys.stdin.read())
+    where = f"PostgreSQL {app.store.log.path}" if app.store.url else f"state dir {app.store.root}"
+    click.echo(f"imported the state at position {pos} into {where}", err=True)

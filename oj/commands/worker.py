@@ -172,10 +172,14 @@ def _stop(app, systemd, name: str, cancel: bool, every: bool = False) -> str:
         if not every or manager_present(systemd.user):
             raise
         return f"Worker {quoted(name)} not running (no systemd here, nor in the foreground)"
+    from ojd.runners.jobprocess import elsewhere
+
     store = app.store
+    # this host's worker stopped: its jobs, not those the worker runs on other hosts
     jobs = [j for j in store.refresh().jobs.values()
             if j["worker"] == name and j["status"] in LIVE_JOB_STATES
-            and (app.project_or_none() in (None, j["project"]))]
+            and (app.project_or_none() in (None, j["project"]))
+            and not elsewhere(j.get("process"))]
     if cancel:
         from ojd.errors import OjError
 
@@ -321,12 +325,20 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
             return r["active_state"] or "unknown"
         return f"{r['active_state']}/{r['sub_state']}"
 
+    empty = "" if rows else no_workers(None if scope is None else scope == "user")
+    if getattr(app.reader_store, "shared", False):  # a shared store: the workers of every host
+        table(("NAME", "HOST", "STATE", "BOOT", "PID", "JOBS", "PENDING", "QUEUE", "STARTED",
+               "PROJECT"),
+              [(r["name"], r["host"], state(r), enabled(r["enabled"]), r["main_pid"],
+                f"{r['active']}/{r['concurrency']}", r["pending"], r["queue"],
+                ago(r["started_at"]), r["project"]) for r in rows], empty=empty)
+        return
     table(("NAME", "STATE", "BOOT", "PID", "JOBS", "PENDING", "QUEUE", "STARTED", "PROJECT"),
           [(r["name"], state(r), enabled(r["enabled"]), r["main_pid"],
             f"{r['active']}/{r['concurrency']}" + (" (resized)" if r["resized"] else ""),
             r["pending"], r["queue"],
             ago(r["started_at"]), r["project"]) for r in rows],
-          empty="" if rows else no_workers(None if scope is None else scope == "user"))
+          empty=empty)
 
 
 def no_workers(user: bool | None) -> str:

@@ -57,6 +57,9 @@ class Worker:
     concurrency: int
     poll: float  # fallback poll interval, seconds
     where: Where
+    # with a shared store (PostgreSQL): how long a taken item stays with a host whose job
+    # process stopped renewing it, seconds
+    lease: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ from ojd.runbook.template import (
 
 DEFAULT_MAX_VISITS = 10
 DEFAULT_POLL = 30.0
+DEFAULT_LEASE = 60.0
+MIN_LEASE = 3.0  # renewed every third of it: shorter would be mostly renewals
 _WORKER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 AGENT_ACTIONS = ("nudge", "done", "escalate", "gate", "fail", "resume")
 # what each trigger can do: a dead agent cannot be nudged, a live one is not restarted
@@ -65,7 +67,8 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "command": {"args": _STR, "defaults": _OBJ, "run": _STR_OR_OBJ},
     "queue": {"type": _STR, "vars": _LIST, "defaults": _OBJ, "retry": _OBJ, "list": _STR,
               "take": _STR},
-    "worker": {"source": _OBJ, "handler": _OBJ, "concurrency": _INT, "poll": _DURATION},
+    "worker": {"source": _OBJ, "handler": _OBJ, "concurrency": _INT, "poll": _DURATION,
+               "lease": _DURATION},
     "cron": {"interval": _DURATION, "schedule": _STR, "run": _STR_OR_OBJ, "concurrency": _INT},
     "pipeline": {"vars": _LIST, "defaults": _OBJ, "workspace": _STR, "on_done": _OBJ,
                  "on_fail": _OBJ, "max_visits": _INT, "name": _STR},
@@ -354,7 +357,15 @@ class _Builder:
         poll_attr = f.get("poll")
         poll = self.duration(file, poll_attr.line if poll_attr else block.line, "poll",
                              poll_attr.value if poll_attr else None, DEFAULT_POLL)
-        self.rb.workers[name] = Worker(name, queue or "", pipeline or "", concurrency, poll, where)
+        lease_attr = f.get("lease")
+        lease = self.duration(file, lease_attr.line if lease_attr else block.line, "lease",
+                              lease_attr.value if lease_attr else None, DEFAULT_LEASE)
+        if lease < MIN_LEASE:
+            self.p.add(file, lease_attr.line if lease_attr else block.line,
+                       f"worker '{name}' lease must be at least {MIN_LEASE:g}s")
+            lease = MIN_LEASE
+        self.rb.workers[name] = Worker(name, queue or "", pipeline or "", concurrency, poll, where,
+                                       lease)
 
     def cron(self, file: str, block: Block, name: str, where: Where) -> None:
         from ojd.runbook.calendar import CalendarError, check

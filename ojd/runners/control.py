@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from ojd.errors import OjError
-from ojd.runners.jobprocess import alive
+from ojd.runners.jobprocess import alive, elsewhere
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
 
@@ -138,7 +138,8 @@ def follow(store: Store, job_id: str, write: Callable[[bytes], None],
         status = job.get("status")
         if status not in LIVE_JOB_STATES:
             return status or "lost"
-        if job.get("process") and not alive(job["process"]):
+        if job.get("process") and not alive(job["process"]) and not elsewhere(
+                job["process"]):
             quiet_polls += 1
             if quiet_polls > 3:  # the process is gone and its last word is in
                 return "lost"

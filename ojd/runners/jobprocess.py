@@ -35,7 +35,7 @@ from ojd.errors import OjError
 from ojd.runbook.model import Runbook
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
-from ojd.wake import boot_id, proc_start_time
+from ojd.wake import boot_id, host_name, proc_start_time
 
 # the environment a service hands its main process only: a job is not the worker
 _SERVICE_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
@@ -104,8 +104,16 @@ def alive(proc: dict | None) -> bool:
     """Whether the recorded process (``job["process"]``, a step's ``step_proc``) still
     runs: same boot, same pid, same start time."""
     return bool(proc and proc.get("pid") and proc.get("start")
+                and proc.get("host") in (None, host_name())
                 and proc.get("boot", boot_id()) == boot_id()
                 and proc_start_time(proc["pid"]) == proc["start"])
+
+
+def elsewhere(proc: dict | None) -> str | None:
+    """The host a recorded process runs on when that is not this one (a shared store): it
+    can be neither seen nor signalled from here; its lease says when it is lost."""
+    host = (proc or {}).get("host")
+    return host if host not in (None, host_name()) else None
 
 
 class NothingToRun(Exception):
@@ -242,7 +250,7 @@ def give(store: Store, ready: Ready, *, owner: str,
             events = decide(tx) if decide is not None else []
             tx.append(*events, {"type": "job:process", "id": ready.job_id, "pid": ready.pid,
                                 "start": ready.start, "boot": boot_id(), "unit": ready.unit,
-                                "by": owner}, sync=sync)
+                                "host": host_name(), "by": owner}, sync=sync)
         os.write(ready.w, b"go\n")
     except NothingToRun:
         raise
@@ -347,7 +355,10 @@ def _child(r: int, free: int | None, parent: Store, runbook: Runbook, *, journal
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # waiting for a job: a stop ends it
     for key in _SERVICE_ONLY_ENV:
         os.environ.pop(key, None)
-    store = Store(parent.root)
+    # a store that needs a connection (PostgreSQL) opens it while waiting: a ready process
+    # then starts its job without a connection's set-up on the path from push to step
+    store = Store(parent.root, url=parent.url or "")
+    store.warm_up()
     store.take_over(parent)  # its fds are closed here, its state is good
     said = _Lines(r)
     fresh = True

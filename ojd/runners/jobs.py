@@ -31,7 +31,7 @@ from ojd.runbook.template import LOCAL_PREFIX, TemplateError, render_shell, rend
 from ojd.runners.jobprocess import alive
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store, Transaction
-from ojd.wake import boot_id, proc_start_time
+from ojd.wake import boot_id, host_name, proc_start_time
 
 # Progress callback: (job id, what, detail) e.g. ("3f9c", "step", "check ok in 1.2s")
 Progress = Callable[[str, str, str], None]
@@ -115,8 +115,13 @@ def _check_ours(job: dict | None) -> None:
     if job is None or job["status"] not in LIVE_JOB_STATES:
         raise Superseded("the job " + ("is gone" if job is None else f"is {job['status']}"))
     proc = job.get("process") or {}
-    if proc.get("pid") != os.getpid():  # reopened (none recorded yet) or another's now
-        raise Superseded(f"the job is run by process {proc.get('pid') or 'none'} now")
+    # reopened or its lease expired (none recorded yet), or another's now (on any host)
+    if proc.get("pid") != os.getpid() or proc.get("host") not in (None, host_name()):
+        where = f" on {proc['host']}" if proc.get("host") not in (None, host_name()) else ""
+        if not proc:
+            raise Superseded("the job has no process of its own now (its lease expired, or "
+                             "it was reopened)")
+        raise Superseded(f"the job is run by process {proc.get('pid')}{where} now")
 
 
 # A step's wrapper, in the step's own session. It waits until its runner has recorded it
@@ -245,12 +250,51 @@ class JobRunner:
         self.progress = progress or (lambda job, what, detail: None)
         self.tee = tee  # steps' output is echoed to this process's stdout (the journal)
         self.stopping = threading.Event()
+        self._step_pids: dict[str, int] = {}  # job -> its running step's process group
 
     # -- the job loop -------------------------------------------------------------------
 
     def run(self, job_id: str) -> str:
-        """Run (or resume) a job to its end. Returns "done", "failed" or "interrupted"."""
-        job = self.store.refresh().jobs[job_id]
+        """Run (or resume) a job to its end. Returns "done", "failed" or "interrupted".
+        A job whose item is leased (a shared store) renews the lease while it runs."""
+        state = self.store.refresh()
+        job = state.jobs.get(job_id) or {}
+        item = state.items.get(job.get("item") or "")
+        if item is None or not item.get("lease") or item.get("job") != job_id:
+            return self._run(job_id)
+        done = threading.Event()
+        renewer = threading.Thread(target=self._renew, name=f"lease-{job_id}", daemon=True,
+                                   args=(job_id, item["id"], float(item["lease"]), done))
+        renewer.start()
+        try:
+            return self._run(job_id)
+        finally:
+            done.set()
+            renewer.join(timeout=10)
+
+    def _renew(self, job_id: str, item_id: str, lease: float, done: threading.Event) -> None:
+        """Renew the item's lease every third of it while the job runs here. A lease that
+        moved (this process was stopped or cut off past it, and another host took the item)
+        is lost for good: the step is stopped, and the runner's next append is refused."""
+        while not done.wait(lease / 3):
+            try:
+                with self.store.transaction() as tx:
+                    _check_ours(tx.state.jobs.get(job_id))
+                    item = tx.state.items.get(item_id)
+                    if item is None or item["status"] != "active" or item.get("job") != job_id:
+                        return  # settled
+                    tx.append({"type": "queue:lease_renewed", "id": item_id, "job": job_id})
+            except Superseded as e:
+                self.progress(job_id, "stalled", f"lease of item {item_id} lost: {e}")
+                pid = self._step_pids.get(job_id)
+                if pid is not None:
+                    terminate_group(pid)
+                return
+            except Exception as e:  # the database away: try again; the lease may run out
+                self.progress(job_id, "stalled", f"could not renew the lease: {e}")
+
+    def _run(self, job_id: str) -> str:
+        job = self.store.state.jobs[job_id]  # refreshed by run()
         if job["status"] not in LIVE_JOB_STATES:
             return job["status"]
         pipeline = self.runbook.pipeline(job["pipeline"])
@@ -449,6 +493,7 @@ class JobRunner:
             os.write(sync_w, b"go\n")
         finally:
             os.close(sync_w)
+        self._step_pids[job_id] = proc.pid  # for the lease's renewer, should it be lost
         try:
             self.progress(job_id, "step", f"{step} started")  # said once it runs
             code = _wait(proc, echo)
@@ -457,6 +502,7 @@ class JobRunner:
             terminate_group(proc.pid, proc)
             raise
         finally:
+            self._step_pids.pop(job_id, None)
             if echo is not None:
                 echo.close()
         return code, None  # its status file goes once its end is recorded
@@ -465,7 +511,7 @@ class JobRunner:
                  ) -> None:
         event = {"type": "job:step_started", "id": job_id, "step": step}
         if pid is not None:  # the step's process group, for a runner that takes over
-            event.update(pid=pid, start=proc_start_time(pid), boot=boot_id())
+            event.update(pid=pid, start=proc_start_time(pid), boot=boot_id(), host=host_name())
         # not synced: every process sees it at once, which is what keeps a step from ever
         # running twice at once; a power cut that loses it also ended the step, which runs
         # again (its end, when recorded, is synced and takes this record with it)

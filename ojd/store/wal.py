@@ -4,7 +4,7 @@ Many processes append events (JSON objects) to one directory and replay them; po
 at 1 and increase strictly across segments and processes. Layout:
 
 * ``lock``: every append holds ``flock(LOCK_EX)`` on it.
-* ``seg-<first position>.wal``: append-only segments of framed records (ojd.walframe).
+* ``seg-<first position>.wal``: append-only segments of framed records (ojd.store.walframe).
 * ``snapshot-<pos>.json``: ``{"pos": N, "state": ...}``, written atomically; the newest 2 kept.
 * ``damaged-<segment>-<offset>.bin``: bytes of a torn tail moved aside by the repair.
 
@@ -13,14 +13,15 @@ loss, kill -9 mid-write) is moved aside and truncated by whoever holds the exclu
 
 Here: the public API (callers import everything from this module), the cached tail and read
 position, appending, rolling segments, snapshots, compaction and check. The parts it uses:
-ojd.walframe (the frame format and Record, pure), ojd.walsegments (reading segments, skipping
-and repairing damage, WalProblem) and ojd.wallock (the lock and its bounded wait).
+ojd.store.walframe (the frame format and Record, pure), ojd.store.walsegments (reading
+segments, skipping and repairing damage, WalProblem) and ojd.store.wallock (the lock and its
+bounded wait).
 """
 
 from __future__ import annotations
 
 # Imported by every CLI call (``oj queue push`` must start fast): no logging, tempfile,
-# dataclasses, pathlib, typing, contextlib or threading here or in the ojd.wal* modules it
+# dataclasses, pathlib, typing, contextlib or threading here or in the ojd.store.wal* modules it
 # imports. json (with re, which it imports) is the one costly import left, and every read or
 # append of the log needs it; struct is taken from the C ``_struct`` it wraps, and fcntl is
 # imported by the lock classes on first use (reads are lock-free: a read-only command never
@@ -30,10 +31,10 @@ import os
 from _thread import RLock, allocate_lock
 
 from ojd.paths import open_state_file
-from ojd.walframe import Record, encode_events, encode_frames
-from ojd.wallock import Locked as _Locked
-from ojd.wallock import Shared as _Shared
-from ojd.walsegments import (
+from ojd.store.walframe import Record, encode_events, encode_frames
+from ojd.store.wallock import Locked as _Locked
+from ojd.store.wallock import Shared as _Shared
+from ojd.store.walsegments import (
     EXCLUSIVE,
     UNLOCKED,
     Continuity,
@@ -135,7 +136,7 @@ class WalDirectory:
         self._depth = 0
         self._pid = -1
         self._lock_fd = -1
-        self._held_fd = -1  # the fd holding LOCK_EX while _depth > 0 (see ojd.wallock)
+        self._held_fd = -1  # the fd holding LOCK_EX while _depth > 0 (see ojd.store.wallock)
         self._seg_fd = -1
         self._seg_name: str | None = None
         # Furthest known frame boundary: appends read forward from here, never rescan.
@@ -200,6 +201,17 @@ class WalDirectory:
 
     def load_snapshot(self) -> tuple[int, object] | None:
         return self._load_snapshot(None)
+
+    def start_at(self, pos: int, state: object) -> None:
+        """Begin an empty log with a snapshot at ``pos`` (an imported state): its first
+        segment is named after ``pos + 1``, so appends continue from there."""
+        with self.locked():
+            if self._segs.names() or self._snapshots():
+                raise ValueError("the log is not empty")
+            self._roll(Cursor(None, 0, pos, pos))
+            with self._cache_lock:
+                self._tail = self._seen = None
+        self.save_snapshot(pos, state)
 
     def read_snapshot(self, pos: int) -> tuple[int, object] | None:
         """The snapshot at ``pos``, or None when it is absent or unreadable."""

@@ -1,10 +1,10 @@
 """The WAL directory's lock: ``flock`` on its ``lock`` file, exclusive for appends and shared
 for a reader's re-check of a damaged tail, with a bounded, fair wait.
 
-Here rather than in ojd.wal because waiting is its own problem: a holder may be stopped or
+Here rather than in ojd.store.wal because waiting is its own problem: a holder may be stopped or
 hung (SIGSTOP, a dead NFS server), so a wait names the holder after a second and gives up at
 OJ_LOCK_TIMEOUT; and a wait given up on must never disturb a lock the process takes later.
-Imported by every CLI call through ojd.wal: builtins only at import time.
+Imported by every CLI call through ojd.store.wal: builtins only at import time.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 from _thread import allocate_lock
 
-from ojd.walsegments import EXCLUSIVE, SHARED
+from ojd.store.walsegments import EXCLUSIVE, SHARED
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ojd.wal import WalDirectory, WalWriter
+    from ojd.store.wal import WalDirectory, WalWriter
 
 
 def _flock(fd: int, path: str, op: int) -> int:
@@ -154,7 +154,7 @@ class Locked:
         except BaseException:
             wal._mutex.release()
             raise
-        from ojd.wal import WalWriter  # loaded already: ojd.wal is what uses this class
+        from ojd.store.wal import WalWriter  # loaded already: ojd.store.wal is what uses this class
 
         self._writer = writer = WalWriter(wal)
         return writer

@@ -10,7 +10,7 @@ around bulk decoding.
 
 from __future__ import annotations
 
-# Imported whenever ojd.wal is (see its header): builtins, and collections, which json loads.
+# Imported whenever ojd.store.wal is (see its header): builtins, and collections, which json loads.
 import gc
 import os
 import sys
@@ -19,13 +19,13 @@ from _thread import allocate_lock
 from collections import namedtuple  # already imported by json (through re)
 
 from ojd.paths import open_state_file
-from ojd.walframe import decode, diagnose, last_frame, parse, resync
+from ojd.store.walframe import decode, diagnose, last_frame, parse, resync
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from ojd.walframe import Record
+    from ojd.store.walframe import Record
 
 _CHUNK = 8 << 20  # read size: big enough to amortise syscalls, small enough to bound memory
 _BULK = 10_000  # records decoded in one call above which they are treated as long-lived
@@ -80,14 +80,15 @@ def unlink(path: str) -> None:
 # -- what reading reports, and where it is --------------------------------------------------
 
 
-# module=: its public home, so repr of the class and pickles name ojd.wal.WalProblem.
-class WalProblem(namedtuple("WalProblem", "kind pos segment offset detail", module="ojd.wal")):
+# module=: its public home, so repr of the class and pickles name ojd.store.wal.WalProblem.
+class WalProblem(namedtuple("WalProblem", "kind pos segment offset detail",
+                            module="ojd.store.wal")):
     """``kind`` is "torn-tail", "corrupt", "lost" (positions nothing holds) or "mismatch" (a
     snapshot that disagrees with the log); ``pos`` (int or None) is the position lost, when
     known; ``segment`` and ``offset`` locate the damage; ``detail`` says what was found."""
 
     __slots__ = ()
-    __module__ = "ojd.wal"
+    __module__ = "ojd.store.wal"
 
     kind: str
     pos: int | None

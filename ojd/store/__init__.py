@@ -1,12 +1,27 @@
-"""The state of one oj state directory: the WAL replayed into a ``State``, kept caught up.
+"""The state: a log of events replayed into a ``State``, kept caught up.
+
+The log is one of two stores behind one small interface, so the State fold, the runbook
+model, the worker loop and the CLI never know which is in use:
+
+* the WAL directory (``ojd.store.wal``, under the state dir): the embedded default;
+* PostgreSQL (``ojd.store.postgres``), for several hosts sharing one state; chosen by
+  ``OJ_STATE_URL=postgresql://...`` or a ``state_url = ...`` line in ``STATE_DIR/oj.conf``.
+
+What a log offers (``WalDirectory`` and ``PgLog`` both): ``locked()`` (a block holding the
+log's exclusive lock, giving a writer whose ``append(*events)`` returns positions; a decision
+made on the caught-up state and its events are atomic), ``reader(after)`` / ``records(after)``
+(events after a position, lock-free), ``save_snapshot``, ``load_snapshot``, ``read_snapshot``,
+``snapshot_positions``, ``compact``, ``set_aside``, ``check`` and ``holds_lock``.
 
 Reads are lock-free (snapshot + tail). Decisions that read and then write (take an item,
-dedupe a push) run inside ``transaction()``, which holds the WAL's exclusive lock, catches up
+dedupe a push) run inside ``transaction()``, which holds the log's exclusive lock, catches up
 to the true tail and applies what it appends, so two processes never decide on stale state.
+The state dir stays local either way: job logs, step status files, workspaces, caches.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from _thread import RLock
@@ -15,8 +30,8 @@ from contextlib import contextmanager
 from ojd import paths
 from ojd.errors import OjError, escaped
 from ojd.state import Event, State
-from ojd.wal import CheckReport, WalDirectory, WalProblem
-from ojd.walsegments import lost_problem, positions
+from ojd.store.wal import CheckReport, WalDirectory, WalProblem
+from ojd.store.walsegments import lost_problem, positions
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,8 +64,90 @@ def state_dir_error(root: str | None, error: OSError) -> OjError:
     return OjError(escaped(f"cannot use state dir {where}: {why}"))  # paths on one line
 
 
+CONFIG_FILE = "oj.conf"
+
+
+def configured_url(root: str) -> str | None:
+    """Where the state lives when not in the WAL directory: ``$OJ_STATE_URL``, else the
+    ``state_url = ...`` line of ``ROOT/oj.conf`` (found by every process that knows the state
+    dir: CLI, worker units, steps). None (or empty): the WAL directory."""
+    url = os.environ.get("OJ_STATE_URL")
+    if url is None:
+        try:
+            with open(os.path.join(root, CONFIG_FILE)) as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise state_dir_error(root, e) from None
+        for line in lines:
+            key, eq, value = line.partition("=")
+            if eq and key.strip() == "state_url":
+                url = value.strip()
+    if not url:
+        return None
+    if not url.startswith(("postgresql:", "postgres:")):
+        where = "OJ_STATE_URL" if os.environ.get("OJ_STATE_URL") else os.path.join(
+            root, CONFIG_FILE)
+        raise OjError(escaped(f"state url in {where} is not a postgresql:// URL; unset it to "
+                              "use the state dir's WAL"))
+    return url
+
+
+def open_log(root: str, on_problem: Callable[[WalProblem], None] | None, url: str | None):
+    """The log behind a store: PostgreSQL when a URL is configured, else the WAL directory."""
+    if url:
+        from ojd.store.postgres import PgLog  # psycopg is imported only here
+
+        return PgLog(url, on_problem=on_problem)
+    return WalDirectory(paths.wal_dir(root), on_problem=on_problem)
+
+
+EXPORT_FORMAT = 1
+
+
+def export_state(store: Store) -> str:
+    """The whole state as one JSON document: what ``import_state`` reads into any store."""
+    import json
+
+    with store.lock:
+        state = store.refresh()
+        return json.dumps({"oj_state": EXPORT_FORMAT, "pos": state.pos,
+                           "state": state.to_dict()}, separators=(",", ":"))
+
+
+def import_state(store: Store, text: str) -> int:
+    """Start ``store``, which must hold nothing yet, from an exported document; returns its
+    position (appends continue after it)."""
+    import json
+
+    try:
+        doc = json.loads(text)
+        if not isinstance(doc, dict) or doc.get("oj_state") != EXPORT_FORMAT:
+            raise ValueError("not a document of 'oj state export'")
+        pos, data = doc.get("pos"), doc.get("state")
+        if not isinstance(pos, int) or pos < 0 or not isinstance(data, dict):
+            raise ValueError("no position and state in it")
+        State.from_dict(json.loads(json.dumps(data)))  # refuse what the fold cannot load
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+        raise OjError(f"cannot import: {escaped(str(e))}; give the output of "
+                      "'oj state export' on stdin") from None
+    with store.lock:
+        store.load()
+        if store.state.pos or store.log.snapshot_positions():
+            raise OjError(f"cannot import: this store already holds a state (position "
+                          f"{store.state.pos}); import into a new state dir or an empty "
+                          "database")
+        try:
+            store.log.start_at(pos, data)
+        except ValueError as e:
+            raise OjError(f"cannot import: {e}") from None
+        store.load()
+    return pos
+
+
 class Transaction:
-    """What a decision sees and does while it holds the WAL lock."""
+    """What a decision sees and does while it holds the log's lock."""
 
     def __init__(self, store: Store, writer) -> None:
         self.state = store.state
@@ -70,10 +167,14 @@ class Transaction:
 
 class Store:
     def __init__(self, root: str | None = None,
-                 on_problem: Callable[[WalProblem], None] | None = warn_to_stderr) -> None:
+                 on_problem: Callable[[WalProblem], None] | None = warn_to_stderr,
+                 url: str | None = None) -> None:
+        """``url``: the store's PostgreSQL URL; None reads the configuration (``""`` forces
+        the WAL directory)."""
         try:
             self.root = paths.ensure_state_dir(root)
-            self.wal = WalDirectory(paths.wal_dir(self.root), on_problem=on_problem)
+            self.url = configured_url(self.root) if url is None else url or None
+            self.log = open_log(self.root, on_problem, self.url)
         except OSError as e:
             raise state_dir_error(root, e) from None
         self._on_problem = on_problem
@@ -88,11 +189,11 @@ class Store:
         """Newest readable snapshot plus every record after it."""
         with self.lock:
             for attempt in range(_LOAD_TRIES):
-                if self.wal.holds_lock():
+                if self.log.holds_lock():
                     self._load_once(final=True)  # nothing can move under us: what is, is
                     break
                 if attempt == _LOAD_TRIES - 1:
-                    with self.wal.locked():
+                    with self.log.locked():
                         self._load_once(final=True)
                     break
                 if self._load_once(final=False):
@@ -101,7 +202,7 @@ class Store:
             return self.state
 
     def _load_once(self, final: bool) -> bool:
-        snap = self.wal.load_snapshot()
+        snap = self.log.load_snapshot()
         if snap is not None:
             self._snapshot_pos, data = snap
             self.state = State.from_dict(data)  # type: ignore[arg-type]
@@ -109,17 +210,18 @@ class Store:
         else:
             self._snapshot_pos = 0
             self.state = State()
-        self._reader = self.wal.reader(after=self.state.pos)
+        self._reader = self.log.reader(after=self.state.pos)
         return self._catch_up(self._reader.read_new(), final)
 
     def take_over(self, other: Store) -> State:
         """Start from ``other``'s state (a forked job process has its starter's in memory)
-        instead of loading the snapshot again; what came after it is read as by refresh."""
+        instead of loading the snapshot again; what came after it is read by the next
+        refresh (the runner's first), not here: one read less between push and step."""
         with self.lock:
             self.state = other.state
             self._snapshot_pos = other._snapshot_pos
-            self._reader = self.wal.reader(after=self.state.pos)
-        return self.refresh()
+            self._reader = self.log.reader(after=self.state.pos)
+        return self.state
 
     def refresh(self) -> State:
         """Apply what other processes appended since the last read."""
@@ -146,7 +248,7 @@ class Store:
         return True
 
     def _snapshot_beyond(self, pos: int) -> bool:
-        return any(p > pos for p in self.wal.snapshot_positions())
+        return any(p > pos for p in self.log.snapshot_positions())
 
     def _tell_lost(self) -> None:
         """Say so, once per process, for every lost range nobody has acknowledged."""
@@ -162,42 +264,74 @@ class Store:
         with self.lock:
             if self._reader is None:
                 self.load()
-            with self.wal.locked() as writer:
-                # the lock is held: reading to the end now gives the true tail
-                # (a gap a newer snapshot covers reloads from it: under the lock, for good)
-                if not self._catch_up(self._reader.read_new(), False):
-                    self.load()
-                yield Transaction(self, writer)
-                self._reader.read_new()  # step the cursor past our own appends
+            try:
+                with self.log.locked() as writer:
+                    # the lock is held: reading to the end now gives the true tail
+                    # (a gap a newer snapshot covers reloads from it: under the lock, for good)
+                    if not self._catch_up(self._reader.read_new(), False):
+                        self.load()
+                    yield Transaction(self, writer)
+                    self._reader.read_new()  # step the cursor past our own appends
+            except BaseException:
+                if getattr(self.log, "rolled_back", False):
+                    # a database transaction that did not commit: what this state applied
+                    # of it never happened; the next use reloads
+                    self._reader = None
+                raise
             self._tell_lost()
             if self.state.pos - self._snapshot_pos >= SNAPSHOT_EVERY:
                 try:
                     self.snapshot()
-                except OSError as e:
+                except (OSError, OjError) as e:
                     # What was appended is durable: a failed snapshot (a full disk) must not
                     # make the caller report it as not done. The next append tries again.
-                    print(f"oj: warning: could not write a state snapshot: {e.strerror or e}",
+                    why = e.strerror if isinstance(e, OSError) and e.strerror else e
+                    print(f"oj: warning: could not write a state snapshot: {why}",
                           file=sys.stderr)
 
     def append(self, *events: Event) -> list[int]:
         with self.transaction() as tx:
             return tx.append(*events)
 
+    @property
+    def shared(self) -> bool:
+        """Whether other hosts may use this store too (PostgreSQL): items then carry leases,
+        and workers elsewhere are woken by the database, not by a signal from here."""
+        return self.url is not None
+
+    def warm_up(self) -> None:
+        """Open what the first read or append would (a database connection), ahead of need;
+        failures are left to that first use, which reports them."""
+        connect = getattr(self.log, "connect", None)
+        if connect is not None:
+            try:
+                connect()
+            except Exception:
+                pass
+
+    def change_listener(self):
+        """Something to wait on for others' appends, or None where only signals tell (the
+        WAL directory: a push signals the workers of its queue itself). With PostgreSQL a
+        connection LISTENing to commits on every host: ``fileno()`` becomes readable and
+        ``drain()`` says how many ask for a wake."""
+        listener = getattr(self.log, "listener", None)
+        return listener() if listener is not None else None
+
     def snapshot(self) -> int:
         """Write a snapshot of the current state and drop the segments it makes redundant."""
         with self.lock:
             pos = self.state.pos
-            self.wal.save_snapshot(pos, self.state.to_dict())
+            self.log.save_snapshot(pos, self.state.to_dict())
             self._snapshot_pos = pos
-            self.wal.compact()
+            self.log.compact()
             return pos
 
     def check(self) -> CheckReport:
         """The WAL's own check, plus what only a replay can tell: positions the state knows
         are lost, and snapshots that disagree with the log they summarise (a snapshot written
         by a process that missed events)."""
-        with self.lock, self.wal.locked():
-            report = self.wal.check()
+        with self.lock, self.log.locked():
+            report = self.log.check()
             self.load()
             acked = [(first, last) for first, last, ok in self.state.lost if ok]
             report.acknowledged = acked
@@ -222,8 +356,8 @@ class Store:
         import json
 
         snaps = []
-        for pos in reversed(self.wal.snapshot_positions()):
-            snap = self.wal.read_snapshot(pos)
+        for pos in reversed(self.log.snapshot_positions()):
+            snap = self.log.read_snapshot(pos)
             if snap is not None:
                 snaps.append(snap)
             if len(snaps) == 2:
@@ -233,7 +367,7 @@ class Store:
         (new_pos, new_data), (old_pos, old_data) = snaps
         replayed = State.from_dict(json.loads(json.dumps(old_data)))
         replayed.pos = old_pos
-        for rec in self.wal.records(after=old_pos):
+        for rec in self.log.records(after=old_pos):
             if rec.pos > new_pos:
                 break
             if rec.pos > replayed.pos + 1:
@@ -271,7 +405,7 @@ class Store:
             name = f"snapshot-{pos:016d}.json"
             plan.append((f"move {name} aside to damaged-{name} (loading then replays the log "
                          "from the snapshot before it)",
-                         lambda name=name: self.wal.set_aside(name)))
+                         lambda name=name: self.log.set_aside(name)))
         if bad_snaps:
             plan.append(("write a new snapshot from the log, once the bad ones are aside",
                          self._resnapshot))

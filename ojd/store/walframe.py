@@ -12,7 +12,7 @@ resync and tail search a reader needs when it meets a bad frame.
 
 from __future__ import annotations
 
-# Imported whenever ojd.wal is (see its header): json, zlib and the C _struct only.
+# Imported whenever ojd.store.wal is (see its header): json, zlib and the C _struct only.
 import json
 import zlib
 from _struct import Struct
@@ -20,7 +20,7 @@ from _struct import error as _struct_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ojd.walsegments import Continuity
+    from ojd.store.walsegments import Continuity
 
 MAGIC = b"OJ\x01"  # "OJ" + format version 1
 HEADER = Struct("<3sIIQ")  # magic+version, payload length, crc32, position
@@ -37,8 +37,8 @@ class Record:
 
     __slots__ = ("pos", "event")
     __match_args__ = ("pos", "event")
-    # Its public home: repr of the class and pickles name ojd.wal.Record.
-    __module__ = "ojd.wal"
+    # Its public home: repr of the class and pickles name ojd.store.wal.Record.
+    __module__ = "ojd.store.wal"
     pos: int
     event: dict
 

@@ -1,0 +1,529 @@
+"""PostgreSQL as the log: the same events as the WAL directory, in a table several hosts share.
+
+Two tables, made on first use (``SCHEMA``):
+
+* ``oj_events (pos bigint primary key, event text)``: one row per event, the event as the
+  same compact JSON the WAL frames hold (text, not jsonb: stored and read back byte for byte,
+  with no parse on the server);
+* ``oj_snapshots (pos, state, damaged)``: the State after event ``pos``, the newest two kept.
+
+A decision is one transaction: ``BEGIN; LOCK TABLE oj_events IN EXCLUSIVE MODE``, read the
+events after our position, decide on the caught-up State, ``INSERT`` the new events at the
+next positions, ``NOTIFY oj_events, 'POS'``, ``COMMIT``. The table lock is what makes it
+simple and correct: writers are serialised, so positions are assigned by us (last + 1, never
+a sequence, which leaves holes on rollback) and commit in position order; a reader that sees
+position N+1 has therefore seen N, and readers need no lock (EXCLUSIVE still lets plain
+SELECTs through). Row locks (``FOR UPDATE SKIP LOCKED``) would let takers run side by side,
+but then the State fold could not be the single source of truth.
+
+psycopg 3 is imported only here, and only when a postgresql:// URL is configured. The URL
+follows libpq's conventions (service files, PGHOST, ~/.pgpass). A forked child (a job process)
+never touches its parent's connection: it opens its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import weakref
+from _thread import RLock
+
+from ojd.errors import OjError, escaped
+from ojd.store.wal import CheckReport, Record, WalProblem
+from ojd.store.walsegments import lost_problem
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+CHANNEL = "oj_events"
+# Events that may give a worker something to take: their NOTIFY payload says "wake", so that
+# workers do not poll for every step of every job on every host.
+WAKE_TYPES = frozenset({"queue:pushed", "queue:released", "queue:retried", "queue:failed",
+                        "job:reopened", "worker:woken", "worker:resized", "worker:recorded"})
+_KEEP_SNAPSHOTS = 2
+_SCHEMA_LOCK = 0x6F6A0001  # pg_advisory_xact_lock key: two first users create the tables once
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS oj_events (pos bigint PRIMARY KEY, event text NOT NULL);
+CREATE TABLE IF NOT EXISTS oj_snapshots (
+    pos bigint PRIMARY KEY, state text NOT NULL, damaged boolean NOT NULL DEFAULT false);
+"""
+# The next positions follow the last event, or the newest snapshot when the events it covers
+# were compacted away (or the state was imported): positions are never reused.
+_INSERT = """
+WITH last AS (SELECT greatest((SELECT max(pos) FROM oj_events),
+                              (SELECT max(pos) FROM oj_snapshots), 0) AS pos)
+INSERT INTO oj_events (pos, event)
+SELECT last.pos + e.n, e.event FROM last, unnest(%s::text[]) WITH ORDINALITY AS e(event, n)
+RETURNING pos
+"""
+_LAST = ("SELECT greatest((SELECT max(pos) FROM oj_events), "
+         "(SELECT max(pos) FROM oj_snapshots), 0)")
+
+_psycopg = None
+
+
+def psycopg():
+    """The driver, imported on first use."""
+    global _psycopg
+    if _psycopg is None:
+        try:
+            import psycopg as module
+        except ImportError:
+            raise OjError("the state is configured to be in PostgreSQL, but psycopg (3) is not "
+                          "installed: apt install python3-psycopg, or pip install psycopg"
+                          ) from None
+        _psycopg = module
+    return _psycopg
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return url
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+
+
+def db_error(where: str, e: Exception) -> OjError:
+    text = str(e).strip().splitlines()
+    return OjError(escaped(f"state database {where}: {text[0] if text else type(e).__name__}"))
+
+
+# every PgLog of this process, so a forked child can let go of them (weak: a store dropped
+# closes its connection)
+_LOGS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # The child holds copies of the parent's sockets: a Terminate message or a query sent on
+    # one would end or confuse the parent's session. Point them at /dev/null and forget them.
+    for log in list(_LOGS):
+        log._forget_connection()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+_ORPHANS: list = []  # connections of a parent process: kept, so they are never finalised
+
+
+def _orphan(conn) -> None:
+    if conn is None:
+        return
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, conn.fileno())
+        os.close(null)
+    except Exception:
+        pass
+    _ORPHANS.append(conn)
+
+
+class PgLog:
+    """One PostgreSQL database as the log. Safe to share between threads; per process."""
+
+    def __init__(self, url: str, on_problem: Callable[[WalProblem], None] | None = None) -> None:
+        self.url = url
+        self.path = redacted(url)  # what messages and ``oj state check`` name
+        self._on_problem = on_problem
+        self._conn = None
+        self._mutex = RLock()
+        self._depth = 0
+        self._appended = 0  # the last position appended in the open transaction
+        self._wakes = False  # and whether any of its events may give a worker work
+        self.rolled_back = False
+        _LOGS.add(self)
+
+    # -- the connection ----------------------------------------------------------------------
+
+    def _db(self):
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+        return self._conn
+
+    def _connect(self):
+        pg = psycopg()
+        try:
+            conn = pg.connect(self.url, autocommit=True, application_name="oj")
+        except pg.Error as e:
+            raise db_error(f"{self.path} cannot be reached", e) from None
+        timeout = os.environ.get("OJ_LOCK_TIMEOUT", "30")
+        try:
+            seconds = float(timeout)
+        except ValueError:
+            seconds = 30.0
+        try:
+            cur = conn.execute(f"SET lock_timeout = '{int(seconds * 1000)}ms'; "
+                               "SELECT to_regclass('oj_snapshots') IS NOT NULL")
+            cur.nextset()  # one round trip, two statements: the answer is the second's
+            made = cur.fetchone()[0]
+            if not made:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                    conn.execute(SCHEMA)
+        except pg.Error as e:
+            conn.close()
+            raise db_error(f"{self.path} cannot hold oj's tables", e) from None
+        return conn
+
+    def _forget_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        self._mutex = RLock()
+        self._depth = 0
+        _orphan(conn)
+
+    def connect(self) -> None:
+        with self._mutex:
+            self._db()
+
+    def _query(self, sql: str, params: tuple = ()) -> list:
+        pg = psycopg()
+        with self._mutex:
+            try:
+                return self._db().execute(sql, params).fetchall()
+            except pg.OperationalError as e:
+                self._drop_broken()
+                raise db_error(f"{self.path} failed", e) from None
+            except pg.Error as e:
+                raise db_error(f"{self.path} refused a query", e) from None
+
+    def _drop_broken(self) -> None:
+        if self._conn is not None and self._conn.broken and self._depth == 0:
+            self._conn = None  # the next use reconnects
+
+    # -- public API (as ojd.store.wal.WalDirectory) ------------------------------------------
+
+    def reader(self, after: int = 0) -> PgReader:
+        return PgReader(self, after)
+
+    def records(self, after: int = 0) -> Iterator[Record]:
+        return iter(self._records(after))
+
+    def _records(self, after: int, upto: int | None = None) -> list[Record]:
+        if upto is None:
+            rows = self._query("SELECT pos, event FROM oj_events WHERE pos > %s ORDER BY pos",
+                               (after,))
+        else:
+            rows = self._query("SELECT pos, event FROM oj_events WHERE pos > %s AND pos <= %s "
+                               "ORDER BY pos", (after, upto))
+        out = []
+        loads = json.loads
+        for pos, text in rows:
+            try:
+                event = loads(text)
+                if not isinstance(event, dict):
+                    raise ValueError("not an object")
+            except (ValueError, RecursionError) as e:
+                self._report(WalProblem("corrupt", pos, "oj_events", 0,
+                                        f"undecodable event: {e}"))
+                continue
+            out.append(Record(pos, event))
+        return out
+
+    def _report(self, problem: WalProblem, found: list[WalProblem] | None = None) -> None:
+        if found is not None:
+            found.append(problem)
+        elif self._on_problem is not None:
+            self._on_problem(problem)
+
+    def locked(self) -> _Locked:
+        """``with log.locked() as w``: the table lock, in one transaction; ``w.append``."""
+        return _Locked(self)
+
+    def append(self, *events: dict) -> list[int]:
+        with self.locked() as w:
+            return w.append(*events)
+
+    def holds_lock(self) -> bool:
+        return self._depth > 0 and self._mutex._is_owned()  # type: ignore[attr-defined]
+
+    def last_pos(self) -> int:
+        return int(self._query(_LAST)[0][0])
+
+    def save_snapshot(self, pos: int, state: object) -> str:
+        data = json.dumps(state, separators=(",", ":"))
+        with self.locked():
+            last = self.last_pos()
+            if not 0 <= pos <= last:
+                raise ValueError(f"snapshot position {pos} is beyond the log (last {last})")
+            self._query("INSERT INTO oj_snapshots (pos, state) VALUES (%s, %s) ON CONFLICT "
+                        "(pos) DO UPDATE SET state = excluded.state, damaged = false "
+                        "RETURNING pos", (pos, data))
+            self._query("DELETE FROM oj_snapshots WHERE NOT damaged AND pos < ALL (SELECT pos "
+                        "FROM oj_snapshots WHERE NOT damaged ORDER BY pos DESC LIMIT %s) "
+                        "RETURNING pos", (_KEEP_SNAPSHOTS,))
+        return f"snapshot-{pos:016d}"
+
+    def load_snapshot(self) -> tuple[int, object] | None:
+        for pos in reversed(self.snapshot_positions()):
+            snap = self._read_snapshot(pos, None)
+            if snap is not None:
+                return snap
+        return None
+
+    def read_snapshot(self, pos: int) -> tuple[int, object] | None:
+        return self._read_snapshot(pos, [])
+
+    def _read_snapshot(self, pos: int, found: list[WalProblem] | None
+                       ) -> tuple[int, object] | None:
+        rows = self._query("SELECT state FROM oj_snapshots WHERE pos = %s AND NOT damaged",
+                           (pos,))
+        if not rows:
+            return None
+        try:
+            state = json.loads(rows[0][0])
+            if not isinstance(state, dict):
+                raise ValueError("not a state")
+        except (ValueError, RecursionError) as e:
+            self._report(WalProblem("corrupt", pos, f"snapshot-{pos:016d}.json", 0,
+                                    f"unreadable snapshot: {e}"), found)
+            return None
+        return pos, state
+
+    def snapshot_positions(self) -> list[int]:
+        return [r[0] for r in self._query(
+            "SELECT pos FROM oj_snapshots WHERE NOT damaged ORDER BY pos")]
+
+    def compact(self) -> int:
+        """Delete the events the older of the two kept snapshots covers (as the WAL drops its
+        segments): should the newest be unreadable, the older one still replays."""
+        with self.locked():
+            snaps = self.snapshot_positions()
+            if len(snaps) < _KEEP_SNAPSHOTS:
+                return 0
+            older = snaps[-_KEEP_SNAPSHOTS]
+            if self._read_snapshot(older, None) is None:
+                return 0
+            return len(self._query("DELETE FROM oj_events WHERE pos <= %s RETURNING pos",
+                                   (older,)))
+
+    def set_aside(self, name: str) -> str:
+        """Mark a snapshot (named ``snapshot-POS.json``) damaged: loading no longer reads it;
+        the row stays."""
+        pos = int(name.removeprefix("snapshot-").split(".")[0])
+        with self.locked():
+            self._query("UPDATE oj_snapshots SET damaged = true WHERE pos = %s RETURNING pos",
+                        (pos,))
+        return f"damaged-{name}"
+
+    def start_at(self, pos: int, state: object) -> None:
+        """Begin an empty log with a snapshot at ``pos`` (an imported state)."""
+        with self.locked():
+            if self._query("SELECT 1 FROM oj_events UNION ALL SELECT 1 FROM oj_snapshots "
+                           "LIMIT 1"):
+                raise ValueError("the log is not empty")
+            self._query("INSERT INTO oj_snapshots (pos, state) VALUES (%s, %s) RETURNING pos",
+                        (pos, json.dumps(state, separators=(",", ":"))))
+
+    def check(self, after: int | None = None) -> CheckReport:
+        """Every event and snapshot, under the table lock: undecodable rows, and positions
+        missing past ``after`` (default: the oldest readable snapshot)."""
+        report = CheckReport()
+        with self.locked():
+            readable = [pos for pos in reversed(self.snapshot_positions())
+                        if self._read_snapshot(pos, report.problems)]
+            report.snapshot_pos = readable[0] if readable else None
+            last = after if after is not None else (readable[-1] if readable else 0)
+            report.segments = 1
+            corrupt: set[int] = set()
+            batch = 10000
+            start = 0
+            while True:
+                rows = self._query("SELECT pos, event FROM oj_events WHERE pos > %s "
+                                   "ORDER BY pos LIMIT %s", (start, batch))
+                for pos, text in rows:
+                    report.records += 1
+                    try:
+                        if not isinstance(json.loads(text), dict):
+                            raise ValueError("not an object")
+                    except (ValueError, RecursionError) as e:
+                        corrupt.add(pos)
+                        report.problems.append(WalProblem("corrupt", pos, "oj_events", 0,
+                                                          f"undecodable event: {e}"))
+                    if pos > last + 1:
+                        report.lost.append((last + 1, pos - 1))
+                        report.problems.append(lost_problem(last + 1, pos - 1))
+                    last = max(last, pos)
+                if len(rows) < batch:
+                    break
+                start = rows[-1][0]
+            report.last_pos = max(last, report.snapshot_pos or 0)
+        return report
+
+    # -- waiting for change ------------------------------------------------------------------
+
+    def listener(self) -> PgListener:
+        return PgListener(self.url)
+
+
+class PgReader:
+    """An incremental cursor: each read_new() returns only the events committed since."""
+
+    def __init__(self, log: PgLog, after: int = 0) -> None:
+        self._log = log
+        self.position = after
+
+    def read_new(self) -> list[Record]:
+        out = self._log._records(self.position)
+        if out:
+            self.position = out[-1].pos
+        return out
+
+
+class _Locked:
+    def __init__(self, log: PgLog) -> None:
+        self._log = log
+
+    def __enter__(self) -> PgWriter:
+        log = self._log
+        log._mutex.acquire()
+        try:
+            if log._depth == 0:
+                log.rolled_back = False
+                log._appended = 0
+                log._wakes = False
+                self._begin(log)
+            log._depth += 1
+        except BaseException:
+            log._mutex.release()
+            raise
+        return PgWriter(log)
+
+    @staticmethod
+    def _begin(log: PgLog) -> None:
+        pg = psycopg()
+        conn = log._db()
+        try:
+            conn.execute("BEGIN; LOCK TABLE oj_events IN EXCLUSIVE MODE")
+        except pg.errors.LockNotAvailable:
+            conn.execute("ROLLBACK")
+            raise OjError(escaped(
+                f"the state lock (table oj_events in {log.path}) is still held by "
+                f"{_holders(conn)} after {conn.execute('SHOW lock_timeout').fetchone()[0]}; "
+                "resume or stop that process (or raise OJ_LOCK_TIMEOUT)")) from None
+        except pg.OperationalError as e:
+            log._conn = None
+            raise db_error(f"{log.path} cannot be reached", e) from None
+        except pg.Error as e:
+            if conn.info.transaction_status != 0:  # not idle: a half-begun transaction
+                conn.execute("ROLLBACK")
+            raise db_error(f"{log.path} refused the state lock", e) from None
+
+    def __exit__(self, *exc) -> None:
+        log = self._log
+        try:
+            log._depth -= 1
+            if log._depth == 0:
+                self._commit(log)
+        finally:
+            log._mutex.release()
+
+    @staticmethod
+    def _commit(log: PgLog) -> None:
+        # Also after an error in the block: what was appended stands, as in the WAL.
+        pg = psycopg()
+        conn = log._db()
+        sql = "COMMIT"
+        if log._appended:  # wakes every listening worker, on every host, once committed
+            payload = f"{log._appended}{' wake' if log._wakes else ''}"
+            sql = f"NOTIFY {CHANNEL}, '{payload}'; COMMIT"
+        try:
+            cur = conn.execute(sql)
+            while cur.nextset():
+                pass
+            # COMMIT, not ROLLBACK (what an aborted transaction's COMMIT does)
+            ok = cur.pgresult is not None and cur.pgresult.command_status == b"COMMIT"
+        except pg.Error as e:
+            ok = False
+            error: Exception | None = e
+        else:
+            error = None
+        if not ok:
+            if conn.info.transaction_status != 0:
+                try:
+                    conn.execute("ROLLBACK")
+                except pg.Error:
+                    log._conn = None
+            if log._appended:
+                log.rolled_back = True
+                raise db_error(f"{log.path} did not commit", error or RuntimeError(
+                    "the transaction was rolled back")) from None
+
+
+def _holders(conn) -> str:
+    try:
+        rows = conn.execute(
+            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, "
+            "'local'), a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.relation = 'oj_events'::regclass AND l.granted").fetchall()
+    except Exception:
+        return "another session"
+    if not rows:
+        return "another session"
+    return ", ".join(f"backend {pid} ({app or '?'} from {addr}, {state})"
+                     for pid, app, addr, state in rows)
+
+
+class PgWriter:
+    """The view of the log inside ``with log.locked() as w``: nobody else can append."""
+
+    def __init__(self, log: PgLog) -> None:
+        self._log = log
+
+    @property
+    def last_pos(self) -> int:
+        return self._log.last_pos()
+
+    def append(self, *events: dict, sync: bool = True) -> list[int]:
+        """Always durable at commit, ``sync`` or not: a database that loses a commit does
+        not end the processes of other hosts that acted on it, as a power cut ends this
+        host's (see the WAL's ``append``)."""
+        from ojd.store.walframe import encode_events
+
+        if not events:
+            return []
+        # the same encoding and limits as a WAL frame's payload
+        payloads = [p.decode() for p in encode_events(events)]
+        rows = self._log._query(_INSERT, (payloads,))
+        got = sorted(r[0] for r in rows)
+        self._log._appended = got[-1]
+        if not self._log._wakes:
+            self._log._wakes = any(ev.get("type") in WAKE_TYPES for ev in events)
+        return got
+
+
+class PgListener:
+    """A connection of its own that LISTENs to ``oj_events``: its fd becomes readable when
+    another process (on any host) commits events. ``drain()`` reads what arrived."""
+
+    def __init__(self, url: str) -> None:
+        pg = psycopg()
+        try:
+            self._conn = pg.connect(url, autocommit=True, application_name="oj listener")
+            self._conn.execute(f"LISTEN {CHANNEL}")
+        except pg.Error as e:
+            raise db_error(f"{redacted(url)} cannot be listened to", e) from None
+        _LOGS.add(self)
+
+    def _forget_connection(self) -> None:
+        _orphan(self._conn)
+
+    def fileno(self) -> int:
+        return self._conn.fileno()
+
+    def drain(self) -> int:
+        """Consume the notifications that arrived; how many ask for a wake (events that may
+        give a worker work). A broken connection raises OjError: the caller polls instead."""
+        pg = psycopg()
+        pgconn = self._conn.pgconn  # libpq's own calls: the same in every psycopg 3 release
+        n = 0
+        try:
+            pgconn.consume_input()
+            while (note := pgconn.notifies()) is not None:
+                n += note.extra.endswith(b" wake")
+        except pg.Error as e:
+            raise db_error("the listening connection was lost", e) from None
+        return n
+
+    def close(self) -> None:
+        self._conn.close()

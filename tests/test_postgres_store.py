@@ -1,0 +1,366 @@
+"""The PostgreSQL store on its own: hosts (here: state dirs) sharing one database never take
+an item twice, dedup holds across processes, a state moves between the stores, and a broken
+configuration or database is one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import OJ, OJD, Project, wait_until
+
+RUNBOOK = r"""
+    queue "q" {
+      vars = ["n"]
+    }
+
+    worker "w" {
+      source      = { queue = "q" }
+      handler     = { pipeline = "p" }
+      concurrency = 3
+      poll        = "200ms"
+    }
+
+    pipeline "p" {
+      vars = ["item"]
+      step "work" {
+        run = <<-SHELL
+          echo "${var.item.n} $OJ_STATE_DIR" >> "${invoke.dir}/ran.txt"
+        SHELL
+      }
+    }
+    """
+
+
+def as_host(p: Project, tmp_path: Path, name: str) -> Project:
+    """The same project and database, seen from another machine: a state dir of its own
+    (worker lock, job logs, step status files), nothing else shared."""
+    return Project(p.root, tmp_path / f"host-{name}", url=p.url)
+
+
+def test_two_hosts_draining_one_queue_take_every_item_exactly_once(postgres, tmp_path):
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", RUNBOOK)
+    hosts = [as_host(p, tmp_path, "a"), as_host(p, tmp_path, "b")]
+    workers = []
+    for h in hosts:
+        log = open(tmp_path / f"{h.state.name}.log", "w")  # noqa: SIM115
+        workers.append(subprocess.Popen([OJD, "worker", "w", "--foreground"], cwd=p.root,
+                                        env=h.env(OJ_HOST=h.state.name), stdout=log,
+                                        stderr=subprocess.STDOUT))
+        log.close()
+    try:
+        wait_until(lambda: len(p.events("worker:started")) == 2, "both workers to start")
+        # every host's worker, seen from host a: its own live, b's from the shared state
+        rows = json.loads(hosts[0].oj("worker", "list", "-o", "json",
+                                      OJ_HOST="host-a").stdout)
+        assert {(r["host"], r["main_pid"]) for r in rows} == {
+            ("host-a", workers[0].pid), ("host-b", workers[1].pid)}
+        assert {r["active_state"] for r in rows} == {"foreground", "running"}
+        table = hosts[0].oj("worker", "list", OJ_HOST="host-a").stdout.splitlines()
+        assert table[0].split()[:3] == ["NAME", "HOST", "STATE"]
+        assert sorted(line.split()[1] for line in table[1:]) == ["host-a", "host-b"]
+        count = 120
+        for i in range(0, count, 40):  # pushes race the takes of both hosts
+            pushers = [subprocess.Popen([OJ, "queue", "push", "q", "--var", f"n={n}"],
+                                        cwd=p.root, env=p.env(), stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL) for n in range(i, i + 40)]
+            assert [x.wait(timeout=60) for x in pushers] == [0] * 40
+        wait_until(lambda: sum(i["status"] == "completed" for i in p.items()) == count,
+                   "every item to complete", timeout=120)
+    finally:
+        for w in workers:
+            w.terminate()
+            w.wait(timeout=30)
+    ran = (p.root / "ran.txt").read_text().splitlines()
+    assert sorted(int(line.split()[0]) for line in ran) == list(range(count))  # once each
+    taken = [e["id"] for e in p.events("queue:taken")]
+    assert len(taken) == len(set(taken)) == count
+    by_host = {line.split()[1] for line in ran}
+    assert by_host <= {str(h.state) for h in hosts}
+
+
+def test_the_same_item_pushed_by_many_processes_at_once_is_queued_once(postgres, tmp_path):
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", RUNBOOK)
+    hosts = [as_host(p, tmp_path, str(k)) for k in range(8)]
+    pushers = [subprocess.Popen([OJ, "queue", "push", "q", '{"n": "same"}'], cwd=p.root,
+                                env=h.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for h in hosts]
+    outs = [x.communicate(timeout=60) for x in pushers]
+    assert all(x.returncode == 0 for x in pushers), outs
+    assert len({out for out, _ in outs}) == 1
+    assert sum("already queued" in err for _, err in outs) == 7
+    assert len(p.events("queue:pushed")) == 1
+
+
+def test_a_state_moves_from_the_wal_to_postgresql_and_back(postgres, tmp_path):
+    wal = Project(tmp_path / "project", tmp_path / "state")
+    wal.write("w.hcl", RUNBOOK)
+    ids = [wal.oj("queue", "push", "q", "--var", f"n={n}").stdout.strip() for n in range(3)]
+    wal.oj("queue", "drop", "q", ids[0])
+    proc = wal.ojd("worker", "w", "--foreground", "--until-idle")
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    before = {i["id"]: i["status"] for i in wal.items()}
+    jobs = {j["id"]: j["status"] for j in wal.json("job", "list")}
+    dump = wal.oj("state", "export").stdout
+
+    pg = Project(wal.root, tmp_path / "pg-state", url=postgres.new_database())
+    done = pg.oj("state", "import", input=dump)
+    assert "imported the state at position" in done.stderr
+    assert {i["id"]: i["status"] for i in pg.items()} == before
+    assert {j["id"]: j["status"] for j in pg.json("job", "list")} == jobs
+    # appends go on after the imported position; dedup knows the imported items
+    new = pg.oj("queue", "push", "q", "--var", "n=9").stdout.strip()
+    assert pg.json("state", "check")["ok"]
+    again = pg.oj("state", "import", input=dump, check=False)
+    assert again.returncode == 1 and "already holds a state" in again.stderr
+
+    back = Project(wal.root, tmp_path / "wal-again")
+    back.oj("state", "import", input=pg.oj("state", "export").stdout)
+    assert {i["id"] for i in back.items()} == set(before) | {new}
+    back.oj("queue", "push", "q", "--var", "n=10")
+    check = back.json("state", "check")
+    assert check["ok"] and check["store"] == "wal"
+
+
+def test_state_url_in_the_state_dirs_config_selects_postgresql(postgres, tmp_path):
+    url = postgres.new_database()
+    p = Project(tmp_path / "project", tmp_path / "state")
+    p.write("w.hcl", RUNBOOK)
+    p.state.mkdir()
+    (p.state / "oj.conf").write_text(f"# where the state lives\nstate_url = {url}\n")
+    item = p.oj("queue", "push", "q", "--var", "n=1").stdout.strip()
+    assert not (p.state / "wal").exists()
+    assert [e["id"] for e in Project(p.root, p.state, url=url).events("queue:pushed")] == [item]
+    check = p.json("state", "check")
+    assert check["store"] == "postgresql" and check["records"] == 1
+
+
+def test_a_url_that_is_not_postgresql_or_cannot_be_reached_is_one_line(project: Project,
+                                                                        tmp_path):
+    project.write("w.hcl", RUNBOOK)
+    proc = project.oj("queue", "push", "q", "--var", "n=1", check=False,
+                      OJ_STATE_URL="mysql://db/oj")
+    assert proc.returncode == 1
+    assert proc.stderr == ("oj: state url in OJ_STATE_URL is not a postgresql:// URL; unset "
+                           "it to use the state dir's WAL\n")
+    proc = project.oj("queue", "list", check=False, OJ_STATE_URL=(
+        f"postgresql://oj:secret@/oj?host={tmp_path}/nowhere"))
+    assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("oj: state database postgresql://oj:***@/oj?host=")
+    assert "cannot be reached" in proc.stderr and "secret" not in proc.stderr
+
+
+def test_state_check_on_postgresql_names_a_missing_position_and_repair_acknowledges_it(
+        postgres, tmp_path):
+    import psycopg
+
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", RUNBOOK)
+    for n in range(3):
+        p.oj("queue", "push", "q", "--var", f"n={n}")
+    assert p.json("state", "check")["ok"]
+    with psycopg.connect(p.url, autocommit=True) as conn:
+        conn.execute("DELETE FROM oj_events WHERE pos = 2")
+    proc = p.oj("state", "check", check=False)
+    assert proc.returncode == 1
+    assert "state: PostgreSQL" in proc.stdout.replace("state:     ", "state: ")
+    assert "problem:   lost: state position 2 is lost" in proc.stdout
+    p.oj("state", "check", "--repair", "--yes")
+    out = p.json("state", "check")
+    assert out["ok"] and out["acknowledged"] == [[2, 2]]
+
+
+def test_a_listing_waits_for_no_lock_while_a_decision_holds_the_table(postgres, tmp_path):
+    """Readers never lock: a transaction holding the table lock (a stopped writer) delays
+    pushes, not listings."""
+    import psycopg
+
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", RUNBOOK)
+    p.oj("queue", "push", "q", "--var", "n=1")
+    with psycopg.connect(p.url) as conn:
+        conn.execute("LOCK TABLE oj_events IN EXCLUSIVE MODE")
+        started = time.monotonic()
+        assert len(p.items("q")) == 1
+        assert time.monotonic() - started < 5
+        proc = p.oj("queue", "push", "q", "--var", "n=2", check=False, OJ_LOCK_TIMEOUT="1")
+        assert proc.returncode == 1
+        assert "the state lock (table oj_events in" in proc.stderr
+        assert "is still held by backend" in proc.stderr
+    p.oj("queue", "push", "q", "--var", "n=2")
+    assert len(p.items("q")) == 2
+    assert json.loads(p.oj("state", "check", "-o", "json").stdout)["records"] == 2
+
+
+def test_a_push_from_another_host_wakes_an_idle_worker_through_the_database(postgres,
+                                                                           tmp_path):
+    """The worker's fallback poll is an hour and the pushing host cannot signal it: only
+    the NOTIFY of the push's commit can start the step in time."""
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", RUNBOOK.replace('poll        = "200ms"', 'poll        = "1h"'))
+    b = as_host(p, tmp_path, "b")
+    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115
+    worker = subprocess.Popen([OJD, "worker", "w", "--foreground"], cwd=p.root, env=b.env(),
+                              stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        wait_until(lambda: len(p.events("worker:started")) == 1, "the worker to start")
+        time.sleep(0.5)  # idle in its wait
+        ran = p.root / "ran.txt"
+        for n in range(3):
+            started = time.monotonic()
+            p.oj("queue", "push", "q", "--var", f"n={n}")
+            wait_until(lambda n=n: ran.exists() and len(ran.read_text().splitlines()) > n,
+                       f"item {n} to run on the other host", timeout=10)
+            assert time.monotonic() - started < 5
+        assert {line.split()[1] for line in ran.read_text().splitlines()} == {str(b.state)}
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert "Traceback" not in (tmp_path / "worker.log").read_text()
+
+
+LEASED = r"""
+    queue "q" {
+      vars = ["n"]
+    }
+
+    worker "w" {
+      source      = { queue = "q" }
+      handler     = { pipeline = "p" }
+      poll        = "200ms"
+      lease       = "3s"
+    }
+
+    pipeline "p" {
+      vars = ["item"]
+      step "work" {
+        run = <<-SHELL
+          echo "$OJ_HOST start" >> "${invoke.dir}/ran.txt"
+          if [ "$OJ_HOST" = a ]; then sleep 60; fi
+          echo "$OJ_HOST end" >> "${invoke.dir}/ran.txt"
+        SHELL
+      }
+    }
+    """
+
+
+def test_a_host_frozen_past_its_lease_loses_its_item_to_another_host_and_its_writes_after(
+        postgres, tmp_path):
+    import signal
+
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", LEASED)
+    a, b = as_host(p, tmp_path, "a"), as_host(p, tmp_path, "b")
+    ran = p.root / "ran.txt"
+    workers = {}
+
+    def start(host: Project, name: str) -> None:
+        with open(tmp_path / f"worker-{name}.log", "w") as log:
+            workers[name] = subprocess.Popen([OJD, "worker", "w", "--foreground"], cwd=p.root,
+                                             env=host.env(OJ_HOST=name), stdout=log,
+                                             stderr=subprocess.STDOUT)
+
+    start(a, "a")
+    frozen: list[int] = []
+    try:
+        item = p.oj("queue", "push", "q", "--var", "n=1").stdout.strip()
+        wait_until(lambda: ran.exists() and "a start" in ran.read_text(), "the step on a")
+        job = p.events("job:process")[0]
+        step = p.events("job:step_started")[0]
+        assert job["host"] == step["host"] == "a"
+        # host a freezes: its worker, its job process and its step stop answering
+        frozen = [workers["a"].pid, job["pid"]]
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        os.killpg(step["pid"], signal.SIGSTOP)
+        refused = b.oj("job", "resume", job["id"], check=False, OJ_HOST="b")
+        assert refused.returncode == 1
+        assert f"job {job['id']} runs on host a (process {job['pid']})" in refused.stderr
+        start(b, "b")
+        wait_until(lambda: "b end" in ran.read_text(), "host b to run the step", timeout=30)
+        wait_until(lambda: p.json("queue", "show", item)["status"] == "completed",
+                   "the item to complete on b")
+        assert len(p.events("queue:lease_expired")) == 1
+        # host a wakes: its lease has moved, so nothing it does is recorded any more
+        os.killpg(step["pid"], signal.SIGCONT)
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        frozen = []
+        wait_until(lambda: not os.path.exists(f"/proc/{job['pid']}"),
+                   "a's job process to give up", timeout=30)
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        for w in workers.values():
+            w.terminate()
+            w.wait(timeout=30)
+    assert ran.read_text().splitlines() == ["a start", "b start", "b end"]
+    assert [e["id"] for e in p.events("queue:completed")] == [item]
+    assert len(p.events("job:finished")) == 1
+    assert p.json("queue", "show", item)["attempts"] == 1  # the lost lease counted no attempt
+    a_log = (a.state / "logs" / f"{job['id']}.log").read_text() + (
+        tmp_path / "worker-a.log").read_text()
+    assert "lease of item" in a_log and "lost" in a_log, a_log
+    assert "stopped: " in a_log
+
+
+def test_a_job_running_longer_than_its_lease_keeps_it_by_renewing(postgres, tmp_path):
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", LEASED.replace('"$OJ_HOST" = a ]; then sleep 60',
+                                    '"$OJ_HOST" = a ]; then sleep 5'))
+    proc = subprocess.Popen([OJD, "worker", "w", "--foreground"], cwd=p.root,
+                            env=p.env(OJ_HOST="a"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    try:
+        item = p.oj("queue", "push", "q", "--var", "n=1").stdout.strip()
+        wait_until(lambda: p.json("queue", "show", item)["status"] == "completed",
+                   "the item to complete", timeout=30)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert p.events("queue:lease_expired") == []
+    assert len([e for e in p.events("queue:lease_renewed") if e["id"] == item]) >= 3
+    assert (p.root / "ran.txt").read_text().splitlines() == ["a start", "a end"]
+    assert p.events("queue:taken")[0]["lease"] == 3
+
+
+def test_a_decision_the_database_refuses_at_commit_is_one_line_and_leaves_no_trace(
+        postgres, tmp_path):
+    import psycopg
+
+    from ojd import project as projects
+    from ojd import queues
+    from ojd.errors import OjError
+    from ojd.store import Store
+
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", RUNBOOK)
+    p.oj("queue", "push", "q", "--var", "n=1")
+    with psycopg.connect(p.url, autocommit=True) as conn:  # checked at COMMIT, not at INSERT
+        conn.execute("""
+            CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+              IF NEW.event LIKE '%refuse-me%' THEN RAISE EXCEPTION 'refused by a trigger';
+              END IF; RETURN NULL; END $$;
+            CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON oj_events
+              DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse();""")
+    proc = p.oj("queue", "push", "q", "--var", "n=refuse-me", check=False)
+    assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "did not commit: refused by a trigger" in proc.stderr
+    store = Store(str(p.state), url=p.url)
+    store.load()
+    queue = projects.load(str(p.root)).queues["q"]
+    with pytest.raises(OjError, match="did not commit"):
+        queues.push(store, str(p.root), queue, {"n": "refuse-me"})
+    # what this process applied of the refused transaction is forgotten: it reloads
+    queues.push(store, str(p.root), queue, {"n": "2"})
+    assert sorted(i["data"]["n"] for i in store.refresh().items.values()) == ["1", "2"]
+    assert sorted(i["data"]["n"] for i in p.items("q")) == ["1", "2"]
+    assert p.json("state", "check")["ok"]
