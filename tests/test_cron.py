@@ -343,7 +343,7 @@ def test_a_state_dir_with_a_control_character_is_refused_before_anything_is_writ
 
 
 def _events_at(state) -> list[dict]:
-    from ojd.wal import WalDirectory
+    from ojd.store.wal import WalDirectory
 
     wal = WalDirectory(str(state / "wal"), on_problem=lambda p: None)
     return [r.event for r in wal.records()]

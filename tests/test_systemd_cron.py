@@ -64,7 +64,7 @@ class CronProject:
         return row
 
     def events(self, kind: str) -> list[dict]:
-        from ojd.wal import WalDirectory
+        from ojd.store.wal import WalDirectory
 
         wal = WalDirectory(self.state / "wal", on_problem=lambda p: None)
         return [r.event for r in wal.records() if r.event.get("type") == kind]
