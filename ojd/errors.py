@@ -63,3 +63,8 @@ def quoted(name: str) -> str:
 
 class LockTimeout(OjError):
     """The state lock stayed held past OJ_LOCK_TIMEOUT: nothing was written."""
+
+
+class StoreUnavailable(OjError):
+    """The state's database could not be reached (or the connection broke) before anything
+    was committed: nothing was written, and the same decision may be tried again."""

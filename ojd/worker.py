@@ -201,7 +201,7 @@ class WorkerLoop:
                 self.log.info("queue drained; exiting (--until-idle)")
                 break
             if self.procs:  # their steps move on in other processes: show where they are
-                self.store.refresh()
+                self._refresh()
             self.notifier.status(self.status_line())
             self.notifier.watchdog()
             timeout = max(0.0, next_poll - time.monotonic())
@@ -236,6 +236,19 @@ class WorkerLoop:
         # Ctrl-C is an interruption (130, as a shell reports it); SIGTERM is the clean stop
         # the unit expects
         return 130 if self._stop_signal == signal.SIGINT else 0
+
+    def _refresh(self) -> bool:
+        """Read what other processes appended; a database out of reach is said once (as a
+        failed poll is) and the loop goes on: its jobs stall until it is back."""
+        try:
+            self.store.refresh()
+        except Exception as e:
+            why = describe(e)
+            if why != self._poll_error:
+                self._poll_error = why
+                self.log.error(f"cannot read the state: {why}; retrying at each poll")
+            return False
+        return True
 
     def _poll_once(self) -> None:
         try:
@@ -688,10 +701,13 @@ class WorkerLoop:
                 code = os.waitstatus_to_exitcode(os.waitpid(proc.pid, 0)[1])
             except ChildProcessError:
                 pass
-        state = self.store.refresh()
-        job = state.jobs.get(job_id) or {}
+        # a state out of reach: the job's end is seen by a later poll, no death counted
+        seen = self._refresh()
+        job = self.store.state.jobs.get(job_id) or {}
         status = job.get("status", "gone")
-        if status in LIVE_JOB_STATES:
+        if not seen:
+            pass
+        elif status in LIVE_JOB_STATES:
             self._deaths[job_id] = self._deaths.get(job_id, 0) + 1
         else:
             self._deaths.pop(job_id, None)

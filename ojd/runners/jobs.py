@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 
 from ojd import bashrun, paths
-from ojd.errors import LockTimeout, OjError
+from ojd.errors import LockTimeout, OjError, StoreUnavailable
 from ojd.notify import one_line
 from ojd.queues import new_id
 from ojd.routing import route, visit_limit_error
@@ -374,18 +374,19 @@ class JobRunner:
             tx.append(*events, sync=sync)
 
     def _durably(self, job_id: str, write: Callable[..., object], *args: object) -> None:
-        """Record what a job did, waiting out a full state disk or a state lock held too long
-        (a stopped process): the job stalls (said once) and goes on when it can write again,
-        instead of dying with its item left active. A stop while waiting gives up (Stalled):
+        """Record what a job did, waiting out a full state disk, a state lock held too long
+        (a stopped process) or a state database out of reach: the job stalls (said once)
+        and goes on when it can write again, instead of dying with its item left active
+        (a shared store's lease bounds the wait). A stop while waiting gives up (Stalled):
         the job is resumed where it stands at the worker's next start."""
         delay, told = 0.5, False
         while True:
             try:
                 write(*args)
-            except (OSError, LockTimeout) as e:
+            except (OSError, LockTimeout, StoreUnavailable) as e:
                 if isinstance(e, OSError) and e.errno not in _DISK_FULL:
                     raise
-                why = str(e) if isinstance(e, LockTimeout) else e.strerror
+                why = e.strerror if isinstance(e, OSError) else str(e)
                 if self.stopping.is_set():
                     raise Stalled(why) from None
                 if not told:

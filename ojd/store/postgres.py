@@ -28,7 +28,7 @@ import os
 import weakref
 from _thread import RLock
 
-from ojd.errors import OjError, escaped
+from ojd.errors import LockTimeout, OjError, StoreUnavailable, escaped
 from ojd.store.wal import CheckReport, Record, WalProblem
 from ojd.store.walsegments import lost_problem
 
@@ -86,9 +86,9 @@ def redacted(url: str) -> str:
     return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
 
 
-def db_error(where: str, e: Exception) -> OjError:
+def db_error(where: str, e: Exception, cls: type[OjError] = OjError) -> OjError:
     text = str(e).strip().splitlines()
-    return OjError(escaped(f"state database {where}: {text[0] if text else type(e).__name__}"))
+    return cls(escaped(f"state database {where}: {text[0] if text else type(e).__name__}"))
 
 
 # every PgLog of this process, so a forked child can let go of them (weak: a store dropped
@@ -146,7 +146,7 @@ class PgLog:
         try:
             conn = pg.connect(self.url, autocommit=True, application_name="oj")
         except pg.Error as e:
-            raise db_error(f"{self.path} cannot be reached", e) from None
+            raise db_error(f"{self.path} cannot be reached", e, StoreUnavailable) from None
         timeout = os.environ.get("OJ_LOCK_TIMEOUT", "30")
         try:
             seconds = float(timeout)
@@ -182,8 +182,10 @@ class PgLog:
             try:
                 return self._db().execute(sql, params).fetchall()
             except pg.OperationalError as e:
+                if self._depth:  # the transaction is lost: what this process applied of it too
+                    self.rolled_back = True
                 self._drop_broken()
-                raise db_error(f"{self.path} failed", e) from None
+                raise db_error(f"{self.path} failed", e, StoreUnavailable) from None
             except pg.Error as e:
                 raise db_error(f"{self.path} refused a query", e) from None
 
@@ -397,13 +399,13 @@ class _Locked:
             conn.execute("BEGIN; LOCK TABLE oj_events IN EXCLUSIVE MODE")
         except pg.errors.LockNotAvailable:
             conn.execute("ROLLBACK")
-            raise OjError(escaped(
+            raise LockTimeout(escaped(
                 f"the state lock (table oj_events in {log.path}) is still held by "
                 f"{_holders(conn)} after {conn.execute('SHOW lock_timeout').fetchone()[0]}; "
                 "resume or stop that process (or raise OJ_LOCK_TIMEOUT)")) from None
         except pg.OperationalError as e:
             log._conn = None
-            raise db_error(f"{log.path} cannot be reached", e) from None
+            raise db_error(f"{log.path} cannot be reached", e, StoreUnavailable) from None
         except pg.Error as e:
             if conn.info.transaction_status != 0:  # not idle: a half-begun transaction
                 conn.execute("ROLLBACK")
@@ -422,7 +424,14 @@ class _Locked:
     def _commit(log: PgLog) -> None:
         # Also after an error in the block: what was appended stands, as in the WAL.
         pg = psycopg()
-        conn = log._db()
+        conn = log._conn
+        if conn is None or conn.closed:  # lost in the block: a new session has nothing to commit
+            log._conn = None
+            if log._appended:
+                log.rolled_back = True
+                raise db_error(f"{log.path} did not commit", RuntimeError(
+                    "the connection was lost"), StoreUnavailable) from None
+            return
         sql = "COMMIT"
         if log._appended:  # wakes every listening worker, on every host, once committed
             payload = f"{log._appended}{' wake' if log._wakes else ''}"
