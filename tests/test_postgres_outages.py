@@ -7,6 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from conftest import OJD, Project, wait_until
 
 GATED = r"""
@@ -101,3 +102,42 @@ def test_a_worker_and_its_job_outlive_their_database_connections_being_cut(postg
         stop(worker)
     assert p.json("job", "show", job_id)["status"] == "done"
     assert "Traceback" not in (tmp_path / "worker.log").read_text()
+
+
+def test_a_session_frozen_while_holding_the_state_lock_blocks_other_writers_only_briefly(
+        postgres, tmp_path):
+    """The server ends a session idle in its transaction: a writer on another host waits
+    seconds, not until the frozen one wakes (nor past its lock timeout)."""
+    from ojd.errors import StoreUnavailable
+    from ojd.store.postgres import IDLE_IN_TRANSACTION_TIMEOUT, PgLog
+
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", GATED)
+    p.oj("queue", "push", "q", "--var", "n=1")
+    frozen = PgLog(p.url)
+    with pytest.raises(StoreUnavailable, match="did not commit"), \
+            frozen.locked() as w:  # noqa: PT012
+            w.append({"type": "worker:woken", "name": "w"})
+            started = time.monotonic()
+            pushed = p.oj("queue", "push", "q", "--var", "n=2", OJ_LOCK_TIMEOUT="20")
+            assert pushed.returncode == 0
+            assert time.monotonic() - started < IDLE_IN_TRANSACTION_TIMEOUT + 5
+            w.append({"type": "worker:woken", "name": "w"})  # it wakes: its session is gone
+    assert len(p.items("q")) == 2
+    assert p.events("worker:woken") == []  # nothing of the frozen decision was kept
+    assert frozen.last_pos() == 2  # and its next use reconnects
+
+
+def test_client_keepalives_and_connect_timeout_are_added_unless_the_url_sets_them(postgres):
+    from ojd.store.postgres import PgLog
+
+    url = postgres.new_database()
+    log = PgLog(url)
+    log.connect()
+    params = log._conn.info.get_parameters()
+    assert params["connect_timeout"] == "10" and params["keepalives"] == "1"
+    own = PgLog(url + "&connect_timeout=3&keepalives=0")
+    own.connect()
+    params = own._conn.info.get_parameters()
+    assert params["connect_timeout"] == "3" and params["keepalives"] == "0"
+    assert params["keepalives_idle"] == "10"

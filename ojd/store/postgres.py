@@ -60,6 +60,19 @@ RETURNING pos
 _LAST = ("SELECT greatest((SELECT max(pos) FROM oj_events), "
          "(SELECT max(pos) FROM oj_snapshots), 0)")
 
+# A session idle inside a transaction this long (its host frozen, stopped or cut off while
+# holding the table lock) is ended by the server, which releases the lock: other hosts wait
+# at most this, well under the shortest lease (3 s, renewed every second), instead of until
+# the frozen host wakes. oj's decisions go from statement to statement without waiting.
+IDLE_IN_TRANSACTION_TIMEOUT = 2.0
+# libpq's defaults wait for a dead peer as long as the kernel does (hours): a host gone
+# mid-query or mid-connect is given up on in seconds instead. Only where the URL, the
+# service file or PGCONNECT_TIMEOUT says nothing (libpq's precedence).
+CLIENT_DEFAULTS = {"connect_timeout": "10", "keepalives": "1", "keepalives_idle": "10",
+                   "keepalives_interval": "5", "keepalives_count": "3",
+                   "tcp_user_timeout": "30000"}
+_FROM_ENV = {"connect_timeout": "PGCONNECT_TIMEOUT"}
+
 _psycopg = None
 
 
@@ -84,6 +97,39 @@ def redacted(url: str) -> str:
     if not sep or not at or ":" not in creds:
         return url
     return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+
+
+def client_params(url: str) -> dict[str, str]:
+    """The connection parameters oj adds to ``url``: those of ``CLIENT_DEFAULTS`` that
+    neither the URL, its service (``service=`` or PGSERVICE) nor the environment set."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = set(conninfo_to_dict(url))
+    service = conninfo_to_dict(url).get("service") or os.environ.get("PGSERVICE")
+    if service:
+        given |= _service_keys(str(service))
+    return {k: v for k, v in CLIENT_DEFAULTS.items()
+            if k not in given and not os.environ.get(_FROM_ENV.get(k, ""))}
+
+
+def _service_keys(name: str) -> set[str]:
+    """The keys a libpq service sets: from the first service file that has the service (the
+    user's, then the system's), as libpq reads them."""
+    import configparser
+
+    user = os.environ.get("PGSERVICEFILE") or os.path.expanduser("~/.pg_service.conf")
+    sysconf = os.environ.get("PGSYSCONFDIR")
+    system = (os.path.join(sysconf, "pg_service.conf") if sysconf
+              else "/etc/postgresql-common/pg_service.conf")
+    for path in (user, system):
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        try:
+            parser.read(path)
+        except (configparser.Error, UnicodeDecodeError):
+            continue
+        if parser.has_section(name):
+            return set(parser[name])
+    return set()
 
 
 def db_error(where: str, e: Exception, cls: type[OjError] = OjError) -> OjError:
@@ -144,7 +190,8 @@ class PgLog:
     def _connect(self):
         pg = psycopg()
         try:
-            conn = pg.connect(self.url, autocommit=True, application_name="oj")
+            conn = pg.connect(self.url, autocommit=True, application_name="oj",
+                              **client_params(self.url))
         except pg.Error as e:
             raise db_error(f"{self.path} cannot be reached", e, StoreUnavailable) from None
         timeout = os.environ.get("OJ_LOCK_TIMEOUT", "30")
@@ -154,8 +201,11 @@ class PgLog:
             seconds = 30.0
         try:
             cur = conn.execute(f"SET lock_timeout = '{int(seconds * 1000)}ms'; "
+                               "SET idle_in_transaction_session_timeout = "
+                               f"'{int(IDLE_IN_TRANSACTION_TIMEOUT * 1000)}ms'; "
                                "SELECT to_regclass('oj_snapshots') IS NOT NULL")
-            cur.nextset()  # one round trip, two statements: the answer is the second's
+            while cur.nextset():  # one round trip, three statements: the answer is the last's
+                pass
             made = cur.fetchone()[0]
             if not made:
                 with conn.transaction():
@@ -462,8 +512,9 @@ class _Locked:
 def _holders(conn) -> str:
     try:
         rows = conn.execute(
-            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, "
-            "'local'), a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "SELECT DISTINCT a.pid, coalesce(a.application_name, ''), "
+            "coalesce(a.client_addr::text, 'local'), a.state FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE l.relation = 'oj_events'::regclass AND l.granted").fetchall()
     except Exception:
         return "another session"
@@ -508,7 +559,8 @@ class PgListener:
     def __init__(self, url: str) -> None:
         pg = psycopg()
         try:
-            self._conn = pg.connect(url, autocommit=True, application_name="oj listener")
+            self._conn = pg.connect(url, autocommit=True, application_name="oj listener",
+                                    **client_params(url))
             self._conn.execute(f"LISTEN {CHANNEL}")
         except pg.Error as e:
             raise db_error(f"{redacted(url)} cannot be listened to", e) from None
