@@ -343,7 +343,9 @@ class State:
                 item["owner"] = ev.get("by")
 
     def _job_process(self, ev: Event) -> None:
-        """The process that runs the job now (and its transient unit under systemd)."""
+        """The process that runs the job now (and its transient unit under systemd). A new
+        process renews its item's lease: the lease counts from the job's (re)start, not from
+        the take, or a resumed job's item would expire at once and run on another host too."""
         job = self.jobs.get(ev["id"])
         if job is not None:
             job["process"] = {"pid": ev["pid"], "start": ev.get("start"),
@@ -351,6 +353,13 @@ class State:
                               "host": ev.get("host")}
             job["owner"] = ev.get("by") or job["owner"]
             job["updated_at"] = ev["ts"]
+            self._renew_lease_of(job, ev["ts"])
+
+    def _renew_lease_of(self, job: dict, ts: float) -> None:
+        item = self.items.get(job["item"]) if job["item"] else None
+        if item is not None and item["status"] == "active" and item.get("job") == job[
+                "id"] and item.get("lease"):
+            item["lease_until"] = ts + item["lease"]
 
     def _job_reopened(self, ev: Event) -> None:
         """``oj job resume`` of a failed or cancelled job: it runs again from ``step``, its
@@ -372,6 +381,7 @@ class State:
             k = (item["project"], item["queue"], item["key"])
             if item["key"] and k not in self.live_keys:
                 self.live_keys[k] = item["id"]
+            self._renew_lease_of(job, ev["ts"])  # not the old one, long past
 
     def _job_pruned(self, ev: Event) -> None:
         gone = {i for i in ev.get("ids", ()) if (self.jobs.get(i) or {}).get("status")

@@ -198,3 +198,36 @@ def test_pruned_items_leave_the_state_and_its_indexes_but_live_ones_stay():
     assert s.next_takeable(P, "merges", 0.0)["id"] == "p"
     restored = State.from_dict(json.loads(json.dumps(s.to_dict())))
     assert restored.to_dict() == s.to_dict()
+
+
+def leased_job(lease: float = 60.0) -> list[dict]:
+    return [pushed("a"), {"type": "job:created", "id": "j", "p": P, "pipeline": "merge",
+                          "vars": {}, "cwd": "/w", "item": "a", "ts": 1000.0},
+            {"type": "queue:taken", "id": "a", "by": "w", "job": "j", "lease": lease,
+             "ts": 1000.0}]
+
+
+def test_a_new_process_of_a_leased_job_renews_its_items_lease():
+    s = fold(*leased_job(), {"type": "job:process", "id": "j", "pid": 7, "ts": 1010.0})
+    assert s.items["a"]["lease_until"] == 1070.0
+    # resumed long after the take (a restarted worker): the lease counts from now
+    s.apply({"type": "job:resumed", "id": "j", "by": "w", "ts": 5000.0}, 5)
+    s.apply({"type": "job:process", "id": "j", "pid": 8, "ts": 5000.5}, 6)
+    assert s.items["a"]["lease_until"] == 5060.5
+    assert s.expired_leases(P, "merges", now=5001.0) == []
+
+
+def test_a_reopened_leased_job_gets_a_fresh_lease_not_its_old_one():
+    s = fold(*leased_job(),
+             {"type": "job:finished", "id": "j", "outcome": "failed", "error": "boom"},
+             {"type": "queue:failed", "id": "a", "error": "boom", "dead": True,
+              "retry_at": None, "ts": 1005.0},
+             {"type": "job:reopened", "id": "j", "step": "x", "ts": 9000.0})
+    assert s.items["a"]["status"] == "active"
+    assert s.items["a"]["lease_until"] == 9060.0
+    assert s.expired_leases(P, "merges", now=9001.0) == []
+
+
+def test_an_unleased_items_job_process_sets_no_lease():
+    s = fold(*leased_job(lease=0), {"type": "job:process", "id": "j", "pid": 7})
+    assert s.items["a"]["lease_until"] is None
