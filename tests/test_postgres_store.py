@@ -364,3 +364,25 @@ def test_a_decision_the_database_refuses_at_commit_is_one_line_and_leaves_no_tra
     assert sorted(i["data"]["n"] for i in store.refresh().items.values()) == ["1", "2"]
     assert sorted(i["data"]["n"] for i in p.items("q")) == ["1", "2"]
     assert p.json("state", "check")["ok"]
+
+
+def test_an_import_the_database_refuses_at_commit_is_an_error_not_a_success(postgres,
+                                                                            tmp_path):
+    import psycopg
+
+    wal = Project(tmp_path / "project", tmp_path / "state")
+    wal.write("w.hcl", RUNBOOK)
+    wal.oj("queue", "push", "q", "--var", "n=1")
+    dump = wal.oj("state", "export").stdout
+    pg = Project(wal.root, tmp_path / "pg-state", url=postgres.new_database())
+    pg.oj("queue", "list")  # makes the tables
+    with psycopg.connect(pg.url, autocommit=True) as conn:  # checked at COMMIT
+        conn.execute("""
+            CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+              RAISE EXCEPTION 'refused by a trigger'; END $$;
+            CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON oj_snapshots
+              DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse();""")
+    proc = pg.oj("state", "import", input=dump, check=False)
+    assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "did not commit: refused by a trigger" in proc.stderr
+    assert pg.items() == []

@@ -177,6 +177,7 @@ class PgLog:
         self._depth = 0
         self._appended = 0  # the last position appended in the open transaction
         self._wakes = False  # and whether any of its events may give a worker work
+        self._wrote = False  # and whether it wrote anything at all (a snapshot, a deletion)
         self.rolled_back = False
         _LOGS.add(self)
 
@@ -229,6 +230,8 @@ class PgLog:
     def _query(self, sql: str, params: tuple = ()) -> list:
         pg = psycopg()
         with self._mutex:
+            if self._depth and not sql.lstrip().upper().startswith("SELECT"):
+                self._wrote = True  # its COMMIT must happen, or the caller must hear so
             try:
                 return self._db().execute(sql, params).fetchall()
             except pg.OperationalError as e:
@@ -434,6 +437,7 @@ class _Locked:
                 log.rolled_back = False
                 log._appended = 0
                 log._wakes = False
+                log._wrote = False
                 self._begin(log)
             log._depth += 1
         except BaseException:
@@ -477,7 +481,7 @@ class _Locked:
         conn = log._conn
         if conn is None or conn.closed:  # lost in the block: a new session has nothing to commit
             log._conn = None
-            if log._appended:
+            if log._wrote:
                 log.rolled_back = True
                 raise db_error(f"{log.path} did not commit", RuntimeError(
                     "the connection was lost"), StoreUnavailable) from None
@@ -503,7 +507,7 @@ class _Locked:
                     conn.execute("ROLLBACK")
                 except pg.Error:
                     log._conn = None
-            if log._appended:
+            if log._wrote:
                 log.rolled_back = True
                 raise db_error(f"{log.path} did not commit", error or RuntimeError(
                     "the transaction was rolled back")) from None
