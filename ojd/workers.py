@@ -137,9 +137,14 @@ def bind_state_dir(systemd: Systemd, name: str, state_root: str) -> None:
         finally:
             os.environ["OJ_STATE_URL"] = url
         if in_file != url:
+            from ojd.store.postgres import redacted
+
+            shown = redacted(url)  # never a password in a message
+            hint = " (with its password)" if shown != url else ""
             raise OjError(escaped(
                 f"worker {quoted(name)}'s unit does not see OJ_STATE_URL: put the line "
-                f"'state_url = {url}' in {os.path.join(state_root, CONFIG_FILE)} (and unset "
+                f"'state_url = {shown}'{hint} in {os.path.join(state_root, CONFIG_FILE)} "
+                "(and unset "
                 "OJ_STATE_URL), so that the unit, its jobs and this shell share one store"))
     default = os.environ.get("OJ_STATE_DIR") is None
     write_dropin(systemd, dropin_path(systemd, name, DROPIN),

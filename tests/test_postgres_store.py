@@ -386,3 +386,21 @@ def test_an_import_the_database_refuses_at_commit_is_an_error_not_a_success(post
     assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert "did not commit: refused by a trigger" in proc.stderr
     assert pg.items() == []
+
+
+def test_passwords_in_a_url_are_never_shown(postgres, tmp_path):
+    p = Project(tmp_path / "project", tmp_path / "state")
+    p.write("w.hcl", RUNBOOK)
+    for url in (f"postgresql:///oj?host={tmp_path}/nowhere&password=hunter2",
+                f"postgresql:///oj?host={tmp_path}/nowhere&sslpassword=hunter2",
+                f"postgresql://oj:hunter2@/oj?host={tmp_path}/nowhere"):
+        proc = p.oj("queue", "list", check=False, OJ_STATE_URL=url)
+        assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert "cannot be reached" in proc.stderr and "hunter2" not in proc.stderr
+    url = postgres.new_database() + "&password=hunter2&sslpassword=hunter3"  # trust: ignored
+    p.oj("queue", "push", "q", "--var", "n=1", OJ_STATE_URL=url)
+    check = p.oj("state", "check", OJ_STATE_URL=url).stdout
+    as_json = p.oj("state", "check", "-o", "json", OJ_STATE_URL=url).stdout
+    for text in (check, as_json):
+        assert "password=***" in text and "sslpassword=***" in text
+        assert "hunter" not in text

@@ -90,13 +90,46 @@ def psycopg():
     return _psycopg
 
 
+_SECRETS = frozenset({"password", "sslpassword"})
+
+
 def redacted(url: str) -> str:
-    """The URL without its password, for messages."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in creds:
-        return url
-    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    """The URL (or key=value conninfo) without its passwords (``user:pw@``, ``?password=``,
+    ``sslpassword``), for messages."""
+    from urllib.parse import unquote
+
+    if "://" in url:
+        base, q, query = url.partition("?")
+        scheme, _, rest = base.partition("://")
+        netloc, slash, path = rest.partition("/")
+        creds, at, hosts = netloc.rpartition("@")
+        if at and ":" in creds:
+            netloc = f"{creds.split(':', 1)[0]}:***@{hosts}"
+        params = [f"{k}=***" if unquote(k) in _SECRETS else f"{k}{eq}{v}"
+                  for k, eq, v in (part.partition("=") for part in query.split("&"))]
+        shown = f"{scheme}://{netloc}{slash}{path}{q}{'&'.join(params)}"
+    else:
+        shown = url
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        given = conninfo_to_dict(url)
+    except Exception:  # no driver, or not parseable: shown as far as it is understood
+        return shown if "://" in url else "(a connection string that does not parse)"
+    if "://" not in url:
+        shown = " ".join(f"{k}=***" if k in _SECRETS else f"{k}={_conninfo_value(str(v))}"
+                         for k, v in given.items())
+    for key in _SECRETS:  # whatever form it was given in, its value is not shown
+        secret = str(given.get(key) or "")
+        if len(secret) > 2 and secret in shown:
+            shown = shown.replace(secret, "***")
+    return shown
+
+
+def _conninfo_value(value: str) -> str:
+    if value and not any(c.isspace() or c in "'\\" for c in value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def client_params(url: str) -> dict[str, str]:
