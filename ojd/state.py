@@ -57,7 +57,7 @@ from collections import deque
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays off the CLI's start-up path
-    pass
+    from collections.abc import Collection
 
 # Finished history kept in state (and so in snapshots); older entries fall out of the fold.
 # Dead items never fall out: they wait for an operator (``oj queue prune``, drop, retry).
@@ -513,8 +513,10 @@ class State:
                 and i["project"] == project and i["queue"] == queue]
         return min(ends) if ends else None
 
-    def next_takeable(self, project: str, queue: str, now: float) -> dict | None:
-        """Oldest pending item, or a failed one whose cooldown is over (the older wins)."""
+    def next_takeable(self, project: str, queue: str, now: float,
+                      skip: Collection[str] = ()) -> dict | None:
+        """Oldest pending item, or a failed one whose cooldown is over (the older wins);
+        none of ``skip`` (items a taker passes over)."""
         key = (project, queue)
         items = self.items
         ready = self._ready.get(key)
@@ -523,6 +525,15 @@ class State:
         cooling = self._cooling.get(key)
         while cooling and not _still_cooling(items.get(cooling[0][2]), cooling[0][0]):
             heapq.heappop(cooling)
+        if skip:  # rare, and few: a look past the heads, in the heaps' order
+            first = next((items[e[1]] for e in sorted(ready or ()) if e[1] not in skip
+                          and (items.get(e[1]) or {}).get("status") == "pending"), None)
+            due = next((items[e[2]] for e in sorted(cooling or ()) if e[0] <= now
+                        and e[2] not in skip and _still_cooling(items.get(e[2]), e[0])),
+                       None)
+            if first is None or (due is not None and due["seq"] < first["seq"]):
+                return due
+            return first
         best = items[ready[0][1]] if ready else None
         if cooling and cooling[0][0] <= now:
             due = items[cooling[0][2]]

@@ -297,17 +297,21 @@ class WorkerLoop:
         # an item another process (or host) took between the look and the take is a lost
         # race, not the end of the queue: look again, with the state that take caught up to
         tries = free * 4
+        skip: set[str] = set()
         while free > 0 and tries > 0:
-            tries -= 1
             with self.store.lock:  # a look before forking: most polls find nothing
                 item = self.store.state.next_takeable(self.project, self.queue.name,
-                                                      time.time())
+                                                      time.time(), skip)
                 if item is None:
                     return
                 job = self.store.state.jobs.get(item.get("job") or "")
+            if job is not None and job["status"] in LIVE_JOB_STATES and job["id"] in self.procs:
+                # its job still runs here (stuck past its lease): a later poll sees it
+                # settled; the items behind it are not held up
+                skip.add(item["id"])
+                continue
+            tries -= 1
             if job is not None and job["status"] in LIVE_JOB_STATES:
-                if job["id"] in self.procs:
-                    return  # its job still runs here: the next poll sees it settled
                 free -= self._take_over(item["id"], job["id"])
             else:
                 free -= self._start_new(self._take)
@@ -320,12 +324,15 @@ class WorkerLoop:
 
     def _take(self, tx, job_id: str) -> list[dict]:
         """The take of the oldest takeable item by a new job (in the job process's append)."""
-        item = tx.state.next_takeable(self.project, self.queue.name, time.time())
-        if item is None or job_id in tx.state.jobs:
-            raise jobprocess.NothingToRun()
-        live = tx.state.jobs.get(item.get("job") or "")
-        if live is not None and live["status"] in LIVE_JOB_STATES:
-            raise jobprocess.NothingToRun()  # its job goes on: _take_over's, next poll
+        skip: set[str] = set()
+        while True:
+            item = tx.state.next_takeable(self.project, self.queue.name, time.time(), skip)
+            if item is None or job_id in tx.state.jobs:
+                raise jobprocess.NothingToRun()
+            live = tx.state.jobs.get(item.get("job") or "")
+            if live is None or live["status"] not in LIVE_JOB_STATES:
+                break
+            skip.add(item["id"])  # its job goes on (_take_over's): the next one is ours
         job = job_created_event(tx, self.store.root, self.runbook, self.project,
                                 self.worker.pipeline, self._vars_for(item["data"]),
                                 self.project, item=item["id"], worker=self.worker.name,

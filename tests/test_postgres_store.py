@@ -404,3 +404,32 @@ def test_passwords_in_a_url_are_never_shown(postgres, tmp_path):
     for text in (check, as_json):
         assert "password=***" in text and "sslpassword=***" in text
         assert "hunter" not in text
+
+
+def test_a_local_job_stuck_past_its_lease_does_not_hold_up_the_items_behind_it(postgres,
+                                                                               tmp_path):
+    import signal
+
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", LEASED.replace('poll        = "200ms"',
+                                    'poll        = "200ms"\n      concurrency = 2')
+            .replace('"$OJ_HOST" = a ]', '"${var.item.n}" = 1 ]'))
+    proc = subprocess.Popen([OJD, "worker", "w", "--foreground"], cwd=p.root,
+                            env=p.env(OJ_HOST="a"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    stuck = None
+    try:
+        first = p.oj("queue", "push", "q", "--var", "n=1").stdout.strip()
+        wait_until(lambda: p.events("job:process"), "the first job to start")
+        stuck = p.events("job:process")[0]["pid"]
+        os.kill(stuck, signal.SIGSTOP)  # its lease goes unrenewed, its process stays
+        wait_until(lambda: p.events("queue:lease_expired"), "the lease to expire", timeout=30)
+        second = p.oj("queue", "push", "q", "--var", "n=2").stdout.strip()
+        wait_until(lambda: p.json("queue", "show", second)["status"] == "completed",
+                   "the item behind the stuck one to run", timeout=30)
+        assert p.json("queue", "show", first)["status"] == "pending"
+    finally:
+        if stuck is not None:
+            os.kill(stuck, signal.SIGCONT)
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -231,3 +231,14 @@ def test_a_reopened_leased_job_gets_a_fresh_lease_not_its_old_one():
 def test_an_unleased_items_job_process_sets_no_lease():
     s = fold(*leased_job(lease=0), {"type": "job:process", "id": "j", "pid": 7})
     assert s.items["a"]["lease_until"] is None
+
+
+def test_next_takeable_passes_over_skipped_items_in_order():
+    s = fold(pushed("a"), pushed("b"), pushed("c"), pushed("d"),
+             {"type": "queue:taken", "id": "c", "by": "w", "job": "j"},
+             {"type": "queue:failed", "id": "c", "error": "x", "dead": False,
+              "retry_at": 1500.0})
+    assert s.next_takeable(P, "merges", now=2000, skip={"a"})["id"] == "b"
+    assert s.next_takeable(P, "merges", now=2000, skip={"a", "b"})["id"] == "c"
+    assert s.next_takeable(P, "merges", now=1400, skip={"a", "b"})["id"] == "d"
+    assert s.next_takeable(P, "merges", now=2000, skip={"a", "b", "c", "d"}) is None
