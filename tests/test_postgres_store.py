@@ -433,3 +433,51 @@ def test_a_local_job_stuck_past_its_lease_does_not_hold_up_the_items_behind_it(p
             os.kill(stuck, signal.SIGCONT)
         proc.terminate()
         proc.wait(timeout=30)
+
+
+SLOW = r"""
+    command "slow" {
+      args = ""
+      run  = { pipeline = "slow" }
+    }
+
+    pipeline "slow" {
+      step "wait" {
+        run = <<-SHELL
+          while [ ! -e "${invoke.dir}/go-$OJ_HOST" ]; do sleep 0.05; done
+          echo "$OJ_HOST" >> "${invoke.dir}/ran.txt"
+        SHELL
+      }
+    }
+    """
+
+
+def test_a_job_without_a_lease_on_a_host_gone_is_cancelled_and_resumed_here(postgres,
+                                                                            tmp_path):
+    """No lease expires for an `oj run` job: the refusal says how to take it over."""
+    import signal
+
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("slow.hcl", SLOW)
+    a, b = as_host(p, tmp_path, "a"), as_host(p, tmp_path, "b")
+    job_id = a.oj("run", "--detach", "slow", OJ_HOST="a").stdout.strip()
+    wait_until(lambda: p.events("job:step_started"), "the step to start on a")
+    frozen = [p.events("job:process")[0]["pid"]]
+    os.kill(frozen[0], signal.SIGSTOP)  # host a is gone
+    os.killpg(p.events("job:step_started")[0]["pid"], signal.SIGSTOP)
+    try:
+        refused = b.oj("job", "resume", job_id, check=False, OJ_HOST="b")
+        assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1
+        assert f"runs on host a (process {frozen[0]})" in refused.stderr
+        assert f"oj job cancel {job_id}, then oj job resume {job_id}" in refused.stderr
+        assert "lease" not in refused.stderr
+        b.oj("job", "cancel", job_id, OJ_HOST="b")
+        b.oj("job", "resume", job_id, "--detach", OJ_HOST="b")
+        (p.root / "go-b").touch()
+        wait_until(lambda: p.json("job", "show", job_id)["status"] == "done",
+                   "the job to end on b", timeout=30)
+    finally:
+        os.killpg(p.events("job:step_started")[0]["pid"], signal.SIGKILL)
+        for pid in frozen:
+            os.kill(pid, signal.SIGKILL)
+    assert (p.root / "ran.txt").read_text() == "b\n"

@@ -143,7 +143,7 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
     """Run a failed, cancelled or interrupted job on from the step it stopped at; answer
     a job waiting on its agent (-m)."""
     from oj.commands.run import follow_job, start_job
-    from ojd.errors import OjError, UsageError, escaped
+    from ojd.errors import OjError, UsageError, escaped, quoted
     from ojd.runners import control
     from ojd.runners.jobprocess import alive, elsewhere
 
@@ -170,10 +170,23 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
     if j["status"] in LIVE_JOB_STATES:
         if alive(j.get("process")):
             raise OjError(f"job {j['id']} is still running (process {j['process']['pid']})")
-        if elsewhere(j.get("process")):
-            raise OjError(f"job {j['id']} runs on host {escaped(elsewhere(j['process']))} "
+        host = elsewhere(j.get("process"))
+        item = app.store.state.items.get(j.get("item") or "")
+        if host and item is not None and item.get("lease"):
+            raise OjError(f"job {j['id']} runs on host {escaped(host)} "
                           f"(process {j['process']['pid']}); it is resumed elsewhere only "
                           "once its lease expires")
+        if host:  # nothing expires: the one who knows that host is gone says so
+            raise OjError(f"job {j['id']} runs on host {escaped(host)} (process "
+                          f"{j['process']['pid']}); if that host is gone for good: "
+                          f"oj job cancel {j['id']}, then oj job resume {j['id']} runs it "
+                          "on here from its step")
+        if item is not None and (item["status"] != "active" or item.get("job") != j["id"]):
+            # its lease expired: the item went back to its queue, and whichever worker
+            # takes it resumes the job; a process started here would run beside that one
+            raise OjError(f"job {j['id']}'s item {item['id']} went back to queue "
+                          f"{quoted(item['queue'])} when its lease expired: a worker of "
+                          "that queue resumes the job when it takes the item")
         if values:
             raise UsageError("--var applies to a failed or cancelled job")
     else:
