@@ -194,9 +194,11 @@ class WorkerLoop:
             self._drain_wakes()
             self._reap()
             if poll_due:
+                # listening first: a commit between the poll's read and a LISTEN after it
+                # would wake nobody until the fallback poll
+                self._listen()
                 self._poll_once()
                 next_poll = time.monotonic() + self.worker.poll
-                self._listen()
             if self.until_idle and self._idle():
                 self.log.info("queue drained; exiting (--until-idle)")
                 break

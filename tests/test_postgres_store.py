@@ -481,3 +481,27 @@ def test_a_job_without_a_lease_on_a_host_gone_is_cancelled_and_resumed_here(post
         for pid in frozen:
             os.kill(pid, signal.SIGKILL)
     assert (p.root / "ran.txt").read_text() == "b\n"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "soon"])
+def test_a_lock_timeout_that_is_not_a_number_of_seconds_is_one_line(postgres, tmp_path,
+                                                                     value):
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", RUNBOOK)
+    proc = p.oj("queue", "push", "q", "--var", "n=1", check=False, OJ_LOCK_TIMEOUT=value)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (f"oj: OJ_LOCK_TIMEOUT={value!r} is not a number of seconds; "
+                           "e.g. 30\n")
+
+
+def test_an_import_whose_position_is_not_a_number_is_refused(postgres, tmp_path):
+    wal = Project(tmp_path / "project", tmp_path / "state")
+    wal.write("w.hcl", RUNBOOK)
+    wal.oj("queue", "push", "q", "--var", "n=1")
+    doc = json.loads(wal.oj("state", "export").stdout)
+    doc["pos"] = True
+    pg = Project(wal.root, tmp_path / "pg-state", url=postgres.new_database())
+    proc = pg.oj("state", "import", input=json.dumps(doc), check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("oj: cannot import: no position and state in it")
+    assert pg.items() == []

@@ -126,7 +126,9 @@ def import_state(store: Store, text: str) -> int:
         if not isinstance(doc, dict) or doc.get("oj_state") != EXPORT_FORMAT:
             raise ValueError("not a document of 'oj state export'")
         pos, data = doc.get("pos"), doc.get("state")
-        if not isinstance(pos, int) or pos < 0 or not isinstance(data, dict):
+        # (a JSON true is an int to Python: not a position)
+        if not isinstance(pos, int) or isinstance(pos, bool) or pos < 0 \
+                or not isinstance(data, dict):
             raise ValueError("no position and state in it")
         State.from_dict(json.loads(json.dumps(data)))  # refuse what the fold cannot load
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:

@@ -40,7 +40,8 @@ CHANNEL = "oj_events"
 # Events that may give a worker something to take: their NOTIFY payload says "wake", so that
 # workers do not poll for every step of every job on every host.
 WAKE_TYPES = frozenset({"queue:pushed", "queue:released", "queue:retried", "queue:failed",
-                        "job:reopened", "worker:woken", "worker:resized", "worker:recorded"})
+                        "queue:lease_expired", "job:reopened", "worker:woken",
+                        "worker:resized", "worker:recorded"})
 _KEEP_SNAPSHOTS = 2
 _SCHEMA_LOCK = 0x6F6A0001  # pg_advisory_xact_lock key: two first users create the tables once
 SCHEMA = """
@@ -222,19 +223,18 @@ class PgLog:
         return self._conn
 
     def _connect(self):
+        from ojd.store.wallock import lock_timeout
+
         pg = psycopg()
+        # a bad OJ_LOCK_TIMEOUT is one line, as with the WAL; 0 ms would mean "no limit"
+        millis = min(max(1, int(lock_timeout() * 1000)), 2**31 - 1)
         try:
             conn = pg.connect(self.url, autocommit=True, application_name="oj",
                               **client_params(self.url))
         except pg.Error as e:
             raise db_error(f"{self.path} cannot be reached", e, StoreUnavailable) from None
-        timeout = os.environ.get("OJ_LOCK_TIMEOUT", "30")
         try:
-            seconds = float(timeout)
-        except ValueError:
-            seconds = 30.0
-        try:
-            cur = conn.execute(f"SET lock_timeout = '{int(seconds * 1000)}ms'; "
+            cur = conn.execute(f"SET lock_timeout = '{millis}ms'; "
                                "SET idle_in_transaction_session_timeout = "
                                f"'{int(IDLE_IN_TRANSACTION_TIMEOUT * 1000)}ms'; "
                                "SELECT to_regclass('oj_snapshots') IS NOT NULL")
