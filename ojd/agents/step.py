@@ -142,7 +142,9 @@ class _Watch:
         return self.runner.store.state.jobs[self.job_id]
 
     def record(self, event: dict) -> None:
-        self.runner._durably(self.job_id, self.runner.store.append, event)
+        """Through the runner's fenced append: a job cancelled, reopened or taken over (its
+        lease lost) meanwhile records nothing more from here (Superseded)."""
+        self.runner._durably(self.job_id, self.runner._record, self.job_id, event)
 
     def end(self) -> None:
         """The step is over: its agent and the job's tmux server go."""
