@@ -505,3 +505,19 @@ def test_an_import_whose_position_is_not_a_number_is_refused(postgres, tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.startswith("oj: cannot import: no position and state in it")
     assert pg.items() == []
+
+
+def test_an_export_while_jobs_run_warns_that_they_are_not_done_yet(tmp_path):
+    p = Project(tmp_path / "project", tmp_path / "state")
+    p.write("slow.hcl", SLOW)
+    job_id = p.oj("run", "--detach", "slow", OJ_HOST="a").stdout.strip()
+    try:
+        wait_until(lambda: p.events("job:step_started"), "the step to start")
+        running = p.oj("state", "export")
+        assert json.loads(running.stdout)["oj_state"] == 1
+        assert running.stderr.startswith(f"oj: warning: 1 job(s) still running ({job_id})")
+        assert "stop the workers and wait for their jobs to end" in running.stderr
+    finally:
+        (p.root / "go-a").touch()
+    wait_until(lambda: p.json("job", "show", job_id)["status"] == "done", "the job to end")
+    assert p.oj("state", "export").stderr == ""

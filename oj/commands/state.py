@@ -104,9 +104,17 @@ def compact_cmd(app) -> None:
 def export_cmd(app) -> None:
     """Write the whole state as one JSON document to stdout: a backup, or the way to move a
     state between the WAL directory and PostgreSQL ('oj state import')."""
+    from ojd.state import LIVE_JOB_STATES
     from ojd.store import export_state
 
     click.echo(export_state(app.store))
+    live = sorted(j["id"] for j in app.store.state.jobs.values()
+                  if j["status"] in LIVE_JOB_STATES)
+    if live:  # job processes outlive their workers: what they record next is not in it
+        shown = ", ".join(live[:5]) + (", ..." if len(live) > 5 else "")
+        click.echo(f"oj: warning: {len(live)} job(s) still running ({shown}): what they "
+                   "record from now on is not in this export; to move the state, stop the "
+                   "workers and wait for their jobs to end ('oj job list')", err=True)
 
 
 @state.command("import")
