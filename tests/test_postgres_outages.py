@@ -115,7 +115,7 @@ def test_a_session_frozen_while_holding_the_state_lock_blocks_other_writers_only
     p.write("w.hcl", GATED)
     p.oj("queue", "push", "q", "--var", "n=1")
     frozen = PgLog(p.url)
-    with pytest.raises(StoreUnavailable, match="did not commit"), \
+    with pytest.raises(StoreUnavailable), \
             frozen.locked() as w:  # noqa: PT012
             w.append({"type": "worker:woken", "name": "w"})
             started = time.monotonic()

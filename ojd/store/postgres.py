@@ -267,12 +267,15 @@ class PgLog:
                 self._wrote = True  # its COMMIT must happen, or the caller must hear so
             try:
                 return self._db().execute(sql, params).fetchall()
-            except pg.OperationalError as e:
-                if self._depth:  # the transaction is lost: what this process applied of it too
-                    self.rolled_back = True
-                self._drop_broken()
-                raise db_error(f"{self.path} failed", e, StoreUnavailable) from None
             except pg.Error as e:
+                # a lost session (some errors that end one, as an idle-in-transaction
+                # timeout, are not OperationalError): nothing is written, try again later
+                if isinstance(e, pg.OperationalError) or self._conn is None \
+                        or self._conn.closed:
+                    if self._depth:  # the transaction is lost, and what was applied of it
+                        self.rolled_back = True
+                    self._drop_broken()
+                    raise db_error(f"{self.path} failed", e, StoreUnavailable) from None
                 raise db_error(f"{self.path} refused a query", e) from None
 
     def _drop_broken(self) -> None:
@@ -503,21 +506,32 @@ class _Locked:
         try:
             log._depth -= 1
             if log._depth == 0:
-                self._commit(log)
+                self._commit(log, failing=exc[0] is not None)
         finally:
             log._mutex.release()
 
     @staticmethod
-    def _commit(log: PgLog) -> None:
+    def _commit(log: PgLog, failing: bool = False) -> None:
+        """``failing``: the block raised; a commit that then does not happen is noted
+        (``rolled_back``) without hiding the block's error (a LockTimeout or
+        StoreUnavailable a caller waits out, or the query the database refused)."""
         # Also after an error in the block: what was appended stands, as in the WAL.
         pg = psycopg()
         conn = log._conn
-        if conn is None or conn.closed:  # lost in the block: a new session has nothing to commit
-            log._conn = None
+        # the session was lost in the block: a new one has nothing to commit
+        if conn is None or conn.closed or log.rolled_back:
+            if conn is not None and conn.closed:
+                log._conn = None
+            elif conn is not None and conn.info.transaction_status != 0:
+                try:  # an aborted transaction on a live session: end it
+                    conn.execute("ROLLBACK")
+                except pg.Error:
+                    log._conn = None
             if log._wrote:
                 log.rolled_back = True
-                raise db_error(f"{log.path} did not commit", RuntimeError(
-                    "the connection was lost"), StoreUnavailable) from None
+                if not failing:
+                    raise db_error(f"{log.path} did not commit", RuntimeError(
+                        "the connection was lost"), StoreUnavailable) from None
             return
         sql = "COMMIT"
         if log._appended:  # wakes every listening worker, on every host, once committed
@@ -542,8 +556,9 @@ class _Locked:
                     log._conn = None
             if log._wrote:
                 log.rolled_back = True
-                raise db_error(f"{log.path} did not commit", error or RuntimeError(
-                    "the transaction was rolled back")) from None
+                if not failing:
+                    raise db_error(f"{log.path} did not commit", error or RuntimeError(
+                        "the transaction was rolled back")) from None
 
 
 def _holders(conn) -> str:
