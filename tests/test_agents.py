@@ -519,3 +519,68 @@ def test_a_stopping_worker_stops_at_once_and_its_job_and_agent_run_on_to_the_end
     wait_until(lambda: ap.job()["status"] == "done", "the job to end without its worker")
     assert [i["status"] for i in ap.items("q")] == ["completed"]  # settled by the job itself
     wait_until(lambda: not running(runner), "the job process to exit")
+
+
+LEASED_AGENT = r"""
+    queue "q" {
+      vars = ["n"]
+    }
+    worker "w" {
+      source  = { queue = "q" }
+      handler = { pipeline = "p" }
+      poll    = "200ms"
+      lease   = "3s"
+    }
+    pipeline "p" {
+      vars = ["item"]
+      step "work" {
+        run = { agent = "helper" }
+      }
+    }
+    agent "helper" {
+      run     = "no-such-agent-program"
+      prompt  = "work"
+      idle    = "1s"
+      on_idle = "escalate"
+    }
+    """
+
+
+def test_an_agent_step_whose_job_lost_its_lease_records_nothing_more(postgres, tmp_path):
+    """A job process frozen past its item's lease wakes to an idle agent: its escalation
+    is refused (the job is no longer its own) instead of recorded."""
+    ap = AgentProject(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    ap.write("a.hcl", LEASED_AGENT)
+    ap.log = ap.root / "agent.jsonl"
+    ap.command = fake()
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = subprocess.Popen([OJD, "worker", "w", "--foreground"], cwd=ap.root,
+                                  env=ap.env(), stdout=log, stderr=subprocess.STDOUT)
+    frozen = pid = None
+    try:
+        ap.oj("queue", "push", "q", "--var", "n=1")
+        wait_until(lambda: ap.events("agent:started"), "the agent to start", timeout=30)
+        frozen = pid = ap.events("job:process")[0]["pid"]
+        job_id = ap.events("job:process")[0]["id"]
+        os.kill(frozen, signal.SIGSTOP)
+        wait_until(lambda: ap.events("queue:lease_expired"), "the lease to expire")
+        worker.terminate()  # nobody takes the job over: only the frozen process is left
+        worker.wait(timeout=30)
+        time.sleep(1.5)  # its agent is idle by now
+        os.kill(frozen, signal.SIGCONT)
+        frozen = None
+        wait_until(lambda: not running(pid), "the job process to give up", timeout=30)
+    finally:
+        if frozen is not None:
+            os.kill(frozen, signal.SIGCONT)
+        if pid is not None and running(pid):  # one that went on waiting for an answer
+            os.kill(pid, signal.SIGKILL)
+        if worker.poll() is None:
+            worker.terminate()
+            worker.wait(timeout=30)
+        for sock in (tmp_path / "state" / "agents").glob("*"):
+            subprocess.run(["tmux", "-S", str(sock), "kill-server"], capture_output=True)
+    assert ap.events("job:waiting") == []
+    assert ap.json("job", "show", job_id)["status"] == "running"  # the next take resumes it
+    assert "stopped: " in (ap.state / "logs" / f"{job_id}.log").read_text() + \
+        (tmp_path / "worker.log").read_text()
