@@ -521,3 +521,38 @@ def test_an_export_while_jobs_run_warns_that_they_are_not_done_yet(tmp_path):
         (p.root / "go-a").touch()
     wait_until(lambda: p.json("job", "show", job_id)["status"] == "done", "the job to end")
     assert p.oj("state", "export").stderr == ""
+
+
+def test_a_job_resumed_by_its_restarted_worker_after_its_lease_ran_out_keeps_its_item(
+        postgres, tmp_path):
+    """The resumed job's process renews the lease from its own start: its item does not
+    expire at once under it (to be run again beside it)."""
+    import signal
+
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", LEASED.replace('if [ "$OJ_HOST" = a ]; then sleep 60; fi', "sleep 6"))
+    ran = p.root / "ran.txt"
+
+    def start() -> subprocess.Popen:
+        with open(tmp_path / "worker.log", "a") as log:
+            return subprocess.Popen([OJD, "worker", "w", "--foreground"], cwd=p.root,
+                                    env=p.env(OJ_HOST="a"), stdout=log,
+                                    stderr=subprocess.STDOUT)
+
+    worker = start()
+    try:
+        item = p.oj("queue", "push", "q", "--var", "n=1").stdout.strip()
+        wait_until(lambda: ran.exists() and "a start" in ran.read_text(), "the step")
+        os.kill(worker.pid, signal.SIGKILL)  # the worker and its job die; the step goes on
+        worker.wait(timeout=30)
+        os.kill(p.events("job:process")[0]["pid"], signal.SIGKILL)
+        time.sleep(3.5)  # past the lease: no renewal since
+        worker = start()
+        wait_until(lambda: p.json("queue", "show", item)["status"] == "completed",
+                   "the resumed job to complete its item", timeout=30)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert p.events("queue:lease_expired") == []
+    assert ran.read_text().splitlines() == ["a start", "a end"]
+    assert len(p.events("job:finished")) == 1
