@@ -56,6 +56,10 @@ def tick(store: Store, runbook: Runbook, root: str, cron: Cron, *, manager, log:
     who = owner(cron.name)
     for job in running_jobs(store.refresh(), root, cron.name):
         if job["status"] == "running" and not jobprocess.alive(job.get("process")):
+            if job.get("resumes", 0) >= jobprocess.MAX_RESUMES:
+                _fail(store, job, f"its process ended {jobprocess.MAX_RESUMES + 1} times "
+                      "without finishing it", log)
+                continue
             try:
                 jobprocess.spawn(store, runbook, job["id"], owner=who, manager=manager,
                                  quiet=True, replaces=job.get("process"), warn=log.warning,
@@ -95,6 +99,19 @@ def tick(store: Store, runbook: Runbook, root: str, cron: Cron, *, manager, log:
     log.info(f"skipped: {running} of its job(s) still running (concurrency "
              f"{cron.concurrency})")
     return None
+
+
+def _fail(store: Store, job: dict, error: str, log: Log) -> None:
+    """End a job whose process keeps dying, as a worker does, rather than resume it at
+    every tick (its step may be what kills it)."""
+    with store.transaction() as tx:
+        now = tx.state.jobs.get(job["id"])
+        if now is None or now["status"] not in ("running",) or \
+                now.get("process") != job.get("process"):
+            return  # ended, or resumed by another tick, meanwhile
+        tx.append({"type": "job:finished", "id": job["id"], "outcome": "failed",
+                   "error": error})
+    log.error(f"failed job {job['id']}: {error}")
 
 
 def _wait_in_scope(pid: int, unit: str, timeout: float = 5.0) -> None:

@@ -337,6 +337,7 @@ class State:
         job = self.jobs.get(ev["id"])
         if job is not None:
             job["owner"] = ev.get("by")
+            job["resumes"] = job.get("resumes", 0) + 1  # a crash loop ends at a limit
             job["updated_at"] = ev["ts"]
             item = self.items.get(job["item"]) if job["item"] else None
             if item is not None and item["status"] == "active":

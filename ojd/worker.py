@@ -28,13 +28,11 @@ from ojd.notify import Log, Notifier
 from ojd.runbook.model import Runbook, Worker
 from ojd.runbook.template import TemplateError, render_shell
 from ojd.runners import jobprocess
-from ojd.runners.jobprocess import JobProcess
+from ojd.runners.jobprocess import MAX_RESUMES, JobProcess
 from ojd.runners.jobs import job_created_event, settle_item
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
 
-# a job whose process keeps dying without ending it is failed after this many resumes
-MAX_RESUMES = 3
 STATUS_EVERY = 1.0  # seconds between STATUS= updates while jobs run
 # A worker refused by its check (ojd.trust) exits EX_CONFIG: RestartPreventExitStatus=78
 EXIT_REFUSED = 78

@@ -300,6 +300,37 @@ def test_a_tick_resumes_a_job_of_its_cron_whose_process_is_gone_and_counts_it(
     assert project.json("job", "show", job["id"])["status"] == "done"  # type: ignore[index]
 
 
+def test_a_job_whose_process_keeps_dying_is_failed_by_a_tick_not_resumed_forever(
+        project: Project):
+    import os
+    import signal
+
+    from ojd.runners.jobprocess import MAX_RESUMES, alive
+
+    cron_project(project)
+    assert tick(project, "hold").returncode == 0
+    wait_until(lambda: (project.root / "slow.started").exists(), "the job to run")
+    [job] = jobs(project)
+    for death in range(MAX_RESUMES + 1):
+        procs = project.events("job:process")
+        assert len(procs) == death + 1  # all of this job's
+        os.kill(procs[-1]["pid"], signal.SIGKILL)
+        wait_until(lambda p=procs[-1]: not alive(p), "the job process to die")
+        proc = tick(project, "hold")
+        if death < MAX_RESUMES:
+            assert f"resumed job {job['id']}" in proc.stderr
+            wait_until(lambda n=death + 2: len(project.events("job:process")) == n,
+                       "the resumed process to be recorded")
+    assert f"failed job {job['id']}: its process ended {MAX_RESUMES + 1} times without " \
+        "finishing it" in proc.stderr
+    assert project.json("job", "show", job["id"])["status"] == "failed"  # type: ignore[index]
+    # no fifth process for it; the tick that failed it started the cron's next job
+    assert [e["id"] for e in project.events("job:process")].count(job["id"]) == \
+        MAX_RESUMES + 1
+    (project.root / "release").touch()  # the orphaned step and the next job end
+    wait_until(lambda: crons(project)["hold"]["running"] == 0, "the next job to end")
+
+
 def test_a_schedule_on_more_than_one_line_is_refused_at_its_line(project: Project):
     project.write("lines.hcl", """\
         cron "split" {

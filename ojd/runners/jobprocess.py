@@ -37,6 +37,9 @@ from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
 from ojd.wake import boot_id, host_name, proc_start_time
 
+# a job whose process keeps dying without ending it is failed after this many resumes
+MAX_RESUMES = 3
+
 # the environment a service hands its main process only: a job is not the worker
 _SERVICE_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
                      "LISTEN_PID", "LISTEN_FDNAMES")
