@@ -51,14 +51,17 @@ def tick(store: Store, runbook: Runbook, root: str, cron: Cron, *, manager, log:
     from ojd.crons import running_jobs
     from ojd.queues import new_id
     from ojd.runners import jobprocess
-    from ojd.runners.jobs import job_created_event
+    from ojd.runners.jobs import fail_job, job_created_event
 
     who = owner(cron.name)
     for job in running_jobs(store.refresh(), root, cron.name):
         if job["status"] == "running" and not jobprocess.alive(job.get("process")):
             if job.get("resumes", 0) >= jobprocess.MAX_RESUMES:
-                _fail(store, job, f"its process ended {jobprocess.MAX_RESUMES + 1} times "
-                      "without finishing it", log)
+                # as a worker does: its step may be what kills it
+                error = (f"its process ended {jobprocess.MAX_RESUMES + 1} times without "
+                         "finishing it")
+                if fail_job(store, runbook, job["id"], error, process=job.get("process")):
+                    log.error(f"failed job {job['id']}: {error}")
                 continue
             try:
                 jobprocess.spawn(store, runbook, job["id"], owner=who, manager=manager,
@@ -99,19 +102,6 @@ def tick(store: Store, runbook: Runbook, root: str, cron: Cron, *, manager, log:
     log.info(f"skipped: {running} of its job(s) still running (concurrency "
              f"{cron.concurrency})")
     return None
-
-
-def _fail(store: Store, job: dict, error: str, log: Log) -> None:
-    """End a job whose process keeps dying, as a worker does, rather than resume it at
-    every tick (its step may be what kills it)."""
-    with store.transaction() as tx:
-        now = tx.state.jobs.get(job["id"])
-        if now is None or now["status"] not in ("running",) or \
-                now.get("process") != job.get("process"):
-            return  # ended, or resumed by another tick, meanwhile
-        tx.append({"type": "job:finished", "id": job["id"], "outcome": "failed",
-                   "error": error})
-    log.error(f"failed job {job['id']}: {error}")
 
 
 def _wait_in_scope(pid: int, unit: str, timeout: float = 5.0) -> None:

@@ -29,7 +29,7 @@ from ojd.runbook.model import Runbook, Worker
 from ojd.runbook.template import TemplateError, render_shell
 from ojd.runners import jobprocess
 from ojd.runners.jobprocess import MAX_RESUMES, JobProcess
-from ojd.runners.jobs import job_created_event, settle_item
+from ojd.runners.jobs import fail_job, job_created_event
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
 
@@ -748,13 +748,7 @@ class WorkerLoop:
 
     def _fail_job(self, job_id: str, error: str) -> None:
         try:
-            with self.store.transaction() as tx:
-                job = tx.state.jobs.get(job_id)
-                if job is None or job["status"] not in LIVE_JOB_STATES:
-                    return
-                tx.append({"type": "job:finished", "id": job_id, "outcome": "failed",
-                           "error": error},
-                          *settle_item(self.runbook, tx.state, job_id, "failed", error))
+            fail_job(self.store, self.runbook, job_id, error)
         except Exception as e:
             self.log.error(f"job {job_id}: its failure could not be recorded ({describe(e)})")
 

@@ -100,6 +100,22 @@ def settle_item(runbook: Runbook, state, job_id: str, outcome: str, error: str |
     return [queues.failure_event(queue, item, error or "job failed", time.time())]
 
 
+def fail_job(store: Store, runbook: Runbook, job_id: str, error: str, *,
+             process: dict | None = None) -> bool:
+    """Record a live job failed (its item settled with it) by someone other than its
+    runner: a worker or a cron tick giving up on a job whose process keeps dying. Only if
+    it is still live and, when ``process`` is given, still recorded with that process (not
+    resumed meanwhile). True when recorded."""
+    with store.transaction() as tx:
+        job = tx.state.jobs.get(job_id)
+        if job is None or job["status"] not in LIVE_JOB_STATES or \
+                (process is not None and job.get("process") != process):
+            return False
+        tx.append({"type": "job:finished", "id": job_id, "outcome": "failed", "error": error},
+                  *settle_item(runbook, tx.state, job_id, "failed", error))
+    return True
+
+
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
