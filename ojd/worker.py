@@ -89,7 +89,6 @@ class WorkerLoop:
         # waits for another; freed runners are given the next items of the same poll
         self._frees: dict[int, str] = {}
         self._free: list[JobProcess] = []
-        self._runbook_of: dict[int, Runbook] = {}  # runner pid -> the runbook it holds
         # job id -> how often its process ended with the job still live (a crash loop)
         self._deaths: dict[str, int] = {}
         self.last_poll: float | None = None
@@ -397,20 +396,18 @@ class WorkerLoop:
     def _prepare(self) -> jobprocess.Ready:
         with self.store.lock:
             job_id = queues.new_id(self.store.state.jobs)
-        ready = jobprocess.prepare(self.store, self.runbook, job_id, manager=self.manager,
-                                   warn=self.log.warning, name=self.worker.pipeline,
-                                   reusable=True)
-        self._runbook_of[ready.pid] = self.runbook
-        return ready
+        return jobprocess.prepare(self.store, self.runbook, job_id, manager=self.manager,
+                                  warn=self.log.warning, name=self.worker.pipeline,
+                                  reusable=True)
 
     def _reuse(self) -> jobprocess.Ready | None:
         """A runner that ended its job, made ready for a new one (no fork, no imports, its
         pages its own already); None when there is none."""
         while self._free:
             proc = self._free.pop()
-            if self._runbook_of.get(proc.pid) is not self.runbook \
+            if proc.runbook is not self.runbook \
                     or not jobprocess.alive({"pid": proc.pid, "start": proc.start}):
-                self._discard(proc)
+                jobprocess.discard(proc)
                 continue
             with self.store.lock:
                 job_id = queues.new_id(self.store.state.jobs)
@@ -418,18 +415,13 @@ class WorkerLoop:
                 return jobprocess.again(proc, job_id, manager=self.manager,
                                         warn=self.log.warning, name=self.worker.pipeline)
             except Exception as e:  # it is gone: a fork does instead
-                self._runbook_of.pop(proc.pid, None)
                 self.log.warning(f"could not reuse job process {proc.pid}: {describe(e)}")
         return None
-
-    def _discard(self, proc: jobprocess.Ready | JobProcess) -> None:
-        self._runbook_of.pop(proc.pid, None)
-        jobprocess.discard(proc)
 
     def _release_free(self) -> None:
         """Free runners that found no item end: a ready process waits in a fresh fork."""
         while self._free:
-            self._discard(self._free.pop())
+            jobprocess.discard(self._free.pop())
 
     def _keep_ready(self) -> None:
         """While a slot is free, one job process waits ready for the next item."""
@@ -444,7 +436,7 @@ class WorkerLoop:
     def _drop_ready(self) -> None:
         ready, self._ready = self._ready, None
         if ready is not None:
-            self._discard(ready)
+            jobprocess.discard(ready)
 
     def reload_runbook(self) -> None:
         """Load the runbook again when its files changed (the model is cached by content
@@ -698,7 +690,6 @@ class WorkerLoop:
         proc = self.procs.pop(job_id, None)
         code = None
         if proc is not None and exited:
-            self._runbook_of.pop(proc.pid, None)
             for fd in (proc.w, proc.free):  # a runner's pipes
                 if fd is not None:
                     self._frees.pop(fd, None)

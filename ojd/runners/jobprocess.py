@@ -58,6 +58,7 @@ class JobProcess:
     child: bool  # forked by this process: reap it
     w: int | None = None  # a reusable runner's pipes: the next "go", and its "free" line
     free: int | None = None
+    runbook: Runbook | None = None  # the runbook a reusable runner holds (of its fork)
 
 
 def job_unit(job_id: str) -> str:
@@ -139,6 +140,7 @@ class Ready:
     unit: str | None
     w: int  # the handshake pipe's end: "go" or end-of-file
     free: int | None = None  # a reusable runner says "free" here when its job has ended
+    runbook: Runbook | None = None  # the one it runs: of its fork
 
 
 def spawn(store: Store, runbook: Runbook, job_id: str, *, owner: str, manager=None,
@@ -212,7 +214,7 @@ def prepare(store: Store, runbook: Runbook, job_id: str, *, manager=None, quiet:
     os.close(r)
     if free_w is not None:
         os.close(free_w)
-    ready = Ready(job_id, pid, None, None, w, free_r)
+    ready = Ready(job_id, pid, None, None, w, free_r, runbook)
     try:
         if manager is not None:
             ready.unit = _into_scope(manager, pid, job_id, name, warn, scope_required)
@@ -229,7 +231,7 @@ def again(proc: JobProcess, job_id: str, *, manager=None,
     """A reusable runner whose job has ended, made ready for job ``job_id``: moved into
     that job's scope (its previous one, empty now, is collected)."""
     assert proc.w is not None
-    ready = Ready(job_id, proc.pid, proc.start, None, proc.w, proc.free)
+    ready = Ready(job_id, proc.pid, proc.start, None, proc.w, proc.free, proc.runbook)
     try:
         if manager is not None:
             # no scope, no reuse: it would run the job in its previous job's scope
@@ -264,7 +266,7 @@ def give(store: Store, ready: Ready, *, owner: str,
         os.close(ready.w)
         return JobProcess(ready.job_id, ready.pid, ready.start, ready.unit, True)
     return JobProcess(ready.job_id, ready.pid, ready.start, ready.unit, True, ready.w,
-                       ready.free)
+                      ready.free, ready.runbook)
 
 
 def _announce(ready: Ready) -> None:
@@ -371,12 +373,11 @@ def _child(r: int, free: int | None, parent: Store, runbook: Runbook, *, journal
         words = said.next().split()
         if len(words) != 3 or words[0] != "ready":
             return 0  # the starter died (or gave up)
-        job_id, unit = words[1], words[2]
+        job_id, unit = words[1], "" if words[2] == "-" else words[2]
         try:
-            if unit != "-":
+            if unit:
                 _wait_for_scope(unit)
-            _stdio(job_id, unit if unit != "-" else "", journal=journal, quiet=quiet,
-                   fresh=fresh)
+            _stdio(job_id, unit, journal=journal, quiet=quiet, fresh=fresh)
         except Exception as e:  # said where its starter's log is; the job resumes later
             print(f"job {job_id}: could not set up its process: {e!r}", file=sys.stderr,
                   flush=True)
