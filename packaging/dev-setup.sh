@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything oj needs on a fresh Debian/Ubuntu machine, as root: system packages (with
-# PostgreSQL's server, which the tests start privately, and libpq for psycopg) and a
-# virtualenv at $OJ_VENV (default /opt/oj-venv) with oj installed from this checkout, and
+# PostgreSQL's server, which the tests start privately, and libpq for the PostgreSQL store)
+# and a virtualenv at $OJ_VENV (default /opt/oj-venv) with oj installed from this checkout, and
 # `oj`/`ojd` linked into $OJ_BIN_DIR (default /usr/local/bin; see packaging/link-bin.sh).
 # The venv is built from /usr/bin/python3 in a world-readable place so that non-root
 # users (user-scope workers) can run it too. Safe to run again.

@@ -127,11 +127,11 @@ def store_kind() -> str:
 @pytest.fixture(scope="session")
 def postgres():
     """One private PostgreSQL server for the session; tests take a database each. Missing
-    PostgreSQL or psycopg fails in CI (tests/run.sh installs both) and skips elsewhere."""
+    PostgreSQL or libpq fails in CI (tests/run.sh installs both) and skips elsewhere."""
     from pgserver import PrivatePostgres, have_driver, server_bin
 
     require(server_bin() is not None, "PostgreSQL is not installed (apt install postgresql)")
-    require(have_driver(), "psycopg is not installed in the venv (pip install psycopg)")
+    require(have_driver(), "libpq is not installed (apt install libpq5)")
     require(os.geteuid() == 0, "starting a private PostgreSQL as another user needs root")
     server = PrivatePostgres().start()
     yield server

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 
 RUN_AS = "nobody"  # postgres refuses to run as root
 
@@ -23,11 +24,31 @@ def server_bin() -> str | None:
 
 
 def have_driver() -> bool:
+    """libpq, which oj's PostgreSQL store calls."""
+    from ojd.store import libpq
+
     try:
-        import psycopg  # noqa: F401
-    except ImportError:
+        libpq.library()
+    except libpq.Error:
         return False
     return True
+
+
+@contextmanager
+def session(url: str, transaction: bool = False):
+    """A connection of the test's own (another host's session): in one transaction,
+    committed at the end, when ``transaction``."""
+    from ojd.store.libpq import Connection
+
+    conn = Connection(url)
+    try:
+        if transaction:
+            conn.execute("BEGIN")
+        yield conn
+        if transaction:
+            conn.execute("COMMIT")
+    finally:
+        conn.close()
 
 
 class PrivatePostgres:
@@ -81,15 +102,15 @@ class PrivatePostgres:
         return f"postgresql:///{db}?host={self.dir}&user=oj"
 
     def new_database(self, prefix: str = "oj") -> str:
-        import psycopg
+        from ojd.store.libpq import Error
 
         name = f"{prefix}_{uuid.uuid4().hex[:12]}"
         for attempt in range(50):
             try:
-                with psycopg.connect(self.url(), autocommit=True) as conn:
+                with session(self.url()) as conn:
                     conn.execute(f'CREATE DATABASE "{name}"')
                 break
-            except psycopg.OperationalError:
+            except Error:
                 if attempt == 49:
                     raise
                 time.sleep(0.1)  # still starting up

@@ -48,7 +48,7 @@ def stop(worker: subprocess.Popen) -> None:
 
 
 def test_a_step_end_waits_out_a_state_lock_held_past_the_lock_timeout(postgres, tmp_path):
-    import psycopg
+    from pgserver import session
 
     p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
     p.write("w.hcl", GATED)
@@ -57,7 +57,7 @@ def test_a_step_end_waits_out_a_state_lock_held_past_the_lock_timeout(postgres, 
         item = p.oj("queue", "push", "q", "--var", "n=1").stdout.strip()
         wait_until(lambda: p.events("job:step_started"), "the first step to start")
         job_id = p.events("job:step_started")[0]["id"]
-        with psycopg.connect(p.url) as conn:  # another host's decision, frozen
+        with session(p.url, transaction=True) as conn:  # another host's decision, frozen
             conn.execute("LOCK TABLE oj_events IN EXCLUSIVE MODE")
             (p.root / "go").touch()
             time.sleep(3.5)  # three lock timeouts of the step's end
@@ -76,7 +76,7 @@ def test_a_step_end_waits_out_a_state_lock_held_past_the_lock_timeout(postgres, 
 
 def test_a_worker_and_its_job_outlive_their_database_connections_being_cut(postgres,
                                                                            tmp_path):
-    import psycopg
+    from pgserver import session
 
     p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
     p.write("w.hcl", GATED)
@@ -85,10 +85,10 @@ def test_a_worker_and_its_job_outlive_their_database_connections_being_cut(postg
         item = p.oj("queue", "push", "q", "--var", "n=1").stdout.strip()
         wait_until(lambda: p.events("job:step_started"), "the first step to start")
         job_id = p.events("job:step_started")[0]["id"]
-        with psycopg.connect(p.url, autocommit=True) as conn:
+        with session(p.url) as conn:
             cut = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
                                "application_name LIKE 'oj%' AND pid <> pg_backend_pid()"
-                               ).fetchall()
+                               ).rows
         assert cut
         time.sleep(0.5)  # the worker's status refreshes meet the cut connection
         (p.root / "go").touch()
@@ -134,10 +134,10 @@ def test_client_keepalives_and_connect_timeout_are_added_unless_the_url_sets_the
     url = postgres.new_database()
     log = PgLog(url)
     log.connect()
-    params = log._conn.info.get_parameters()
+    params = log._conn.parameters()
     assert params["connect_timeout"] == "10" and params["keepalives"] == "1"
     own = PgLog(url + "&connect_timeout=3&keepalives=0")
     own.connect()
-    params = own._conn.info.get_parameters()
+    params = own._conn.parameters()
     assert params["connect_timeout"] == "3" and params["keepalives"] == "0"
     assert params["keepalives_idle"] == "10"

@@ -159,14 +159,14 @@ def test_a_url_that_is_not_postgresql_or_cannot_be_reached_is_one_line(project: 
 
 def test_state_check_on_postgresql_names_a_missing_position_and_repair_acknowledges_it(
         postgres, tmp_path):
-    import psycopg
+    from pgserver import session
 
     p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
     p.write("w.hcl", RUNBOOK)
     for n in range(3):
         p.oj("queue", "push", "q", "--var", f"n={n}")
     assert p.json("state", "check")["ok"]
-    with psycopg.connect(p.url, autocommit=True) as conn:
+    with session(p.url) as conn:
         conn.execute("DELETE FROM oj_events WHERE pos = 2")
     proc = p.oj("state", "check", check=False)
     assert proc.returncode == 1
@@ -180,12 +180,12 @@ def test_state_check_on_postgresql_names_a_missing_position_and_repair_acknowled
 def test_a_listing_waits_for_no_lock_while_a_decision_holds_the_table(postgres, tmp_path):
     """Readers never lock: a transaction holding the table lock (a stopped writer) delays
     pushes, not listings."""
-    import psycopg
+    from pgserver import session
 
     p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
     p.write("w.hcl", RUNBOOK)
     p.oj("queue", "push", "q", "--var", "n=1")
-    with psycopg.connect(p.url) as conn:
+    with session(p.url, transaction=True) as conn:
         conn.execute("LOCK TABLE oj_events IN EXCLUSIVE MODE")
         started = time.monotonic()
         assert len(p.items("q")) == 1
@@ -334,7 +334,7 @@ def test_a_job_running_longer_than_its_lease_keeps_it_by_renewing(postgres, tmp_
 
 def test_a_decision_the_database_refuses_at_commit_is_one_line_and_leaves_no_trace(
         postgres, tmp_path):
-    import psycopg
+    from pgserver import session
 
     from ojd import project as projects
     from ojd import queues
@@ -344,7 +344,7 @@ def test_a_decision_the_database_refuses_at_commit_is_one_line_and_leaves_no_tra
     p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
     p.write("w.hcl", RUNBOOK)
     p.oj("queue", "push", "q", "--var", "n=1")
-    with psycopg.connect(p.url, autocommit=True) as conn:  # checked at COMMIT, not at INSERT
+    with session(p.url) as conn:  # checked at COMMIT, not at INSERT
         conn.execute("""
             CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
               IF NEW.event LIKE '%refuse-me%' THEN RAISE EXCEPTION 'refused by a trigger';
@@ -368,7 +368,7 @@ def test_a_decision_the_database_refuses_at_commit_is_one_line_and_leaves_no_tra
 
 def test_an_import_the_database_refuses_at_commit_is_an_error_not_a_success(postgres,
                                                                             tmp_path):
-    import psycopg
+    from pgserver import session
 
     wal = Project(tmp_path / "project", tmp_path / "state")
     wal.write("w.hcl", RUNBOOK)
@@ -376,7 +376,7 @@ def test_an_import_the_database_refuses_at_commit_is_an_error_not_a_success(post
     dump = wal.oj("state", "export").stdout
     pg = Project(wal.root, tmp_path / "pg-state", url=postgres.new_database())
     pg.oj("queue", "list")  # makes the tables
-    with psycopg.connect(pg.url, autocommit=True) as conn:  # checked at COMMIT
+    with session(pg.url) as conn:  # checked at COMMIT
         conn.execute("""
             CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
               RAISE EXCEPTION 'refused by a trigger'; END $$;

@@ -70,7 +70,7 @@ def two_hosts(make_sandbox):
     from pgserver import PrivatePostgres, have_driver, server_bin
 
     require(server_bin() is not None, "PostgreSQL is not installed (apt install postgresql)")
-    require(have_driver(), "psycopg is not installed in the venv")
+    require(have_driver(), "libpq is not installed (apt install libpq5)")
     # seen at the same path by the machine and both sandboxes (their /tmp is private)
     base = Path(tempfile.mkdtemp(prefix="oj-pg-hosts-", dir="/var/lib"))
     base.chmod(0o755)

@@ -97,7 +97,7 @@ def configured_url(root: str) -> str | None:
 def open_log(root: str, on_problem: Callable[[WalProblem], None] | None, url: str | None):
     """The log behind a store: PostgreSQL when a URL is configured, else the WAL directory."""
     if url:
-        from ojd.store.postgres import PgLog  # psycopg is imported only here
+        from ojd.store.postgres import PgLog  # libpq is loaded only here
 
         return PgLog(url, on_problem=on_problem)
     return WalDirectory(paths.wal_dir(root), on_problem=on_problem)

@@ -16,9 +16,9 @@ position N+1 has therefore seen N, and readers need no lock (EXCLUSIVE still let
 SELECTs through). Row locks (``FOR UPDATE SKIP LOCKED``) would let takers run side by side,
 but then the State fold could not be the single source of truth.
 
-psycopg 3 is imported only here, and only when a postgresql:// URL is configured. The URL
-follows libpq's conventions (service files, PGHOST, ~/.pgpass). A forked child (a job process)
-never touches its parent's connection: it opens its own.
+libpq is loaded (``ojd.store.libpq``) only here, and only when a postgresql:// URL is
+configured. The URL follows libpq's conventions (service files, PGHOST, ~/.pgpass). A forked
+child (a job process) never touches its parent's connection: it opens its own.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ _INSERT = """
 WITH last AS (SELECT greatest((SELECT max(pos) FROM oj_events),
                               (SELECT max(pos) FROM oj_snapshots), 0) AS pos)
 INSERT INTO oj_events (pos, event)
-SELECT last.pos + e.n, e.event FROM last, unnest(%s::text[]) WITH ORDINALITY AS e(event, n)
+SELECT last.pos + e.n, e.event FROM last, unnest($1::text[]) WITH ORDINALITY AS e(event, n)
 RETURNING pos
 """
 _LAST = ("SELECT greatest((SELECT max(pos) FROM oj_events), "
@@ -74,21 +74,18 @@ CLIENT_DEFAULTS = {"connect_timeout": "10", "keepalives": "1", "keepalives_idle"
                    "tcp_user_timeout": "30000"}
 _FROM_ENV = {"connect_timeout": "PGCONNECT_TIMEOUT"}
 
-_psycopg = None
 
 
-def psycopg():
-    """The driver, imported on first use."""
-    global _psycopg
-    if _psycopg is None:
-        try:
-            import psycopg as module
-        except ImportError:
-            raise OjError("the state is configured to be in PostgreSQL, but psycopg (3) is not "
-                          "installed: apt install python3-psycopg, or pip install psycopg"
-                          ) from None
-        _psycopg = module
-    return _psycopg
+def libpq():
+    """The client library, loaded on first use."""
+    from ojd.store import libpq as module
+
+    try:
+        module.library()
+    except module.Error:
+        raise OjError("the state is configured to be in PostgreSQL, but libpq is not "
+                      "installed: apt install libpq5") from None
+    return module
 
 
 _SECRETS = frozenset({"password", "sslpassword"})
@@ -112,9 +109,7 @@ def redacted(url: str) -> str:
     else:
         shown = url
     try:
-        from psycopg.conninfo import conninfo_to_dict
-
-        given = conninfo_to_dict(url)
+        given = libpq().parse_conninfo(url)
     except Exception:  # no driver, or not parseable: shown as far as it is understood
         return shown if "://" in url else "(a connection string that does not parse)"
     if "://" not in url:
@@ -136,12 +131,10 @@ def _conninfo_value(value: str) -> str:
 def client_params(url: str) -> dict[str, str]:
     """The connection parameters oj adds to ``url``: those of ``CLIENT_DEFAULTS`` that
     neither the URL, its service (``service=`` or PGSERVICE) nor the environment set."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    given = set(conninfo_to_dict(url))
-    service = conninfo_to_dict(url).get("service") or os.environ.get("PGSERVICE")
+    given = libpq().parse_conninfo(url)
+    service = given.get("service") or os.environ.get("PGSERVICE")
     if service:
-        given |= _service_keys(str(service))
+        given = {**given, **dict.fromkeys(_service_keys(service), "")}
     return {k: v for k, v in CLIENT_DEFAULTS.items()
             if k not in given and not os.environ.get(_FROM_ENV.get(k, ""))}
 
@@ -225,27 +218,23 @@ class PgLog:
     def _connect(self):
         from ojd.store.wallock import lock_timeout
 
-        pg = psycopg()
+        pq = libpq()
         # a bad OJ_LOCK_TIMEOUT is one line, as with the WAL; 0 ms would mean "no limit"
         millis = min(max(1, int(lock_timeout() * 1000)), 2**31 - 1)
         try:
-            conn = pg.connect(self.url, autocommit=True, application_name="oj",
-                              **client_params(self.url))
-        except pg.Error as e:
+            conn = pq.Connection(self.url, **client_params(self.url), application_name="oj",
+                                 client_encoding="UTF8")
+        except pq.Error as e:
             raise db_error(f"{self.path} cannot be reached", e, StoreUnavailable) from None
         try:
-            cur = conn.execute(f"SET lock_timeout = '{millis}ms'; "
-                               "SET idle_in_transaction_session_timeout = "
-                               f"'{int(IDLE_IN_TRANSACTION_TIMEOUT * 1000)}ms'; "
-                               "SELECT to_regclass('oj_snapshots') IS NOT NULL")
-            while cur.nextset():  # one round trip, three statements: the answer is the last's
-                pass
-            made = cur.fetchone()[0]
-            if not made:
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                    conn.execute(SCHEMA)
-        except pg.Error as e:
+            made = conn.execute(f"SET lock_timeout = '{millis}ms'; "
+                                "SET idle_in_transaction_session_timeout = "
+                                f"'{int(IDLE_IN_TRANSACTION_TIMEOUT * 1000)}ms'; "
+                                "SELECT to_regclass('oj_snapshots') IS NOT NULL").rows[0][0]
+            if not made:  # one round trip; an error leaves the session, which is closed
+                conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_SCHEMA_LOCK}); "
+                             f"{SCHEMA} COMMIT")
+        except pq.Error as e:
             conn.close()
             raise db_error(f"{self.path} cannot hold oj's tables", e) from None
         return conn
@@ -261,17 +250,16 @@ class PgLog:
             self._db()
 
     def _query(self, sql: str, params: tuple = ()) -> list:
-        pg = psycopg()
+        pq = libpq()
         with self._mutex:
             if self._depth and not sql.lstrip().upper().startswith("SELECT"):
                 self._wrote = True  # its COMMIT must happen, or the caller must hear so
             try:
-                return self._db().execute(sql, params).fetchall()
-            except pg.Error as e:
+                return self._db().execute(sql, params).rows
+            except pq.Error as e:
                 # a lost session (some errors that end one, as an idle-in-transaction
-                # timeout, are not OperationalError): nothing is written, try again later
-                if isinstance(e, pg.OperationalError) or self._conn is None \
-                        or self._conn.closed:
+                # timeout, are not of an unavailable class): nothing is written, try later
+                if e.unavailable or self._conn is None or self._conn.closed:
                     if self._depth:  # the transaction is lost, and what was applied of it
                         self.rolled_back = True
                     self._drop_broken()
@@ -279,7 +267,7 @@ class PgLog:
                 raise db_error(f"{self.path} refused a query", e) from None
 
     def _drop_broken(self) -> None:
-        if self._conn is not None and self._conn.broken and self._depth == 0:
+        if self._conn is not None and self._conn.closed and self._depth == 0:
             self._conn = None  # the next use reconnects
 
     # -- public API (as ojd.store.wal.WalDirectory) ------------------------------------------
@@ -292,10 +280,10 @@ class PgLog:
 
     def _records(self, after: int, upto: int | None = None) -> list[Record]:
         if upto is None:
-            rows = self._query("SELECT pos, event FROM oj_events WHERE pos > %s ORDER BY pos",
+            rows = self._query("SELECT pos, event FROM oj_events WHERE pos > $1 ORDER BY pos",
                                (after,))
         else:
-            rows = self._query("SELECT pos, event FROM oj_events WHERE pos > %s AND pos <= %s "
+            rows = self._query("SELECT pos, event FROM oj_events WHERE pos > $1 AND pos <= $2 "
                                "ORDER BY pos", (after, upto))
         out = []
         loads = json.loads
@@ -337,11 +325,11 @@ class PgLog:
             last = self.last_pos()
             if not 0 <= pos <= last:
                 raise ValueError(f"snapshot position {pos} is beyond the log (last {last})")
-            self._query("INSERT INTO oj_snapshots (pos, state) VALUES (%s, %s) ON CONFLICT "
+            self._query("INSERT INTO oj_snapshots (pos, state) VALUES ($1, $2) ON CONFLICT "
                         "(pos) DO UPDATE SET state = excluded.state, damaged = false "
                         "RETURNING pos", (pos, data))
             self._query("DELETE FROM oj_snapshots WHERE NOT damaged AND pos < ALL (SELECT pos "
-                        "FROM oj_snapshots WHERE NOT damaged ORDER BY pos DESC LIMIT %s) "
+                        "FROM oj_snapshots WHERE NOT damaged ORDER BY pos DESC LIMIT $1) "
                         "RETURNING pos", (_KEEP_SNAPSHOTS,))
         return f"snapshot-{pos:016d}"
 
@@ -357,7 +345,7 @@ class PgLog:
 
     def _read_snapshot(self, pos: int, found: list[WalProblem] | None
                        ) -> tuple[int, object] | None:
-        rows = self._query("SELECT state FROM oj_snapshots WHERE pos = %s AND NOT damaged",
+        rows = self._query("SELECT state FROM oj_snapshots WHERE pos = $1 AND NOT damaged",
                            (pos,))
         if not rows:
             return None
@@ -385,7 +373,7 @@ class PgLog:
             older = snaps[-_KEEP_SNAPSHOTS]
             if self._read_snapshot(older, None) is None:
                 return 0
-            return len(self._query("DELETE FROM oj_events WHERE pos <= %s RETURNING pos",
+            return len(self._query("DELETE FROM oj_events WHERE pos <= $1 RETURNING pos",
                                    (older,)))
 
     def set_aside(self, name: str) -> str:
@@ -393,7 +381,7 @@ class PgLog:
         the row stays."""
         pos = int(name.removeprefix("snapshot-").split(".")[0])
         with self.locked():
-            self._query("UPDATE oj_snapshots SET damaged = true WHERE pos = %s RETURNING pos",
+            self._query("UPDATE oj_snapshots SET damaged = true WHERE pos = $1 RETURNING pos",
                         (pos,))
         return f"damaged-{name}"
 
@@ -403,7 +391,7 @@ class PgLog:
             if self._query("SELECT 1 FROM oj_events UNION ALL SELECT 1 FROM oj_snapshots "
                            "LIMIT 1"):
                 raise ValueError("the log is not empty")
-            self._query("INSERT INTO oj_snapshots (pos, state) VALUES (%s, %s) RETURNING pos",
+            self._query("INSERT INTO oj_snapshots (pos, state) VALUES ($1, $2) RETURNING pos",
                         (pos, json.dumps(state, separators=(",", ":"))))
 
     def check(self, after: int | None = None) -> CheckReport:
@@ -420,8 +408,8 @@ class PgLog:
             batch = 10000
             start = 0
             while True:
-                rows = self._query("SELECT pos, event FROM oj_events WHERE pos > %s "
-                                   "ORDER BY pos LIMIT %s", (start, batch))
+                rows = self._query("SELECT pos, event FROM oj_events WHERE pos > $1 "
+                                   "ORDER BY pos LIMIT $2", (start, batch))
                 for pos, text in rows:
                     report.records += 1
                     try:
@@ -483,21 +471,21 @@ class _Locked:
 
     @staticmethod
     def _begin(log: PgLog) -> None:
-        pg = psycopg()
+        pq = libpq()
         conn = log._db()
         try:
             conn.execute("BEGIN; LOCK TABLE oj_events IN EXCLUSIVE MODE")
-        except pg.errors.LockNotAvailable:
-            conn.execute("ROLLBACK")
-            raise LockTimeout(escaped(
-                f"the state lock (table oj_events in {log.path}) is still held by "
-                f"{_holders(conn)} after {conn.execute('SHOW lock_timeout').fetchone()[0]}; "
-                "resume or stop that process (or raise OJ_LOCK_TIMEOUT)")) from None
-        except pg.OperationalError as e:
-            log._conn = None
-            raise db_error(f"{log.path} cannot be reached", e, StoreUnavailable) from None
-        except pg.Error as e:
-            if conn.info.transaction_status != 0:  # not idle: a half-begun transaction
+        except pq.Error as e:
+            if e.sqlstate == "55P03":  # lock_not_available
+                conn.execute("ROLLBACK")
+                raise LockTimeout(escaped(
+                    f"the state lock (table oj_events in {log.path}) is still held by "
+                    f"{_holders(conn)} after {conn.execute('SHOW lock_timeout').rows[0][0]}; "
+                    "resume or stop that process (or raise OJ_LOCK_TIMEOUT)")) from None
+            if e.unavailable or conn.closed:
+                log._conn = None
+                raise db_error(f"{log.path} cannot be reached", e, StoreUnavailable) from None
+            if conn.transaction_status != pq.TRANS_IDLE:  # a half-begun transaction
                 conn.execute("ROLLBACK")
             raise db_error(f"{log.path} refused the state lock", e) from None
 
@@ -516,16 +504,16 @@ class _Locked:
         (``rolled_back``) without hiding the block's error (a LockTimeout or
         StoreUnavailable a caller waits out, or the query the database refused)."""
         # Also after an error in the block: what was appended stands, as in the WAL.
-        pg = psycopg()
+        pq = libpq()
         conn = log._conn
         # the session was lost in the block: a new one has nothing to commit
         if conn is None or conn.closed or log.rolled_back:
             if conn is not None and conn.closed:
                 log._conn = None
-            elif conn is not None and conn.info.transaction_status != 0:
+            elif conn is not None and conn.transaction_status != pq.TRANS_IDLE:
                 try:  # an aborted transaction on a live session: end it
                     conn.execute("ROLLBACK")
-                except pg.Error:
+                except pq.Error:
                     log._conn = None
             if log._wrote:
                 log.rolled_back = True
@@ -537,22 +525,18 @@ class _Locked:
         if log._appended:  # wakes every listening worker, on every host, once committed
             payload = f"{log._appended}{' wake' if log._wakes else ''}"
             sql = f"NOTIFY {CHANNEL}, '{payload}'; COMMIT"
+        error: Exception | None = None
         try:
-            cur = conn.execute(sql)
-            while cur.nextset():
-                pass
             # COMMIT, not ROLLBACK (what an aborted transaction's COMMIT does)
-            ok = cur.pgresult is not None and cur.pgresult.command_status == b"COMMIT"
-        except pg.Error as e:
+            ok = conn.execute(sql).status == "COMMIT"
+        except pq.Error as e:
             ok = False
-            error: Exception | None = e
-        else:
-            error = None
+            error = e
         if not ok:
-            if conn.info.transaction_status != 0:
+            if conn.transaction_status != pq.TRANS_IDLE:
                 try:
                     conn.execute("ROLLBACK")
-                except pg.Error:
+                except pq.Error:
                     log._conn = None
             if log._wrote:
                 log.rolled_back = True
@@ -567,7 +551,7 @@ def _holders(conn) -> str:
             "SELECT DISTINCT a.pid, coalesce(a.application_name, ''), "
             "coalesce(a.client_addr::text, 'local'), a.state FROM pg_locks l "
             "JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.relation = 'oj_events'::regclass AND l.granted").fetchall()
+            "WHERE l.relation = 'oj_events'::regclass AND l.granted").rows
     except Exception:
         return "another session"
     if not rows:
@@ -596,7 +580,7 @@ class PgWriter:
             return []
         # the same encoding and limits as a WAL frame's payload
         payloads = [p.decode() for p in encode_events(events)]
-        rows = self._log._query(_INSERT, (payloads,))
+        rows = self._log._query(_INSERT, (libpq().text_array(payloads),))
         got = sorted(r[0] for r in rows)
         self._log._appended = got[-1]
         if not self._log._wakes:
@@ -609,12 +593,12 @@ class PgListener:
     another process (on any host) commits events. ``drain()`` reads what arrived."""
 
     def __init__(self, url: str) -> None:
-        pg = psycopg()
+        pq = libpq()
         try:
-            self._conn = pg.connect(url, autocommit=True, application_name="oj listener",
-                                    **client_params(url))
+            self._conn = pq.Connection(url, **client_params(url),
+                                       application_name="oj listener", client_encoding="UTF8")
             self._conn.execute(f"LISTEN {CHANNEL}")
-        except pg.Error as e:
+        except pq.Error as e:
             raise db_error(f"{redacted(url)} cannot be listened to", e) from None
         _LOGS.add(self)
 
@@ -627,16 +611,12 @@ class PgListener:
     def drain(self) -> int:
         """Consume the notifications that arrived; how many ask for a wake (events that may
         give a worker work). A broken connection raises OjError: the caller polls instead."""
-        pg = psycopg()
-        pgconn = self._conn.pgconn  # libpq's own calls: the same in every psycopg 3 release
-        n = 0
+        pq = libpq()
         try:
-            pgconn.consume_input()
-            while (note := pgconn.notifies()) is not None:
-                n += note.extra.endswith(b" wake")
-        except pg.Error as e:
+            notes = self._conn.notifies()
+        except pq.Error as e:
             raise db_error("the listening connection was lost", e) from None
-        return n
+        return sum(payload.endswith(" wake") for _channel, payload in notes)
 
     def close(self) -> None:
         self._conn.close()

@@ -1,0 +1,293 @@
+"""libpq, PostgreSQL's own client library, called through ctypes: what the PostgreSQL store
+needs of it and nothing more.
+
+Why not a driver package: oj is started by shell steps and scripts, and a cold
+``oj queue push`` pays for every import. psycopg's import alone takes about 100 ms and 24 MB
+(asyncio, logging, its type adapters); ``ctypes`` and ``dlopen("libpq.so.5")`` take about
+2 ms and 6 MB. libpq is also what gives the URL its conventions (service files, ``PGHOST``,
+``~/.pgpass``, SSL), so nothing of them is reimplemented here.
+
+Values go to the server as text parameters and come back as text, converted by column type
+(integers, booleans; everything else is a str). A call blocks in libpq with the GIL released,
+so other threads (a job's lease renewer) run meanwhile. The caller serialises the use of one
+connection.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from ctypes import POINTER, Structure, c_char_p, c_int, c_uint, c_void_p
+
+# PQstatus / PQresultStatus / PQtransactionStatus values (libpq-fe.h)
+CONNECTION_OK = 0
+PGRES_EMPTY_QUERY, PGRES_COMMAND_OK, PGRES_TUPLES_OK = 0, 1, 2
+TRANS_IDLE, TRANS_UNKNOWN = 0, 4
+_DIAG_SQLSTATE, _DIAG_MESSAGE = ord("C"), ord("M")  # the code; the message without "ERROR: "
+# SQLSTATE classes of a server or session that is unavailable rather than of a bad query
+# (those PEP 249 drivers raise as OperationalError): connection exceptions, authorisation,
+# rollbacks, resources, object state (lock not available), operator intervention (shutdown,
+# cancel). Errors that end the session whatever their class are ``lost``.
+_UNAVAILABLE_CLASSES = frozenset({"08", "28", "40", "53", "54", "55", "57", "58", "HV"})
+_INT_TYPES = frozenset({20, 21, 23, 26})  # int8, int2, int4, oid
+_BOOL = 16
+
+
+class Error(Exception):
+    """What libpq or the server said, on one line; ``sqlstate`` when the server said it."""
+
+    def __init__(self, message: str, sqlstate: str | None = None, lost: bool = False) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.lost = lost  # the session is gone: nothing of an open transaction will commit
+
+    @property
+    def unavailable(self) -> bool:
+        """The server or the session failed, not the query: the same may be tried again."""
+        return self.lost or (self.sqlstate or "")[:2] in _UNAVAILABLE_CLASSES
+
+
+class _Notify(Structure):
+    pass
+
+
+_Notify._fields_ = [("relname", c_char_p), ("be_pid", c_int), ("extra", c_char_p),
+                    ("next", POINTER(_Notify))]
+
+
+class _Option(Structure):
+    _fields_ = [("keyword", c_char_p), ("envvar", c_char_p), ("compiled", c_char_p),
+                ("val", c_char_p), ("label", c_char_p), ("dispchar", c_char_p),
+                ("dispsize", c_int)]
+
+
+_NoticeProcessor = ctypes.CFUNCTYPE(None, c_void_p, c_char_p)
+# Notices (``relation already exists, skipping``) are not the user's business: libpq would
+# print them on stderr. The callback object is kept for as long as the library.
+_IGNORE_NOTICE = _NoticeProcessor(lambda arg, message: None)
+
+_lib = None
+
+
+def library():
+    """libpq, loaded on first use. Raises Error where it is not installed."""
+    global _lib
+    if _lib is not None:
+        return _lib
+    try:
+        lib = ctypes.CDLL("libpq.so.5")
+    except OSError:
+        from ctypes.util import find_library  # 10 ms: only where the soname is not found
+
+        name = find_library("pq")
+        if name is None:
+            raise Error("libpq is not installed (apt install libpq5)") from None
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError as e:
+            raise Error(f"libpq cannot be loaded: {e}") from None
+    signatures = {
+        "PQconnectdbParams": (c_void_p, [POINTER(c_char_p), POINTER(c_char_p), c_int]),
+        "PQstatus": (c_int, [c_void_p]),
+        "PQerrorMessage": (c_char_p, [c_void_p]),
+        "PQfinish": (None, [c_void_p]),
+        "PQsetNoticeProcessor": (c_void_p, [c_void_p, _NoticeProcessor, c_void_p]),
+        "PQexec": (c_void_p, [c_void_p, c_char_p]),
+        "PQexecParams": (c_void_p, [c_void_p, c_char_p, c_int, c_void_p, POINTER(c_char_p),
+                                    c_void_p, c_void_p, c_int]),
+        "PQresultStatus": (c_int, [c_void_p]),
+        "PQresultErrorMessage": (c_char_p, [c_void_p]),
+        "PQresultErrorField": (c_char_p, [c_void_p, c_int]),
+        "PQntuples": (c_int, [c_void_p]),
+        "PQnfields": (c_int, [c_void_p]),
+        "PQftype": (c_uint, [c_void_p, c_int]),
+        "PQgetisnull": (c_int, [c_void_p, c_int, c_int]),
+        "PQgetvalue": (c_char_p, [c_void_p, c_int, c_int]),
+        "PQcmdStatus": (c_char_p, [c_void_p]),
+        "PQclear": (None, [c_void_p]),
+        "PQtransactionStatus": (c_int, [c_void_p]),
+        "PQsocket": (c_int, [c_void_p]),
+        "PQconsumeInput": (c_int, [c_void_p]),
+        "PQnotifies": (POINTER(_Notify), [c_void_p]),
+        "PQfreemem": (None, [c_void_p]),
+        "PQconninfoParse": (POINTER(_Option), [c_char_p, POINTER(c_void_p)]),
+        "PQconninfoFree": (None, [POINTER(_Option)]),
+        "PQconninfo": (POINTER(_Option), [c_void_p]),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+    _lib = lib
+    return lib
+
+
+def _text(raw: bytes | None) -> str:
+    return (raw or b"").decode("utf-8", "replace").strip()
+
+
+def parse_conninfo(conninfo: str) -> dict[str, str]:
+    """The parameters a URL or ``key=value`` string sets, as libpq parses it (no
+    environment, no service file). Raises Error on one it cannot parse."""
+    lib = library()
+    errmsg = c_void_p()
+    opts = lib.PQconninfoParse(conninfo.encode(), ctypes.byref(errmsg))
+    if not opts:
+        message = "out of memory"
+        if errmsg.value:
+            message = _text(ctypes.string_at(errmsg.value))
+            lib.PQfreemem(errmsg)
+        raise Error(message)
+    return _options(lib, opts)
+
+
+def _options(lib, opts) -> dict[str, str]:
+    try:
+        out = {}
+        i = 0
+        while opts[i].keyword is not None:
+            if opts[i].val is not None:
+                out[opts[i].keyword.decode()] = opts[i].val.decode("utf-8", "replace")
+            i += 1
+        return out
+    finally:
+        lib.PQconninfoFree(opts)
+
+
+def text_array(values: list[str]) -> str:
+    """A ``text[]`` literal of ``values``, for one text parameter."""
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                          for v in values) + "}"
+
+
+class Result:
+    """The last statement's rows (converted) and command tag (``COMMIT``, ``INSERT 0 1``)."""
+
+    __slots__ = ("rows", "status")
+
+    def __init__(self, rows: list[tuple], status: str) -> None:
+        self.rows = rows
+        self.status = status
+
+
+class Connection:
+    """One session. Not thread-safe: the caller holds a lock around every call."""
+
+    def __init__(self, conninfo: str, **params: str) -> None:
+        lib = library()
+        # the URL first, so that the keywords after it win (libpq applies them in order)
+        keys = ["dbname", *params]
+        values = [conninfo, *params.values()]
+        ckeys = (c_char_p * (len(keys) + 1))(*[k.encode() for k in keys], None)
+        cvalues = (c_char_p * (len(values) + 1))(*[v.encode() for v in values], None)
+        self._lib = lib
+        self._pg: int | None = lib.PQconnectdbParams(ckeys, cvalues, 1)
+        if not self._pg:
+            raise Error("out of memory", lost=True)
+        if lib.PQstatus(self._pg) != CONNECTION_OK:
+            message = _text(lib.PQerrorMessage(self._pg))
+            self.close()
+            raise Error(message or "cannot connect", lost=True)
+        lib.PQsetNoticeProcessor(self._pg, _IGNORE_NOTICE, None)
+
+    @property
+    def closed(self) -> bool:
+        """Closed here, or the session was lost (the server ended it, the network broke)."""
+        return not self._pg or self._lib.PQstatus(self._pg) != CONNECTION_OK
+
+    @property
+    def transaction_status(self) -> int:
+        return TRANS_UNKNOWN if not self._pg else self._lib.PQtransactionStatus(self._pg)
+
+    def execute(self, sql: str, params: tuple = ()) -> Result:
+        """Run ``sql``: with ``params`` ($1, $2, …: str, int, bool or None) one statement;
+        without, any number separated by ``;`` (the last one's result is returned)."""
+        lib = self._lib
+        if not self._pg:
+            raise Error("the connection is closed", lost=True)
+        if params:
+            n = len(params)
+            values = (c_char_p * n)(*[_param(v) for v in params])
+            res = lib.PQexecParams(self._pg, sql.encode(), n, None, values, None, None, 0)
+        else:
+            res = lib.PQexec(self._pg, sql.encode())
+        if not res:
+            raise Error(_text(lib.PQerrorMessage(self._pg)) or "no result", lost=True)
+        try:
+            status = lib.PQresultStatus(res)
+            if status not in (PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY):
+                message = _text(lib.PQresultErrorField(res, _DIAG_MESSAGE)) or \
+                    _text(lib.PQresultErrorMessage(res)) or \
+                    _text(lib.PQerrorMessage(self._pg)) or "the query failed"
+                state = lib.PQresultErrorField(res, _DIAG_SQLSTATE)
+                raise Error(message.splitlines()[0], state.decode() if state else None,
+                            lost=lib.PQstatus(self._pg) != CONNECTION_OK)
+            return Result(self._rows(res) if status == PGRES_TUPLES_OK else [],
+                          _text(lib.PQcmdStatus(res)))
+        finally:
+            lib.PQclear(res)
+
+    def _rows(self, res: int) -> list[tuple]:
+        lib = self._lib
+        ncols = lib.PQnfields(res)
+        kinds = []
+        for col in range(ncols):
+            oid = lib.PQftype(res, col)
+            kinds.append(int if oid in _INT_TYPES else bool if oid == _BOOL else str)
+        getvalue, isnull = lib.PQgetvalue, lib.PQgetisnull
+        rows = []
+        for row in range(lib.PQntuples(res)):
+            cells = []
+            for col, kind in enumerate(kinds):
+                if isnull(res, row, col):
+                    cells.append(None)
+                    continue
+                raw = getvalue(res, row, col)
+                cells.append(int(raw) if kind is int else raw == b"t" if kind is bool
+                             else raw.decode())
+            rows.append(tuple(cells))
+        return rows
+
+    def parameters(self) -> dict[str, str]:
+        """The parameters the session was made with (the URL's, the environment's, the
+        service file's and libpq's defaults)."""
+        opts = self._lib.PQconninfo(self._pg) if self._pg else None
+        if not opts:
+            raise Error("the connection is closed", lost=True)
+        return _options(self._lib, opts)
+
+    def fileno(self) -> int:
+        return self._lib.PQsocket(self._pg) if self._pg else -1
+
+    def notifies(self) -> list[tuple[str, str]]:
+        """Read what arrived on the socket; the notifications (channel, payload) in it."""
+        lib = self._lib
+        if not self._pg or not lib.PQconsumeInput(self._pg):
+            raise Error(_text(lib.PQerrorMessage(self._pg)) if self._pg
+                        else "the connection is closed", lost=True)
+        out = []
+        while note := lib.PQnotifies(self._pg):
+            try:
+                out.append((_text(note.contents.relname), _text(note.contents.extra)))
+            finally:
+                lib.PQfreemem(note)
+        return out
+
+    def close(self) -> None:
+        """End the session (a Terminate message, then the socket is closed)."""
+        pg, self._pg = self._pg, None
+        if pg:
+            self._lib.PQfinish(pg)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _param(value: object) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return b"t" if value else b"f"
+    return str(value).encode()
