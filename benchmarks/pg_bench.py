@@ -193,9 +193,11 @@ def bench_push(base: Path, url: str, runs: int) -> None:
         print(f"   {kind:<11} median {statistics.median(xs) * 1000:6.1f} ms   "
               f"p90 {pct(xs, 90) * 1000:6.1f} ms")
     ratio = statistics.median(times["postgresql"]) / statistics.median(times["wal"])
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import psycopg"],
-                         capture_output=True, text=True).stderr.splitlines()[-1]
-    print(f"   import psycopg alone: {int(out.split('|')[1]) / 1000:.1f} ms")
+    load = ("import time, ojd.store; t = time.perf_counter(); from ojd.store import libpq; "
+            "libpq.library(); print(time.perf_counter() - t)")  # ctypes and dlopen
+    took = float(subprocess.run([sys.executable, "-c", load], capture_output=True, text=True,
+                                check=True).stdout)
+    print(f"   loading libpq alone: {took * 1000:.1f} ms")
     print(f"   PostgreSQL / WAL: {ratio:.2f}x; aim <= {PUSH_RATIO_AIM:.0f}x: "
           f"{verdict(ratio <= PUSH_RATIO_AIM)}")
 
