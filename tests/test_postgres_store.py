@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -254,8 +255,6 @@ LEASED = r"""
 
 def test_a_host_frozen_past_its_lease_loses_its_item_to_another_host_and_its_writes_after(
         postgres, tmp_path):
-    import signal
-
     p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
     p.write("w.hcl", LEASED)
     a, b = as_host(p, tmp_path, "a"), as_host(p, tmp_path, "b")
@@ -330,6 +329,34 @@ def test_a_job_running_longer_than_its_lease_keeps_it_by_renewing(postgres, tmp_
     assert len([e for e in p.events("queue:lease_renewed") if e["id"] == item]) >= 3
     assert (p.root / "ran.txt").read_text().splitlines() == ["a start", "a end"]
     assert p.events("queue:taken")[0]["lease"] == 3
+
+
+def test_ctrl_c_stops_a_push_waiting_for_the_state_lock_at_once_and_pushes_nothing(
+        postgres, tmp_path):
+    from pgserver import session
+
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", RUNBOOK)
+    p.oj("queue", "push", "q", "--var", "n=1")
+    waiting = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'oj' "
+               "AND wait_event_type = 'Lock'")
+    with session(p.url, transaction=True) as holder, session(p.url) as watcher:
+        holder.execute("LOCK TABLE oj_events IN EXCLUSIVE MODE")
+        push = subprocess.Popen([OJ, "queue", "push", "q", "--var", "n=2"], cwd=p.root,
+                                env=p.env(OJ_LOCK_TIMEOUT="60"), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: watcher.execute(waiting).rows[0][0] == 1,
+                   "the push to wait for the table lock")
+        started = time.monotonic()
+        push.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        _, err = push.communicate(timeout=30)
+        assert time.monotonic() - started < 2
+        assert push.returncode == 130 and "Traceback" not in err, err
+        wait_until(lambda: watcher.execute(waiting).rows[0][0] == 0,
+                   "the server to end the interrupted session's wait")
+    assert [i["data"]["n"] for i in p.items("q")] == ["1"]
+    p.oj("queue", "push", "q", "--var", "n=3")
+    assert [i["data"]["n"] for i in p.items("q")] == ["1", "3"]
 
 
 def test_a_decision_the_database_refuses_at_commit_is_one_line_and_leaves_no_trace(
@@ -408,8 +435,6 @@ def test_passwords_in_a_url_are_never_shown(postgres, tmp_path):
 
 def test_a_local_job_stuck_past_its_lease_does_not_hold_up_the_items_behind_it(postgres,
                                                                                tmp_path):
-    import signal
-
     p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
     p.write("w.hcl", LEASED.replace('poll        = "200ms"',
                                     'poll        = "200ms"\n      concurrency = 2')
@@ -455,8 +480,6 @@ SLOW = r"""
 def test_a_job_without_a_lease_on_a_host_gone_is_cancelled_and_resumed_here(postgres,
                                                                             tmp_path):
     """No lease expires for an `oj run` job: the refusal says how to take it over."""
-    import signal
-
     p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
     p.write("slow.hcl", SLOW)
     a, b = as_host(p, tmp_path, "a"), as_host(p, tmp_path, "b")
@@ -527,8 +550,6 @@ def test_a_job_resumed_by_its_restarted_worker_after_its_lease_ran_out_keeps_its
         postgres, tmp_path):
     """The resumed job's process renews the lease from its own start: its item does not
     expire at once under it (to be run again beside it)."""
-    import signal
-
     p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
     p.write("w.hcl", LEASED.replace('if [ "$OJ_HOST" = a ]; then sleep 60; fi', "sleep 6"))
     ran = p.root / "ran.txt"

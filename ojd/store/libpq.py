@@ -91,9 +91,14 @@ def library():
         "PQerrorMessage": (c_char_p, [c_void_p]),
         "PQfinish": (None, [c_void_p]),
         "PQsetNoticeProcessor": (c_void_p, [c_void_p, _NoticeProcessor, c_void_p]),
-        "PQexec": (c_void_p, [c_void_p, c_char_p]),
-        "PQexecParams": (c_void_p, [c_void_p, c_char_p, c_int, c_void_p, POINTER(c_char_p),
-                                    c_void_p, c_void_p, c_int]),
+        "PQsendQuery": (c_int, [c_void_p, c_char_p]),
+        "PQsendQueryParams": (c_int, [c_void_p, c_char_p, c_int, c_void_p, POINTER(c_char_p),
+                                      c_void_p, c_void_p, c_int]),
+        "PQisBusy": (c_int, [c_void_p]),
+        "PQgetResult": (c_void_p, [c_void_p]),
+        "PQgetCancel": (c_void_p, [c_void_p]),
+        "PQcancel": (c_int, [c_void_p, c_char_p, c_int]),
+        "PQfreeCancel": (None, [c_void_p]),
         "PQresultStatus": (c_int, [c_void_p]),
         "PQresultErrorMessage": (c_char_p, [c_void_p]),
         "PQresultErrorField": (c_char_p, [c_void_p, c_int]),
@@ -187,7 +192,8 @@ class Connection:
             message = _text(lib.PQerrorMessage(self._pg))
             self.close()
             raise Error(message or "cannot connect", lost=True)
-        lib.PQsetNoticeProcessor(self._pg, _IGNORE_NOTICE, None)
+        self._notice = _IGNORE_NOTICE  # libpq keeps the pointer: it lives as long as we do
+        lib.PQsetNoticeProcessor(self._pg, self._notice, None)
 
     @property
     def closed(self) -> bool:
@@ -200,31 +206,95 @@ class Connection:
 
     def execute(self, sql: str, params: tuple = ()) -> Result:
         """Run ``sql``: with ``params`` ($1, $2, …: str, int, bool or None) one statement;
-        without, any number separated by ``;`` (the last one's result is returned)."""
-        lib = self._lib
-        if not self._pg:
+        without, any number separated by ``;``. The last one's rows and tag are returned;
+        the first error (the server runs nothing after it) is raised.
+
+        The wait for the server is Python's, not libpq's, so that Ctrl-C stops a command
+        waiting for a lock: the session, whose state is then unknown, is closed (the server
+        ends its transaction)."""
+        lib, pg = self._lib, self._pg
+        if not pg:
             raise Error("the connection is closed", lost=True)
         if params:
             n = len(params)
             values = (c_char_p * n)(*[_param(v) for v in params])
-            res = lib.PQexecParams(self._pg, sql.encode(), n, None, values, None, None, 0)
+            sent = lib.PQsendQueryParams(pg, sql.encode(), n, None, values, None, None, 0)
         else:
-            res = lib.PQexec(self._pg, sql.encode())
-        if not res:
-            raise Error(_text(lib.PQerrorMessage(self._pg)) or "no result", lost=True)
+            sent = lib.PQsendQuery(pg, sql.encode())
+        if not sent:
+            raise Error(_text(lib.PQerrorMessage(pg)) or "the query was not sent",
+                        lost=lib.PQstatus(pg) != CONNECTION_OK)
+        rows: list[tuple] = []
+        status = ""
+        error: Error | None = None
         try:
-            status = lib.PQresultStatus(res)
-            if status not in (PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY):
-                message = _text(lib.PQresultErrorField(res, _DIAG_MESSAGE)) or \
-                    _text(lib.PQresultErrorMessage(res)) or \
-                    _text(lib.PQerrorMessage(self._pg)) or "the query failed"
-                state = lib.PQresultErrorField(res, _DIAG_SQLSTATE)
-                raise Error(message.splitlines()[0], state.decode() if state else None,
-                            lost=lib.PQstatus(self._pg) != CONNECTION_OK)
-            return Result(self._rows(res) if status == PGRES_TUPLES_OK else [],
-                          _text(lib.PQcmdStatus(res)))
-        finally:
-            lib.PQclear(res)
+            while True:
+                self._wait(pg)
+                res = lib.PQgetResult(pg)
+                if not res:
+                    break
+                try:
+                    code = lib.PQresultStatus(res)
+                    if error is not None:
+                        pass
+                    elif code in (PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY):
+                        rows = self._rows(res) if code == PGRES_TUPLES_OK else []
+                        status = _text(lib.PQcmdStatus(res))
+                    else:
+                        error = self._error(res)
+                except Error as e:  # a row it cannot read; the results are still drained
+                    error = error or e
+                finally:
+                    lib.PQclear(res)
+        except BaseException:
+            self._cancel(pg)
+            self.close()
+            raise
+        if error is not None:
+            error.lost = lib.PQstatus(pg) != CONNECTION_OK
+            raise error
+        return Result(rows, status)
+
+    def _cancel(self, pg: int) -> None:
+        """Ask the server to stop the statement (a lock wait would otherwise go on after the
+        session is closed). libpq's cancel connects anew and without a timeout, so it is
+        given a second in a thread of its own and then left."""
+        import threading
+
+        lib = self._lib
+        cancel = lib.PQgetCancel(pg)
+        if not cancel:
+            return
+
+        def send() -> None:
+            lib.PQcancel(cancel, ctypes.create_string_buffer(256), 256)
+            lib.PQfreeCancel(cancel)
+
+        sender = threading.Thread(target=send, name="oj-pq-cancel", daemon=True)
+        sender.start()
+        sender.join(1.0)
+
+    def _wait(self, pg: int) -> None:
+        """Until a result can be read without blocking (or the connection failed)."""
+        lib = self._lib
+        poller = None
+        while lib.PQisBusy(pg):
+            if poller is None:
+                import select
+
+                poller = select.poll()
+                poller.register(lib.PQsocket(pg), select.POLLIN)
+            poller.poll()
+            if not lib.PQconsumeInput(pg):
+                return  # PQgetResult reports the failure
+
+    def _error(self, res: int) -> Error:
+        lib = self._lib
+        message = _text(lib.PQresultErrorField(res, _DIAG_MESSAGE)) or \
+            _text(lib.PQresultErrorMessage(res)) or _text(lib.PQerrorMessage(self._pg)) or \
+            "the query failed"
+        state = lib.PQresultErrorField(res, _DIAG_SQLSTATE)
+        return Error(message.splitlines()[0], state.decode() if state else None)
 
     def _rows(self, res: int) -> list[tuple]:
         lib = self._lib
@@ -242,8 +312,11 @@ class Connection:
                     cells.append(None)
                     continue
                 raw = getvalue(res, row, col)
-                cells.append(int(raw) if kind is int else raw == b"t" if kind is bool
-                             else raw.decode())
+                try:
+                    cells.append(int(raw) if kind is int else raw == b"t" if kind is bool
+                                 else raw.decode())
+                except UnicodeDecodeError:  # a SQL_ASCII database's rows from elsewhere
+                    raise Error(f"row {row + 1} holds text that is not UTF-8") from None
             rows.append(tuple(cells))
         return rows
 
@@ -290,4 +363,7 @@ def _param(value: object) -> bytes | None:
         return None
     if isinstance(value, bool):
         return b"t" if value else b"f"
-    return str(value).encode()
+    raw = str(value).encode()
+    if b"\0" in raw:  # libpq would pass the text up to it, silently
+        raise Error("a query parameter holds a NUL character")
+    return raw

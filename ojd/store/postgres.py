@@ -185,10 +185,14 @@ def _orphan(conn) -> None:
         return
     try:
         null = os.open(os.devnull, os.O_RDWR)
-        os.dup2(null, conn.fileno())
+    except OSError:
+        null = -1
+    if null >= 0:
+        try:
+            os.dup2(null, conn.fileno())
+        except OSError:  # closed already: nothing of the parent's to protect
+            pass
         os.close(null)
-    except Exception:
-        pass
     _ORPHANS.append(conn)
 
 
@@ -476,18 +480,22 @@ class _Locked:
         try:
             conn.execute("BEGIN; LOCK TABLE oj_events IN EXCLUSIVE MODE")
         except pq.Error as e:
-            if e.sqlstate == "55P03":  # lock_not_available
-                conn.execute("ROLLBACK")
-                raise LockTimeout(escaped(
-                    f"the state lock (table oj_events in {log.path}) is still held by "
-                    f"{_holders(conn)} after {conn.execute('SHOW lock_timeout').rows[0][0]}; "
-                    "resume or stop that process (or raise OJ_LOCK_TIMEOUT)")) from None
-            if e.unavailable or conn.closed:
-                log._conn = None
-                raise db_error(f"{log.path} cannot be reached", e, StoreUnavailable) from None
-            if conn.transaction_status != pq.TRANS_IDLE:  # a half-begun transaction
-                conn.execute("ROLLBACK")
-            raise db_error(f"{log.path} refused the state lock", e) from None
+            try:
+                if e.sqlstate == "55P03":  # lock_not_available
+                    conn.execute("ROLLBACK")
+                    waited = conn.execute("SHOW lock_timeout").rows[0][0]
+                    raise LockTimeout(escaped(
+                        f"the state lock (table oj_events in {log.path}) is still held by "
+                        f"{_holders(conn)} after {waited}; resume or stop that process (or "
+                        "raise OJ_LOCK_TIMEOUT)")) from None
+                if not (e.unavailable or conn.closed):
+                    if conn.transaction_status != pq.TRANS_IDLE:  # a half-begun transaction
+                        conn.execute("ROLLBACK")
+                    raise db_error(f"{log.path} refused the state lock", e) from None
+            except pq.Error as lost:  # the session went while it was being tidied
+                e = lost
+            log._conn = None
+            raise db_error(f"{log.path} cannot be reached", e, StoreUnavailable) from None
 
     def __exit__(self, *exc) -> None:
         log = self._log
