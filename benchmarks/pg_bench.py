@@ -1,6 +1,6 @@
 """The PostgreSQL store against the WAL directory, in one run on this machine.
 
-    python benchmarks/pg_bench.py [--runs K] [--pushes N] [--items M]
+    python benchmarks/pg_bench.py [--runs K] [--pushes N] [--items M] [--sections ...]
 
 A private, durable PostgreSQL (tests/pgserver.py: Debian's server, initdb into a temporary
 directory, Unix socket only, fsync on) and foreground workers (``ojd worker --foreground``).
@@ -14,7 +14,9 @@ worker; only the database's notification can wake it. Both share this machine's 
 3. idle worker RSS: WAL vs PostgreSQL (aim: PostgreSQL <= 25 MB);
 4. drain items/s, one host vs two on the same queue, for steps that sleep 0.5 s and 50 ms
    and for ``true`` steps;
-5. decisions (appends) per second, WAL vs PostgreSQL: the store's own ceiling.
+5. decisions (appends) per second, WAL vs PostgreSQL: the store's own ceiling;
+6. drain items/s again with each host a booted systemd sandbox (tests/sandbox.py, needs root)
+   running its ``oj-worker@w.service``, one host vs two (aim for 50 ms steps: at least 1.6x).
 """
 
 from __future__ import annotations
@@ -256,10 +258,7 @@ def drain(base: Path, url: str, name: str, step: str, hosts: int, items: int,
     try:
         for w, log in zip(workers, logs, strict=True):
             wait_started(w, log)
-        done, last = 0, 0.0
-        while done < 1:  # the warm-up item, taken by the first poll
-            done += sum(r.event["type"] == "queue:completed" for r in reader.read_new())
-            time.sleep(0.05)
+        wait_completed(reader, 1, time.time(), name)  # the warm-up item, taken by a poll
         started = time.time()
         subprocess.run([PYTHON, "-c", textwrap.dedent(f"""
             from ojd import project, queues
@@ -269,15 +268,7 @@ def drain(base: Path, url: str, name: str, step: str, hosts: int, items: int,
             for i in range({items}):
                 queues.push(store, {str(project)!r}, q, {{"n": str(i)}})
             """)], cwd=project, env=pusher.env(), check=True)
-        done = 0
-        while done < items:
-            for r in reader.read_new():
-                if r.event["type"] == "queue:completed":
-                    done += 1
-                    last = r.event["ts"]
-            if time.time() - started > 600:
-                raise SystemExit(f"{name}: only {done} of {items} done in 600 s")
-            time.sleep(0.05)
+        last = wait_completed(reader, items, started, name)
     finally:
         for w in workers:
             w.stop_worker()
@@ -316,6 +307,88 @@ def bench_decisions(base: Path, url: str, runs: int = 500) -> None:
         print(f"   {kind:<11} {rate:7.0f}/s")
 
 
+def sandbox_drain(base: Path, url: str, name: str, sandboxes: list, step: str, items: int,
+                  concurrency: int) -> float:
+    """As ``drain``, with each host a booted systemd (tests/sandbox.py) running the worker
+    as its ``oj-worker@w.service``: a host's own PID 1, journald and job scopes."""
+    from ojd.store.postgres import PgLog
+
+    project, _ = make_project(base, name, step, concurrency)
+    pusher = Host(base, f"{name}-push", project, url)
+    states = []
+    for k, sb in enumerate(sandboxes):
+        state = base / f"state-{name}-{k}"
+        state.mkdir()
+        (state / "oj.conf").write_text(f"state_url = {url}\n")
+        states.append(state)
+        sb.run([OJ, "worker", "start", "w"], cwd=str(project), timeout=120,
+               env={"OJ_STATE_DIR": str(state), "PATH": "/usr/local/bin:/usr/bin:/bin"})
+    reader = PgLog(url).reader()
+    try:
+        subprocess.run([OJ, "queue", "push", "q", "--var", "n=warm"], cwd=project,
+                       env=pusher.env(), check=True, capture_output=True)
+        wait_completed(reader, 1, time.time(), name)
+        started = time.time()
+        subprocess.run([PYTHON, "-c", textwrap.dedent(f"""
+            from ojd import project, queues
+            from ojd.store import Store
+            store = Store(); store.load()
+            q = project.load({str(project)!r}).queues["q"]
+            for i in range({items}):
+                queues.push(store, {str(project)!r}, q, {{"n": str(i)}})
+            """)], cwd=project, env=pusher.env(), check=True)
+        last = wait_completed(reader, items, started, name)
+    finally:
+        for sb, state in zip(sandboxes, states, strict=False):
+            sb.run([OJ, "worker", "stop", "w"], cwd=str(project), timeout=120, check=False,
+                   env={"OJ_STATE_DIR": str(state), "PATH": "/usr/local/bin:/usr/bin:/bin"})
+    return items / (last - started)
+
+
+def wait_completed(reader, items: int, started: float, name: str) -> float:
+    """Read completions until ``items`` more are done; the last one's time."""
+    done, last = 0, 0.0
+    while done < items:
+        for r in reader.read_new():
+            if r.event["type"] == "queue:completed":
+                done += 1
+                last = r.event["ts"]
+        if time.time() - started > 600:
+            raise SystemExit(f"{name}: only {done} of {items} done in 600 s")
+        time.sleep(0.05)
+    return last
+
+
+def bench_sandboxes(base: Path, items: int) -> None:
+    print("\n6. Drain items/s on PostgreSQL with sandbox hosts (each a booted systemd with "
+          "its own oj-worker@w.service, concurrency 2; both on this machine's CPUs)")
+    from sandbox import Sandbox, remove_root
+
+    roots = [Path("/var/lib/oj-sandbox") / f"pgbench-{os.getpid()}-{k}" for k in range(2)]
+    sandboxes = [Sandbox(root) for root in roots]
+    try:
+        for k, sb in enumerate(sandboxes):
+            sb.boot()
+            sb.run(["hostname", f"oj-bench-{k}"])
+            sb.run([OJ, "systemd", "install"], timeout=120)
+        for n, (step, count) in enumerate((("sleep 0.05", items), ("true", items))):
+            one = sandbox_drain(base, PrivateDb.new(""), f"sb1-{n}", sandboxes[:1], step,
+                                count, 2)
+            two = sandbox_drain(base, PrivateDb.new(""), f"sb2-{n}", sandboxes, step, count, 2)
+            print(f"   steps '{step}' ({count} items): one host {one:6.1f}/s   two hosts "
+                  f"{two:6.1f}/s   ratio {two / one:.2f}x")
+            if step.startswith("sleep"):
+                print(f"      aim two >= {SCALE_AIM}x one: {verdict(two / one >= SCALE_AIM)}")
+    finally:
+        for sb in sandboxes:
+            try:
+                sb.poweroff()
+            except Exception as e:  # noqa: BLE001
+                print(f"   (sandbox {sb.root}: {e})")
+        for root in roots:
+            remove_root(root)
+
+
 class PrivateDb:
     server: PrivatePostgres | None = None
 
@@ -334,16 +407,19 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--pushes", type=int, default=100)
     ap.add_argument("--items", type=int, default=200)
-    ap.add_argument("--sections", default="push,latency,drain",
-                    help="which of push, latency, drain to run (decisions always run)")
+    ap.add_argument("--sections", default="push,latency,drain,sandboxes",
+                    help="which of push, latency, drain, sandboxes to run (decisions always "
+                    "run)")
     args = ap.parse_args()
     OJ = shutil.which("oj") or str(Path(sys.executable).parent / "oj")
     OJD = str(Path(OJ).resolve().parent / "ojd")
     with open(Path(OJ).resolve()) as script:
         PYTHON = script.readline()[2:].strip()  # the script's interpreter
     print(f"oj: {OJ} ({PYTHON}); {os.cpu_count()} CPUs")
-    base = Path(tempfile.mkdtemp(prefix="oj-pg-bench-", dir="/var/tmp"))
-    server = PrivatePostgres(durable=True).start()
+    # under /var/lib: seen at the same path by the sandboxes (their /tmp, /var/tmp are private)
+    base = Path(tempfile.mkdtemp(prefix="oj-pg-bench-", dir="/var/lib"))
+    base.chmod(0o755)
+    server = PrivatePostgres(base=str(base), durable=True).start()
     PrivateDb.server = server
     try:
         if "push" in args.sections:
@@ -353,6 +429,8 @@ def main() -> int:
         if "drain" in args.sections:
             bench_drain(base, "", args.items)
         bench_decisions(base, server.new_database("bench"))
+        if "sandboxes" in args.sections:
+            bench_sandboxes(base, args.items)
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
