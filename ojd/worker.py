@@ -189,7 +189,10 @@ class WorkerLoop:
         poll_due = True
         while not self._stop:
             self._drain_wakes()
-            self._reap()
+            # a job that ended after the select (which woke for something else) frees its
+            # slot now: that is a poll's reason too, or its slot would idle until the next
+            if self._reap():
+                poll_due = True
             if poll_due:
                 # listening first: a commit between the poll's read and a LISTEN after it
                 # would wake nobody until the fallback poll
@@ -655,11 +658,11 @@ class WorkerLoop:
         if proc.free is not None:
             self._frees[proc.free] = proc.job_id
 
-    def _reap(self) -> None:
+    def _reap(self) -> bool:
         """Free the slots of jobs that ended: their runner said "free", or their process
-        is gone (its pidfd is readable)."""
+        is gone (its pidfd is readable). Whether any did."""
         if not self._pidfds:
-            return
+            return False
         ready = select.select([*self._frees, *self._pidfds], [], [], 0)[0]
         for fd in ready:
             if fd in self._frees:
@@ -669,6 +672,7 @@ class WorkerLoop:
                 job_id = self._pidfds.pop(fd)
                 os.close(fd)
                 self._ended(job_id)
+        return bool(ready)
 
     def _freed(self, fd: int) -> None:
         job_id = self._frees.pop(fd)

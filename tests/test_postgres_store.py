@@ -331,6 +331,35 @@ def test_a_job_running_longer_than_its_lease_keeps_it_by_renewing(postgres, tmp_
     assert p.events("queue:taken")[0]["lease"] == 3
 
 
+def test_a_slot_freed_while_the_worker_reads_another_commit_is_filled_at_once(postgres,
+                                                                             tmp_path):
+    """Every commit wakes a listening worker; a job that ends in the moment the worker reads
+    such a notification still gets its slot filled, not at the fallback poll a minute
+    later. A backlog pushed at once (one wake) and run one by one: each end is that race."""
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", RUNBOOK.replace('"200ms"', '"60s"').replace("concurrency = 3",
+                                                                 "concurrency = 1"))
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = subprocess.Popen([OJD, "worker", "w", "--foreground"], cwd=p.root,
+                                  env=p.env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: p.events("worker:started"), "the worker to start")
+        from ojd import project as projects
+        from ojd import queues
+        from ojd.store import Store
+
+        store = Store(str(p.state), url=p.url)
+        store.load()
+        queue = projects.load(str(p.root)).queues["q"]
+        for n in range(120):
+            queues.push(store, str(p.root), queue, {"n": str(n)})
+        wait_until(lambda: len(p.events("queue:completed")) == 120, "120 items in turn",
+                   timeout=50)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
 def test_ctrl_c_stops_a_push_waiting_for_the_state_lock_at_once_and_pushes_nothing(
         postgres, tmp_path):
     from pgserver import session
