@@ -297,7 +297,7 @@ class State:
         job["step_status"] = "running"
         job["visits"][step] = job["visits"].get(step, 0) + 1
         job["history"].append({"step": step, "started_at": ev["ts"], "exit": None,
-                               "finished_at": None})
+                               "finished_at": None, "host": ev.get("host")})
         # the step's process group (its wrapper's pid) and start time: a runner that takes
         # the job over waits for a step that still runs instead of starting it again
         job["step_proc"] = ({"pid": ev["pid"], "start": ev.get("start"),

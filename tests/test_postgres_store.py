@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -329,6 +330,32 @@ def test_a_job_running_longer_than_its_lease_keeps_it_by_renewing(postgres, tmp_
     assert len([e for e in p.events("queue:lease_renewed") if e["id"] == item]) >= 3
     assert (p.root / "ran.txt").read_text().splitlines() == ["a start", "a end"]
     assert p.events("queue:taken")[0]["lease"] == 3
+
+
+def test_job_logs_on_another_host_name_the_host_that_has_the_log(postgres, tmp_path):
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", RUNBOOK.replace('echo "${var.item.n}', 'echo said; echo "${var.item.n}'))
+    a, b = as_host(p, tmp_path, "a"), as_host(p, tmp_path, "b")
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = subprocess.Popen([OJD, "worker", "w", "--foreground"], cwd=p.root,
+                                  env=a.env(OJ_HOST="host-a"), stdout=log,
+                                  stderr=subprocess.STDOUT)
+    try:
+        b.oj("queue", "push", "q", "--var", "n=1", OJ_HOST="host-b")
+        wait_until(lambda: p.events("job:finished"), "the job to end on host a")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    job_id = p.events("job:finished")[0]["id"]
+    here = a.oj("job", "logs", job_id, OJ_HOST="host-a")
+    assert "said\n" in here.stdout and here.stderr == ""
+    there = b.oj("job", "logs", job_id, check=False, OJ_HOST="host-b")
+    assert there.returncode == 1 and there.stdout == ""
+    assert there.stderr.splitlines() == [
+        f"oj: the log of job {job_id} is on host host-a (its steps ran there): run "
+        f"'oj job logs {job_id}' there"]
+    shown = b.oj("job", "show", job_id, OJ_HOST="host-b").stdout
+    assert re.search(r"^  work +ok +[0-9.]+s +on host-a$", shown, re.M), shown
 
 
 def test_a_slot_freed_while_the_worker_reads_another_commit_is_filled_at_once(postgres,

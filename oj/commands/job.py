@@ -61,7 +61,8 @@ def show_cmd(app, job_id: str, output: str) -> None:
     """One job and its steps."""
     from ojd.errors import escaped
 
-    j = find_job(app.existing_store(), job_id)
+    store = app.existing_store()
+    j = find_job(store, job_id)
     if output == "json":
         emit_json({k: j.get(k) for k in JOB_FIELDS})
         return
@@ -85,7 +86,9 @@ def show_cmd(app, job_id: str, output: str) -> None:
     for h in j["history"]:
         took = f"{h['finished_at'] - h['started_at']:.1f}s" if h["finished_at"] else "running"
         verdict = "-" if h["exit"] is None else ("ok" if h["exit"] == 0 else f"exit {h['exit']}")
-        click.echo(f"  {h['step']:<16} {verdict:<8} {took}")
+        # with a shared state, where it ran: its output is in that host's log
+        on = f"  on {escaped(h['host'])}" if store.shared and h.get("host") else ""
+        click.echo(f"  {h['step']:<16} {verdict:<8} {took:<8}{on}".rstrip())
 
 
 @job.command("logs")
@@ -98,6 +101,20 @@ def logs_cmd(app, job_id: str, follow: bool) -> None:
 
     store = app.existing_store()
     j = find_job(store, job_id)
+    # a job log is a file of the host that ran the steps: with a shared state, steps of
+    # this job may have run (or run now) on another host
+    others = other_hosts(j) if store.shared else []
+    path = paths.job_log(store.root, j["id"])
+    if others:
+        from ojd.errors import OjError, escaped
+
+        where = ", ".join(escaped(h) for h in others)
+        where = f"host{'s' if len(others) > 1 else ''} {where}"
+        if not os.path.exists(path):
+            raise OjError(f"the log of job {j['id']} is on {where} (its steps ran there): "
+                          f"run 'oj job logs {j['id']}' there")
+        click.echo(f"oj: steps of job {j['id']} also ran on {where}: their output is in the "
+                   "log there", err=True)
     if follow:  # as `oj run` shows its job, until it ends
         from ojd.runners import control
 
@@ -105,13 +122,20 @@ def logs_cmd(app, job_id: str, follow: bool) -> None:
             click.echo(chunk.decode(errors="replace"), nl=False)
 
         control.follow(store, j["id"], write)
-        return
-    path = paths.job_log(store.root, j["id"])
-    if not os.path.exists(path):
+    elif not os.path.exists(path):
         click.echo(f"job {j['id']} has no output yet", err=True)
-        return
-    with open(path, "rb") as f:
-        click.echo(f.read().decode(errors="replace"), nl=False)
+    else:
+        with open(path, "rb") as f:
+            click.echo(f.read().decode(errors="replace"), nl=False)
+
+
+def other_hosts(j: dict) -> list[str]:
+    """The hosts other than this one that ran steps of the job, or run its process now."""
+    from ojd.runners.jobprocess import elsewhere
+
+    found = [elsewhere({"host": h.get("host")}) for h in j["history"]]
+    found.append(elsewhere(j.get("process")))
+    return list(dict.fromkeys(h for h in found if h))
 
 
 @job.command("cancel")
