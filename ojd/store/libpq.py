@@ -3,8 +3,8 @@ needs of it and nothing more.
 
 Why not a driver package: oj is started by shell steps and scripts, and a cold
 ``oj queue push`` pays for every import. psycopg's import alone takes about 100 ms and 24 MB
-(asyncio, logging, its type adapters); ``ctypes`` and ``dlopen("libpq.so.5")`` take about
-2 ms and 6 MB. libpq is also what gives the URL its conventions (service files, ``PGHOST``,
+(asyncio, logging, its type adapters); ``ctypes`` and ``dlopen("libpq.so.5")`` take 6–7 ms
+and 6 MB. libpq is also what gives the URL its conventions (service files, ``PGHOST``,
 ``~/.pgpass``, SSL), so nothing of them is reimplemented here.
 
 Values go to the server as text parameters and come back as text, converted by column type
@@ -215,20 +215,19 @@ class Connection:
         lib, pg = self._lib, self._pg
         if not pg:
             raise Error("the connection is closed", lost=True)
+        values = None
         if params:
-            n = len(params)
-            values = (c_char_p * n)(*[_param(v) for v in params])
-            sent = lib.PQsendQueryParams(pg, sql.encode(), n, None, values, None, None, 0)
-        else:
-            sent = lib.PQsendQuery(pg, sql.encode())
-        if not sent:
-            raise Error(_text(lib.PQerrorMessage(pg)) or "the query was not sent",
-                        lost=lib.PQstatus(pg) != CONNECTION_OK)
+            values = (c_char_p * len(params))(*[_param(v) for v in params])
         rows: list[tuple] = []
         status = ""
         error: Error | None = None
-        try:
-            while True:
+        try:  # from the send: a signal may interrupt right after it
+            if values is not None:
+                sent = lib.PQsendQueryParams(pg, sql.encode(), len(params), None, values,
+                                             None, None, 0)
+            else:
+                sent = lib.PQsendQuery(pg, sql.encode())
+            while sent:
                 self._wait(pg)
                 res = lib.PQgetResult(pg)
                 if not res:
@@ -247,9 +246,14 @@ class Connection:
                 finally:
                     lib.PQclear(res)
         except BaseException:
-            self._cancel(pg)
-            self.close()
+            try:
+                self._cancel(pg)
+            finally:  # a second Ctrl-C in the cancel's wait too
+                self.close()
             raise
+        if not sent:
+            raise Error(_text(lib.PQerrorMessage(pg)) or "the query was not sent",
+                        lost=lib.PQstatus(pg) != CONNECTION_OK)
         if error is not None:
             error.lost = lib.PQstatus(pg) != CONNECTION_OK
             raise error
@@ -284,7 +288,9 @@ class Connection:
 
                 poller = select.poll()
                 poller.register(lib.PQsocket(pg), select.POLLIN)
-            poller.poll()
+            # Not forever: over TLS, the rest of a record libpq had no room for waits in
+            # OpenSSL's buffer, not on the socket; consuming reads it.
+            poller.poll(1000)
             if not lib.PQconsumeInput(pg):
                 return  # PQgetResult reports the failure
 
