@@ -141,3 +141,101 @@ def test_client_keepalives_and_connect_timeout_are_added_unless_the_url_sets_the
     params = own._conn.parameters()
     assert params["connect_timeout"] == "3" and params["keepalives"] == "0"
     assert params["keepalives_idle"] == "10"
+
+
+class CommitCutter:
+    """A Unix-socket proxy in front of the test server that ends the first session to send
+    a COMMIT without its answer: having passed the COMMIT on (the server commits, the client
+    never hears) or not (the server rolls back)."""
+
+    def __init__(self, server_dir: str, directory: Path, deliver: bool) -> None:
+        import socket
+
+        self.server = f"{server_dir}/.s.PGSQL.5432"
+        self.dir = directory
+        directory.mkdir()
+        self.deliver = deliver
+        self.cuts = 0
+        self._listener = socket.socket(socket.AF_UNIX)
+        self._listener.bind(str(directory / ".s.PGSQL.5432"))
+        self._listener.listen(16)
+
+    def __enter__(self) -> CommitCutter:
+        import threading
+
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.server)
+            muted = threading.Event()
+            threading.Thread(target=self._down, args=(upstream, client, muted),
+                             daemon=True).start()
+            threading.Thread(target=self._up, args=(client, upstream, muted),
+                             daemon=True).start()
+
+    def _up(self, client, upstream, muted) -> None:
+        while data := _recv(client):
+            if self.cuts == 0 and b"COMMIT" in data:
+                self.cuts += 1
+                muted.set()  # the answer is not passed back
+                if self.deliver:
+                    upstream.sendall(data)
+                    time.sleep(0.5)  # committed by now
+                client.close()
+                upstream.close()
+                return
+            upstream.sendall(data)
+        upstream.close()
+
+    @staticmethod
+    def _down(upstream, client, muted) -> None:
+        while data := _recv(upstream):
+            if not muted.is_set():
+                client.sendall(data)
+        client.close()
+
+
+def _recv(sock) -> bytes:
+    try:
+        return sock.recv(65536)
+    except OSError:
+        return b""
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["committed", "rolled-back"])
+def test_a_push_whose_commit_goes_unanswered_is_told_by_the_log_whether_it_happened(
+        postgres, tmp_path, committed):
+    """The session ends during COMMIT: asked over a new one, the log says whether the push
+    happened. A push that did is not reported failed (to be pushed again); one that did not
+    is one line, and nothing of it is there."""
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", GATED)
+    p.oj("queue", "push", "q", "--var", "n=1")  # the tables exist: no COMMIT to make them
+    with CommitCutter(postgres.dir, tmp_path / "proxy", deliver=committed) as cutter:
+        via = p.url.replace(f"host={postgres.dir}", f"host={cutter.dir}")
+        pushed = p.oj("queue", "push", "q", "--var", "n=2", check=False, OJ_STATE_URL=via)
+        assert cutter.cuts == 1
+    assert "Traceback" not in pushed.stderr
+    ns = [i["data"]["n"] for i in p.items("q")]
+    if committed:
+        assert pushed.returncode == 0, pushed.stderr
+        assert ns == ["1", "2"]
+        assert pushed.stdout.strip() == p.items("q")[1]["id"]
+    else:
+        assert pushed.returncode == 1 and len(pushed.stderr.splitlines()) == 1, pushed.stderr
+        assert "did not commit" in pushed.stderr
+        assert ns == ["1"]
+    assert p.json("state", "check")["ok"]

@@ -209,6 +209,7 @@ class PgLog:
         self._appended = 0  # the last position appended in the open transaction
         self._wakes = False  # and whether any of its events may give a worker work
         self._wrote = False  # and whether it wrote anything at all (a snapshot, a deletion)
+        self._pending: list[tuple[int, str]] = []  # and its events, as (position, text)
         self.rolled_back = False
         _LOGS.add(self)
 
@@ -466,6 +467,7 @@ class _Locked:
                 log._appended = 0
                 log._wakes = False
                 log._wrote = False
+                log._pending = []
                 self._begin(log)
             log._depth += 1
         except BaseException:
@@ -540,17 +542,52 @@ class _Locked:
         except pq.Error as e:
             ok = False
             error = e
-        if not ok:
-            if conn.transaction_status != pq.TRANS_IDLE:
-                try:
-                    conn.execute("ROLLBACK")
-                except pq.Error:
-                    log._conn = None
-            if log._wrote:
-                log.rolled_back = True
-                if not failing:
-                    raise db_error(f"{log.path} did not commit", error or RuntimeError(
-                        "the transaction was rolled back")) from None
+        if ok:
+            return
+        committed = None
+        if isinstance(error, pq.Error) and error.lost:
+            # The session ended during COMMIT: the server may have committed before it
+            # could answer. Its events, if they are there, say so; told "failed", a caller
+            # would do again what was done (push twice, start a step again).
+            log._conn = None
+            committed = _Locked._committed(log)
+            if committed:
+                return
+        elif conn.transaction_status != pq.TRANS_IDLE:
+            try:
+                conn.execute("ROLLBACK")
+            except pq.Error:
+                log._conn = None
+        if log._wrote:
+            log.rolled_back = True
+            if failing:
+                return
+            if committed is False:  # nothing was written: the same may be tried again
+                raise db_error(f"{log.path} did not commit", error, StoreUnavailable) \
+                    from None
+            if committed is None and error is not None and error.lost:
+                raise db_error(f"{log.path} lost the connection during COMMIT and could not "
+                               "be asked whether it committed (see 'oj state check')", error,
+                               StoreUnavailable) from None
+            raise db_error(f"{log.path} did not commit", error or RuntimeError(
+                "the transaction was rolled back")) from None
+
+    @staticmethod
+    def _committed(log: PgLog) -> bool | None:
+        """Whether the events of the transaction whose COMMIT went unanswered are in the
+        log, asked over a new session; None when it cannot be asked (or wrote no events)."""
+        if not log._pending:
+            return None
+        first, last = log._pending[0][0], log._pending[-1][0]
+        try:
+            rows = log._db().execute("SELECT pos, event FROM oj_events WHERE pos >= $1 AND "
+                                     "pos <= $2 ORDER BY pos", (first, last)).rows
+        except OjError:
+            return None
+        except libpq().Error:
+            log._conn = None
+            return None
+        return rows == log._pending
 
 
 def _holders(conn) -> str:
@@ -589,8 +626,9 @@ class PgWriter:
         # the same encoding and limits as a WAL frame's payload
         payloads = [p.decode() for p in encode_events(events)]
         rows = self._log._query(_INSERT, (libpq().text_array(payloads),))
-        got = sorted(r[0] for r in rows)
+        got = sorted(r[0] for r in rows)  # in the order given: position = last + n
         self._log._appended = got[-1]
+        self._log._pending.extend(zip(got, payloads, strict=True))
         if not self._log._wakes:
             self._log._wakes = any(ev.get("type") in WAKE_TYPES for ev in events)
         return got
