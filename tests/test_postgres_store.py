@@ -352,8 +352,7 @@ def test_job_logs_on_another_host_name_the_host_that_has_the_log(postgres, tmp_p
     there = b.oj("job", "logs", job_id, check=False, OJ_HOST="host-b")
     assert there.returncode == 1 and there.stdout == ""
     assert there.stderr.splitlines() == [
-        f"oj: the log of job {job_id} is on host host-a (its steps ran there): run "
-        f"'oj job logs {job_id}' there"]
+        f"oj: the log of job {job_id} is on host host-a: run 'oj job logs {job_id}' there"]
     shown = b.oj("job", "show", job_id, OJ_HOST="host-b").stdout
     assert re.search(r"^  work +ok +[0-9.]+s +on host-a$", shown, re.M), shown
 

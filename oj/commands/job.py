@@ -111,8 +111,8 @@ def logs_cmd(app, job_id: str, follow: bool) -> None:
         where = ", ".join(escaped(h) for h in others)
         where = f"host{'s' if len(others) > 1 else ''} {where}"
         if not os.path.exists(path):
-            raise OjError(f"the log of job {j['id']} is on {where} (its steps ran there): "
-                          f"run 'oj job logs {j['id']}' there")
+            raise OjError(f"the log of job {j['id']} is on {where}: run 'oj job logs "
+                          f"{j['id']}' there")
         click.echo(f"oj: steps of job {j['id']} also ran on {where}: their output is in the "
                    "log there", err=True)
     if follow:  # as `oj run` shows its job, until it ends
