@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import OJD, Project, wait_until
+from conftest import OJ, OJD, Project, wait_until
 
 GATED = r"""
     queue "q" {
@@ -239,3 +239,37 @@ def test_a_push_whose_commit_goes_unanswered_is_told_by_the_log_whether_it_happe
         assert "did not commit" in pushed.stderr
         assert ns == ["1"]
     assert p.json("state", "check")["ok"]
+
+
+def test_a_database_that_never_answers_is_given_up_on_at_connect_timeout_or_ctrl_c(
+        postgres, tmp_path):
+    """A socket that takes the connection and says nothing (a hung server, a black-holed
+    host): ``connect_timeout`` ends the wait with one line, and Ctrl-C ends it at once."""
+    import signal
+    import socket
+
+    silent = tmp_path / "silent"
+    silent.mkdir()
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(silent / ".s.PGSQL.5432"))
+    listener.listen(16)  # never accepted, never answered
+    try:
+        p = Project(tmp_path / "project", tmp_path / "state",
+                    url=f"postgresql:///oj?host={silent}&user=oj&connect_timeout=2")
+        p.write("w.hcl", GATED)
+        started = time.monotonic()
+        proc = p.oj("queue", "list", check=False)
+        assert 2 <= time.monotonic() - started < 5
+        assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert "cannot be reached: timeout expired" in proc.stderr
+        waiting = subprocess.Popen([OJ, "queue", "list"], cwd=p.root, stderr=subprocess.PIPE,
+                                   env=p.env(OJ_STATE_URL=p.url.replace("=2", "=60")),
+                                   text=True)
+        time.sleep(1)
+        started = time.monotonic()
+        waiting.send_signal(signal.SIGINT)
+        _, err = waiting.communicate(timeout=30)
+        assert time.monotonic() - started < 2
+        assert waiting.returncode == 130 and "Traceback" not in err, err
+    finally:
+        listener.close()

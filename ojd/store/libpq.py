@@ -18,8 +18,9 @@ from __future__ import annotations
 import ctypes
 from ctypes import POINTER, Structure, c_char_p, c_int, c_uint, c_void_p
 
-# PQstatus / PQresultStatus / PQtransactionStatus values (libpq-fe.h)
-CONNECTION_OK = 0
+# PQstatus / PQconnectPoll / PQresultStatus / PQtransactionStatus values (libpq-fe.h)
+CONNECTION_OK, _CONNECTION_BAD = 0, 1
+_POLLING_FAILED, _POLLING_READING, _POLLING_WRITING, _POLLING_OK = 0, 1, 2, 3
 PGRES_EMPTY_QUERY, PGRES_COMMAND_OK, PGRES_TUPLES_OK = 0, 1, 2
 TRANS_IDLE, TRANS_UNKNOWN = 0, 4
 _DIAG_SQLSTATE, _DIAG_MESSAGE = ord("C"), ord("M")  # the code; the message without "ERROR: "
@@ -86,7 +87,8 @@ def library():
         except OSError as e:
             raise Error(f"libpq cannot be loaded: {e}") from None
     signatures = {
-        "PQconnectdbParams": (c_void_p, [POINTER(c_char_p), POINTER(c_char_p), c_int]),
+        "PQconnectStartParams": (c_void_p, [POINTER(c_char_p), POINTER(c_char_p), c_int]),
+        "PQconnectPoll": (c_int, [c_void_p]),
         "PQstatus": (c_int, [c_void_p]),
         "PQerrorMessage": (c_char_p, [c_void_p]),
         "PQfinish": (None, [c_void_p]),
@@ -185,15 +187,55 @@ class Connection:
         ckeys = (c_char_p * (len(keys) + 1))(*[k.encode() for k in keys], None)
         cvalues = (c_char_p * (len(values) + 1))(*[v.encode() for v in values], None)
         self._lib = lib
-        self._pg: int | None = lib.PQconnectdbParams(ckeys, cvalues, 1)
+        self._pg: int | None = lib.PQconnectStartParams(ckeys, cvalues, 1)
         if not self._pg:
             raise Error("out of memory", lost=True)
-        if lib.PQstatus(self._pg) != CONNECTION_OK:
-            message = _text(lib.PQerrorMessage(self._pg))
+        try:
+            self._connect()
+        except BaseException:
             self.close()
-            raise Error(message or "cannot connect", lost=True)
+            raise
         self._notice = _IGNORE_NOTICE  # libpq keeps the pointer: it lives as long as we do
         lib.PQsetNoticeProcessor(self._pg, self._notice, None)
+
+    def _connect(self) -> None:
+        """Drive the connection to its end with Python waiting on the socket, so that Ctrl-C
+        stops a connect to a host that does not answer. libpq leaves ``connect_timeout`` to
+        whoever polls: here it bounds the whole connect (libpq's own, each host's)."""
+        import select
+        import time
+
+        lib, pg = self._lib, self._pg
+        timeout = self._connect_timeout()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        status = _POLLING_WRITING
+        while lib.PQstatus(pg) != _CONNECTION_BAD:
+            if status == _POLLING_OK:
+                return
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if wait == 0.0:
+                raise Error(f"timeout expired (connect_timeout={timeout:g})", lost=True)
+            fd = lib.PQsocket(pg)
+            poller = select.poll()
+            if fd >= 0:  # (no socket yet: nothing to wait for, libpq goes on)
+                poller.register(fd, select.POLLIN if status == _POLLING_READING
+                                else select.POLLOUT)
+            if fd < 0 or poller.poll(None if wait is None else int(wait * 1000) + 1):
+                status = lib.PQconnectPoll(pg)
+            if status == _POLLING_FAILED:
+                break
+        raise Error(_text(lib.PQerrorMessage(pg)) or "cannot connect", lost=True)
+
+    def _connect_timeout(self) -> float | None:
+        """The session's ``connect_timeout`` as libpq reads it (none, 0 or less: wait as
+        long as the network does; at least 2 s)."""
+        opts = self._lib.PQconninfo(self._pg)
+        try:
+            value = _options(self._lib, opts).get("connect_timeout") if opts else None
+            seconds = int(value or 0)
+        except ValueError:
+            return None
+        return max(2, seconds) if seconds > 0 else None
 
     @property
     def closed(self) -> bool:
