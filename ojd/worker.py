@@ -34,6 +34,7 @@ from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
 
 STATUS_EVERY = 1.0  # seconds between STATUS= updates while jobs run
+CLOCK_SKEW_WARN = 1.0  # seconds off the shared database's clock that a worker warns of
 # A worker refused by its check (ojd.trust) exits EX_CONFIG: RestartPreventExitStatus=78
 EXIT_REFUSED = 78
 
@@ -180,6 +181,7 @@ class WorkerLoop:
         self.store.append({"type": "worker:started", "name": self.worker.name,
                            "invocation": os.environ.get("INVOCATION_ID"), "pid": os.getpid(),
                            "host": wake.host_name()})
+        self._check_clock()
         self._recover()
         self._listen()
         self.notifier.ready(self.status_line())
@@ -238,6 +240,22 @@ class WorkerLoop:
         # Ctrl-C is an interruption (130, as a shell reports it); SIGTERM is the clean stop
         # the unit expects
         return 130 if self._stop_signal == signal.SIGINT else 0
+
+    def _check_clock(self) -> None:
+        """Say so when this host's clock is off the shared database's: a lease runs out by
+        the clock of the host that looks, so a host ahead expires others' leases early (and
+        their items run twice) and one behind holds a dead host's items too long."""
+        if not self.store.shared:
+            return
+        try:
+            offset = -self.store.log.clock_offset()
+        except Exception:  # a database out of reach: the poll says so
+            return
+        if abs(offset) >= CLOCK_SKEW_WARN:
+            self.log.warning(
+                f"this host's clock is {offset:+.1f}s off the state database's; leases "
+                f"({self.worker.lease:g}s) need every host's clock to agree well within a "
+                "lease: keep the hosts in time (systemd-timesyncd, chrony)")
 
     def _refresh(self) -> bool:
         """Read what other processes appended; a database out of reach is said once (as a

@@ -273,3 +273,35 @@ def test_a_database_that_never_answers_is_given_up_on_at_connect_timeout_or_ctrl
         assert waiting.returncode == 130 and "Traceback" not in err, err
     finally:
         listener.close()
+
+
+def test_a_worker_whose_clock_is_off_the_databases_says_so_at_start(postgres, tmp_path):
+    """Leases run out by the clock of the host that looks: a host 30 s ahead (its clock
+    moved by libfaketime) is told at start, a host in time is not."""
+    import glob
+    import re
+
+    from conftest import require
+
+    faked = glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1")
+    require(bool(faked), "libfaketime is not installed (apt install faketime)")
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", GATED)
+    logs = {}
+    for name, clock in (("ahead", {"LD_PRELOAD": faked[0], "FAKETIME": "+30s"}),
+                        ("in-time", {})):
+        log_path = tmp_path / f"{name}.log"
+        with open(log_path, "w") as log:
+            worker = subprocess.Popen([OJD, "worker", "w", "--foreground"], cwd=p.root,
+                                      env=p.env(OJ_HOST=name, **clock), stdout=log,
+                                      stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda path=log_path: "ready:" in path.read_text(),
+                       f"the {name} worker to start")
+        finally:
+            stop(worker)
+        logs[name] = log_path.read_text()
+    assert re.search(r"warning: this host's clock is \+(29|30|31)\.\ds off the state "
+                     r"database's; leases \(60s\) need every host's clock to agree",
+                     logs["ahead"]), logs["ahead"]
+    assert "clock" not in logs["in-time"], logs["in-time"]

@@ -324,6 +324,15 @@ class PgLog:
     def last_pos(self) -> int:
         return int(self._query(_LAST)[0][0])
 
+    def clock_offset(self) -> float:
+        """The database's clock minus this host's, in seconds (at the middle of the round
+        trip): leases are each writer's clock, so hosts must agree with one another."""
+        import time
+
+        before = time.time()
+        db = float(self._query("SELECT extract(epoch FROM clock_timestamp())")[0][0])
+        return db - (before + time.time()) / 2
+
     def save_snapshot(self, pos: int, state: object) -> str:
         data = json.dumps(state, separators=(",", ":"))
         with self.locked():
