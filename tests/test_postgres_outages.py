@@ -191,9 +191,8 @@ class CommitCutter:
             if self.cuts == 0 and b"COMMIT" in data:
                 self.cuts += 1
                 muted.set()  # the answer is not passed back
-                if self.deliver:
+                if self.deliver:  # and at once: the client asks while it may still commit
                     upstream.sendall(data)
-                    time.sleep(0.5)  # committed by now
                 client.close()
                 upstream.close()
                 return
@@ -224,6 +223,14 @@ def test_a_push_whose_commit_goes_unanswered_is_told_by_the_log_whether_it_happe
     p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
     p.write("w.hcl", GATED)
     p.oj("queue", "push", "q", "--var", "n=1")  # the tables exist: no COMMIT to make them
+    from pgserver import session
+
+    with session(p.url) as conn:  # a COMMIT that takes a while: asked, it is still going on
+        conn.execute("""
+            CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+              BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$;
+            CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON oj_events
+              DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow();""")
     with CommitCutter(postgres.dir, tmp_path / "proxy", deliver=committed) as cutter:
         via = p.url.replace(f"host={postgres.dir}", f"host={cutter.dir}")
         pushed = p.oj("queue", "push", "q", "--var", "n=2", check=False, OJ_STATE_URL=via)

@@ -575,9 +575,11 @@ class _Locked:
                 raise db_error(f"{log.path} did not commit", error, StoreUnavailable) \
                     from None
             if committed is None and error is not None and error.lost:
-                raise db_error(f"{log.path} lost the connection during COMMIT and could not "
-                               "be asked whether it committed (see 'oj state check')", error,
-                               StoreUnavailable) from None
+                # not StoreUnavailable: that says "nothing written, do it again"
+                unknown = "could not be asked whether it committed" if log._pending \
+                    else "whether it committed is unknown"
+                raise db_error(f"{log.path} lost the connection during COMMIT and {unknown} "
+                               "(see 'oj state check')", error) from None
             raise db_error(f"{log.path} did not commit", error or RuntimeError(
                 "the transaction was rolled back")) from None
 
@@ -589,11 +591,19 @@ class _Locked:
             return None
         first, last = log._pending[0][0], log._pending[-1][0]
         try:
-            rows = log._db().execute("SELECT pos, event FROM oj_events WHERE pos >= $1 AND "
-                                     "pos <= $2 ORDER BY pos", (first, last)).rows
+            conn = log._db()
         except OjError:
             return None
+        try:
+            # The old session may still be committing (or not yet aborted): a plain SELECT
+            # would not see its rows yet. SHARE waits for its EXCLUSIVE lock to go, bounded
+            # by lock_timeout (and a session idle in a transaction dies in seconds).
+            rows = conn.execute("BEGIN; LOCK TABLE oj_events IN SHARE MODE; SELECT pos, event "
+                                f"FROM oj_events WHERE pos >= {int(first)} AND "
+                                f"pos <= {int(last)} ORDER BY pos").rows
+            conn.execute("ROLLBACK")
         except libpq().Error:
+            conn.close()
             log._conn = None
             return None
         return rows == log._pending
