@@ -88,6 +88,7 @@ def library():
             raise Error(f"libpq cannot be loaded: {e}") from None
     signatures = {
         "PQconnectStartParams": (c_void_p, [POINTER(c_char_p), POINTER(c_char_p), c_int]),
+        "PQconnectdbParams": (c_void_p, [POINTER(c_char_p), POINTER(c_char_p), c_int]),
         "PQconnectPoll": (c_int, [c_void_p]),
         "PQstatus": (c_int, [c_void_p]),
         "PQerrorMessage": (c_char_p, [c_void_p]),
@@ -191,22 +192,32 @@ class Connection:
         if not self._pg:
             raise Error("out of memory", lost=True)
         try:
-            self._connect()
+            opts = self.parameters()
+            if "," in opts.get("host", "") + opts.get("hostaddr", ""):
+                # several hosts: libpq moves on from one that does not answer in time, which
+                # no poller can make it do; Ctrl-C waits for that
+                lib.PQfinish(self._pg)
+                self._pg = lib.PQconnectdbParams(ckeys, cvalues, 1)
+                if lib.PQstatus(self._pg) != CONNECTION_OK:
+                    raise Error(_text(lib.PQerrorMessage(self._pg)) or "cannot connect",
+                                lost=True)
+            else:
+                self._connect(opts)
         except BaseException:
             self.close()
             raise
         self._notice = _IGNORE_NOTICE  # libpq keeps the pointer: it lives as long as we do
         lib.PQsetNoticeProcessor(self._pg, self._notice, None)
 
-    def _connect(self) -> None:
+    def _connect(self, opts: dict[str, str]) -> None:
         """Drive the connection to its end with Python waiting on the socket, so that Ctrl-C
         stops a connect to a host that does not answer. libpq leaves ``connect_timeout`` to
-        whoever polls: here it bounds the whole connect (libpq's own, each host's)."""
+        whoever polls."""
         import select
         import time
 
         lib, pg = self._lib, self._pg
-        timeout = self._connect_timeout()
+        timeout = _connect_timeout(opts.get("connect_timeout"))
         deadline = None if timeout is None else time.monotonic() + timeout
         status = _POLLING_WRITING
         while lib.PQstatus(pg) != _CONNECTION_BAD:
@@ -225,17 +236,6 @@ class Connection:
             if status == _POLLING_FAILED:
                 break
         raise Error(_text(lib.PQerrorMessage(pg)) or "cannot connect", lost=True)
-
-    def _connect_timeout(self) -> float | None:
-        """The session's ``connect_timeout`` as libpq reads it (none, 0 or less: wait as
-        long as the network does; at least 2 s)."""
-        opts = self._lib.PQconninfo(self._pg)
-        try:
-            value = _options(self._lib, opts).get("connect_timeout") if opts else None
-            seconds = int(value or 0)
-        except ValueError:
-            return None
-        return max(2, seconds) if seconds > 0 else None
 
     @property
     def closed(self) -> bool:
@@ -404,6 +404,16 @@ class Connection:
             self.close()
         except Exception:
             pass
+
+
+def _connect_timeout(value: str | None) -> float | None:
+    """``connect_timeout`` as libpq reads it: none, 0 or less is no limit; at least 2 s."""
+    try:
+        seconds = int(value or 0)
+    except ValueError:  # what libpq's own connect says of it
+        raise Error(f'invalid integer value "{value}" for connection option '
+                    '"connect_timeout"', lost=True) from None
+    return max(2, seconds) if seconds > 0 else None
 
 
 def _param(value: object) -> bytes | None:
