@@ -567,7 +567,6 @@ class State:
 
     def to_dict(self) -> dict:
         return {
-            "fold": FOLD,
             "pos": self.pos,
             "items": self.items,
             "completed": [[p, q, list(ids)] for (p, q), ids in self.completed.items()],
@@ -594,13 +593,6 @@ class State:
             if item["key"] and item["status"] in LIVE_ITEM_STATES:
                 state.live_keys[(item["project"], item["queue"], item["key"])] = item["id"]
         return state
-
-
-# The shape of what the fold keeps, in snapshots: raised whenever an event starts leaving a
-# field it did not leave before (a job's ``resumes``, a step's ``host``). A snapshot of
-# another shape still loads; ``oj state check`` only cannot compare it with a replay, which
-# would have the field where the snapshot has not.
-FOLD = 2
 
 
 def concurrency_of(worker: dict) -> int:

@@ -145,20 +145,26 @@ def test_check_names_a_snapshot_that_missed_events(tmp_path: Path) -> None:
     assert Store(str(tmp_path), on_problem=None).check().ok
 
 
-def test_check_does_not_call_a_snapshot_of_an_older_fold_a_mismatch(tmp_path: Path) -> None:
-    """After an upgrade whose fold keeps a new field, the newest snapshot (written before it)
-    lacks the field that a replay adds: that is not a snapshot that missed events."""
+def test_check_does_not_call_a_snapshot_of_another_fold_version_a_mismatch(
+        tmp_path: Path) -> None:
+    """Across an upgrade whose fold keeps a new field, one snapshot has the field where the
+    replay of the other has not: not a snapshot that missed events. A value both have that
+    differs still is."""
     store, _ = quiet(tmp_path)
     push(store, *range(1, 4))
     store.load()
     store.snapshot()
     push(store, 4, 5)
-    older = store.refresh().to_dict()
-    del older["fold"]  # as written before snapshots said which fold wrote them
-    for item in older["items"].values():
-        item["older_fold"] = True  # and a shape the replay will not have
-    store.log.save_snapshot(older["pos"], older)
+    newer = store.refresh().to_dict()
+    for item in newer["items"].values():
+        item["kept_by_a_newer_fold"] = True  # a field the replay will not have
+    del newer["items"]["i1"]["attempts"]  # and one the older fold did not keep
+    store.log.save_snapshot(newer["pos"], newer)
     assert Store(str(tmp_path), on_problem=None).check().ok
+    newer["items"]["i4"]["status"] = "completed"  # an event the snapshot saw and the log not
+    store.log.save_snapshot(newer["pos"], newer)
+    report = Store(str(tmp_path), on_problem=None).check()
+    assert [p.kind for p in report.problems] == ["mismatch"]
 
 
 def test_a_record_too_deep_for_the_decoder_is_skipped_not_fatal(tmp_path: Path) -> None:

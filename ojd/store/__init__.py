@@ -103,6 +103,29 @@ def open_log(root: str, on_problem: Callable[[WalProblem], None] | None, url: st
     return WalDirectory(paths.wal_dir(root), on_problem=on_problem)
 
 
+def same_state(ours: dict, theirs: dict) -> bool:
+    """Whether two folded states agree: the same items, jobs, workers and crons, and in each
+    of them the same value for every field both have. A field only one has is a fold of
+    another version (an upgrade between the snapshots: a job's ``resumes``, a step's
+    ``host``), not an event that was missed."""
+    for section in ours.keys() & theirs.keys():
+        a, b = ours[section], theirs[section]
+        if isinstance(a, dict) and isinstance(b, dict):
+            if a.keys() != b.keys() or not all(_same_record(a[k], b[k]) for k in a):
+                return False
+        elif not _same_record(a, b):
+            return False
+    return True
+
+
+def _same_record(a: object, b: object) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return all(_same_record(a[k], b[k]) for k in a.keys() & b.keys())
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(_same_record, a, b))
+    return a == b
+
+
 EXPORT_FORMAT = 1
 
 
@@ -379,11 +402,9 @@ class Store:
             return []
         ours = json.loads(json.dumps(replayed.to_dict()))
         theirs = dict(new_data)  # type: ignore[call-overload]
-        if theirs.get("fold") != ours["fold"]:
-            return []  # written by another version of the fold: the replay proves nothing
         ours.pop("lost", None)
         theirs.pop("lost", None)
-        if ours == theirs:
+        if same_state(ours, theirs):
             return []
         missing = sorted(set(ours.get("items", {})) - set(theirs.get("items", {})))
         jobs = sorted(set(ours.get("jobs", {})) - set(theirs.get("jobs", {})))
