@@ -259,20 +259,11 @@ def drain(base: Path, url: str, name: str, step: str, hosts: int, items: int,
         for w, log in zip(workers, logs, strict=True):
             wait_started(w, log)
         wait_completed(reader, 1, time.time(), name)  # the warm-up item, taken by a poll
-        started = time.time()
-        subprocess.run([PYTHON, "-c", textwrap.dedent(f"""
-            from ojd import project, queues
-            from ojd.store import Store
-            store = Store(); store.load()
-            q = project.load({str(project)!r}).queues["q"]
-            for i in range({items}):
-                queues.push(store, {str(project)!r}, q, {{"n": str(i)}})
-            """)], cwd=project, env=pusher.env(), check=True)
-        last = wait_completed(reader, items, started, name)
+        rate = timed_backlog(reader, project, pusher, items, name)
     finally:
         for w in workers:
             w.stop_worker()
-    return items / (last - started)
+    return rate
 
 
 def bench_drain(base: Path, url: str, items: int) -> None:
@@ -328,21 +319,27 @@ def sandbox_drain(base: Path, url: str, name: str, sandboxes: list, step: str, i
         subprocess.run([OJ, "queue", "push", "q", "--var", "n=warm"], cwd=project,
                        env=pusher.env(), check=True, capture_output=True)
         wait_completed(reader, 1, time.time(), name)
-        started = time.time()
-        subprocess.run([PYTHON, "-c", textwrap.dedent(f"""
-            from ojd import project, queues
-            from ojd.store import Store
-            store = Store(); store.load()
-            q = project.load({str(project)!r}).queues["q"]
-            for i in range({items}):
-                queues.push(store, {str(project)!r}, q, {{"n": str(i)}})
-            """)], cwd=project, env=pusher.env(), check=True)
-        last = wait_completed(reader, items, started, name)
+        rate = timed_backlog(reader, project, pusher, items, name)
     finally:
         for sb, state in zip(sandboxes, states, strict=False):
             sb.run([OJ, "worker", "stop", "w"], cwd=str(project), timeout=120, check=False,
                    env={"OJ_STATE_DIR": str(state), "PATH": "/usr/local/bin:/usr/bin:/bin"})
-    return items / (last - started)
+    return rate
+
+
+def timed_backlog(reader, project: Path, pusher: Host, items: int, name: str) -> float:
+    """Items/s of ``items`` pushed at once (from one process), from the first push to the
+    last completion."""
+    started = time.time()
+    subprocess.run([PYTHON, "-c", textwrap.dedent(f"""
+        from ojd import project, queues
+        from ojd.store import Store
+        store = Store(); store.load()
+        q = project.load({str(project)!r}).queues["q"]
+        for i in range({items}):
+            queues.push(store, {str(project)!r}, q, {{"n": str(i)}})
+        """)], cwd=project, env=pusher.env(), check=True)
+    return items / (wait_completed(reader, items, started, name) - started)
 
 
 def wait_completed(reader, items: int, started: float, name: str) -> float:
