@@ -8,9 +8,10 @@ and 6 MB. libpq is also what gives the URL its conventions (service files, ``PGH
 ``~/.pgpass``, SSL), so nothing of them is reimplemented here.
 
 Values go to the server as text parameters and come back as text, converted by column type
-(integers, booleans; everything else is a str). A call blocks in libpq with the GIL released,
-so other threads (a job's lease renewer) run meanwhile. The caller serialises the use of one
-connection.
+(integers, booleans; everything else is a str). The waits for the server (to connect, for a
+result) are Python's, on the socket: Ctrl-C and signal handlers run in them, and other
+threads (a job's lease renewer) run meanwhile, as they do in the short libpq calls, which
+release the GIL. The caller serialises the use of one connection.
 """
 
 from __future__ import annotations
