@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from cli_bench import find_oj  # noqa: E402 - the same oj as the CLI benchmark times
-from status_bench import build, p90, run_once, runbook  # noqa: E402 - the same state
+from status_bench import build, p90, run_once, runbook, time_cases  # noqa: E402 - the same state
 
 
 def crons(n: int) -> str:
@@ -87,10 +87,7 @@ def main() -> None:
         active = sum(r["active_state"] == "active" and r["next_run"] is not None
                      for r in rows)
         print(f"oj cron list sees {len(rows)} crons, {active} active with a next run")
-        times: dict[str, list[float]] = {name: [] for name in cases}
-        for _ in range(args.runs):
-            for name, argv in cases.items():
-                times[name].append(run_once(argv, project, env, sb))
+        times = time_cases(cases, args.runs, project, env, sb)
         base = statistics.median(times["python -c pass"])
         timers = statistics.median(times["systemctl list-timers"])
         print(f"{args.runs} runs each, interleaved; median / p90:")

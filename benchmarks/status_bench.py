@@ -131,6 +131,16 @@ def run_once(argv: list[str], cwd: str, env: dict[str, str], sb=None) -> float:
     return dt
 
 
+def time_cases(cases: dict[str, list[str]], runs: int, cwd: str, env: dict[str, str],
+               sb=None) -> dict[str, list[float]]:
+    """``runs`` timings of each case, interleaved (a drift of the machine hits all alike)."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(runs):
+        for name, argv in cases.items():
+            times[name].append(run_once(argv, cwd, env, sb))
+    return times
+
+
 def p90(xs: list[float]) -> float:
     return statistics.quantiles(xs, n=10, method="inclusive")[-1] if len(xs) > 1 else xs[0]
 
@@ -195,10 +205,7 @@ def main() -> None:
         print(f"oj status sees {len(ws)} workers ({', '.join(states)}; "
               f"{sum(bool(w['enabled']) for w in ws)} enabled); systemd asked: "
               f"{report['systemd']['asked']}")
-        times: dict[str, list[float]] = {name: [] for name in cases}
-        for _ in range(args.runs):
-            for name, argv in cases.items():
-                times[name].append(run_once(argv, project, env, sb))
+        times = time_cases(cases, args.runs, project, env, sb)
         base = statistics.median(times["python -c pass"])
         listing = statistics.median(times["oj queue list"])
         print(f"{args.runs} runs each, interleaved; median / p90:")
