@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import click
 
-from oj.commands.worker import systemd_for, with_scope
+from oj.commands.worker import show_journal, systemd_for, user_scope, with_scope
 from oj.output import ago, emit_json, output_option, table
 from ojd.errors import quoted
 
@@ -120,27 +119,16 @@ def logs_cmd(app, name: str, follow: bool, lines: int, scope: str | None) -> Non
         if runbook is not None:
             crons.cron_named(runbook, name)  # unknown: the did-you-mean error
         raise OjError(f"unknown cron {quoted(name)}: nothing is recorded for it")
-    user = (os.geteuid() != 0) if scope is None else scope == "user"
+    user = user_scope(scope)
     if not manager_present(user):
         raise OjError(f"no systemd {'user' if user else 'system'} manager runs here, so no "
                       "journal holds cron logs; a tick run by hand ('ojd cron NAME "
                       "--project DIR') logs to its own stderr, its job to 'oj job logs ID'")
-    flag = "--user-unit" if user else "--unit"
-    argv = ["journalctl", flag, crons.service_unit(name)]
     # the jobs of its latest ticks, by their recorded units (the state keeps recent jobs)
     jobs = sorted((j for j in state.jobs.values() if j.get("cron") == name),
                   key=lambda j: j["created_at"])[-20:]
-    for job in jobs:
-        unit = (job.get("process") or {}).get("unit")
-        if unit:
-            argv += [flag, unit]
-    argv += ["-n", str(lines), "--no-pager", "-o", "short-iso"]
-    if follow:
-        argv.append("--follow")
-    try:
-        os.execvp(argv[0], argv)
-    except FileNotFoundError:
-        raise OjError("journalctl is not installed; cron logs live in the journal") from None
+    units = [(job.get("process") or {}).get("unit") for job in jobs]
+    show_journal([crons.service_unit(name), *filter(None, units)], user, lines, follow, "cron")
 
 
 @cron.command("list")

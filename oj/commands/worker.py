@@ -30,6 +30,28 @@ def systemd_for(scope: str | None):
     return Systemd(user=None if scope is None else scope == "user")
 
 
+def user_scope(scope: str | None) -> bool:
+    """Whether ``--user``/``--system`` (or, without either, who runs oj) means the user
+    manager."""
+    return (os.geteuid() != 0) if scope is None else scope == "user"
+
+
+def show_journal(units: list[str], user: bool, lines: int, follow: bool, what: str) -> None:
+    """Replace this process with journalctl showing ``units``' lines, merged in time."""
+    from ojd.errors import OjError
+
+    argv = ["journalctl"]
+    for unit in units:
+        argv += ["--user-unit" if user else "--unit", unit]
+    argv += ["-n", str(lines), "--no-pager", "-o", "short-iso"]
+    if follow:
+        argv.append("--follow")
+    try:
+        os.execvp(argv[0], argv)
+    except FileNotFoundError:
+        raise OjError(f"journalctl is not installed; {what} logs live in the journal") from None
+
+
 @click.group()
 def worker() -> None:
     """Start, stop and list workers (each one is the unit oj-worker@NAME.service)."""
@@ -285,19 +307,12 @@ def logs_cmd(name: str, follow: bool, lines: int, scope: str | None) -> None:
     from ojd.workers import check_name
 
     check_name(name)
-    user = (os.geteuid() != 0) if scope is None else scope == "user"
+    user = user_scope(scope)
     if not manager_present(user):
         raise OjError(f"no systemd {'user' if user else 'system'} manager runs here, so no "
                       f"journal holds worker logs; a worker run with 'ojd worker {name} "
                       "--foreground' logs to its own stderr")
-    argv = ["journalctl", "--user-unit" if user else "--unit", worker_unit(name),
-            "-n", str(lines), "--no-pager", "-o", "short-iso"]
-    if follow:
-        argv.append("--follow")
-    try:
-        os.execvp(argv[0], argv)
-    except FileNotFoundError:
-        raise OjError("journalctl is not installed; worker logs live in the journal") from None
+    show_journal([worker_unit(name)], user, lines, follow, "worker")
 
 
 @worker.command("list")
