@@ -55,17 +55,21 @@ def tick(store: Store, runbook: Runbook, root: str, cron: Cron, *, manager, log:
 
     who = owner(cron.name)
     for job in running_jobs(store.refresh(), root, cron.name):
-        if job["status"] == "running" and not jobprocess.alive(job.get("process")):
+        proc = job.get("process")
+        # another host's process can be neither seen nor signalled from here: it is not
+        # gone (with no item, no lease says when it is lost: 'oj job cancel' does)
+        if job["status"] == "running" and not jobprocess.elsewhere(proc) \
+                and not jobprocess.alive(proc):
             if job.get("resumes", 0) >= jobprocess.MAX_RESUMES:
                 # as a worker does: its step may be what kills it
                 error = (f"its process ended {jobprocess.MAX_RESUMES + 1} times without "
                          "finishing it")
-                if fail_job(store, runbook, job["id"], error, process=job.get("process")):
+                if fail_job(store, runbook, job["id"], error, process=proc):
                     log.error(f"failed job {job['id']}: {error}")
                 continue
             try:
                 jobprocess.spawn(store, runbook, job["id"], owner=who, manager=manager,
-                                 quiet=True, replaces=job.get("process"), warn=log.warning,
+                                 quiet=True, replaces=proc, warn=log.warning,
                                  scope_required=True)
                 log.info(f"resumed job {job['id']}: its process was gone")
             except jobprocess.NoScope as e:

@@ -52,9 +52,9 @@ def cron_project(project: Project) -> Project:
     return project
 
 
-def tick(project: Project, name: str) -> subprocess.CompletedProcess[str]:
+def tick(project: Project, name: str, **env: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([OJD, "cron", name, "--project", str(project.root)],
-                          cwd=project.root, env=project.env(), capture_output=True,
+                          cwd=project.root, env=project.env(**env), capture_output=True,
                           text=True, timeout=60)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
@@ -298,6 +298,23 @@ def test_a_tick_resumes_a_job_of_its_cron_whose_process_is_gone_and_counts_it(
     (project.root / "release").touch()
     wait_until(lambda: crons(project)["hold"]["running"] == 0, "the resumed job to end")
     assert project.json("job", "show", job["id"])["status"] == "done"  # type: ignore[index]
+
+
+def test_a_tick_on_another_host_of_a_shared_state_leaves_a_running_job_alone(postgres,
+                                                                             tmp_path):
+    """Host a's job process cannot be seen from host b: b's tick neither resumes the job
+    (it would run twice) nor starts another beside it (concurrency 1)."""
+    project = cron_project(Project(tmp_path / "project", tmp_path / "state",
+                                   url=postgres.new_database()))
+    assert tick(project, "hold", OJ_HOST="host-a").returncode == 0
+    wait_until(lambda: (project.root / "slow.started").exists(), "the job to run on a")
+    [job] = jobs(project)
+    proc = tick(project, "hold", OJ_HOST="host-b")
+    assert "resumed" not in proc.stderr
+    assert "skipped: 1 of its job(s) still running (concurrency 1)" in proc.stderr
+    assert [e["id"] for e in project.events("job:process")] == [job["id"]]
+    (project.root / "release").touch()
+    wait_until(lambda: crons(project)["hold"]["running"] == 0, "the job to end on a")
 
 
 def test_a_job_whose_process_keeps_dying_is_failed_by_a_tick_not_resumed_forever(
