@@ -16,7 +16,7 @@ import time
 
 from ojd.errors import OjError, UsageError, escaped, quoted
 from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState
-from ojd.unitcontrol import STATE_DROPIN, TARGET
+from ojd.unitcontrol import TARGET
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -131,12 +131,6 @@ def state_text(state_root: str) -> str:
     return state_text("cron", state_root)
 
 
-def dropin_path(systemd: Systemd, unit: str, dropin: str) -> str:
-    from ojd.unitcontrol import unit_dir
-
-    return os.path.join(unit_dir(systemd), f"{unit}.d", dropin)
-
-
 def _by_hand(name: str) -> str:
     return (f"a cron is a systemd timer: without one, run a tick by hand with 'ojd cron "
             f"{escaped(name)} --project DIR' (from cron(8), say)")
@@ -158,16 +152,15 @@ def _bind(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str
           ) -> tuple[Cron, UnitState, bool]:
     """Everything a start, an enable or a tick now need: trust, a manager that answers, the
     binding in the WAL, the drop-ins. Returns (cron, timer state, schedule changed)."""
-    from ojd.unitcontrol import require_unit_safe, write_dropin
+    from ojd.unitcontrol import bind_state_dir, dropin_path, require_unit_safe, write_dropin
 
     cron = cron_named(runbook, name)
     require_unit_safe(store.root)
     require_trusted(systemd, root, name)
     st = _timer_state(systemd, name)
     record(store, runbook, root, name)
-    default = os.environ.get("OJ_STATE_DIR") is None
-    moved = write_dropin(systemd, dropin_path(systemd, service_unit(name), STATE_DROPIN),
-                         None if default else state_text(store.root), reload=False)
+    moved = bind_state_dir(systemd, "cron", name, service_unit(name), store.root,
+                           reload=False)
     changed = write_dropin(systemd, dropin_path(systemd, timer_unit(name), SCHEDULE_DROPIN),
                            schedule_text(cron, store.root), reload=False)
     if moved or changed:

@@ -69,6 +69,41 @@ def state_text(kind: str, state_root: str) -> str:
             f"[Service]\nEnvironment=\"OJ_STATE_DIR={unit_quote(state_root)}\"\n")
 
 
+def dropin_path(systemd: Systemd, unit: str, dropin: str) -> str:
+    return os.path.join(unit_dir(systemd), f"{unit}.d", dropin)
+
+
+def bind_state_dir(systemd: Systemd, kind: str, name: str, unit: str, state_root: str,
+                   reload: bool = True) -> bool:
+    """A worker's or cron's ``unit`` whose state is not in the default place learns it from
+    a drop-in; whether that changed anything. Its PostgreSQL URL it reads from the state
+    dir's oj.conf: a URL only in this shell's OJ_STATE_URL would leave the unit on another
+    store, so that is refused."""
+    url = os.environ.get("OJ_STATE_URL")
+    if url:
+        from ojd.store import CONFIG_FILE, configured_url
+
+        del os.environ["OJ_STATE_URL"]
+        try:
+            in_file = configured_url(state_root)
+        finally:
+            os.environ["OJ_STATE_URL"] = url
+        if in_file != url:
+            from ojd.errors import escaped
+            from ojd.store.postgres import redacted
+
+            shown = redacted(url)  # never a password in a message
+            hint = " (with its password)" if shown != url else ""
+            raise OjError(escaped(
+                f"{kind} {quoted(name)}'s unit does not see OJ_STATE_URL: put the line "
+                f"'state_url = {shown}'{hint} in {os.path.join(state_root, CONFIG_FILE)} "
+                "(and unset OJ_STATE_URL), so that the unit, its jobs and this shell share "
+                "one store"))
+    default = os.environ.get("OJ_STATE_DIR") is None
+    return write_dropin(systemd, dropin_path(systemd, unit, STATE_DROPIN),
+                        None if default else state_text(kind, state_root), reload=reload)
+
+
 def write_dropin(systemd: Systemd, path: str, wanted: str | None, reload: bool = True) -> bool:
     """Make the drop-in at ``path`` hold ``wanted`` (None: no drop-in), atomically, and reload
     the manager (unless not ``reload``) when that changed anything. Returns whether it did."""

@@ -18,8 +18,6 @@ from ojd.unitcontrol import (
     TARGET,
     require_unit_safe,
     state_text,
-    unit_dir,
-    write_dropin,
 )
 
 TYPE_CHECKING = False
@@ -124,35 +122,11 @@ def wake_foreground(store: Store, name: str) -> int | None:
 
 
 def bind_state_dir(systemd: Systemd, name: str, state_root: str) -> None:
-    """A worker whose state is not in the default place learns it from a drop-in. Its
-    PostgreSQL URL it reads from the state dir's oj.conf: a URL only in this shell's
-    OJ_STATE_URL would leave the unit on another store, so that is refused."""
-    url = os.environ.get("OJ_STATE_URL")
-    if url:
-        from ojd.store import CONFIG_FILE, configured_url
-
-        del os.environ["OJ_STATE_URL"]
-        try:
-            in_file = configured_url(state_root)
-        finally:
-            os.environ["OJ_STATE_URL"] = url
-        if in_file != url:
-            from ojd.store.postgres import redacted
-
-            shown = redacted(url)  # never a password in a message
-            hint = " (with its password)" if shown != url else ""
-            raise OjError(escaped(
-                f"worker {quoted(name)}'s unit does not see OJ_STATE_URL: put the line "
-                f"'state_url = {shown}'{hint} in {os.path.join(state_root, CONFIG_FILE)} "
-                "(and unset "
-                "OJ_STATE_URL), so that the unit, its jobs and this shell share one store"))
-    default = os.environ.get("OJ_STATE_DIR") is None
-    write_dropin(systemd, dropin_path(systemd, name, DROPIN),
-                 None if default else dropin_text(state_root))
+    unitcontrol.bind_state_dir(systemd, "worker", name, worker_unit(name), state_root)
 
 
 def dropin_path(systemd: Systemd, name: str, dropin: str) -> str:
-    return os.path.join(unit_dir(systemd), f"{worker_unit(name)}.d", dropin)
+    return unitcontrol.dropin_path(systemd, worker_unit(name), dropin)
 
 
 def trusted_runner(systemd: Systemd, root: str, name: str, run_as: str | None = None

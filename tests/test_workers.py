@@ -137,3 +137,22 @@ def test_state_dir_matches_platformdirs_for_users(monkeypatch, tmp_path):
         assert paths.state_dir() == platformdirs.user_state_dir("oj")
     monkeypatch.setattr(paths.os, "geteuid", lambda: 0)
     assert paths.state_dir() == "/var/lib/oj"
+
+
+@pytest.mark.parametrize("kind", ["worker", "cron"])
+def test_a_unit_is_not_bound_to_a_state_whose_url_only_this_shell_knows(
+        kind: str, tmp_path, monkeypatch):
+    """Worker and cron units read the URL from the state dir's oj.conf: one only in
+    OJ_STATE_URL would leave the unit on another store, so the binding is refused before
+    the manager is touched."""
+    systemd = RecordingSystemd("inactive")
+    monkeypatch.setenv("OJ_STATE_URL", "postgresql://oj:secret@db.example/oj")
+    monkeypatch.setenv("OJ_STATE_DIR", str(tmp_path))
+    with pytest.raises(OjError) as refused:
+        unitcontrol.bind_state_dir(systemd, kind, "tidy", f"oj-{kind}@tidy.service",
+                                   str(tmp_path))
+    assert str(refused.value) == (
+        f"{kind} 'tidy''s unit does not see OJ_STATE_URL: put the line 'state_url = "
+        f"postgresql://oj:***@db.example/oj' (with its password) in {tmp_path}/oj.conf "
+        "(and unset OJ_STATE_URL), so that the unit, its jobs and this shell share one store")
+    assert systemd.calls == []
