@@ -130,6 +130,7 @@ def postgres():
     PostgreSQL or libpq fails in CI (tests/run.sh installs both) and skips elsewhere."""
     from pgserver import PrivatePostgres, have_driver, server_bin
 
+    # justified: skipped only outside CI (require fails in CI, where run.sh installs these)
     require(server_bin() is not None, "PostgreSQL is not installed (apt install postgresql)")
     require(have_driver(), "libpq is not installed (apt install libpq5)")
     require(os.geteuid() == 0, "starting a private PostgreSQL as another user needs root")

@@ -100,7 +100,8 @@ def out(project: Project) -> list[str]:
 def without_systemd(project: Project, tmp_path: Path, *args: str, manager_runs: bool = False,
                     **env: str) -> subprocess.CompletedProcess[str]:
     """`oj ARGS` as on a machine (or for a user) without a systemd manager."""
-    # a private mount namespace needs root: skipped on a developer's run, failed in CI
+    # justified: a private mount namespace needs root: skipped on a developer's run, failed
+    # in CI
     require(os.geteuid() == 0 and shutil.which("unshare") is not None,
             "a private mount namespace needs root and unshare")
     etc = tmp_path / "etc-systemd-system"
@@ -377,7 +378,9 @@ def test_a_worker_runs_a_backlog_in_one_process_per_slot(project: Project):
         jobs = project.json("job", "list")
         wait_until(lambda: all(j["status"] == "done" for j in project.json("job", "list")),
                    "five jobs done")
-        assert len({j["process"]["pid"] for j in jobs}) < 5
+        # one slot (concurrency 1): one process runs the backlog (a fork more if a reuse
+        # fails, which falls back to one)
+        assert len({j["process"]["pid"] for j in jobs}) <= 2
     finally:
         worker.stop()
 

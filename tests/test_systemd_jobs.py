@@ -167,7 +167,7 @@ def test_a_backlog_reuses_job_processes_and_each_job_keeps_its_own_unit_and_jour
     assert len(procs) == 8
     # two slots: a process runs one job after another, never one fork per job
     pids = [e["pid"] for e in procs.values()]
-    assert len(set(pids)) < len(pids), pids
+    assert len(set(pids)) <= 4, pids  # a process per slot, with room for a reuse that fails
     # yet every job had a unit of its own, with its own steps' output in its journal
     assert len({e["unit"] for e in procs.values()}) == 8
     by_pid: dict[int, list[str]] = {}
