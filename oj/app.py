@@ -37,7 +37,7 @@ class App:
         from ojd import paths
 
         root = paths.state_dir()
-        if os.path.lexists(root) or os.environ.get("OJ_STATE_URL"):
+        if state_exists(root):
             return self.store  # an unusable path still fails with its one-line reason
         print(f"oj: note: {missing_state_dir(root)}", file=sys.stderr)
         return EmptyStore(root)
@@ -49,7 +49,7 @@ class App:
         from ojd.errors import OjError
 
         root = paths.state_dir()
-        if not os.path.lexists(root) and not os.environ.get("OJ_STATE_URL"):
+        if not state_exists(root):
             raise OjError(missing_state_dir(root))
         return self.store
 
@@ -71,6 +71,12 @@ class App:
             return self.root
         except OjError:
             return None
+
+
+def state_exists(root: str) -> bool:
+    """Whether there is a state to read: the state dir, or a database (which the URL names;
+    an unusable one fails with its own one-line reason)."""
+    return os.path.lexists(root) or bool(os.environ.get("OJ_STATE_URL"))
 
 
 def missing_state_dir(root: str) -> str:

@@ -151,11 +151,10 @@ def cron_rows(store: Store, project: str | None, runbook: Runbook | None,
     only for the next and last runs of the timers that are active."""
     from ojd.crons import listing
 
+    # no unit map: systemd could not be listed, and is not asked again here
     rows, _ = listing(store, systemd if unit_map is not None else None, project, runbook,
-                      unit_map=unit_map if unit_map is not None else {}, enabled=enabled)
+                      unit_map=unit_map, enabled=enabled)
     for r in rows:
-        if unit_map is None:
-            r["active_state"] = r["sub_state"] = None
         r["needs_person"] = (r["active_state"] == "failed" or r["last_outcome"] == "failed"
                              or r["tick_failed"])
     return rows

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from oj.output import emit_json, output_option
@@ -27,8 +25,9 @@ def check_cmd(output: str, repair: bool, yes: bool) -> int:
     from ojd.store.walsegments import positions
 
     root = paths.state_dir()
-    if not os.path.lexists(root) and not os.environ.get("OJ_STATE_URL"):
-        from oj.app import missing_state_dir  # checking must not create it
+    from oj.app import missing_state_dir, state_exists
+
+    if not state_exists(root):  # checking must not create it
         from ojd.errors import OjError
 
         raise OjError(missing_state_dir(root))
