@@ -11,7 +11,6 @@ tick that finds ``concurrency`` jobs of its cron running starts none and records
 from __future__ import annotations
 
 import os
-import time
 
 from ojd.errors import OjError
 from ojd.runners.jobprocess import NothingToRun
@@ -99,24 +98,10 @@ def tick(store: Store, runbook: Runbook, root: str, cron: Cron, *, manager, log:
             raise TickFailed(f"started no job: {e}; {IN_TICK}") from None
         else:
             if proc.unit is not None:
-                _wait_in_scope(proc.pid, proc.unit)
+                jobprocess.wait_in_scope(proc.unit, pid=proc.pid, timeout=5.0)
             log.info(f"started job {job_id} ({cron.pipeline})")
             return job_id
     store.append({"type": "cron:skipped", "name": cron.name, "running": running})
     log.info(f"skipped: {running} of its job(s) still running (concurrency "
              f"{cron.concurrency})")
     return None
-
-
-def _wait_in_scope(pid: int, unit: str, timeout: float = 5.0) -> None:
-    """The manager moves the job into its scope after the call that asked for it returned;
-    the tick's service must not end before (its stop would kill what is left in it)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/cgroup") as f:
-                if unit in f.read():
-                    return
-        except OSError:
-            return  # it is gone already: nothing left to lose
-        time.sleep(0.002)

@@ -376,7 +376,7 @@ def _child(r: int, free: int | None, parent: Store, runbook: Runbook, *, journal
         job_id, unit = words[1], "" if words[2] == "-" else words[2]
         try:
             if unit:
-                _wait_for_scope(unit)
+                wait_in_scope(unit)
             _stdio(job_id, unit, journal=journal, quiet=quiet, fresh=fresh)
         except Exception as e:  # said where its starter's log is; the job resumes later
             print(f"job {job_id}: could not set up its process: {e!r}", file=sys.stderr,
@@ -465,13 +465,15 @@ def _ignore(signum: int, frame) -> None:  # pragma: no cover - runs in the child
     pass
 
 
-def _wait_for_scope(unit: str, timeout: float = 2.0) -> None:  # pragma: no cover
-    """The manager moves this process into its scope after the starter's call returned:
-    run nothing (no step, no journal stream) before it is there."""
+def wait_in_scope(unit: str, pid: int | str = "self", timeout: float = 2.0) -> None:
+    """The manager moves a process into its scope after the call that asked for it
+    returned: wait until ``pid`` is there. A job process runs nothing (no step, no journal
+    stream) before; a cron tick's service must not end before (its stop would kill what is
+    left in it). A process already gone has nothing left to lose."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with open("/proc/self/cgroup") as f:
+            with open(f"/proc/{pid}/cgroup") as f:
                 if unit in f.read():
                     return
         except OSError:
