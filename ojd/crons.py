@@ -197,14 +197,9 @@ def stop(systemd: Systemd, name: str) -> UnitState:
     """Stop the timer: no more ticks. A tick under way and the jobs of earlier ticks run on."""
     check_name(name)
     _timer_state(systemd, name)
-    unit = timer_unit(name)
-    systemd.stop(unit)
-    st = systemd.state(unit)
-    deadline = time.monotonic() + 10.0
-    while st.active_state not in ("inactive", "failed") and time.monotonic() < deadline:
-        time.sleep(0.02)
-        st = systemd.state(unit)
-    return st
+    from ojd.unitcontrol import stop_and_wait
+
+    return stop_and_wait(systemd, timer_unit(name), 10.0)
 
 
 def enable(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str

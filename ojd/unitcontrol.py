@@ -149,6 +149,19 @@ def unit_state(systemd: Systemd, unit: str, instead: str) -> UnitState:
         raise no_manager(systemd, e, instead) from None
 
 
+def stop_and_wait(systemd: Systemd, unit: str, timeout: float, wait: bool = True
+                  ) -> UnitState:
+    """Stop ``unit``; its state once inactive or failed (or at ``timeout``), else at once."""
+    systemd.stop(unit)
+    deadline = time.monotonic() + timeout
+    st = systemd.state(unit)
+    while wait and st.active_state not in ("inactive", "failed") and \
+            time.monotonic() < deadline:
+        time.sleep(0.02)
+        st = systemd.state(unit)
+    return st
+
+
 def wait_started(systemd: Systemd, unit: str, *, what: str, logs: str, timeout: float,
                  late: str) -> None:
     """Wait for ``unit`` to run with no job pending (a restart's old process is still

@@ -225,14 +225,7 @@ def stop(systemd: Systemd, name: str, wait: bool = True, state_root: str | None 
     if pid is not None:
         return _stop_foreground(state_root, name, pid, wait)
     unit_state(systemd, name)
-    systemd.stop(unit)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    st = systemd.state(unit)
-    while wait and st.active_state not in ("inactive", "failed") and \
-            time.monotonic() < deadline:
-        time.sleep(0.05)
-        st = systemd.state(unit)
-    return st
+    return unitcontrol.stop_and_wait(systemd, unit, STOP_TIMEOUT, wait)
 
 
 def _stop_foreground(state_root: str, name: str, pid: int, wait: bool) -> UnitState:
