@@ -77,8 +77,8 @@ def uninstall(systemd: Systemd, state_root: str) -> tuple[list[str], list[str]]:
     (workers of other state dirs keep theirs). Returns (removed paths, notes on what stays).
     """
     from ojd import crons, runas
-    from ojd.unitcontrol import unit_safe
-    from ojd.workers import DROPIN, dropin_text
+    from ojd.unitcontrol import STATE_DROPIN, unit_safe
+    from ojd.workers import dropin_text
 
     target_dir = unit_dir(systemd)
     removed: list[str] = []
@@ -89,9 +89,9 @@ def uninstall(systemd: Systemd, state_root: str) -> tuple[list[str], list[str]]:
     ours_cron = crons.state_text(state_root) if fits else None
     # the OJ_STATE_DIR drop-ins, the --run-as ones and the cron schedules (which name their
     # state dir too)
-    dropins = [path for units, name in (("oj-worker@*.service.d", DROPIN),
+    dropins = [path for units, name in (("oj-worker@*.service.d", STATE_DROPIN),
                                         ("oj-worker@*.service.d", runas.DROPIN),
-                                        ("oj-cron@*.service.d", crons.STATE_DROPIN),
+                                        ("oj-cron@*.service.d", STATE_DROPIN),
                                         ("oj-cron@*.timer.d", crons.SCHEDULE_DROPIN))
                for path in glob.glob(os.path.join(glob.escape(target_dir), units, name))]
     others = []

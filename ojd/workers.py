@@ -14,7 +14,6 @@ from ojd import unitcontrol, wake
 from ojd.errors import OjError, UsageError, escaped, quoted
 from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState, worker_unit
 from ojd.unitcontrol import (
-    STATE_DROPIN,
     TARGET,
     require_unit_safe,
     state_text,
@@ -81,9 +80,6 @@ def record(store: Store, runbook: Runbook | WorkerIndex, root: str, name: str
         "runbook": runbook.digest, "queue": worker.queue, "pipeline": worker.pipeline,
         "concurrency": worker.concurrency})
     return worker
-
-
-DROPIN = STATE_DROPIN
 
 
 def dropin_text(state_root: str) -> str:
