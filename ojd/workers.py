@@ -73,8 +73,6 @@ def worker_named(runbook: Runbook | WorkerIndex, name: str) -> Worker | WorkerSp
 def record(store: Store, runbook: Runbook | WorkerIndex, root: str, name: str
            ) -> Worker | WorkerSpec:
     """Bind worker ``name`` to project ``root`` in the WAL (once; no duplicate records)."""
-    from ojd import unitcontrol
-
     worker = worker_named(runbook, name)
     unitcontrol.record(store, "worker", name, root, {
         "runbook": runbook.digest, "queue": worker.queue, "pipeline": worker.pipeline,
@@ -90,12 +88,6 @@ def dropin_text(state_root: str) -> str:
 def _foreground(name: str) -> str:
     return (f"run the worker without systemd: 'ojd worker {escaped(name)} --foreground' "
             "in its project (add --until-idle to exit once its queue is empty)")
-
-
-def no_manager(systemd: Systemd, name: str, error: SystemdUnavailable) -> SystemdUnavailable:
-    """One line for a machine (container, CI runner) or user without a systemd manager: what
-    failed, and what works there instead."""
-    return unitcontrol.no_manager(systemd, error, _foreground(name))
 
 
 def unit_state(systemd: Systemd, name: str) -> UnitState:

@@ -283,13 +283,9 @@ class PgLog:
     def records(self, after: int = 0) -> Iterator[Record]:
         return iter(self._records(after))
 
-    def _records(self, after: int, upto: int | None = None) -> list[Record]:
-        if upto is None:
-            rows = self._query("SELECT pos, event FROM oj_events WHERE pos > $1 ORDER BY pos",
-                               (after,))
-        else:
-            rows = self._query("SELECT pos, event FROM oj_events WHERE pos > $1 AND pos <= $2 "
-                               "ORDER BY pos", (after, upto))
+    def _records(self, after: int) -> list[Record]:
+        rows = self._query("SELECT pos, event FROM oj_events WHERE pos > $1 ORDER BY pos",
+                           (after,))
         out = []
         loads = json.loads
         for pos, text in rows:
@@ -418,7 +414,6 @@ class PgLog:
             report.snapshot_pos = readable[0] if readable else None
             last = after if after is not None else (readable[-1] if readable else 0)
             report.segments = 1
-            corrupt: set[int] = set()
             batch = 10000
             start = 0
             while True:
@@ -430,7 +425,6 @@ class PgLog:
                         if not isinstance(json.loads(text), dict):
                             raise ValueError("not an object")
                     except (ValueError, RecursionError) as e:
-                        corrupt.add(pos)
                         report.problems.append(WalProblem("corrupt", pos, "oj_events", 0,
                                                           f"undecodable event: {e}"))
                     if pos > last + 1:
