@@ -51,13 +51,14 @@ def tick(store: Store, runbook: Runbook, root: str, cron: Cron, *, manager, log:
     from ojd.queues import new_id
     from ojd.runners import jobprocess
     from ojd.runners.jobs import fail_job, job_created_event
+    from ojd.wake import elsewhere
 
     who = owner(cron.name)
     for job in running_jobs(store.refresh(), root, cron.name):
         proc = job.get("process")
         # another host's process can be neither seen nor signalled from here: it is not
         # gone (with no item, no lease says when it is lost: 'oj job cancel' does)
-        if job["status"] == "running" and not jobprocess.elsewhere(proc) \
+        if job["status"] == "running" and not elsewhere(proc) \
                 and not jobprocess.alive(proc):
             if job.get("resumes", 0) >= jobprocess.MAX_RESUMES:
                 # as a worker does: its step may be what kills it

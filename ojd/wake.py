@@ -59,6 +59,13 @@ def host_name() -> str:
     return os.environ.get("OJ_HOST") or os.uname().nodename
 
 
+def elsewhere(proc: dict | None) -> str | None:
+    """The host a recorded process runs on when that is not this one (a shared store): it
+    can be neither seen nor signalled from here; its lease says when it is lost."""
+    host = (proc or {}).get("host")
+    return host if host not in (None, host_name()) else None
+
+
 def pid_file_text(pid: int) -> str:
     return f"{pid} {proc_start_time(pid)}\n"
 

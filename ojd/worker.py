@@ -617,7 +617,7 @@ class WorkerLoop:
         orphans = []
         for job in mine:
             proc = job.get("process")
-            if proc and proc.get("host") not in (None, wake.host_name()):
+            if wake.elsewhere(proc):
                 continue  # another host's: its lease, not this host, says when it is lost
             if proc is None and self.lease and self._lease_lost(job):
                 continue  # its item is pending again: the take resumes it

@@ -194,7 +194,7 @@ def _stop(app, systemd, name: str, cancel: bool, every: bool = False) -> str:
         if not every or manager_present(systemd.user):
             raise
         return f"Worker {quoted(name)} not running (no systemd here, nor in the foreground)"
-    from ojd.runners.jobprocess import elsewhere
+    from ojd.wake import elsewhere
 
     store = app.store
     # this host's worker stopped: its jobs, not those the worker runs on other hosts

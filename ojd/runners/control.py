@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable
 
 from ojd.errors import OjError
-from ojd.runners.jobprocess import alive, elsewhere
+from ojd.runners.jobprocess import alive
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
+from ojd.wake import elsewhere
 
 # what `oj job wait` and `oj run` exit with for each outcome
 OUTCOME_EXIT = {"done": 0, "failed": 1, "cancelled": 4}

@@ -35,7 +35,7 @@ from ojd.errors import OjError
 from ojd.runbook.model import Runbook
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
-from ojd.wake import boot_id, host_name, proc_start_time
+from ojd.wake import boot_id, elsewhere, host_name, proc_start_time
 
 # a job whose process keeps dying without ending it is failed after this many resumes
 MAX_RESUMES = 3
@@ -107,17 +107,9 @@ def manager_for_cli():
 def alive(proc: dict | None) -> bool:
     """Whether the recorded process (``job["process"]``, a step's ``step_proc``) still
     runs: same boot, same pid, same start time."""
-    return bool(proc and proc.get("pid") and proc.get("start")
-                and proc.get("host") in (None, host_name())
+    return bool(proc and proc.get("pid") and proc.get("start") and not elsewhere(proc)
                 and proc.get("boot", boot_id()) == boot_id()
                 and proc_start_time(proc["pid"]) == proc["start"])
-
-
-def elsewhere(proc: dict | None) -> str | None:
-    """The host a recorded process runs on when that is not this one (a shared store): it
-    can be neither seen nor signalled from here; its lease says when it is lost."""
-    host = (proc or {}).get("host")
-    return host if host not in (None, host_name()) else None
 
 
 class NothingToRun(Exception):

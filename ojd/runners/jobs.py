@@ -31,7 +31,7 @@ from ojd.runbook.template import LOCAL_PREFIX, TemplateError, render_shell, rend
 from ojd.runners.jobprocess import alive
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store, Transaction
-from ojd.wake import boot_id, host_name, proc_start_time
+from ojd.wake import boot_id, elsewhere, host_name, proc_start_time
 
 # Progress callback: (job id, what, detail) e.g. ("3f9c", "step", "check ok in 1.2s")
 Progress = Callable[[str, str, str], None]
@@ -132,8 +132,9 @@ def _check_ours(job: dict | None) -> None:
         raise Superseded("the job " + ("is gone" if job is None else f"is {job['status']}"))
     proc = job.get("process") or {}
     # reopened or its lease expired (none recorded yet), or another's now (on any host)
-    if proc.get("pid") != os.getpid() or proc.get("host") not in (None, host_name()):
-        where = f" on {proc['host']}" if proc.get("host") not in (None, host_name()) else ""
+    host = elsewhere(proc)
+    if proc.get("pid") != os.getpid() or host:
+        where = f" on {host}" if host else ""
         if not proc:
             raise Superseded("the job has no process of its own now (its lease expired, or "
                              "it was reopened)")
