@@ -584,3 +584,36 @@ def test_an_agent_step_whose_job_lost_its_lease_records_nothing_more(postgres, t
     assert ap.json("job", "show", job_id)["status"] == "running"  # the next take resumes it
     assert "stopped: " in (ap.state / "logs" / f"{job_id}.log").read_text() + \
         (tmp_path / "worker.log").read_text()
+
+
+def test_item_text_in_an_agents_cwd_reaches_tmux_as_a_path_not_a_format(ap: AgentProject):
+    """tmux format-expands `#(...)` in what it is given as a start directory (or a session
+    name): an item's text there must stay a path, never a command run as the worker's user."""
+    canary = ap.root / "CANARY"
+    ap.write("a.hcl", '''
+        command "go" {
+          args = "<repo>"
+          run  = { pipeline = "p" }
+        }
+        pipeline "p" {
+          step "work" {
+            run = { agent = "helper" }
+          }
+        }
+        agent "helper" {
+          run     = "no-such-agent-program"
+          prompt  = "go"
+          cwd     = "repos/${var.repo}"
+          on_idle = { action = "nudge", message = "exit 0" }
+          on_dead = "done"
+          idle    = "1s"
+        }
+        ''')
+    ap.log = ap.root / "agent.jsonl"
+    ap.command = fake()
+    repo = f"app#(touch {canary})#{{session_name}}"
+    ap.oj("run", "go", repo)
+    (start,) = ap.starts()
+    assert start["cwd"] == str(ap.root / "repos" / repo)
+    assert not canary.exists()
+    assert ap.job()["status"] == "done"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 import subprocess
 
@@ -17,6 +18,9 @@ from ojd.errors import OjError
 # sun_path holds 108 bytes with its NUL; leave room for tmux's own checks
 MAX_SOCKET_PATH = 100
 TMUX = "tmux"
+# what a session name may hold: nothing tmux reads as a format (#) or a target (: .)
+_INERT_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def socket_path(state_root: str, job_id: str) -> str:
@@ -43,7 +47,7 @@ def _private_dir(path: str) -> None:
 
 def session_name(job_id: str, step: str, visit: int, start: int) -> str:
     """tmux names cannot hold ':' or '.'; the start count tells restarts apart."""
-    clean = "".join(c if c.isalnum() or c in "-_" else "_" for c in step)
+    clean = "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "_" for c in step)
     return f"oj-{job_id}-{clean}-{visit}-{start}"
 
 
@@ -59,26 +63,33 @@ def exit_file(socket: str, session: str) -> str:
 
 def start(socket: str, session: str, command: str, cwd: str, env: dict[str, str],
           setenv: dict[str, str]) -> None:
-    """Start ``command`` (a shell command line) detached; its exit status lands in a file
-    next to the socket, since the session (and its pane) ends with the command. ``env``
-    starts a new tmux server; ``setenv`` also reaches a session of a server started
-    earlier (which keeps the environment it started with)."""
+    """Start ``command`` (a shell command line) detached in ``cwd``; its exit status lands
+    in a file next to the socket, since the session (and its pane) ends with the command.
+    ``env`` starts a new tmux server; ``setenv`` also reaches a session of a server started
+    earlier (which keeps the environment it started with).
+
+    tmux format-expands what it is given as a start directory and a session name, where
+    ``#(...)`` runs a command: the directory and the environment (rendered from item data)
+    go into the session's script, quoted for bash, and tmux is given nothing of them."""
+    if not _INERT_NAME.fullmatch(session):
+        raise OjError(f"tmux session name {session!r} holds characters tmux would expand")
     status = exit_file(socket, session)
     try:
         os.unlink(status)
     except FileNotFoundError:
         pass
     q = shlex.quote(status)
+    lines = [f"export {key}={shlex.quote(value)}" for key, value in setenv.items()
+             if _ENV_NAME.fullmatch(key)]
+    lines.append(f"cd -- {shlex.quote(cwd)} || exit 126")
     # the command goes through a file: tmux messages are too small for a long prompt
     script = f"{socket}.{session}.sh"
     fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(f"{command}\nprintf '%s' \"$?\" > {q}.tmp && mv {q}.tmp {q}\n")
-    flags: list[str] = []
-    for key, value in setenv.items():
-        flags += ["-e", f"{key}={value}"]
+        f.write("\n".join(lines) + f"\n{command}\n"
+                f"printf '%s' \"$?\" > {q}.tmp && mv {q}.tmp {q}\n")
     proc = _tmux(socket, "new-session", "-d", "-s", session, "-x", "160", "-y", "48",
-                 "-c", cwd, *flags, "bash", script, env=env)
+                 "bash", script, env=env)
     if proc.returncode != 0:
         raise OjError("tmux could not start the agent: "
                       f"{proc.stderr.strip() or f'exit {proc.returncode}'}")
