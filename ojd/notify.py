@@ -44,12 +44,14 @@ class Notifier:
 
     def ready(self, status: str) -> None:
         self._last_status = status
-        self.send(f"READY=1\nSTATUS={status}\nMAINPID={os.getpid()}")
+        self.send(f"READY=1\nSTATUS={one_line(status)}\nMAINPID={os.getpid()}")
 
     def status(self, status: str) -> None:
         if status != self._last_status:
             self._last_status = status
-            self.send(f"STATUS={status}")
+            # one line: a newline from runbook or item text would be read as another
+            # assignment (MAINPID=, WATCHDOG=trigger) by the manager
+            self.send(f"STATUS={one_line(status)}")
 
     def watchdog(self) -> None:
         if self.watchdog_interval is None:
