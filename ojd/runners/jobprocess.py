@@ -15,13 +15,16 @@ anything, so a job never runs unrecorded, and a successor that finds the recorde
 alive waits for it instead of starting a second one.
 
 A worker's job process, once it has recorded its job's end, says ``free`` and can be made
-ready for another job (``again``): a backlog costs a fork per slot, not one per job.
+ready for another job (``again``): a backlog costs a fork per slot, not one per job. It
+first sets back what a step may have changed in it (``prlimit --pid $PPID``, ``renice``):
+each job starts as in a fresh fork, and a process that cannot be set back is not reused.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import resource
 import select
 import shutil
 import signal
@@ -359,6 +362,9 @@ def _child(r: int, free: int | None, parent: Store, runbook: Runbook, *, journal
     store.take_over(parent)  # its fds are closed here, its state is good
     said = _Lines(r)
     fresh = True
+    # what a step may change in its parent (prlimit, renice, a write to its oom_score_adj):
+    # each later job starts with these, as a freshly forked process would
+    forked = _Attributes.now()
     while True:
         # "ready JOB UNIT": set up in the job's scope while waiting, so that "go" (the job
         # is recorded as this process's) finds nothing left to do but the job
@@ -380,10 +386,80 @@ def _child(r: int, free: int | None, parent: Store, runbook: Runbook, *, journal
         fresh = False
         if free is None or not ended:
             return code
+        lost = forked.restore()
+        if lost:  # exits unfreed: its worker forks a clean process for the next job
+            from ojd.notify import Log
+
+            Log(f"job {job_id}").info(f"its process is not reused: a step changed its "
+                                      f"{lost}, which cannot be set back without privilege")
+            return code
         try:
             os.write(free, b"free\n")
         except OSError:
             return code  # its worker is gone: a new one forks its own
+
+
+@dataclass
+class _Attributes:
+    """The attributes of a process that a step (another process) can change in it, or the
+    job's own code can: the rlimits, nice, oom_score_adj and umask."""
+
+    rlimits: dict[int, tuple[int, int]]
+    nice: int
+    oom_score_adj: str | None
+    umask: int
+
+    @classmethod
+    def now(cls) -> _Attributes:  # pragma: no cover - runs in the child
+        rlimits = {}
+        for name in dir(resource):
+            if name.startswith("RLIMIT_"):
+                which = getattr(resource, name)
+                try:
+                    rlimits[which] = resource.getrlimit(which)
+                except (ValueError, OSError):
+                    pass  # not known to this kernel
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return cls(rlimits, os.getpriority(os.PRIO_PROCESS, 0), _read_oom_score_adj(), umask)
+
+    def restore(self) -> str:  # pragma: no cover - runs in the child
+        """Set this process's attributes back to these; what could not be (a raise of a
+        hard limit or of the priority, a lower oom_score_adj, each needing a capability),
+        named, else ""."""
+        lost = []
+        for which, limits in self.rlimits.items():
+            try:
+                if resource.getrlimit(which) != limits:
+                    resource.setrlimit(which, limits)
+            except (ValueError, OSError):
+                lost.append(_rlimit_name(which) + " limit")
+        try:
+            if os.getpriority(os.PRIO_PROCESS, 0) != self.nice:
+                os.setpriority(os.PRIO_PROCESS, 0, self.nice)
+        except OSError:
+            lost.append("nice value")
+        if self.oom_score_adj is not None and _read_oom_score_adj() != self.oom_score_adj:
+            try:
+                with open("/proc/self/oom_score_adj", "w") as f:
+                    f.write(self.oom_score_adj)
+            except OSError:
+                lost.append("oom_score_adj")
+        os.umask(self.umask)
+        return ", ".join(lost)
+
+
+def _read_oom_score_adj() -> str | None:  # pragma: no cover - runs in the child
+    try:
+        with open("/proc/self/oom_score_adj") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _rlimit_name(which: int) -> str:  # pragma: no cover - runs in the child
+    return next((n[len("RLIMIT_"):].lower() for n in dir(resource)
+                 if n.startswith("RLIMIT_") and getattr(resource, n) == which), str(which))
 
 
 def run_here(store: Store, runbook: Runbook, job_id: str, *,
