@@ -282,9 +282,9 @@ def step_once(tee, log, status):
     """The step wrapper around `true`, as JobRunner._run_step starts it; Popen to exit."""
     sync_r, sync_w = os.pipe()
     t = time.perf_counter()
-    with bashrun.Script("true", "-e", "-o", "pipefail") as bash:
-        argv = ["bash", "-c", STEP_WRAPPER, "oj-step:bench:step", str(sync_r), status, log,
-                "1" if tee else "0", *bash.argv]
+    with bashrun.Script("true") as bash:
+        argv = ["bash", "-c", STEP_WRAPPER, "oj-step:bench:step", str(sync_r), status, "0",
+                *bash.argv[1:]]
         with open(log, "ab", buffering=0) as out:
             proc = subprocess.Popen(argv, pass_fds=(sync_r, *bash.fds), stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL if tee else out,

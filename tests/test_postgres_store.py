@@ -604,7 +604,8 @@ def test_an_export_while_jobs_run_warns_that_they_are_not_done_yet(tmp_path):
 def test_a_job_resumed_by_its_restarted_worker_after_its_lease_ran_out_keeps_its_item(
         postgres, tmp_path):
     """The resumed job's process renews the lease from its own start: its item does not
-    expire at once under it (to be run again beside it)."""
+    expire at once under it (to be run again beside it). The step died with its job's
+    process (kill -9), so it runs again, once."""
     p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
     p.write("w.hcl", LEASED.replace('if [ "$OJ_HOST" = a ]; then sleep 60; fi', "sleep 6"))
     ran = p.root / "ran.txt"
@@ -619,9 +620,11 @@ def test_a_job_resumed_by_its_restarted_worker_after_its_lease_ran_out_keeps_its
     try:
         item = p.oj("queue", "push", "q", "--var", "n=1").stdout.strip()
         wait_until(lambda: ran.exists() and "a start" in ran.read_text(), "the step")
-        os.kill(worker.pid, signal.SIGKILL)  # the worker and its job die; the step goes on
+        os.kill(worker.pid, signal.SIGKILL)  # the worker and its job die, the step with them
         worker.wait(timeout=30)
         os.kill(p.events("job:process")[0]["pid"], signal.SIGKILL)
+        step = p.events("job:step_started")[0]["pid"]
+        wait_until(lambda: not group_alive(step), "the step to die with its job's process")
         time.sleep(3.5)  # past the lease: no renewal since
         worker = start()
         wait_until(lambda: p.json("queue", "show", item)["status"] == "completed",
@@ -630,5 +633,53 @@ def test_a_job_resumed_by_its_restarted_worker_after_its_lease_ran_out_keeps_its
         worker.terminate()
         worker.wait(timeout=30)
     assert p.events("queue:lease_expired") == []
-    assert ran.read_text().splitlines() == ["a start", "a end"]
+    assert ran.read_text().splitlines() == ["a start", "a start", "a end"]
+    assert len(p.events("job:finished")) == 1
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_step_dies_with_its_killed_job_process_before_another_host_runs_it_again(
+        postgres, tmp_path):
+    """An OOM kill takes a host's worker and job process: the step goes with them, so the
+    host that takes the job over after the lease runs it alone."""
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", LEASED.replace('if [ "$OJ_HOST" = a ]; then sleep 60; fi',
+                                    'if [ "$OJ_HOST" = a ]; then sleep 60 & wait; fi'))
+    a, b = as_host(p, tmp_path, "a"), as_host(p, tmp_path, "b")
+    ran = p.root / "ran.txt"
+    workers: list[subprocess.Popen] = []
+
+    def start(host: Project, name: str) -> None:
+        with open(tmp_path / f"worker-{name}.log", "w") as log:
+            workers.append(subprocess.Popen([OJD, "worker", "w", "--foreground"], cwd=p.root,
+                                            env=host.env(OJ_HOST=name), stdout=log,
+                                            stderr=subprocess.STDOUT))
+
+    start(a, "a")
+    step = None
+    try:
+        item = p.oj("queue", "push", "q", "--var", "n=1").stdout.strip()
+        wait_until(lambda: ran.exists() and "a start" in ran.read_text(), "the step on a")
+        step = p.events("job:step_started")[0]["pid"]
+        os.kill(workers[0].pid, signal.SIGKILL)
+        os.kill(p.events("job:process")[0]["pid"], signal.SIGKILL)
+        wait_until(lambda: not group_alive(step), "the step to die with its job's process")
+        step = None
+        start(b, "b")
+        wait_until(lambda: p.json("queue", "show", item)["status"] == "completed",
+                   "host b to run the job to its end", timeout=60)
+    finally:
+        if step is not None and group_alive(step):
+            os.killpg(step, signal.SIGKILL)
+        for w in workers:
+            w.kill()
+            w.wait(timeout=30)
+    assert ran.read_text().splitlines() == ["a start", "b start", "b end"]
     assert len(p.events("job:finished")) == 1

@@ -118,6 +118,9 @@ def fail_job(store: Store, runbook: Runbook, job_id: str, error: str, *,
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
+# seconds between a job process's attempts to renew its lease while its store is away
+RENEW_RETRY = 1.0
+
 
 class Stalled(Exception):
     """A job stopped while it waited to record its progress; it resumes where it stands."""
@@ -144,13 +147,18 @@ def _check_ours(job: dict | None) -> None:
 # A step's wrapper, in the step's own session. It waits until its runner has recorded it
 # (a runner that dies first leaves nothing running: end-of-file, exit unrun), runs the
 # script, and leaves its exit status where a runner that takes the job over finds it. $0
-# names the job and step in ps and systemctl status. Arguments: sync fd, status file, then
-# ``-c SCRIPT`` or a script file. The script runs in a subshell (a fork, no second bash to
-# start) as ``bash -e -o pipefail -c`` would run it: $0 "bash", no positional parameters,
-# none of the wrapper's variables, and the same line numbers, as the eval is on line 1.
+# names the job and step in ps and systemctl status. Arguments: sync fd, status file, fence
+# (1: the step dies with its runner), then ``-c SCRIPT`` or a script file. With the fence, a
+# reader in the step's group keeps the sync pipe: its end-of-file without "done" means the
+# runner died (kill -9, OOM), and the whole group is killed before another host can take
+# the job over. The script runs in a subshell (a fork, no second bash to start) as
+# ``bash -e -o pipefail -c`` would run it: $0 "bash", no positional parameters, none of the
+# wrapper's variables, and the same line numbers, as the eval is on line 1.
 STEP_WRAPPER = (
-    'read -r -u "$1" _ || exit 125; eval "exec $1<&-"; __oj_status=$2; '
-    'if [ "$3" = -c ]; then __oj_script=$4; else __oj_script=$(< "$3"); fi; '
+    'read -r -u "$1" _ || exit 125; __oj_status=$2; '
+    'if [ "$3" = 1 ]; then { read -r -u "$1" __oj_w; [ "$__oj_w" = done ] || kill -KILL 0; '
+    '} & fi; eval "exec $1<&-"; '
+    'if [ "$4" = -c ]; then __oj_script=$5; else __oj_script=$(< "$4"); fi; '
     '(unset __oj_status; BASH_ARGV0=bash; set -e -o pipefail; '
     'eval "set --; unset __oj_script; $__oj_script"); '
     '__oj_rc=$?; printf "%d\\n" "$__oj_rc" >"$__oj_status"; exit "$__oj_rc"\n')
@@ -268,6 +276,7 @@ class JobRunner:
         self.tee = tee  # steps' output is echoed to this process's stdout (the journal)
         self.stopping = threading.Event()
         self._step_pids: dict[str, int] = {}  # job -> its running step's process group
+        self._leased: set[str] = set()  # jobs whose item is leased: another host may take it
 
     # -- the job loop -------------------------------------------------------------------
 
@@ -280,6 +289,7 @@ class JobRunner:
         if item is None or not item.get("lease") or item.get("job") != job_id:
             return self._run(job_id)
         done = threading.Event()
+        self._leased.add(job_id)
         renewer = threading.Thread(target=self._renew, name=f"lease-{job_id}", daemon=True,
                                    args=(job_id, item["id"], float(item["lease"]), done))
         renewer.start()
@@ -288,12 +298,17 @@ class JobRunner:
         finally:
             done.set()
             renewer.join(timeout=10)
+            self._leased.discard(job_id)
 
     def _renew(self, job_id: str, item_id: str, lease: float, done: threading.Event) -> None:
-        """Renew the item's lease every third of it while the job runs here. A lease that
+        """Renew the item's lease every third of it while the job runs here, and every
+        RENEW_RETRY while the store does not answer, so that the renewal after an outage
+        comes before other hosts' workers expire the lease (they wait for it). A lease that
         moved (this process was stopped or cut off past it, and another host took the item)
         is lost for good: the step is stopped, and the runner's next append is refused."""
-        while not done.wait(lease / 3):
+        wait = lease / 3
+        while not done.wait(wait):
+            wait = RENEW_RETRY
             try:
                 with self.store.transaction() as tx:
                     _check_ours(tx.state.jobs.get(job_id))
@@ -301,6 +316,7 @@ class JobRunner:
                     if item is None or item["status"] != "active" or item.get("job") != job_id:
                         return  # settled
                     tx.append({"type": "queue:lease_renewed", "id": item_id, "job": job_id})
+                wait = lease / 3
             except Superseded as e:
                 self.progress(job_id, "stalled", f"lease of item {item_id} lost: {e}")
                 pid = self._step_pids.get(job_id)
@@ -491,8 +507,12 @@ class JobRunner:
         echo = Echo(self.log_path(job_id)) if self.tee else None
         try:
             with bashrun.Script(script) as bash:
+                # a leased job's step must not outlive this process: the host that takes
+                # the job over once the lease runs out cannot see it, and would run it
+                # beside itself; on this host a successor sees it alive and waits for it
+                fence = "1" if job_id in self._leased else "0"
                 argv = [BASH, "-c", STEP_WRAPPER, f"oj-step:{job_id}:{step}", str(sync_r),
-                        status, *bash.argv[1:]]
+                        status, fence, *bash.argv[1:]]
                 # its own session: a stop signals the step's whole process group
                 proc = subprocess.Popen(argv, pass_fds=(sync_r, *bash.fds), cwd=job["cwd"],
                                         env=self._env(job), stdin=subprocess.DEVNULL,
@@ -509,8 +529,9 @@ class JobRunner:
             # wrapper reads end-of-file and exits unrun)
             self._started(job_id, step, proc.pid, say=False)
             os.write(sync_w, b"go\n")
-        finally:
+        except BaseException:
             os.close(sync_w)
+            raise
         self._step_pids[job_id] = proc.pid  # for the lease's renewer, should it be lost
         try:
             self.progress(job_id, "step", f"{step} started")  # said once it runs
@@ -521,6 +542,9 @@ class JobRunner:
             raise
         finally:
             self._step_pids.pop(job_id, None)
+            with contextlib.suppress(OSError):  # the fence's reader ends without a kill
+                os.write(sync_w, b"done\n")
+            os.close(sync_w)
             if echo is not None:
                 echo.close()
         return code, None  # its status file goes once its end is recorded
