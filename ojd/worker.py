@@ -29,7 +29,7 @@ from ojd.runbook.model import Runbook, Worker
 from ojd.runbook.template import TemplateError, render_shell
 from ojd.runners import jobprocess
 from ojd.runners.jobprocess import MAX_RESUMES, JobProcess
-from ojd.runners.jobs import fail_job, job_created_event
+from ojd.runners.jobs import RENEW_RETRY, fail_job, job_created_event
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
 
@@ -103,6 +103,9 @@ class WorkerLoop:
         # commits by other processes, on any host (a shared store): None with the WAL
         self._listener = None
         self._listen_error: str | None = None
+        # since when the store has answered without a break (monotonic): leases are expired
+        # only after a renewal had its chance since (see _expirable)
+        self._reachable_since = time.monotonic()
 
     # -- signals and wake-ups -----------------------------------------------------------
 
@@ -125,10 +128,34 @@ class WorkerLoop:
         self.wake()
 
     def _next_lease_end(self) -> float | None:
+        """When the next lease this worker may expire runs out (or becomes expirable)."""
         if not self.lease or self.queue.type == "external":
             return None
         with self.store.lock:
-            return self.store.state.next_lease_end(self.project, self.queue.name)
+            items = [i for i in self.store.state.items.values()
+                     if i["status"] == "active" and i.get("lease_until") is not None
+                     and i["project"] == self.project and i["queue"] == self.queue.name]
+            ends = [i["lease_until"] for i in items if not self._runs_here(i)]
+        if not ends:
+            return None
+        return max(min(ends), time.time() + self._expiry_wait())
+
+    def _runs_here(self, item: dict) -> bool:
+        """Whether the item's job runs in a live process on this host: its lease is renewed
+        by that process as soon as the store answers it, and never expired from here."""
+        proc = (self.store.state.jobs.get(item.get("job") or "") or {}).get("process")
+        return jobprocess.alive(proc)
+
+    def _expiry_wait(self) -> float:
+        """How long before leases may be expired: a job's process renews its lease a second
+        after its store answers again (the worker may have been cut off too, or the database
+        restarted), so an outage as long as a lease ends with the renewal, not the expiry."""
+        assert self.lease
+        grace = self.lease / 3 + 2 * RENEW_RETRY
+        return max(0.0, self._reachable_since + grace - time.monotonic())
+
+    def _store_failed(self) -> None:
+        self._reachable_since = time.monotonic()
 
     def _listen(self) -> None:
         """Wait on the store's change listener too, when it has one; one that cannot be had
@@ -138,6 +165,7 @@ class WorkerLoop:
         try:
             self._listener = self.store.change_listener()
         except OjError as e:
+            self._store_failed()
             if str(e) != self._listen_error:
                 self._listen_error = str(e)
                 self.log.warning(f"{e}; pushes from other hosts wait for the poll")
@@ -152,6 +180,7 @@ class WorkerLoop:
         try:
             return self._listener.drain() > 0
         except OjError as e:
+            self._store_failed()
             self._listen_error = str(e)
             self.log.warning(f"{e}; polling until it is back")
             self._close_listener()
@@ -263,6 +292,7 @@ class WorkerLoop:
         try:
             self.store.refresh()
         except Exception as e:
+            self._store_failed()
             why = describe(e)
             if why != self._poll_error:
                 self._poll_error = why
@@ -275,6 +305,7 @@ class WorkerLoop:
             self.poll()
             self._keep_ready()
         except Exception as e:  # keep the loop alive
+            self._store_failed()
             # said once per distinct failure (a full disk fails every poll until freed)
             why = describe(e)
             if why != self._poll_error:
@@ -362,12 +393,17 @@ class WorkerLoop:
     def _expire_leases(self) -> None:
         """Items whose job's process (on any host) stopped renewing their lease go back to
         pending, the attempt not counted; their jobs are resumed by the next take."""
+        if self._expiry_wait() > 0:
+            return
         now = time.time()
         with self.store.lock:
-            if not self.store.state.expired_leases(self.project, self.queue.name, now):
+            if not [i for i in self.store.state.expired_leases(self.project, self.queue.name,
+                                                               now) if not self._runs_here(i)]:
                 return
         with self.store.transaction() as tx:
             for item in tx.state.expired_leases(self.project, self.queue.name, now):
+                if self._runs_here(item):
+                    continue
                 proc = (tx.state.jobs.get(item["job"]) or {}).get("process") or {}
                 self.log.warning(
                     f"item {item['id']}: the lease of job {item['job']} (process "

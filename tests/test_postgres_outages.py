@@ -313,3 +313,43 @@ def test_a_worker_whose_clock_is_off_the_databases_says_so_at_start(postgres, tm
                      r"database's; leases \(60s\) need every host's clock to agree",
                      logs["ahead"]), logs["ahead"]
     assert "clock" not in logs["in-time"], logs["in-time"]
+
+
+def test_an_outage_longer_than_the_lease_ends_with_the_renewal_not_the_expiry(postgres,
+                                                                              tmp_path):
+    """The database is away for longer than a lease: when it is back, the job's process
+    renews its lease, and its own host's worker (which sees that process alive) never
+    expires it under the running step."""
+    from pgserver import session
+
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", GATED.replace('poll        = "200ms"',
+                                   'poll        = "200ms"\n      lease = "3s"'))
+    db = p.url.split("///", 1)[1].split("?")[0]
+    worker = start_worker(p, tmp_path)
+    try:
+        item = p.oj("queue", "push", "q", "--var", "n=1").stdout.strip()
+        wait_until(lambda: p.events("job:step_started"), "the first step to start")
+        step = p.events("job:step_started")[0]
+        with session(postgres.url()) as conn:
+            conn.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                         f"datname = '{db}'")
+        cut_at = time.time()
+        try:
+            # the outage outlasts the lease (3 s) by more than a lease
+            wait_until(lambda: time.time() > cut_at + 7, "the lease to run out", timeout=60)
+        finally:
+            with session(postgres.url()) as conn:
+                conn.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+        wait_until(lambda: any(e["id"] == item for e in p.events("queue:lease_renewed")
+                               if e["ts"] > cut_at + 7), "the lease to be renewed")
+        (p.root / "go").touch()
+        wait_until(lambda: p.json("queue", "show", item)["status"] == "completed",
+                   "the item to complete", timeout=60)
+    finally:
+        stop(worker)
+    assert p.events("queue:lease_expired") == []
+    assert [h["step"] for h in p.json("job", "show", step["id"])["history"]] == ["work",
+                                                                                 "after"]
+    assert (p.root / "ran.txt").read_text() == "after\n"
