@@ -6,6 +6,9 @@ from typing import NamedTuple
 
 from ojd.runbook.model import Pipeline
 
+# the exit status of a step stopped at its time limit (shell or agent), as timeout(1)'s
+TIMEOUT_EXIT = 124
+
 
 class Route(NamedTuple):
     next: str | None  # the step to run next; None ends the job

@@ -23,13 +23,14 @@ import time
 from collections.abc import Callable
 
 from ojd import bashrun, queues, wake
+from ojd.duration import format_duration
 from ojd.errors import OjError
-from ojd.notify import Log, Notifier
+from ojd.notify import Log, Notifier, one_line
 from ojd.runbook.model import Runbook, Worker
 from ojd.runbook.template import TemplateError, render_shell
 from ojd.runners import jobprocess
 from ojd.runners.jobprocess import MAX_RESUMES, JobProcess
-from ojd.runners.jobs import RENEW_RETRY, fail_job, job_created_event
+from ojd.runners.jobs import RENEW_RETRY, fail_job, job_created_event, terminate_group
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
 
@@ -584,8 +585,9 @@ class WorkerLoop:
 
     def _poll_external(self, free: int) -> None:
         assert self.queue.list_cmd and self.queue.take_cmd
-        proc = subprocess.run(["bash", "-c", self.queue.list_cmd], cwd=self.project,
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        proc = self._external("list", self.queue.list_cmd)
+        if proc is None:
+            return
         try:
             listed = json.loads(proc.stdout) if proc.returncode == 0 else None
         except json.JSONDecodeError:
@@ -613,9 +615,8 @@ class WorkerLoop:
             except TemplateError as e:
                 self.log.error(f"queue '{self.queue.name}' take: {e}")
                 continue
-            taken = bashrun.run(take, cwd=self.project, stdin=subprocess.DEVNULL,
-                                capture_output=True)
-            if taken.returncode != 0:
+            taken = self._external("take", take)
+            if taken is None or taken.returncode != 0:
                 continue  # somebody else claimed it
             def create(tx, job_id: str, entry: dict = entry) -> list[dict]:
                 if job_id in tx.state.jobs:
@@ -628,6 +629,31 @@ class WorkerLoop:
             self._start_new(create)
             in_flight.add(key)
             free -= 1
+
+    def _external(self, what: str, script: str) -> subprocess.CompletedProcess | None:
+        """Run an external queue's list or take command for at most the queue's timeout,
+        feeding the watchdog meanwhile (a hung command must neither block the loop for ever
+        nor get the worker killed as hung); None, said, when it ran past it."""
+        with bashrun.Script(script) as s:
+            proc = subprocess.Popen(s.argv, pass_fds=s.fds, cwd=self.project, text=True,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True)
+        deadline = time.monotonic() + self.queue.timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                out, err = proc.communicate(timeout=max(0.0, min(1.0, left)))
+                return subprocess.CompletedProcess(s.argv, proc.returncode, out, err)
+            except subprocess.TimeoutExpired:
+                self.notifier.watchdog()
+                if left > 1.0:
+                    continue
+            terminate_group(proc.pid, proc)
+            proc.communicate()
+            self.log.error(f"queue '{self.queue.name}' {what} command ran past its timeout "
+                           f"({format_duration(self.queue.timeout)}) and was stopped: "
+                           f"{one_line(script.strip())[:200]}")
+            return None
 
     def _external_in_flight(self) -> set[str]:
         """Keys of the external items this worker's running jobs work on (resumed ones too:

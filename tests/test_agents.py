@@ -617,3 +617,31 @@ def test_item_text_in_an_agents_cwd_reaches_tmux_as_a_path_not_a_format(ap: Agen
     assert start["cwd"] == str(ap.root / "repos" / repo)
     assert not canary.exists()
     assert ap.job()["status"] == "done"
+
+
+def test_an_agent_step_past_its_timeout_is_stopped_and_fails_as_timed_out(ap: AgentProject):
+    ap.write("a.hcl", '''
+        command "go" {
+          run = { pipeline = "p" }
+        }
+        pipeline "p" {
+          step "work" {
+            run     = { agent = "helper" }
+            timeout = "2s"
+          }
+        }
+        agent "helper" {
+          run     = "no-such-agent-program"
+          prompt  = "go"
+          idle    = "10m"
+          on_idle = "escalate"
+        }
+        ''')
+    ap.log = ap.root / "agent.jsonl"
+    ap.command = fake()
+    assert ap.oj("run", "go", check=False).returncode != 0
+    job = ap.job()
+    assert job["status"] == "failed"
+    assert [(h["step"], h["exit"]) for h in job["history"]] == [("work", 124)]
+    assert "timeout: stopped after its timeout (2s)" in ap.log_text(job["id"])
+    assert ap.agents() == []

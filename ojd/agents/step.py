@@ -24,6 +24,7 @@ from ojd.agents.watch import (
 from ojd.duration import DurationError, parse_duration
 from ojd.errors import OjError
 from ojd.notify import one_line
+from ojd.routing import TIMEOUT_EXIT
 from ojd.runbook.model import Agent, Pipeline
 from ojd.runbook.template import TemplateError, render_text
 from ojd.state import LIVE_JOB_STATES
@@ -91,6 +92,7 @@ def run_agent_step(runner, job: dict, pipeline: Pipeline, step: str, ctx: dict[s
     for socket in ended:
         tmux.end_job(socket)
     watch = _Watch(runner, runner.store.state.jobs[job["id"]], step, agent, ctx, log)
+    watch.deadline, watch.limit = runner.step_deadline(job["id"], pipeline.steps[step])
     try:
         return watch.run()
     except OjError as e:
@@ -132,6 +134,8 @@ class _Watch:
         self.project = job["project"]
         self.config: dict[str, Any] = {}
         self.idle = agent.idle
+        self.deadline: float | None = None  # past it the agent is stopped and the step fails
+        self.limit = ""
 
     # -- I/O helpers -----------------------------------------------------------------------
 
@@ -182,6 +186,11 @@ class _Watch:
         while True:
             if stopping.is_set():
                 return self._stopped()
+            if self.deadline is not None and time.time() >= self.deadline:
+                self.end()
+                why = f"timeout: stopped after {self.limit}"
+                self.say(why)
+                return TIMEOUT_EXIT, why
             screen = tmux.capture(self.socket, self.session) if self.session else None
             now = time.monotonic()
             if screen is not None:

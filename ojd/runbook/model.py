@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 
 DEFAULT_AGENT_IDLE = 120.0  # an agent's `idle` when its block has none
+DEFAULT_EXTERNAL_TIMEOUT = 60.0  # an external queue's list and take commands, seconds
 
 @dataclass(frozen=True)
 class Where:
@@ -47,6 +48,7 @@ class Queue:
     list_cmd: str | None
     take_cmd: str | None
     where: Where
+    timeout: float = DEFAULT_EXTERNAL_TIMEOUT  # its list and take commands, seconds
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class Step:
     on_done: str | None
     on_fail: str | None
     where: Where
+    timeout: float | None = None  # seconds; past it the step is stopped and fails
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class Pipeline:
     steps: dict[str, Step]  # in source order; the first is where a job starts
     where: Where
     job_name: str | None = None  # template naming its jobs (var, invoke, workspace contexts)
+    timeout: float | None = None  # a job's whole run, seconds (None: oj.conf's job_timeout)
 
     @property
     def first_step(self) -> str:

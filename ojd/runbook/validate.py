@@ -20,6 +20,7 @@ from ojd.runbook.hcl import Attribute, Block
 from ojd.runbook.model import (
     CRON_PIPELINE,
     DEFAULT_AGENT_IDLE,
+    DEFAULT_EXTERNAL_TIMEOUT,
     Agent,
     Command,
     Cron,
@@ -66,13 +67,13 @@ _DURATION = (str, int, float)
 SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "command": {"args": _STR, "defaults": _OBJ, "run": _STR_OR_OBJ},
     "queue": {"type": _STR, "vars": _LIST, "defaults": _OBJ, "retry": _OBJ, "list": _STR,
-              "take": _STR},
+              "take": _STR, "timeout": _DURATION},
     "worker": {"source": _OBJ, "handler": _OBJ, "concurrency": _INT, "poll": _DURATION,
                "lease": _DURATION},
     "cron": {"interval": _DURATION, "schedule": _STR, "run": _STR_OR_OBJ, "concurrency": _INT},
     "pipeline": {"vars": _LIST, "defaults": _OBJ, "workspace": _STR, "on_done": _OBJ,
-                 "on_fail": _OBJ, "max_visits": _INT, "name": _STR},
-    "step": {"run": _STR_OR_OBJ, "on_done": _OBJ, "on_fail": _OBJ},
+                 "on_fail": _OBJ, "max_visits": _INT, "name": _STR, "timeout": _DURATION},
+    "step": {"run": _STR_OR_OBJ, "on_done": _OBJ, "on_fail": _OBJ, "timeout": _DURATION},
     "notify": {"on_start": _STR, "on_done": _STR, "on_fail": _STR},
     "agent": {"run": _STR, "prompt": _STR, "prompt_file": _STR, "env": _OBJ, "cwd": _STR,
               "prime": (str, list), "idle": _DURATION, "on_idle": _STR_OR_OBJ,
@@ -230,6 +231,14 @@ class _Builder:
             self.p.add(file, line, f"{what}: {e}")
             return default
 
+    def optional_duration(self, file: str, f: dict[str, Attribute], what: str
+                          ) -> float | None:
+        """A block's ``timeout``-like duration: None when it has none."""
+        attr = f.get("timeout")
+        if attr is None:
+            return None
+        return self.duration(file, attr.line, what, attr.value, 0.0) or None
+
     # -- blocks --
 
     def file(self, file: str, body: Block) -> None:
@@ -312,8 +321,9 @@ class _Builder:
             self.at[("queue", name, "take")] = f["take"].value_line or f["take"].line
         if qtype == "external" and (list_cmd is None or take_cmd is None):
             self.p.add(file, block.line, f"external queue '{name}' needs both 'list' and 'take'")
+        timeout = self.optional_duration(file, f, f"queue '{name}' timeout")
         if qtype == "persisted":
-            for key in ("list", "take"):
+            for key in ("list", "take", "timeout"):
                 if key in f:
                     self.p.add(file, f[key].line, f"'{key}' belongs to external queues; "
                                f"queue '{name}' is persisted")
@@ -326,7 +336,8 @@ class _Builder:
                 self.p.add(file, f["defaults"].key_lines.get(key, f["defaults"].line),
                            f"default '{key}' is not one of queue '{name}' vars {list(vars_)}")
         self.rb.queues[name] = Queue(name, qtype, vars_, defaults, attempts, cooldown,
-                                     list_cmd, take_cmd, where)
+                                     list_cmd, take_cmd, where,
+                                     timeout or DEFAULT_EXTERNAL_TIMEOUT)
 
     def name_length(self, file: str, block: Block, kind: str, name: str) -> None:
         from ojd.unitnames import too_long
@@ -484,7 +495,8 @@ class _Builder:
             name, self.str_list(file, f.get("vars")),
             dict(f["defaults"].value) if "defaults" in f else {}, tuple(locals_), workspace,
             notify, self.target(file, f.get("on_done"), "step"),
-            self.target(file, f.get("on_fail"), "step"), max_visits, steps, where, job_name)
+            self.target(file, f.get("on_fail"), "step"), max_visits, steps, where, job_name,
+            self.optional_duration(file, f, f"pipeline '{name}' timeout"))
 
     def step(self, file: str, block: Block, name: str, pipeline: str) -> Step:
         f = self.fields(file, block, "step")
@@ -504,7 +516,8 @@ class _Builder:
             if attr is not None:
                 self.at[("step", pipeline, name, key)] = attr.value_line or attr.line
         return Step(name, script, agent, self.target(file, f.get("on_done"), "step"),
-                    self.target(file, f.get("on_fail"), "step"), where)
+                    self.target(file, f.get("on_fail"), "step"), where,
+                    self.optional_duration(file, f, f"step '{name}' timeout"))
 
     def agent(self, file: str, block: Block, name: str, where: Where) -> None:
         f = self.fields(file, block, "agent")

@@ -20,13 +20,14 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from ojd import bashrun, paths
+from ojd import bashrun, conf, paths
+from ojd.duration import format_duration
 from ojd.errors import LockTimeout, OjError, StoreUnavailable
 from ojd.notify import one_line
 from ojd.queues import new_id
-from ojd.routing import route, visit_limit_error
+from ojd.routing import TIMEOUT_EXIT, route, visit_limit_error
 from ojd.runbook.bashsyntax import needs_shell
-from ojd.runbook.model import Pipeline, Runbook
+from ojd.runbook.model import Pipeline, Runbook, Step
 from ojd.runbook.template import LOCAL_PREFIX, TemplateError, render_shell, render_text
 from ojd.runners.jobprocess import alive
 from ojd.state import LIVE_JOB_STATES
@@ -223,7 +224,11 @@ def wait_for_exit(pid: int, start: str, stopping: threading.Event) -> None:
         os.close(fd)
 
 
-def terminate_group(pgid: int, proc: subprocess.Popen | None = None, grace: float = 5.0
+# how long a stopped step (cancel, timeout) has between SIGTERM and SIGKILL
+STOP_GRACE = 5.0
+
+
+def terminate_group(pgid: int, proc: subprocess.Popen | None = None, grace: float = STOP_GRACE
                     ) -> None:
     """SIGTERM a step's process group, SIGKILL it after ``grace``."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -277,6 +282,7 @@ class JobRunner:
         self.stopping = threading.Event()
         self._step_pids: dict[str, int] = {}  # job -> its running step's process group
         self._leased: set[str] = set()  # jobs whose item is leased: another host may take it
+        self._job_deadlines: dict[str, tuple[float, str]] = {}  # job -> (when, its limit)
 
     # -- the job loop -------------------------------------------------------------------
 
@@ -334,6 +340,20 @@ class JobRunner:
         if pipeline is None:
             return self._finish(job, "failed", f"pipeline '{job['pipeline']}' is no longer "
                                 "defined in the runbook")
+        try:
+            limit = pipeline.timeout or conf.duration(self.store.root, "job_timeout")
+        except OjError as e:
+            return self._finish(job, "failed", str(e))
+        if limit:  # counted from the job's creation: resumes do not start it again
+            self._job_deadlines[job_id] = (job["created_at"] + limit,
+                                           f"the job's timeout ({format_duration(limit)})")
+        try:
+            return self._run_job(job, pipeline)
+        finally:
+            self._job_deadlines.pop(job_id, None)
+
+    def _run_job(self, job: dict, pipeline: Pipeline) -> str:
+        job_id = job["id"]
         os.makedirs(job["cwd"], exist_ok=True)
         log_path = self.log_path(job_id)
         os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
@@ -363,19 +383,27 @@ class JobRunner:
                     return self._finish(job, "failed", error, pipeline, log)
                 if self.stopping.is_set():  # no new step once a stop was asked for
                     return "interrupted"
+                past = self._past_job_deadline(job_id)
+                if past:
+                    return self._finish(job, "failed", f"timeout: {past}", pipeline, log)
                 exit_code, why = self._run_step(job, pipeline, step, ctx, log)
                 if exit_code is None:  # stopped from outside: leave the job resumable
                     return "interrupted"
                 step, outcome = self._record_step_end(self.store.state.jobs[job_id], pipeline,
-                                                      step, exit_code, why, log)
+                                                      step, exit_code, why, log,
+                                                      self._past_job_deadline(job_id))
                 if outcome is not None:
                     return outcome
         return job["status"]
 
     def _record_step_end(self, job: dict, pipeline: Pipeline, step: str, exit_code: int,
-                         why: str | None, log) -> tuple[str | None, str | None]:
-        """Record a step's end: (the next step, None), or (None, the job's outcome)."""
+                         why: str | None, log, past: str | None = None
+                         ) -> tuple[str | None, str | None]:
+        """Record a step's end: (the next step, None), or (None, the job's outcome).
+        ``past``: the job ran past its time limit, which ends it whatever the route."""
         r = route(pipeline, step, exit_code)
+        if past is not None:
+            r = r._replace(next=None, failing=True)
         finished = {"type": "job:step_finished", "id": job["id"], "step": step,
                     "exit": exit_code, "next": r.next, "failing": r.failing}
         started = job["history"][-1]["started_at"] if job["history"] else time.time()
@@ -388,7 +416,10 @@ class JobRunner:
         status = self.status_path(job["id"], len(job["history"]))
         if r.next is None:
             # the last step's end, the job's end and its item's settlement: one append
-            if exit_code == 0 and not job.get("failing"):
+            if past is not None:
+                outcome = self._finish(job, "failed", f"timeout: {past}", pipeline, log,
+                                       [finished])
+            elif exit_code == 0 and not job.get("failing"):
                 outcome = self._finish(job, "done", None, pipeline, log, [finished])
             else:
                 error = _failure(job, step, exit_code) + (f": {why}" if why else "")
@@ -433,6 +464,22 @@ class JobRunner:
             if told:
                 self.progress(job_id, "unstalled", "the state is writable again; going on")
             return
+
+    def _past_job_deadline(self, job_id: str) -> str | None:
+        """The job's time limit when it has run past it."""
+        deadline = self._job_deadlines.get(job_id)
+        if deadline is not None and time.time() >= deadline[0]:
+            return f"it ran past {deadline[1]}"
+        return None
+
+    def step_deadline(self, job_id: str, step: Step) -> tuple[float | None, str]:
+        """When a step starting now must be over (epoch seconds, None: never) and the limit
+        that says so: its own ``timeout`` or the job's, whichever comes first."""
+        when, what = self._job_deadlines.get(job_id, (None, ""))
+        if step.timeout and (when is None or time.time() + step.timeout < when):
+            when = time.time() + step.timeout
+            what = f"its timeout ({format_duration(step.timeout)})"
+        return when, what
 
     def _resume_point(self, job: dict, pipeline: Pipeline) -> str | None:
         if job["step"] is None:
@@ -533,9 +580,16 @@ class JobRunner:
             os.close(sync_w)
             raise
         self._step_pids[job_id] = proc.pid  # for the lease's renewer, should it be lost
+        deadline, limit = self.step_deadline(job_id, s)
         try:
             self.progress(job_id, "step", f"{step} started")  # said once it runs
-            code = _wait(proc, echo)
+            code = _wait(proc, echo, deadline)
+            if code is None:  # past its time: stopped, and failed as timed out
+                terminate_group(proc.pid, proc, grace=STOP_GRACE)
+                why = f"timeout: stopped after {limit}"
+                log.write(f"==> step {step}: {why}\n".encode())
+                self.progress(job_id, "step", f"{step}: {why}")
+                return TIMEOUT_EXIT, why
         except BaseException:
             # this runner was told to stop (a cancel, a shutdown): the step goes with it
             terminate_group(proc.pid, proc)
@@ -640,14 +694,25 @@ class JobRunner:
         return os.path.join(paths.steps_dir(self.store.root), f"{job_id}.{n}")
 
 
-def _wait(proc: subprocess.Popen, echo: Echo | None) -> int:
-    """The step's exit status, its new output echoed meanwhile."""
-    if echo is None:
+def _wait(proc: subprocess.Popen, echo: Echo | None, deadline: float | None = None
+          ) -> int | None:
+    """The step's exit status, its new output echoed meanwhile; None when it still runs at
+    ``deadline`` (epoch seconds)."""
+    if echo is None and deadline is None:
         return proc.wait()
     fd = os.pidfd_open(proc.pid)
     try:
-        while not select.select([fd], [], [], Echo.EVERY)[0]:
-            echo.copy()
+        while True:
+            wait = Echo.EVERY if echo is not None else 3600.0
+            if deadline is not None:
+                left = deadline - time.time()
+                if left <= 0:
+                    return None
+                wait = min(wait, left)
+            if select.select([fd], [], [], wait)[0]:
+                break
+            if echo is not None:
+                echo.copy()
     finally:
         os.close(fd)
     return proc.wait()
