@@ -229,15 +229,21 @@ class Systemd:
         """Signal the main process only: step processes in the cgroup keep running."""
         self._call(b"KillUnit", b"ssi", _unit_name(unit), b"main", signal_number)
 
-    def start_scope(self, unit: str, pid: int, description: str) -> None:
+    def start_scope(self, unit: str, pid: int, description: str,
+                    stop_timeout: float | None = None) -> None:
         """Move ``pid`` into a new transient scope ``unit`` (what ``systemd-run --scope``
-        does for itself). The scope is collected once its processes are gone."""
+        does for itself). The scope is collected once its processes are gone.
+        ``stop_timeout``: how long a stop waits after SIGTERM before SIGKILL (TimeoutStopSec=;
+        the manager's default is 90 s)."""
         dbuslib = _dbuslib()
         args = dbuslib.apply_signature(b"ss", [_unit_name(unit), b"fail"])
         args.append((ord("a"), b"(sv)"))
-        for name, signature, value in ((b"PIDs", b"au", [pid]),
-                                       (b"Description", b"s", description.encode()),
-                                       (b"CollectMode", b"s", b"inactive-or-failed")):
+        props: list[tuple[bytes, bytes, object]] = [
+            (b"PIDs", b"au", [pid]), (b"Description", b"s", description.encode()),
+            (b"CollectMode", b"s", b"inactive-or-failed")]
+        if stop_timeout is not None:
+            props.append((b"TimeoutStopUSec", b"t", int(stop_timeout * 1e6)))
+        for name, signature, value in props:
             args += [(ord("r"), b"sv"), (ord("s"), name), (ord("v"), signature)]
             args += dbuslib.apply_signature(signature, [value])
             args += [(-1, None), (-1, None)]

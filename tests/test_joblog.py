@@ -228,3 +228,31 @@ def test_the_limit_comes_from_the_state_dirs_oj_conf(tmp_path: Path):
     (tmp_path / "oj.conf").write_text("job_log_limit = lots\n")
     with pytest.raises(OjError, match=r"oj.conf:1: job_log_limit: invalid size"):
         joblog.limit_for(str(tmp_path))
+
+
+def test_a_step_printing_without_end_leaves_a_log_within_the_cap(tmp_path):
+    """The job runner caps the log while the step writes it: head, tail and the cut said."""
+    from conftest import Project  # the CLI's fixtures: this file is mostly a unit test
+
+    project = Project(tmp_path / "project", tmp_path / "state")
+    project.state.mkdir(parents=True)
+    (project.state / "oj.conf").write_text("job_log_limit = 64k\n")
+    project.write("t.hcl", r"""
+        command "go" {
+          run = { pipeline = "p" }
+        }
+        pipeline "p" {
+          step "loud" {
+            run = "echo first; seq 1 2000000; echo last"
+          }
+        }
+        """)
+    project.oj("run", "--detach", "go")
+    [job] = project.json("job", "list")
+    wait_until(lambda: project.json("job", "show", job["id"])["status"] == "done",
+               "the job to end", timeout=60)
+    log = (project.state / "logs" / f"{job['id']}.log").read_bytes()
+    assert len(log) <= 64 * 1024 + 8192
+    assert b"\nfirst\n1\n2\n" in log
+    assert b"\nlast\n" in log[-4096:]
+    assert b"bytes of this log were cut (job_log_limit" in log

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from ojd.errors import OjError
 from ojd.runners.jobprocess import alive
+from ojd.runners.leftovers import STOP_GRACE
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
 from ojd.wake import elsewhere
@@ -48,16 +49,18 @@ def cancel(store: Store, job_id: str, *, reason: str = "cancelled",
     return job
 
 
-def stop(job: dict, timeout: float = 10.0) -> None:
+def stop(job: dict, timeout: float = 3 * STOP_GRACE) -> None:
     """Stop the job's process (its scope, with everything in it) and its step's process
-    group; wait up to ``timeout`` for the job process to be gone."""
+    group; wait up to ``timeout`` for the job process to be gone, and its scope with all
+    that ran in it (a scope's stop kills what ignores SIGTERM after STOP_GRACE; without
+    one, the job process stops its step and what its steps left, the same way)."""
     from ojd.runners.jobs import terminate_group
 
     proc = job.get("process")
     if alive(proc):
         stopped = False
         if proc.get("unit"):
-            stopped = _stop_unit(proc["unit"])
+            stopped = _stop_unit(proc["unit"], timeout)
         if not stopped:
             try:
                 os.kill(proc["pid"], signal.SIGTERM)  # it stops its step and exits
@@ -76,12 +79,18 @@ def stop(job: dict, timeout: float = 10.0) -> None:
     _stop_agent(job)
 
 
-def _stop_unit(unit: str) -> bool:
+def _stop_unit(unit: str, timeout: float) -> bool:
+    """Stop the scope and wait until nothing runs in it (or ``timeout``)."""
     from ojd.systemd import Systemd, SystemdUnavailable
 
     for user in ((False, True) if os.geteuid() == 0 else (True,)):
         try:
-            Systemd(user=user).stop(unit)
+            manager = Systemd(user=user)
+            manager.stop(unit)
+            deadline = time.monotonic() + timeout
+            while manager.state(unit).active_state not in ("inactive", "failed") and \
+                    time.monotonic() < deadline:
+                time.sleep(0.02)
             return True
         except SystemdUnavailable:
             continue
@@ -153,6 +162,10 @@ def follow(store: Store, job_id: str, write: Callable[[bytes], None],
 def _copy_from(path: str, offset: int, write: Callable[[bytes], None]) -> int:
     try:
         with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < offset:  # its middle was cut (job_log_limit): on from its end
+                offset = size
+                write(b"==> oj: the log was cut here (job_log_limit); following on\n")
             f.seek(offset)
             while chunk := f.read(65536):
                 write(chunk)

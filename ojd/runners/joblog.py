@@ -14,8 +14,6 @@ size only), so the line saying what was cut stays in one place and counts every 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import fcntl
 import os
 import re
@@ -140,8 +138,10 @@ def _collapse(fd: int, offset: int, length: int) -> bool:
     the new extents, which the copy (into blocks the file has) does not need."""
     global _fallocate
     if _fallocate is None:
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        import ctypes  # only for a log that is cut: not on every job process's start
+
+        try:  # this process's own symbols, libc's among them (no ldconfig search)
+            libc = ctypes.CDLL(None, use_errno=True)
         except OSError:
             return False
         call = getattr(libc, "fallocate64", None) or libc.fallocate

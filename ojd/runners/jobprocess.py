@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from ojd.errors import OjError
 from ojd.runbook.model import Runbook
+from ojd.runners import leftovers
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
 from ojd.wake import boot_id, elsewhere, host_name, proc_start_time
@@ -323,15 +324,17 @@ def _into_scope(manager, pid: int, job_id: str, name: str,
     from ojd.systemd import SystemdUnavailable
 
     unit = job_unit(job_id)
+    # a cancel stops the scope: what ignores SIGTERM is killed after a short grace
+    stop_timeout = leftovers.STOP_GRACE
     try:
         try:
-            manager.start_scope(unit, pid, f"oj job {job_id} ({name})")
+            manager.start_scope(unit, pid, f"oj job {job_id} ({name})", stop_timeout)
         except SystemdUnavailable as e:
             if "already" not in str(e) and "exists" not in str(e):
                 raise
             # the scope of an earlier run of this job is still being collected
             unit = f"oj-job-{job_id}-{os.urandom(2).hex()}.scope"
-            manager.start_scope(unit, pid, f"oj job {job_id} ({name})")
+            manager.start_scope(unit, pid, f"oj job {job_id} ({name})", stop_timeout)
     except SystemdUnavailable as e:
         if required:
             raise NoScope(f"the manager made no scope for job {job_id} ({e})") from None
@@ -345,6 +348,8 @@ def _into_scope(manager, pid: int, job_id: str, name: str,
 def _child(r: int, free: int | None, parent: Store, runbook: Runbook, *, journal: bool,
            quiet: bool) -> int:  # pragma: no cover - runs in the child
     os.setsid()  # no terminal, no job control: a closed terminal or Ctrl-C is not ours
+    # what its steps leave behind comes back to it, to be stopped when the job is over
+    leftovers.become_subreaper()
     # nothing of the starter's stays open here: above all not the worker's lock (a held
     # flock would outlive the worker) nor its D-Bus connection
     _close_inherited(keep=(r, free))
@@ -384,6 +389,10 @@ def _child(r: int, free: int | None, parent: Store, runbook: Runbook, *, journal
             return 0  # not recorded: it never runs
         code, ended = run_here(store, runbook, job_id, tee=journal)
         fresh = False
+        if ended or not _resumable(store, job_id):
+            # nothing of a job outlives it; an interrupted one keeps its agent for the
+            # process that resumes it
+            leftovers.stop(skip=_relays)
         if free is None or not ended:
             return code
         lost = forked.restore()
@@ -511,6 +520,17 @@ def run_here(store: Store, runbook: Runbook, job_id: str, *,
     # only a job whose end this process recorded frees it for another: a cancel that won
     # the race waits for this process to be gone
     return 0, outcome in ("done", "failed")
+
+
+def _resumable(store: Store, job_id: str) -> bool:  # pragma: no cover - runs in the child
+    """Whether the job stays this process's to resume (stopped, not cancelled nor taken
+    over); True when the store cannot say: what runs of it is kept."""
+    try:
+        job = store.refresh().jobs.get(job_id)
+    except Exception:
+        return True
+    return bool(job and job["status"] in LIVE_JOB_STATES
+                and (job.get("process") or {}).get("pid") == os.getpid())
 
 
 def _close_inherited(keep: tuple[int | None, ...]) -> None:  # pragma: no cover - child

@@ -29,7 +29,9 @@ from ojd.routing import TIMEOUT_EXIT, route, visit_limit_error
 from ojd.runbook.bashsyntax import needs_shell
 from ojd.runbook.model import Pipeline, Runbook, Step
 from ojd.runbook.template import LOCAL_PREFIX, TemplateError, render_shell, render_text
+from ojd.runners import joblog
 from ojd.runners.jobprocess import alive
+from ojd.runners.leftovers import STOP_GRACE
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store, Transaction
 from ojd.wake import boot_id, elsewhere, host_name, proc_start_time
@@ -180,6 +182,8 @@ class Echo:
         self._f.seek(0, os.SEEK_END)
 
     def copy(self) -> None:
+        if os.fstat(self._f.fileno()).st_size < self._f.tell():
+            self._f.seek(0, os.SEEK_END)  # its middle was cut (joblog): go on from its end
         while data := self._f.read(65536):
             view = memoryview(data)
             try:
@@ -222,10 +226,6 @@ def wait_for_exit(pid: int, start: str, stopping: threading.Event) -> None:
                 raise Stalled("stopped while waiting for a step")
     finally:
         os.close(fd)
-
-
-# how long a stopped step (cancel, timeout) has between SIGTERM and SIGKILL
-STOP_GRACE = 5.0
 
 
 def terminate_group(pgid: int, proc: subprocess.Popen | None = None, grace: float = STOP_GRACE
@@ -283,6 +283,7 @@ class JobRunner:
         self._step_pids: dict[str, int] = {}  # job -> its running step's process group
         self._leased: set[str] = set()  # jobs whose item is leased: another host may take it
         self._job_deadlines: dict[str, tuple[float, str]] = {}  # job -> (when, its limit)
+        self._log_limit = joblog.DEFAULT_LIMIT  # oj.conf's job_log_limit, read per job
 
     # -- the job loop -------------------------------------------------------------------
 
@@ -342,6 +343,7 @@ class JobRunner:
                                 "defined in the runbook")
         try:
             limit = pipeline.timeout or conf.duration(self.store.root, "job_timeout")
+            self._log_limit = joblog.limit_for(self.store.root)
         except OjError as e:
             return self._finish(job, "failed", str(e))
         if limit:  # counted from the job's creation: resumes do not start it again
@@ -581,6 +583,8 @@ class JobRunner:
             raise
         self._step_pids[job_id] = proc.pid  # for the lease's renewer, should it be lost
         deadline, limit = self.step_deadline(job_id, s)
+        # the step writes the log itself: it is cut from here while it grows past its cap
+        capper = joblog.Capper(self.log_path(job_id), self._log_limit)
         try:
             self.progress(job_id, "step", f"{step} started")  # said once it runs
             code = _wait(proc, echo, deadline)
@@ -595,6 +599,7 @@ class JobRunner:
             terminate_group(proc.pid, proc)
             raise
         finally:
+            capper.close()
             self._step_pids.pop(job_id, None)
             with contextlib.suppress(OSError):  # the fence's reader ends without a kill
                 os.write(sync_w, b"done\n")
