@@ -50,3 +50,19 @@ def test_the_prompt_is_one_quoted_word_appended_or_where_the_command_says():
 def test_the_override_variable_names_the_agent_upper_cased():
     assert env_override_name("bugs") == "OJ_AGENT_BUGS_COMMAND"
     assert env_override_name("merge-resolver.2") == "OJ_AGENT_MERGE_RESOLVER_2_COMMAND"
+
+
+def test_a_prompt_in_quotes_of_the_command_stays_one_inert_word(tmp_path):
+    """`run = "claude -p \"${prompt}\""`: the prompt (item text) lands inside the author's
+    double quotes, where a single-quoted word would still expand $(...)."""
+    import subprocess
+
+    canary = tmp_path / "CANARY"
+    prompt = f"fix it $(touch {canary}) `touch {canary}` \"q\" 's' $HOME"
+    for command in ('printf "%s\\n" "${prompt}"', "printf '%s\\n' '${prompt}'",
+                    'printf "%s\\n" ${prompt}', 'printf "%s\\n" "see: ${prompt}!"'):
+        out = subprocess.run(["bash", "-c", render_command(command, prompt)],
+                             capture_output=True, text=True, check=True).stdout
+        assert prompt in out.splitlines()[0], (command, out)
+        assert len(out.splitlines()) == 1, (command, out)
+    assert not canary.exists()

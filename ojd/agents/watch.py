@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ojd.errors import OjError
+
 # what an agent does without a handler: a quiet agent has finished its turn; a dead one
 # needs a person (it may have crashed)
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -66,13 +68,28 @@ class Attempts:
 
 
 def render_command(command: str, prompt: str) -> str:
-    """The agent's shell command with the prompt as one quoted word: where it says
-    ``${prompt}``, else appended (nothing when there is no prompt)."""
+    """The agent's shell command with the prompt as one word of text: where it says
+    ``${prompt}``, quoted for the place it lands in (inside the author's double quotes a
+    single-quoted word would still expand ``$(...)``), else appended (nothing when there is
+    no prompt). A prompt that cannot be inert there is an OjError."""
     import shlex
 
-    if "${prompt}" in command:
-        return command.replace("${prompt}", shlex.quote(prompt))
-    return f"{command} {shlex.quote(prompt)}" if prompt else command
+    if "${prompt}" not in command:
+        return f"{command} {shlex.quote(prompt)}" if prompt else command
+    from ojd.runbook.shellquote import ShellLexer, UnsafeValue
+
+    lexer = ShellLexer()
+    out: list[str] = []
+    try:
+        for i, text in enumerate(command.split("${prompt}")):
+            if i:
+                out.append(lexer.insert(prompt, "prompt"))
+            lexer.feed(text)
+            out.append(text)
+        lexer.finish()
+    except UnsafeValue as e:
+        raise OjError(f"agent command: {e}") from None
+    return "".join(out)
 
 
 def env_override_name(agent: str) -> str:
