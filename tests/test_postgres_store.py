@@ -590,6 +590,34 @@ def test_an_import_whose_position_is_not_a_number_is_refused(postgres, tmp_path)
     assert pg.items() == []
 
 
+@pytest.mark.both_stores
+def test_an_import_at_a_position_with_no_room_after_it_is_refused(state_url, tmp_path):
+    """A log runs out of positions (PostgreSQL's bigint, the WAL's 16-digit segment names):
+    a state past 2**53 is refused in one line, both stores alike, with nothing written; one
+    at the limit imports, and appends go on after it."""
+    wal = Project(tmp_path / "project", tmp_path / "state")
+    wal.write("w.hcl", RUNBOOK)
+    wal.oj("queue", "push", "q", "--var", "n=1")
+    doc = json.loads(wal.oj("state", "export").stdout)
+    target = Project(wal.root, tmp_path / "target", url=state_url)
+    for pos in (2**53 + 1, 2**63 - 1, 2**80):
+        doc["pos"] = pos
+        proc = target.oj("state", "import", input=json.dumps(doc), check=False)
+        assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert proc.stderr.startswith(f"oj: cannot import: position {pos} is above "
+                                      "9007199254740992 (2**53), the highest a state can be "
+                                      "imported at"), proc.stderr
+        check = target.json("state", "check")
+        assert (check["records"], check["last_pos"], check["snapshot_pos"]) == (0, 0, None)
+        assert not list((target.state / "wal").glob("seg-*"))  # not even a misnamed one
+    doc["pos"] = 2**53
+    target.oj("state", "import", input=json.dumps(doc))
+    target.oj("queue", "push", "q", "--var", "n=2")
+    check = target.json("state", "check")
+    assert check["ok"] and check["last_pos"] == 2**53 + 1
+    assert sorted(i["data"]["n"] for i in target.items("q")) == ["1", "2"]
+
+
 def test_an_export_while_jobs_run_warns_that_they_are_not_done_yet(tmp_path):
     p = Project(tmp_path / "project", tmp_path / "state")
     p.write("slow.hcl", SLOW)

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from ojd import paths
 from ojd.errors import OjError, escaped
 from ojd.state import Event, State
-from ojd.store.wal import CheckReport, WalDirectory, WalProblem
+from ojd.store.wal import CheckReport, WalDirectory, WalProblem, start_pos_problem
 from ojd.store.walsegments import lost_problem, positions
 
 TYPE_CHECKING = False
@@ -153,6 +153,8 @@ def import_state(store: Store, text: str) -> int:
         if not isinstance(pos, int) or isinstance(pos, bool) or pos < 0 \
                 or not isinstance(data, dict):
             raise ValueError("no position and state in it")
+        if (problem := start_pos_problem(pos)) is not None:  # before the store is touched
+            raise ValueError(problem)
         State.from_dict(json.loads(json.dumps(data)))  # refuse what the fold cannot load
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
         raise OjError(f"cannot import: {escaped(str(e))}; give the output of "

@@ -29,7 +29,7 @@ import weakref
 from _thread import RLock
 
 from ojd.errors import LockTimeout, OjError, StoreUnavailable, escaped
-from ojd.store.wal import CheckReport, Record, WalProblem
+from ojd.store.wal import CheckReport, Record, WalProblem, start_pos_problem
 from ojd.store.walsegments import lost_problem
 
 TYPE_CHECKING = False
@@ -397,6 +397,9 @@ class PgLog:
 
     def start_at(self, pos: int, state: object) -> None:
         """Begin an empty log with a snapshot at ``pos`` (an imported state)."""
+        problem = start_pos_problem(pos)
+        if problem is not None:  # not the server's "bigint out of range", now or at appends
+            raise ValueError(problem)
         with self.locked():
             if self._query("SELECT 1 FROM oj_events UNION ALL SELECT 1 FROM oj_snapshots "
                            "LIMIT 1"):

@@ -58,6 +58,18 @@ if TYPE_CHECKING:
 __all__ = ["CheckReport", "Record", "WalDirectory", "WalProblem", "WalReader", "WalWriter"]
 
 _KEEP_SNAPSHOTS = 2
+# The highest position a log may start at (``start_at``: an imported state), far below both
+# stores' ends (the WAL's 16-digit segment names, 10**16 - 1; PostgreSQL's bigint, 2**63 - 1)
+# so that appends after it have room, and exact in any JSON reader's doubles.
+MAX_START_POS = 2**53
+
+
+def start_pos_problem(pos: int) -> str | None:
+    """Why a log cannot start at ``pos``, or None: one reason for both stores."""
+    if pos > MAX_START_POS:
+        return (f"position {pos} is above {MAX_START_POS} (2**53), the highest a state "
+                "can be imported at (the positions appended after it need room)")
+    return None
 
 
 class CheckReport:
@@ -205,6 +217,9 @@ class WalDirectory:
     def start_at(self, pos: int, state: object) -> None:
         """Begin an empty log with a snapshot at ``pos`` (an imported state): its first
         segment is named after ``pos + 1``, so appends continue from there."""
+        problem = start_pos_problem(pos)
+        if problem is not None:  # before anything is written (a segment past the names read)
+            raise ValueError(problem)
         with self.locked():
             if self._segs.names() or self._snapshots():
                 raise ValueError("the log is not empty")
