@@ -145,16 +145,18 @@ def test_client_keepalives_and_connect_timeout_are_added_unless_the_url_sets_the
 
 class CommitCutter:
     """A Unix-socket proxy in front of the test server that ends the first session to send
-    a COMMIT without its answer: having passed the COMMIT on (the server commits, the client
-    never hears) or not (the server rolls back)."""
+    a COMMIT (or whatever ``cut_at`` says) without its answer: having passed the COMMIT on
+    (the server commits, the client never hears) or not (the server rolls back)."""
 
-    def __init__(self, server_dir: str, directory: Path, deliver: bool) -> None:
+    def __init__(self, server_dir: str, directory: Path, deliver: bool,
+                 cut_at: bytes = b"COMMIT") -> None:
         import socket
 
         self.server = f"{server_dir}/.s.PGSQL.5432"
         self.dir = directory
         directory.mkdir()
         self.deliver = deliver
+        self.cut_at = cut_at
         self.cuts = 0
         self._listener = socket.socket(socket.AF_UNIX)
         self._listener.bind(str(directory / ".s.PGSQL.5432"))
@@ -188,7 +190,7 @@ class CommitCutter:
 
     def _up(self, client, upstream, muted) -> None:
         while data := _recv(client):
-            if self.cuts == 0 and b"COMMIT" in data:
+            if self.cuts == 0 and self.cut_at in data:
                 self.cuts += 1
                 muted.set()  # the answer is not passed back
                 if self.deliver:  # and at once: the client asks while it may still commit
@@ -246,6 +248,29 @@ def test_a_push_whose_commit_goes_unanswered_is_told_by_the_log_whether_it_happe
         assert "did not commit" in pushed.stderr
         assert ns == ["1"]
     assert p.json("state", "check")["ok"]
+
+
+def test_a_session_lost_while_a_command_opens_it_is_an_unreachable_database(postgres,
+                                                                           tmp_path):
+    """The session ends right after the server accepted it (a restart, a proxy or the
+    network cutting it) as the command sets it up: one line saying the database cannot be
+    reached, naming the URL without its password and what to do; not that it cannot hold
+    oj's tables."""
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", GATED)
+    with CommitCutter(postgres.dir, tmp_path / "proxy", deliver=False,
+                      cut_at=b"SET lock_timeout") as cutter:  # the first query of a session
+        via = p.url.replace(f"host={postgres.dir}", f"host={cutter.dir}") + "&password=hunter2"
+        proc = p.oj("queue", "push", "q", "--var", "n=1", check=False, OJ_STATE_URL=via)
+        assert cutter.cuts == 1
+    assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    shown = via.replace("password=hunter2", "password=***")
+    assert proc.stderr.startswith(f"oj: state database {shown} cannot be reached: server "
+                                  "closed the connection"), proc.stderr
+    assert proc.stderr.endswith("; check that the server is up and reachable from this host, "
+                                "then try again\n"), proc.stderr
+    assert "hunter2" not in proc.stderr and "oj's tables" not in proc.stderr
+    assert p.items() == []
 
 
 def test_a_database_that_never_answers_is_given_up_on_at_connect_timeout_or_ctrl_c(

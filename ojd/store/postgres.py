@@ -164,6 +164,17 @@ def db_error(where: str, e: Exception, cls: type[OjError] = OjError) -> OjError:
     return cls(escaped(f"state database {where}: {text[0] if text else type(e).__name__}"))
 
 
+def session_lost(path: str, e: Exception) -> StoreUnavailable:
+    """A session that ended while it was being opened (the server stopped or restarted, the
+    network or a proxy cut it): the database is unreachable, not refusing oj's tables, and
+    nothing was written."""
+    text = str(e).strip().splitlines()
+    why = text[0] if text else type(e).__name__
+    return StoreUnavailable(escaped(
+        f"state database {path} cannot be reached: {why}; check that the server is up and "
+        "reachable from this host, then try again"))
+
+
 # every PgLog of this process, so a forked child can let go of them (weak: a store dropped
 # closes its connection)
 _LOGS: weakref.WeakSet = weakref.WeakSet()
@@ -241,6 +252,8 @@ class PgLog:
                              f"{SCHEMA} COMMIT")
         except pq.Error as e:
             conn.close()
+            if e.lost:  # the session ended (the server went, the network cut it), not a
+                raise session_lost(self.path, e) from None  # refusal of the tables
             raise db_error(f"{self.path} cannot hold oj's tables", e) from None
         return conn
 
