@@ -274,3 +274,22 @@ def test_example_runbooks_have_no_warnings():
 def test_a_list_of_names_holding_anything_but_a_name_is_refused(value: str, got: str):
     out = problems(f'queue "q" {{\n  vars = ["a", {value}]\n}}\n')
     assert out == [f"rb.hcl:2: 'vars' must be a list of names; it holds {got}"]
+
+
+@pytest.mark.parametrize("name", ["rb.hcl", "rb.toml"])
+def test_a_template_nested_50000_deep_is_one_problem_at_its_line(name: str):
+    """Expansions nest at most 32 deep, as HCL's ``${...}`` do, in heredocs and TOML strings
+    too: one line where the level past the limit opens, found in one pass over the text (as
+    `oj runbook check` checks it: shell warnings included)."""
+    deep = "${X:-" * 50_000 + "x" + "}" * 50_000
+    if name == "rb.hcl":
+        text, line = ('command "c" {\n  args = ""\n  run  = <<-SHELL\n    echo a\n'
+                      f'    echo {deep}\n  SHELL\n}}\n'), 5
+    else:
+        text, line = f'[command.c]\nargs = ""\nrun = "echo {deep}"\n', 3
+    found: list[str] = []
+    with pytest.raises(RunbookError) as e:
+        parse([(name, text.encode())], found)
+    assert e.value.problems == [f"{name}:{line}: ${{...}} and $(...) nested more than 32 deep; "
+                                "flatten it"]
+    assert found == []

@@ -16,6 +16,7 @@ import pytest
 from ojd.errors import OjError
 from ojd.notify import one_line
 from ojd.runbook.template import (
+    NestingError,
     TemplateError,
     references,
     render_shell,
@@ -531,6 +532,38 @@ def test_references() -> None:
     )
     assert references(tpl) == ["local.repo", "var.mr.branch", "invoke.dir", "item.a-b.0"]
     assert references("no refs, ${#A[@]} $$ $x") == []
+
+
+_LEVELS = [("${X:-", "}"), ("$(", ")"), ('"$(echo ', ')"'), ("<(", ")"), ("$((", "))"),
+           ("$${X:-", "}"), ("$[", "]")]
+
+
+@pytest.mark.parametrize("opener,closer", _LEVELS)
+def test_expansions_nest_at_most_32_deep(opener: str, closer: str) -> None:
+    # a reference is a level too: 31 around it make 32
+    assert references("echo " + opener * 31 + "${var.a}" + closer * 31) == ["var.a"]
+    deep = "echo " + opener * 32 + "${var.a}" + closer * 32
+    with pytest.raises(NestingError) as e:
+        references(deep)
+    assert str(e.value) == "${...} and $(...) nested more than 32 deep; flatten it"
+    assert e.value.offset == deep.index("${var.a}")  # where the 33rd level opens
+    assert shell_contexts(deep) == []  # `references` says why
+
+
+def test_levels_closed_before_the_next_opens_do_not_add_up() -> None:
+    flat = "".join(f"a=$(echo ${{X:-{i}}}) <(true) ${{var.a}}\n" for i in range(1000))
+    assert references(flat) == ["var.a"]
+    assert references("echo " + ")}]" * 100 + "$(" * 32 + ")" * 32) == []  # nothing below 0
+
+
+def test_a_template_nested_100000_deep_is_refused_and_still_scanned_in_one_pass() -> None:
+    deep = "echo " + "${X:-" * 100_000 + "${var.a}" + "}" * 100_000
+    with pytest.raises(NestingError, match="nested more than 32 deep"):
+        references(deep)
+    assert shell_contexts(deep) == []
+    # rendering does not check (what renders passed `references`), but scans it all the same
+    out = render_text(deep, {"var": {"a": "v"}}, env={})
+    assert out == deep.replace("${var.a}", "v")
 
 
 def test_single_quotes_inside_a_quoted_param_default_are_literal(tmp_path: Path) -> None:

@@ -29,6 +29,15 @@ _RAW = re.compile(r"\s*raw\(\s*([A-Za-z_][\w-]*(?:\.[\w-]+)+)\s*\)\s*", re.ASCII
 # The default may hold `$x` but not `${`, so `${X:-${var.y}}` nests instead of matching here.
 _ENV = re.compile(r"([A-Za-z_]\w*)(?::-((?:[^$]|\$(?!\{))*))?", re.ASCII)
 _DOTTED = re.compile(r"\s*[A-Za-z_][\w-]*\s*\.", re.ASCII)
+_RAW_OPEN = re.compile(r"\s*raw\(")
+# What bash nests, and oj's shell lexer with it: `${`, `$(` (and `$((`), `$[`, `<(`, `>(`
+# open a level; `}`, `)`, `]` close one, whatever opened it.
+_NESTING = re.compile(r"\$[{(\[]|[<>]\(|[})\]]")
+
+# Expansions nest at most this deep, as HCL's blocks and `${...}` sequences (hcl.MAX_NESTING):
+# real scripts use a few levels, and the shell lexer's work per character grows with the
+# depth (as bash's parser recurses on it).
+MAX_NESTING = 32
 
 
 # what a local's template is wrapped in when it runs in bash (see `bashsyntax.needs_shell`)
@@ -37,6 +46,31 @@ LOCAL_PREFIX = '__oj_local="'
 
 class TemplateError(OjError):
     """A template refers to something missing, or a value cannot be inserted safely."""
+
+
+class NestingError(TemplateError):
+    """Expansions nested past MAX_NESTING; ``offset``: where the one too deep opens."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(f"${{...}} and $(...) nested more than {MAX_NESTING} deep; flatten it")
+        self.offset = offset
+
+
+def check_nesting(template: str) -> None:
+    """Refuse expansions nested more than MAX_NESTING deep (``NestingError``), in one pass.
+
+    Any `}`, `)` or `]` closes a level, quoted or not, so text that balances is never
+    refused; only openers with nothing after them to close them (in quotes, say) count
+    where bash would not nest."""
+    depth = 0
+    for m in _NESTING.finditer(template):
+        if len(m.group()) == 1:
+            if depth:
+                depth -= 1
+        else:
+            depth += 1
+            if depth > MAX_NESTING:
+                raise NestingError(m.start())
 
 
 # --------------------------------------------------------------------------- scanning
@@ -52,6 +86,10 @@ def _scan_at(template: str) -> list[tuple[str, str, str | None, int]]:
     """`_scan`'s tokens, each with the offset in `template` where it starts."""
     tokens: list[tuple[str, str, str | None, int]] = []
     pos = 0
+    n = len(template)
+    # The first `}` at or after the current `${` (n: none left). Nested `${X:-${...}}` share
+    # it: searched for once, and each body is matched in place, never copied (linear).
+    close = -1
     while (m := _OPEN.search(template, pos)) is not None:
         if m.start() > pos:
             tokens.append(("text", template[pos : m.start()], None, pos))
@@ -59,19 +97,25 @@ def _scan_at(template: str) -> list[tuple[str, str, str | None, int]]:
             tokens.append(("text", "${", None, m.start()))
             pos = m.end()
             continue
-        end = template.find("}", m.end())
-        body = template[m.end() : end] if end >= 0 else None
-        if body is not None and (ref := _REF.fullmatch(body)):
+        start = m.end()
+        if close < start:
+            close = template.find("}", start)
+            if close < 0:
+                close = n
+        end = close if close < n else -1
+        if end >= 0 and (ref := _REF.fullmatch(template, start, end)):
             tokens.append(("ref", ref.group(1), None, m.start()))
             pos = end + 1
-        elif body is not None and (raw := _RAW.fullmatch(body)):
+        elif end >= 0 and (raw := _RAW.fullmatch(template, start, end)):
             tokens.append(("raw", raw.group(1), None, m.start()))
             pos = end + 1
-        elif body is not None and (env := _ENV.fullmatch(body)):
+        elif end >= 0 and (env := _ENV.fullmatch(template, start, end)):
             tokens.append(("env", env.group(1), env.group(2), m.start()))
             pos = end + 1
-        elif _DOTTED.match(template, m.end()) or (body or "").lstrip().startswith("raw("):
-            shown = (body if body is not None else template[m.end() :]).split("\n", 1)[0]
+        elif _DOTTED.match(template, start) or (end >= 0 and _RAW_OPEN.match(template, start,
+                                                                             end)):
+            body = template[start:end] if end >= 0 else None
+            shown = (body if body is not None else template[start:]).split("\n", 1)[0]
             if body is None:
                 raise TemplateError(f"unclosed reference ${{{shown.strip()}; add the closing }}")
             raise TemplateError(
@@ -91,8 +135,10 @@ def references(template: str) -> list[str]:
 
     Skips $${ escapes and env refs. Each name appears once, in order of first use; names in
     unknown namespaces are included for the caller to report. Raises TemplateError for
-    expressions that are not plain references (`${var.x + 1}`, an unclosed `${var.x`).
+    expressions that are not plain references (`${var.x + 1}`, an unclosed `${var.x`), and
+    NestingError for expansions nested too deep.
     """
+    check_nesting(template)
     seen: dict[str, None] = {}
     for kind, name, _ in _scan(template):
         if kind in ("ref", "raw"):
@@ -212,6 +258,7 @@ def shell_contexts(template: str, prefix: str = "") -> list[ValueContext]:
     offsets: dict[int, int] = {}  # value index -> offset of its reference
     found: list[ValueContext] = []
     try:
+        check_nesting(template)  # `references` reports it; the lexer would take its time
         for kind, name, default, offset in _scan_at(template):
             if kind == "ref":
                 try:

@@ -33,6 +33,7 @@ from ojd.runbook.model import (
 )
 from ojd.runbook.template import (
     LOCAL_PREFIX,
+    NestingError,
     TemplateError,
     ValueContext,
     references,
@@ -730,7 +731,9 @@ class _Builder:
         try:
             refs = references(text)
         except TemplateError as e:
-            self.p.add(where.file, where.line, str(e))
+            # too deep: the line where the level past the limit opens (as for references)
+            at = text.count("\n", 0, e.offset) if isinstance(e, NestingError) else 0
+            self.p.add(where.file, where.line + at, str(e))
             return
         for ref in refs:
             # the line holding the reference: scripts are mostly heredocs, a line per line
