@@ -157,3 +157,37 @@ def test_an_external_list_command_past_its_timeout_is_stopped_and_polled_again(
     text = (tmp_path / "worker.log").read_text()
     assert "queue 'ext' list command ran past its timeout (1s) and was stopped" in text
     assert worker.returncode == 0
+
+
+def test_a_step_that_outlived_its_killed_runner_is_still_stopped_at_its_timeout(
+        project: Project):
+    """The resumed job waits for the step its killed process left, within the step's
+    timeout counted from the step's start."""
+    import os
+    import signal
+
+    project.write("t.hcl", r"""
+        command "go" {
+          run = { pipeline = "p" }
+        }
+        pipeline "p" {
+          step "slow" {
+            run     = "echo $$ > ${invoke.dir}/slow.pid; sleep 600"
+            timeout = "4s"
+          }
+        }
+        """)
+    job_id = project.oj("run", "--detach", "go").stdout.strip()
+    pid_file = project.root / "slow.pid"
+    wait_until(pid_file.exists, "the step to start")
+    runner = project.json("job", "show", job_id)["process"]["pid"]
+    os.kill(runner, signal.SIGKILL)
+    wait_until(lambda: not Path(f"/proc/{runner}").exists()
+               or Path(f"/proc/{runner}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
+               "the job's process to die")
+    assert project.oj("job", "resume", job_id, check=False, timeout=60).returncode != 0
+    job = project.json("job", "show", job_id)
+    assert job["status"] == "failed"
+    assert [(h["step"], h["exit"]) for h in job["history"]] == [("slow", 124)]
+    step = int(pid_file.read_text())
+    assert not Path(f"/proc/{step}").exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import select
 import shutil
@@ -212,20 +213,25 @@ def read_status(path: str) -> int | None:
     return int(text) if text.endswith("\n") and text.strip().isdigit() else None
 
 
-def wait_for_exit(pid: int, start: str, stopping: threading.Event) -> None:
-    """Wait until process ``pid`` (started at ``start``) is gone: it need not be our child."""
+def wait_for_exit(pid: int, start: str, stopping: threading.Event,
+                  deadline: float | None = None) -> bool:
+    """Wait until process ``pid`` (started at ``start``) is gone: it need not be our child.
+    False when it still runs at ``deadline`` (epoch seconds)."""
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
-        return
+        return True
     try:
         if proc_start_time(pid) != start:
-            return  # the pid is another process's now
+            return True  # the pid is another process's now
         while not select.select([fd], [], [], 1.0)[0]:
             if stopping.is_set():
                 raise Stalled("stopped while waiting for a step")
+            if deadline is not None and time.time() >= deadline:
+                return False
     finally:
         os.close(fd)
+    return True
 
 
 def terminate_group(pgid: int, proc: subprocess.Popen | None = None, grace: float = STOP_GRACE
@@ -373,9 +379,10 @@ class JobRunner:
                     and pipeline.steps[step].run is not None:
                 # the step outlived the runner that started it: wait for it, never rerun it
                 # beside itself; one that ended is recorded with its exit status
-                code = self._outlived_step(job, log)
+                code, why = self._outlived_step(job, pipeline.steps[step], log)
                 if code is not None:
-                    step, outcome = self._record_step_end(job, pipeline, step, code, None, log)
+                    step, outcome = self._record_step_end(job, pipeline, step, code, why, log,
+                                                          self._past_job_deadline(job_id))
                     if outcome is not None:
                         return outcome
             while step is not None:
@@ -620,10 +627,10 @@ class JobRunner:
         if say:
             self.progress(job_id, "step", f"{step} started")
 
-    def _outlived_step(self, job: dict, log) -> int | None:
-        """A step whose runner died: wait while it still runs, then its exit status from
-        the file its wrapper wrote. None when it left none (killed with its runner, a power
-        cut): the step runs again."""
+    def _outlived_step(self, job: dict, step: Step, log) -> tuple[int | None, str | None]:
+        """A step whose runner died: wait while it still runs (within its time limits,
+        counted from its start), then its exit status from the file its wrapper wrote. None
+        when it left none (killed with its runner, a power cut): the step runs again."""
         proc = job.get("step_proc") or {}
         status = self.status_path(job["id"], len(job["history"]))
         pid = proc.get("pid")
@@ -631,12 +638,21 @@ class JobRunner:
             line = f"{job['step']} still running (process {pid}): waiting for it"
             log.write(f"==> step {line}\n".encode())
             self.progress(job["id"], "step", line)
+            deadline, limit = self.step_deadline(job["id"], step)
+            if step.timeout and job["history"]:
+                # its own limit runs from when it started, not from this wait
+                deadline = min(deadline or math.inf,
+                               job["history"][-1]["started_at"] + step.timeout)
             try:
-                wait_for_exit(pid, proc["start"], self.stopping)
+                if not wait_for_exit(pid, proc["start"], self.stopping, deadline):
+                    terminate_group(pid)
+                    why = f"timeout: stopped after {limit}"
+                    log.write(f"==> step {job['step']}: {why}\n".encode())
+                    return TIMEOUT_EXIT, why
             except BaseException:
                 terminate_group(pid)
                 raise
-        return read_status(status)  # the file goes once the end is recorded
+        return read_status(status), None  # the file goes once the end is recorded
 
     def fail(self, job_id: str, error: str) -> str:
         """End a job that cannot go on (a bug in a runner must not leave it running)."""
