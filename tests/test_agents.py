@@ -563,9 +563,16 @@ def test_an_agent_step_whose_job_lost_its_lease_records_nothing_more(postgres, t
         frozen = pid = ap.events("job:process")[0]["pid"]
         job_id = ap.events("job:process")[0]["id"]
         os.kill(frozen, signal.SIGSTOP)
-        wait_until(lambda: ap.events("queue:lease_expired"), "the lease to expire")
         worker.terminate()  # nobody takes the job over: only the frozen process is left
         worker.wait(timeout=30)
+        # its own host's worker never expires a lease of a process it sees alive: another
+        # host's does, once the lease has run out
+        taken = ap.events("queue:taken")[0]
+        wait_until(lambda: time.time() > taken["ts"] + taken["lease"], "the lease to run out")
+        from ojd.store import Store
+
+        with Store(str(tmp_path / "host-b"), url=ap.url).transaction() as tx:
+            tx.append({"type": "queue:lease_expired", "id": taken["id"], "job": job_id})
         time.sleep(1.5)  # its agent is idle by now
         os.kill(frozen, signal.SIGCONT)
         frozen = None
