@@ -30,7 +30,7 @@ import json
 import os
 from _thread import RLock, allocate_lock
 
-from ojd.paths import open_state_file
+from ojd.paths import make_state_dir, open_state_file
 from ojd.store.walframe import Record, encode_events, encode_frames
 from ojd.store.wallock import Locked as _Locked
 from ojd.store.wallock import Shared as _Shared
@@ -138,7 +138,7 @@ class WalDirectory:
     ) -> None:
         # A str: os.path is already loaded, pathlib costs milliseconds at start-up.
         self.path: str = os.fspath(path)
-        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        make_state_dir(self.path)  # root making it in a user's state dir gives it to that user
         self._dir = self.path
         self._lock_path = os.path.join(self.path, "lock")
         self.segment_bytes = segment_bytes
