@@ -15,20 +15,41 @@ from ojd.errors import OjError, escaped, quoted
 # runbook): the unit lists it in RestartPreventExitStatus= so systemd does not loop it.
 EXIT_CONFIG = 78  # EX_CONFIG
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ojd.worker import StartSignals
+
 
 def run_worker(name: str, project: str | None, foreground: bool, until_idle: bool = False
                ) -> int:
+    from ojd.worker import StartSignals, Stopped
+
+    # a start waits out its store being away (a database down, a full disk) instead of
+    # exiting into the unit's start limit: SIGTERM and Ctrl-C end that wait
+    signals = StartSignals()
+    signals.install()
+    try:
+        return _run_worker(name, project, foreground, until_idle, signals)
+    except Stopped:
+        return signals.exit_code()
+    finally:
+        signals.close()
+
+
+def _run_worker(name: str, project: str | None, foreground: bool, until_idle: bool,
+                signals: StartSignals) -> int:
     from ojd import paths, trust, wake, workers
     from ojd import project as projects
     from ojd.notify import Log, Notifier
     from ojd.runners.jobprocess import own_manager
     from ojd.store import Store
-    from ojd.worker import WorkerLoop
+    from ojd.worker import StoreWait, WorkerLoop
 
     log = Log(f"worker {escaped(name)}")
     notifier = Notifier()
     store = Store()
-    state = store.load()
+    wait = StoreWait(store, escaped(name), log, notifier, signals.wake_r, signals.stopped)
+    state = wait(store.load)
     try:
         if project is None and not foreground:
             record = state.workers.get(name)
@@ -52,18 +73,24 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
         notifier.send(f"STATUS=failed: {str(e).splitlines()[0]}")
         return EXIT_CONFIG
     lock_path = wake.lock_path(store.root, name)
-    try:
-        os.makedirs(os.path.dirname(lock_path), mode=0o700, exist_ok=True)
+
+    def open_lock() -> tuple[int, bool]:
+        paths.make_state_dir(os.path.dirname(lock_path))
         # held for the process's life; it doubles as the pid file (below)
         flags = os.O_CREAT | os.O_CLOEXEC
         try:
-            lock = paths.open_state_file(lock_path, os.O_RDWR | flags)
-            writable = True
+            return paths.open_state_file(lock_path, os.O_RDWR | flags), True
         except PermissionError:
             # read-only is enough for flock: a lock file left by the worker's root
             # incarnation serves it when it runs as a user (--run-as)
-            lock = paths.open_state_file(lock_path, os.O_RDONLY | flags)
-            writable = False
+            return paths.open_state_file(lock_path, os.O_RDONLY | flags), False
+
+    def write_pid() -> None:
+        os.ftruncate(lock, 0)
+        os.pwrite(lock, wake.pid_file_text(os.getpid()).encode(), 0)
+
+    try:
+        lock, writable = wait(open_lock)  # a full disk is waited out
     except OSError as e:  # a directory or a file where the lock belongs: a repair, not a retry
         log.error(f"cannot open the worker lock {e.filename or lock_path}: "
                   f"{e.strerror or e}; remove or fix it")
@@ -78,8 +105,7 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
     # through its unit's main PID; what the file holds then names a process that is gone.
     if writable:
         try:
-            os.ftruncate(lock, 0)
-            os.pwrite(lock, wake.pid_file_text(os.getpid()).encode(), 0)
+            wait(write_pid)
         except OSError as e:
             log.error(f"cannot write the worker lock {lock_path}: {e.strerror or e}")
             return EXIT_CONFIG
@@ -87,7 +113,7 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
         # a worker started by hand binds its name to this project, as 'oj worker start'
         # does, so pushes and listings find it
         try:
-            workers.record(store, runbook, root, name)
+            wait(lambda: workers.record(store, runbook, root, name))
         except OjError as e:
             log.error(str(e))
             return EXIT_CONFIG
@@ -101,6 +127,8 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
                       until_idle=until_idle, manager=manager,
                       check=lambda: trust.require(root, name, os.geteuid()))
     loop.install_signals()
+    if signals.stopped():  # a stop between the last wait and the loop's own handlers
+        loop.request_stop(signals.signum)
     return loop.run()
 
 

@@ -14,6 +14,7 @@ process is gone is resumed where it stands.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import select
@@ -21,10 +22,11 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from ojd import bashrun, queues, wake
 from ojd.duration import format_duration
-from ojd.errors import OjError
+from ojd.errors import LockTimeout, OjError, StoreUnavailable
 from ojd.notify import Log, Notifier, one_line
 from ojd.runbook.model import Runbook, Worker
 from ojd.runbook.template import TemplateError, render_shell
@@ -38,6 +40,17 @@ STATUS_EVERY = 1.0  # seconds between STATUS= updates while jobs run
 CLOCK_SKEW_WARN = 1.0  # seconds off the shared database's clock that a worker warns of
 # A worker refused by its check (ojd.trust) exits EX_CONFIG: RestartPreventExitStatus=78
 EXIT_REFUSED = 78
+# A starting worker tries its store again after this long, doubling up to STORE_RETRY_MAX
+STORE_RETRY_FIRST = 0.5
+STORE_RETRY_MAX = 5.0
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# What libpq says of a connection refused for good (its own words, in the StoreUnavailable
+# it became): a bad URL or option, a refused password or login, a database or role that does
+# not exist. No wait mends those: the start fails at once, as it always did.
+_REFUSED_FOR_GOOD = ("invalid ", "authentication failed", "no pg_hba.conf entry",
+                     "does not exist", "password", 'missing "="', "unrecognized",
+                     "not permitted to log in", "permission denied")
+T = TypeVar("T")
 
 
 def owner_id(worker: str) -> str:
@@ -55,6 +68,144 @@ def describe(error: BaseException) -> str:
     if isinstance(error, OjError):
         return str(error)
     return repr(error)
+
+
+def outage(error: BaseException) -> str | None:
+    """Why ``error`` is the store being away for a while: its database down or out of reach,
+    the state lock held past OJ_LOCK_TIMEOUT, a full state disk (what a job's step end waits
+    out too, ``ojd.runners.jobs``); None for an error no wait mends (a bad URL, a refused
+    password, a corrupt WAL)."""
+    if isinstance(error, OSError):
+        return describe(error) if error.errno in _DISK_FULL else None
+    if isinstance(error, LockTimeout):
+        return str(error)
+    if isinstance(error, StoreUnavailable):
+        said = str(error.__context__ or error)  # libpq's words, before oj's prefix
+        return None if any(w in said for w in _REFUSED_FOR_GOOD) else str(error)
+    return None
+
+
+class Stopped(Exception):
+    """A stop (SIGTERM, Ctrl-C) while a start waited for its store."""
+
+
+class StoreWait:
+    """A starting worker's wait for its store (``outage``): each step of the start is tried
+    again after 0.5 s, then 1, 2, 4 and every 5 s, until it works, fails for good (raised
+    as before) or the worker is stopped (``stopped()``, with a byte in ``wake_fd``: Stopped).
+    Meanwhile the manager hears why (READY=1 with the STATUS=, so that neither
+    TimeoutStartSec= nor a waiting `systemctl start` fails on an outage, and the unit is
+    not restarted into its start limit) and the watchdog is fed; the log says the reason
+    once (again when it changes) and when the store is back. A wake retries at once."""
+
+    def __init__(self, store: Store, name: str, log: Log, notifier: Notifier, wake_fd: int,
+                 stopped: Callable[[], bool]) -> None:
+        self.store = store
+        self.name = name
+        self.log = log
+        self.notifier = notifier
+        self.wake_fd = wake_fd
+        self.stopped = stopped
+        self.told: str | None = None
+        self.readied = False
+
+    def __call__(self, step: Callable[[], T]) -> T:
+        delay = STORE_RETRY_FIRST
+        while True:
+            try:
+                result = step()
+            except Exception as e:
+                why = outage(e)
+                if why is None:
+                    raise
+            else:
+                if self.told is not None:
+                    self.told = None
+                    self.log.info(f"{self._what()} answers again; starting")
+                return result
+            self._waiting(why)
+            self._pause(delay)
+            delay = min(delay * 2, STORE_RETRY_MAX)
+
+    def _what(self) -> str:
+        return "the state database" if self.store.shared else "the state dir"
+
+    def _waiting(self, why: str) -> None:
+        if why != self.told:
+            self.told = why
+            self.log.warning(f"waiting for {self._what()}: {why}; retrying")
+        shown = why.removeprefix("state database ") if self.store.shared else why
+        status = f"{self.name}: waiting for {self._what()}: {shown}; retrying"
+        if self.readied:
+            self.notifier.status(status)
+        else:  # "active" with this status, rather than a start that times out or fails
+            self.readied = True
+            self.notifier.ready(status)
+
+    def _pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopped():
+            self.notifier.watchdog()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            interval = self.notifier.watchdog_interval
+            if select.select([self.wake_fd], [], [], left if interval is None
+                             else min(left, interval))[0]:
+                try:
+                    while os.read(self.wake_fd, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                if not self.stopped():
+                    return  # a wake (a push, `systemctl reload`): try now
+        self._give_up()
+
+    def _give_up(self) -> None:
+        """Stopped while waiting: nothing was taken, and nothing can be recorded (the store
+        is away); jobs it already watched go on in their own processes."""
+        self.notifier.stopping(f"{self.name}: stopping; {self._what()} never answered")
+        self.log.info("stopped before the state answered")
+        raise Stopped
+
+
+class StartSignals:
+    """Signals of a worker before its loop takes them over (``WorkerLoop.install_signals``):
+    SIGTERM and Ctrl-C stop a wait for the store (``signum`` says which), SIGUSR1 (a wake)
+    only retries it instead of killing the process, as its default would."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            signal.signal(signum, self._received)
+
+    def _received(self, signum: int, _frame) -> None:
+        if signum != signal.SIGUSR1 and self.signum is None:
+            self.signum = signum
+        try:
+            os.write(self.wake_w, b"w")
+        except OSError:
+            pass  # full of wakes already (or closed: the worker is on its way out)
+
+    def stopped(self) -> bool:
+        return self.signum is not None
+
+    def exit_code(self) -> int:
+        return 130 if self.signum == signal.SIGINT else 0
+
+    def close(self) -> None:
+        """Stop listening: the handlers still ours (no loop took over) are set back, SIGUSR1
+        to ignored (a wake now must not kill the worker on its way out)."""
+        for signum, then in ((signal.SIGTERM, signal.SIG_DFL),
+                             (signal.SIGINT, signal.default_int_handler),
+                             (signal.SIGUSR1, signal.SIG_IGN)):
+            if signal.getsignal(signum) == self._received:
+                signal.signal(signum, then)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
 
 
 def external_key(entry: dict) -> str:
@@ -205,14 +356,10 @@ class WorkerLoop:
     # -- the loop -----------------------------------------------------------------------
 
     def run(self) -> int:
-        self.store.load()
-        self._follow_resize(quiet=True)  # the ready line says it
-        self._remember_runbook()
-        self.store.append({"type": "worker:started", "name": self.worker.name,
-                           "invocation": os.environ.get("INVOCATION_ID"), "pid": os.getpid(),
-                           "host": wake.host_name()})
-        self._check_clock()
-        self._recover()
+        try:
+            self._start_up()
+        except Stopped:
+            return self._stopped_starting()
         self._listen()
         self.notifier.ready(self.status_line())
         self.log.info(f"ready: queue '{self.queue.name}', pipeline '{self.worker.pipeline}', "
@@ -269,6 +416,26 @@ class WorkerLoop:
             return EXIT_REFUSED
         # Ctrl-C is an interruption (130, as a shell reports it); SIGTERM is the clean stop
         # the unit expects
+        return 130 if self._stop_signal == signal.SIGINT else 0
+
+    def _start_up(self) -> None:
+        """What a start does before its first poll, each step waiting out its store being
+        away (``StoreWait``) instead of ending the worker into its unit's start limit."""
+        wait = StoreWait(self.store, self.worker.name, self.log, self.notifier, self._wake_r,
+                         lambda: self._stop)
+        wait(self.store.load)
+        self._follow_resize(quiet=True)  # the ready line says it
+        self._remember_runbook()
+        wait(lambda: self.store.append({
+            "type": "worker:started", "name": self.worker.name,
+            "invocation": os.environ.get("INVOCATION_ID"), "pid": os.getpid(),
+            "host": wake.host_name()}))
+        self._check_clock()
+        wait(self._recover)
+
+    def _stopped_starting(self) -> int:
+        """Stopped while its start waited for the store (``StoreWait`` said so)."""
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # as after the loop (see run)
         return 130 if self._stop_signal == signal.SIGINT else 0
 
     def _check_clock(self) -> None:
