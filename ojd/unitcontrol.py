@@ -62,11 +62,20 @@ def require_unit_safe(state_root: str) -> None:
                       "one")
 
 
-def state_text(kind: str, state_root: str) -> str:
-    """The drop-in that points a worker's or a cron's service at ``state_root``; ``oj systemd
-    uninstall`` removes only drop-ins with exactly this text for its own state dir."""
-    return (f"# written by oj {kind} start: this {kind}'s state directory\n"
-            f"[Service]\nEnvironment=\"OJ_STATE_DIR={unit_quote(state_root)}\"\n")
+def state_text(kind: str, state_root: str, remote: bool = False, env: bool = True) -> str:
+    """The drop-in that points a worker's or a cron's service at ``state_root`` (``env``:
+    not the default one); ``oj systemd uninstall`` removes only drop-ins with exactly this
+    text (either ``remote``) for its own state dir. ``remote``: its state is in a database,
+    which the unit waits for the network to reach (``bind_state_dir``)."""
+    text = ""
+    if env:
+        text = (f"# written by oj {kind} start: this {kind}'s state directory\n"
+                f"[Service]\nEnvironment=\"OJ_STATE_DIR={unit_quote(state_root)}\"\n")
+    if remote:
+        text += (f"# written by oj {kind} start: its state is in a database across the "
+                 "network\n[Unit]\nWants=network-online.target\n"
+                 "After=network-online.target\n")
+    return text
 
 
 def dropin_path(systemd: Systemd, unit: str, dropin: str) -> str:
@@ -78,7 +87,7 @@ def bind_state_dir(systemd: Systemd, kind: str, name: str, unit: str, state_root
     """A worker's or cron's ``unit`` whose state is not in the default place learns it from
     a drop-in; whether that changed anything. Its PostgreSQL URL it reads from the state
     dir's oj.conf: a URL only in this shell's OJ_STATE_URL would leave the unit on another
-    store, so that is refused."""
+    store, so that is refused. With a URL the unit is ordered after the network (below)."""
     url = os.environ.get("OJ_STATE_URL")
     if url:
         from ojd.store import CONFIG_FILE, configured_url
@@ -100,8 +109,23 @@ def bind_state_dir(systemd: Systemd, kind: str, name: str, unit: str, state_root
                 "(and unset OJ_STATE_URL), so that the unit, its jobs and this shell share "
                 "one store"))
     default = os.environ.get("OJ_STATE_DIR") is None
-    return write_dropin(systemd, dropin_path(systemd, unit, STATE_DROPIN),
-                        None if default else state_text(kind, state_root), reload=reload)
+    # A unit whose state is in PostgreSQL starts after network-online.target, so that at boot
+    # its first connection is not made before the network is up (it would wait the outage
+    # out anyway, ojd.worker.StoreWait, but with a warning and a retry delay). Here rather
+    # than in the template: a WAL worker needs no network, and network-online.target delays
+    # the boot of every unit ordered after it by as long as the network takes (or the
+    # wait-online service's timeout). Not for a user manager: it has no such target.
+    if url:
+        remote = True  # the same as oj.conf's (above)
+    else:
+        from ojd.store import configured_url
+
+        remote = configured_url(state_root) is not None
+    remote = remote and not systemd.user
+    wanted = None if default and not remote else state_text(kind, state_root, remote,
+                                                             env=not default)
+    return write_dropin(systemd, dropin_path(systemd, unit, STATE_DROPIN), wanted,
+                        reload=reload)
 
 
 def write_dropin(systemd: Systemd, path: str, wanted: str | None, reload: bool = True) -> bool:

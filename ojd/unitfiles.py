@@ -77,16 +77,26 @@ def uninstall(systemd: Systemd, state_root: str) -> tuple[list[str], list[str]]:
     (workers of other state dirs keep theirs). Returns (removed paths, notes on what stays).
     """
     from ojd import crons, runas
-    from ojd.unitcontrol import STATE_DROPIN, unit_safe
-    from ojd.workers import dropin_text
+    from ojd.unitcontrol import STATE_DROPIN, state_text, unit_safe
 
     target_dir = unit_dir(systemd)
     removed: list[str] = []
     kept: list[str] = []
     # a state dir no drop-in can name (a control character) has none
     fits = unit_safe(state_root)
-    ours = dropin_text(state_root) if fits else None
-    ours_cron = crons.state_text(state_root) if fits else None
+    default = os.environ.get("OJ_STATE_DIR") is None
+
+    def texts(kind: str) -> set[str]:
+        """What bind_state_dir writes for ``state_root``'s units, with a state in a database
+        (ordered after the network) or not; the default state dir's units are not named it."""
+        if not fits:
+            return set()
+        found = {state_text(kind, state_root, remote) for remote in (False, True)}
+        if default:
+            found.add(state_text(kind, state_root, True, env=False))
+        return found
+
+    ours, ours_cron = texts("worker"), texts("cron")
     # the OJ_STATE_DIR drop-ins, the --run-as ones and the cron schedules (which name their
     # state dir too)
     dropins = [path for units, name in (("oj-worker@*.service.d", STATE_DROPIN),
@@ -109,7 +119,7 @@ def uninstall(systemd: Systemd, state_root: str) -> tuple[list[str], list[str]]:
         elif base == runas.DROPIN:
             mine = fits and runas.written_for(text, state_root)
         else:
-            mine = text == (ours_cron if "/oj-cron@" in dropin else ours)
+            mine = text in (ours_cron if "/oj-cron@" in dropin else ours)
         if not mine:
             kept.append(f"kept {dropin}: written for another state dir")
             others.append(dropin)
