@@ -82,17 +82,20 @@ def record(store: Store, runbook: Runbook, root: str, name: str) -> Cron:
     return cron
 
 
-def require_trusted(systemd: Systemd, root: str, name: str) -> None:
+def require_trusted(systemd: Systemd, root: str, name: str, runbook: Runbook | None = None
+                    ) -> None:
     """The cron's jobs run as its manager's user (root for the system's): refused when
-    someone else could change the runbooks they come from (``ojd.trust``)."""
-    require_trusted_uid(root, name, os.geteuid() if systemd.user else 0)
+    someone else could change the runbooks they come from, or the files ``runbook`` names
+    (``ojd.trust``)."""
+    require_trusted_uid(root, name, os.geteuid() if systemd.user else 0, runbook)
 
 
-def require_trusted_uid(root: str, name: str, uid: int) -> None:
+def require_trusted_uid(root: str, name: str, uid: int, runbook: Runbook | None = None
+                        ) -> None:
     from ojd import trust
 
     try:
-        problem = trust.check_project(root, uid)
+        problem = trust.check_project(root, uid, runbook)
     except OSError as e:
         raise OjError(escaped(f"cannot check who may change the runbooks of {root}: "
                               f"{e.strerror or e}")) from None
@@ -156,7 +159,7 @@ def _bind(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str
 
     cron = cron_named(runbook, name)
     require_unit_safe(store.root)
-    require_trusted(systemd, root, name)
+    require_trusted(systemd, root, name, runbook)
     st = _timer_state(systemd, name)
     record(store, runbook, root, name)
     moved = bind_state_dir(systemd, "cron", name, service_unit(name), store.root,

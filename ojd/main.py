@@ -63,6 +63,7 @@ def _run_worker(name: str, project: str | None, foreground: bool, until_idle: bo
             root = projects.find_root(override=project)
         trust.require(root, name, os.geteuid())  # before the runbook is read at all
         runbook = projects.load(root, paths.cache_dir(store.root))
+        trust.require(root, name, os.geteuid(), runbook)  # and the files it names
         worker = runbook.workers.get(name)
         if worker is None:
             known = ", ".join(sorted(runbook.workers)) or "none"
@@ -125,7 +126,9 @@ def _run_worker(name: str, project: str | None, foreground: bool, until_idle: bo
                     "interrupted step)")
     loop = WorkerLoop(store, runbook, root, worker, log=log, notifier=notifier,
                       until_idle=until_idle, manager=manager,
-                      check=lambda: trust.require(root, name, os.geteuid()))
+                      # before each poll's reload: the files named by the runbook it loads
+                      check=lambda: trust.require(root, name, os.geteuid(), loop.runbook,
+                                                  paths.cache_dir(store.root)))
     loop.install_signals()
     if signals.stopped():  # a stop between the last wait and the loop's own handlers
         loop.request_stop(signals.signum)
@@ -156,6 +159,7 @@ def run_cron(name: str, project: str | None) -> int:
             root = projects.find_root(override=project)
         crons.require_trusted_uid(root, name, os.geteuid())  # before the runbook is read
         runbook = projects.load(root, paths.cache_dir(store.root))
+        crons.require_trusted_uid(root, name, os.geteuid(), runbook)  # the files it names
         cron = runbook.crons.get(name)
         if cron is None:
             known = ", ".join(sorted(runbook.crons)) or "none"

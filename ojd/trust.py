@@ -10,7 +10,12 @@ the worker runs as:
   sticky (``/tmp``): then others can add entries but not rename or replace ours;
 - ``.oj/``, ``.oj/runbooks/``, and every directory and file under it (symlink targets and
   the directories on their way included) are owned by a trusted user and writable by no one
-  else, sticky or not: any new entry there is a runbook read.
+  else, sticky or not: any new entry there is a runbook read;
+- so is every file the loaded runbook names as code or as an agent's input
+  (``named_files``: an agent's ``prompt_file``, a script its shell scripts run by path),
+  with the directories on the way from ``/`` as for the project; one that is not there yet
+  must be in a directory only they can add to. A ``prompt_file`` is checked again right
+  before an agent step of a worker's (or cron's) job reads it (``require_input``).
 
 "Writable by" means the owner, the members of a group with write permission (through the
 mode, or a POSIX ACL entry), and everyone when the file is writable by others.
@@ -19,10 +24,22 @@ mode, or a POSIX ACL entry), and everyone when the file is writable by others.
 from __future__ import annotations
 
 import os
+import re
 import stat
 
 from ojd.errors import OjError, escaped
 from ojd.project import RUNBOOK_DIR
+
+try:  # see ojd.project: the builtin module avoids loading OpenSSL's binding
+    from _sha256 import sha256 as _sha256
+except ImportError:
+    from hashlib import sha256 as _sha256
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ojd.runbook.model import Runbook
 
 _MAX_LINKS = 40  # as the kernel's ELOOP limit
 
@@ -40,9 +57,10 @@ class Untrusted(Exception):
         self.user = user
 
 
-def check_project(root: str, uid: int) -> Untrusted | None:
-    """The first path of ``root``'s runbooks that a user other than root and ``uid`` could
-    change, or None when only they can."""
+def check_project(root: str, uid: int, runbook: Runbook | None = None) -> Untrusted | None:
+    """The first path of ``root``'s runbooks (and of the files ``runbook`` names, see
+    ``named_files``) that a user other than root and ``uid`` could change, or None when only
+    they can."""
     checker = _Checker({0, uid})
     try:
         checker.resolve(os.path.join(os.path.abspath(root), ".oj"), strict=True)
@@ -50,33 +68,118 @@ def check_project(root: str, uid: int) -> Untrusted | None:
                                   strict=True, missing_ok=True)
         if st is not None and stat.S_ISDIR(st.st_mode):
             checker.tree(top, {(st.st_dev, st.st_ino)})
+        if runbook is not None:
+            checker.files(named_files(os.path.abspath(root), runbook))
     except Untrusted as e:
         return e
     return None
 
 
-def require(root: str, worker: str, uid: int) -> None:
-    """Raise the one-line refusal when someone but root and ``uid`` could change the
-    runbooks that worker ``worker`` of ``root`` would run as ``uid``."""
+def check_files(paths: Iterable[str], uid: int) -> Untrusted | None:
+    """The first of ``paths`` (absolute), or directory on the way to one, that a user other
+    than root and ``uid`` could change, or None when only they can."""
     try:
-        problem = check_project(root, uid)
-    except OSError as e:
-        raise OjError(escaped(f"cannot check who may change the runbooks of {root}: "
-                              f"{e.strerror or e} ({e.filename or root}); is the project "
-                              "still there?")) from None  # paths on one line
+        _Checker({0, uid}).files(paths)
+    except Untrusted as e:
+        return e
+    return None
+
+
+def require(root: str, worker: str, uid: int, runbook: Runbook | None = None,
+            cache_dir: str | None = None) -> None:
+    """Raise the one-line refusal when someone but root and ``uid`` could change the
+    runbooks that worker ``worker`` of ``root`` would run as ``uid``, or the files that
+    ``runbook`` names. With ``cache_dir``, the runbook whose files count is the one on disk,
+    once its directories passed: the one a load now (a worker's next reload) would run;
+    ``runbook`` when the files are unchanged or do not load (a reload keeps it too)."""
+    problem = _checked(root, lambda: check_project(root, uid))  # before anything reads them
+    if problem is None and (runbook is not None or cache_dir is not None):
+        files = _named(os.path.abspath(root), runbook, cache_dir)
+        problem = _checked(root, lambda: check_files(files, uid))
     if problem is not None:
         # the worker name and paths escaped: a newline in them cannot split the message
         raise OjError(escaped(refusal(problem, worker, uid)))
 
 
-def refusal(problem: Untrusted, worker: str, uid: int) -> str:
-    """The one-line error: what is wrong, and the ways out."""
+def require_input(path: str, uid: int, what: str, worker: str | None) -> None:
+    """Right before a job of worker ``worker`` (None: of a cron) reads ``path``, a file its
+    runbook names (``what``: "agent 'fix' prompt_file"): the one-line refusal when someone
+    but root and ``uid`` could change it."""
+    try:
+        problem = check_files([os.path.abspath(path)], uid)
+    except OSError as e:
+        raise OjError(escaped(f"cannot check who may change {what} {path}: "
+                              f"{e.strerror or e} ({e.filename or path})")) from None
+    if problem is not None:
+        raise OjError(escaped(refusal(problem, worker, uid, doing=f"read {what} {path}")))
+
+
+def _checked(root: str, check) -> Untrusted | None:
+    try:
+        return check()
+    except OSError as e:
+        raise OjError(escaped(f"cannot check who may change the runbooks of {root}: "
+                              f"{e.strerror or e} ({e.filename or root}); is the project "
+                              "still there?")) from None  # paths on one line
+
+
+def _named(root: str, loaded: Runbook | None, cache_dir: str | None) -> list[str]:
+    """``named_files`` of ``loaded``, or with ``cache_dir`` of the runbook on disk (see
+    ``require``)."""
+    from ojd import project as projects
+
+    if cache_dir is None:
+        assert loaded is not None
+        return named_files(root, loaded)
+    if loaded is None:
+        return _named_on_disk(root, cache_dir)
+    try:
+        return named_files(root, projects.load_if_changed(root, cache_dir, loaded.digest)
+                           or loaded)
+    except (OjError, OSError):
+        return named_files(root, loaded)
+
+
+def _named_on_disk(root: str, cache_dir: str) -> list[str]:
+    """``named_files`` of the runbook on disk, kept beside its index in the cache
+    (``cache/named-<project hash>.json``, rewritten when the digest changes): ``oj worker
+    start``, which reads the index, loads no model for it either. A problem loading is the
+    one the caller's load of the index raised already."""
+    import json
+
+    from ojd import project as projects
+
+    digest = projects.load_index(root, cache_dir)["digest"]
+    path = os.path.join(cache_dir, f"named-{_sha256(root.encode()).hexdigest()[:16]}.json")
+    try:
+        with open(path, "rb") as f:
+            record = json.loads(f.read())
+        if isinstance(record, dict) and record.get("digest") == digest and \
+                isinstance(record.get("files"), list):
+            return [str(p) for p in record["files"]]
+    except (OSError, ValueError):
+        pass
+    runbook = projects.load(root, cache_dir)
+    files = named_files(root, runbook)
+    projects._atomic_write(path, json.dumps({"digest": runbook.digest,
+                                             "files": files}).encode())
+    return files
+
+
+def refusal(problem: Untrusted, worker: str | None, uid: int, doing: str | None = None
+            ) -> str:
+    """The one-line error: what is wrong, and the ways out. ``doing``: what is refused, when
+    not running the worker (reading a file for one of its jobs); no ``worker``: a cron's."""
     runner = _user_name(uid)
-    head = (f"refusing to run worker '{worker}' as {runner}: {problem}, who could make it "
-            f"run their code as {runner}")
+    it = "it" if doing is None else f"worker '{worker}'"
+    doing = doing or f"run worker '{worker}'"
+    head = (f"refusing to {doing} as {runner}: {problem}, who could make it run their code "
+            f"as {runner}")
+    if worker is None:
+        return f"{head}; make {problem.path} writable by {runner} or root alone"
     if uid == 0 and problem.user is not None:
         u = problem.user
-        return (f"{head}; run it as {u}: 'oj worker start --run-as {u} {worker}', or in "
+        return (f"{head}; run {it} as {u}: 'oj worker start --run-as {u} {worker}', or in "
                 f"{u}'s own manager ('loginctl enable-linger {u}', then 'oj worker start "
                 f"{worker}' as {u}), or make {problem.path} writable by root alone")
     if problem.user is not None:
@@ -85,15 +188,323 @@ def refusal(problem: Untrusted, worker: str, uid: int) -> str:
     return f"{head}; make {problem.path} writable by {runner} or root alone"
 
 
+# -- the files a runbook names ----------------------------------------------------------------
+
+_SHELLS = frozenset({"bash", "sh", "dash", "ksh", "zsh"})  # `bash FILE` runs FILE
+_SOURCES = frozenset({"source", "."})  # `. FILE` reads it into the shell
+# words after which a command word comes (`if ./check; then ./deploy; fi`, `env X=1 ./run`)
+_PREFIXES = frozenset({"if", "then", "else", "elif", "do", "while", "until", "!", "{",
+                       "time", "exec", "command", "builtin", "nohup", "env"})
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?\+?=")
+_INVOKE_DIR = re.compile(r"\$\{\s*invoke\.dir\s*\}")  # a worker's (and cron's) jobs: the project
+_SEPARATORS = ";&|()"
+_NESTED_READS = 8  # how many times its length script_paths reads, nested scripts included
+_named_cache: dict[tuple[str, str], list[str]] = {}
+
+
+def named_files(root: str, runbook: Runbook) -> list[str]:
+    """The files ``runbook`` has a job read as code or as an agent's input, absolute, in
+    runbook order: every agent's ``prompt_file``; and the scripts its shell scripts (steps,
+    locals, commands, queue ``list``/``take``, agent ``run``/``prime``/gates) run by path:
+    a command word that is a path (``./deploy.sh``, ``scripts/x``), or the file given to
+    ``bash``/``sh``/``source``/``.``, relative to the project (where a worker's jobs start;
+    ``${invoke.dir}`` is the project). A command word that is an absolute path outside the
+    project is a program of the system, like one found through PATH: not named here."""
+    key = (root, runbook.digest)
+    if runbook.digest and key in _named_cache:
+        return _named_cache[key]
+    found: list[str] = []
+    for agent in runbook.agents.values():
+        if agent.prompt_file:
+            found.append(_joined(root, agent.prompt_file))
+    for script in _shell_scripts(runbook):
+        for word, _, argument in script_paths(script):
+            path = _project_path(root, word, argument)
+            if path is not None:
+                found.append(path)
+    found = list(dict.fromkeys(found))
+    if runbook.digest:
+        _named_cache[key] = found
+    return found
+
+
+def _shell_scripts(runbook: Runbook) -> Iterable[str]:
+    pipelines = [*runbook.pipelines.values(),
+                 *(c.own for c in runbook.crons.values() if c.own is not None)]
+    for pipeline in pipelines:
+        for step in pipeline.steps.values():
+            if step.run:
+                yield step.run
+        for _, value in pipeline.locals:
+            yield f'__oj_local="{value}"'  # evaluated inside "...": only $(...) runs
+    for command in runbook.commands.values():
+        if command.run:
+            yield command.run
+    for queue in runbook.queues.values():
+        yield from (s for s in (queue.list_cmd, queue.take_cmd) if s)
+    for agent in runbook.agents.values():
+        yield agent.run
+        yield from agent.prime
+        for action in (agent.on_idle, agent.on_dead, agent.on_error):
+            if action and action.get("run"):
+                yield action["run"]
+
+
+def _project_path(root: str, word: str, argument: bool) -> str | None:
+    """The file ``word`` names, or None when it has expansions (``$x``, ``~``, globs) or is
+    a program of the system (``argument``: a script given to bash or ``.``, named anywhere)."""
+    m = _INVOKE_DIR.match(word)
+    if m:
+        word = "." + word[m.end():]
+    if not word or word.startswith("~") or any(c in word for c in "$`*?["):
+        return None
+    if word.startswith("/"):
+        inside = os.path.normpath(word).startswith(root.rstrip("/") + "/")
+        return _joined("/", word) if argument or inside else None
+    return _joined(root, word)
+
+
+def _joined(root: str, path: str) -> str:
+    """``path`` from ``root`` without its ``.`` and empty components (``..`` stays: it
+    goes up from where symlinks lead, as the kernel does)."""
+    parts = [p for p in os.path.join(root, path).split("/") if p not in ("", ".")]
+    return "/" + "/".join(parts)
+
+
+def leads_outside(word: str, argument: bool) -> bool:
+    """Whether a path ``script_paths`` found leads outside the project: ``..`` in it, or,
+    for a script given to bash or ``.``, an absolute path (``oj runbook check`` warns)."""
+    m = _INVOKE_DIR.match(word)
+    if m:
+        word = "." + word[m.end():]
+    if word.startswith("~") or any(c in word for c in "$`*?["):
+        return False
+    return ".." in word.split("/") or (argument and word.startswith("/"))
+
+
+def script_paths(text: str, _budget: list[int] | None = None
+                 ) -> list[tuple[str, int, bool]]:
+    """The paths a shell script runs: (word, line within the script from 0, whether it is
+    a file given to ``bash``/``sh``/``source``/``.`` rather than a command word). A word
+    is taken as the shell's parser leaves it (quotes removed, expansions kept), command
+    substitutions (``$(...)``, backquotes) and ``bash -c`` strings included; heredoc
+    bodies and redirection targets are not commands. A heuristic for the usual ways a
+    script runs a file by path, not a shell parser: what it misses is not checked."""
+    found: list[tuple[str, int, bool]] = []
+    # nested scripts are looked into while the text read stays within a few times the
+    # script's: a deep or pathological nesting costs no more than that
+    budget = _budget if _budget is not None else [_NESTED_READS * len(text) + 4096]
+    budget[0] -= len(text)
+
+    def nested(inner: str, line: int) -> None:
+        if len(inner) <= budget[0]:
+            found.extend((w, line + n, a) for w, n, a in script_paths(inner, budget))
+
+    words, substitutions = _words(text)
+    for inner, line in substitutions:
+        nested(inner, line)
+    state = "command"
+    for word, line in words:
+        if word is None:  # ; & | ( ) or a newline: a command word comes next
+            state = "command"
+        elif state == "command":
+            if word in _PREFIXES or _ASSIGNMENT.match(word):
+                continue
+            base = word.rsplit("/", 1)[-1]
+            if "/" in word:  # /usr/bin/env too: _project_path passes over the system's
+                found.append((word, line, False))
+            if base in _PREFIXES:
+                continue
+            state = "shell" if base in _SHELLS else "script" if word in _SOURCES else "args"
+        elif state == "shell":  # bash's options, then its script (none with -c)
+            if word in ("-o", "+o", "-O", "+O", "--rcfile", "--init-file"):
+                state = "option"
+            elif word == "--":
+                state = "script"
+            elif word.startswith("-") and not word.startswith("--") and "c" in word:
+                state = "string"
+            elif not word.startswith(("-", "+")):
+                found.append((word, line, True))
+                state = "args"
+        elif state == "option":
+            state = "shell"
+        elif state == "string":  # bash -c 'SCRIPT'
+            nested(word, line)
+            state = "args"
+        elif state == "script":
+            found.append((word, line, True))
+            state = "args"
+    found.sort(key=lambda f: f[1])
+    return found
+
+
+def _words(text: str) -> tuple[list[tuple[str | None, int]], list[tuple[str, int]]]:
+    """Shell words with the line each starts on (None: a separator), and the text of the
+    command substitutions with theirs."""
+    words: list[tuple[str | None, int]] = []
+    subs: list[tuple[str, int]] = []
+    heredocs: list[tuple[str, bool]] = []  # delimiters whose bodies start at the next line
+    word: list[str] | None = None
+    start = line = 0
+    skip_next = False  # the next word is a redirection's target
+    heredoc_next: bool | None = None  # the next word is a heredoc delimiter (<<- if True)
+    i, n = 0, len(text)
+
+    def end() -> None:
+        nonlocal word, skip_next, heredoc_next
+        if word is None:
+            return
+        w = "".join(word)
+        word = None
+        if heredoc_next is not None:
+            heredocs.append((w, heredoc_next))
+            heredoc_next = None
+        elif skip_next:
+            skip_next = False
+        else:
+            words.append((w, start))
+
+    def begin() -> None:
+        nonlocal word, start
+        if word is None:
+            word, start = [], line
+
+    def substitution(i: int) -> int:  # $(...), ${...} or `...` at i, kept as written
+        nonlocal line
+        j = _closing(text, i)
+        raw = text[i:j]
+        word.append(raw)
+        if raw.startswith("`"):
+            subs.append((raw[1:-1], line))
+        elif raw.startswith("$(") and not raw.startswith("$(("):
+            subs.append((raw[2:-1], line))
+        line += raw.count("\n")
+        return j
+
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            if text.startswith("\n", i + 1):
+                line += 1
+            else:
+                begin()
+                word.append(text[i + 1:i + 2])
+            i += 2
+        elif c == "'":
+            begin()
+            j = text.find("'", i + 1)
+            j = n if j < 0 else j
+            word.append(text[i + 1:j])
+            line += text.count("\n", i + 1, j)
+            i = j + 1
+        elif c == '"':
+            begin()
+            i += 1
+            while i < n and text[i] != '"':
+                d = text[i]
+                if d == "\\" and i + 1 < n:
+                    if text[i + 1] == "\n":
+                        line += 1
+                    else:
+                        word.append(text[i + 1] if text[i + 1] in '\\"$`' else text[i:i + 2])
+                    i += 2
+                elif d == "$" and text.startswith(("$(", "${"), i) or d == "`":
+                    i = substitution(i)
+                else:
+                    if d == "\n":
+                        line += 1
+                    word.append(d)
+                    i += 1
+            i += 1
+        elif c == "$" and text.startswith(("$(", "${"), i) or c == "`":
+            begin()
+            i = substitution(i)
+        elif c == "#" and word is None:
+            while i < n and text[i] != "\n":
+                i += 1
+        elif c in " \t\r":
+            end()
+            i += 1
+        elif c == "\n":
+            end()
+            skip_next = False
+            words.append((None, line))
+            line += 1
+            i += 1
+            for delimiter, tabs in heredocs:  # their bodies are text, not commands
+                while i < n:
+                    j = text.find("\n", i)
+                    j = n if j < 0 else j
+                    body_line = text[i:j]
+                    i = min(j + 1, n)
+                    line += 1
+                    if (body_line.lstrip("\t") if tabs else body_line) == delimiter:
+                        break
+            heredocs.clear()
+        elif c in "<>" or c == "&" and text.startswith("&>", i):
+            end()
+            j = i + 1
+            while j < n and text[j] in "<>&|-":
+                j += 1
+            op = text[i:j]
+            if op.startswith("<<") and not op.startswith("<<<"):
+                heredoc_next = op.endswith("-")
+            else:
+                skip_next = True
+            i = j
+        elif c in _SEPARATORS:
+            end()
+            skip_next = False
+            words.append((None, line))
+            i += 1
+        else:
+            begin()
+            word.append(c)
+            i += 1
+    end()
+    return words, subs
+
+
+def _closing(text: str, i: int) -> int:
+    """The index after the end of the ``$(...)``, ``${...}`` or backquoted text at ``i``."""
+    if text[i] == "`":
+        j = text.find("`", i + 1)
+        return len(text) if j < 0 else j + 1
+    open_, close = ("(", ")") if text[i + 1] == "(" else ("{", "}")
+    depth, j, quote = 0, i + 1, None
+    while j < len(text):
+        c = text[j]
+        if quote:
+            if c == "\\" and quote == '"':
+                j += 1
+            elif c == quote:
+                quote = None
+        elif c in "'\"":
+            quote = c
+        elif c == "\\":
+            j += 1
+        elif c == open_:
+            depth += 1
+        elif c == close:
+            depth -= 1
+            if depth == 0:
+                return j + 1
+        j += 1
+    return len(text)
+
+
 class _Checker:
     def __init__(self, trusted: set[int]) -> None:
         self.trusted = trusted
         self._members: dict[int, set[int] | None] = {}
+        self._passed: set[tuple[str, int, int, bool]] = set()
 
     def resolve(self, path: str, *, strict: bool, start: str = "/", missing_ok: bool = False
                 ) -> tuple[str, os.stat_result | None]:
         """Walk ``path`` (relative to the checked directory ``start``) as the kernel does,
-        checking every directory on the way; the final object with the strict rule."""
+        checking every directory on the way; the final object with the strict rule.
+        ``missing_ok``: a path that is not there yet is (path, None) once the last directory
+        that is, where it would be made, passed the strict rule."""
         pending = list(reversed(path.split("/")))
         cur = start
         if path.startswith("/"):
@@ -112,10 +523,13 @@ class _Checker:
             nxt = os.path.join(cur, name)
             try:
                 st = os.lstat(nxt)
-            except FileNotFoundError:
-                if missing_ok and not any(p not in ("", ".") for p in pending):
-                    return nxt, None
-                raise
+            except (FileNotFoundError, NotADirectoryError):
+                if not missing_ok:
+                    raise
+                parent = os.lstat(cur)
+                if stat.S_ISDIR(parent.st_mode):  # where it would be made
+                    self._check(cur, parent, strict=True)
+                return nxt, None
             if stat.S_ISLNK(st.st_mode):
                 # the link itself can only be replaced through its directory, checked already
                 links += 1
@@ -133,6 +547,12 @@ class _Checker:
             self._check(cur, st, strict=True)
         return cur, st
 
+    def files(self, paths: Iterable[str]) -> None:
+        """Each of ``paths`` (absolute) with the strict rule, the way to it from ``/`` as to
+        the project; one not there must be where only trusted users can make it."""
+        for path in paths:
+            self.resolve(path, strict=True, missing_ok=True)
+
     def tree(self, directory: str, seen: set[tuple[int, int]]) -> None:
         """Every entry under a checked runbook directory, recursively, in name order."""
         for name in sorted(os.listdir(directory)):
@@ -143,6 +563,13 @@ class _Checker:
                 self.tree(path, seen)
 
     def _check(self, path: str, st: os.stat_result, *, strict: bool) -> None:
+        key = (path, st.st_dev, st.st_ino, strict)
+        if key in self._passed:  # the named files share the directories to the project
+            return
+        self._check_once(path, st, strict=strict)
+        self._passed.add(key)
+
+    def _check_once(self, path: str, st: os.stat_result, *, strict: bool) -> None:
         if st.st_uid not in self.trusted:
             name = _user_name(st.st_uid)
             raise Untrusted(path, f"{name} (its owner)", name)

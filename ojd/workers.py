@@ -117,14 +117,16 @@ def dropin_path(systemd: Systemd, name: str, dropin: str) -> str:
     return unitcontrol.dropin_path(systemd, worker_unit(name), dropin)
 
 
-def trusted_runner(systemd: Systemd, root: str, name: str, run_as: str | None = None
-                   ) -> str | None:
+def trusted_runner(systemd: Systemd, root: str, name: str, run_as: str | None = None,
+                   state_root: str | None = None) -> str | None:
     """Who the worker will run as (None: root, or the user manager's owner), once its
-    runbooks are known to be changeable by no one else (``ojd.trust``); else the refusal."""
-    from ojd import runas, trust
+    runbooks (with ``state_root``, whose cache they load from, and the files they name) are
+    known to be changeable by no one else (``ojd.trust``); else the refusal."""
+    from ojd import paths, runas, trust
 
     uid, user = runas.runner(systemd, name, run_as)
-    trust.require(root, name, uid)
+    trust.require(root, name, uid,
+                  cache_dir=None if state_root is None else paths.cache_dir(state_root))
     return user
 
 
@@ -147,7 +149,7 @@ def start(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: 
         if wake_foreground(store, name) is not None:
             return "woken"
     require_unit_safe(store.root)
-    user = trusted_runner(systemd, root, name, run_as)  # nothing is written before this
+    user = trusted_runner(systemd, root, name, run_as, store.root)  # nothing is written before this
     unit = worker_unit(name)
     st = unit_state(systemd, name)  # nor before a manager answers
     if st.load_state == "not-found":
@@ -189,7 +191,7 @@ def enable(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root:
 
     worker_named(runbook, name)
     require_unit_safe(store.root)
-    user = trusted_runner(systemd, root, name, run_as)
+    user = trusted_runner(systemd, root, name, run_as, store.root)
     unit_state(systemd, name)
     record(store, runbook, root, name)
     bind_state_dir(systemd, name, store.root)
@@ -235,7 +237,7 @@ def restart(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root
 
     worker_named(runbook, name)
     require_unit_safe(store.root)
-    user = trusted_runner(systemd, root, name)
+    user = trusted_runner(systemd, root, name, state_root=store.root)
     unit = worker_unit(name)
     st = unit_state(systemd, name)
     record(store, runbook, root, name)

@@ -258,6 +258,35 @@ pipeline "p" {
     assert "p" in load(text).pipelines  # warnings do not stop the runbook from loading
 
 
+def test_check_warns_of_files_a_runbook_runs_or_reads_outside_the_project():
+    text = """
+pipeline "p" {
+  step "s" {
+    run = <<-SHELL
+      ./scripts/ok.sh "$(scripts/version.sh)"
+      ../tools/deploy.sh --now
+      bash /opt/tools/x.sh
+      /usr/bin/env true
+      . ${invoke.dir}/../env.sh
+    SHELL
+  }
+}
+agent "a" {
+  run         = "bash ../agent.sh"
+  prompt_file = "/srv/prompts/task.md"
+}
+"""
+    outside = (", outside the project: a worker refuses it when someone but root and the "
+               "worker's user could change it; keep it in the project")
+    assert warnings(text) == [
+        f"rb.hcl:6: warning: step 's' of pipeline 'p' runs ../tools/deploy.sh{outside}",
+        f"rb.hcl:7: warning: step 's' of pipeline 'p' runs /opt/tools/x.sh{outside}",
+        f"rb.hcl:9: warning: step 's' of pipeline 'p' runs ${{invoke.dir}}/../env.sh{outside}",
+        f"rb.hcl:14: warning: agent 'a' runs ../agent.sh{outside}",
+        f"rb.hcl:15: warning: agent 'a' prompt_file /srv/prompts/task.md{outside}",
+    ]
+
+
 def test_example_runbooks_have_no_warnings():
     found: list[str] = []
     sources = []

@@ -248,3 +248,37 @@ def test_start_enable_run_as_restarts_a_running_worker_as_its_new_user(sb: Sandb
     p.oj("worker", "disable", p.worker)
     p.oj("worker", "start", "--run-as", "root", p.worker)
     assert main_uid() == "0"
+
+
+def test_a_script_the_runbook_runs_is_checked_at_start_and_at_each_load(sb: Sandbox, project):
+    p = project(sb.root / "projects" / "script")
+    p.runbook.write_text(p.runbook.read_text().replace(
+        "echo done ${var.item.n} $(id -u) >> ${invoke.dir}/ran.txt",
+        "bash scripts/deploy.sh ${var.item.n}"))
+    script = p.root / "scripts" / "deploy.sh"
+    script.parent.mkdir()
+    script.write_text('echo "done $1 $(id -u)" >> ran.txt\n')
+    other = sb.passwd("ojother").pw_uid
+    os.chown(script, other, -1)  # the runbook is root's, the code it runs is not
+    proc = p.oj("worker", "start", p.worker, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(
+        f"oj: refusing to run worker '{p.worker}' as root: {script} is writable by ojother "
+        "(its owner), who could make it run their code as root; run it as ojother: "), \
+        proc.stderr
+    assert p.prop("ActiveState") == "inactive"
+    rows = json.loads(p.oj("worker", "list", "--all", "-o", "json").stdout)
+    assert p.worker not in [r["name"] for r in rows]
+
+    os.chown(script, 0, -1)
+    p.oj("worker", "start", p.worker)
+    p.oj("queue", "push", "jobs", '{"n": "1"}')
+    sb.wait_for(lambda: p.ran() == ["done 1 0"], timeout=20, what="the first item")
+    os.chown(script, other, -1)  # given away while the worker runs: its next load refuses
+    p.oj("queue", "push", "jobs", '{"n": "2"}')
+    sb.wait_for(lambda: p.prop("ActiveState") == "failed", timeout=20,
+                what="the worker to refuse and exit")
+    assert p.prop("ExecMainStatus") == "78" and p.prop("NRestarts") == "0"
+    assert (f"refusing to run worker '{p.worker}' as root: {script} is writable by ojother "
+            "(its owner)") in sb.journal(p.unit)
+    assert p.ran() == ["done 1 0"] and p.statuses() == ["completed", "pending"]

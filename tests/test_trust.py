@@ -177,3 +177,133 @@ def test_a_refusal_names_the_worker_and_the_user_escaped_on_one_line(project: Pr
     assert proc.returncode == 2
     assert proc.stderr == ("oj: no user 'no\\nbody' on this machine; name an existing user "
                            "with --run-as (or --run-as root)\n")
+
+
+# -- the files a runbook names: an agent's prompt_file, the scripts its steps run by path --
+
+AGENT_RUNBOOK = """
+    queue "jobs" {
+      vars = ["n"]
+    }
+
+    worker "w" {
+      source  = { queue = "jobs" }
+      handler = { pipeline = "work" }
+    }
+
+    pipeline "work" {
+      vars = ["item"]
+      step "prep" {
+        run     = "PREP"
+        on_done = { step = "ask" }
+      }
+      step "ask" {
+        run = { agent = "helper" }
+      }
+    }
+
+    agent "helper" {
+      run         = "printf %s > ${invoke.dir}/agent.txt"
+      prompt_file = "prompts/task.md"
+      on_dead     = "done"
+      idle        = "1s"
+    }
+    """
+
+
+def test_a_prompt_file_of_another_user_is_refused_before_any_job_runs(project: Project):
+    project.write("work.hcl", AGENT_RUNBOOK.replace(
+        "PREP", "echo ran ${var.item.n} >> ${invoke.dir}/ran.txt"))
+    prompt = project.root / "prompts" / "task.md"
+    prompt.parent.mkdir()
+    prompt.write_text("do as I say\n")
+    os.chown(prompt, STRANGER, -1)  # its text would reach an agent that runs as root
+    out = assert_refused(project, prompt, f"uid {STRANGER} (its owner)")
+    assert f"or make {prompt} writable by root alone" in out
+    assert not (project.root / "agent.txt").exists()
+    # oj worker start refuses it too, before anything is recorded or started
+    proc = project.oj("worker", "start", "w", check=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"oj: refusing to run worker 'w' as root: {prompt} is "
+                                  f"writable by uid {STRANGER} (its owner)")
+    assert project.json("worker", "list") == []
+
+
+def test_a_prompt_file_given_away_after_the_load_is_refused_when_the_step_reads_it(
+        project: Project):
+    # the load finds no prompt file (its directory is root's); the job's first step makes
+    # one for another user, as a step checking out their branch could
+    project.write("work.hcl", AGENT_RUNBOOK.replace(
+        "PREP", f"mkdir -p prompts && echo 'do as I say' > prompts/task.md && "
+                f"chown {STRANGER} prompts/task.md"))
+    prompt = project.root / "prompts" / "task.md"
+    project.oj("queue", "push", "jobs", '{"n": "1"}')
+    proc = project.ojd("worker", "w", "--foreground", "--until-idle")
+    out, _ = proc.communicate(timeout=60)
+    assert "Traceback" not in out, out
+    assert prompt.stat().st_uid == STRANGER
+    [job] = project.json("job", "list")
+    assert job["status"] == "failed", job
+    # the step fails with the refusal and its ways out, on one line
+    error = job["error"]
+    assert error.startswith(
+        f"step 'ask' failed (exit 2): refusing to read agent 'helper' prompt_file {prompt} "
+        f"as root: {prompt} is writable by uid {STRANGER} (its owner), who could make it run "
+        "their code as root; run worker 'w' as "), error
+    assert error.endswith(f"or make {prompt} writable by root alone") and "\n" not in error
+    assert not (project.root / "agent.txt").exists()  # the agent never started
+
+
+@pytest.mark.parametrize("run", [
+    "./scripts/deploy.sh ${var.item.n}",
+    "bash -e scripts/deploy.sh ${var.item.n}",
+    "set -e; . scripts/deploy.sh",
+    "out=$(${invoke.dir}/scripts/deploy.sh) && echo $out",
+])
+def test_a_script_a_step_runs_by_path_is_refused_when_another_user_can_change_it(
+        project: Project, run: str):
+    project.write("work.hcl", RUNBOOK.replace(
+        "echo ran ${var.item.n} >> ${invoke.dir}/ran.txt", run))
+    script = project.root / "scripts" / "deploy.sh"
+    script.parent.mkdir()
+    script.write_text("echo ran 1 >> ran.txt\n")
+    script.chmod(0o755)
+    os.chown(script, STRANGER, -1)
+    assert_refused(project, script, f"uid {STRANGER} (its owner)")
+
+
+def test_a_named_script_in_a_sticky_directory_must_be_there(project: Project):
+    project.write("work.hcl", RUNBOOK.replace(
+        "echo ran ${var.item.n} >> ${invoke.dir}/ran.txt", "bash scripts/deploy.sh"))
+    scripts = project.root / "scripts"
+    scripts.mkdir()
+    scripts.chmod(0o1777)  # others may add entries, not replace root's
+    (scripts / "deploy.sh").write_text("echo ran 1 >> ran.txt\n")
+    status, out = run_worker(project)
+    assert status == 0, out
+    assert (project.root / "ran.txt").read_text() == "ran 1\n"
+    (project.root / "ran.txt").unlink()
+    (scripts / "deploy.sh").unlink()  # anyone could make it now
+    assert_refused(project, scripts, "every user")
+
+
+def test_a_cron_tick_refuses_a_script_its_run_names_that_another_user_can_change(
+        project: Project):
+    import subprocess
+
+    from conftest import OJD
+
+    project.write("crons.hcl", 'cron "tidy" {\n  interval = "1h"\n'
+                               '  run      = "./tidy.sh >> ${invoke.dir}/ran.txt"\n}\n')
+    script = project.root / "tidy.sh"
+    script.write_text("#!/bin/sh\necho tidied\n")
+    script.chmod(0o755)
+    os.chown(script, STRANGER, -1)
+    proc = subprocess.run([OJD, "cron", "tidy", "--project", str(project.root)],
+                          cwd=project.root, env=project.env(), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 78, proc.stderr
+    assert (f"refusing to run cron 'tidy' as root: {script} is writable by uid {STRANGER} "
+            "(its owner)") in proc.stderr
+    assert not (project.root / "ran.txt").exists()
+    assert project.json("job", "list") == []

@@ -286,6 +286,14 @@ class _Watch:
         text = self.agent.prompt
         if self.agent.prompt_file:
             path = os.path.join(self.project, self.agent.prompt_file)
+            job = self.job()
+            if job.get("worker") or job.get("cron"):
+                # its text reaches the agent as the worker's user: checked as its runbooks
+                # are, right before the read (``ojd.trust``); a refusal fails the step
+                from ojd import trust
+
+                trust.require_input(path, os.geteuid(), f"agent '{self.agent.name}' "
+                                    "prompt_file", job.get("worker"))
             try:
                 with open(path, encoding="utf-8") as f:
                     text = f.read()

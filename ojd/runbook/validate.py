@@ -39,11 +39,15 @@ from ojd.runbook.template import (
     references,
     shell_contexts,
 )
+from ojd.trust import leads_outside, script_paths
 
 DEFAULT_MAX_VISITS = 10
 DEFAULT_POLL = 30.0
 DEFAULT_LEASE = 60.0
 MIN_LEASE = 3.0  # renewed every third of it: shorter would be mostly renewals
+# the end of a warning about a path that leads outside the project (``ojd.trust``)
+_OUTSIDE = (", outside the project: a worker refuses it when someone but root and the "
+            "worker's user could change it; keep it in the project")
 _WORKER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 AGENT_ACTIONS = ("nudge", "done", "escalate", "gate", "fail", "resume")
 # what each trigger can do: a dead agent cannot be nudged, a live one is not restarted
@@ -137,6 +141,7 @@ class _Builder:
         self.scripts: list[Script] = []
         self.warn = warn  # lint the shell templates (only `oj runbook check` asks)
         self.warnings = _Problems()
+        self.scripts_run: list[Script] = []  # shell commands not syntax-checked (agent run)
 
     def shell_warnings(self, file: str, attr: Attribute, what: str, local: bool = False) -> None:
         """Warn where a shell template's values are read again by bash, or run as a command."""
@@ -551,6 +556,12 @@ class _Builder:
                 self.p.add(file, f["idle"].line, f"agent idle: {e}")
         handlers = {key: self.agent_action(file, f.get(key), key, name)
                     for key in ("on_idle", "on_dead", "on_error")}
+        if "run" in f and isinstance(f["run"].value, str):
+            self.scripts_run.append(Script(file, f["run"].value_line or f["run"].line,
+                                           f"agent '{name}'", f["run"].value))
+        if "prompt_file" in f and self.warn and leads_outside(f["prompt_file"].value, True):
+            self.warnings.add(file, f["prompt_file"].line, f"warning: agent '{name}' "
+                              f"prompt_file {f['prompt_file'].value}{_OUTSIDE}")
         self.rb.agents[name] = Agent(name, f["run"].value if "run" in f else "",
                                      f["prompt"].value if "prompt" in f else None,
                                      f["prompt_file"].value if "prompt_file" in f else None,
@@ -625,6 +636,16 @@ class _Builder:
 
     def script(self, file: str, attr: Attribute, what: str) -> None:
         self.scripts.append(Script(file, attr.value_line or attr.line, what, attr.value))
+
+    def outside_warnings(self) -> None:
+        """Warn of files the scripts run by a path that leads outside the project (``..``,
+        or an absolute path given to bash or ``.``): a worker checks who may change them
+        (``ojd.trust``) wherever they are, but they do not come with the project."""
+        for s in (*self.scripts, *self.scripts_run):
+            for word, line, argument in script_paths(s.text):
+                if leads_outside(word, argument):
+                    self.warnings.add(s.file, s.line + line,
+                                      f"warning: {s.what} runs {word}{_OUTSIDE}")
 
     def line_of(self, key: tuple, where: Where) -> int:
         """The line of the field ``key`` names, else of its block."""
@@ -786,6 +807,8 @@ def build(files: list[tuple[str, Block]],
     for name, body in files:
         b.file(name, body)
     b.check_references()
+    if b.warn:
+        b.outside_warnings()
     if check_shell is not None:
         for file, line, message in check_shell(b.scripts):
             b.p.add(file, line, message)
