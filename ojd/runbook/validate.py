@@ -31,6 +31,7 @@ from ojd.runbook.model import (
     Where,
     Worker,
 )
+from ojd.runbook.named import leads_outside, script_paths
 from ojd.runbook.template import (
     LOCAL_PREFIX,
     NestingError,
@@ -39,7 +40,6 @@ from ojd.runbook.template import (
     references,
     shell_contexts,
 )
-from ojd.trust import leads_outside, script_paths
 
 DEFAULT_MAX_VISITS = 10
 DEFAULT_POLL = 30.0
