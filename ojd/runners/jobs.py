@@ -30,7 +30,7 @@ from ojd.routing import TIMEOUT_EXIT, route, visit_limit_error
 from ojd.runbook.bashsyntax import needs_shell
 from ojd.runbook.model import Pipeline, Runbook, Step
 from ojd.runbook.template import LOCAL_PREFIX, TemplateError, render_shell, render_text
-from ojd.runners import joblog
+from ojd.runners import joblog, leftovers
 from ojd.runners.jobprocess import alive
 from ojd.runners.leftovers import STOP_GRACE
 from ojd.state import LIVE_JOB_STATES
@@ -246,6 +246,9 @@ def terminate_group(pgid: int, proc: subprocess.Popen | None = None, grace: floa
         while time.monotonic() < deadline:
             if proc is not None:
                 proc.poll()  # reap the wrapper: a zombie would keep the group "alive"
+            # and the step's processes that came back to this process (its subreaper);
+            # the wrapper itself is its Popen's to collect
+            leftovers.reap_group(pgid, keep=pgid)
             if not _group_alive(pgid):
                 return
             time.sleep(0.05)

@@ -118,6 +118,27 @@ def stop(skip: Collection[int] = (), grace: float = STOP_GRACE) -> int:
         time.sleep(0.01)
 
 
+def reap_group(pgid: int, keep: int | None = None) -> None:
+    """Collect this process's ended children in process group ``pgid`` but ``keep``: a
+    step's processes come back to the job process (the subreaper) when the step's wrapper
+    exits, and as zombies they would keep its group alive for whoever waits for it to go.
+    ``keep``: the one another waiter collects (a Popen's own child)."""
+    for pid in _children(os.getpid()) or ():
+        if pid == keep:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()  # state, ppid, pgrp, ...
+        if fields[0] == b"Z" and int(fields[2]) == pgid:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
 def _reap(pids: list[int]) -> None:
     """Collect those of ``pids`` that are this process's own children and have ended."""
     for pid in pids:
