@@ -27,7 +27,8 @@ import time
 from _thread import RLock
 from contextlib import contextmanager
 
-from ojd import paths
+from ojd import conf, paths
+from ojd.conf import CONFIG_FILE  # where a state_url is set (its users name it)
 from ojd.errors import OjError, escaped
 from ojd.state import Event, State
 from ojd.store.wal import CheckReport, WalDirectory, WalProblem, start_pos_problem
@@ -64,9 +65,6 @@ def state_dir_error(root: str | None, error: OSError) -> OjError:
     return OjError(escaped(f"cannot use state dir {where}: {why}"))  # paths on one line
 
 
-CONFIG_FILE = "oj.conf"
-
-
 def configured_url(root: str) -> str | None:
     """Where the state lives when not in the WAL directory: ``$OJ_STATE_URL``, else the
     ``state_url = ...`` line of ``ROOT/oj.conf`` (found by every process that knows the state
@@ -74,16 +72,10 @@ def configured_url(root: str) -> str | None:
     url = os.environ.get("OJ_STATE_URL")
     if url is None:
         try:
-            with open(os.path.join(root, CONFIG_FILE)) as f:
-                lines = f.read().splitlines()
-        except FileNotFoundError:
-            return None
+            found = conf.read(root).get("state_url")
         except OSError as e:
             raise state_dir_error(root, e) from None
-        for line in lines:
-            key, eq, value = line.partition("=")
-            if eq and key.strip() == "state_url":
-                url = value.strip()
+        url = found[1] if found else None
     if not url:
         return None
     if not url.startswith(("postgresql:", "postgres:")):
