@@ -307,3 +307,15 @@ def test_a_cron_tick_refuses_a_script_its_run_names_that_another_user_can_change
             "(its owner)") in proc.stderr
     assert not (project.root / "ran.txt").exists()
     assert project.json("job", "list") == []
+
+
+def test_a_project_config_another_user_can_change_is_refused_as_its_agents_command(
+        project: Project):
+    """`.oj/config.toml` says which command an agent step runs: it is code, as a runbook."""
+    project.write("work.hcl", AGENT_RUNBOOK.replace(
+        "PREP", "echo ran ${var.item.n} >> ${invoke.dir}/ran.txt"))
+    config = project.root / ".oj" / "config.toml"
+    config.write_text('[agents.helper]\ncommand = "touch agent.txt"\n')
+    os.chown(config, STRANGER, -1)
+    assert_refused(project, config, f"uid {STRANGER} (its owner)")
+    assert not (project.root / "agent.txt").exists()

@@ -29,7 +29,8 @@ _named_cache: dict[tuple[str, str], list[str]] = {}
 
 def named_files(root: str, runbook: Runbook) -> list[str]:
     """The files ``runbook`` has a job read as code or as an agent's input, absolute, in
-    runbook order: every agent's ``prompt_file``; and the scripts its shell scripts (steps,
+    runbook order: the project's ``.oj/config.toml`` when it has agents (it can say which
+    command an agent runs), every agent's ``prompt_file``; and the scripts its shell scripts (steps,
     locals, commands, queue ``list``/``take``, agent ``run``/``prime``/gates) run by path:
     a command word that is a path (``./deploy.sh``, ``scripts/x``), or the file given to
     ``bash``/``sh``/``source``/``.``, relative to the project (where a worker's jobs start;
@@ -39,6 +40,8 @@ def named_files(root: str, runbook: Runbook) -> list[str]:
     if runbook.digest and key in _named_cache:
         return _named_cache[key]
     found: list[str] = []
+    if runbook.agents:  # [agents.NAME] command there is what an agent step runs
+        found.append(_joined(root, ".oj/config.toml"))
     for agent in runbook.agents.values():
         if agent.prompt_file:
             found.append(_joined(root, agent.prompt_file))
