@@ -178,22 +178,27 @@ print(i)
 
 
 @pytest.mark.parametrize("collapse", [True, False], ids=["collapse", "copy"])
-def test_capper_caps_a_log_that_a_step_keeps_appending_to(disk: Path, collapse: bool,
-                                                          monkeypatch):
+def test_a_log_a_step_keeps_appending_to_is_capped_again_and_again(disk: Path,
+                                                                   collapse: bool,
+                                                                   monkeypatch):
     if not collapse:
         monkeypatch.setattr(joblog, "_collapse", lambda fd, offset, length: False)
     log, stop = disk / "job.log", disk / "stop"
     log.write_bytes(b"")
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(log), str(stop)],
                               stdout=subprocess.PIPE, text=True)
+    cuts = []
+
+    def cut() -> bool:  # as the job runner does, between its looks at the step
+        if joblog.cap(str(log), LIMIT):
+            cuts.append(1)
+        return len(cuts) >= 5
+
     try:
-        capper = joblog.Capper(str(log), LIMIT, every=0.02)
-        try:
-            wait_until(lambda: capper.cuts >= 5, "five cuts while the writer writes")
-            stop.touch()
-            count = int(writer.communicate(timeout=30)[0])
-        finally:
-            capper.close()
+        wait_until(cut, "five cuts while the writer writes")
+        stop.touch()
+        count = int(writer.communicate(timeout=30)[0])
+        joblog.cap(str(log), LIMIT)  # the last look, once the step has ended
     finally:
         writer.kill()
         writer.wait()
@@ -210,13 +215,11 @@ def test_capper_caps_a_log_that_a_step_keeps_appending_to(disk: Path, collapse: 
         assert 0 <= missing - cut < missing // 10  # the marker counts all but those few
 
 
-def test_capper_without_a_limit_does_nothing(disk: Path):
+def test_no_limit_cuts_nothing(disk: Path):
     log = disk / "job.log"
     log.write_bytes(lines(0, 20000))
     for limit in (0, None):
-        capper = joblog.Capper(str(log), limit)
-        capper.close()
-        assert capper.cuts == 0
+        assert not joblog.cap(str(log), limit)
     assert log.read_bytes() == lines(0, 20000)
 
 

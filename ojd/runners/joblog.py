@@ -17,7 +17,6 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import threading
 
 from ojd import conf
 
@@ -149,45 +148,3 @@ def _collapse(fd: int, offset: int, length: int) -> bool:
         call.restype = ctypes.c_int
         _fallocate = call
     return _fallocate(fd, _COLLAPSE_RANGE, offset, length) == 0
-
-
-class Capper:
-    """Caps a job log every ``every`` seconds while a step writes it, and once more at
-    ``close()``. ``limit`` 0 or None: does nothing. A cap that fails (a full disk, the log
-    gone) is left for the next: the step goes on."""
-
-    EVERY = 0.5
-
-    def __init__(self, path: str, limit: int | None, every: float = EVERY) -> None:
-        self.path, self.limit, self.every = path, limit, every
-        self.cuts = 0  # how many times the log was cut (a follower's offsets moved)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if limit:
-            self._thread = threading.Thread(target=self._run, name="joblog-cap", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            self._cap()
-
-    def _cap(self) -> None:
-        try:
-            if cap(self.path, self.limit):
-                self.cuts += 1
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._thread.join()
-        self._thread = None
-        self._cap()
-
-    def __enter__(self) -> Capper:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

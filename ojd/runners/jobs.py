@@ -594,10 +594,11 @@ class JobRunner:
         self._step_pids[job_id] = proc.pid  # for the lease's renewer, should it be lost
         deadline, limit = self.step_deadline(job_id, s)
         # the step writes the log itself: it is cut from here while it grows past its cap
-        capper = joblog.Capper(self.log_path(job_id), self._log_limit)
+        log_path, log_limit = self.log_path(job_id), self._log_limit
+        cap = (lambda: _cap(log_path, log_limit)) if log_limit else None
         try:
             self.progress(job_id, "step", f"{step} started")  # said once it runs
-            code = _wait(proc, echo, deadline)
+            code = _wait(proc, echo, deadline, cap)
             if code is None:  # past its time: stopped, and failed as timed out
                 terminate_group(proc.pid, proc, grace=STOP_GRACE)
                 why = f"timeout: stopped after {limit}"
@@ -609,7 +610,8 @@ class JobRunner:
             terminate_group(proc.pid, proc)
             raise
         finally:
-            capper.close()
+            if cap is not None:
+                cap()
             self._step_pids.pop(job_id, None)
             with contextlib.suppress(OSError):  # the fence's reader ends without a kill
                 os.write(sync_w, b"done\n")
@@ -718,16 +720,29 @@ class JobRunner:
         return os.path.join(paths.steps_dir(self.store.root), f"{job_id}.{n}")
 
 
-def _wait(proc: subprocess.Popen, echo: Echo | None, deadline: float | None = None
-          ) -> int | None:
-    """The step's exit status, its new output echoed meanwhile; None when it still runs at
-    ``deadline`` (epoch seconds)."""
-    if echo is None and deadline is None:
+# seconds between looks at the size of a running step's log (``job_log_limit``)
+CAP_EVERY = 0.5
+
+
+def _cap(path: str, limit: int) -> None:
+    try:
+        joblog.cap(path, limit)
+    except OSError:
+        pass  # a cut that fails (a full disk) is tried again at the next look
+
+
+def _wait(proc: subprocess.Popen, echo: Echo | None, deadline: float | None = None,
+          cap: Callable[[], None] | None = None) -> int | None:
+    """The step's exit status, its new output echoed and its log capped (``cap``)
+    meanwhile; None when it still runs at ``deadline`` (epoch seconds). In this thread:
+    a thread per step for the cap cost a PID (and CPU) per job."""
+    if echo is None and deadline is None and cap is None:
         return proc.wait()
     fd = os.pidfd_open(proc.pid)
+    next_cap = time.monotonic() + CAP_EVERY
     try:
         while True:
-            wait = Echo.EVERY if echo is not None else 3600.0
+            wait = Echo.EVERY if echo is not None else CAP_EVERY if cap else 3600.0
             if deadline is not None:
                 left = deadline - time.time()
                 if left <= 0:
@@ -735,6 +750,9 @@ def _wait(proc: subprocess.Popen, echo: Echo | None, deadline: float | None = No
                 wait = min(wait, left)
             if select.select([fd], [], [], wait)[0]:
                 break
+            if cap is not None and time.monotonic() >= next_cap:
+                cap()
+                next_cap = time.monotonic() + CAP_EVERY
             if echo is not None:
                 echo.copy()
     finally:
