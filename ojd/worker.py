@@ -813,13 +813,14 @@ class WorkerLoop:
                 return subprocess.CompletedProcess(s.argv, proc.returncode, out, err)
             except subprocess.TimeoutExpired:
                 self.notifier.watchdog()
-                if left > 1.0:
+                if left > 1.0 and not self._stop:
                     continue
             terminate_group(proc.pid, proc)
             proc.communicate()
-            self.log.error(f"queue '{self.queue.name}' {what} command ran past its timeout "
-                           f"({format_duration(self.queue.timeout)}) and was stopped: "
-                           f"{one_line(script.strip())[:200]}")
+            if not self._stop:  # a stop asked for ends it without a word
+                self.log.error(f"queue '{self.queue.name}' {what} command ran past its "
+                               f"timeout ({format_duration(self.queue.timeout)}) and was "
+                               f"stopped: {one_line(script.strip())[:200]}")
             return None
 
     def _external_in_flight(self) -> set[str]:

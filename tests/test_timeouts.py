@@ -191,3 +191,36 @@ def test_a_step_that_outlived_its_killed_runner_is_still_stopped_at_its_timeout(
     assert [(h["step"], h["exit"]) for h in job["history"]] == [("slow", 124)]
     step = int(pid_file.read_text())
     assert not Path(f"/proc/{step}").exists()
+
+
+def test_a_worker_told_to_stop_does_not_wait_out_a_hung_list_command(
+        project: Project, tmp_path: Path):
+    project.write("t.hcl", r"""
+        queue "ext" {
+          type = "external"
+          list = "touch listing; sleep 600"
+          take = "true"
+        }
+        worker "w" {
+          source  = { queue = "ext" }
+          handler = { pipeline = "p" }
+        }
+        pipeline "p" {
+          vars = ["item"]
+          step "one" {
+            run = "true"
+          }
+        }
+        """)
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = subprocess.Popen([OJD, "worker", "w", "--foreground"], cwd=project.root,
+                                  env=project.env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until((project.root / "listing").exists, "the list command to run")
+        worker.terminate()
+        assert worker.wait(timeout=20) == 0  # not the list's 60 s timeout
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert "ran past its timeout" not in (tmp_path / "worker.log").read_text()
