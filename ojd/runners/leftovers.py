@@ -53,19 +53,22 @@ def _children(pid: int) -> list[int] | None:
     return found
 
 
+def _stat(pid: int | str) -> list[bytes] | None:
+    """/proc/PID/stat after the command name: state, ppid, pgrp, ...; None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2:].split()
+
+
 def _children_by_scan() -> dict[int, list[int]]:
     """Every process's children, from each one's parent in /proc/PID/stat."""
     tree: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rfind(b")") + 2:].split()[1])
-        tree.setdefault(ppid, []).append(int(name))
+        if name.isdigit() and (fields := _stat(name)) is not None:
+            tree.setdefault(int(fields[1]), []).append(int(name))
     return tree
 
 
@@ -124,15 +127,8 @@ def reap_group(pgid: int, keep: int | None = None) -> None:
     exits, and as zombies they would keep its group alive for whoever waits for it to go.
     ``keep``: the one another waiter collects (a Popen's own child)."""
     for pid in _children(os.getpid()) or ():
-        if pid == keep:
-            continue
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()  # state, ppid, pgrp, ...
-        if fields[0] == b"Z" and int(fields[2]) == pgid:
+        fields = _stat(pid) if pid != keep else None
+        if fields is not None and fields[0] == b"Z" and int(fields[2]) == pgid:
             try:
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
