@@ -57,7 +57,7 @@ from collections import deque
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays off the CLI's start-up path
-    from collections.abc import Collection
+    from collections.abc import Callable, Collection
 
 # Finished history kept in state (and so in snapshots); older entries fall out of the fold.
 # Dead items never fall out: they wait for an operator (``oj queue prune``, drop, retry).
@@ -502,16 +502,22 @@ class State:
         item_id = self.live_keys.get((project, queue, key))
         return self.items.get(item_id) if item_id else None
 
-    def expired_leases(self, project: str, queue: str, now: float) -> list[dict]:
-        """Active items of the queue whose lease ran out before ``now``."""
+    def leased(self, project: str, queue: str,
+               unless: Callable[[dict], bool] = lambda item: False) -> list[dict]:
+        """Active items of the queue that hold a lease, but those ``unless`` says to pass
+        over (a worker: those whose job runs on its own host)."""
         return [i for i in self.items.values()
                 if i["status"] == "active" and i.get("lease_until") is not None
-                and i["lease_until"] < now and i["project"] == project and i["queue"] == queue]
+                and i["project"] == project and i["queue"] == queue and not unless(i)]
 
-    def next_lease_end(self, project: str, queue: str) -> float | None:
-        ends = [i["lease_until"] for i in self.items.values()
-                if i["status"] == "active" and i.get("lease_until") is not None
-                and i["project"] == project and i["queue"] == queue]
+    def expired_leases(self, project: str, queue: str, now: float,
+                       unless: Callable[[dict], bool] = lambda item: False) -> list[dict]:
+        """Leased items of the queue (``leased``) whose lease ran out before ``now``."""
+        return [i for i in self.leased(project, queue, unless) if i["lease_until"] < now]
+
+    def next_lease_end(self, project: str, queue: str,
+                       unless: Callable[[dict], bool] = lambda item: False) -> float | None:
+        ends = [i["lease_until"] for i in self.leased(project, queue, unless)]
         return min(ends) if ends else None
 
     def next_takeable(self, project: str, queue: str, now: float,

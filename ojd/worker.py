@@ -14,7 +14,6 @@ process is gone is resumed where it stands.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import select
@@ -32,7 +31,13 @@ from ojd.runbook.model import Runbook, Worker
 from ojd.runbook.template import TemplateError, render_shell
 from ojd.runners import jobprocess
 from ojd.runners.jobprocess import MAX_RESUMES, JobProcess
-from ojd.runners.jobs import RENEW_RETRY, fail_job, job_created_event, terminate_group
+from ojd.runners.jobs import (
+    DISK_FULL,
+    RENEW_RETRY,
+    fail_job,
+    job_created_event,
+    terminate_group,
+)
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
 
@@ -43,7 +48,6 @@ EXIT_REFUSED = 78
 # A starting worker tries its store again after this long, doubling up to STORE_RETRY_MAX
 STORE_RETRY_FIRST = 0.5
 STORE_RETRY_MAX = 5.0
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 # What libpq says of a connection refused for good (its own words, in the StoreUnavailable
 # it became): a bad URL or option, a refused password or login, a database or role that does
 # not exist. No wait mends those: the start fails at once, as it always did.
@@ -76,7 +80,7 @@ def outage(error: BaseException) -> str | None:
     out too, ``ojd.runners.jobs``); None for an error no wait mends (a bad URL, a refused
     password, a corrupt WAL)."""
     if isinstance(error, OSError):
-        return describe(error) if error.errno in _DISK_FULL else None
+        return describe(error) if error.errno in DISK_FULL else None
     if isinstance(error, LockTimeout):
         return str(error)
     if isinstance(error, StoreUnavailable):
@@ -256,7 +260,7 @@ class WorkerLoop:
         self._listener = None
         self._listen_error: str | None = None
         # since when the store has answered without a break (monotonic): leases are expired
-        # only after a renewal had its chance since (see _expirable)
+        # only after a renewal had its chance since (see _expiry_wait)
         self._reachable_since = time.monotonic()
 
     # -- signals and wake-ups -----------------------------------------------------------
@@ -284,13 +288,9 @@ class WorkerLoop:
         if not self.lease or self.queue.type == "external":
             return None
         with self.store.lock:
-            items = [i for i in self.store.state.items.values()
-                     if i["status"] == "active" and i.get("lease_until") is not None
-                     and i["project"] == self.project and i["queue"] == self.queue.name]
-            ends = [i["lease_until"] for i in items if not self._runs_here(i)]
-        if not ends:
-            return None
-        return max(min(ends), time.time() + self._expiry_wait())
+            end = self.store.state.next_lease_end(self.project, self.queue.name,
+                                                  unless=self._runs_here)
+        return None if end is None else max(end, time.time() + self._expiry_wait())
 
     def _runs_here(self, item: dict) -> bool:
         """Whether the item's job runs in a live process on this host: its lease is renewed
@@ -414,9 +414,7 @@ class WorkerLoop:
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         if self.refused:
             return EXIT_REFUSED
-        # Ctrl-C is an interruption (130, as a shell reports it); SIGTERM is the clean stop
-        # the unit expects
-        return 130 if self._stop_signal == signal.SIGINT else 0
+        return self._stop_code()
 
     def _start_up(self) -> None:
         """What a start does before its first poll, each step waiting out its store being
@@ -436,6 +434,11 @@ class WorkerLoop:
     def _stopped_starting(self) -> int:
         """Stopped while its start waited for the store (``StoreWait`` said so)."""
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # as after the loop (see run)
+        return self._stop_code()
+
+    def _stop_code(self) -> int:
+        # Ctrl-C is an interruption (130, as a shell reports it); SIGTERM is the clean stop
+        # the unit expects
         return 130 if self._stop_signal == signal.SIGINT else 0
 
     def _check_clock(self) -> None:
@@ -565,13 +568,12 @@ class WorkerLoop:
             return
         now = time.time()
         with self.store.lock:
-            if not [i for i in self.store.state.expired_leases(self.project, self.queue.name,
-                                                               now) if not self._runs_here(i)]:
+            if not self.store.state.expired_leases(self.project, self.queue.name, now,
+                                                   unless=self._runs_here):
                 return
         with self.store.transaction() as tx:
-            for item in tx.state.expired_leases(self.project, self.queue.name, now):
-                if self._runs_here(item):
-                    continue
+            for item in tx.state.expired_leases(self.project, self.queue.name, now,
+                                                unless=self._runs_here):
                 proc = (tx.state.jobs.get(item["job"]) or {}).get("process") or {}
                 self.log.warning(
                     f"item {item['id']}: the lease of job {item['job']} (process "

@@ -120,7 +120,8 @@ def fail_job(store: Store, runbook: Runbook, job_id: str, error: str, *,
     return True
 
 
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# what a full state disk raises: waited out, by a job's records and a worker's start
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 # seconds between a job process's attempts to renew its lease while its store is away
 RENEW_RETRY = 1.0
@@ -460,7 +461,7 @@ class JobRunner:
             try:
                 write(*args)
             except (OSError, LockTimeout, StoreUnavailable) as e:
-                if isinstance(e, OSError) and e.errno not in _DISK_FULL:
+                if isinstance(e, OSError) and e.errno not in DISK_FULL:
                     raise
                 why = e.strerror if isinstance(e, OSError) else str(e)
                 if self.stopping.is_set():
