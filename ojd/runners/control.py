@@ -82,15 +82,11 @@ def stop(job: dict, timeout: float = 3 * STOP_GRACE) -> None:
 def _stop_unit(unit: str, timeout: float) -> bool:
     """Stop the scope and wait until nothing runs in it (or ``timeout``)."""
     from ojd.systemd import Systemd, SystemdUnavailable
+    from ojd.unitcontrol import stop_and_wait
 
     for user in ((False, True) if os.geteuid() == 0 else (True,)):
         try:
-            manager = Systemd(user=user)
-            manager.stop(unit)
-            deadline = time.monotonic() + timeout
-            while manager.state(unit).active_state not in ("inactive", "failed") and \
-                    time.monotonic() < deadline:
-                time.sleep(0.02)
+            stop_and_wait(Systemd(user=user), unit, timeout)
             return True
         except SystemdUnavailable:
             continue
