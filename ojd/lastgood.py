@@ -42,10 +42,10 @@ def remember(root: str, cache_dir: str, index: dict) -> None:
     record = _read(path)
     if record is not None and record.get("digest") == index["digest"]:
         return
-    from ojd.project import _atomic_write
+    from ojd.project import atomic_write
 
     fingerprints = queue_fingerprints(root)
-    _atomic_write(path, json.dumps({"digest": index["digest"], "queues": index["queues"],
+    atomic_write(path, json.dumps({"digest": index["digest"], "queues": index["queues"],
                                     "fingerprints": fingerprints}).encode())
 
 

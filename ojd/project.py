@@ -229,7 +229,7 @@ def index_of(runbook: Runbook) -> dict:
 
 
 def _write_index(path: str, runbook: Runbook) -> None:
-    _atomic_write(path, json.dumps(index_of(runbook)).encode())
+    atomic_write(path, json.dumps(index_of(runbook)).encode())
 
 
 def check(root: str, exact: bool = True) -> tuple[Runbook, list[str]]:
@@ -301,10 +301,10 @@ def _read_cache(path: str) -> Runbook | None:
 def _write_cache(path: str, runbook: Runbook) -> None:
     import pickle
 
-    _atomic_write(path, pickle.dumps(runbook, protocol=pickle.HIGHEST_PROTOCOL))
+    atomic_write(path, pickle.dumps(runbook, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def _atomic_write(path: str, data: bytes) -> None:
+def atomic_write(path: str, data: bytes) -> None:
     """Best effort: a cache that cannot be written costs only a re-parse next time."""
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)

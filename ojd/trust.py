@@ -161,7 +161,7 @@ def _named_on_disk(root: str, cache_dir: str) -> list[str]:
         pass
     runbook = projects.load(root, cache_dir)
     files = named_files(root, runbook)
-    projects._atomic_write(path, json.dumps({"digest": runbook.digest,
+    projects.atomic_write(path, json.dumps({"digest": runbook.digest,
                                              "files": files}).encode())
     return files
 
