@@ -52,6 +52,22 @@ RUNBOOK = r"""
       run  = { pipeline = "alone" }
     }
 
+    command "stubborn" {
+      run = { pipeline = "stubborn" }
+    }
+
+    pipeline "stubborn" {
+      step "leave" {
+        run = <<-SHELL
+          for i in 1 2 3 4 5 6 7 8 9 10; do
+            setsid bash -c 'trap "" TERM; exec -a oj-stubborn sleep 600' \
+              > /dev/null 2>&1 < /dev/null &
+          done
+          sleep 600
+        SHELL
+      }
+    }
+
     pipeline "alone" {
       vars = ["n"]
       step "one" {
@@ -264,3 +280,24 @@ def test_oj_job_cancel_of_an_oj_run_job_makes_oj_run_exit_4(jobs_project: UnitPr
     p.wait_for(lambda: "start one z" in p.ran(), "the step to start")
     p.oj("job", "cancel", jobs(p)[0]["id"])
     assert proc.wait(timeout=10) == 4
+
+
+def test_a_cancel_returns_once_the_jobs_scope_is_gone_with_what_ignores_sigterm(
+        jobs_project: UnitProject):
+    """The job's scope stops with a 5 s TimeoutStopSec= (not the manager's 90 s): what
+    left the step's group and ignores SIGTERM is killed, and the cancel waits for it."""
+    p = jobs_project
+
+    def stubborn() -> int:
+        found = p.sb.run(["pgrep", "-f", "^oj-stubborn"], check=False).stdout.split()
+        return len(found)
+
+    job_id = p.oj("run", "--detach", "stubborn").stdout.strip()
+    p.wait_for(lambda: stubborn() == 10, "the step to start its processes")
+    unit = jobs(p)[0]["process"]["unit"]
+    assert p.sb.unit_property(unit, "TimeoutStopUSec") == "5s"
+    started = time.monotonic()
+    p.oj("job", "cancel", job_id)
+    assert stubborn() == 0
+    assert time.monotonic() - started < 60
+    assert p.sb.systemctl("is-active", unit, check=False) != "active"
