@@ -31,13 +31,12 @@ import os
 from _thread import RLock, allocate_lock
 
 from ojd.paths import make_state_dir, open_state_file
-from ojd.store.walframe import Record, encode_events, encode_frames
+from ojd.store.walframe import Continuity, Record, encode_events, encode_frames
 from ojd.store.wallock import Locked as _Locked
 from ojd.store.wallock import Shared as _Shared
 from ojd.store.walsegments import (
     EXCLUSIVE,
     UNLOCKED,
-    Continuity,
     Cursor,
     Segments,
     WalProblem,

@@ -6,8 +6,9 @@ payload, which are adjacent so one ``zlib.crc32`` call checks both; the magic le
 resync after a corrupt record.
 
 Everything here works on bytes in memory (no file I/O): encoding events into frames, walking a
-buffer of frames with crc checks, decoding their payloads into Records, and the diagnosis,
-resync and tail search a reader needs when it meets a bad frame.
+buffer of frames with crc checks, decoding their payloads into Records (or only counting them,
+for a check), and the diagnosis, resync and tail search a reader needs when it meets a bad
+frame.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from _struct import error as _struct_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ojd.store.walsegments import Continuity
+    from collections.abc import Iterable
 
 MAGIC = b"OJ\x01"  # "OJ" + format version 1
 HEADER = Struct("<3sIIQ")  # magic+version, payload length, crc32, position
@@ -211,6 +212,28 @@ def decode(
             continue
         out.append(Record(pos, event))
     return bad
+
+
+class Continuity:
+    """An ``out`` sink for check(): counts records and notes the position ranges missing
+    after ``base`` (records at or below it are covered by a snapshot), keeping no record, so
+    a huge log is walked in bounded memory."""
+
+    def __init__(self, base: int) -> None:
+        self.n = 0
+        self.last = base
+        self.gaps: list[tuple[int, int]] = []
+
+    def extend(self, records: Iterable[Record]) -> None:
+        for rec in records:
+            self.append(rec)
+
+    def append(self, rec: Record) -> None:
+        self.n += 1
+        if rec.pos > self.last + 1:
+            self.gaps.append((self.last + 1, rec.pos - 1))
+        if rec.pos > self.last:
+            self.last = rec.pos
 
 
 # -- damage -----------------------------------------------------------------------------------

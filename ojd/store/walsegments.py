@@ -23,9 +23,9 @@ from ojd.store.walframe import decode, diagnose, last_frame, parse, resync
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable
 
-    from ojd.store.walframe import Record
+    from ojd.store.walframe import Continuity, Record
 
 _CHUNK = 8 << 20  # read size: big enough to amortise syscalls, small enough to bound memory
 _BULK = 10_000  # records decoded in one call above which they are treated as long-lived
@@ -124,31 +124,6 @@ class Cursor:
     def key(self) -> tuple[str, int]:
         # Segment names sort by their first position, so this orders boundaries in the log.
         return (self.seg or "", self.off)
-
-
-# -- decoding in bulk -------------------------------------------------------------------------
-
-
-class Continuity:
-    """An ``out`` sink for check(): counts records and notes the position ranges missing
-    after ``base`` (records at or below it are covered by a snapshot), keeping no record, so
-    a huge log is walked in bounded memory."""
-
-    def __init__(self, base: int) -> None:
-        self.n = 0
-        self.last = base
-        self.gaps: list[tuple[int, int]] = []
-
-    def extend(self, records: Iterable[Record]) -> None:
-        for rec in records:
-            self.append(rec)
-
-    def append(self, rec: Record) -> None:
-        self.n += 1
-        if rec.pos > self.last + 1:
-            self.gaps.append((self.last + 1, rec.pos - 1))
-        if rec.pos > self.last:
-            self.last = rec.pos
 
 
 def span(first: int, last: int) -> str:
