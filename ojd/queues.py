@@ -54,8 +54,8 @@ def unknown_queue(name: str, known: Iterable[str]) -> UsageError:
 
 
 # Limits on one item, so that no push can make the state unreadable or unwritable for others:
-# the WAL writer refuses events nested over ojd.store.walframe.MAX_EVENT_DEPTH, and an item sits a
-# few levels down in its events and in snapshots.
+# the log's writer refuses events nested over ojd.store.jsonlimits.MAX_EVENT_DEPTH, and an item
+# sits a few levels down in its events and in snapshots.
 MAX_ITEM_DEPTH = 64
 MAX_ITEM_BYTES = 1 << 20
 
@@ -95,7 +95,7 @@ def _too_big(size: int) -> UsageError:
 
 
 def check_item_bounds(data: object) -> None:
-    from ojd.store.walframe import nesting
+    from ojd.store.jsonlimits import nesting
 
     if nesting(data, MAX_ITEM_DEPTH) > MAX_ITEM_DEPTH:
         raise _too_deep()

@@ -13,11 +13,14 @@ frame.
 
 from __future__ import annotations
 
-# Imported whenever ojd.store.wal is (see its header): json, zlib and the C _struct only.
+# Imported whenever ojd.store.wal is (see its header): json, zlib and the C _struct only
+# (and ojd.store.jsonlimits, builtins only).
 import json
 import zlib
 from _struct import Struct
 from _struct import error as _struct_error
+
+from ojd.store.jsonlimits import MAX_EVENT_DEPTH, nesting
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -79,36 +82,6 @@ _set_event = Record.event.__set__  # type: ignore[attr-defined]
 
 
 # -- writing ----------------------------------------------------------------------------------
-
-
-# Deeper events are refused by the writer: json's C decoder recurses, so a record nested near
-# the interpreter's recursion limit would be written and then crash every reader (and the
-# snapshot that nests it deeper still). Queue items are held to less (ojd.queues).
-MAX_EVENT_DEPTH = 100
-
-
-def nesting(obj: object, limit: int) -> int:
-    """How deep dicts and lists nest in ``obj`` (0 for a scalar), counting no further than
-    ``limit + 1``; iterative, so any depth is measured without recursion."""
-    deepest = 0
-    stack = [(obj, 1)]
-    pop, push = stack.pop, stack.append
-    while stack:
-        value, depth = pop()
-        if isinstance(value, dict):
-            children = value.values()
-        elif isinstance(value, (list, tuple)):
-            children = value
-        else:
-            continue
-        if depth > deepest:
-            deepest = depth
-            if depth > limit:
-                return depth
-        for child in children:
-            if isinstance(child, (dict, list, tuple)):
-                push((child, depth + 1))
-    return deepest
 
 
 def encode_events(events: tuple[dict, ...]) -> list[bytes]:
