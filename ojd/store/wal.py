@@ -28,12 +28,11 @@ from __future__ import annotations
 # needs it).
 import json
 import os
-from _thread import RLock, allocate_lock
+from _thread import allocate_lock
 
 from ojd.paths import make_state_dir, open_state_file
 from ojd.store.walframe import Continuity, Record, encode_events, encode_frames
-from ojd.store.wallock import Locked as _Locked
-from ojd.store.wallock import Shared as _Shared
+from ojd.store.wallock import Shared, WalLock
 from ojd.store.walsegments import (
     EXCLUSIVE,
     UNLOCKED,
@@ -139,15 +138,12 @@ class WalDirectory:
         self.path: str = os.fspath(path)
         make_state_dir(self.path)  # root making it in a user's state dir gives it to that user
         self._dir = self.path
-        self._lock_path = os.path.join(self.path, "lock")
         self.segment_bytes = segment_bytes
         self._segs = Segments(self.path, on_problem)
-        self._mutex = RLock()  # serialises this instance's threads around the flock
+        self._lock = WalLock(os.path.join(self.path, "lock"), self._lockfd)
         self._cache_lock = allocate_lock()
-        self._depth = 0
         self._pid = -1
         self._lock_fd = -1
-        self._held_fd = -1  # the fd holding LOCK_EX while _depth > 0 (see ojd.store.wallock)
         self._seg_fd = -1
         self._seg_name: str | None = None
         # Furthest known frame boundary: appends read forward from here, never rescan.
@@ -175,7 +171,7 @@ class WalDirectory:
 
     def holds_lock(self) -> bool:
         """Whether this thread is inside ``with wal.locked()``."""
-        return self._depth > 0 and self._mutex._is_owned()  # type: ignore[attr-defined]
+        return self._lock.held()
 
     def save_snapshot(self, pos: int, state: object) -> Path:
         from pathlib import Path  # only here, off the start-up path
@@ -326,10 +322,10 @@ class WalDirectory:
             self._seg_fd, self._seg_name = -1, None
         return self._lock_fd
 
-    def _shared(self) -> _Shared:
+    def _shared(self) -> Shared:
         """LOCK_SH for a reader's re-check, unless this instance already holds LOCK_EX:
         ``with wal._shared() as mode`` gives the lock mode held (SHARED or EXCLUSIVE)."""
-        return _Shared(self)
+        return self._lock.shared()
 
     def _note(self, cur: Cursor, *, seen: bool) -> None:
         """Remember a frame boundary a reader reached, so appends need not rescan to it."""
@@ -488,6 +484,25 @@ class WalReader:
                         wal._segs.advance(cur, out, EXCLUSIVE, None)
         wal._note(cur, seen=True)
         return out
+
+
+class _Locked:
+    """``with wal.locked() as w``: the exclusive lock, re-entrant within a thread, and the
+    WalWriter valid while it is held."""
+
+    __slots__ = ("_wal", "_writer")
+
+    def __init__(self, wal: WalDirectory) -> None:
+        self._wal = wal
+
+    def __enter__(self) -> WalWriter:
+        self._wal._lock.acquire()
+        self._writer = writer = WalWriter(self._wal)
+        return writer
+
+    def __exit__(self, *exc: object) -> None:
+        self._writer._valid = False
+        self._wal._lock.release()
 
 
 class WalWriter:

@@ -4,19 +4,21 @@ for a reader's re-check of a damaged tail, with a bounded, fair wait.
 Here rather than in ojd.store.wal because waiting is its own problem: a holder may be stopped or
 hung (SIGSTOP, a dead NFS server), so a wait names the holder after a second and gives up at
 OJ_LOCK_TIMEOUT; and a wait given up on must never disturb a lock the process takes later.
+``WalLock`` is the whole of it: the directory (ojd.store.wal) holds one and hands it the
+per-process open of its lock file; nothing here knows the directory's other parts.
 Imported by every CLI call through ojd.store.wal: builtins only at import time.
 """
 
 from __future__ import annotations
 
 import os
-from _thread import allocate_lock
+from _thread import RLock, allocate_lock
 
 from ojd.store.walsegments import EXCLUSIVE, SHARED
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ojd.store.wal import WalDirectory, WalWriter
+    from collections.abc import Callable
 
 
 def _flock(fd: int, path: str, op: int) -> int:
@@ -79,15 +81,6 @@ def _flock(fd: int, path: str, op: int) -> int:
     return own
 
 
-def release_lock(wal: WalDirectory, fd: int) -> None:
-    """Unlock ``fd``; close it when it is a wait's own open of the lock file."""
-    import fcntl
-
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    if fd != wal._lock_fd:
-        os.close(fd)
-
-
 def lock_timeout() -> float:
     from ojd.errors import UsageError
 
@@ -134,69 +127,89 @@ def lock_holders(fd: int) -> str:
     return ", ".join(who)
 
 
-class Locked:
-    """``with wal.locked() as w``: the exclusive lock, re-entrant within a thread."""
+class WalLock:
+    """The lock of one WAL directory: ``acquire`` / ``release`` take and drop LOCK_EX,
+    re-entrant within a thread; ``shared()`` is a reader's LOCK_SH. A mutex serialises this
+    process's threads around the flock, which does not exclude threads sharing the file."""
 
-    __slots__ = ("_wal", "_writer")
+    __slots__ = ("path", "_lockfd", "_mutex", "_depth", "_base_fd", "_held_fd")
 
-    def __init__(self, wal: WalDirectory) -> None:
-        self._wal = wal
+    def __init__(self, path: str, lockfd: Callable[[], int]) -> None:
+        self.path = path
+        # this process's open of the lock file (a forked child reopens it: see WalDirectory)
+        self._lockfd = lockfd
+        self._mutex = RLock()
+        self._depth = 0
+        self._base_fd = -1  # the fd asked to lock, and the fd holding LOCK_EX while _depth > 0
+        self._held_fd = -1
 
-    def __enter__(self) -> WalWriter:
-        wal = self._wal
-        wal._mutex.acquire()
+    def held(self) -> bool:
+        """Whether this thread holds LOCK_EX."""
+        return self._depth > 0 and self._mutex._is_owned()  # type: ignore[attr-defined]
+
+    def acquire(self) -> None:
+        self._mutex.acquire()
         try:
-            if wal._depth == 0:
+            if self._depth == 0:
                 import fcntl
 
-                wal._held_fd = _flock(wal._lockfd(), wal._lock_path, fcntl.LOCK_EX)
-            wal._depth += 1
+                self._base_fd = self._lockfd()
+                self._held_fd = _flock(self._base_fd, self.path, fcntl.LOCK_EX)
+            self._depth += 1
         except BaseException:
-            wal._mutex.release()
+            self._mutex.release()
             raise
-        from ojd.store.wal import WalWriter  # loaded already: ojd.store.wal is what uses this class
 
-        self._writer = writer = WalWriter(wal)
-        return writer
-
-    def __exit__(self, *exc: object) -> None:
-        wal = self._wal
-        self._writer._valid = False
-        wal._depth -= 1
+    def release(self) -> None:
+        self._depth -= 1
         try:
-            if wal._depth == 0:  # the outermost block: nesting is balanced under the mutex
-                release_lock(wal, wal._held_fd)
+            if self._depth == 0:  # the outermost block: nesting is balanced under the mutex
+                _unlock(self._held_fd, self._base_fd)
         finally:
-            wal._mutex.release()
+            self._mutex.release()
+
+    def shared(self) -> Shared:
+        """``with lock.shared() as mode``: LOCK_SH, or nothing when the thread holds LOCK_EX;
+        ``mode`` is the lock mode held (SHARED or EXCLUSIVE)."""
+        return Shared(self)
+
+
+def _unlock(fd: int, base_fd: int) -> None:
+    """Unlock ``fd``; close it when it is a wait's own open of the lock file."""
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    if fd != base_fd:
+        os.close(fd)
 
 
 class Shared:
-    """``with wal._shared() as mode``: LOCK_SH, or nothing when the thread holds LOCK_EX."""
+    """``with lock.shared() as mode``: see ``WalLock.shared``."""
 
-    __slots__ = ("_wal", "_fd")
+    __slots__ = ("_lock", "_base_fd", "_fd")
 
-    def __init__(self, wal: WalDirectory) -> None:
-        self._wal = wal
+    def __init__(self, lock: WalLock) -> None:
+        self._lock = lock
 
     def __enter__(self) -> int:
-        wal = self._wal
-        wal._mutex.acquire()
+        lock = self._lock
+        lock._mutex.acquire()
         try:
-            if wal._depth:
+            if lock._depth:
                 self._fd = -1
                 return EXCLUSIVE
-            fd = wal._lockfd()
+            self._base_fd = lock._lockfd()
             import fcntl
 
-            self._fd = _flock(fd, wal._lock_path, fcntl.LOCK_SH)
+            self._fd = _flock(self._base_fd, lock.path, fcntl.LOCK_SH)
         except BaseException:
-            wal._mutex.release()
+            lock._mutex.release()
             raise
         return SHARED
 
     def __exit__(self, *exc: object) -> None:
         try:
             if self._fd >= 0:
-                release_lock(self._wal, self._fd)
+                _unlock(self._fd, self._base_fd)
         finally:
-            self._wal._mutex.release()
+            self._lock._mutex.release()
