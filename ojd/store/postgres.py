@@ -78,7 +78,7 @@ _FROM_ENV = {"connect_timeout": "PGCONNECT_TIMEOUT"}
 
 def libpq():
     """The client library, loaded on first use."""
-    from ojd.store import libpq as module
+    import ojd.store.libpq as module  # ctypes and the library: on first use only
 
     try:
         module.library()
