@@ -7,11 +7,11 @@ model, the worker loop and the CLI never know which is in use:
 * PostgreSQL (``ojd.store.postgres``), for several hosts sharing one state; chosen by
   ``OJ_STATE_URL=postgresql://...`` or a ``state_url = ...`` line in ``STATE_DIR/oj.conf``.
 
-What a log offers (``WalDirectory`` and ``PgLog`` both): ``locked()`` (a block holding the
-log's exclusive lock, giving a writer whose ``append(*events)`` returns positions; a decision
-made on the caught-up state and its events are atomic), ``reader(after)`` / ``records(after)``
-(events after a position, lock-free), ``save_snapshot``, ``load_snapshot``, ``read_snapshot``,
-``snapshot_positions``, ``compact``, ``set_aside``, ``check`` and ``holds_lock``.
+What a log offers, ``WalDirectory`` and ``PgLog`` both, is the ``Log`` protocol of
+``ojd.store.log``: ``locked()`` (a block holding the log's exclusive lock, giving a writer whose
+``append(*events)`` returns positions; a decision made on the caught-up state and its events
+are atomic), ``reader(after)`` / ``records(after)`` (events after a position, lock-free),
+snapshots, compaction and a check.
 
 Reads are lock-free (snapshot + tail). Decisions that read and then write (take an item,
 dedupe a push) run inside ``transaction()``, which holds the log's exclusive lock, catches up
@@ -37,6 +37,8 @@ from ojd.store.walsegments import lost_problem, positions
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+
+    from ojd.store.log import Listener, Log, Reader, Writer
 
 # A snapshot is written when this many events have accumulated past the last one, so a
 # CLI call replays at most this tail.
@@ -86,7 +88,8 @@ def configured_url(root: str) -> str | None:
     return url
 
 
-def open_log(root: str, on_problem: Callable[[WalProblem], None] | None, url: str | None):
+def open_log(root: str, on_problem: Callable[[WalProblem], None] | None, url: str | None
+             ) -> Log:
     """The log behind a store: PostgreSQL when a URL is configured, else the WAL directory."""
     if url:
         from ojd.store.postgres import PgLog  # libpq is loaded only here
@@ -168,7 +171,7 @@ def import_state(store: Store, text: str) -> int:
 class Transaction:
     """What a decision sees and does while it holds the log's lock."""
 
-    def __init__(self, store: Store, writer) -> None:
+    def __init__(self, store: Store, writer: Writer) -> None:
         self.state = store.state
         self._store = store
         self._writer = writer
@@ -193,14 +196,14 @@ class Store:
         try:
             self.root = paths.ensure_state_dir(root)
             self.url = configured_url(self.root) if url is None else url or None
-            self.log = open_log(self.root, on_problem, self.url)
+            self.log: Log = open_log(self.root, on_problem, self.url)
         except OSError as e:
             raise state_dir_error(root, e) from None
         self._on_problem = on_problem
         self._told_lost: set[tuple[int, int]] = set()
         self.state = State()
         self._snapshot_pos = 0
-        self._reader = None
+        self._reader: Reader | None = None
         # flock does not exclude threads of one process that share the lock file: this does
         self.lock = RLock()
 
@@ -292,7 +295,7 @@ class Store:
                     yield Transaction(self, writer)
                     self._reader.read_new()  # step the cursor past our own appends
             except BaseException:
-                if getattr(self.log, "rolled_back", False):
+                if self.log.rolled_back:
                     # a database transaction that did not commit: what this state applied
                     # of it never happened; the next use reloads
                     self._reader = None
@@ -321,20 +324,17 @@ class Store:
     def warm_up(self) -> None:
         """Open what the first read or append would (a database connection), ahead of need;
         failures are left to that first use, which reports them."""
-        connect = getattr(self.log, "connect", None)
-        if connect is not None:
-            try:
-                connect()
-            except Exception:
-                pass
+        try:
+            self.log.connect()
+        except Exception:
+            pass
 
-    def change_listener(self):
+    def change_listener(self) -> Listener | None:
         """Something to wait on for others' appends, or None where only signals tell (the
         WAL directory: a push signals the workers of its queue itself). With PostgreSQL a
         connection LISTENing to commits on every host: ``fileno()`` becomes readable and
         ``drain()`` says how many ask for a wake."""
-        listener = getattr(self.log, "listener", None)
-        return listener() if listener is not None else None
+        return self.log.listener()
 
     def snapshot(self) -> int:
         """Write a snapshot of the current state and drop the segments it makes redundant."""

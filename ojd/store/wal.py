@@ -173,6 +173,20 @@ class WalDirectory:
         """Whether this thread is inside ``with wal.locked()``."""
         return self._lock.held()
 
+    # What the Log protocol (ojd.store.log) asks of a shared store, for one host's directory:
+    # an append is durable when it returns, never rolled back; files are opened on first use;
+    # a push signals the workers of its queue itself; the clock is this host's.
+    rolled_back = False
+
+    def connect(self) -> None:
+        pass
+
+    def listener(self) -> None:
+        return None
+
+    def clock_offset(self) -> float:
+        return 0.0
+
     def save_snapshot(self, pos: int, state: object) -> Path:
         from pathlib import Path  # only here, off the start-up path
 
