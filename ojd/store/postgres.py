@@ -1,11 +1,12 @@
 """PostgreSQL as the log: the same events as the WAL directory, in a table several hosts share.
 
-Two tables, made on first use (``SCHEMA``):
+Its tables, made on first use and migrated by a newer oj (ojd.store.pgschema):
 
 * ``oj_events (pos bigint primary key, event text)``: one row per event, the event as the
   same compact JSON the WAL frames hold (text, not jsonb: stored and read back byte for byte,
   with no parse on the server);
-* ``oj_snapshots (pos, state, damaged)``: the State after event ``pos``, the newest two kept.
+* ``oj_snapshots (pos, state, damaged)``: the State after event ``pos``, the newest two kept;
+* ``oj_schema (version)``: the version of these tables.
 
 A decision is one transaction: ``BEGIN; LOCK TABLE oj_events IN EXCLUSIVE MODE``, read the
 events after our position, decide on the caught-up State, ``INSERT`` the new events at the
@@ -16,8 +17,8 @@ position N+1 has therefore seen N, and readers need no lock (EXCLUSIVE still let
 SELECTs through). Row locks (``FOR UPDATE SKIP LOCKED``) would let takers run side by side,
 but then the State fold could not be the single source of truth.
 
-libpq is loaded (``ojd.store.libpq``) only here, and only when a postgresql:// URL is
-configured. The URL follows libpq's conventions (service files, PGHOST, ~/.pgpass). A forked
+libpq is loaded (``ojd.store.libpq``, by ``ojd.store.pgconnect``) only when a postgresql://
+URL is configured. The URL follows libpq's conventions (service files, PGHOST, ~/.pgpass). A forked
 child (a job process) never touches its parent's connection: it opens its own.
 """
 
@@ -29,6 +30,8 @@ import weakref
 from _thread import RLock
 
 from ojd.errors import LockTimeout, OjError, StoreUnavailable, escaped
+from ojd.store.pgconnect import client_params, db_error, libpq, redacted, session_lost
+from ojd.store.pgschema import READ_VERSION, SCHEMA_VERSION, UNDEFINED_TABLE, prepare
 from ojd.store.wal import CheckReport, Record, WalProblem, start_pos_problem
 from ojd.store.walsegments import lost_problem
 
@@ -43,12 +46,6 @@ WAKE_TYPES = frozenset({"queue:pushed", "queue:released", "queue:retried", "queu
                         "queue:lease_expired", "job:reopened", "worker:woken",
                         "worker:resized", "worker:recorded"})
 _KEEP_SNAPSHOTS = 2
-_SCHEMA_LOCK = 0x6F6A0001  # pg_advisory_xact_lock key: two first users create the tables once
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS oj_events (pos bigint PRIMARY KEY, event text NOT NULL);
-CREATE TABLE IF NOT EXISTS oj_snapshots (
-    pos bigint PRIMARY KEY, state text NOT NULL, damaged boolean NOT NULL DEFAULT false);
-"""
 # The next positions follow the last event, or the newest snapshot when the events it covers
 # were compacted away (or the state was imported): positions are never reused.
 _INSERT = """
@@ -66,113 +63,6 @@ _LAST = ("SELECT greatest((SELECT max(pos) FROM oj_events), "
 # at most this, well under the shortest lease (3 s, renewed every second), instead of until
 # the frozen host wakes. oj's decisions go from statement to statement without waiting.
 IDLE_IN_TRANSACTION_TIMEOUT = 2.0
-# libpq's defaults wait for a dead peer as long as the kernel does (hours): a host gone
-# mid-query or mid-connect is given up on in seconds instead. Only where the URL, the
-# service file or PGCONNECT_TIMEOUT says nothing (libpq's precedence).
-CLIENT_DEFAULTS = {"connect_timeout": "10", "keepalives": "1", "keepalives_idle": "10",
-                   "keepalives_interval": "5", "keepalives_count": "3",
-                   "tcp_user_timeout": "30000"}
-_FROM_ENV = {"connect_timeout": "PGCONNECT_TIMEOUT"}
-
-
-
-def libpq():
-    """The client library, loaded on first use."""
-    import ojd.store.libpq as module  # ctypes and the library: on first use only
-
-    try:
-        module.library()
-    except module.Error:
-        raise OjError("the state is configured to be in PostgreSQL, but libpq is not "
-                      "installed: apt install libpq5") from None
-    return module
-
-
-_SECRETS = frozenset({"password", "sslpassword"})
-
-
-def redacted(url: str) -> str:
-    """The URL (or key=value conninfo) without its passwords (``user:pw@``, ``?password=``,
-    ``sslpassword``), for messages."""
-    from urllib.parse import unquote
-
-    if "://" in url:
-        base, q, query = url.partition("?")
-        scheme, _, rest = base.partition("://")
-        netloc, slash, path = rest.partition("/")
-        creds, at, hosts = netloc.rpartition("@")
-        if at and ":" in creds:
-            netloc = f"{creds.split(':', 1)[0]}:***@{hosts}"
-        params = [f"{k}=***" if unquote(k) in _SECRETS else f"{k}{eq}{v}"
-                  for k, eq, v in (part.partition("=") for part in query.split("&"))]
-        shown = f"{scheme}://{netloc}{slash}{path}{q}{'&'.join(params)}"
-    else:
-        shown = url
-    try:
-        given = libpq().parse_conninfo(url)
-    except Exception:  # no driver, or not parseable: shown as far as it is understood
-        return shown if "://" in url else "(a connection string that does not parse)"
-    if "://" not in url:
-        shown = " ".join(f"{k}=***" if k in _SECRETS else f"{k}={_conninfo_value(str(v))}"
-                         for k, v in given.items())
-    for key in _SECRETS:  # whatever form it was given in, its value is not shown
-        secret = str(given.get(key) or "")
-        if len(secret) > 2 and secret in shown:
-            shown = shown.replace(secret, "***")
-    return shown
-
-
-def _conninfo_value(value: str) -> str:
-    if value and not any(c.isspace() or c in "'\\" for c in value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def client_params(url: str) -> dict[str, str]:
-    """The connection parameters oj adds to ``url``: those of ``CLIENT_DEFAULTS`` that
-    neither the URL, its service (``service=`` or PGSERVICE) nor the environment set."""
-    given = libpq().parse_conninfo(url)
-    service = given.get("service") or os.environ.get("PGSERVICE")
-    if service:
-        given = {**given, **dict.fromkeys(_service_keys(service), "")}
-    return {k: v for k, v in CLIENT_DEFAULTS.items()
-            if k not in given and not os.environ.get(_FROM_ENV.get(k, ""))}
-
-
-def _service_keys(name: str) -> set[str]:
-    """The keys a libpq service sets: from the first service file that has the service (the
-    user's, then the system's), as libpq reads them."""
-    import configparser
-
-    user = os.environ.get("PGSERVICEFILE") or os.path.expanduser("~/.pg_service.conf")
-    sysconf = os.environ.get("PGSYSCONFDIR")
-    system = (os.path.join(sysconf, "pg_service.conf") if sysconf
-              else "/etc/postgresql-common/pg_service.conf")
-    for path in (user, system):
-        parser = configparser.ConfigParser(interpolation=None, strict=False)
-        try:
-            parser.read(path)
-        except (configparser.Error, UnicodeDecodeError):
-            continue
-        if parser.has_section(name):
-            return set(parser[name])
-    return set()
-
-
-def db_error(where: str, e: Exception, cls: type[OjError] = OjError) -> OjError:
-    text = str(e).strip().splitlines()
-    return cls(escaped(f"state database {where}: {text[0] if text else type(e).__name__}"))
-
-
-def session_lost(path: str, e: Exception) -> StoreUnavailable:
-    """A session that ended while it was being opened (the server stopped or restarted, the
-    network or a proxy cut it): the database is unreachable, not refusing oj's tables, and
-    nothing was written."""
-    text = str(e).strip().splitlines()
-    why = text[0] if text else type(e).__name__
-    return StoreUnavailable(escaped(
-        f"state database {path} cannot be reached: {why}; check that the server is up and "
-        "reachable from this host, then try again"))
 
 
 # every PgLog of this process, so a forked child can let go of them (weak: a store dropped
@@ -242,19 +132,27 @@ class PgLog:
                                  client_encoding="UTF8")
         except pq.Error as e:
             raise db_error(f"{self.path} cannot be reached", e, StoreUnavailable) from None
-        try:
-            made = conn.execute(f"SET lock_timeout = '{millis}ms'; "
-                                "SET idle_in_transaction_session_timeout = "
-                                f"'{int(IDLE_IN_TRANSACTION_TIMEOUT * 1000)}ms'; "
-                                "SELECT to_regclass('oj_snapshots') IS NOT NULL").rows[0][0]
-            if not made:  # one round trip; an error leaves the session, which is closed
-                conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_SCHEMA_LOCK}); "
-                             f"{SCHEMA} COMMIT")
+        settings = (f"SET lock_timeout = '{millis}ms'; "
+                    "SET idle_in_transaction_session_timeout = "
+                    f"'{int(IDLE_IN_TRANSACTION_TIMEOUT * 1000)}ms'; ")
+        try:  # an error leaves the session, which is closed
+            try:  # one round trip, where the tables are this oj's
+                version = conn.execute(settings + READ_VERSION).rows[0][0]
+            except pq.Error as e:
+                if e.sqlstate != UNDEFINED_TABLE:
+                    raise
+                version = None  # a new database, or an older oj's tables
+                conn.execute(settings)  # undone with the statement that failed
+            if version != SCHEMA_VERSION:
+                prepare(conn, self.path)  # made, migrated or refused
         except pq.Error as e:
             conn.close()
             if e.lost:  # the session ended (the server went, the network cut it), not a
                 raise session_lost(self.path, e) from None  # refusal of the tables
             raise db_error(f"{self.path} cannot hold oj's tables", e) from None
+        except OjError:
+            conn.close()
+            raise
         return conn
 
     def _forget_connection(self) -> None:
