@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from ojd import bashrun, queues, wake
 from ojd.duration import format_duration
-from ojd.errors import LockTimeout, OjError, StoreUnavailable
+from ojd.errors import LockTimeout, OjError, StoreUnavailable, describe
 from ojd.notify import Log, Notifier, one_line
 from ojd.runbook.model import Runbook, Worker
 from ojd.runbook.template import TemplateError, render_shell
@@ -63,15 +63,6 @@ def owner_id(worker: str) -> str:
     if invocation:
         return f"{worker}/{invocation}"
     return f"{worker}/pid-{os.getpid()}-{time.monotonic_ns()}"
-
-
-def describe(error: BaseException) -> str:
-    """One line for a log: an OSError's text and file, anything else as its repr."""
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror + (f": {error.filename}" if error.filename else "")
-    if isinstance(error, OjError):
-        return str(error)
-    return repr(error)
 
 
 def outage(error: BaseException) -> str | None:
