@@ -628,10 +628,10 @@ def traced_drain(b: JobBench, r: Runner, worker: str, queue: str, items: int) ->
 
 # Frames whose samples say where an item's time goes (py-spy names them Class.method).
 PROFILE_FRAMES = {
-    "worker": ("spawn", "_into_scope", "Systemd.start_scope", "WorkerLoop._ended",
-               "WorkerLoop._adopt", "WorkerLoop.reload_runbook", "Store.refresh",
+    "worker": ("spawn", "into_scope", "Systemd.start_scope", "ProcessPool._ended",
+               "ProcessPool.adopt", "WorkerLoop.reload_runbook", "Store.refresh",
                "WalWriter.append"),
-    "job process": ("_child", "run_here", "Store.load", "JobRunner._run_step",
+    "job process": ("run_child", "run_here", "Store.load", "JobRunner._run_step",
                     "Popen._execute_child", "Popen.wait", "JobRunner._finish",
                     "WalWriter.append"),
 }

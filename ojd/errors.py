@@ -68,3 +68,13 @@ class LockTimeout(OjError):
 class StoreUnavailable(OjError):
     """The state's database could not be reached (or the connection broke) before anything
     was committed: nothing was written, and the same decision may be tried again."""
+
+
+def describe(error: BaseException) -> str:
+    """One line for a log: an OSError's text and file, an OjError's message, anything else
+    as its repr."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror + (f": {error.filename}" if error.filename else "")
+    if isinstance(error, OjError):
+        return str(error)
+    return repr(error)

@@ -17,12 +17,12 @@ EXIT_CONFIG = 78  # EX_CONFIG
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ojd.worker import StartSignals
+    from ojd.store_wait import StartSignals
 
 
 def run_worker(name: str, project: str | None, foreground: bool, until_idle: bool = False
                ) -> int:
-    from ojd.worker import StartSignals, Stopped
+    from ojd.store_wait import StartSignals, Stopped
 
     # a start waits out its store being away (a database down, a full disk) instead of
     # exiting into the unit's start limit: SIGTERM and Ctrl-C end that wait
@@ -43,7 +43,8 @@ def _run_worker(name: str, project: str | None, foreground: bool, until_idle: bo
     from ojd.notify import Log, Notifier
     from ojd.runners.jobprocess import own_manager
     from ojd.store import Store
-    from ojd.worker import StoreWait, WorkerLoop
+    from ojd.store_wait import StoreWait
+    from ojd.worker import WorkerLoop
 
     log = Log(f"worker {escaped(name)}")
     notifier = Notifier()

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
 
 from ojd.duration import DurationError, parse_duration
 from ojd.errors import RunbookError, quoted
-from ojd.runbook.argspec import ArgSpec, ArgSpecError, parse_spec
+from ojd.runbook.argspec import ArgSpecError, parse_spec
 from ojd.runbook.bashsyntax import Script, needs_shell
 from ojd.runbook.hcl import Attribute, Block
 from ojd.runbook.model import (
     CRON_PIPELINE,
-    DEFAULT_AGENT_IDLE,
     DEFAULT_EXTERNAL_TIMEOUT,
-    Agent,
     Command,
     Cron,
     Pipeline,
@@ -34,29 +31,17 @@ from ojd.runbook.model import (
 from ojd.runbook.named import leads_outside, script_paths
 from ojd.runbook.template import (
     LOCAL_PREFIX,
-    NestingError,
-    TemplateError,
-    ValueContext,
-    references,
     shell_contexts,
 )
+from ojd.runbook.validate_agents import AgentChecks
+from ojd.runbook.validate_refs import References
+from ojd.runbook.wording import OUTSIDE, TYPE_NAMES, context_warning, did_you_mean, type_name
 
 DEFAULT_MAX_VISITS = 10
 DEFAULT_POLL = 30.0
 DEFAULT_LEASE = 60.0
 MIN_LEASE = 3.0  # renewed every third of it: shorter would be mostly renewals
-# the end of a warning about a path that leads outside the project (``ojd.trust``)
-_OUTSIDE = (", outside the project: a worker refuses it when someone but root and the "
-            "worker's user could change it; keep it in the project")
 _WORKER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
-AGENT_ACTIONS = ("nudge", "done", "escalate", "gate", "fail", "resume")
-# what each trigger can do: a dead agent cannot be nudged, a live one is not restarted
-TRIGGER_ACTIONS = {
-    "on_idle": ("nudge", "done", "escalate", "gate", "fail"),
-    "on_dead": ("done", "escalate", "gate", "fail", "resume"),
-    "on_error": ("escalate", "gate", "fail", "resume"),
-}
-ACTION_FIELDS = ("action", "message", "attempts", "cooldown", "run", "replace")
 
 
 # -- schema --------------------------------------------------------------------------------
@@ -91,30 +76,6 @@ CRON_MAX_INTERVAL = 100 * 365.25 * 86400
 TOP_BLOCKS = ("command", "queue", "worker", "pipeline", "agent", "cron")
 NESTED_BLOCKS = {"": TOP_BLOCKS, "pipeline": ("locals", "notify", "step")}
 LABELLED = {"command", "queue", "worker", "pipeline", "agent", "step", "cron"}
-_TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", dict: "an object",
-               list: "a list", bool: "true or false"}
-
-
-def _did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:
-    import difflib  # error path only
-
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def type_name(value: object) -> str:
-    """What a value is, in the words of error messages."""
-    if isinstance(value, bool):
-        return "true or false"
-    if value is None:
-        return "null"
-    if isinstance(value, float):
-        return "a number with a fraction" if value != int(value) else "a decimal number"
-    for t, name in _TYPE_NAMES.items():
-        if isinstance(value, t):
-            return name
-    return f"a {type(value).__name__}"  # a TOML date, say
-
 
 class _Problems:
     def __init__(self) -> None:
@@ -129,7 +90,7 @@ class _Problems:
         return [f"{f}:{n}: {m}" for f, n, m in sorted(self.items, key=lambda p: p[:2])]
 
 
-class _Builder:
+class _Builder(AgentChecks, References):
     """Turns parsed files into a Runbook, collecting every problem on the way."""
 
     def __init__(self, warn: bool = False) -> None:
@@ -156,7 +117,7 @@ class _Builder:
         for c in shell_contexts(text, prefix):
             # a heredoc's text starts on the line after `name = <<EOF` (value_line)
             line = (attr.value_line or attr.line) + text[: c.offset].count("\n")
-            self.warnings.add(file, line, f"warning: {what}: " + _context_warning(c))
+            self.warnings.add(file, line, f"warning: {what}: " + context_warning(c))
 
     # -- generic checks --
 
@@ -169,13 +130,13 @@ class _Builder:
             if expected is None:
                 where = f"in {kind}" if kind else "at the top level (fields belong in blocks)"
                 self.p.add(file, attr.line, f"unknown field '{attr.name}' {where}"
-                           + _did_you_mean(attr.name, tuple(schema)))
+                           + did_you_mean(attr.name, tuple(schema)))
                 continue
             value = attr.value
             ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in
                                                       expected)
             if not ok:
-                want = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in expected)
+                want = " or ".join(TYPE_NAMES.get(t, t.__name__) for t in expected)
                 self.p.add(file, attr.line, f"{kind} field '{attr.name}' is "
                            f"{type_name(value)}, expected {want}")
                 continue
@@ -184,7 +145,7 @@ class _Builder:
         for sub in block.blocks:
             if sub.type not in allowed:
                 where = f"in {kind}" if kind else "at the top level"
-                hint = _did_you_mean(sub.type, allowed or TOP_BLOCKS)
+                hint = did_you_mean(sub.type, allowed or TOP_BLOCKS)
                 self.p.add(file, sub.line, f"unknown block '{sub.type}' {where}{hint}")
         return out
 
@@ -525,115 +486,6 @@ class _Builder:
                     self.target(file, f.get("on_fail"), "step"), where,
                     self.optional_duration(file, f, f"step '{name}' timeout"))
 
-    def agent(self, file: str, block: Block, name: str, where: Where) -> None:
-        f = self.fields(file, block, "agent")
-        if "run" not in f:
-            self.p.add(file, block.line, f"agent '{name}' needs 'run'")
-        if "prompt" in f and "prompt_file" in f:
-            self.p.add(file, f["prompt_file"].line, "set either 'prompt' or 'prompt_file', "
-                       "not both")
-        env = dict(f["env"].value) if "env" in f else {}
-        for key, value in env.items():
-            if not isinstance(value, str):
-                self.p.add(file, f["env"].key_lines.get(key, f["env"].line),
-                           f"agent env '{key}' is {type_name(value)}, expected a string")
-        prime: list[str] = []
-        if "prime" in f:
-            value = f["prime"].value
-            for command in [value] if isinstance(value, str) else value:
-                if not isinstance(command, str):
-                    self.p.add(file, f["prime"].line, f"agent prime holds {type_name(command)},"
-                               " expected shell commands as strings")
-                    continue
-                prime.append(command)
-                self.scripts.append(Script(file, f["prime"].line, f"agent '{name}' prime",
-                                           command))
-        idle = DEFAULT_AGENT_IDLE
-        if "idle" in f:
-            try:
-                idle = parse_duration(f["idle"].value)
-            except DurationError as e:
-                self.p.add(file, f["idle"].line, f"agent idle: {e}")
-        handlers = {key: self.agent_action(file, f.get(key), key, name)
-                    for key in ("on_idle", "on_dead", "on_error")}
-        if "run" in f and isinstance(f["run"].value, str):
-            self.scripts_run.append(Script(file, f["run"].value_line or f["run"].line,
-                                           f"agent '{name}'", f["run"].value))
-        if "prompt_file" in f and self.warn and leads_outside(f["prompt_file"].value, True):
-            self.warnings.add(file, f["prompt_file"].line, f"warning: agent '{name}' "
-                              f"prompt_file {f['prompt_file'].value}{_OUTSIDE}")
-        self.rb.agents[name] = Agent(name, f["run"].value if "run" in f else "",
-                                     f["prompt"].value if "prompt" in f else None,
-                                     f["prompt_file"].value if "prompt_file" in f else None,
-                                     env, handlers["on_idle"], handlers["on_dead"],
-                                     handlers["on_error"], where,
-                                     f["cwd"].value if "cwd" in f else None, tuple(prime), idle)
-
-    def agent_action(self, file: str, attr: Attribute | None, trigger: str, agent: str
-                     ) -> dict[str, Any] | None:
-        """An ``on_idle``/``on_dead``/``on_error`` value as a full action (defaults filled)."""
-        if attr is None:
-            return None
-        raw = {"action": attr.value} if isinstance(attr.value, str) else dict(attr.value)
-
-        def bad(key: str, message: str) -> None:
-            self.p.add(file, attr.key_lines.get(key, attr.line),
-                       f"agent '{agent}' {trigger} {message}")
-
-        for key in raw:
-            if key not in ACTION_FIELDS:
-                bad(key, f"has unknown field '{key}'" + _did_you_mean(key, ACTION_FIELDS))
-        action = raw.get("action")
-        if action == "recover":  # the older name
-            action = "resume"
-        allowed = TRIGGER_ACTIONS[trigger]
-        if action not in AGENT_ACTIONS:
-            bad("action", f"action '{action}' is not one of {', '.join(allowed)}"
-                + _did_you_mean(str(action), allowed))
-        elif action not in allowed:
-            why = ("a dead agent cannot be nudged" if action == "nudge" else
-                   "a running agent is not restarted" if action == "resume" else
-                   "it does not fit this trigger")
-            bad("action", f"action '{action}' cannot be used here: {why}; use one of "
-                f"{', '.join(allowed)}")
-        out: dict[str, Any] = {"action": action, "message": None, "attempts": 1,
-                               "cooldown": 0.0, "run": None, "replace": False}
-        for key in ("message", "run"):
-            if key in raw:
-                if isinstance(raw[key], str):
-                    out[key] = raw[key]
-                else:
-                    bad(key, f"{key} is {type_name(raw[key])}, expected a string")
-        if action == "gate" and not out["run"]:
-            bad("action", "action 'gate' needs run = \"COMMAND\" (exit 0 advances)")
-        elif out["run"] and action != "gate":
-            bad("run", f"run is only for action 'gate', not '{action}'")
-        if out["run"]:
-            self.scripts.append(Script(file, attr.key_lines.get("run", attr.line),
-                                       f"{trigger} gate", out["run"]))
-        if "replace" in raw:
-            if isinstance(raw["replace"], bool):
-                out["replace"] = raw["replace"]
-            else:
-                bad("replace", f"replace is {type_name(raw['replace'])}, expected true or "
-                    "false")
-        if "attempts" in raw:
-            n = raw["attempts"]
-            if n == "forever":
-                out["attempts"] = None
-            elif isinstance(n, int) and not isinstance(n, bool) and n >= 1:
-                out["attempts"] = n
-            else:
-                what = n if isinstance(n, int) and not isinstance(n, bool) else type_name(n)
-                bad("attempts", f"attempts is {what}, expected a whole number >= 1 or "
-                    "\"forever\"")
-        if "cooldown" in raw:
-            try:
-                out["cooldown"] = parse_duration(raw["cooldown"], allow_zero=True)
-            except DurationError as e:
-                bad("cooldown", f"cooldown: {e}")
-        return out
-
     def script(self, file: str, attr: Attribute, what: str) -> None:
         self.scripts.append(Script(file, attr.value_line or attr.line, what, attr.value))
 
@@ -645,7 +497,7 @@ class _Builder:
             for word, line, argument in script_paths(s.text):
                 if leads_outside(word, argument):
                     self.warnings.add(s.file, s.line + line,
-                                      f"warning: {s.what} runs {word}{_OUTSIDE}")
+                                      f"warning: {s.what} runs {word}{OUTSIDE}")
 
     def line_of(self, key: tuple, where: Where) -> int:
         """The line of the field ``key`` names, else of its block."""
@@ -655,146 +507,6 @@ class _Builder:
         return Where(where.file, self.line_of(key, where))
 
     # -- cross references --
-
-    def check_references(self) -> None:
-        rb = self.rb
-        for w in rb.workers.values():
-            source_line = self.line_of(("worker", w.name, "source"), w.where)
-            handler_line = self.line_of(("worker", w.name, "handler"), w.where)
-            if w.queue and w.queue not in rb.queues:
-                self.p.add(w.where.file, source_line, f"worker '{w.name}' source queue "
-                           f"'{w.queue}' is not defined" + _did_you_mean(w.queue, list(rb.queues)))
-            pipeline = rb.pipelines.get(w.pipeline)
-            if w.pipeline and pipeline is None:
-                self.p.add(w.where.file, handler_line, f"worker '{w.name}' handler pipeline "
-                           f"'{w.pipeline}' is not defined"
-                           + _did_you_mean(w.pipeline, list(rb.pipelines)))
-            elif pipeline is not None and not pipeline.vars:
-                self.p.add(w.where.file, handler_line, f"worker '{w.name}' handler pipeline "
-                           f"'{w.pipeline}' needs vars = [\"NAME\"] to receive the queue item")
-            elif pipeline is not None:
-                # the item fills the first var; any other must have a default
-                for var in pipeline.vars[1:]:
-                    if var not in pipeline.defaults:
-                        self.p.add(w.where.file, handler_line, f"worker '{w.name}' handler "
-                                   f"pipeline '{w.pipeline}' var '{var}' needs a default "
-                                   "(only the first var receives the queue item)")
-        for c in rb.commands.values():
-            run_line = self.line_of(("command", c.name, "run"), c.where)
-            if c.pipeline and c.pipeline not in rb.pipelines:
-                self.p.add(c.where.file, run_line, f"command '{c.name}' pipeline "
-                           f"'{c.pipeline}' is not defined"
-                           + _did_you_mean(c.pipeline, list(rb.pipelines)))
-            if c.run is not None:
-                names = arg_names(c.args)
-                self.check_templates(self.field_where(("command", c.name, "run"), c.where), c.run,
-                                     {"args": names, "invoke": None, "var": names})
-        for cron in rb.crons.values():
-            run_at = self.field_where(("cron", cron.name, "run"), cron.where)
-            if cron.run is not None:
-                self.check_templates(run_at, cron.run, {"invoke": None})
-                continue
-            if not cron.pipeline:
-                continue
-            pipeline = rb.pipelines.get(cron.pipeline)
-            if pipeline is None:
-                self.p.add(run_at.file, run_at.line, f"cron '{cron.name}' pipeline "
-                           f"'{cron.pipeline}' is not defined"
-                           + _did_you_mean(cron.pipeline, list(rb.pipelines)))
-                continue
-            # a tick gives its job no vars: each must have a default
-            for var in pipeline.vars:
-                if var not in pipeline.defaults:
-                    self.p.add(run_at.file, run_at.line, f"cron '{cron.name}' pipeline "
-                               f"'{cron.pipeline}' var '{var}' needs a default (a cron's "
-                               "jobs are given no vars)")
-        for q in rb.queues.values():
-            if q.take_cmd:
-                self.check_templates(self.field_where(("queue", q.name, "take"), q.where),
-                                     q.take_cmd, {"item": None})
-        for p in rb.pipelines.values():
-            self.check_pipeline(p)
-
-    def check_pipeline(self, p: Pipeline) -> None:
-        for target, what in ((p.on_done, "on_done"), (p.on_fail, "on_fail")):
-            if target and target not in p.steps:
-                self.p.add(p.where.file, self.line_of(("pipeline", p.name, what), p.where),
-                           f"pipeline '{p.name}' {what} step "
-                           f"'{target}' is not defined" + _did_you_mean(target, list(p.steps)))
-        known: dict[str, Any] = {"var": p.vars + tuple(p.defaults), "invoke": None,
-                                 "workspace": ("root", "nonce"), "local": ()}
-        if p.job_name is not None:  # rendered when the job is created: no locals yet
-            self.check_templates(self.field_where(("pipeline", p.name, "name"), p.where),
-                                 p.job_name, {k: v for k, v in known.items() if k != "local"})
-        for local_name, value in p.locals:
-            self.check_templates(self.field_where(("local", p.name, local_name), p.where),
-                                 value, known)
-            known["local"] = known["local"] + (local_name,)
-        for s in p.steps.values():
-            for target, what in ((s.on_done, "on_done"), (s.on_fail, "on_fail")):
-                if target and target not in p.steps:
-                    self.p.add(s.where.file, self.line_of(("step", p.name, s.name, what),
-                                                          s.where), f"step '{s.name}' {what} step "
-                               f"'{target}' is not defined in pipeline '{p.name}'"
-                               + _did_you_mean(target, list(p.steps)))
-            run_at = self.field_where(("step", p.name, s.name, "run"), s.where)
-            if s.agent and s.agent not in self.rb.agents:
-                self.p.add(s.where.file, run_at.line, f"step '{s.name}' agent '{s.agent}' is "
-                           "not defined" + _did_you_mean(s.agent, list(self.rb.agents)))
-            if s.run is not None:
-                self.check_templates(run_at, s.run, known)
-        for key, value in p.notify.items():
-            self.check_templates(self.field_where(("notify", p.name, key), p.where), value,
-                                 known)
-
-    def check_templates(self, where: Where, text: str, known: dict[str, Any]) -> None:
-        """Every ``${ns.name}`` must name something that will exist when the text renders."""
-        try:
-            refs = references(text)
-        except TemplateError as e:
-            # too deep: the line where the level past the limit opens (as for references)
-            at = text.count("\n", 0, e.offset) if isinstance(e, NestingError) else 0
-            self.p.add(where.file, where.line + at, str(e))
-            return
-        for ref in refs:
-            # the line holding the reference: scripts are mostly heredocs, a line per line
-            line = where.line + text.count("\n", 0, max(text.find("${" + ref), 0))
-            ns, _, rest = ref.partition(".")
-            if ns not in known:
-                allowed = ", ".join(f"{k}." for k in known)
-                self.p.add(where.file, line, f"${{{ref}}} cannot be used here; "
-                           f"available: {allowed}")
-                continue
-            names = known[ns]
-            head = rest.split(".", 1)[0]
-            if names is not None and head not in names:
-                self.p.add(where.file, line, f"${{{ref}}}: '{head}' is not defined"
-                           + _did_you_mean(head, list(names)))
-
-
-def _context_warning(c: ValueContext) -> str:
-    """What a ValueContext means for the runbook's author."""
-    ref = f"${{{c.ref}}}"
-    if c.kind == "int":
-        return (f"{ref} is in shell arithmetic ({c.place}), which bash evaluates again: only "
-                "a plain integer renders there, any other value is refused")
-    if c.kind == "name":
-        return (f"{ref} is a variable name ({c.place}), where bash evaluates an index a[...]: "
-                "only letters, digits and _ render there")
-    if c.kind == "pattern":
-        return (f"{ref} is in a pattern or replacement ({c.place}), where bash runs <(...): "
-                f"only a plain word renders there; for any value, assign it to a variable "
-                f"first (v={ref}) and write $v there")
-    if c.kind == "command":
-        return (f"{ref} is the first word of a command: oj quotes it as one word, so the whole "
-                f"value names one program; to run a trusted value as shell code, write "
-                f"${{raw({c.ref})}}")
-    return f"no value can go here: {c.place}"
-
-
-def arg_names(spec: ArgSpec) -> tuple[str, ...]:
-    return tuple(p.name for p in spec.positionals) + tuple(f.name for f in spec.flags)
-
 
 def build(files: list[tuple[str, Block]],
           check_shell: Callable[[list[Script]], list[tuple[str, int, str]]] | None = None,

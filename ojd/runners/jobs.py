@@ -12,7 +12,6 @@ import math
 import os
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -25,103 +24,38 @@ from ojd import bashrun, conf, paths
 from ojd.duration import format_duration
 from ojd.errors import LockTimeout, OjError, StoreUnavailable
 from ojd.notify import one_line
-from ojd.queues import new_id
 from ojd.routing import TIMEOUT_EXIT, route, visit_limit_error
 from ojd.runbook.bashsyntax import needs_shell
 from ojd.runbook.model import Pipeline, Runbook, Step
 from ojd.runbook.template import LOCAL_PREFIX, TemplateError, render_shell, render_text
-from ojd.runners import joblog, leftovers
-from ojd.runners.jobprocess import alive
+from ojd.runners import joblog
+from ojd.runners.jobrecords import fail_job as fail_job
+from ojd.runners.jobrecords import job_created_event as job_created_event
+from ojd.runners.jobrecords import settle_item
 from ojd.runners.leftovers import STOP_GRACE
+from ojd.runners.liveness import alive
+from ojd.runners.stepprocess import (
+    BASH,
+    STEP_WRAPPER,
+    Echo,
+    cap_log,
+    read_status,
+    terminate_group,
+    wait_step,
+)
 from ojd.state import LIVE_JOB_STATES
-from ojd.store import Store, Transaction
+from ojd.store import Store
 from ojd.wake import boot_id, elsewhere, host_name, proc_start_time
+
+# fail_job and job_created_event are imported "as" themselves: callers have them from here
 
 # Progress callback: (job id, what, detail) e.g. ("3f9c", "step", "check ok in 1.2s")
 Progress = Callable[[str, str, str], None]
 
 
-def workspace_path(state_root: str, pipeline: Pipeline, job_id: str, project: str) -> str | None:
-    if pipeline.workspace == "ephemeral":
-        return os.path.join(paths.workspaces_dir(state_root), job_id)
-    if pipeline.workspace == "persistent":
-        import hashlib
-
-        tag = hashlib.sha256(project.encode()).hexdigest()[:8]
-        return os.path.join(paths.workspaces_dir(state_root), f"{pipeline.name}-{tag}")
-    return None
-
-
-def job_created_event(tx: Transaction, state_root: str, runbook: Runbook, project: str,
-                      pipeline_name: str, vars_: dict[str, Any], invoke_dir: str, *,
-                      item: str | None = None, worker: str | None = None,
-                      owner: str | None = None, name: str | None = None,
-                      job_id: str | None = None, cron: str | None = None) -> dict:
-    """The ``job:created`` event of a new job (appended by the caller, in the same append
-    as the take of its item, so a crash cannot leave one without the other)."""
-    pipeline = runbook.pipeline(pipeline_name)
-    if pipeline is None:
-        raise OjError(f"pipeline '{pipeline_name}' is not defined")
-    if job_id is None:
-        job_id = new_id(tx.state.jobs)
-    values = {**pipeline.defaults, **vars_}
-    missing = [v for v in pipeline.vars if v not in values]
-    if missing:
-        raise OjError(f"pipeline '{pipeline_name}' needs var '{missing[0]}'")
-    cwd = workspace_path(state_root, pipeline, job_id, project) or invoke_dir
-    if pipeline.job_name is not None:
-        # a label, not a reason to refuse work: a template that cannot render (a key the
-        # item lacks) falls back to the usual name, with a warning
-        ctx = {"var": values, "invoke": {"dir": invoke_dir},
-               "workspace": {"root": cwd, "nonce": job_id}}
-        try:
-            name = one_line(render_text(pipeline.job_name, ctx, env={})).strip()[:200] or name
-        except TemplateError as e:
-            print(f"oj: warning: pipeline '{pipeline_name}' name: {one_line(str(e))}; the "
-                  f"job is named '{one_line(name or pipeline_name)}'", file=sys.stderr)
-    return {"type": "job:created", "id": job_id, "p": project, "pipeline": pipeline_name,
-            "name": name or pipeline_name, "vars": values, "cwd": cwd,
-            "ws": pipeline.workspace, "invoke": invoke_dir, "item": item, "worker": worker,
-            "by": owner, **({"cron": cron} if cron is not None else {})}
-
-
-def settle_item(runbook: Runbook, state, job_id: str, outcome: str, error: str | None
-                ) -> list[dict]:
-    """The end of a job's queue item, appended with the job's: completed, or failed/dead
-    as its queue's retry policy says (dead when the runbook no longer has the queue)."""
-    from ojd import queues
-
-    job = state.jobs.get(job_id) or {}
-    item = state.items.get(job.get("item") or "")
-    if item is None or item["status"] != "active" or item.get("job") != job_id:
-        return []  # settled already, or taken by another job since
-    if outcome == "done":
-        return [{"type": "queue:completed", "id": item["id"]}]
-    queue = runbook.queues.get(item["queue"])
-    if queue is None:
-        return [{"type": "queue:failed", "id": item["id"], "error": error or "job failed",
-                 "dead": True, "retry_at": None}]
-    return [queues.failure_event(queue, item, error or "job failed", time.time())]
-
-
-def fail_job(store: Store, runbook: Runbook, job_id: str, error: str, *,
-             process: dict | None = None) -> bool:
-    """Record a live job failed (its item settled with it) by someone other than its
-    runner: a worker or a cron tick giving up on a job whose process keeps dying. Only if
-    it is still live and, when ``process`` is given, still recorded with that process (not
-    resumed meanwhile). True when recorded."""
-    with store.transaction() as tx:
-        job = tx.state.jobs.get(job_id)
-        if job is None or job["status"] not in LIVE_JOB_STATES or \
-                (process is not None and job.get("process") != process):
-            return False
-        tx.append({"type": "job:finished", "id": job_id, "outcome": "failed", "error": error},
-                  *settle_item(runbook, tx.state, job_id, "failed", error))
-    return True
-
-
 # what a full state disk raises: waited out, by a job's records and a worker's start
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
 
 # seconds between a job process's attempts to renew its lease while its store is away
 RENEW_RETRY = 1.0
@@ -149,69 +83,9 @@ def _check_ours(job: dict | None) -> None:
         raise Superseded(f"the job is run by process {proc.get('pid')}{where} now")
 
 
-# A step's wrapper, in the step's own session. It waits until its runner has recorded it
-# (a runner that dies first leaves nothing running: end-of-file, exit unrun), runs the
-# script, and leaves its exit status where a runner that takes the job over finds it. $0
-# names the job and step in ps and systemctl status. Arguments: sync fd, status file, fence
-# (1: the step dies with its runner), then ``-c SCRIPT`` or a script file. With the fence, a
-# reader in the step's group keeps the sync pipe: its end-of-file without "done" means the
-# runner died (kill -9, OOM), and the whole group is killed before another host can take
-# the job over. The script runs in a subshell (a fork, no second bash to start) as
-# ``bash -e -o pipefail -c`` would run it: $0 "bash", no positional parameters, none of the
-# wrapper's variables, and the same line numbers, as the eval is on line 1.
-STEP_WRAPPER = (
-    'read -r -u "$1" _ || exit 125; __oj_status=$2; '
-    'if [ "$3" = 1 ]; then { read -r -u "$1" __oj_w; [ "$__oj_w" = done ] || kill -KILL 0; '
-    '} & fi; eval "exec $1<&-"; '
-    'if [ "$4" = -c ]; then __oj_script=$5; else __oj_script=$(< "$4"); fi; '
-    '(unset __oj_status; BASH_ARGV0=bash; set -e -o pipefail; '
-    'eval "set --; unset __oj_script; $__oj_script"); '
-    '__oj_rc=$?; printf "%d\\n" "$__oj_rc" >"$__oj_status"; exit "$__oj_rc"\n')
-
-# bash by its path, found once: a PATH search per step costs an execve per miss
-BASH = shutil.which("bash") or "/bin/bash"
-
-
-class Echo:
-    """Copies what a step adds to the job log to this process's stdout (the job's journal
-    stream), so ``journalctl -u oj-job-ID.scope`` shows it too. The step writes the log
-    itself: a job process that dies mid-step loses the journal's copy, never the step."""
-
-    EVERY = 0.25  # seconds between copies while the step runs
-
-    def __init__(self, log_path: str) -> None:
-        self._f = open(log_path, "rb")  # noqa: SIM115 - closed by close()
-        self._f.seek(0, os.SEEK_END)
-
-    def copy(self) -> None:
-        if os.fstat(self._f.fileno()).st_size < self._f.tell():
-            self._f.seek(0, os.SEEK_END)  # its middle was cut (joblog): go on from its end
-        while data := self._f.read(65536):
-            view = memoryview(data)
-            try:
-                while view:
-                    view = view[os.write(1, view):]
-            except OSError:
-                return  # the journal went away: the log has it all
-
-    def close(self) -> None:
-        self.copy()
-        self._f.close()
-
-
 def _remove(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-
-
-def read_status(path: str) -> int | None:
-    """A step's exit status from its status file; None when it wrote none (or half)."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        return None
-    return int(text) if text.endswith("\n") and text.strip().isdigit() else None
 
 
 def wait_for_exit(pid: int, start: str, stopping: threading.Event,
@@ -232,34 +106,6 @@ def wait_for_exit(pid: int, start: str, stopping: threading.Event,
                 return False
     finally:
         os.close(fd)
-    return True
-
-
-def terminate_group(pgid: int, proc: subprocess.Popen | None = None, grace: float = STOP_GRACE
-                    ) -> None:
-    """SIGTERM a step's process group, SIGKILL it after ``grace``."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if proc is not None:
-                proc.poll()  # reap the wrapper: a zombie would keep the group "alive"
-            # and the step's processes that came back to this process (its subreaper);
-            # the wrapper itself is its Popen's to collect
-            leftovers.reap_group(pgid, keep=pgid)
-            if not _group_alive(pgid):
-                return
-            time.sleep(0.05)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
     return True
 
 
@@ -596,10 +442,10 @@ class JobRunner:
         deadline, limit = self.step_deadline(job_id, s)
         # the step writes the log itself: it is cut from here while it grows past its cap
         log_path, log_limit = self.log_path(job_id), self._log_limit
-        cap = (lambda: _cap(log_path, log_limit)) if log_limit else None
+        cap = (lambda: cap_log(log_path, log_limit)) if log_limit else None
         try:
             self.progress(job_id, "step", f"{step} started")  # said once it runs
-            code = _wait(proc, echo, deadline, cap)
+            code = wait_step(proc, echo, deadline, cap)
             if code is None:  # past its time: stopped, and failed as timed out
                 terminate_group(proc.pid, proc, grace=STOP_GRACE)
                 why = f"timeout: stopped after {limit}"
@@ -719,46 +565,6 @@ class JobRunner:
 
     def status_path(self, job_id: str, n: int) -> str:
         return os.path.join(paths.steps_dir(self.store.root), f"{job_id}.{n}")
-
-
-# seconds between looks at the size of a running step's log (``job_log_limit``)
-CAP_EVERY = 0.5
-
-
-def _cap(path: str, limit: int) -> None:
-    try:
-        joblog.cap(path, limit)
-    except OSError:
-        pass  # a cut that fails (a full disk) is tried again at the next look
-
-
-def _wait(proc: subprocess.Popen, echo: Echo | None, deadline: float | None = None,
-          cap: Callable[[], None] | None = None) -> int | None:
-    """The step's exit status, its new output echoed and its log capped (``cap``)
-    meanwhile; None when it still runs at ``deadline`` (epoch seconds). In this thread:
-    a thread per step for the cap cost a PID (and CPU) per job."""
-    if echo is None and deadline is None and cap is None:
-        return proc.wait()
-    fd = os.pidfd_open(proc.pid)
-    next_cap = time.monotonic() + CAP_EVERY
-    try:
-        while True:
-            wait = Echo.EVERY if echo is not None else CAP_EVERY if cap else 3600.0
-            if deadline is not None:
-                left = deadline - time.time()
-                if left <= 0:
-                    return None
-                wait = min(wait, left)
-            if select.select([fd], [], [], wait)[0]:
-                break
-            if cap is not None and time.monotonic() >= next_cap:
-                cap()
-                next_cap = time.monotonic() + CAP_EVERY
-            if echo is not None:
-                echo.copy()
-    finally:
-        os.close(fd)
-    return proc.wait()
 
 
 def _failure(job: dict, last_step: str, last_exit: int) -> str:

@@ -1,0 +1,135 @@
+"""The checks of a runbook once all its blocks are read: what refers to what (workers to
+queues and pipelines, routes to steps, agents) and the templates of every script, with the
+contexts values land in: part of the runbook builder (``ojd.runbook.validate``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ojd.runbook.argspec import ArgSpec
+from ojd.runbook.model import Pipeline, Where
+from ojd.runbook.template import NestingError, TemplateError, references
+from ojd.runbook.wording import did_you_mean
+
+
+class References:
+    """The cross-checks of ``validate._Builder``: its fields and problems are its own."""
+
+    def check_references(self) -> None:
+        rb = self.rb
+        for w in rb.workers.values():
+            source_line = self.line_of(("worker", w.name, "source"), w.where)
+            handler_line = self.line_of(("worker", w.name, "handler"), w.where)
+            if w.queue and w.queue not in rb.queues:
+                self.p.add(w.where.file, source_line, f"worker '{w.name}' source queue "
+                           f"'{w.queue}' is not defined" + did_you_mean(w.queue, list(rb.queues)))
+            pipeline = rb.pipelines.get(w.pipeline)
+            if w.pipeline and pipeline is None:
+                self.p.add(w.where.file, handler_line, f"worker '{w.name}' handler pipeline "
+                           f"'{w.pipeline}' is not defined"
+                           + did_you_mean(w.pipeline, list(rb.pipelines)))
+            elif pipeline is not None and not pipeline.vars:
+                self.p.add(w.where.file, handler_line, f"worker '{w.name}' handler pipeline "
+                           f"'{w.pipeline}' needs vars = [\"NAME\"] to receive the queue item")
+            elif pipeline is not None:
+                # the item fills the first var; any other must have a default
+                for var in pipeline.vars[1:]:
+                    if var not in pipeline.defaults:
+                        self.p.add(w.where.file, handler_line, f"worker '{w.name}' handler "
+                                   f"pipeline '{w.pipeline}' var '{var}' needs a default "
+                                   "(only the first var receives the queue item)")
+        for c in rb.commands.values():
+            run_line = self.line_of(("command", c.name, "run"), c.where)
+            if c.pipeline and c.pipeline not in rb.pipelines:
+                self.p.add(c.where.file, run_line, f"command '{c.name}' pipeline "
+                           f"'{c.pipeline}' is not defined"
+                           + did_you_mean(c.pipeline, list(rb.pipelines)))
+            if c.run is not None:
+                names = arg_names(c.args)
+                self.check_templates(self.field_where(("command", c.name, "run"), c.where), c.run,
+                                     {"args": names, "invoke": None, "var": names})
+        for cron in rb.crons.values():
+            run_at = self.field_where(("cron", cron.name, "run"), cron.where)
+            if cron.run is not None:
+                self.check_templates(run_at, cron.run, {"invoke": None})
+                continue
+            if not cron.pipeline:
+                continue
+            pipeline = rb.pipelines.get(cron.pipeline)
+            if pipeline is None:
+                self.p.add(run_at.file, run_at.line, f"cron '{cron.name}' pipeline "
+                           f"'{cron.pipeline}' is not defined"
+                           + did_you_mean(cron.pipeline, list(rb.pipelines)))
+                continue
+            # a tick gives its job no vars: each must have a default
+            for var in pipeline.vars:
+                if var not in pipeline.defaults:
+                    self.p.add(run_at.file, run_at.line, f"cron '{cron.name}' pipeline "
+                               f"'{cron.pipeline}' var '{var}' needs a default (a cron's "
+                               "jobs are given no vars)")
+        for q in rb.queues.values():
+            if q.take_cmd:
+                self.check_templates(self.field_where(("queue", q.name, "take"), q.where),
+                                     q.take_cmd, {"item": None})
+        for p in rb.pipelines.values():
+            self.check_pipeline(p)
+
+    def check_pipeline(self, p: Pipeline) -> None:
+        for target, what in ((p.on_done, "on_done"), (p.on_fail, "on_fail")):
+            if target and target not in p.steps:
+                self.p.add(p.where.file, self.line_of(("pipeline", p.name, what), p.where),
+                           f"pipeline '{p.name}' {what} step "
+                           f"'{target}' is not defined" + did_you_mean(target, list(p.steps)))
+        known: dict[str, Any] = {"var": p.vars + tuple(p.defaults), "invoke": None,
+                                 "workspace": ("root", "nonce"), "local": ()}
+        if p.job_name is not None:  # rendered when the job is created: no locals yet
+            self.check_templates(self.field_where(("pipeline", p.name, "name"), p.where),
+                                 p.job_name, {k: v for k, v in known.items() if k != "local"})
+        for local_name, value in p.locals:
+            self.check_templates(self.field_where(("local", p.name, local_name), p.where),
+                                 value, known)
+            known["local"] = known["local"] + (local_name,)
+        for s in p.steps.values():
+            for target, what in ((s.on_done, "on_done"), (s.on_fail, "on_fail")):
+                if target and target not in p.steps:
+                    self.p.add(s.where.file, self.line_of(("step", p.name, s.name, what),
+                                                          s.where), f"step '{s.name}' {what} step "
+                               f"'{target}' is not defined in pipeline '{p.name}'"
+                               + did_you_mean(target, list(p.steps)))
+            run_at = self.field_where(("step", p.name, s.name, "run"), s.where)
+            if s.agent and s.agent not in self.rb.agents:
+                self.p.add(s.where.file, run_at.line, f"step '{s.name}' agent '{s.agent}' is "
+                           "not defined" + did_you_mean(s.agent, list(self.rb.agents)))
+            if s.run is not None:
+                self.check_templates(run_at, s.run, known)
+        for key, value in p.notify.items():
+            self.check_templates(self.field_where(("notify", p.name, key), p.where), value,
+                                 known)
+
+    def check_templates(self, where: Where, text: str, known: dict[str, Any]) -> None:
+        """Every ``${ns.name}`` must name something that will exist when the text renders."""
+        try:
+            refs = references(text)
+        except TemplateError as e:
+            # too deep: the line where the level past the limit opens (as for references)
+            at = text.count("\n", 0, e.offset) if isinstance(e, NestingError) else 0
+            self.p.add(where.file, where.line + at, str(e))
+            return
+        for ref in refs:
+            # the line holding the reference: scripts are mostly heredocs, a line per line
+            line = where.line + text.count("\n", 0, max(text.find("${" + ref), 0))
+            ns, _, rest = ref.partition(".")
+            if ns not in known:
+                allowed = ", ".join(f"{k}." for k in known)
+                self.p.add(where.file, line, f"${{{ref}}} cannot be used here; "
+                           f"available: {allowed}")
+                continue
+            names = known[ns]
+            head = rest.split(".", 1)[0]
+            if names is not None and head not in names:
+                self.p.add(where.file, line, f"${{{ref}}}: '{head}' is not defined"
+                           + did_you_mean(head, list(names)))
+
+
+def arg_names(spec: ArgSpec) -> tuple[str, ...]:
+    return tuple(p.name for p in spec.positionals) + tuple(f.name for f in spec.flags)
