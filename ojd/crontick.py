@@ -48,10 +48,10 @@ def tick(store: Store, runbook: Runbook, root: str, cron: Cron, *, manager, log:
     or None when the tick was skipped. Jobs of the cron whose process is gone (a power
     cut, a kill) are resumed first, at the step they were in, and count as running."""
     from ojd.crons import running_jobs
+    from ojd.identity import elsewhere
     from ojd.queues import new_id
     from ojd.runners import jobprocess
     from ojd.runners.jobs import fail_job, job_created_event
-    from ojd.wake import elsewhere
 
     who = owner(cron.name)
     for job in running_jobs(store.refresh(), root, cron.name):

@@ -38,7 +38,7 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
 
 def _run_worker(name: str, project: str | None, foreground: bool, until_idle: bool,
                 signals: StartSignals) -> int:
-    from ojd import paths, trust, wake, workers
+    from ojd import identity, paths, trust, wake, workers
     from ojd import project as projects
     from ojd.notify import Log, Notifier
     from ojd.runners.jobprocess import own_manager
@@ -88,7 +88,7 @@ def _run_worker(name: str, project: str | None, foreground: bool, until_idle: bo
 
     def write_pid() -> None:
         os.ftruncate(lock, 0)
-        os.pwrite(lock, wake.pid_file_text(os.getpid()).encode(), 0)
+        os.pwrite(lock, identity.pid_file_text(os.getpid()).encode(), 0)
 
     try:
         lock, writable = wait(open_lock)  # a full disk is waited out

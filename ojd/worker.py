@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from ojd import bashrun, queues, wake
+from ojd import bashrun, identity, queues, wake
 from ojd.duration import format_duration
 from ojd.errors import LockTimeout, OjError, StoreUnavailable
 from ojd.notify import Log, Notifier, one_line
@@ -427,7 +427,7 @@ class WorkerLoop:
         wait(lambda: self.store.append({
             "type": "worker:started", "name": self.worker.name,
             "invocation": os.environ.get("INVOCATION_ID"), "pid": os.getpid(),
-            "host": wake.host_name()}))
+            "host": identity.host_name()}))
         self._check_clock()
         wait(self._recover)
 
@@ -849,7 +849,7 @@ class WorkerLoop:
         orphans = []
         for job in mine:
             proc = job.get("process")
-            if wake.elsewhere(proc):
+            if identity.elsewhere(proc):
                 continue  # another host's: its lease, not this host, says when it is lost
             if proc is None and self.lease and self._lease_lost(job):
                 continue  # its item is pending again: the take resumes it
@@ -1024,7 +1024,7 @@ class WorkerLoop:
         try:
             self.store.append({"type": "worker:stopped", "name": self.worker.name,
                                "invocation": os.environ.get("INVOCATION_ID"),
-                               "host": wake.host_name()})
+                               "host": identity.host_name()})
         except OSError as e:
             self.log.error(f"could not record the stop ({describe(e)})")
         self.log.info("stopped")

@@ -131,7 +131,7 @@ def logs_cmd(app, job_id: str, follow: bool) -> None:
 
 def other_hosts(j: dict) -> list[str]:
     """The hosts other than this one that ran steps of the job, or run its process now."""
-    from ojd.wake import elsewhere
+    from ojd.identity import elsewhere
 
     found = [elsewhere({"host": h.get("host")}) for h in j["history"]]
     found.append(elsewhere(j.get("process")))

@@ -194,7 +194,7 @@ def _stop(app, systemd, name: str, cancel: bool, every: bool = False) -> str:
         if not every or manager_present(systemd.user):
             raise
         return f"Worker {quoted(name)} not running (no systemd here, nor in the foreground)"
-    from ojd.wake import elsewhere
+    from ojd.identity import elsewhere
 
     store = app.store
     # this host's worker stopped: its jobs, not those the worker runs on other hosts
@@ -302,7 +302,7 @@ def logs_cmd(name: str, follow: bool, lines: int, scope: str | None) -> None:
     """The worker's journal: what it takes, starts and sees end (a job's steps write to
     its own unit's journal: journalctl -u oj-job-ID.scope)."""
     from ojd.errors import OjError
-    from ojd.systemd import worker_unit
+    from ojd.unitnames import worker_unit
     from ojd.wake import manager_present
     from ojd.workers import check_name
 

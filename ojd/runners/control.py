@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable
 
 from ojd.errors import OjError
+from ojd.identity import elsewhere
 from ojd.runners.jobprocess import alive
 from ojd.runners.leftovers import STOP_GRACE
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
-from ojd.wake import elsewhere
 
 # what `oj job wait` and `oj run` exit with for each outcome
 OUTCOME_EXIT = {"done": 0, "failed": 1, "cancelled": 4}

@@ -35,11 +35,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ojd.errors import OjError
+from ojd.identity import boot_id, elsewhere, host_name, proc_start_time
 from ojd.runbook.model import Runbook
 from ojd.runners import leftovers
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
-from ojd.wake import boot_id, elsewhere, host_name, proc_start_time
 
 # a job whose process keeps dying without ending it is failed after this many resumes
 MAX_RESUMES = 3

@@ -24,6 +24,7 @@ from typing import Any
 from ojd import bashrun, conf, paths
 from ojd.duration import format_duration
 from ojd.errors import LockTimeout, OjError, StoreUnavailable
+from ojd.identity import boot_id, elsewhere, host_name, proc_start_time
 from ojd.notify import one_line
 from ojd.queues import new_id
 from ojd.routing import TIMEOUT_EXIT, route, visit_limit_error
@@ -35,7 +36,6 @@ from ojd.runners.jobprocess import alive
 from ojd.runners.leftovers import STOP_GRACE
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store, Transaction
-from ojd.wake import boot_id, elsewhere, host_name, proc_start_time
 
 # Progress callback: (job id, what, detail) e.g. ("3f9c", "step", "check ok in 1.2s")
 Progress = Callable[[str, str, str], None]
