@@ -260,7 +260,7 @@ def running_jobs(state: Any, root: str, name: str) -> list[dict]:
 
 def enabled_timers(systemd: Systemd) -> set[str]:
     """Timer units linked into some unit's ``.wants/``: what ``systemctl enable`` made."""
-    from ojd.status import config_dirs, enabled_units
+    from ojd.unitcontrol import config_dirs, enabled_units
 
     return enabled_units(config_dirs(systemd), "oj-cron@")
 

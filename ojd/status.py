@@ -10,11 +10,10 @@ by unit, so the screen costs the same with 50 workers as with one.
 
 from __future__ import annotations
 
-import os
-
 from ojd import wake
 from ojd.state import FINISHED_JOB_STATES
 from ojd.systemd import Systemd, SystemdUnavailable, UnitInfo
+from ojd.unitcontrol import config_dirs, enabled_units
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,39 +37,6 @@ def units(systemd: Systemd | None) -> tuple[dict[str, UnitInfo] | None, str | No
         return {u.name: u for u in systemd.list_units(list(UNIT_PATTERNS))}, None
     except SystemdUnavailable as e:
         return None, str(e)
-
-
-def config_dirs(systemd: Systemd) -> list[str]:
-    """Where ``systemctl enable`` links units for this manager (persistently)."""
-    from ojd.unitcontrol import unit_dir
-
-    dirs = [unit_dir(systemd)]
-    if systemd.user:
-        dirs.append("/etc/systemd/user")  # `systemctl --global enable`
-    return dirs
-
-
-def enabled_workers(dirs: list[str]) -> set[str]:
-    return enabled_units(dirs, "oj-worker@")
-
-
-def enabled_units(dirs: list[str], prefix: str) -> set[str]:
-    """Units named ``prefix...`` linked into some unit's ``.wants/`` or ``.requires/`` under
-    ``dirs``: what makes systemd call an instance "enabled"."""
-    found: set[str] = set()
-    for top in dirs:
-        try:
-            entries = list(os.scandir(top))
-        except OSError:
-            continue
-        for entry in entries:
-            if not entry.name.endswith((".wants", ".requires")):
-                continue
-            try:
-                found.update(n for n in os.listdir(entry.path) if n.startswith(prefix))
-            except OSError:  # not a directory, or unreadable: nothing enabled through it
-                continue
-    return found
 
 
 def projects_of(store: Store) -> list[str]:
@@ -170,7 +136,7 @@ def gather(store: Store, projects: list[str], runbook: Runbook | None,
 
     unit_map, problem = units(systemd)
     dirs = config_dirs(systemd) if unit_map is not None else []
-    enabled = enabled_workers(dirs) if unit_map is not None else None
+    enabled = enabled_units(dirs, "oj-worker@") if unit_map is not None else None
     enabled_crons = enabled_units(dirs, "oj-cron@") if unit_map is not None else None
     state = store.state
     single = projects[0] if len(projects) == 1 else None
