@@ -114,10 +114,6 @@ def bind_state_dir(systemd: Systemd, name: str, state_root: str) -> None:
     unitcontrol.bind_state_dir(systemd, "worker", name, worker_unit(name), state_root)
 
 
-def dropin_path(systemd: Systemd, name: str, dropin: str) -> str:
-    return unitcontrol.dropin_path(systemd, worker_unit(name), dropin)
-
-
 def trusted_runner(systemd: Systemd, root: str, name: str, run_as: str | None = None,
                    state_root: str | None = None) -> str | None:
     """Who the worker will run as (None: root, or the user manager's owner), once its
