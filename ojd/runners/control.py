@@ -127,6 +127,17 @@ def reopen(store: Store, job_id: str, vars_: dict[str, str]) -> dict:
         return tx.state.jobs[job_id]
 
 
+def answer(store: Store, job_id: str, message: str) -> None:
+    """``oj job resume ID -m MESSAGE`` on a waiting job: record the answer; the job's runner
+    types it into the agent and watches on."""
+    with store.transaction() as tx:
+        j = tx.state.jobs.get(job_id)
+        if j is None or j["status"] != "waiting":
+            status = j["status"] if j else "gone"
+            raise OjError(f"job {job_id} is {status}, not waiting for an answer")
+        tx.append({"type": "job:answered", "id": job_id, "message": message})
+
+
 def follow(store: Store, job_id: str, write: Callable[[bytes], None],
            interval: float = 0.01) -> str:
     """Copy the job's log to ``write`` as it grows, until the job ends; its outcome, or
