@@ -2,7 +2,7 @@
 schedule, start, stop, enable and list the timers, run a tick now.
 
 Each cron is a timer of its own, ``oj-cron@NAME.timer``, activating
-``oj-cron@NAME.service``, which runs ``ojd cron NAME`` (``ojd.crontick``): systemd keeps
+``oj-cron@NAME.service``, which runs ``ojd cron NAME`` (``ojd.cron_tick``): systemd keeps
 the schedule, catches up missed calendar ticks (``Persistent=true``) and shows next and
 last runs in ``systemctl list-timers``. systemd does not read runbooks, so the schedule
 reaches the timer as a drop-in, ``oj-cron@NAME.timer.d/50-oj-schedule.conf``, which

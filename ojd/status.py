@@ -54,7 +54,7 @@ def worker_rows(store: Store, project: str | None, unit_map: dict[str, UnitInfo]
                 enabled: set[str] | None) -> list[dict]:
     """``oj worker list``'s rows (WAL and foreground workers, no systemd call), with the
     unit states of ``unit_map``, whether each is enabled and when it last polled."""
-    from ojd.workers import listing
+    from ojd.worker_control import listing
 
     rows, _ = listing(store, None, project)
     for r in rows:
@@ -132,7 +132,7 @@ def gather(store: Store, projects: list[str], runbook: Runbook | None,
     """The whole screen as data (what ``-o json`` prints). ``runbook``: the runbook of the
     single project shown, when it loads; ``agent_row``: a job's agent as ``oj agent list``
     shows it (None: the job is at no agent step)."""
-    from ojd.queue_admin import overview
+    from ojd.queue_maintenance import overview
 
     unit_map, problem = units(systemd)
     dirs = config_dirs(systemd) if unit_map is not None else []

@@ -682,9 +682,10 @@ class WorkerLoop:
             worker = runbook.workers.get(self.worker.name)
             if worker is None:
                 raise OjError(f"the runbook no longer defines worker {quoted(self.worker.name)}")
-            from ojd import workers
+            from ojd import worker_control
 
-            workers.record(self.store, runbook, self.project, worker.name)  # pushes follow it
+            # pushes follow it
+            worker_control.record(self.store, runbook, self.project, worker.name)
         except OjError as e:
             self._runbook_problem(str(e))
             return

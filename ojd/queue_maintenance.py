@@ -1,5 +1,6 @@
-"""The operator's queue commands: an overview of queues, drain, prune, and settling by hand an
-active item whose job is gone. Each change is one decision under the WAL lock and one append."""
+"""Keeping queues in order, the operator's queue commands: an overview of queues, drain,
+prune, and settling by hand an active item whose job is gone (an item's own life, push to
+retry, is ``ojd.queues``). Each change is one decision under the WAL lock and one append."""
 
 from __future__ import annotations
 
