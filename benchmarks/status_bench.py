@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from cli_bench import find_oj  # noqa: E402 - the same oj as the CLI benchmark times
 
-from ojd import wake  # noqa: E402
+from ojd import identity, wake  # noqa: E402
 from ojd.store import Store  # noqa: E402
 
 AIM_MS = 200.0
@@ -114,7 +114,7 @@ def build(state: Path, project: str, workers: int, items: int) -> dict[str, int]
     # every worker "runs": its lock file names this process, as a running worker's does
     os.makedirs(state / "workers", exist_ok=True)
     for n in range(workers):
-        Path(wake.lock_path(str(state), f"w{n}")).write_text(wake.pid_file_text(os.getpid()))
+        Path(wake.lock_path(str(state), f"w{n}")).write_text(identity.pid_file_text(os.getpid()))
     return counts
 
 

@@ -22,7 +22,7 @@ def do_start(name: str, project: str | None, user: bool | None = None,
 def start_worker(name: str, project: str | None, user: bool | None = None,
                  enable: bool = False, run_as: str | None = None) -> str:
     """``do_start`` without its output: the line that says what happened."""
-    from ojd import paths, workers
+    from ojd import paths, worker_control
     from ojd import project as projects
     from ojd.errors import quoted
     from ojd.store import Store
@@ -31,19 +31,19 @@ def start_worker(name: str, project: str | None, user: bool | None = None,
     root = projects.find_root(override=project)
     systemd = Systemd(user=user)
     # who may change the runbooks is checked before anything reads or records them
-    workers.trusted_runner(systemd, root, name, run_as)
+    worker_control.trusted_runner(systemd, root, name, run_as)
     store = Store()
-    runbook = workers.WorkerIndex(projects.load_index(root, paths.cache_dir(store.root)))
+    runbook = worker_control.WorkerIndex(projects.load_index(root, paths.cache_dir(store.root)))
     changed = False
     if enable:
         from ojd import runas
 
         before = runas.recorded_user(systemd, name)
-        for note in workers.enable(store, systemd, runbook, root, name, run_as):
+        for note in worker_control.enable(store, systemd, runbook, root, name, run_as):
             print(f"oj: {note}", file=sys.stderr)
         # enable wrote the run-as drop-in: a running worker still runs as the user before
         changed = runas.recorded_user(systemd, name) != before
-    how = workers.start(store, systemd, runbook, root, name, run_as=run_as,
+    how = worker_control.start(store, systemd, runbook, root, name, run_as=run_as,
                         run_as_changed=changed)
     # a running worker is woken (it polls its queue now), not started a second time; one
     # that runs as another user than asked (--run-as) is restarted as that user

@@ -2,7 +2,7 @@
 schedule, start, stop, enable and list the timers, run a tick now.
 
 Each cron is a timer of its own, ``oj-cron@NAME.timer``, activating
-``oj-cron@NAME.service``, which runs ``ojd cron NAME`` (``ojd.crontick``): systemd keeps
+``oj-cron@NAME.service``, which runs ``ojd cron NAME`` (``ojd.cron_tick``): systemd keeps
 the schedule, catches up missed calendar ticks (``Persistent=true``) and shows next and
 last runs in ``systemctl list-timers``. systemd does not read runbooks, so the schedule
 reaches the timer as a drop-in, ``oj-cron@NAME.timer.d/50-oj-schedule.conf``, which
@@ -14,9 +14,21 @@ from __future__ import annotations
 import os
 import time
 
+from ojd import unitcontrol, unitnames, wake
+from ojd.duration import format_duration
 from ojd.errors import OjError, UsageError, escaped, quoted
+from ojd.state import LIVE_JOB_STATES
 from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState
-from ojd.unitcontrol import TARGET
+from ojd.unitcontrol import (
+    TARGET,
+    bind_state_dir,
+    config_dirs,
+    dropin_path,
+    enabled_units,
+    require_unit_safe,
+    stop_and_wait,
+    write_dropin,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,15 +52,13 @@ def service_unit(name: str) -> str:
 def check_name(name: str) -> str:
     """A name that fits oj-cron@NAME.timer (the rule of runbook cron names), refused before
     it reaches systemd or journalctl."""
-    from ojd.unitnames import check_name
-
-    return check_name("cron", name)
+    return unitnames.check_name("cron", name)
 
 
 def cron_named(runbook: Runbook, name: str) -> Cron:
     cron = runbook.crons.get(name)
     if cron is None:
-        import difflib
+        import difflib  # lazy: only an unknown name needs it, and oj status loads crons
 
         check_name(name)
         close = difflib.get_close_matches(name, list(runbook.crons), n=1)
@@ -66,8 +76,6 @@ def schedule_shown(row: dict[str, Any]) -> str:
 
 
 def describe_schedule(cron: Cron) -> str:
-    from ojd.duration import format_duration
-
     if cron.schedule is not None:
         return cron.schedule
     return f"every {format_duration(cron.interval or 0.0)}"
@@ -75,8 +83,6 @@ def describe_schedule(cron: Cron) -> str:
 
 def record(store: Store, runbook: Runbook, root: str, name: str) -> Cron:
     """Bind cron ``name`` to project ``root`` in the WAL (once; no duplicate records)."""
-    from ojd import unitcontrol
-
     cron = cron_named(runbook, name)
     unitcontrol.record(store, "cron", name, root, {"runbook": runbook.digest})
     return cron
@@ -92,7 +98,7 @@ def require_trusted(systemd: Systemd, root: str, name: str, runbook: Runbook | N
 
 def require_trusted_uid(root: str, name: str, uid: int, runbook: Runbook | None = None
                         ) -> None:
-    from ojd import trust
+    from ojd import trust  # lazy: its runbook checks cost oj status 10 ms
 
     try:
         problem = trust.check_project(root, uid, runbook)
@@ -129,9 +135,7 @@ def schedule_written_for(text: str, state_root: str) -> bool:
 def state_text(state_root: str) -> str:
     """The drop-in that points a cron's service at ``state_root``
     (``unitcontrol.state_text``)."""
-    from ojd.unitcontrol import state_text
-
-    return state_text("cron", state_root)
+    return unitcontrol.state_text("cron", state_root)
 
 
 def _by_hand(name: str) -> str:
@@ -142,8 +146,6 @@ def _by_hand(name: str) -> str:
 def _timer_state(systemd: Systemd, name: str) -> UnitState:
     """The timer's state; also the proof that a manager answers, asked before oj writes
     anything (a WAL record, a drop-in) on the cron's behalf."""
-    from ojd import unitcontrol
-
     st = unitcontrol.unit_state(systemd, timer_unit(name), _by_hand(name))
     if st.load_state == "not-found":
         raise OjError(f"unit {timer_unit(name)} is not installed; run 'oj systemd install"
@@ -155,8 +157,6 @@ def _bind(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str
           ) -> tuple[Cron, UnitState, bool]:
     """Everything a start, an enable or a tick now need: trust, a manager that answers, the
     binding in the WAL, the drop-ins. Returns (cron, timer state, schedule changed)."""
-    from ojd.unitcontrol import bind_state_dir, dropin_path, require_unit_safe, write_dropin
-
     cron = cron_named(runbook, name)
     require_unit_safe(store.root)
     require_trusted(systemd, root, name, runbook)
@@ -190,8 +190,6 @@ def start(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str
 
 
 def _wait_active(systemd: Systemd, name: str) -> None:
-    from ojd import unitcontrol
-
     unitcontrol.wait_started(systemd, timer_unit(name), what="timer",
                              logs=f"oj cron logs {name}", timeout=10.0, late="start")
 
@@ -200,8 +198,6 @@ def stop(systemd: Systemd, name: str) -> UnitState:
     """Stop the timer: no more ticks. A tick under way and the jobs of earlier ticks run on."""
     check_name(name)
     _timer_state(systemd, name)
-    from ojd.unitcontrol import stop_and_wait
-
     return stop_and_wait(systemd, timer_unit(name), 10.0)
 
 
@@ -209,8 +205,6 @@ def enable(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: st
            ) -> list[str]:
     """Start the timer at boot (linked into oj-workers.target); does not start it now.
     Returns notes for the user (lingering, for user managers)."""
-    from ojd import unitcontrol
-
     _bind(store, systemd, runbook, root, name)
     systemd.enable(timer_unit(name), TARGET)
     return unitcontrol.boot_notes(systemd, "the cron's timer")
@@ -252,16 +246,12 @@ def once(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str
 
 
 def running_jobs(state: Any, root: str, name: str) -> list[dict]:
-    from ojd.state import LIVE_JOB_STATES
-
     return [j for j in state.jobs.values() if j.get("cron") == name
             and j["project"] == root and j["status"] in LIVE_JOB_STATES]
 
 
 def enabled_timers(systemd: Systemd) -> set[str]:
     """Timer units linked into some unit's ``.wants/``: what ``systemctl enable`` made."""
-    from ojd.status import config_dirs, enabled_units
-
     return enabled_units(config_dirs(systemd), "oj-cron@")
 
 
@@ -272,8 +262,6 @@ def listing(store: Store, systemd: Systemd | None, project: str | None,
     every recorded one, with their timers' state, next and last run. ``unit_map``: the
     loaded units already listed (``oj status``); else systemd is asked here. Returns (rows,
     why systemd could not be asked)."""
-    from ojd import wake
-
     state = store.state
     problem = None
     crons: dict[str, tuple[str | None, Cron | None]] = {}

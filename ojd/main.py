@@ -38,7 +38,7 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
 
 def _run_worker(name: str, project: str | None, foreground: bool, until_idle: bool,
                 signals: StartSignals) -> int:
-    from ojd import paths, trust, wake, workers
+    from ojd import identity, paths, trust, wake, worker_control
     from ojd import project as projects
     from ojd.notify import Log, Notifier
     from ojd.runners.jobprocess import own_manager
@@ -89,7 +89,7 @@ def _run_worker(name: str, project: str | None, foreground: bool, until_idle: bo
 
     def write_pid() -> None:
         os.ftruncate(lock, 0)
-        os.pwrite(lock, wake.pid_file_text(os.getpid()).encode(), 0)
+        os.pwrite(lock, identity.pid_file_text(os.getpid()).encode(), 0)
 
     try:
         lock, writable = wait(open_lock)  # a full disk is waited out
@@ -115,7 +115,7 @@ def _run_worker(name: str, project: str | None, foreground: bool, until_idle: bo
         # a worker started by hand binds its name to this project, as 'oj worker start'
         # does, so pushes and listings find it
         try:
-            wait(lambda: workers.record(store, runbook, root, name))
+            wait(lambda: worker_control.record(store, runbook, root, name))
         except OjError as e:
             log.error(str(e))
             return EXIT_CONFIG
@@ -140,7 +140,7 @@ def run_cron(name: str, project: str | None) -> int:
     """One tick of cron ``name`` (the body of oj-cron@NAME.service): its project from the
     WAL (recorded by ``oj cron start``), or ``--project`` (a tick by hand, which records the
     binding as ``oj cron start`` does)."""
-    from ojd import crons, crontick, paths
+    from ojd import cron_tick, crons, paths
     from ojd import project as projects
     from ojd.notify import Log
     from ojd.runners.jobprocess import own_manager
@@ -174,8 +174,8 @@ def run_cron(name: str, project: str | None) -> int:
     # by hand, the job runs in a session of its own; in the unit, in a scope of its own
     manager = own_manager() if project is None else None
     try:
-        crontick.tick(store, runbook, root, cron, manager=manager, log=log)
-    except crontick.TickFailed as e:
+        cron_tick.tick(store, runbook, root, cron, manager=manager, log=log)
+    except cron_tick.TickFailed as e:
         log.error(str(e))
         return 1
     return 0

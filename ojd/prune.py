@@ -21,7 +21,7 @@ from ojd.state import FINISHED_JOB_STATES, State
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ojd.store import Transaction
+    from ojd.store import Store, Transaction
 
 # renamed-aside workspaces on their way out; a prune that died half-way leaves them behind
 TRASH_PREFIX = ".pruning-"
@@ -354,6 +354,45 @@ def delete_set_aside(root: str, aside: list[str]) -> list[str]:
             problems.append(f"could not finish removing {escaped(path)}: {why(e)}; "
                             "'oj workspace prune' tries again")
     return problems
+
+
+def prune_jobs(store: Store, now: float, older_than: float, project: str | None,
+               dry_run: bool) -> tuple[JobPrunePlan, list[str]]:
+    """``oj job prune``: the plan, carried out unless ``dry_run``, and the problems met.
+    Decided and done under the WAL lock: no job can start using a persistent workspace, or
+    be resumed, between the choice and the removal."""
+    if dry_run:
+        return plan_job_prune(store.refresh(), store.root, now, older_than, project), []
+    with store.transaction() as tx:
+        plan = plan_job_prune(tx.state, store.root, now, older_than, project)
+        aside, problems = carry_out_job_prune(tx, store.root, plan)
+    return plan, problems + delete_set_aside(store.root, aside)
+
+
+def prune_workspaces(store: Store, now: float, older_than: float, project: str | None,
+                     dry_run: bool
+                     ) -> tuple[list[Workspace], list[tuple[Workspace, str]], list[str]]:
+    """``oj workspace prune``: (the workspaces removed, or that would be; those skipped and
+    why; problems). Chosen and set aside under the WAL lock, so no job starts in one while
+    it is chosen and moved; deleted after."""
+    def choose(state: State) -> tuple[list[Workspace], list[tuple[Workspace, str]]]:
+        found = [ws for ws in scan_workspaces(state, store.root) if in_scope(ws, project)]
+        return workspaces_to_prune(found, now, older_than)
+
+    if dry_run:
+        remove, skipped = choose(store.refresh())
+        return remove, skipped, []
+    problems: list[str] = []
+    aside: list[tuple[Workspace, str]] = []
+    with store.transaction() as tx:
+        remove, skipped = choose(tx.state)
+        for ws in remove:
+            try:
+                aside.append((ws, set_workspace_aside(store.root, ws.path)))
+            except (Refused, OSError) as e:
+                problems.append(f"kept {escaped(ws.path)}: {why(e)}")
+    problems += delete_set_aside(store.root, [path for _, path in aside])
+    return [ws for ws, _ in aside], skipped, problems
 
 
 def why(e: Exception) -> str:

@@ -1,4 +1,7 @@
-"""Persisted queue operations: each is one decision under the WAL lock, then durable events."""
+"""A queue's items, from push to retry: parse and validate an item, push it, the events that
+take and fail it, find, drop and retry it (keeping whole queues in order is
+``ojd.queue_maintenance``). Each change is one decision under the WAL lock, then durable
+events."""
 
 from __future__ import annotations
 

@@ -11,10 +11,14 @@ which only the user who would load them may write.
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 
+from ojd import paths, unitcontrol
 from ojd.errors import OjError, UsageError, quoted
 from ojd.systemd import Systemd
+from ojd.unitnames import worker_unit
 
 GROUP = "oj"
 DROPIN = "40-oj-run-as.conf"
@@ -22,9 +26,7 @@ SHARED_DIRS = ("wal", "logs", "steps", "workspaces", "workers")
 
 
 def dropin_path(systemd: Systemd, name: str) -> str:
-    from ojd import workers
-
-    return workers.dropin_path(systemd, name, DROPIN)
+    return unitcontrol.dropin_path(systemd, worker_unit(name), DROPIN)
 
 
 def recorded_user(systemd: Systemd, name: str) -> str | None:
@@ -43,8 +45,6 @@ def recorded_user(systemd: Systemd, name: str) -> str | None:
 
 def runner(systemd: Systemd, name: str, run_as: str | None) -> tuple[int, str | None]:
     """Who worker ``name`` will run as: (uid, user for the drop-in, None for none)."""
-    import pwd
-
     if run_as is not None:
         if systemd.user or os.geteuid() != 0:
             raise UsageError("--run-as is for system workers: run it as root, without "
@@ -70,12 +70,10 @@ def runner(systemd: Systemd, name: str, run_as: str | None) -> tuple[int, str | 
 def dropin_text(user: str, state_root: str) -> str:
     """The drop-in that runs a worker as ``user`` with its state in ``state_root``; ``oj
     systemd uninstall`` removes only drop-ins with exactly this text for its own state dir."""
-    from ojd.unitcontrol import unit_quote
-
     return ("# written by oj worker start --run-as: this worker runs as a user and\n"
             "# shares the state directory with root through group oj\n"
             f"[Service]\nUser={user}\nSupplementaryGroups={GROUP}\nUMask=0007\n"
-            f"Environment=\"OJ_STATE_DIR={unit_quote(state_root)}\"\n")
+            f"Environment=\"OJ_STATE_DIR={unitcontrol.unit_quote(state_root)}\"\n")
 
 
 def written_for(text: str, state_root: str) -> bool:
@@ -89,18 +87,14 @@ def bind(systemd: Systemd, name: str, state_root: str, user: str | None) -> bool
     """Write (or remove) the run-as drop-in; True when it changed (the manager reloaded)."""
     if systemd.user:
         return False
-    from ojd.unitcontrol import write_dropin
-
     wanted = None
     if user is not None:
         share_state_dir(state_root, _group_id())
         wanted = dropin_text(user, state_root)
-    return write_dropin(systemd, dropin_path(systemd, name), wanted)
+    return unitcontrol.write_dropin(systemd, dropin_path(systemd, name), wanted)
 
 
 def _group_id() -> int:
-    import grp
-
     try:
         return grp.getgrnam(GROUP).gr_gid
     except KeyError:
@@ -112,8 +106,6 @@ def _group_id() -> int:
 def share_state_dir(root: str, gid: int) -> None:
     """Make the state dir usable by root and group ``gid``: once, when ``wal/`` is not
     shared yet. Later files get the mode from their directory (``paths.open_state_file``)."""
-    from ojd import paths
-
     wal = paths.wal_dir(root)
     try:
         st = os.stat(wal)

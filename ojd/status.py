@@ -10,11 +10,10 @@ by unit, so the screen costs the same with 50 workers as with one.
 
 from __future__ import annotations
 
-import os
-
 from ojd import wake
 from ojd.state import FINISHED_JOB_STATES
 from ojd.systemd import Systemd, SystemdUnavailable, UnitInfo
+from ojd.unitcontrol import config_dirs, enabled_units
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,39 +39,6 @@ def units(systemd: Systemd | None) -> tuple[dict[str, UnitInfo] | None, str | No
         return None, str(e)
 
 
-def config_dirs(systemd: Systemd) -> list[str]:
-    """Where ``systemctl enable`` links units for this manager (persistently)."""
-    from ojd.unitcontrol import unit_dir
-
-    dirs = [unit_dir(systemd)]
-    if systemd.user:
-        dirs.append("/etc/systemd/user")  # `systemctl --global enable`
-    return dirs
-
-
-def enabled_workers(dirs: list[str]) -> set[str]:
-    return enabled_units(dirs, "oj-worker@")
-
-
-def enabled_units(dirs: list[str], prefix: str) -> set[str]:
-    """Units named ``prefix...`` linked into some unit's ``.wants/`` or ``.requires/`` under
-    ``dirs``: what makes systemd call an instance "enabled"."""
-    found: set[str] = set()
-    for top in dirs:
-        try:
-            entries = list(os.scandir(top))
-        except OSError:
-            continue
-        for entry in entries:
-            if not entry.name.endswith((".wants", ".requires")):
-                continue
-            try:
-                found.update(n for n in os.listdir(entry.path) if n.startswith(prefix))
-            except OSError:  # not a directory, or unreadable: nothing enabled through it
-                continue
-    return found
-
-
 def projects_of(store: Store) -> list[str]:
     """Every project the state knows of: from its workers, items and jobs."""
     state = store.state
@@ -88,7 +54,7 @@ def worker_rows(store: Store, project: str | None, unit_map: dict[str, UnitInfo]
                 enabled: set[str] | None) -> list[dict]:
     """``oj worker list``'s rows (WAL and foreground workers, no systemd call), with the
     unit states of ``unit_map``, whether each is enabled and when it last polled."""
-    from ojd.workers import listing
+    from ojd.worker_control import listing
 
     rows, _ = listing(store, None, project)
     for r in rows:
@@ -166,11 +132,11 @@ def gather(store: Store, projects: list[str], runbook: Runbook | None,
     """The whole screen as data (what ``-o json`` prints). ``runbook``: the runbook of the
     single project shown, when it loads; ``agent_row``: a job's agent as ``oj agent list``
     shows it (None: the job is at no agent step)."""
-    from ojd.queue_admin import overview
+    from ojd.queue_maintenance import overview
 
     unit_map, problem = units(systemd)
     dirs = config_dirs(systemd) if unit_map is not None else []
-    enabled = enabled_workers(dirs) if unit_map is not None else None
+    enabled = enabled_units(dirs, "oj-worker@") if unit_map is not None else None
     enabled_crons = enabled_units(dirs, "oj-cron@") if unit_map is not None else None
     state = store.state
     single = projects[0] if len(projects) == 1 else None

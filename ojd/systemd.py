@@ -15,7 +15,6 @@ import sys
 from typing import NamedTuple
 
 from ojd.errors import OjError
-from ojd.wake import worker_unit as worker_unit  # re-exported: a worker's unit name
 
 DEST = b"org.freedesktop.systemd1"
 MANAGER_PATH = b"/org/freedesktop/systemd1"

@@ -41,6 +41,33 @@ def unit_dir(systemd: Systemd) -> str:
     return "/etc/systemd/system"
 
 
+def config_dirs(systemd: Systemd) -> list[str]:
+    """Where ``systemctl enable`` links units for this manager (persistently)."""
+    dirs = [unit_dir(systemd)]
+    if systemd.user:
+        dirs.append("/etc/systemd/user")  # `systemctl --global enable`
+    return dirs
+
+
+def enabled_units(dirs: list[str], prefix: str) -> set[str]:
+    """Units named ``prefix...`` linked into some unit's ``.wants/`` or ``.requires/`` under
+    ``dirs``: what makes systemd call an instance "enabled"."""
+    found: set[str] = set()
+    for top in dirs:
+        try:
+            entries = list(os.scandir(top))
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.name.endswith((".wants", ".requires")):
+                continue
+            try:
+                found.update(n for n in os.listdir(entry.path) if n.startswith(prefix))
+            except OSError:  # not a directory, or unreadable: nothing enabled through it
+                continue
+    return found
+
+
 def unit_quote(value: str) -> str:
     """A value inside a double-quoted unit-file word: no specifier, quote or escape. One
     with a control character is refused (``require_unit_safe``): a newline would end the

@@ -8,8 +8,10 @@ import os
 import shutil
 import sys
 
+from ojd import crons, runas
+from ojd.errors import OjError
 from ojd.systemd import Systemd, SystemdUnavailable
-from ojd.unitcontrol import unit_dir
+from ojd.unitcontrol import STATE_DROPIN, state_text, unit_dir, unit_safe
 
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "units")
 UNIT_NAMES = ("oj-worker@.service", "oj-workers.target", "oj-cron@.service", "oj-cron@.timer")
@@ -28,8 +30,6 @@ def ojd_path() -> str:
         return beside
     found = shutil.which("ojd")
     if found is None:
-        from ojd.errors import OjError
-
         raise OjError("cannot find the ojd program; install oj so that ojd is on PATH")
     return os.path.abspath(found)
 
@@ -76,9 +76,6 @@ def uninstall(systemd: Systemd, state_root: str) -> tuple[list[str], list[str]]:
     target its workers need), and the drop-ins that point workers at ``state_root``
     (workers of other state dirs keep theirs). Returns (removed paths, notes on what stays).
     """
-    from ojd import crons, runas
-    from ojd.unitcontrol import STATE_DROPIN, state_text, unit_safe
-
     target_dir = unit_dir(systemd)
     removed: list[str] = []
     kept: list[str] = []

@@ -16,6 +16,11 @@ _NAME_MAX = 255
 LONGEST = {"worker": "oj-worker@.service.d", "cron": "oj-cron@.service.d"}
 
 
+def worker_unit(name: str) -> str:
+    """The systemd unit of worker ``name``."""
+    return f"oj-worker@{name}.service"
+
+
 def max_length(kind: str) -> int:
     """The longest ``kind`` ("worker", "cron") name whose units systemd takes."""
     return _NAME_MAX - len(LONGEST[kind])

@@ -1,9 +1,8 @@
 """Finding and waking a queue's running workers after a push, without D-Bus on the push path.
 
 A worker runs either in its unit or in the foreground (``ojd worker NAME --foreground``).
-Either way it writes ``PID STARTTIME`` into the lock file it holds (``workers/NAME.lock``);
-the start time (field 22 of /proc/PID/stat) makes the pair unique, so a recycled PID of a
-worker that is gone is never signalled.
+Either way it writes ``PID STARTTIME`` into the lock file it holds (``workers/NAME.lock``,
+see ``ojd.identity``), so a recycled PID of a worker that is gone is never signalled.
 """
 
 from __future__ import annotations
@@ -11,63 +10,17 @@ from __future__ import annotations
 import os
 import signal
 
+from ojd.errors import escaped
+from ojd.identity import host_name, in_unit, proc_start_time
+from ojd.unitnames import worker_unit
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ojd.store import Store
 
 
-def worker_unit(name: str) -> str:
-    return f"oj-worker@{name}.service"
-
-
 def lock_path(state_root: str, name: str) -> str:
     return os.path.join(state_root, "workers", f"{name}.lock")
-
-
-def proc_start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot, or None when it does not run
-    (gone, or a zombie not yet reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # the command name (field 2) may hold spaces and parentheses: fields follow the last ')'
-    fields = stat[stat.rfind(b")") + 2:].split()
-    if len(fields) <= 19 or fields[0] in (b"Z", b"X"):
-        return None
-    return fields[19].decode()
-
-
-_BOOT_ID: list[str] = []
-
-
-def boot_id() -> str:
-    """This boot's id: a pid and start time recorded in another boot name nothing."""
-    if not _BOOT_ID:
-        try:
-            with open("/proc/sys/kernel/random/boot_id") as f:
-                _BOOT_ID.append(f.read().strip())
-        except OSError:
-            _BOOT_ID.append("")
-    return _BOOT_ID[0]
-
-
-def host_name() -> str:
-    """This host's name in a shared state: ``$OJ_HOST``, else the kernel's host name. Pids,
-    steps and job processes recorded by another host are never looked for here."""
-    return os.environ.get("OJ_HOST") or os.uname().nodename
-
-
-def elsewhere(proc: dict | None) -> str | None:
-    """The host a recorded process runs on when that is not this one (a shared store): it
-    can be neither seen nor signalled from here; its lease says when it is lost."""
-    host = (proc or {}).get("host")
-    return host if host not in (None, host_name()) else None
-
-
-def pid_file_text(pid: int) -> str:
-    return f"{pid} {proc_start_time(pid)}\n"
 
 
 def mark_poll(state_root: str, name: str) -> None:
@@ -117,8 +70,6 @@ def manager_present(user: bool | None = None) -> bool:
 
 def start_hint(name: str) -> str:
     """The command that starts worker ``name`` on this machine."""
-    from ojd.errors import escaped
-
     if manager_present():
         return f"start with 'oj worker start {escaped(name)}'"
     return f"no systemd here: run 'ojd worker {escaped(name)} --foreground' in the project"
@@ -162,11 +113,3 @@ def wake_worker(store: Store, name: str) -> bool:
         except (ProcessLookupError, PermissionError):
             pass
     return False
-
-
-def in_unit(pid: int, unit: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            return any(line.rstrip().endswith("/" + unit) for line in f)
-    except OSError:
-        return False

@@ -20,7 +20,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from ojd import lastgood, paths, wake, workers
+from ojd import identity, lastgood, paths, wake, worker_control
 from ojd import project as projects
 from ojd.errors import OjError, describe, quoted
 from ojd.notify import Log, Notifier
@@ -242,7 +242,7 @@ class WorkerLoop:
         wait(lambda: self.store.append({
             "type": "worker:started", "name": self.worker.name,
             "invocation": os.environ.get("INVOCATION_ID"), "pid": os.getpid(),
-            "host": wake.host_name()}))
+            "host": identity.host_name()}))
         self._check_clock()
         wait(self._recover)
 
@@ -372,7 +372,7 @@ class WorkerLoop:
         try:
             self.store.append({"type": "worker:stopped", "name": self.worker.name,
                                "invocation": os.environ.get("INVOCATION_ID"),
-                               "host": wake.host_name()})
+                               "host": identity.host_name()})
         except OSError as e:
             self.log.error(f"could not record the stop ({describe(e)})")
         self.log.info("stopped")
@@ -392,7 +392,8 @@ class WorkerLoop:
             worker = runbook.workers.get(self.worker.name)
             if worker is None:
                 raise OjError(f"the runbook no longer defines worker {quoted(self.worker.name)}")
-            workers.record(self.store, runbook, self.project, worker.name)  # pushes follow it
+            # pushes follow it
+            worker_control.record(self.store, runbook, self.project, worker.name)
         except OjError as e:
             self._runbook_problem(str(e))
             return

@@ -128,15 +128,3 @@ def send_cmd(app, job_id: str, message: str) -> None:
         raise OjError(f"could not type into the agent of job {j['id']}: its session ended")
     click.echo(f"sent to the agent of job {j['id']}", err=True)
 
-
-def answer(store, job: dict, message: str) -> None:
-    """``oj job resume ID -m MESSAGE`` on a waiting job: record the answer; the job's runner
-    types it into the agent and watches on."""
-    from ojd.errors import OjError
-
-    with store.transaction() as tx:
-        j = tx.state.jobs.get(job["id"])
-        if j is None or j["status"] != "waiting":
-            status = j["status"] if j else "gone"
-            raise OjError(f"job {job['id']} is {status}, not waiting for an answer")
-        tx.append({"type": "job:answered", "id": job["id"], "message": message})

@@ -131,7 +131,7 @@ def logs_cmd(app, job_id: str, follow: bool) -> None:
 
 def other_hosts(j: dict) -> list[str]:
     """The hosts other than this one that ran steps of the job, or run its process now."""
-    from ojd.wake import elsewhere
+    from ojd.identity import elsewhere
 
     found = [elsewhere({"host": h.get("host")}) for h in j["history"]]
     found.append(elsewhere(j.get("process")))
@@ -168,8 +168,9 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
     a job waiting on its agent (-m)."""
     from oj.commands.run import follow_job, start_job
     from ojd.errors import OjError, UsageError, escaped, quoted
+    from ojd.identity import elsewhere
     from ojd.runners import control
-    from ojd.runners.jobprocess import alive, elsewhere
+    from ojd.runners.liveness import alive
 
     values = {}
     for pair in vars_:
@@ -179,10 +180,8 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
         values[key] = value
     j = find_job(app.store, job_id)
     if message is not None:
-        from oj.commands.agent import answer
-
         gone = not alive(j.get("process"))  # before the answer makes the job run again
-        answer(app.store, j, message)
+        control.answer(app.store, j["id"], message)
         if gone:
             click.echo(f"job {j['id']} answered; its runner is gone: oj job resume {j['id']}",
                        err=True)
@@ -367,16 +366,7 @@ def prune_cmd(app, older_than: str, dry_run: bool) -> int:
         return 0
     now = time.time()
     verb = "would remove" if dry_run else "removed"
-    problems: list[str] = []
-    aside: list[str] = []
-    if dry_run:
-        plan = prune.plan_job_prune(store.refresh(), store.root, now, age, project)
-    else:
-        # decide and act under the WAL lock: no job can start using a persistent workspace,
-        # or be resumed, between the choice and the removal
-        with store.transaction() as tx:
-            plan = prune.plan_job_prune(tx.state, store.root, now, age, project)
-            aside, problems = prune.carry_out_job_prune(tx, store.root, plan)
+    plan, problems = prune.prune_jobs(store, now, age, project, dry_run)
     for j in plan.jobs:
         what = [f"log {escaped(plan.logs[j['id']])}"] if j["id"] in plan.logs else []
         if j["id"] in plan.workspaces:
@@ -387,7 +377,6 @@ def prune_cmd(app, older_than: str, dry_run: bool) -> int:
         click.echo(f"kept the workspace of job {job_id}: {escaped(why)}", err=True)
     for path in plan.orphan_logs:
         click.echo(f"{verb} log {escaped(path)} (its job is no longer recorded)")
-    problems += prune.delete_set_aside(store.root, aside)
     for line in problems:
         click.echo(f"oj: {line}", err=True)
     n = len(plan.jobs)

@@ -74,7 +74,7 @@ def list_cmd(app, queue_name: str | None, all_items: bool, status: str | None,
 
 def _list_queues(app, project: str | None, output: str) -> None:
     from ojd.errors import escaped
-    from ojd.queue_admin import overview
+    from ojd.queue_maintenance import overview
 
     runbook = None
     if project is not None:
@@ -159,7 +159,7 @@ def drain_cmd(app, queue_name: str, dry_run: bool, output: str) -> None:
     """Drop every item of QUEUE still waiting to be taken: pending ones and failed ones
     waiting for their retry. Active items stay with their jobs."""
     from ojd.errors import quoted
-    from ojd.queue_admin import drain, known_queue
+    from ojd.queue_maintenance import drain, known_queue
 
     known_queue(app.runbook, app.root, queue_name, lambda: app.store.state)
     items = drain(app.store, app.root, queue_name, dry_run)
@@ -193,7 +193,7 @@ def prune_cmd(app, queue_name: str | None, older_than: str | None, any_age: bool
 
     from oj.commands.job import parse_age
     from ojd.errors import UsageError, quoted
-    from ojd.queue_admin import known_queue, prune
+    from ojd.queue_maintenance import known_queue, prune
 
     if any_age and older_than is not None:
         raise UsageError("give --older-than or --all, not both")
@@ -239,7 +239,7 @@ def fail_cmd(app, item_id: str) -> None:
 
 def _settle(app, item_id: str, outcome: str) -> None:
     from ojd.errors import escaped, quoted
-    from ojd.queue_admin import settle
+    from ojd.queue_maintenance import settle
     from ojd.queues import find_item
 
     project = app.project_or_none()

@@ -67,9 +67,9 @@ def _start(app, name: str, scope: str | None, enable: bool = False,
 
 
 def _enable(app, systemd, name: str) -> None:
-    from ojd import workers
+    from ojd import worker_control
 
-    for note in workers.enable(app.store, systemd, app.runbook, app.root, name):
+    for note in worker_control.enable(app.store, systemd, app.runbook, app.root, name):
         click.echo(f"oj: {note}", err=True)
 
 
@@ -144,9 +144,9 @@ def enable_cmd(app, name: str, scope: str | None) -> None:
 @with_scope
 def disable_cmd(name: str, scope: str | None) -> None:
     """No longer start a worker at boot; a running worker keeps running."""
-    from ojd import workers
+    from ojd import worker_control
 
-    workers.disable(systemd_for(scope), name)
+    worker_control.disable(systemd_for(scope), name)
     click.echo(f"Worker {quoted(name)} disabled")
 
 
@@ -182,19 +182,19 @@ def _stop(app, systemd, name: str, cancel: bool, every: bool = False) -> str:
     """Stop worker ``name``; the line that says so. With ``every`` (stop --all), a worker
     on a machine without a manager that does not run in the foreground is simply not
     running: there is no unit it could run in."""
-    from ojd import workers
+    from ojd import worker_control
     from ojd.runners import control
     from ojd.state import LIVE_JOB_STATES
     from ojd.systemd import SystemdUnavailable
     from ojd.wake import manager_present
 
     try:
-        st = workers.stop(systemd, name, state_root=app.store.root)
+        st = worker_control.stop(systemd, name, state_root=app.store.root)
     except SystemdUnavailable:
         if not every or manager_present(systemd.user):
             raise
         return f"Worker {quoted(name)} not running (no systemd here, nor in the foreground)"
-    from ojd.wake import elsewhere
+    from ojd.identity import elsewhere
 
     store = app.store
     # this host's worker stopped: its jobs, not those the worker runs on other hosts
@@ -226,7 +226,7 @@ def resize_cmd(app, name: str, concurrency: str | None, reset: bool) -> None:
     """Run up to N jobs at once from now on, whatever the runbook says (kept across restarts
     until --reset). More: a running worker fills the new slots at once; fewer: running jobs
     finish, and no new one starts until fewer run."""
-    from ojd import workers
+    from ojd import worker_control
     from ojd.errors import UsageError, escaped
 
     if reset and concurrency is not None:
@@ -236,8 +236,8 @@ def resize_cmd(app, name: str, concurrency: str | None, reset: bool) -> None:
         raise UsageError("give the new concurrency N (a whole number, at least 1), or --reset "
                          "to go back to the runbook's")
     n = None if reset else parse_concurrency(concurrency or "")
-    workers.check_name(name)
-    runbook_value, woken = workers.resize(app.store, app.runbook, app.root, name, n)
+    worker_control.check_name(name)
+    runbook_value, woken = worker_control.resize(app.store, app.runbook, app.root, name, n)
     if n is None:
         said = f"back to the runbook's concurrency {runbook_value}"
     else:
@@ -267,10 +267,10 @@ def prune_cmd(app, dry_run: bool, scope: str | None) -> None:
     """Forget workers that no runbook of their project defines any more (the project is
     gone, or its runbooks dropped them), in every project of the state dir. A worker that
     runs is kept."""
-    from ojd import workers
+    from ojd import worker_control
     from ojd.errors import escaped
 
-    removed, kept = workers.prune(app.store, systemd_for(scope), dry_run)
+    removed, kept = worker_control.prune(app.store, systemd_for(scope), dry_run)
     verb = "would remove" if dry_run else "removed"
     for name, root, why in removed:
         click.echo(f"{verb} worker {quoted(name)} of {escaped(root)}: {why}")
@@ -287,9 +287,9 @@ def prune_cmd(app, dry_run: bool, scope: str | None) -> None:
 @click.pass_obj
 def restart_cmd(app, name: str, scope: str | None) -> None:
     """Stop and start a worker (after a runbook change, for instance)."""
-    from ojd import workers
+    from ojd import worker_control
 
-    workers.restart(app.store, systemd_for(scope), app.runbook, app.root, name)
+    worker_control.restart(app.store, systemd_for(scope), app.runbook, app.root, name)
     click.echo(f"Worker {quoted(name)} restarted")
 
 
@@ -302,9 +302,9 @@ def logs_cmd(name: str, follow: bool, lines: int, scope: str | None) -> None:
     """The worker's journal: what it takes, starts and sees end (a job's steps write to
     its own unit's journal: journalctl -u oj-job-ID.scope)."""
     from ojd.errors import OjError
-    from ojd.systemd import worker_unit
+    from ojd.unitnames import worker_unit
     from ojd.wake import manager_present
-    from ojd.workers import check_name
+    from ojd.worker_control import check_name
 
     check_name(name)
     user = user_scope(scope)
@@ -322,10 +322,10 @@ def logs_cmd(name: str, follow: bool, lines: int, scope: str | None) -> None:
 @click.pass_obj
 def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
     """Workers with their unit state, running jobs and pending items."""
-    from ojd import workers
+    from ojd import worker_control
 
     project = None if all_projects else app.project_or_none()
-    rows, problem = workers.listing(app.reader_store, systemd_for(scope), project)
+    rows, problem = worker_control.listing(app.reader_store, systemd_for(scope), project)
     if problem:
         click.echo(f"oj: systemd cannot be reached ({problem}); showing the WAL and "
                    "workers running in the foreground", err=True)

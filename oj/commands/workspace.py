@@ -79,26 +79,7 @@ def prune_cmd(app, older_than: str, dry_run: bool) -> int:
         click.echo("nothing to prune")
         return 0
     now = time.time()
-    problems: list[str] = []
-    aside: list[tuple[prune.Workspace, str]] = []
-
-    def choose(state):
-        found = [ws for ws in prune.scan_workspaces(state, store.root)
-                 if prune.in_scope(ws, project)]
-        return prune.workspaces_to_prune(found, now, age)
-
-    if dry_run:
-        remove, skipped = choose(store.refresh())
-    else:
-        with store.transaction() as tx:  # no job starts in one while it is chosen and moved
-            remove, skipped = choose(tx.state)
-            for ws in remove:
-                try:
-                    aside.append((ws, prune.set_workspace_aside(store.root, ws.path)))
-                except (prune.Refused, OSError) as e:
-                    problems.append(f"kept {escaped(ws.path)}: {prune.why(e)}")
-        remove = [ws for ws, _ in aside]
-        problems += prune.delete_set_aside(store.root, [path for _, path in aside])
+    remove, skipped, problems = prune.prune_workspaces(store, now, age, project, dry_run)
     for ws in remove:
         j = ws.job
         whose = f"job {j['id']} ({ws.status})" if j else "no recorded job"

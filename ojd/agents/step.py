@@ -12,6 +12,7 @@ import subprocess
 import time
 from typing import Any
 
+from ojd import trust
 from ojd.agents import session as tmux
 from ojd.agents.watch import (
     DEFAULT_NUDGE,
@@ -43,7 +44,7 @@ def project_config(agent: Agent, project: str) -> dict[str, Any]:
     path = os.path.join(project, ".oj", "config.toml")
     if not os.path.exists(path):
         return {}
-    import tomllib
+    import tomllib  # lazy: read only when a project has a config.toml
 
     try:
         with open(path, "rb") as f:
@@ -290,8 +291,6 @@ class _Watch:
             if job.get("worker") or job.get("cron"):
                 # its text reaches the agent as the worker's user: checked as its runbooks
                 # are, right before the read (``ojd.trust``); a refusal fails the step
-                from ojd import trust
-
                 trust.require_input(path, os.geteuid(), f"agent '{self.agent.name}' "
                                     "prompt_file", job.get("worker"))
             try:

@@ -8,10 +8,12 @@ starts the counts afresh: a person has looked.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
 from ojd.errors import OjError
+from ojd.runbook.shellquote import ShellLexer, UnsafeValue
 
 # what an agent does without a handler: a quiet agent has finished its turn; a dead one
 # needs a person (it may have crashed)
@@ -72,12 +74,8 @@ def render_command(command: str, prompt: str) -> str:
     ``${prompt}``, quoted for the place it lands in (inside the author's double quotes a
     single-quoted word would still expand ``$(...)``), else appended (nothing when there is
     no prompt). A prompt that cannot be inert there is an OjError."""
-    import shlex
-
     if "${prompt}" not in command:
         return f"{command} {shlex.quote(prompt)}" if prompt else command
-    from ojd.runbook.shellquote import ShellLexer, UnsafeValue
-
     lexer = ShellLexer()
     out: list[str] = []
     try:

@@ -12,12 +12,16 @@ import signal
 import time
 from collections.abc import Callable
 
+from ojd import paths
+from ojd.agents import session
 from ojd.errors import OjError
+from ojd.identity import elsewhere
 from ojd.runners.jobprocess import alive
 from ojd.runners.leftovers import STOP_GRACE
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
-from ojd.wake import elsewhere
+from ojd.systemd import Systemd, SystemdUnavailable
+from ojd.unitcontrol import stop_and_wait
 
 # what `oj job wait` and `oj run` exit with for each outcome
 OUTCOME_EXIT = {"done": 0, "failed": 1, "cancelled": 4}
@@ -54,6 +58,7 @@ def stop(job: dict, timeout: float = 3 * STOP_GRACE) -> None:
     group; wait up to ``timeout`` for the job process to be gone, and its scope with all
     that ran in it (a scope's stop kills what ignores SIGTERM after STOP_GRACE; without
     one, the job process stops its step and what its steps left, the same way)."""
+    # lazy: the job runner is heavy, and oj job list and oj status load job control
     from ojd.runners.jobs import terminate_group
 
     proc = job.get("process")
@@ -81,9 +86,6 @@ def stop(job: dict, timeout: float = 3 * STOP_GRACE) -> None:
 
 def _stop_unit(unit: str, timeout: float) -> bool:
     """Stop the scope and wait until nothing runs in it (or ``timeout``)."""
-    from ojd.systemd import Systemd, SystemdUnavailable
-    from ojd.unitcontrol import stop_and_wait
-
     for user in ((False, True) if os.geteuid() == 0 else (True,)):
         try:
             stop_and_wait(Systemd(user=user), unit, timeout)
@@ -98,8 +100,6 @@ def _stop_agent(job: dict) -> None:
     own that the job process's end does not reach."""
     agent = job.get("agent")
     if agent and agent.get("socket"):
-        from ojd.agents import session
-
         session.end_job(agent["socket"])
 
 
@@ -127,12 +127,21 @@ def reopen(store: Store, job_id: str, vars_: dict[str, str]) -> dict:
         return tx.state.jobs[job_id]
 
 
+def answer(store: Store, job_id: str, message: str) -> None:
+    """``oj job resume ID -m MESSAGE`` on a waiting job: record the answer; the job's runner
+    types it into the agent and watches on."""
+    with store.transaction() as tx:
+        j = tx.state.jobs.get(job_id)
+        if j is None or j["status"] != "waiting":
+            status = j["status"] if j else "gone"
+            raise OjError(f"job {job_id} is {status}, not waiting for an answer")
+        tx.append({"type": "job:answered", "id": job_id, "message": message})
+
+
 def follow(store: Store, job_id: str, write: Callable[[bytes], None],
            interval: float = 0.01) -> str:
     """Copy the job's log to ``write`` as it grows, until the job ends; its outcome, or
     "lost" when its process ended without ending it."""
-    from ojd import paths
-
     path = paths.job_log(store.root, job_id)
     offset = 0
     quiet_polls = 0

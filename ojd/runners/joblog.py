@@ -137,7 +137,7 @@ def _collapse(fd: int, offset: int, length: int) -> bool:
     the new extents, which the copy (into blocks the file has) does not need."""
     global _fallocate
     if _fallocate is None:
-        import ctypes  # only for a log that is cut: not on every job process's start
+        import ctypes  # lazy: only for a log that is cut, not on every job process's start
 
         try:  # this process's own symbols, libc's among them (no ldconfig search)
             libc = ctypes.CDLL(None, use_errno=True)

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ojd.errors import OjError
+from ojd.identity import boot_id, host_name, proc_start_time
 from ojd.runbook.model import Runbook
 from ojd.runners.jobchild import run_child
 from ojd.runners.jobscope import NoScope as NoScope
@@ -41,8 +42,6 @@ from ojd.runners.jobscope import wait_in_scope as wait_in_scope
 from ojd.runners.liveness import alive as alive
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
-from ojd.wake import boot_id, host_name, proc_start_time
-from ojd.wake import elsewhere as elsewhere
 
 # the names imported "as" themselves are callers' to have from here (a job's scope, its
 # process's liveness): ojd.runners.jobscope and ojd.runners.liveness hold them

@@ -23,6 +23,7 @@ from typing import Any
 from ojd import bashrun, conf, paths
 from ojd.duration import format_duration
 from ojd.errors import LockTimeout, OjError, StoreUnavailable
+from ojd.identity import boot_id, elsewhere, host_name, proc_start_time
 from ojd.notify import one_line
 from ojd.routing import TIMEOUT_EXIT, route, visit_limit_error
 from ojd.runbook.bashsyntax import needs_shell
@@ -45,7 +46,6 @@ from ojd.runners.stepprocess import (
 )
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
-from ojd.wake import boot_id, elsewhere, host_name, proc_start_time
 
 # fail_job and job_created_event are imported "as" themselves: callers have them from here
 

@@ -23,7 +23,7 @@ STOP_GRACE = 5.0
 
 def become_subreaper() -> bool:  # pragma: no cover - runs in the job process
     """Make orphaned descendants this process's children; False where prctl is refused."""
-    import ctypes  # here, not at the top: every `oj` that asks whether a job runs imports
+    import ctypes  # lazy, not at the top: every `oj` that asks whether a job runs imports
 
     try:
         libc = ctypes.CDLL(None, use_errno=True)

@@ -3,7 +3,7 @@ boot, pid and start time, on this host."""
 
 from __future__ import annotations
 
-from ojd.wake import boot_id, elsewhere, proc_start_time
+from ojd.identity import boot_id, elsewhere, proc_start_time
 
 
 def alive(proc: dict | None) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from ojd import queues
 from ojd.errors import describe
+from ojd.identity import elsewhere, proc_start_time
 from ojd.notify import Log
 from ojd.runners import jobprocess
 from ojd.runners.assignment import Assignment
@@ -21,7 +22,6 @@ from ojd.runners.jobrecords import fail_job
 from ojd.runners.liveness import alive
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
-from ojd.wake import elsewhere, proc_start_time
 
 
 class ProcessPool:

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import os
 
+from ojd.crons import running_jobs
 from ojd.errors import OjError
+from ojd.identity import elsewhere
+from ojd.queues import new_id
+from ojd.runners import jobprocess
 from ojd.runners.jobprocess import NothingToRun
+from ojd.runners.jobs import fail_job, job_created_event
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,12 +52,6 @@ def tick(store: Store, runbook: Runbook, root: str, cron: Cron, *, manager, log:
     """Start a job of ``cron`` unless ``concurrency`` of them run. Returns the new job's id,
     or None when the tick was skipped. Jobs of the cron whose process is gone (a power
     cut, a kill) are resumed first, at the step they were in, and count as running."""
-    from ojd.crons import running_jobs
-    from ojd.queues import new_id
-    from ojd.runners import jobprocess
-    from ojd.runners.jobs import fail_job, job_created_event
-    from ojd.wake import elsewhere
-
     who = owner(cron.name)
     for job in running_jobs(store.refresh(), root, cron.name):
         proc = job.get("process")

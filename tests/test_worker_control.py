@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from ojd import project, unitcontrol, workers
+from ojd import project, unitcontrol, worker_control
 from ojd.errors import OjError
 from ojd.store import Store
 from ojd.systemd import UnitState
@@ -56,8 +56,8 @@ def env(tmp_path, monkeypatch):
     store = Store(str(tmp_path / "state"))
     store.load()
     # a drop-in is only needed for a non-default state dir: keep unit files out of this test
-    monkeypatch.setattr(workers, "bind_state_dir", lambda *a: None)
-    monkeypatch.setattr(workers, "_wait_started", lambda *a: None)
+    monkeypatch.setattr(worker_control, "bind_state_dir", lambda *a: None)
+    monkeypatch.setattr(worker_control, "_wait_started", lambda *a: None)
     return store, project.load(str(root)), str(root)
 
 
@@ -69,7 +69,7 @@ def events(store: Store, kind: str) -> list[dict]:
 def test_running_worker_gets_sigusr1_on_its_main_process_and_a_recorded_wake(env, active):
     store, rb, root = env
     sd = RecordingSystemd(active)
-    assert workers.start(store, sd, rb, root, "w") == "woken"
+    assert worker_control.start(store, sd, rb, root, "w") == "woken"
     assert sd.calls == [("kill_main", "oj-worker@w.service", signal.SIGUSR1)]
     assert len(events(store, "worker:woken")) == 1
 
@@ -79,7 +79,7 @@ def test_running_worker_gets_sigusr1_on_its_main_process_and_a_recorded_wake(env
 def test_worker_without_a_running_main_process_is_started_never_signalled(env, active, sub):
     store, rb, root = env
     sd = RecordingSystemd(active, sub, pid=0 if active == "inactive" else 99)
-    assert workers.start(store, sd, rb, root, "w") == "started"
+    assert worker_control.start(store, sd, rb, root, "w") == "started"
     assert sd.calls == [("start", "oj-worker@w.service")]
     assert events(store, "worker:woken") == []
 
@@ -87,20 +87,20 @@ def test_worker_without_a_running_main_process_is_started_never_signalled(env, a
 def test_failed_worker_is_reset_then_started(env):
     store, rb, root = env
     sd = RecordingSystemd("failed", "failed", pid=0)
-    workers.start(store, sd, rb, root, "w")
+    worker_control.start(store, sd, rb, root, "w")
     assert [c[0] for c in sd.calls] == ["reset_failed", "start"]
 
 
 def test_missing_template_unit_says_how_to_install_it(env):
     store, rb, root = env
     with pytest.raises(OjError, match="run 'oj systemd install'"):
-        workers.start(store, RecordingSystemd("inactive", load="not-found"), rb, root, "w")
+        worker_control.start(store, RecordingSystemd("inactive", load="not-found"), rb, root, "w")
 
 
 def test_worker_is_recorded_once_however_often_it_starts(env):
     store, rb, root = env
     for _ in range(3):
-        workers.start(store, RecordingSystemd("active"), rb, root, "w")
+        worker_control.start(store, RecordingSystemd("active"), rb, root, "w")
     [recorded] = events(store, "worker:recorded")
     assert (recorded["p"], recorded["queue"], recorded["concurrency"]) == (root, "jobs", 1)
     assert recorded["runbook"] == rb.digest
@@ -108,16 +108,16 @@ def test_worker_is_recorded_once_however_often_it_starts(env):
 
 def test_same_worker_name_from_another_project_is_refused(env, tmp_path):
     store, rb, root = env
-    workers.start(store, RecordingSystemd("inactive"), rb, root, "w")
+    worker_control.start(store, RecordingSystemd("inactive"), rb, root, "w")
     with pytest.raises(OjError, match=f"already belongs to project {root}"):
-        workers.record(store, rb, str(tmp_path / "elsewhere"), "w")
+        worker_control.record(store, rb, str(tmp_path / "elsewhere"), "w")
 
 
 def test_enable_as_a_user_without_linger_says_how_to_start_at_boot(env, monkeypatch):
     store, rb, root = env
     monkeypatch.setattr(unitcontrol, "lingering", lambda: False)
     sd = RecordingSystemd("inactive", user=True)
-    [note] = workers.enable(store, sd, rb, root, "w")
+    [note] = worker_control.enable(store, sd, rb, root, "w")
     assert "starts at login, not at boot" in note and "loginctl enable-linger" in note
     assert sd.calls == [("enable", "oj-worker@w.service", "oj-workers.target")]
 

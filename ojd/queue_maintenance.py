@@ -1,5 +1,6 @@
-"""The operator's queue commands: an overview of queues, drain, prune, and settling by hand an
-active item whose job is gone. Each change is one decision under the WAL lock and one append."""
+"""Keeping queues in order, the operator's queue commands: an overview of queues, drain,
+prune, and settling by hand an active item whose job is gone (an item's own life, push to
+retry, is ``ojd.queues``). Each change is one decision under the WAL lock and one append."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def known_queue(runbook: Runbook, project: str, name: str, state: Callable[[], S
     """A persisted queue of the runbook, or one the state still has items of (removed from
     the runbook since); else a usage error with the closest name. ``state`` is read only
     for a name the runbook does not have."""
-    from ojd.queues import unknown_queue
+    from ojd.queues import unknown_queue  # lazy: oj status loads this module for overview()
 
     if name in runbook.queues:
         if runbook.queues[name].type != "persisted":
@@ -119,6 +120,7 @@ def settle(store: Store, runbook: Runbook | None, project: str | None, prefix: s
     was, the event that settled it and what became of its job."""
     import time
 
+    # lazy: the job runners cost oj status, which loads this module for overview()
     from ojd.queues import failure_event, find_item
     from ojd.runners.jobprocess import alive
 
@@ -160,7 +162,7 @@ def settle(store: Store, runbook: Runbook | None, project: str | None, prefix: s
                                 "dead": True, "retry_at": None})
         tx.append(*events)
     if ended is not None:
-        from ojd.runners.control import stop
+        from ojd.runners.control import stop  # lazy: as above, off oj status
 
         stop(ended)  # nothing of it runs: this ends an agent's tmux session, if it left one
     return item, events[-1], fate

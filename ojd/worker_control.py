@@ -10,14 +10,15 @@ import os
 import signal
 import time
 
-from ojd import unitcontrol, wake
+from ojd import identity, unitcontrol, wake
 from ojd.errors import OjError, UsageError, escaped, quoted
-from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState, worker_unit
+from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState
 from ojd.unitcontrol import (
     TARGET,
     require_unit_safe,
     state_text,
 )
+from ojd.unitnames import worker_unit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing and the runbook model stay off the start path
@@ -111,10 +112,6 @@ def wake_foreground(store: Store, name: str) -> int | None:
 
 def bind_state_dir(systemd: Systemd, name: str, state_root: str) -> None:
     unitcontrol.bind_state_dir(systemd, "worker", name, worker_unit(name), state_root)
-
-
-def dropin_path(systemd: Systemd, name: str, dropin: str) -> str:
-    return unitcontrol.dropin_path(systemd, worker_unit(name), dropin)
 
 
 def trusted_runner(systemd: Systemd, root: str, name: str, run_as: str | None = None,
@@ -291,7 +288,7 @@ def listing(store: Store, systemd: Systemd | None, project: str | None
             "pending": pending,
             "enabled": enabled,
             "started_at": w.get("started_at"), "woken_at": w.get("woken_at"),
-            "host": wake.host_name(),
+            "host": identity.host_name(),
         }
         rows.append(row)
         if getattr(store, "shared", False):
@@ -302,7 +299,7 @@ def listing(store: Store, systemd: Systemd | None, project: str | None
 def _other_hosts(state, w: dict, local: dict) -> list[dict[str, Any]]:
     """A shared store: the worker's instances on other hosts, as the state knows them (their
     units cannot be asked from here); running jobs counted by the host of their process."""
-    here = wake.host_name()
+    here = identity.host_name()
     local["active"] = _running_on(state, w, here, local["active"])
     rows = []
     for host, inst in sorted(w.get("hosts", {}).items()):
