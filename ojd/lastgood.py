@@ -16,6 +16,7 @@ import json
 import os
 
 from ojd.errors import RunbookError, quoted
+from ojd.project import _parse_files, atomic_write, read_runbook, runbook_files
 
 try:  # see ojd.project: the builtin module avoids loading OpenSSL's binding
     from _sha256 import sha256
@@ -42,8 +43,6 @@ def remember(root: str, cache_dir: str, index: dict) -> None:
     record = _read(path)
     if record is not None and record.get("digest") == index["digest"]:
         return
-    from ojd.project import atomic_write
-
     fingerprints = queue_fingerprints(root)
     atomic_write(path, json.dumps({"digest": index["digest"], "queues": index["queues"],
                                     "fingerprints": fingerprints}).encode())
@@ -66,8 +65,6 @@ def queue_fingerprints(root: str) -> dict[str, str | None]:
     """A hash of each ``queue`` block as written (lines aside) in the runbook files (found
     as loading finds them: recursively, any format) that parse; None for a name defined
     more than once."""
-    from ojd.project import _parse_files, read_runbook, runbook_files
-
     found: dict[str, str | None] = {}
     for path in runbook_files(root):
         display = os.path.relpath(path, root)

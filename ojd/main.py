@@ -8,8 +8,12 @@ import fcntl
 import os
 import sys
 
-from ojd import __version__
+from ojd import __version__, cron_tick, crons, identity, paths, wake
+from ojd import project as projects
 from ojd.errors import OjError, escaped, quoted
+from ojd.notify import Log, Notifier
+from ojd.runners.jobprocess import own_manager
+from ojd.store import Store
 
 # Exit status for a worker that can never start as configured (unknown worker, invalid
 # runbook): the unit lists it in RestartPreventExitStatus= so systemd does not loop it.
@@ -22,6 +26,7 @@ if TYPE_CHECKING:
 
 def run_worker(name: str, project: str | None, foreground: bool, until_idle: bool = False
                ) -> int:
+    # lazy: the worker loop and its store wait, ~25 ms that a cron tick (ojd cron) never uses
     from ojd.store_wait import StartSignals, Stopped
 
     # a start waits out its store being away (a database down, a full disk) instead of
@@ -38,11 +43,8 @@ def run_worker(name: str, project: str | None, foreground: bool, until_idle: boo
 
 def _run_worker(name: str, project: str | None, foreground: bool, until_idle: bool,
                 signals: StartSignals) -> int:
-    from ojd import identity, paths, trust, wake, worker_control
-    from ojd import project as projects
-    from ojd.notify import Log, Notifier
-    from ojd.runners.jobprocess import own_manager
-    from ojd.store import Store
+    # lazy: as in run_worker, off a cron tick's start
+    from ojd import trust, worker_control
     from ojd.store_wait import StoreWait
     from ojd.worker import WorkerLoop
 
@@ -140,12 +142,6 @@ def run_cron(name: str, project: str | None) -> int:
     """One tick of cron ``name`` (the body of oj-cron@NAME.service): its project from the
     WAL (recorded by ``oj cron start``), or ``--project`` (a tick by hand, which records the
     binding as ``oj cron start`` does)."""
-    from ojd import cron_tick, crons, paths
-    from ojd import project as projects
-    from ojd.notify import Log
-    from ojd.runners.jobprocess import own_manager
-    from ojd.store import Store
-
     log = Log(f"cron {escaped(name)}")
     store = Store()
     state = store.load()

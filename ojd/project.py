@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 
 from ojd import __version__
 from ojd.errors import OjError, RunbookError
@@ -103,8 +104,6 @@ def _is_dir(entry: os.DirEntry) -> bool:
 
 
 def _kind(path: str) -> str:
-    import stat
-
     try:
         mode = os.stat(path).st_mode
     except OSError:
@@ -124,8 +123,6 @@ def runbook_files(root: str) -> list[str]:
 def read_runbook(path: str, display: str) -> bytes:
     """A runbook's bytes; refuses (with a file:line error) anything but a regular file of at
     most MAX_RUNBOOK_BYTES, without opening devices or blocking on a FIFO."""
-    import stat
-
     def refuse(message: str) -> RunbookError:
         return RunbookError([f"{display}:1: {message}"])
 
@@ -184,7 +181,7 @@ def load_if_changed(root: str, cache_dir: str | None, digest: str) -> Runbook | 
 
 def _load(sources: list[tuple[str, bytes]], digest: str, cache_dir: str | None,
           exact: bool = False) -> Runbook:
-    import dataclasses
+    import dataclasses  # lazy: it loads inspect (~5 ms); a push reads the JSON index
 
     cache_path = None
     if cache_dir is not None:
@@ -235,7 +232,7 @@ def _write_index(path: str, runbook: Runbook) -> None:
 def check(root: str, exact: bool = True) -> tuple[Runbook, list[str]]:
     """Parse and validate without the cache (``oj runbook check``): the runbook and its
     warnings. Raises RunbookError listing every problem. ``exact``: see ``load``."""
-    import dataclasses
+    import dataclasses  # lazy: it loads inspect (~5 ms); a push reads the JSON index
 
     warnings: list[str] = []
     sources, digest = _sources(root)
@@ -246,6 +243,7 @@ def check(root: str, exact: bool = True) -> tuple[Runbook, list[str]]:
 def parse(sources: list[tuple[str, bytes]], warnings: list[str] | None = None, *,
           exact: bool = False) -> Runbook:
     """Parse (by extension: HCL, TOML or JSON) and validate, shell scripts included."""
+    # lazy: the parser loads only on a cache miss, never on a push or worker start
     from ojd.runbook import bashsyntax, validate
 
     parsed, problems = _parse_files(sources)
@@ -255,7 +253,7 @@ def parse(sources: list[tuple[str, bytes]], warnings: list[str] | None = None, *
 
 
 def _parse_files(sources: list[tuple[str, bytes]]) -> tuple[list, list[str]]:
-    from ojd.runbook import formats, hcl
+    from ojd.runbook import formats, hcl  # lazy: as in parse
 
     parsed = []
     problems: list[str] = []
@@ -286,6 +284,7 @@ def _file_line(problem: str) -> tuple[str, int]:
 
 
 def _read_cache(path: str) -> Runbook | None:
+    # lazy: the pickled model is for commands that need the runbook, not for a push
     import pickle
 
     from ojd.runbook.model import Runbook
@@ -299,7 +298,7 @@ def _read_cache(path: str) -> Runbook | None:
 
 
 def _write_cache(path: str, runbook: Runbook) -> None:
-    import pickle
+    import pickle  # lazy: as in _read_cache
 
     atomic_write(path, pickle.dumps(runbook, protocol=pickle.HIGHEST_PROTOCOL))
 

@@ -4,6 +4,8 @@ retry, is ``ojd.queues``). Each change is one decision under the WAL lock and on
 
 from __future__ import annotations
 
+import time
+
 from ojd.errors import OjError, UsageError, quoted
 from ojd.state import LIVE_JOB_STATES
 
@@ -118,8 +120,6 @@ def settle(store: Store, runbook: Runbook | None, project: str | None, prefix: s
     (cancelled) in the same append, so that no worker resumes it on a settled item.
     ``fail`` follows the queue's retry policy, as a failed job would. Returns the item as it
     was, the event that settled it and what became of its job."""
-    import time
-
     # lazy: the job runners cost oj status, which loads this module for overview()
     from ojd.queues import failure_event, find_item
     from ojd.runners.jobprocess import alive

@@ -9,6 +9,8 @@ import json
 import os
 
 from ojd.errors import OjError, UsageError, quoted
+from ojd.project import sha256  # the builtin one when there is one
+from ojd.store.jsonlimits import nesting
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing and the model stay off the push path
@@ -47,7 +49,7 @@ def queue_named(runbook: Runbook, name: str) -> Queue:
 
 
 def unknown_queue(name: str, known: Iterable[str]) -> UsageError:
-    import difflib  # error path only
+    import difflib  # lazy: ~3 ms for the error of an unknown queue, not for every push
 
     names = sorted(known)
     close = difflib.get_close_matches(name, names, n=1)
@@ -98,8 +100,6 @@ def _too_big(size: int) -> UsageError:
 
 
 def check_item_bounds(data: object) -> None:
-    from ojd.store.jsonlimits import nesting
-
     if nesting(data, MAX_ITEM_DEPTH) > MAX_ITEM_DEPTH:
         raise _too_deep()
     if _has_nul(data):
@@ -166,8 +166,6 @@ def validate_item(queue: Queue | QueueSpec, data: dict[str, Any]) -> dict[str, A
 
 def item_key(data: dict[str, Any]) -> str:
     """Identity of an item's data, for push dedup."""
-    from ojd.project import sha256  # the builtin one when there is one
-
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return sha256(canonical.encode()).hexdigest()[:24]
 

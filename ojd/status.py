@@ -11,9 +11,12 @@ by unit, so the screen costs the same with 50 workers as with one.
 from __future__ import annotations
 
 from ojd import wake
+from ojd.crons import listing as cron_listing
+from ojd.queue_maintenance import overview
 from ojd.state import FINISHED_JOB_STATES
 from ojd.systemd import Systemd, SystemdUnavailable, UnitInfo
 from ojd.unitcontrol import config_dirs, enabled_units
+from ojd.worker_control import listing as worker_listing
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,9 +57,7 @@ def worker_rows(store: Store, project: str | None, unit_map: dict[str, UnitInfo]
                 enabled: set[str] | None) -> list[dict]:
     """``oj worker list``'s rows (WAL and foreground workers, no systemd call), with the
     unit states of ``unit_map``, whether each is enabled and when it last polled."""
-    from ojd.worker_control import listing
-
-    rows, _ = listing(store, None, project)
+    rows, _ = worker_listing(store, None, project)
     for r in rows:
         info = unit_map.get(r["unit"]) if unit_map is not None else None
         if r["active_state"] == "foreground":
@@ -115,10 +116,8 @@ def cron_rows(store: Store, project: str | None, runbook: Runbook | None,
               enabled: set[str] | None) -> list[dict]:
     """``oj cron list``'s rows, with the timer states of ``unit_map``; systemd is asked
     only for the next and last runs of the timers that are active."""
-    from ojd.crons import listing
-
     # no unit map: systemd could not be listed, and is not asked again here
-    rows, _ = listing(store, systemd if unit_map is not None else None, project, runbook,
+    rows, _ = cron_listing(store, systemd if unit_map is not None else None, project, runbook,
                       unit_map=unit_map, enabled=enabled)
     for r in rows:
         r["needs_person"] = (r["active_state"] == "failed" or r["last_outcome"] == "failed"
@@ -132,8 +131,6 @@ def gather(store: Store, projects: list[str], runbook: Runbook | None,
     """The whole screen as data (what ``-o json`` prints). ``runbook``: the runbook of the
     single project shown, when it loads; ``agent_row``: a job's agent as ``oj agent list``
     shows it (None: the job is at no agent step)."""
-    from ojd.queue_maintenance import overview
-
     unit_map, problem = units(systemd)
     dirs = config_dirs(systemd) if unit_map is not None else []
     enabled = enabled_units(dirs, "oj-worker@") if unit_map is not None else None

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import NamedTuple
 
-from ojd.errors import OjError
+from ojd.errors import OjError, UsageError, quoted
 
 DEST = b"org.freedesktop.systemd1"
 MANAGER_PATH = b"/org/freedesktop/systemd1"
@@ -74,6 +75,7 @@ def _dbuslib():
         stand_in.__getattr__ = _real_pprint  # type: ignore[method-assign]
         sys.modules["pprint"] = stand_in
     try:
+        # lazy: the D-Bus bridge (~100 ms) loads when systemd is first asked, not on a push
         import pystemd.dbuslib  # noqa: F401 - returned from sys.modules below
     finally:
         if stand_in is not None and sys.modules.get("pprint") is stand_in:
@@ -105,7 +107,7 @@ def _real_pprint(name: str):
         raise AttributeError(name)
 
     def forward(*args, **kwargs):
-        import pprint
+        import pprint  # lazy: the stand-in above exists to defer it until it is used
 
         return getattr(pprint, name)(*args, **kwargs)
 
@@ -196,8 +198,6 @@ class Systemd:
     def timer(self, unit: str) -> tuple[float | None, float | None]:
         """A timer's next elapse and last trigger, as Unix times (None: none). A monotonic
         elapse (OnActiveSec=, OnUnitActiveSec=) is turned into wall-clock time."""
-        import time
-
         path = self.unit_path(unit)
         real = int(self._prop(path, TIMER, b"NextElapseUSecRealtime", b"t"))
         mono = int(self._prop(path, TIMER, b"NextElapseUSecMonotonic", b"t"))
@@ -292,8 +292,6 @@ def _unit_name(unit: str) -> bytes:
     try:
         return unit.encode()
     except UnicodeEncodeError:
-        from ojd.errors import UsageError, quoted
-
         raise UsageError(f"{quoted(unit)} is not a valid unit name") from None
 
 

@@ -23,9 +23,13 @@ mode, or a POSIX ACL entry), and everyone when the file is writable by others.
 
 from __future__ import annotations
 
+import grp
+import json
 import os
+import pwd
 import stat
 
+from ojd import project as projects
 from ojd.errors import OjError, escaped
 from ojd.project import RUNBOOK_DIR
 from ojd.runbook.named import named_files
@@ -126,8 +130,6 @@ def _checked(root: str, check) -> Untrusted | None:
 def _named(root: str, loaded: Runbook | None, cache_dir: str | None) -> list[str]:
     """``named_files`` of ``loaded``, or with ``cache_dir`` of the runbook on disk (see
     ``require``)."""
-    from ojd import project as projects
-
     if cache_dir is None:
         assert loaded is not None
         return named_files(root, loaded)
@@ -145,10 +147,6 @@ def _named_on_disk(root: str, cache_dir: str) -> list[str]:
     (``cache/named-<project hash>.json``, rewritten when the digest changes): ``oj worker
     start``, which reads the index, loads no model for it either. A problem loading is the
     one the caller's load of the index raised already."""
-    import json
-
-    from ojd import project as projects
-
     digest = projects.load_index(root, cache_dir)["digest"]
     path = os.path.join(cache_dir, f"named-{_sha256(root.encode()).hexdigest()[:16]}.json")
     try:
@@ -292,9 +290,6 @@ class _Checker:
     def _group_members(self, gid: int) -> set[int] | None:
         """Every uid in the group, by membership or as primary group; None if unknown."""
         if gid not in self._members:
-            import grp
-            import pwd
-
             try:
                 names = grp.getgrgid(gid).gr_mem
             except KeyError:
@@ -335,8 +330,6 @@ def _group_class_writers(path: str, st: os.stat_result) -> list[tuple[str, int]]
 
 
 def _user_name(uid: int) -> str:
-    import pwd
-
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -344,8 +337,6 @@ def _user_name(uid: int) -> str:
 
 
 def _group_name(gid: int) -> str:
-    import grp
-
     try:
         return grp.getgrgid(gid).gr_name
     except KeyError:

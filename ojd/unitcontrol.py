@@ -6,10 +6,12 @@ works without it), waiting for a start, and lingering for a user's units at boot
 from __future__ import annotations
 
 import os
+import pwd
 import time
 
 from ojd import wake
-from ojd.errors import OjError, quoted
+from ojd.errors import OjError, escaped, quoted
+from ojd.store import CONFIG_FILE, configured_url
 from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState
 
 TYPE_CHECKING = False
@@ -35,7 +37,7 @@ def record(store: Store, kind: str, name: str, root: str, fields: dict) -> None:
 def unit_dir(systemd: Systemd) -> str:
     """Where ``oj systemd install`` puts units and oj puts per-worker drop-ins."""
     if systemd.user:
-        import platformdirs
+        import platformdirs  # lazy: ~20 ms, for a user manager only
 
         return os.path.join(platformdirs.user_config_dir(), "systemd", "user")
     return "/etc/systemd/system"
@@ -117,15 +119,13 @@ def bind_state_dir(systemd: Systemd, kind: str, name: str, unit: str, state_root
     store, so that is refused. With a URL the unit is ordered after the network (below)."""
     url = os.environ.get("OJ_STATE_URL")
     if url:
-        from ojd.store import CONFIG_FILE, configured_url
-
         del os.environ["OJ_STATE_URL"]
         try:
             in_file = configured_url(state_root)
         finally:
             os.environ["OJ_STATE_URL"] = url
         if in_file != url:
-            from ojd.errors import escaped
+            # lazy: the PostgreSQL store's module, for this refusal only
             from ojd.store.postgres import redacted
 
             shown = redacted(url)  # never a password in a message
@@ -142,12 +142,8 @@ def bind_state_dir(systemd: Systemd, kind: str, name: str, unit: str, state_root
     # than in the template: a WAL worker needs no network, and network-online.target delays
     # the boot of every unit ordered after it by as long as the network takes (or the
     # wait-online service's timeout). Not for a user manager: it has no such target.
-    if url:
-        remote = True  # the same as oj.conf's (above)
-    else:
-        from ojd.store import configured_url
-
-        remote = configured_url(state_root) is not None
+    # with a URL, the same as oj.conf's (above)
+    remote = True if url else configured_url(state_root) is not None
     remote = remote and not systemd.user
     wanted = None if default and not remote else state_text(kind, state_root, remote,
                                                              env=not default)
@@ -238,8 +234,6 @@ def lingering() -> bool:
 
 
 def user_name() -> str:
-    import pwd
-
     return pwd.getpwuid(os.geteuid()).pw_name
 
 

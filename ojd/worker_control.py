@@ -10,14 +10,17 @@ import os
 import signal
 import time
 
-from ojd import identity, unitcontrol, wake
+from ojd import identity, paths, unitcontrol, wake
+from ojd import project as projects
 from ojd.errors import OjError, UsageError, escaped, quoted
+from ojd.state import concurrency_of
 from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState
 from ojd.unitcontrol import (
     TARGET,
     require_unit_safe,
     state_text,
 )
+from ojd.unitnames import check_name as check_unit_name
 from ojd.unitnames import worker_unit
 
 TYPE_CHECKING = False
@@ -58,9 +61,7 @@ class WorkerIndex:
 def check_name(name: str) -> str:
     """A name that fits oj-worker@NAME.service, the rule runbook worker names follow: what
     does not is refused before it reaches systemd (or a journalctl query)."""
-    from ojd.unitnames import check_name
-
-    return check_name("worker", name)
+    return check_unit_name("worker", name)
 
 
 def worker_named(runbook: Runbook | WorkerIndex, name: str) -> Worker | WorkerSpec:
@@ -119,7 +120,8 @@ def trusted_runner(systemd: Systemd, root: str, name: str, run_as: str | None = 
     """Who the worker will run as (None: root, or the user manager's owner), once its
     runbooks (with ``state_root``, whose cache they load from, and the files they name) are
     known to be changeable by no one else (``ojd.trust``); else the refusal."""
-    from ojd import paths, runas, trust
+    # lazy: run-as users and runbook trust cost oj status, which loads this module for listing()
+    from ojd import runas, trust
 
     uid, user = runas.runner(systemd, name, run_as)
     trust.require(root, name, uid,
@@ -133,7 +135,7 @@ def start(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: 
     """Start the worker's unit, or wake it when it runs (in its unit or in the foreground).
     Returns "started", "woken" or "restarted" (running as another user than before;
     ``run_as_changed``: the caller already rewrote the run-as drop-in, ``enable``)."""
-    from ojd import runas
+    from ojd import runas  # lazy: as in trusted_runner, off oj status
 
     worker_named(runbook, name)
     pid = wake.foreground_pid(store.root, name)
@@ -184,7 +186,7 @@ def enable(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root:
            name: str, run_as: str | None = None) -> list[str]:
     """Start the worker at boot: link its instance into oj-workers.target and make sure the
     target itself is enabled. Returns notes for the user (lingering, for user managers)."""
-    from ojd import runas
+    from ojd import runas  # lazy: as in trusted_runner, off oj status
 
     worker_named(runbook, name)
     require_unit_safe(store.root)
@@ -230,7 +232,7 @@ def _stop_foreground(state_root: str, name: str, pid: int, wait: bool) -> UnitSt
 
 def restart(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: str,
             name: str) -> None:
-    from ojd import runas
+    from ojd import runas  # lazy: as in trusted_runner, off oj status
 
     worker_named(runbook, name)
     require_unit_safe(store.root)
@@ -251,8 +253,6 @@ def listing(store: Store, systemd: Systemd | None, project: str | None
     """Rows for ``oj worker list``; the WAL is enough, live unit state is added when
     systemd answers, and a worker running outside its unit shows as ``foreground`` with its
     PID. Returns (rows, why systemd could not be asked)."""
-    from ojd.state import concurrency_of
-
     state = store.state
     problem = None
     rows = []
@@ -341,9 +341,6 @@ def prune(store: Store, systemd: Systemd | None, dry_run: bool = False
     """Remove the bindings of workers no runbook of their project defines any more, in one
     ``worker:pruned`` record; a worker that runs (in its unit or in the foreground) keeps
     its binding. Returns ([(name, project, why removed)], [(name, why kept)])."""
-    from ojd import paths
-    from ojd import project as projects
-
     removed: list[tuple[str, str, str]] = []
     kept: list[tuple[str, str]] = []
     seen: dict[str, float | None] = {}  # name -> when the binding removed was recorded

@@ -156,7 +156,7 @@ class ArgSpec:
 
 
 def _did_you_mean(word: str, options: list[str], quote: str) -> str:
-    import difflib  # only on the error path
+    import difflib  # lazy: ~3 ms for a misspelt argument only; oj run loads this module
 
     close = difflib.get_close_matches(word, options, n=1)
     return f" (did you mean {quote}{close[0]}{quote}?)" if close else ""

@@ -176,7 +176,7 @@ def _lookup(name: str, context: Mapping[str, object]) -> object:
 
 
 def _did_you_mean(key: str, options: list[str]) -> str:
-    import difflib  # only on the error path
+    import difflib  # lazy: ~3 ms for an unknown name only; oj run loads this module
 
     close = difflib.get_close_matches(key, options, n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""

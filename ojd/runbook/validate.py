@@ -15,6 +15,8 @@ from ojd.duration import DurationError, parse_duration
 from ojd.errors import RunbookError, quoted
 from ojd.runbook.argspec import ArgSpecError, parse_spec
 from ojd.runbook.bashsyntax import Script, needs_shell
+from ojd.runbook.calendar import CalendarError
+from ojd.runbook.calendar import check as check_calendar
 from ojd.runbook.hcl import Attribute, Block
 from ojd.runbook.model import (
     CRON_PIPELINE,
@@ -36,6 +38,7 @@ from ojd.runbook.template import (
 from ojd.runbook.validate_agents import AgentChecks
 from ojd.runbook.validate_refs import References
 from ojd.runbook.wording import OUTSIDE, TYPE_NAMES, context_warning, did_you_mean, type_name
+from ojd.unitnames import too_long
 
 DEFAULT_MAX_VISITS = 10
 DEFAULT_POLL = 30.0
@@ -307,8 +310,6 @@ class _Builder(AgentChecks, References):
                                      timeout or DEFAULT_EXTERNAL_TIMEOUT)
 
     def name_length(self, file: str, block: Block, kind: str, name: str) -> None:
-        from ojd.unitnames import too_long
-
         problem = too_long(kind, name)
         if problem is not None:
             self.p.add(file, block.line, f"{kind} name '{name[:16]}...' {problem}")
@@ -346,8 +347,6 @@ class _Builder(AgentChecks, References):
                                        lease)
 
     def cron(self, file: str, block: Block, name: str, where: Where) -> None:
-        from ojd.runbook.calendar import CalendarError, check
-
         f = self.fields(file, block, "cron")
         if not _WORKER_NAME.match(name):
             self.p.add(file, block.line, f"cron name '{name}' must be letters, digits, '_', "
@@ -371,7 +370,7 @@ class _Builder(AgentChecks, References):
         elif "schedule" in f:
             schedule = f["schedule"].value
             try:
-                check(schedule)
+                check_calendar(schedule)
             except CalendarError as e:
                 self.p.add(file, f["schedule"].line, f"cron '{name}' schedule {quoted(schedule)}: "
                            f"{e} (systemd calendar syntax, e.g. \"Mon..Fri *-*-* 09:00\" or "

@@ -3,6 +3,8 @@ about a path outside the project, a value in a context bash reads again."""
 
 from __future__ import annotations
 
+import difflib
+
 from ojd.runbook.template import ValueContext
 
 # the end of a warning about a path that leads outside the project (``ojd.trust``)
@@ -13,8 +15,6 @@ TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", dict: "
 
 
 def did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:
-    import difflib  # error path only
-
     close = difflib.get_close_matches(word, list(options), n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
 

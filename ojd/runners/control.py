@@ -18,6 +18,7 @@ from ojd.errors import OjError
 from ojd.identity import elsewhere
 from ojd.runners.jobprocess import alive
 from ojd.runners.leftovers import STOP_GRACE
+from ojd.runners.stepprocess import terminate_group
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
 from ojd.systemd import Systemd, SystemdUnavailable
@@ -58,9 +59,6 @@ def stop(job: dict, timeout: float = 3 * STOP_GRACE) -> None:
     group; wait up to ``timeout`` for the job process to be gone, and its scope with all
     that ran in it (a scope's stop kills what ignores SIGTERM after STOP_GRACE; without
     one, the job process stops its step and what its steps left, the same way)."""
-    # lazy: the job runner is heavy, and oj job list and oj status load job control
-    from ojd.runners.jobs import terminate_group
-
     proc = job.get("process")
     if alive(proc):
         stopped = False

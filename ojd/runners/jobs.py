@@ -388,6 +388,7 @@ class JobRunner:
         s = pipeline.steps[step]
         log.write(f"==> step {step} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
         if s.run is None:
+            # lazy: tmux and trust checks, for agent steps only, not every job process
             from ojd.agents.step import run_agent_step
 
             self._started(job["id"], step)

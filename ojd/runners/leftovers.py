@@ -23,7 +23,9 @@ STOP_GRACE = 5.0
 
 def become_subreaper() -> bool:  # pragma: no cover - runs in the job process
     """Make orphaned descendants this process's children; False where prctl is refused."""
-    import ctypes  # lazy, not at the top: every `oj` that asks whether a job runs imports
+    # lazy: ctypes for the job process only; every `oj` that asks whether a job runs imports
+    # this module
+    import ctypes
 
     try:
         libc = ctypes.CDLL(None, use_errno=True)

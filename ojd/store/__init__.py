@@ -21,6 +21,7 @@ The state dir stays local either way: job logs, step status files, workspaces, c
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -92,7 +93,7 @@ def open_log(root: str, on_problem: Callable[[WalProblem], None] | None, url: st
              ) -> Log:
     """The log behind a store: PostgreSQL when a URL is configured, else the WAL directory."""
     if url:
-        from ojd.store.postgres import PgLog  # libpq is loaded only here
+        from ojd.store.postgres import PgLog  # lazy: libpq is loaded only for PostgreSQL
 
         return PgLog(url, on_problem=on_problem)
     return WalDirectory(paths.wal_dir(root), on_problem=on_problem)
@@ -126,8 +127,6 @@ EXPORT_FORMAT = 1
 
 def export_state(store: Store) -> str:
     """The whole state as one JSON document: what ``import_state`` reads into any store."""
-    import json
-
     with store.lock:
         state = store.refresh()
         return json.dumps({"oj_state": EXPORT_FORMAT, "pos": state.pos,
@@ -137,8 +136,6 @@ def export_state(store: Store) -> str:
 def import_state(store: Store, text: str) -> int:
     """Start ``store``, which must hold nothing yet, from an exported document; returns its
     position (appends continue after it)."""
-    import json
-
     try:
         doc = json.loads(text)
         if not isinstance(doc, dict) or doc.get("oj_state") != EXPORT_FORMAT:
@@ -372,8 +369,6 @@ class Store:
 
     def _check_snapshots(self) -> list[WalProblem]:
         """Replay the older kept snapshot up to the newer one and compare (under the lock)."""
-        import json
-
         snaps = []
         for pos in reversed(self.log.snapshot_positions()):
             snap = self.log.read_snapshot(pos)

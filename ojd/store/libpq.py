@@ -17,6 +17,9 @@ release the GIL. The caller serialises the use of one connection.
 from __future__ import annotations
 
 import ctypes
+import select
+import threading
+import time
 from ctypes import POINTER, Structure, c_char_p, c_int, c_uint, c_void_p
 
 # PQstatus / PQconnectPoll / PQresultStatus / PQtransactionStatus values (libpq-fe.h)
@@ -78,7 +81,7 @@ def library():
     try:
         lib = ctypes.CDLL("libpq.so.5")
     except OSError:
-        from ctypes.util import find_library  # 10 ms: only where the soname is not found
+        from ctypes.util import find_library  # lazy: 10 ms, only where the soname is missing
 
         name = find_library("pq")
         if name is None:
@@ -214,9 +217,6 @@ class Connection:
         """Drive the connection to its end with Python waiting on the socket, so that Ctrl-C
         stops a connect to a host that does not answer. libpq leaves ``connect_timeout`` to
         whoever polls."""
-        import select
-        import time
-
         lib, pg = self._lib, self._pg
         timeout = _connect_timeout(opts.get("connect_timeout"))
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -306,8 +306,6 @@ class Connection:
         """Ask the server to stop the statement (a lock wait would otherwise go on after the
         session is closed). libpq's cancel connects anew and without a timeout, so it is
         given a second in a thread of its own and then left."""
-        import threading
-
         lib = self._lib
         cancel = lib.PQgetCancel(pg)
         if not cancel:
@@ -327,8 +325,6 @@ class Connection:
         poller = None
         while lib.PQisBusy(pg):
             if poller is None:
-                import select
-
                 poller = select.poll()
                 poller.register(lib.PQsocket(pg), select.POLLIN)
             # Not forever: over TLS, the rest of a record libpq had no room for waits in

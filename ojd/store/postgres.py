@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import weakref
 from _thread import RLock
 
@@ -33,6 +34,8 @@ from ojd.errors import LockTimeout, OjError, StoreUnavailable, escaped
 from ojd.store.pgconnect import client_params, db_error, libpq, redacted, session_lost
 from ojd.store.pgschema import READ_VERSION, SCHEMA_VERSION, UNDEFINED_TABLE, prepare
 from ojd.store.wal import CheckReport, Record, WalProblem, start_pos_problem
+from ojd.store.walframe import encode_events
+from ojd.store.wallock import lock_timeout
 from ojd.store.walsegments import lost_problem
 
 TYPE_CHECKING = False
@@ -122,8 +125,6 @@ class PgLog:
         return self._conn
 
     def _connect(self):
-        from ojd.store.wallock import lock_timeout
-
         pq = libpq()
         # a bad OJ_LOCK_TIMEOUT is one line, as with the WAL; 0 ms would mean "no limit"
         millis = min(max(1, int(lock_timeout() * 1000)), 2**31 - 1)
@@ -234,8 +235,6 @@ class PgLog:
     def clock_offset(self) -> float:
         """The database's clock minus this host's, in seconds (at the middle of the round
         trip): leases are each writer's clock, so hosts must agree with one another."""
-        import time
-
         before = time.time()
         db = float(self._query("SELECT extract(epoch FROM clock_timestamp())")[0][0])
         return db - (before + time.time()) / 2
@@ -546,8 +545,6 @@ class PgWriter:
         """Always durable at commit, ``sync`` or not: a database that loses a commit does
         not end the processes of other hosts that acted on it, as a power cut ends this
         host's (see the WAL's ``append``)."""
-        from ojd.store.walframe import encode_events
-
         if not events:
             return []
         # the same encoding and limits as a WAL frame's payload

@@ -188,7 +188,7 @@ class WalDirectory:
         return 0.0
 
     def save_snapshot(self, pos: int, state: object) -> Path:
-        from pathlib import Path  # only here, off the start-up path
+        from pathlib import Path  # lazy: only for a snapshot, off a push's start-up
 
         data = json.dumps({"pos": pos, "state": state}, separators=(",", ":")).encode()
         with self.locked() as w:

@@ -6,14 +6,18 @@ hung (SIGSTOP, a dead NFS server), so a wait names the holder after a second and
 OJ_LOCK_TIMEOUT; and a wait given up on must never disturb a lock the process takes later.
 ``WalLock`` is the whole of it: the directory (ojd.store.wal) holds one and hands it the
 per-process open of its lock file; nothing here knows the directory's other parts.
-Imported by every CLI call through ojd.store.wal: builtins only at import time.
+Imported by every CLI call through ojd.store.wal: builtins, fcntl and ojd.errors (which the
+CLI has loaded already) only at import time.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
-from _thread import RLock, allocate_lock
+import sys
+from _thread import RLock, allocate_lock, start_new_thread
 
+from ojd.errors import LockTimeout, UsageError, escaped
 from ojd.store.walsegments import EXCLUSIVE, SHARED
 
 TYPE_CHECKING = False
@@ -31,17 +35,11 @@ def _flock(fd: int, path: str, op: int) -> int:
     thread (polling with LOCK_NB would lose the lock to busy writers for seconds) on an open
     file description of its own: a wait given up on may still get the lock later, and must
     then neither keep it nor release one that ``fd`` took meanwhile."""
-    import fcntl
-
     try:
         fcntl.flock(fd, op | fcntl.LOCK_NB)
         return fd
     except BlockingIOError:
         pass
-    from _thread import start_new_thread
-
-    from ojd.errors import LockTimeout
-
     limit = lock_timeout()
     own = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # flock needs no write access
     got = allocate_lock()
@@ -64,8 +62,6 @@ def _flock(fd: int, path: str, op: int) -> int:
 
     start_new_thread(wait_for_it, ())
     if not got.acquire(timeout=min(1.0, limit)):
-        import sys
-
         print(f"oj: waiting for the state lock {path}, held by {lock_holders(fd)}",
               file=sys.stderr)
         if not got.acquire(timeout=max(0.0, limit - 1.0)):
@@ -82,8 +78,6 @@ def _flock(fd: int, path: str, op: int) -> int:
 
 
 def lock_timeout() -> float:
-    from ojd.errors import UsageError
-
     text = os.environ.get("OJ_LOCK_TIMEOUT", "30")
     try:
         value = float(text)
@@ -121,8 +115,6 @@ def lock_holders(fd: int) -> str:
             cmd = ""
         if len(cmd) > 60:
             cmd = cmd[:57] + "..."
-        from ojd.errors import escaped
-
         who.append(f"PID {pid}" + (f" ({escaped(cmd)})" if cmd else ""))
     return ", ".join(who)
 
@@ -151,8 +143,6 @@ class WalLock:
         self._mutex.acquire()
         try:
             if self._depth == 0:
-                import fcntl
-
                 self._base_fd = self._lockfd()
                 self._held_fd = _flock(self._base_fd, self.path, fcntl.LOCK_EX)
             self._depth += 1
@@ -176,8 +166,6 @@ class WalLock:
 
 def _unlock(fd: int, base_fd: int) -> None:
     """Unlock ``fd``; close it when it is a wait's own open of the lock file."""
-    import fcntl
-
     fcntl.flock(fd, fcntl.LOCK_UN)
     if fd != base_fd:
         os.close(fd)
@@ -199,8 +187,6 @@ class Shared:
                 self._fd = -1
                 return EXCLUSIVE
             self._base_fd = lock._lockfd()
-            import fcntl
-
             self._fd = _flock(self._base_fd, lock.path, fcntl.LOCK_SH)
         except BaseException:
             lock._mutex.release()
