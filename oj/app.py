@@ -6,6 +6,11 @@ import os
 import sys
 from functools import cached_property
 
+from ojd import paths
+from ojd import project as projects
+from ojd.errors import OjError, escaped
+from ojd.project import find_root
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ojd.runbook.model import Runbook
@@ -18,12 +23,11 @@ class App:
 
     @cached_property
     def root(self) -> str:
-        from ojd.project import find_root
-
         return find_root(override=self.project_override)
 
     @cached_property
     def store(self) -> Store:
+        # lazy: oj runbook check and oj run of a command's script never open the store
         from ojd.store import Store
 
         store = Store()
@@ -34,8 +38,6 @@ class App:
     def reader_store(self) -> Store | EmptyStore:
         """The store for listings. Only writers create the state dir: a missing one (nothing
         recorded yet, or a mistyped ``OJ_STATE_DIR``) lists as empty, with a note."""
-        from ojd import paths
-
         root = paths.state_dir()
         if state_exists(root):
             return self.store  # an unusable path still fails with its one-line reason
@@ -45,9 +47,6 @@ class App:
     def existing_store(self) -> Store:
         """The store for commands that read one record (show, logs): a missing state dir is
         the error, rather than "no such id"."""
-        from ojd import paths
-        from ojd.errors import OjError
-
         root = paths.state_dir()
         if not state_exists(root):
             raise OjError(missing_state_dir(root))
@@ -55,16 +54,12 @@ class App:
 
     @cached_property
     def runbook(self) -> Runbook:
-        from ojd import paths, project
-
         # the parsed runbook is cached in the state dir, when there is one
         root = paths.state_dir()
-        return project.load(self.root, paths.cache_dir(root) if os.path.isdir(root) else None)
+        return projects.load(self.root, paths.cache_dir(root) if os.path.isdir(root) else None)
 
     def project_or_none(self) -> str | None:
         """The project when there is one; listings outside a project show everything."""
-        from ojd.errors import OjError
-
         if self.project_override or os.environ.get("OJ_PROJECT"):
             return self.root  # asked for by name: not finding it is an error
         try:
@@ -80,8 +75,6 @@ def state_exists(root: str) -> bool:
 
 
 def missing_state_dir(root: str) -> str:
-    from ojd.errors import escaped
-
     root = escaped(root)  # a path from the environment, on one line
     if os.environ.get("OJ_STATE_DIR"):
         return (f"state dir {root} (OJ_STATE_DIR) does not exist, so nothing is recorded "
@@ -94,7 +87,7 @@ class EmptyStore:
     """What a reader sees of a state dir that does not exist: nothing, and nothing created."""
 
     def __init__(self, root: str) -> None:
-        from ojd.state import State
+        from ojd.state import State  # lazy: as in App.store
 
         self.root = root
         self.state = State()

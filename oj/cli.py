@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
+from ojd.errors import OjError
+
 
 def _fail(message: str, code: int) -> int:
     for line in message.splitlines():
@@ -22,16 +24,14 @@ def _fail(message: str, code: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from ojd.errors import OjError
-
     try:
         if "push" in argv[:4] or "worker" in argv[:3]:
-            from oj.fastpath import try_fast
+            from oj.fastpath import try_fast  # lazy: only push and worker start try it
 
             code = try_fast(argv)
             if code is not None:
                 return code
-        from oj.root import run
+        from oj.root import run  # lazy: click (~60 ms), only for what the fast path leaves
 
         return run(argv)
     except OjError as e:

@@ -46,7 +46,7 @@ def try_queue_push(args: list[str], project: str | None = None) -> int | None:
             positional.append(arg)
     if len(positional) not in (1, 2):
         return None
-    from oj.push import do_push
+    from oj.push import do_push  # lazy: a push loads its own modules, not worker start's
 
     return do_push(positional[0], positional[1] if len(positional) == 2 else None,
                    tuple(variables), project)
@@ -56,6 +56,6 @@ def try_worker_start(args: list[str], project: str | None = None) -> int | None:
     """``oj worker start NAME`` (and its alias ``wake``); any option goes to click."""
     if len(args) != 1 or args[0].startswith("-"):
         return None
-    from oj.start import do_start
+    from oj.start import do_start  # lazy: as in try_queue_push, the other way round
 
     return do_start(args[0], project)

@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from ojd.duration import format_duration
+
 output_option = click.option("-o", "--output", type=click.Choice(["table", "json"]),
                              default="table", show_default=True, help="Output format.")
 
@@ -17,8 +19,6 @@ output_option = click.option("-o", "--output", type=click.Choice(["table", "json
 def ago(ts: float | None, now: float | None = None) -> str:
     if not ts:
         return "-"
-    from ojd.duration import format_duration
-
     return format_duration(max(0.0, (now or time.time()) - ts)) + " ago"
 
 

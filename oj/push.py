@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import sys
 
+from ojd import lastgood, paths, queues
+from ojd import project as projects
+from ojd.errors import OjError, RunbookError, UsageError, quoted
+from ojd.store import Store
+from ojd.wake import start_hint, wake_queue_workers
+
 
 def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
             project: str | None, start: bool = False) -> int:
     """Validate, push durably, print the id, wake the queue's running workers; with
     ``start``, start those of this project's workers of the queue that do not run."""
-    from ojd import lastgood, paths, queues
-    from ojd import project as projects
-    from ojd.errors import RunbookError
-    from ojd.store import Store
-    from ojd.wake import start_hint, wake_queue_workers
-
     root = projects.find_root(override=project)
     store = Store()
     cache = paths.cache_dir(store.root)
@@ -64,9 +64,8 @@ def start_workers(root: str, index: dict, queue: str, woken: list[str],
                   project: str | None) -> int:
     """``--start``: each worker of the runbook that takes from ``queue`` and was not woken is
     started as ``oj worker start NAME`` starts it; a failure says the item is queued."""
+    # lazy: worker start's modules (D-Bus, unit control, trust), only for --start
     from oj.start import start_worker
-    from ojd.errors import OjError, quoted
-
     names = sorted(name for name, w in index["workers"].items()
                    if w["queue"] == queue and name not in woken)
     if not names and not woken:
@@ -86,8 +85,6 @@ def start_workers(root: str, index: dict, queue: str, woken: list[str],
 
 
 def read_stdin() -> str:
-    from ojd.errors import UsageError
-
     try:
         return sys.stdin.buffer.read().decode()
     except UnicodeDecodeError as e:

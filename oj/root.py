@@ -7,6 +7,7 @@ import importlib
 import click
 
 from ojd import __version__
+from ojd.errors import escaped
 
 # name -> (module, attribute, help)
 SUBCOMMANDS = {
@@ -49,7 +50,7 @@ class LazyGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, project: str | None) -> None:
     """oj runs runbook-defined work in the background; every worker is a systemd service."""
-    from oj.app import App
+    from oj.app import App  # lazy: oj --help and --version never build it
 
     ctx.obj = App(project)
 
@@ -65,8 +66,6 @@ def run(argv: list[str]) -> int:
             e.show()  # `oj worker` alone: the group's help is the answer (click >= 8.2)
             return 2
         # one line, like every oj error: the problem, then where the full usage is
-        from ojd.errors import escaped
-
         message = e.format_message().rstrip(".")
         command = e.ctx.command_path if e.ctx is not None else "oj"
         click.echo(f"oj: {message if message.isprintable() else escaped(message)}; "

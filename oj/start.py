@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import sys
 
+from ojd import paths, runas, worker_control
+from ojd import project as projects
+from ojd.errors import quoted
+from ojd.store import Store
+from ojd.systemd import Systemd
+
 
 def do_start(name: str, project: str | None, user: bool | None = None,
              enable: bool = False, run_as: str | None = None) -> int:
@@ -22,12 +28,6 @@ def do_start(name: str, project: str | None, user: bool | None = None,
 def start_worker(name: str, project: str | None, user: bool | None = None,
                  enable: bool = False, run_as: str | None = None) -> str:
     """``do_start`` without its output: the line that says what happened."""
-    from ojd import paths, worker_control
-    from ojd import project as projects
-    from ojd.errors import quoted
-    from ojd.store import Store
-    from ojd.systemd import Systemd
-
     root = projects.find_root(override=project)
     systemd = Systemd(user=user)
     # who may change the runbooks is checked before anything reads or records them
@@ -36,8 +36,6 @@ def start_worker(name: str, project: str | None, user: bool | None = None,
     runbook = worker_control.WorkerIndex(projects.load_index(root, paths.cache_dir(store.root)))
     changed = False
     if enable:
-        from ojd import runas
-
         before = runas.recorded_user(systemd, name)
         for note in worker_control.enable(store, systemd, runbook, root, name, run_as):
             print(f"oj: {note}", file=sys.stderr)

@@ -9,6 +9,9 @@ import click
 
 from oj.commands.job import find_job
 from oj.output import emit_json, output_option, table
+from ojd.agents import session as tmux
+from ojd.errors import OjError
+from ojd.runbook.model import DEFAULT_AGENT_IDLE
 from ojd.state import LIVE_JOB_STATES
 
 
@@ -28,9 +31,6 @@ def current_agent(job: dict) -> dict | None:
 
 
 def _live_agent(app, job_id: str) -> tuple[dict, dict]:
-    from ojd.agents import session as tmux
-    from ojd.errors import OjError
-
     j = find_job(app.existing_store(), job_id)
     a = current_agent(j)
     if a is None:
@@ -45,9 +45,6 @@ def _live_agent(app, job_id: str) -> tuple[dict, dict]:
 
 def agent_status(app, job: dict, a: dict, now: float) -> str:
     """waiting, dead, idle or running: as `oj agent list` and `oj status` show it."""
-    from ojd.agents import session as tmux
-    from ojd.runbook.model import DEFAULT_AGENT_IDLE
-
     if job["status"] == "waiting":
         return "waiting"
     if not tmux.alive(a["socket"], a["session"]):
@@ -90,9 +87,6 @@ def list_cmd(app, output: str) -> None:
 @click.pass_obj
 def peek_cmd(app, job_id: str) -> None:
     """Print the agent's screen as it is now."""
-    from ojd.agents import session as tmux
-    from ojd.errors import OjError
-
     j, a = _live_agent(app, job_id)
     screen = tmux.capture(a["socket"], a["session"])
     if screen is None:
@@ -105,8 +99,6 @@ def peek_cmd(app, job_id: str) -> None:
 @click.pass_obj
 def attach_cmd(app, job_id: str) -> None:
     """Take the agent's terminal (tmux); detach with C-b d, the agent keeps running."""
-    from ojd.agents import session as tmux
-
     _, a = _live_agent(app, job_id)
     argv = tmux.attach_argv(a["socket"], a["session"])
     env = dict(os.environ)
@@ -120,9 +112,6 @@ def attach_cmd(app, job_id: str) -> None:
 @click.pass_obj
 def send_cmd(app, job_id: str, message: str) -> None:
     """Type MESSAGE into the agent's session, then Enter."""
-    from ojd.agents import session as tmux
-    from ojd.errors import OjError
-
     j, a = _live_agent(app, job_id)
     if not tmux.send(a["socket"], a["session"], message):
         raise OjError(f"could not type into the agent of job {j['id']}: its session ended")

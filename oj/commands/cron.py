@@ -9,7 +9,10 @@ import click
 
 from oj.commands.worker import show_journal, systemd_for, user_scope, with_scope
 from oj.output import ago, emit_json, output_option, table
-from ojd.errors import quoted
+from ojd import crons
+from ojd.duration import format_duration
+from ojd.errors import OjError, escaped, quoted
+from ojd.wake import manager_present
 
 
 @click.group()
@@ -25,8 +28,6 @@ def cron() -> None:
 def start_cmd(app, name: str, enable: bool, scope: str | None) -> None:
     """Start a cron's timer with its runbook's schedule (a running one takes a changed
     schedule)."""
-    from ojd import crons
-
     systemd = systemd_for(scope)
     outcome = crons.start(app.store, systemd, app.runbook, app.root, name)
     if enable:
@@ -44,8 +45,6 @@ def start_cmd(app, name: str, enable: bool, scope: str | None) -> None:
 @click.pass_obj
 def stop_cmd(app, name: str, scope: str | None) -> None:
     """Stop a cron's timer: no more ticks. Jobs it started run on to their end."""
-    from ojd import crons
-
     st = crons.stop(systemd_for(scope), name)
     store = app.reader_store
     root = (store.state.crons.get(name) or {}).get("project")
@@ -60,8 +59,6 @@ def stop_cmd(app, name: str, scope: str | None) -> None:
 @click.pass_obj
 def enable_cmd(app, name: str, scope: str | None) -> None:
     """Start a cron's timer at boot (it joins oj-workers.target); does not start it now."""
-    from ojd import crons
-
     for note in crons.enable(app.store, systemd_for(scope), app.runbook, app.root, name):
         click.echo(f"oj: {note}", err=True)
     click.echo(f"Cron {quoted(name)} enabled")
@@ -72,8 +69,6 @@ def enable_cmd(app, name: str, scope: str | None) -> None:
 @with_scope
 def disable_cmd(name: str, scope: str | None) -> None:
     """No longer start a cron's timer at boot; a running timer keeps running."""
-    from ojd import crons
-
     crons.disable(systemd_for(scope), name)
     click.echo(f"Cron {quoted(name)} disabled")
 
@@ -85,8 +80,6 @@ def disable_cmd(name: str, scope: str | None) -> None:
 def once_cmd(app, name: str, scope: str | None) -> None:
     """Tick now: start the cron's job, as its timer would (skipped while its concurrency
     is reached). Prints the job's id; follow it with 'oj job logs -f ID'."""
-    from ojd import crons
-
     result = crons.once(app.store, systemd_for(scope), app.runbook, app.root, name)
     if result["outcome"] == "skipped":
         cron_ = app.runbook.crons[name]
@@ -105,10 +98,6 @@ def once_cmd(app, name: str, scope: str | None) -> None:
 def logs_cmd(app, name: str, follow: bool, lines: int, scope: str | None) -> None:
     """The cron's journal: its ticks (started or skipped) and the output of the jobs of its
     latest ticks (the units oj-job-ID.scope)."""
-    from ojd import crons
-    from ojd.errors import OjError
-    from ojd.wake import manager_present
-
     crons.check_name(name)
     try:
         runbook = app.runbook
@@ -138,8 +127,6 @@ def logs_cmd(app, name: str, follow: bool, lines: int, scope: str | None) -> Non
 @click.pass_obj
 def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
     """Crons with their schedule, next run, last run and its outcome, and boot state."""
-    from ojd import crons
-
     project = None if all_projects else app.project_or_none()
     runbook = app.runbook if project is not None else None
     rows, problem = crons.listing(app.reader_store, systemd_for(scope), project, runbook)
@@ -149,8 +136,6 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
     if output == "json":
         emit_json(rows)
         return
-    from ojd.errors import escaped
-
     now = time.time()
     # runbook text, escaped as 'oj status' does: a control character would break the table
     table(("NAME", "SCHEDULE", "STATE", "NEXT", "LAST", "OUTCOME", "RUNNING", "BOOT"),
@@ -183,6 +168,4 @@ def boot(enabled: bool | None) -> str:
 def until(ts: float | None, now: float) -> str:
     if ts is None:
         return "-"
-    from ojd.duration import format_duration
-
     return "in " + format_duration(max(0.0, ts - now))

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
 import click
 
 from oj.output import ago, emit_json, output_option, table
+from ojd import paths, wake
+from ojd.duration import DurationError, format_duration, parse_duration
+from ojd.errors import OjError, UsageError, escaped, quoted
+from ojd.identity import elsewhere
+from ojd.notify import one_line
 from ojd.state import LIVE_JOB_STATES
 
 JOB_FIELDS = ("id", "name", "pipeline", "status", "step", "step_status", "item", "worker",
@@ -19,8 +25,6 @@ NAME_WIDTH = 32
 
 
 def find_job(store, prefix: str) -> dict:
-    from ojd.errors import OjError, quoted
-
     matches = store.state.find(store.state.jobs, prefix)
     if not matches:
         raise OjError(f"no job with id {quoted(prefix)}; see 'oj job list'")
@@ -59,8 +63,6 @@ def list_cmd(app, status: str | None, output: str) -> None:
 @click.pass_obj
 def show_cmd(app, job_id: str, output: str) -> None:
     """One job and its steps."""
-    from ojd.errors import escaped
-
     store = app.existing_store()
     j = find_job(store, job_id)
     if output == "json":
@@ -97,8 +99,6 @@ def show_cmd(app, job_id: str, output: str) -> None:
 @click.pass_obj
 def logs_cmd(app, job_id: str, follow: bool) -> None:
     """Print a job's log (every step's output)."""
-    from ojd import paths
-
     store = app.existing_store()
     j = find_job(store, job_id)
     # a job log is a file of the host that ran the steps: with a shared state, steps of
@@ -106,8 +106,6 @@ def logs_cmd(app, job_id: str, follow: bool) -> None:
     others = other_hosts(j) if store.shared else []
     path = paths.job_log(store.root, j["id"])
     if others:
-        from ojd.errors import OjError, escaped
-
         where = ", ".join(escaped(h) for h in others)
         where = f"host{'s' if len(others) > 1 else ''} {where}"
         if not os.path.exists(path):
@@ -116,6 +114,7 @@ def logs_cmd(app, job_id: str, follow: bool) -> None:
         click.echo(f"oj: steps of job {j['id']} also ran on {where}: their output is in the "
                    "log there", err=True)
     if follow:  # as `oj run` shows its job, until it ends
+        # lazy: the job runners (~40 modules); oj status imports this module for short_name
         from ojd.runners import control
 
         def write(chunk: bytes) -> None:
@@ -131,8 +130,6 @@ def logs_cmd(app, job_id: str, follow: bool) -> None:
 
 def other_hosts(j: dict) -> list[str]:
     """The hosts other than this one that ran steps of the job, or run its process now."""
-    from ojd.identity import elsewhere
-
     found = [elsewhere({"host": h.get("host")}) for h in j["history"]]
     found.append(elsewhere(j.get("process")))
     return list(dict.fromkeys(h for h in found if h))
@@ -144,7 +141,7 @@ def other_hosts(j: dict) -> list[str]:
 def cancel_cmd(app, job_ids: tuple[str, ...]) -> None:
     """Cancel jobs: stop what runs of them; a worker job's item goes dead ("cancelled"),
     so `oj queue retry` can bring it back."""
-    from ojd.runners import control
+    from ojd.runners import control  # lazy: as in logs_cmd, off oj status
 
     store = app.existing_store()
     jobs = [find_job(store, prefix) for prefix in job_ids]  # all ids valid before acting
@@ -166,9 +163,8 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
                detach: bool) -> int:
     """Run a failed, cancelled or interrupted job on from the step it stopped at; answer
     a job waiting on its agent (-m)."""
+    # lazy: the run command and the job runners, off oj status (as in logs_cmd)
     from oj.commands.run import follow_job, start_job
-    from ojd.errors import OjError, UsageError, escaped, quoted
-    from ojd.identity import elsewhere
     from ojd.runners import control
     from ojd.runners.liveness import alive
 
@@ -215,8 +211,6 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
     else:
         j = control.reopen(app.store, j["id"], values)
     if j["worker"]:
-        from ojd import wake
-
         where = "" if wake.wake_worker(app.store, j["worker"]) else \
             f"; it is not running: oj worker start {j['worker']}"
         click.echo(f"job {j['id']} resumes at step '{j.get('next') or j['step'] or '-'}' "
@@ -231,18 +225,12 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
 
 def short_name(name: str, width: int = NAME_WIDTH) -> str:
     """A name for a table cell: one line, cut to ``width`` with an ellipsis (JSON has it all)."""
-    from ojd.errors import escaped
-
     name = escaped(name or "", backslashes=False)
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
 def value_line(value: object) -> str:
     """A var or local on one line: text as it is (escaped), anything else as compact JSON."""
-    import json
-
-    from ojd.errors import escaped
-
     if isinstance(value, str):
         return escaped(value, backslashes=False)
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
@@ -265,10 +253,7 @@ WAIT_WORST = ("not found", "failed", "cancelled", "timeout", "done")
 def wait_cmd(app, job_ids: tuple[str, ...], timeout: str | None, any_: bool) -> int:
     """Wait until jobs end; the exit status says how (0 done, 1 failed, 2 timeout,
     3 not found, 4 cancelled; with several jobs, the worst)."""
-    from ojd import paths
-    from ojd.duration import DurationError, parse_duration
-    from ojd.errors import UsageError, escaped
-    from ojd.prune import is_finished
+    from ojd.prune import is_finished  # lazy: prunes load shutil and more, off oj status
 
     try:
         limit = None if timeout is None else parse_duration(timeout, allow_zero=True)
@@ -316,9 +301,6 @@ def wait_cmd(app, job_ids: tuple[str, ...], timeout: str | None, any_: bool) -> 
 
 
 def _wait_summary(job_id: str, j: dict | None, outcome: str | None, why: str) -> str:
-    from ojd.duration import format_duration
-    from ojd.notify import one_line
-
     if j is None:
         return f"{job_id}: not found (no longer recorded)"
     head = f"{job_id} {short_name(j['name'])}:"
@@ -339,9 +321,6 @@ def older_than_option(default: str):
 
 
 def parse_age(text: str) -> float:
-    from ojd.duration import DurationError, parse_duration
-    from ojd.errors import UsageError
-
     try:
         return parse_duration(text, allow_zero=True)
     except DurationError as e:
@@ -355,9 +334,7 @@ def parse_age(text: str) -> float:
 def prune_cmd(app, older_than: str, dry_run: bool) -> int:
     """Remove finished jobs (done, failed, cancelled) that ended long enough ago: their logs,
     their kept workspaces, and their record in the state."""
-    from ojd import prune
-    from ojd.errors import escaped
-
+    from ojd import prune  # lazy: as in wait_cmd, off oj status
     age = parse_age(older_than)
     project = app.project_or_none()
     store = app.reader_store

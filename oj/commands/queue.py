@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
 
 import click
 
 from oj.output import ago, emit_json, output_option, table
+from ojd import paths
+from ojd import project as projects
+from ojd.duration import format_duration
+from ojd.errors import OjError, UsageError, escaped, quoted
+from ojd.queue_maintenance import drain, known_queue, overview, prune, settle
+from ojd.queues import drop, find_item, queue_named, retry
 
 ITEM_FIELDS = ("id", "queue", "status", "data", "attempts", "created_at", "updated_at",
                "retry_at", "job", "error", "project")
@@ -30,6 +37,7 @@ def push_cmd(app, queue_name: str, item: str | None, variables: tuple[str, ...],
              start: bool) -> int:
     """Queue an item, e.g. oj queue push merges '{"branch": "fix-1"}' (JSON - reads it from
     stdin). Prints its id."""
+    # lazy: the push's own modules (wake-ups, the last good runbook), off oj queue list
     from oj.push import do_push
 
     return do_push(queue_name, item, variables, app.project_override, start)
@@ -56,8 +64,6 @@ def list_cmd(app, queue_name: str | None, all_items: bool, status: str | None,
         _list_queues(app, project, output)
         return
     if queue_name is not None and project is not None:
-        from ojd.queues import queue_named
-
         queue_named(app.runbook, queue_name)
     items = app.reader_store.state.queue_items(project, queue_name)
     if status:
@@ -73,13 +79,8 @@ def list_cmd(app, queue_name: str | None, all_items: bool, status: str | None,
 
 
 def _list_queues(app, project: str | None, output: str) -> None:
-    from ojd.errors import escaped
-    from ojd.queue_maintenance import overview
-
     runbook = None
     if project is not None:
-        from ojd.errors import OjError
-
         try:
             runbook = app.runbook
         except OjError as e:  # an operator still sees the queues while a runbook is broken
@@ -105,8 +106,6 @@ def _short(text: str, width: int = 60) -> str:
 @click.pass_obj
 def show_cmd(app, item_id: str, output: str) -> None:
     """Show one item (a unique prefix of its id is enough)."""
-    from ojd.queues import find_item
-
     item = find_item(app.existing_store(), item_id, app.project_or_none())
     if output == "json":
         emit_json(item_json(item))
@@ -126,8 +125,6 @@ def show_cmd(app, item_id: str, output: str) -> None:
 @click.pass_obj
 def drop_cmd(app, queue_name: str, item_id: str) -> None:
     """Remove an item that is not being worked on."""
-    from ojd.queues import drop, queue_named
-
     queue_named(app.runbook, queue_name)
     item = drop(app.store, app.root, queue_name, item_id)
     click.echo(f"dropped {item['id']}")
@@ -140,9 +137,6 @@ def drop_cmd(app, queue_name: str, item_id: str) -> None:
 @click.pass_obj
 def retry_cmd(app, queue_name: str, item_id: str | None, all_dead: bool) -> None:
     """Put a failed or dead item back to pending, its attempts reset."""
-    from ojd.errors import UsageError
-    from ojd.queues import queue_named, retry
-
     if (item_id is None) == (not all_dead):
         raise UsageError("give an item ID or --all-dead (not both)")
     queue_named(app.runbook, queue_name)
@@ -158,9 +152,6 @@ def retry_cmd(app, queue_name: str, item_id: str | None, all_dead: bool) -> None
 def drain_cmd(app, queue_name: str, dry_run: bool, output: str) -> None:
     """Drop every item of QUEUE still waiting to be taken: pending ones and failed ones
     waiting for their retry. Active items stay with their jobs."""
-    from ojd.errors import quoted
-    from ojd.queue_maintenance import drain, known_queue
-
     known_queue(app.runbook, app.root, queue_name, lambda: app.store.state)
     items = drain(app.store, app.root, queue_name, dry_run)
     if output == "json":
@@ -189,11 +180,7 @@ def prune_cmd(app, queue_name: str | None, older_than: str | None, any_age: bool
               dry_run: bool, output: str) -> None:
     """Remove completed and dead items from the state: of QUEUE, else of every queue of this
     project (of every project, outside one)."""
-    import time
-
-    from oj.commands.job import parse_age
-    from ojd.errors import UsageError, quoted
-    from ojd.queue_maintenance import known_queue, prune
+    from oj.commands.job import parse_age  # lazy: the job commands, off oj queue list
 
     if any_age and older_than is not None:
         raise UsageError("give --older-than or --all, not both")
@@ -238,10 +225,6 @@ def fail_cmd(app, item_id: str) -> None:
 
 
 def _settle(app, item_id: str, outcome: str) -> None:
-    from ojd.errors import escaped, quoted
-    from ojd.queue_maintenance import settle
-    from ojd.queues import find_item
-
     project = app.project_or_none()
     store = app.existing_store()
     runbook = None  # only a failure needs it: its queue's retry policy
@@ -255,8 +238,6 @@ def _settle(app, item_id: str, outcome: str) -> None:
         became = f"dead (no retries left); bring it back with 'oj queue retry " \
                  f"{escaped(item['queue'])} {item['id']}'"
     else:
-        from ojd.duration import format_duration
-
         wait = event["retry_at"] - event.get("ts", event["retry_at"])
         became = "failed; retried " + (f"in {format_duration(wait)}" if wait >= 1 else
                                        "by its worker's next poll")
@@ -266,10 +247,7 @@ def _settle(app, item_id: str, outcome: str) -> None:
 def _runbook_of(root: str):
     """The runbook of an item's project, for its queue's retry policy (outside a project);
     None when it cannot be read: the item then goes dead."""
-    from ojd import paths, project
-    from ojd.errors import OjError
-
     try:
-        return project.load(root, paths.cache_dir(paths.state_dir()))
+        return projects.load(root, paths.cache_dir(paths.state_dir()))
     except (OjError, OSError):
         return None

@@ -5,9 +5,15 @@ follows its output until it ends; Ctrl-C leaves it running."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
+
+from ojd import bashrun
+from ojd.errors import UsageError, escaped, quoted
+from ojd.runbook.argspec import ArgsError
+from ojd.runbook.template import TemplateError, render_shell
 
 
 @click.command(context_settings={"ignore_unknown_options": True,
@@ -21,9 +27,6 @@ def run(app, detach: bool, command_name: str, argv: tuple[str, ...]) -> int:
     """Run a runbook command. A pipeline command's job runs on its own (a closed terminal
     does not stop it); its output is shown as it comes and the exit status is its outcome:
     0 done, 1 failed, 4 cancelled. Ctrl-C stops following, not the job."""
-    from ojd.errors import UsageError, escaped, quoted
-    from ojd.runbook.argspec import ArgsError
-
     runbook = app.runbook
     command = runbook.commands.get(command_name)
     if command is None:
@@ -40,21 +43,18 @@ def run(app, detach: bool, command_name: str, argv: tuple[str, ...]) -> int:
 
 
 def _run_shell(app, script: str, values: dict) -> int:
-    from ojd.errors import UsageError
-    from ojd.runbook.template import TemplateError, render_shell
-
     ctx = {"args": values, "var": values, "invoke": {"dir": os.getcwd()}}
     try:
         rendered = render_shell(script, ctx)
     except TemplateError as e:
         raise UsageError(str(e)) from None
     env = dict(os.environ, OJ_PROJECT=app.root)
-    from ojd import bashrun
-
     return bashrun.run(rendered, "-e", "-o", "pipefail", cwd=app.root, env=env).returncode
 
 
 def _run_pipeline(app, pipeline: str, values: dict, name: str, detach: bool) -> int:
+    # lazy: the store and the job runners (~40 modules) only for a pipeline, not for a
+    # command's script
     from ojd.queues import new_id
     from ojd.runners.jobs import job_created_event
 
@@ -84,9 +84,7 @@ def start_job(app, job_id: str, create=None, name: str | None = None,
     """Start the job's own process (in a scope of this user's manager when there is one);
     ``create(tx)`` gives the events that create the job, appended with its process; else
     the job exists and its recorded process must still be ``replaces``."""
-    import signal
-
-    from ojd.runners import jobprocess
+    from ojd.runners import jobprocess  # lazy: as in _run_pipeline
 
     # Ctrl-C between the record of the process and its go would leave a job whose process
     # never ran: it waits until the process runs (and is then only a detach)
@@ -103,7 +101,7 @@ def start_job(app, job_id: str, create=None, name: str | None = None,
 def follow_job(app, job_id: str) -> int:
     """Show the job's output until it ends; its outcome as the exit status. Ctrl-C (or a
     closed terminal) leaves the job running."""
-    from ojd.runners import control
+    from ojd.runners import control  # lazy: as in _run_pipeline
 
     out = sys.stdout.buffer
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from oj.output import emit_json, output_option, table
+from ojd.errors import RunbookError
+from ojd.project import RUNBOOK_DIR, check, scan
 
 
 @click.group()
@@ -20,11 +24,6 @@ def check_cmd(app) -> int:
 
     Warnings (values where bash reads them again, values in command position) are printed
     too, as file:line: warning: ...; they do not change the exit status."""
-    import os
-
-    from ojd.errors import RunbookError
-    from ojd.project import RUNBOOK_DIR, check, scan
-
     files, skipped = scan(app.root)
     for display, why in skipped:
         click.echo(f"warning: skipped {display}: {why}", err=True)

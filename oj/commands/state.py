@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
+from oj.app import missing_state_dir, state_exists
 from oj.output import emit_json, output_option
+from ojd import paths
+from ojd.errors import OjError
+from ojd.state import LIVE_JOB_STATES
+from ojd.store import Store, export_state, import_state, state_dir_error
+from ojd.store.walsegments import positions
 
 
 @click.group()
@@ -20,16 +28,8 @@ def state() -> None:
 def check_cmd(output: str, repair: bool, yes: bool) -> int:
     """Verify every record, that no position is missing, and that the snapshots agree with
     the log; report each problem with its position. Exit 1 on a problem."""
-    from ojd import paths
-    from ojd.store import Store, state_dir_error
-    from ojd.store.walsegments import positions
-
     root = paths.state_dir()
-    from oj.app import missing_state_dir, state_exists
-
     if not state_exists(root):  # checking must not create it
-        from ojd.errors import OjError
-
         raise OjError(missing_state_dir(root))
     try:
         store = Store(root, on_problem=lambda _p: None)  # all of it is in the report
@@ -77,8 +77,6 @@ def check_cmd(output: str, repair: bool, yes: bool) -> int:
     for what, _do in plan:
         click.echo(f"  - {what}", file=err)
     if not yes:
-        import sys
-
         if not sys.stdin.isatty():
             click.echo("oj: not repairing without --yes (no terminal to ask)", file=err)
             return 1
@@ -103,9 +101,6 @@ def compact_cmd(app) -> None:
 def export_cmd(app) -> None:
     """Write the whole state as one JSON document to stdout: a backup, or the way to move a
     state between the WAL directory and PostgreSQL ('oj state import')."""
-    from ojd.state import LIVE_JOB_STATES
-    from ojd.store import export_state
-
     click.echo(export_state(app.store))
     live = sorted(j["id"] for j in app.store.state.jobs.values()
                   if j["status"] in LIVE_JOB_STATES)
@@ -121,10 +116,6 @@ def export_cmd(app) -> None:
 def import_cmd(app) -> None:
     """Read a document of 'oj state export' from stdin into this store, which must hold no
     state yet (a new state dir, or an empty database)."""
-    import sys
-
-    from ojd.store import import_state
-
     pos = import_state(app.store, sys.stdin.read())
     where = f"PostgreSQL {app.store.log.path}" if app.store.url else f"state dir {app.store.root}"
     click.echo(f"imported the state at position {pos} into {where}", err=True)

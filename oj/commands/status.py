@@ -8,7 +8,12 @@ import time
 
 import click
 
-from oj.output import emit_json, output_option
+from oj.commands.job import short_name
+from oj.output import ago, emit_json, output_option
+from ojd import status as st
+from ojd.crons import schedule_shown
+from ojd.errors import OjError, UsageError, escaped
+from ojd.systemd import Systemd
 
 WATCH_EVERY = 2.0  # seconds between redraws of --watch
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
@@ -27,9 +32,6 @@ class Red(str):
 @click.pass_obj
 def status(app, output: str, watch: bool) -> int:
     """Workers, jobs, queues and agents of this project (every project's, outside one)."""
-    from ojd.errors import UsageError
-    from ojd.systemd import Systemd
-
     if watch and output == "json":
         raise UsageError("--watch redraws a screen for people; -o json prints once")
     project = app.project_or_none()
@@ -56,14 +58,10 @@ def status(app, output: str, watch: bool) -> int:
 
 
 def _gather(app, project: str | None, systemd) -> dict:
-    from ojd import status as st
-
     store = app.reader_store
     now = time.time()
     runbook = None
     if project is not None:
-        from ojd.errors import OjError
-
         try:
             runbook = app.runbook
         except OjError:  # a broken runbook: the state still shows (oj runbook check says why)
@@ -71,6 +69,7 @@ def _gather(app, project: str | None, systemd) -> dict:
     projects = [project] if project is not None else st.projects_of(store)
 
     def agent_row(job: dict) -> dict | None:
+        # lazy: tmux session handling, only for a job at an agent step
         from oj.commands.agent import agent_status, current_agent
 
         a = current_agent(job)
@@ -89,8 +88,6 @@ def _gather(app, project: str | None, systemd) -> dict:
 
 
 def render(report: dict, color: bool) -> str:
-    from ojd.errors import escaped
-
     lines: list[str] = []
     problem = report["systemd"]["problem"]
     if problem:
@@ -118,10 +115,6 @@ def _header(project: str, attention: dict, color: bool) -> str:
 
 
 def _section(lines: list[str], s: dict, now: float, color: bool) -> None:
-    from oj.commands.job import short_name
-    from oj.output import ago
-    from ojd.errors import escaped
-
     def enabled(value: bool | None) -> str:
         return "-" if value is None else ("enabled" if value else "disabled")
 
@@ -161,8 +154,8 @@ def _section(lines: list[str], s: dict, now: float, color: bool) -> None:
                  flag(q, q["dead"]), ", ".join(q["workers"]) or "-"]
                 for q in s["queues"]], color)
     if s["crons"]:
+        # lazy: the cron and worker commands, only for a project with crons
         from oj.commands.cron import boot, outcome_of, state_of, until
-        from ojd.crons import schedule_shown
 
         _table(lines, "Crons", ("NAME", "SCHEDULE", "STATE", "BOOT", "NEXT", "LAST",
                                 "OUTCOME", "RUNNING"),
@@ -186,8 +179,6 @@ def _red(cells: list[str]) -> list[str]:
 
 
 def _cut(text: str) -> str:
-    from ojd.errors import escaped
-
     text = escaped(text, backslashes=False)
     return text if len(text) <= ERROR_WIDTH else text[: ERROR_WIDTH - 1] + "…"
 

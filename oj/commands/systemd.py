@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from oj.commands.worker import systemd_for, with_scope
+from ojd import paths
+from ojd import unitfiles as units
 
 
 @click.group()
@@ -16,8 +18,6 @@ def systemd() -> None:
 @with_scope
 def install_cmd(scope: str | None) -> None:
     """Write oj-worker@.service and oj-workers.target with this installation's ojd."""
-    from ojd import unitfiles as units
-
     manager = systemd_for(scope)
     written = units.install(manager)
     for path in written:
@@ -29,9 +29,6 @@ def install_cmd(scope: str | None) -> None:
 def uninstall_cmd(scope: str | None) -> None:
     """Remove the unit files this installation wrote and the drop-ins of this state dir's
     workers (stop workers first)."""
-    from ojd import paths
-    from ojd import unitfiles as units
-
     removed, kept = units.uninstall(systemd_for(scope), paths.state_dir())
     for path in removed:
         click.echo(f"removed {path}")

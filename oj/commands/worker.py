@@ -8,7 +8,15 @@ import os
 import click
 
 from oj.output import ago, emit_json, output_option, table
-from ojd.errors import quoted
+from oj.start import do_start, start_worker
+from ojd import worker_control
+from ojd.errors import OjError, UsageError, escaped, quoted
+from ojd.identity import elsewhere
+from ojd.state import LIVE_JOB_STATES
+from ojd.systemd import Systemd, SystemdUnavailable
+from ojd.unitnames import worker_unit
+from ojd.wake import manager_present
+from ojd.worker_control import check_name
 
 scope_options = [
     click.option("--user", "scope", flag_value="user",
@@ -25,8 +33,6 @@ def with_scope(f):
 
 
 def systemd_for(scope: str | None):
-    from ojd.systemd import Systemd
-
     return Systemd(user=None if scope is None else scope == "user")
 
 
@@ -38,8 +44,6 @@ def user_scope(scope: str | None) -> bool:
 
 def show_journal(units: list[str], user: bool, lines: int, follow: bool, what: str) -> None:
     """Replace this process with journalctl showing ``units``' lines, merged in time."""
-    from ojd.errors import OjError
-
     argv = ["journalctl"]
     for unit in units:
         argv += ["--user-unit" if user else "--unit", unit]
@@ -60,15 +64,11 @@ def worker() -> None:
 def _start(app, name: str, scope: str | None, enable: bool = False,
            run_as: str | None = None) -> None:
     # the same function as the fast path of oj/fastpath.py: both behave identically
-    from oj.start import do_start
-
     do_start(name, app.project_override, None if scope is None else scope == "user", enable,
              run_as)
 
 
 def _enable(app, systemd, name: str) -> None:
-    from ojd import worker_control
-
     for note in worker_control.enable(app.store, systemd, app.runbook, app.root, name):
         click.echo(f"oj: {note}", err=True)
 
@@ -89,8 +89,6 @@ def start_cmd(app, name: str | None, every: bool, enable: bool, run_as: str | No
     if not every:
         _start(app, name, scope, enable, run_as)
         return 0
-    from oj.start import start_worker
-
     user = None if scope is None else scope == "user"
     return for_each_worker(app, "start", lambda n: start_worker(
         n, app.project_override, user, enable, run_as))
@@ -98,8 +96,6 @@ def start_cmd(app, name: str | None, every: bool, enable: bool, run_as: str | No
 
 def one_name(name: str | None, every: bool) -> str:
     """The NAME of a command that also takes --all: exactly one of the two ("" for --all)."""
-    from ojd.errors import UsageError
-
     if every and name is not None:
         raise UsageError(f"give a worker NAME or --all, not both (--all takes every worker of "
                          f"the project, {quoted(name)} included)")
@@ -112,8 +108,6 @@ def one_name(name: str | None, every: bool) -> str:
 def for_each_worker(app, verb: str, act) -> int:
     """``act(name)`` for every worker of the project's runbook, one line each (its result,
     or on stderr why it failed); a failure goes on to the next. Exit 1 if any failed."""
-    from ojd.errors import OjError
-
     names = sorted(app.runbook.workers)
     if not names:
         click.echo("no workers: this project's runbooks define none")
@@ -144,8 +138,6 @@ def enable_cmd(app, name: str, scope: str | None) -> None:
 @with_scope
 def disable_cmd(name: str, scope: str | None) -> None:
     """No longer start a worker at boot; a running worker keeps running."""
-    from ojd import worker_control
-
     worker_control.disable(systemd_for(scope), name)
     click.echo(f"Worker {quoted(name)} disabled")
 
@@ -182,20 +174,13 @@ def _stop(app, systemd, name: str, cancel: bool, every: bool = False) -> str:
     """Stop worker ``name``; the line that says so. With ``every`` (stop --all), a worker
     on a machine without a manager that does not run in the foreground is simply not
     running: there is no unit it could run in."""
-    from ojd import worker_control
-    from ojd.runners import control
-    from ojd.state import LIVE_JOB_STATES
-    from ojd.systemd import SystemdUnavailable
-    from ojd.wake import manager_present
-
+    from ojd.runners import control  # lazy: the job runners (~40 modules), only for a stop
     try:
         st = worker_control.stop(systemd, name, state_root=app.store.root)
     except SystemdUnavailable:
         if not every or manager_present(systemd.user):
             raise
         return f"Worker {quoted(name)} not running (no systemd here, nor in the foreground)"
-    from ojd.identity import elsewhere
-
     store = app.store
     # this host's worker stopped: its jobs, not those the worker runs on other hosts
     jobs = [j for j in store.refresh().jobs.values()
@@ -203,8 +188,6 @@ def _stop(app, systemd, name: str, cancel: bool, every: bool = False) -> str:
             and (app.project_or_none() in (None, j["project"]))
             and not elsewhere(j.get("process"))]
     if cancel:
-        from ojd.errors import OjError
-
         for j in list(jobs):
             try:
                 control.cancel(store, j["id"], reason="worker stopped", release=True)
@@ -226,9 +209,6 @@ def resize_cmd(app, name: str, concurrency: str | None, reset: bool) -> None:
     """Run up to N jobs at once from now on, whatever the runbook says (kept across restarts
     until --reset). More: a running worker fills the new slots at once; fewer: running jobs
     finish, and no new one starts until fewer run."""
-    from ojd import worker_control
-    from ojd.errors import UsageError, escaped
-
     if reset and concurrency is not None:
         raise UsageError(f"give the new concurrency N or --reset (back to the runbook's), not "
                          f"both ('{escaped(concurrency)}' and --reset)")
@@ -250,8 +230,6 @@ def resize_cmd(app, name: str, concurrency: str | None, reset: bool) -> None:
 
 
 def parse_concurrency(text: str) -> int:
-    from ojd.errors import UsageError, escaped
-
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise UsageError(f"concurrency must be a whole number of at least 1, not "
                          f"'{escaped(text)}'; 'oj worker stop' stops a worker, --reset goes "
@@ -267,9 +245,6 @@ def prune_cmd(app, dry_run: bool, scope: str | None) -> None:
     """Forget workers that no runbook of their project defines any more (the project is
     gone, or its runbooks dropped them), in every project of the state dir. A worker that
     runs is kept."""
-    from ojd import worker_control
-    from ojd.errors import escaped
-
     removed, kept = worker_control.prune(app.store, systemd_for(scope), dry_run)
     verb = "would remove" if dry_run else "removed"
     for name, root, why in removed:
@@ -287,8 +262,6 @@ def prune_cmd(app, dry_run: bool, scope: str | None) -> None:
 @click.pass_obj
 def restart_cmd(app, name: str, scope: str | None) -> None:
     """Stop and start a worker (after a runbook change, for instance)."""
-    from ojd import worker_control
-
     worker_control.restart(app.store, systemd_for(scope), app.runbook, app.root, name)
     click.echo(f"Worker {quoted(name)} restarted")
 
@@ -301,11 +274,6 @@ def restart_cmd(app, name: str, scope: str | None) -> None:
 def logs_cmd(name: str, follow: bool, lines: int, scope: str | None) -> None:
     """The worker's journal: what it takes, starts and sees end (a job's steps write to
     its own unit's journal: journalctl -u oj-job-ID.scope)."""
-    from ojd.errors import OjError
-    from ojd.unitnames import worker_unit
-    from ojd.wake import manager_present
-    from ojd.worker_control import check_name
-
     check_name(name)
     user = user_scope(scope)
     if not manager_present(user):
@@ -322,8 +290,6 @@ def logs_cmd(name: str, follow: bool, lines: int, scope: str | None) -> None:
 @click.pass_obj
 def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
     """Workers with their unit state, running jobs and pending items."""
-    from ojd import worker_control
-
     project = None if all_projects else app.project_or_none()
     rows, problem = worker_control.listing(app.reader_store, systemd_for(scope), project)
     if problem:
@@ -358,8 +324,6 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
 
 def no_workers(user: bool | None) -> str:
     """What an empty listing says: how to get a worker on this machine."""
-    from ojd.wake import manager_present
-
     if manager_present(user):
         return "no workers (start one with 'oj worker start NAME')"
     return "no workers (no systemd here: run one with 'ojd worker NAME --foreground')"

@@ -8,6 +8,8 @@ import click
 
 from oj.commands.job import older_than_option, parse_age
 from oj.output import ago, emit_json, output_option, table
+from ojd import prune
+from ojd.errors import escaped
 
 
 @click.group()
@@ -20,9 +22,6 @@ def workspace() -> None:
 @click.pass_obj
 def list_cmd(app, output: str) -> None:
     """The directories under the state dir's workspaces/, with the job that used each last."""
-    from ojd import prune
-    from ojd.errors import escaped
-
     store = app.reader_store
     project = app.project_or_none()
     found = [ws for ws in prune.scan_workspaces(store.state, store.root)
@@ -44,8 +43,6 @@ def list_cmd(app, output: str) -> None:
 
 
 def _fields(ws) -> dict:
-    from ojd import prune
-
     j = ws.job
     return {"path": ws.path, "job": j["id"] if j else None,
             "pipeline": j["pipeline"] if j else None, "status": ws.status, "kind": ws.kind,
@@ -69,9 +66,6 @@ def _size(n: int) -> str:
 def prune_cmd(app, older_than: str, dry_run: bool) -> int:
     """Remove workspaces whose jobs are all finished (or no longer recorded) and were last
     used long enough ago. A running or waiting job's workspace is never removed."""
-    from ojd import prune
-    from ojd.errors import escaped
-
     age = parse_age(older_than)
     project = app.project_or_none()
     store = app.reader_store
