@@ -137,3 +137,94 @@ def test_the_checker_sees_cycles_and_function_local_imports(tmp_path):
     edges = {n: imports(n, p, known) for n, p in known.items()}
     assert edges == {"a": {"b"}, "b": {"a"}}
     assert cycles(edges) == [["a", "b"]]
+
+
+# -- imports inside functions ----------------------------------------------------------------
+
+LAZY = "# lazy:"
+
+
+def _reason_above(lines: list[str], lineno: int) -> bool:
+    """Whether the comment block right above line ``lineno`` (1-based) gives a reason."""
+    n = lineno - 2
+    while n >= 0 and lines[n].strip().startswith("#"):
+        if LAZY in lines[n]:
+            return True
+        n -= 1
+    return False
+
+
+def unexplained_imports(source: str, filename: str = "<source>") -> list[int]:
+    """Lines of imports inside functions with no ``# lazy:`` reason: on the import's own
+    line(s), in the comment right above it, or above the first of a run of consecutive
+    imports it belongs to. ``if TYPE_CHECKING:`` at module level is not inside a function."""
+    lines = source.splitlines()
+    found = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            block = getattr(node, field, None)
+            if isinstance(block, list) and block and isinstance(block[0], ast.AST):
+                check_block(block, in_function)
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.stmt | ast.excepthandler | ast.match_case):
+                continue  # reached through the blocks above
+            visit(child, in_function)
+
+    def check_block(block: list, in_function: bool) -> None:
+        run_explained = False
+        previous_import = False
+        for stmt in block:
+            if isinstance(stmt, ast.Import | ast.ImportFrom):
+                own = any(LAZY in lines[n - 1]
+                          for n in range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1))
+                above = _reason_above(lines, stmt.lineno)
+                run_explained = (run_explained and previous_import) or above
+                if in_function and not (own or above or run_explained):
+                    found.append(stmt.lineno)
+                previous_import = True
+            else:
+                previous_import = False
+                run_explained = False
+                inner = in_function or isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef)
+                visit(stmt, inner)
+
+    visit(ast.parse(source, filename), False)
+    return found
+
+
+def test_imports_inside_functions_say_why_they_are_lazy():
+    # only the CLI's measured start-up path keeps imports in functions, each with its reason
+    missing = []
+    for path in sorted(modules().values()):
+        for line in unexplained_imports(path.read_text(), str(path)):
+            missing.append(f"{path.relative_to(ROOT)}:{line}")
+    assert missing == [], ("import at the top of the module, or say why not with a "
+                           "'# lazy: <reason>' comment")
+
+
+def test_the_checker_sees_imports_inside_functions_without_a_reason():
+    source = "\n".join([
+        "import os",  # 1: top level
+        "TYPE_CHECKING = False",
+        "if TYPE_CHECKING:",
+        "    import json",  # 4: module level, not in a function
+        "def f():",
+        "    import re",  # 6: no reason
+        "    import sys  # lazy: on its own line",
+        "    # lazy: heads the run of imports below",
+        "    import csv",
+        "",
+        "    from os import path",  # 11: in the run headed above
+        "    x = 1",
+        "    import glob",  # 13: the run ended at x = 1
+        "    class C:",
+        "        def g(self):",
+        "            if x:",
+        "                import shlex",  # 17: nested, no reason
+        "                # lazy: a reason",
+        "                # that runs over two lines",
+        "                import zlib",
+        "    return C",
+    ])
+    assert unexplained_imports(source) == [6, 13, 17]
