@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ojd import events
-from ojd.state import _HANDLERS, State
+from ojd.state import HANDLERS, State
 
 DESIGN = Path(__file__).resolve().parents[1] / "docs" / "DESIGN.md"
 P = "/srv/project"
@@ -86,7 +86,7 @@ def design_table() -> dict[str, set[str]]:
 def test_every_type_has_a_constructor_a_handler_and_a_row_in_design():
     names = type_names()
     assert set(events.CONSTRUCTORS) == names
-    assert set(_HANDLERS) == names, "a type the fold does not handle, or one it made up"
+    assert set(HANDLERS) == names, "a type the fold does not handle, or one it made up"
     assert set(design_table()) == names, "DESIGN.md's event table and ojd/events.py differ"
     assert {name for name, _ in SAMPLES} == names
 

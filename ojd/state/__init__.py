@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from collections import deque
 
-from ojd import events as ev_
+from ojd import events
 from ojd.events import Event
 from ojd.state.items import KEEP_COMPLETED_PER_QUEUE, ItemFold
 from ojd.state.jobs import KEEP_FINISHED_JOBS, JobFold
 from ojd.state.statuses import FINISHED_JOB_STATES, LIVE_ITEM_STATES, LIVE_JOB_STATES
 
-__all__ = ["FINISHED_JOB_STATES", "KEEP_COMPLETED_PER_QUEUE", "KEEP_FINISHED_JOBS",
+__all__ = ["FINISHED_JOB_STATES", "HANDLERS", "KEEP_COMPLETED_PER_QUEUE", "KEEP_FINISHED_JOBS",
            "LIVE_ITEM_STATES", "LIVE_JOB_STATES", "Event", "State", "concurrency_of"]
 
 
@@ -56,7 +56,7 @@ class State(ItemFold, JobFold):
     def apply(self, event: Event, pos: int | None = None) -> None:
         if pos is not None:
             self.pos = pos
-        handler = _HANDLERS.get(event.get("type", ""))
+        handler = HANDLERS.get(event.get("type", ""))
         if handler is not None:  # unknown types come from newer versions: skip, keep going
             handler(self, event)
 
@@ -185,39 +185,39 @@ def concurrency_of(worker: dict) -> int:
 
 
 # each event type (``ojd.events``) and what folds it
-_HANDLERS = {
-    ev_.QUEUE_PUSHED: State._queue_pushed,
-    ev_.QUEUE_TAKEN: State._queue_taken,
-    ev_.QUEUE_COMPLETED: State._queue_completed,
-    ev_.QUEUE_FAILED: State._queue_failed,
-    ev_.QUEUE_RELEASED: State._queue_released,
-    ev_.QUEUE_LEASE_RENEWED: State._queue_lease_renewed,
-    ev_.QUEUE_LEASE_EXPIRED: State._queue_lease_expired,
-    ev_.QUEUE_DROPPED: State._queue_dropped,
-    ev_.QUEUE_RETRIED: State._queue_retried,
-    ev_.QUEUE_PRUNED: State._queue_pruned,
-    ev_.JOB_CREATED: State._job_created,
-    ev_.JOB_STEP_STARTED: State._job_step_started,
-    ev_.JOB_STEP_FINISHED: State._job_step_finished,
-    ev_.JOB_LOCALS: State._job_locals,
-    ev_.JOB_FINISHED: State._job_finished,
-    ev_.JOB_RESUMED: State._job_resumed,
-    ev_.JOB_PROCESS: State._job_process,
-    ev_.JOB_REOPENED: State._job_reopened,
-    ev_.JOB_PRUNED: State._job_pruned,
-    ev_.JOB_WAITING: State._job_waiting,
-    ev_.JOB_ANSWERED: State._job_answered,
-    ev_.AGENT_STARTED: State._agent_started,
-    ev_.AGENT_DELIVERED: State._agent_delivered,
-    ev_.WORKER_RECORDED: State._worker_recorded,
-    ev_.WORKER_STARTED: State._worker_started,
-    ev_.WORKER_WOKEN: State._worker_woken,
-    ev_.WORKER_STOPPED: State._worker_stopped,
-    ev_.WORKER_RESIZED: State._worker_resized,
-    ev_.WORKER_PRUNED: State._worker_pruned,
-    ev_.CRON_RECORDED: State._cron_recorded,
-    ev_.CRON_TICK: State._cron_tick,
-    ev_.CRON_SKIPPED: State._cron_skipped,
-    ev_.STATE_LOSS_ACKNOWLEDGED: State._loss_acknowledged,
-    ev_.STATE_REPAIRED: State._repaired,
+HANDLERS = {
+    events.QUEUE_PUSHED: State._queue_pushed,
+    events.QUEUE_TAKEN: State._queue_taken,
+    events.QUEUE_COMPLETED: State._queue_completed,
+    events.QUEUE_FAILED: State._queue_failed,
+    events.QUEUE_RELEASED: State._queue_released,
+    events.QUEUE_LEASE_RENEWED: State._queue_lease_renewed,
+    events.QUEUE_LEASE_EXPIRED: State._queue_lease_expired,
+    events.QUEUE_DROPPED: State._queue_dropped,
+    events.QUEUE_RETRIED: State._queue_retried,
+    events.QUEUE_PRUNED: State._queue_pruned,
+    events.JOB_CREATED: State._job_created,
+    events.JOB_STEP_STARTED: State._job_step_started,
+    events.JOB_STEP_FINISHED: State._job_step_finished,
+    events.JOB_LOCALS: State._job_locals,
+    events.JOB_FINISHED: State._job_finished,
+    events.JOB_RESUMED: State._job_resumed,
+    events.JOB_PROCESS: State._job_process,
+    events.JOB_REOPENED: State._job_reopened,
+    events.JOB_PRUNED: State._job_pruned,
+    events.JOB_WAITING: State._job_waiting,
+    events.JOB_ANSWERED: State._job_answered,
+    events.AGENT_STARTED: State._agent_started,
+    events.AGENT_DELIVERED: State._agent_delivered,
+    events.WORKER_RECORDED: State._worker_recorded,
+    events.WORKER_STARTED: State._worker_started,
+    events.WORKER_WOKEN: State._worker_woken,
+    events.WORKER_STOPPED: State._worker_stopped,
+    events.WORKER_RESIZED: State._worker_resized,
+    events.WORKER_PRUNED: State._worker_pruned,
+    events.CRON_RECORDED: State._cron_recorded,
+    events.CRON_TICK: State._cron_tick,
+    events.CRON_SKIPPED: State._cron_skipped,
+    events.STATE_LOSS_ACKNOWLEDGED: State._loss_acknowledged,
+    events.STATE_REPAIRED: State._repaired,
 }
