@@ -147,7 +147,7 @@ def item_key(data: dict) -> str:
 
 
 def traffic(project: str, state_dir: str, start: int = 0, lag: int = 8) -> Iterator[dict]:
-    """Events of a busy merge queue with one worker, in the shapes ojd/state.py documents.
+    """Events of a busy merge queue with one worker, in the shapes ojd/events.py makes.
 
     Per item: queue:pushed, job:created + queue:taken (one transaction), job:locals, a
     started/finished pair per step of the merge pipeline, job:finished, queue:completed.

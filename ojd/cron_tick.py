@@ -14,6 +14,7 @@ import os
 
 from ojd.crons import running_jobs
 from ojd.errors import OjError
+from ojd.events import cron_skipped, cron_tick
 from ojd.identity import elsewhere
 from ojd.queues import new_id
 from ojd.runners import jobprocess
@@ -82,7 +83,7 @@ def tick(store: Store, runbook: Runbook, root: str, cron: Cron, *, manager, log:
         running = len(running_jobs(tx.state, root, cron.name))
         if running >= cron.concurrency:
             raise Skipped(running)
-        return [{"type": "cron:tick", "name": cron.name, "job": job_id},
+        return [cron_tick(name=cron.name, job=job_id),
                 job_created_event(tx, store.root, runbook, root, cron.pipeline, {}, root,
                                   owner=who, name=cron.name, job_id=job_id, cron=cron.name)]
 
@@ -101,7 +102,7 @@ def tick(store: Store, runbook: Runbook, root: str, cron: Cron, *, manager, log:
                 jobprocess.wait_in_scope(proc.unit, pid=proc.pid, timeout=5.0)
             log.info(f"started job {job_id} ({cron.pipeline})")
             return job_id
-    store.append({"type": "cron:skipped", "name": cron.name, "running": running})
+    store.append(cron_skipped(name=cron.name, running=running))
     log.info(f"skipped: {running} of its job(s) still running (concurrency "
              f"{cron.concurrency})")
     return None

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from ojd import paths
 from ojd.errors import escaped
+from ojd.events import job_pruned
 from ojd.state import FINISHED_JOB_STATES, State
 
 TYPE_CHECKING = False
@@ -340,7 +341,7 @@ def carry_out_job_prune(tx: Transaction, root: str, plan: JobPrunePlan
         except (Refused, OSError) as e:
             problems.append(f"kept {escaped(path)}: {why(e)}")
     if plan.jobs:
-        tx.append({"type": "job:pruned", "ids": [j["id"] for j in plan.jobs]})
+        tx.append(job_pruned(ids=[j["id"] for j in plan.jobs]))
     return aside, problems
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from ojd.errors import OjError, UsageError, quoted
+from ojd.events import job_finished, queue_completed, queue_dropped, queue_failed, queue_pruned
 from ojd.state import LIVE_JOB_STATES
 
 TYPE_CHECKING = False
@@ -89,7 +90,7 @@ def drain(store: Store, project: str, queue: str, dry_run: bool = False) -> list
     with store.transaction() as tx:
         items = waiting(tx.state)
         if items:
-            tx.append(*({"type": "queue:dropped", "id": i["id"]} for i in items))
+            tx.append(*(queue_dropped(id=i["id"]) for i in items))
         return items
 
 
@@ -109,7 +110,7 @@ def prune(store: Store, project: str | None, queue: str | None, now: float,
     with store.transaction() as tx:
         items = prunable(tx.state, project, queue, now, age)
         if items:
-            tx.append({"type": "queue:pruned", "ids": [i["id"] for i in items]})
+            tx.append(queue_pruned(ids=[i["id"] for i in items]))
         return items
 
 
@@ -148,18 +149,19 @@ def settle(store: Store, runbook: Runbook | None, project: str | None, prefix: s
                               f"with 'oj job cancel {job['id']}'")
             fate = f"job {job['id']} had no live process; recorded it cancelled"
             ended = job
-            events.append({"type": "job:finished", "id": job["id"], "outcome": "cancelled",
-                           "error": f"its process was gone; its item settled by '{command}'"})
+            events.append(job_finished(
+                id=job["id"], outcome="cancelled",
+                error=f"its process was gone; its item settled by '{command}'"))
         else:
             fate = f"job {job['id']} is {job['status']}"
         if outcome == "done":
-            events.append({"type": "queue:completed", "id": item["id"]})
+            events.append(queue_completed(id=item["id"]))
         else:
             error = f"marked failed by '{command}' ({fate})"
             queue = runbook.queues.get(item["queue"]) if runbook is not None else None
             events.append(failure_event(queue, item, error, time.time()) if queue is not None
-                          else {"type": "queue:failed", "id": item["id"], "error": error,
-                                "dead": True, "retry_at": None})
+                          else queue_failed(id=item["id"], error=error, dead=True,
+                                            retry_at=None))
         tx.append(*events)
     if ended is not None:
         from ojd.runners.control import stop  # lazy: as above, off oj status

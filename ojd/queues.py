@@ -9,6 +9,7 @@ import json
 import os
 
 from ojd.errors import OjError, UsageError, quoted
+from ojd.events import queue_dropped, queue_failed, queue_pushed, queue_retried, queue_taken
 from ojd.project import sha256  # the builtin one when there is one
 from ojd.store.jsonlimits import nesting
 
@@ -188,8 +189,8 @@ def push(store: Store, project: str, queue: Queue | QueueSpec,
         if live is not None:
             return live["id"], False
         item_id = new_id(tx.state.items)
-        tx.append({"type": "queue:pushed", "id": item_id, "p": project, "q": queue.name,
-                   "data": data, "key": key})
+        tx.append(queue_pushed(id=item_id, project=project, queue=queue.name, data=data,
+                               key=key))
         return item_id, True
 
 
@@ -197,17 +198,14 @@ def take_event(item: dict, owner: str, job_id: str, lease: float | None = None) 
     """Lease ``item`` to ``owner`` for ``job_id``; appended inside the transaction that chose
     the item (``State.next_takeable``), so no two takers get one item. ``lease`` (a shared
     store): seconds the item stays taken unless the job's process renews it."""
-    event = {"type": "queue:taken", "id": item["id"], "by": owner, "job": job_id}
-    if lease:
-        event["lease"] = lease
-    return event
+    return queue_taken(id=item["id"], by=owner, job=job_id, lease=lease)
 
 
 def failure_event(queue: Queue, item: dict, error: str, now: float) -> dict:
     """``attempts`` counts tries so far; the runbook's retry.attempts are tries after the first."""
     dead = item["attempts"] > queue.retry_attempts
-    return {"type": "queue:failed", "id": item["id"], "error": error, "dead": dead,
-            "retry_at": None if dead else now + queue.retry_cooldown}
+    return queue_failed(id=item["id"], error=error, dead=dead,
+                        retry_at=None if dead else now + queue.retry_cooldown)
 
 
 def find_item(store: Store, prefix: str, project: str | None = None) -> dict:
@@ -229,7 +227,7 @@ def drop(store: Store, project: str, queue: str, prefix: str) -> dict:
         if item["status"] == "active":
             raise OjError(f"item {item['id']} is being worked on (job {item['job']}); "
                           "stop its worker first or let it finish")
-        tx.append({"type": "queue:dropped", "id": item["id"]})
+        tx.append(queue_dropped(id=item["id"]))
         return item
 
 
@@ -253,6 +251,6 @@ def retry(store: Store, project: str, queue: str, prefix: str | None,
         for i in items:
             if i["key"] and tx.state.live_item_for(project, queue, i["key"]) not in (None, i):
                 continue  # the same data was queued again meanwhile; that one will run
-            tx.append({"type": "queue:retried", "id": i["id"]})
+            tx.append(queue_retried(id=i["id"]))
             retried.append(i["id"])
         return retried

@@ -11,6 +11,7 @@ import time
 
 from ojd import wake
 from ojd.errors import OjError, escaped, quoted
+from ojd.events import cron_recorded, worker_recorded
 from ojd.store import CONFIG_FILE, configured_url
 from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState
 
@@ -31,7 +32,8 @@ def record(store: Store, kind: str, name: str, root: str, fields: dict) -> None:
             raise OjError(f"{kind} '{name}' already belongs to project {current['project']}; "
                           f"{kind} names are unique per state directory: rename this one")
         if current is None or any(current.get(k) != v for k, v in fields.items()):
-            tx.append({"type": f"{kind}:recorded", "name": name, "p": root, **fields})
+            recorded = worker_recorded if kind == "worker" else cron_recorded
+            tx.append(recorded(name=name, project=root, **fields))
 
 
 def unit_dir(systemd: Systemd) -> str:

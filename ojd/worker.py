@@ -23,6 +23,7 @@ from collections.abc import Callable
 from ojd import identity, lastgood, paths, wake, worker_control
 from ojd import project as projects
 from ojd.errors import OjError, describe, quoted
+from ojd.events import worker_started, worker_stopped
 from ojd.notify import Log, Notifier
 from ojd.runbook.model import Queue, Runbook, Worker
 from ojd.runners.assignment import Assignment
@@ -239,10 +240,9 @@ class WorkerLoop:
         wait(self.store.load)
         self._follow_resize(quiet=True)  # the ready line says it
         self._remember_runbook()
-        wait(lambda: self.store.append({
-            "type": "worker:started", "name": self.worker.name,
-            "invocation": os.environ.get("INVOCATION_ID"), "pid": os.getpid(),
-            "host": identity.host_name()}))
+        wait(lambda: self.store.append(worker_started(
+            name=self.worker.name, invocation=os.environ.get("INVOCATION_ID"),
+            pid=os.getpid(), host=identity.host_name())))
         self._check_clock()
         wait(self._recover)
 
@@ -370,9 +370,9 @@ class WorkerLoop:
                           f"({', '.join(sorted(self.procs))}); 'oj job list' follows them")
         self.pool.close(interrupt=bool(running) and shares_unit)
         try:
-            self.store.append({"type": "worker:stopped", "name": self.worker.name,
-                               "invocation": os.environ.get("INVOCATION_ID"),
-                               "host": identity.host_name()})
+            self.store.append(worker_stopped(name=self.worker.name,
+                                             invocation=os.environ.get("INVOCATION_ID"),
+                                             host=identity.host_name()))
         except OSError as e:
             self.log.error(f"could not record the stop ({describe(e)})")
         self.log.info("stopped")

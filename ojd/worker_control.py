@@ -13,6 +13,7 @@ import time
 from ojd import identity, paths, unitcontrol, wake
 from ojd import project as projects
 from ojd.errors import OjError, UsageError, escaped, quoted
+from ojd.events import worker_pruned, worker_resized, worker_woken
 from ojd.state import concurrency_of
 from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState
 from ojd.unitcontrol import (
@@ -107,7 +108,7 @@ def wake_foreground(store: Store, name: str) -> int | None:
         os.kill(pid, signal.SIGUSR1)
     except ProcessLookupError:
         return None
-    store.append({"type": "worker:woken", "name": name})
+    store.append(worker_woken(name=name))
     return pid
 
 
@@ -164,7 +165,7 @@ def start(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: 
     if st.active_state in RUNNING_STATES and st.main_pid:
         # the main process only: SIGUSR1 would kill a shell step that received it
         systemd.kill_main(unit, signal.SIGUSR1)
-        store.append({"type": "worker:woken", "name": name})
+        store.append(worker_woken(name=name))
         return "woken"
     # inactive, failed, activating (a start is already on its way: this joins it) or
     # deactivating (this start runs once the stop completes, never a wake of a dying worker)
@@ -332,7 +333,7 @@ def resize(store: Store, runbook: Runbook | WorkerIndex, root: str, name: str,
     worker = record(store, runbook, root, name)
     with store.transaction() as tx:
         if tx.state.workers[name].get("resized") != concurrency:
-            tx.append({"type": "worker:resized", "name": name, "concurrency": concurrency})
+            tx.append(worker_resized(name=name, concurrency=concurrency))
     return worker.concurrency, wake.wake_worker(store, name)
 
 
@@ -373,7 +374,7 @@ def prune(store: Store, systemd: Systemd | None, dry_run: bool = False
                      and tx.state.workers[name].get("recorded_at") == seen[name]]
             removed = [r for r in removed if r[0] in names]
             if names:
-                tx.append({"type": "worker:pruned", "names": names})
+                tx.append(worker_pruned(names=names))
     return removed, kept
 
 

@@ -24,6 +24,7 @@ from ojd.agents.watch import (
 )
 from ojd.duration import DurationError, parse_duration
 from ojd.errors import OjError
+from ojd.events import agent_delivered, agent_started, job_waiting
 from ojd.notify import one_line
 from ojd.routing import TIMEOUT_EXIT
 from ojd.runbook.model import Agent, Pipeline
@@ -324,9 +325,9 @@ class _Watch:
         setenv = {k: v for k, v in self.env.items()
                   if k.startswith("OJ_") or k in self.agent.env}
         tmux.start(self.socket, self.session, command, self.cwd, self.env, setenv)
-        self.record({"type": "agent:started", "id": self.job_id, "step": self.step,
-                     "visit": self.visit, "agent": self.agent.name, "socket": self.socket,
-                     "session": self.session, "start": self.starts})
+        self.record(agent_started(id=self.job_id, step=self.step, visit=self.visit,
+                                  agent=self.agent.name, socket=self.socket,
+                                  session=self.session, start=self.starts))
         self.say(f"started in tmux session {self.session} (oj agent attach {self.job_id})")
         self.starts += 1
 
@@ -342,7 +343,7 @@ class _Watch:
         """Wait until someone answers (``job:answered``); None when the runner stops or the
         job ended meanwhile."""
         if record:
-            self.record({"type": "job:waiting", "id": self.job_id, "reason": reason})
+            self.record(job_waiting(id=self.job_id, reason=reason))
             self.say(f"waiting: {reason} (answer with: oj job resume {self.job_id} -m ...)")
             self.runner.progress(self.job_id, "step", f"{self.step} waiting: {reason}")
         while True:
@@ -363,4 +364,4 @@ class _Watch:
             if not self.prompt:
                 self.prompt = self._prompt()
             self._start("\n\n".join(p for p in (self.prompt, answer) if p))
-        self.record({"type": "agent:delivered", "id": self.job_id})
+        self.record(agent_delivered(id=self.job_id))

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from ojd import paths
 from ojd.agents import session
 from ojd.errors import OjError
+from ojd.events import job_answered, job_finished, job_reopened, queue_failed, queue_released
 from ojd.identity import elsewhere
 from ojd.runners.jobprocess import alive
 from ojd.runners.leftovers import STOP_GRACE
@@ -40,15 +41,14 @@ def cancel(store: Store, job_id: str, *, reason: str = "cancelled",
         if job["status"] not in LIVE_JOB_STATES:
             raise OjError(f"job {job_id} is {job['status']}; only a running or waiting job "
                           "can be cancelled")
-        events: list[dict] = [{"type": "job:finished", "id": job_id, "outcome": "cancelled",
-                               "error": reason}]
+        events: list[dict] = [job_finished(id=job_id, outcome="cancelled", error=reason)]
         item = tx.state.items.get(job.get("item") or "")
         if item is not None and item["status"] == "active" and item.get("job") == job_id:
             if release:
-                events.append({"type": "queue:released", "id": item["id"]})
+                events.append(queue_released(id=item["id"]))
             else:
-                events.append({"type": "queue:failed", "id": item["id"], "error": reason,
-                               "dead": True, "retry_at": None})
+                events.append(queue_failed(id=item["id"], error=reason, dead=True,
+                                           retry_at=None))
         tx.append(*events)
     stop(job)
     return job
@@ -121,7 +121,7 @@ def reopen(store: Store, job_id: str, vars_: dict[str, str]) -> dict:
             step = job["history"][-1]["step"] if job["history"] else None
         else:
             step = failed[-1]["step"]
-        tx.append({"type": "job:reopened", "id": job_id, "step": step, "vars": vars_})
+        tx.append(job_reopened(id=job_id, step=step, vars=vars_))
         return tx.state.jobs[job_id]
 
 
@@ -133,7 +133,7 @@ def answer(store: Store, job_id: str, message: str) -> None:
         if j is None or j["status"] != "waiting":
             status = j["status"] if j else "gone"
             raise OjError(f"job {job_id} is {status}, not waiting for an answer")
-        tx.append({"type": "job:answered", "id": job_id, "message": message})
+        tx.append(job_answered(id=job_id, message=message))
 
 
 def follow(store: Store, job_id: str, write: Callable[[bytes], None],

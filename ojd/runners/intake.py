@@ -12,6 +12,7 @@ from collections.abc import Callable
 from ojd import bashrun, queues
 from ojd.duration import format_duration
 from ojd.errors import OjError
+from ojd.events import job_resumed
 from ojd.notify import Log, Notifier, one_line
 from ojd.runbook.template import TemplateError, render_shell
 from ojd.runners import jobprocess
@@ -99,7 +100,7 @@ class Intake:
             if item is None or item["status"] != "pending" or item.get("job") != job_id \
                     or job is None or job["status"] not in LIVE_JOB_STATES:
                 raise jobprocess.NothingToRun()
-            return [{"type": "job:resumed", "id": job_id, "by": owner},
+            return [job_resumed(id=job_id, by=owner),
                     queues.take_event(item, owner, job_id, lease)]
 
         self.log.info(f"resuming job {job_id} (item {item_id}) after its lease expired")

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ojd.errors import OjError
+from ojd.events import job_process, job_resumed
 from ojd.identity import boot_id, host_name, proc_start_time
 from ojd.runbook.model import Runbook
 from ojd.runners.jobchild import run_child
@@ -121,7 +122,7 @@ def _takeover(job_id: str, replaces: dict | None, owner: str) -> Callable[..., l
         if job.get("process") != replaces:
             raise TakenOver(f"job {job_id} was resumed meanwhile (process "
                             f"{(job.get('process') or {}).get('pid')})")
-        return [{"type": "job:resumed", "id": job_id, "by": owner}]
+        return [job_resumed(id=job_id, by=owner)]
     return check
 
 
@@ -195,9 +196,9 @@ def give(store: Store, ready: Ready, *, owner: str,
     try:
         with store.transaction() as tx:
             events = decide(tx) if decide is not None else []
-            tx.append(*events, {"type": "job:process", "id": ready.job_id, "pid": ready.pid,
-                                "start": ready.start, "boot": boot_id(), "unit": ready.unit,
-                                "host": host_name(), "by": owner}, sync=sync)
+            tx.append(*events, job_process(id=ready.job_id, pid=ready.pid, start=ready.start,
+                                           boot=boot_id(), unit=ready.unit, host=host_name(),
+                                           by=owner), sync=sync)
         os.write(ready.w, b"go\n")
     except NothingToRun:
         raise

@@ -12,6 +12,7 @@ from typing import Any
 
 from ojd import paths, queues
 from ojd.errors import OjError
+from ojd.events import job_created, job_finished, queue_completed, queue_failed
 from ojd.notify import one_line
 from ojd.runbook.model import Pipeline, Runbook
 from ojd.runbook.template import TemplateError, render_text
@@ -55,10 +56,10 @@ def job_created_event(tx: Transaction, state_root: str, runbook: Runbook, projec
         except TemplateError as e:
             print(f"oj: warning: pipeline '{pipeline_name}' name: {one_line(str(e))}; the "
                   f"job is named '{one_line(name or pipeline_name)}'", file=sys.stderr)
-    return {"type": "job:created", "id": job_id, "p": project, "pipeline": pipeline_name,
-            "name": name or pipeline_name, "vars": values, "cwd": cwd,
-            "ws": pipeline.workspace, "invoke": invoke_dir, "item": item, "worker": worker,
-            "by": owner, **({"cron": cron} if cron is not None else {})}
+    return job_created(id=job_id, project=project, pipeline=pipeline_name,
+                       name=name or pipeline_name, vars=values, cwd=cwd,
+                       workspace=pipeline.workspace, invoke=invoke_dir, item=item,
+                       worker=worker, by=owner, cron=cron)
 
 
 def settle_item(runbook: Runbook, state, job_id: str, outcome: str, error: str | None
@@ -70,11 +71,11 @@ def settle_item(runbook: Runbook, state, job_id: str, outcome: str, error: str |
     if item is None or item["status"] != "active" or item.get("job") != job_id:
         return []  # settled already, or taken by another job since
     if outcome == "done":
-        return [{"type": "queue:completed", "id": item["id"]}]
+        return [queue_completed(id=item["id"])]
     queue = runbook.queues.get(item["queue"])
     if queue is None:
-        return [{"type": "queue:failed", "id": item["id"], "error": error or "job failed",
-                 "dead": True, "retry_at": None}]
+        return [queue_failed(id=item["id"], error=error or "job failed", dead=True,
+                             retry_at=None)]
     return [queues.failure_event(queue, item, error or "job failed", time.time())]
 
 
@@ -89,6 +90,6 @@ def fail_job(store: Store, runbook: Runbook, job_id: str, error: str, *,
         if job is None or job["status"] not in LIVE_JOB_STATES or \
                 (process is not None and job.get("process") != process):
             return False
-        tx.append({"type": "job:finished", "id": job_id, "outcome": "failed", "error": error},
+        tx.append(job_finished(id=job_id, outcome="failed", error=error),
                   *settle_item(runbook, tx.state, job_id, "failed", error))
     return True

@@ -23,6 +23,13 @@ from typing import Any
 from ojd import bashrun, conf, paths
 from ojd.duration import format_duration
 from ojd.errors import LockTimeout, OjError, StoreUnavailable
+from ojd.events import (
+    job_finished,
+    job_locals,
+    job_step_finished,
+    job_step_started,
+    queue_lease_renewed,
+)
 from ojd.identity import boot_id, elsewhere, host_name, proc_start_time
 from ojd.notify import one_line
 from ojd.routing import TIMEOUT_EXIT, route, visit_limit_error
@@ -178,7 +185,7 @@ class JobRunner:
                     item = tx.state.items.get(item_id)
                     if item is None or item["status"] != "active" or item.get("job") != job_id:
                         return  # settled
-                    tx.append({"type": "queue:lease_renewed", "id": item_id, "job": job_id})
+                    tx.append(queue_lease_renewed(id=item_id, job=job_id))
                 wait = lease / 3
             except Superseded as e:
                 self.progress(job_id, "stalled", f"lease of item {item_id} lost: {e}")
@@ -263,8 +270,8 @@ class JobRunner:
         r = route(pipeline, step, exit_code)
         if past is not None:
             r = r._replace(next=None, failing=True)
-        finished = {"type": "job:step_finished", "id": job["id"], "step": step,
-                    "exit": exit_code, "next": r.next, "failing": r.failing}
+        finished = job_step_finished(id=job["id"], step=step, exit=exit_code, next=r.next,
+                                     failing=r.failing)
         started = job["history"][-1]["started_at"] if job["history"] else time.time()
         verdict = "ok" if exit_code == 0 else f"failed (exit {exit_code})"
         line = f"{step} {verdict} in {time.time() - started:.1f}s"
@@ -362,7 +369,7 @@ class JobRunner:
             ctx["local"][name] = self._eval_local(job, name, template, ctx)
         if pipeline.locals:  # nothing to keep for a resume otherwise: spare the fsync
             self._durably(job["id"], self._record, job["id"],
-                          {"type": "job:locals", "id": job["id"], "locals": ctx["local"]})
+                          job_locals(id=job["id"], locals=ctx["local"]))
         return ctx
 
     def _eval_local(self, job: dict, name: str, template: str, ctx: dict[str, Any]) -> str:
@@ -470,9 +477,11 @@ class JobRunner:
 
     def _started(self, job_id: str, step: str, pid: int | None = None, say: bool = True
                  ) -> None:
-        event = {"type": "job:step_started", "id": job_id, "step": step}
-        if pid is not None:  # the step's process group, for a runner that takes over
-            event.update(pid=pid, start=proc_start_time(pid), boot=boot_id(), host=host_name())
+        if pid is None:
+            event = job_step_started(id=job_id, step=step)
+        else:  # the step's process group, for a runner that takes over
+            event = job_step_started(id=job_id, step=step, pid=pid, start=proc_start_time(pid),
+                                     boot=boot_id(), host=host_name())
         # not synced: every process sees it at once, which is what keeps a step from ever
         # running twice at once; a power cut that loses it also ended the step, which runs
         # again (its end, when recorded, is synced and takes this record with it)
@@ -517,8 +526,8 @@ class JobRunner:
         def record() -> None:
             with self.store.transaction() as tx:
                 _check_ours(tx.state.jobs.get(job["id"]))
-                events = [*(before or ()), {"type": "job:finished", "id": job["id"],
-                                             "outcome": outcome, "error": error}]
+                events = [*(before or ()),
+                          job_finished(id=job["id"], outcome=outcome, error=error)]
                 # the job's queue item is settled in the same append
                 events += settle_item(self.runbook, tx.state, job["id"], outcome, error)
                 tx.append(*events)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+from ojd.events import queue_lease_expired
 from ojd.notify import Log
 from ojd.runners.assignment import Assignment
 from ojd.runners.jobs import RENEW_RETRY
@@ -71,7 +72,7 @@ class Leases:
                     f"{proc.get('pid')} on {proc.get('host') or '?'}) expired "
                     f"{now - item['lease_until']:.0f}s ago; back to pending, its job to be "
                     "resumed here or on another host")
-                tx.append({"type": "queue:lease_expired", "id": item["id"], "job": item["job"]})
+                tx.append(queue_lease_expired(id=item["id"], job=item["job"]))
 
     def lost(self, job: dict) -> bool:
         """Whether the job's lease expired: its item is pending again, for a take to resume

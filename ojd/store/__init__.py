@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from ojd import conf, paths
 from ojd.conf import CONFIG_FILE  # where a state_url is set (its users name it)
 from ojd.errors import OjError, escaped
+from ojd.events import state_loss_acknowledged, state_repaired
 from ojd.state import Event, State
 from ojd.store.wal import CheckReport, WalDirectory, WalProblem, start_pos_problem
 from ojd.store.walsegments import lost_problem, positions
@@ -431,15 +432,14 @@ class Store:
             upto = max(last for _first, last in report.lost)
             plan.append((f"record that the loss of {positions(report.lost)} is acknowledged, so "
                          "commands stop warning ('oj state check' keeps listing it)",
-                         lambda: self.append({"type": "state:loss_acknowledged",
-                                              "upto": upto})))
+                         lambda: self.append(state_loss_acknowledged(upto=upto))))
         return plan
 
     def _resnapshot_twice(self) -> int:
         # the first new snapshot makes the covering one the older of the two kept; the
         # second lets compaction drop every segment up to it
         self._resnapshot()
-        self.append({"type": "state:repaired"})
+        self.append(state_repaired())
         return self._resnapshot()
 
     def _resnapshot(self) -> int:
