@@ -12,6 +12,7 @@ from ojd import paths
 from ojd import project as projects
 from ojd.duration import format_duration
 from ojd.errors import OjError, UsageError, escaped, quoted
+from ojd.events import QUEUE_COMPLETED
 from ojd.queue_maintenance import drain, known_queue, overview, prune, settle
 from ojd.queues import drop, find_item, queue_named, retry
 
@@ -232,7 +233,7 @@ def _settle(app, item_id: str, outcome: str) -> None:
         runbook = app.runbook if project is not None else \
             _runbook_of(find_item(store, item_id)["project"])
     item, event, fate = settle(store, runbook, project, item_id, outcome)
-    if event["type"] == "queue:completed":
+    if event["type"] == QUEUE_COMPLETED:
         became = "completed"
     elif event.get("dead"):
         became = f"dead (no retries left); bring it back with 'oj queue retry " \

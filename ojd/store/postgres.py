@@ -30,6 +30,7 @@ import time
 import weakref
 from _thread import RLock
 
+from ojd import events
 from ojd.errors import LockTimeout, OjError, StoreUnavailable, escaped
 from ojd.store.pgconnect import client_params, db_error, libpq, redacted, session_lost
 from ojd.store.pgschema import READ_VERSION, SCHEMA_VERSION, UNDEFINED_TABLE, prepare
@@ -45,9 +46,9 @@ if TYPE_CHECKING:
 CHANNEL = "oj_events"
 # Events that may give a worker something to take: their NOTIFY payload says "wake", so that
 # workers do not poll for every step of every job on every host.
-WAKE_TYPES = frozenset({"queue:pushed", "queue:released", "queue:retried", "queue:failed",
-                        "queue:lease_expired", "job:reopened", "worker:woken",
-                        "worker:resized", "worker:recorded"})
+WAKE_TYPES = frozenset({events.QUEUE_PUSHED, events.QUEUE_RELEASED, events.QUEUE_RETRIED,
+                        events.QUEUE_FAILED, events.QUEUE_LEASE_EXPIRED, events.JOB_REOPENED,
+                        events.WORKER_WOKEN, events.WORKER_RESIZED, events.WORKER_RECORDED})
 _KEEP_SNAPSHOTS = 2
 # The next positions follow the last event, or the newest snapshot when the events it covers
 # were compacted away (or the state was imported): positions are never reused.
