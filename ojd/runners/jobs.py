@@ -532,20 +532,29 @@ class JobRunner:
                 events += settle_item(self.runbook, tx.state, job["id"], outcome, error)
                 tx.append(*events)
 
-        self._durably(job["id"], record)
-        self.progress(job["id"], outcome, error or "")
+        # The log's last words go in before the record that ends the job: a follower
+        # (oj run, oj job logs -f) stops at the end it reads in the log of events.
+        notice = None
         if pipeline is not None and log is not None:
             if error:
                 log.write(f"==> job {outcome}: {one_line(error)}\n".encode())
-            self._notify(job, pipeline, "on_done" if outcome == "done" else "on_fail", log)
+            notice = self._notify(job, pipeline, "on_done" if outcome == "done" else "on_fail",
+                                  log, report=False)
+        self._durably(job["id"], record)
+        self.progress(job["id"], outcome, error or "")
+        if notice is not None:
+            self.progress(job["id"], "notify", notice)
         if outcome == "done" and job.get("workspace") == "ephemeral":
             shutil.rmtree(job["cwd"], ignore_errors=True)
         return outcome
 
-    def _notify(self, job: dict, pipeline: Pipeline, when: str, log) -> None:
+    def _notify(self, job: dict, pipeline: Pipeline, when: str, log,
+                report: bool = True) -> str | None:
+        """Write the pipeline's ``when`` message to the job's log (and, with ``report``, to
+        the progress callback); the message, or None where the pipeline has none."""
         template = pipeline.notify.get(when)
         if not template:
-            return
+            return None
         ctx = {"var": job["vars"], "workspace": {"root": job["cwd"], "nonce": job["id"]},
                "invoke": {"dir": job.get("invoke") or job["cwd"]},
                "local": job.get("locals") or {}}
@@ -555,7 +564,9 @@ class JobRunner:
             message = f"({when} message: {e})"
         message = one_line(message)  # item text must not forge lines of the log
         log.write(f"==> notify: {message}\n".encode())
-        self.progress(job["id"], "notify", message)
+        if report:
+            self.progress(job["id"], "notify", message)
+        return message
 
     # -- processes ------------------------------------------------------------------------
 
