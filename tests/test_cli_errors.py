@@ -35,9 +35,9 @@ RUNBOOK = """
 
 
 @pytest.fixture
-def proj(project: Project) -> Project:
-    project.write("merge.hcl", RUNBOOK)
-    return project
+def proj(cli_project: Project) -> Project:
+    cli_project.write("merge.hcl", RUNBOOK)
+    return cli_project
 
 
 def oj_bytes(p: Project, *args: bytes) -> subprocess.CompletedProcess[bytes]:

@@ -70,9 +70,9 @@ RUNBOOK = r"""
 
 
 @pytest.fixture
-def proj(project: Project) -> Project:
-    project.write("q.hcl", RUNBOOK)
-    return project
+def proj(cli_project: Project) -> Project:
+    cli_project.write("q.hcl", RUNBOOK)
+    return cli_project
 
 
 def push(p: Project, queue: str, branch: str) -> str:

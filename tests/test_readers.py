@@ -21,9 +21,9 @@ RUNBOOK = """
 
 
 @pytest.fixture
-def proj(project: Project) -> Project:
-    project.write("merge.hcl", RUNBOOK)
-    return project
+def proj(cli_project: Project) -> Project:
+    cli_project.write("merge.hcl", RUNBOOK)
+    return cli_project
 
 
 @pytest.mark.parametrize("args", [

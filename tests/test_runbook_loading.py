@@ -1,4 +1,4 @@
-"""Loading runbooks through the installed CLI: hostile files are one-line errors, runbooks may
+"""Loading runbooks through the CLI: hostile files are one-line errors, runbooks may
 live in subdirectories and be TOML or JSON, shell scripts are checked with bash -n, and
 problems point at the field they are about."""
 
@@ -11,6 +11,12 @@ import pytest
 from conftest import Project
 
 QUEUE = 'queue "q" {}\n'
+
+
+@pytest.fixture
+def project(cli_project: Project) -> Project:
+    """`oj` in-process: these pin what `oj runbook check` says, not how the script starts."""
+    return cli_project
 
 
 def check(project: Project, *args: str, timeout: float = 20):
