@@ -44,6 +44,7 @@ def test_deep_nesting_and_huge_numbers_are_one_line_errors(project: Project, tex
     assert len(proc.stderr.splitlines()) == 2  # the problem and the count
 
 
+@pytest.mark.end_to_end  # starts ojd or the installed oj itself
 def test_a_fifo_runbook_is_refused_everywhere_without_hanging(project: Project):
     project.write("a.hcl", 'queue "q" {}\nworker "w" {\n  source = { queue = "q" }\n'
                   '  handler = { pipeline = "p" }\n}\npipeline "p" {\n  vars = ["x"]\n'
