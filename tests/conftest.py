@@ -126,11 +126,18 @@ def is_quick(item: pytest.Item) -> bool:
                 or item.get_closest_marker("end_to_end") or item.get_closest_marker("systemd"))
 
 
-@pytest.hookimpl(tryfirst=True)  # before `-m` selects on the mark
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects on the mark, and xdist on the group
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # not at the top: imported before pytest loads it as a plugin, its asserts stay unrewritten
+    from systemd_plugin import needs_systemd
+
     for item in items:
         if is_quick(item):
             item.add_marker(pytest.mark.quick)
+        if needs_systemd(item):
+            # under `--dist loadgroup`, one xdist worker runs every sandbox test, one at a
+            # time on its one sandbox, while the other workers take the rest
+            item.add_marker(pytest.mark.xdist_group("sandbox"))
 
 
 def pytest_generate_tests(metafunc) -> None:

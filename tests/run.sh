@@ -8,10 +8,10 @@
 #                                        installed `oj`, PostgreSQL, and integration tests
 #                                        against a private systemd
 #
-# The full run with no arguments goes in two passes: tests that need no systemd sandbox on
-# two pytest-xdist workers, then the sandbox tests (and those marked `alone`, which rebuild
-# the venv everything else runs from) in one process. With arguments it is one pytest run
-# of what they name.
+# The full run with no arguments goes on two pytest-xdist workers: one of them runs the
+# systemd sandbox tests, one at a time (they wait on boots and timers more than they
+# compute), while both take the rest; then the tests marked `alone` (they rebuild the venv
+# everything else runs from). With arguments it is one pytest run of what they name.
 # With CI set, a skipped systemd test fails the run; so does a run in which no test ran.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,5 +32,5 @@ fi
 if [ $# -gt 0 ]; then
     exec "$venv/bin/python" -m pytest "$@"
 fi
-"$venv/bin/python" -m pytest -n 2 -m "not systemd and not alone"
-"$venv/bin/python" -m pytest -m "systemd or alone"
+"$venv/bin/python" -m pytest -n 2 --dist loadgroup -m "not alone"
+"$venv/bin/python" -m pytest -m alone
