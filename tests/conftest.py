@@ -108,6 +108,37 @@ def require(condition: bool, reason: str) -> None:
 
 STORES = ["wal", "postgresql"]
 
+# Fixtures that start real processes: `oj` as a subprocess, ojd, PostgreSQL, a systemd sandbox.
+# A test that uses none of them (directly or through another fixture) and is not marked
+# ``end_to_end`` is in the quick tier (`tests/run.sh --quick`): a new pure test lands there
+# by itself, and a test that starts processes some other way says so with the mark.
+END_TO_END_FIXTURES = frozenset({"project", "ap", "postgres", "sandbox", "sandbox_dir",
+                                 "make_sandbox", "installed"})
+
+
+def is_quick(item: pytest.Item) -> bool:
+    names = set(getattr(item, "fixturenames", ()))
+    if "cli_project" in names:
+        names.discard("project")  # a module's project bound to the in-process one
+    callspec = getattr(item, "callspec", None)
+    on_postgres = callspec is not None and callspec.params.get("store_kind") == "postgresql"
+    return not (names & END_TO_END_FIXTURES or on_postgres
+                or item.get_closest_marker("end_to_end") or item.get_closest_marker("systemd"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects on the mark, and xdist on the group
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # not at the top: imported before pytest loads it as a plugin, its asserts stay unrewritten
+    from systemd_plugin import needs_systemd
+
+    for item in items:
+        if is_quick(item):
+            item.add_marker(pytest.mark.quick)
+        if needs_systemd(item):
+            # under `--dist loadgroup`, one xdist worker runs every sandbox test, one at a
+            # time on its one sandbox, while the other workers take the rest
+            item.add_marker(pytest.mark.xdist_group("sandbox"))
+
 
 def pytest_generate_tests(metafunc) -> None:
     """Tests (or modules) marked ``both_stores`` run once per store: the WAL directory and
@@ -150,3 +181,46 @@ def state_url(store_kind: str, request) -> str | None:
 @pytest.fixture
 def project(tmp_path: Path, state_url: str | None) -> Project:
     return Project(tmp_path / "project", tmp_path / "state", url=state_url)
+
+
+class InProcessProject(Project):
+    """A Project whose ``oj`` runs in this process: ``oj.cli.main``, the console script's
+    own entry point (fast paths included), under click's ``CliRunner`` isolation for its
+    streams and environment. No process start: for CLI behaviour that needs no worker."""
+
+    def oj(self, *args: str, check: bool = True, cwd: Path | None = None,
+           timeout: float = 60, input: str | None = None,
+           **env: str) -> subprocess.CompletedProcess[str]:
+        from click.testing import CliRunner
+
+        from oj.cli import main
+
+        wanted = self.env(**env)
+        # the runner's env is laid over os.environ: None takes out what the project's drops
+        overlay = {name: wanted.get(name) for name in {*os.environ, *wanted}}
+        here = os.getcwd()
+        os.chdir(cwd or self.root)
+        try:
+            with CliRunner().isolation(input=input, env=overlay) as (out, err, _):
+                try:
+                    code = main(list(args))
+                except SystemExit as e:  # click's own exits (--help, --version)
+                    code = e.code if isinstance(e.code, int) else 1
+                sys.stdout.flush()
+                sys.stderr.flush()
+                stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+        finally:
+            os.chdir(here)
+        proc = subprocess.CompletedProcess([OJ, *args], code, stdout, stderr)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        if check and proc.returncode != 0:
+            raise AssertionError(f"oj {' '.join(args)} exited {proc.returncode}:\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+
+@pytest.fixture
+def cli_project(tmp_path: Path, state_url: str | None) -> InProcessProject:
+    """A project whose ``oj`` runs in-process (see InProcessProject): the quick tier's CLI.
+    A module that pins CLI behaviour needing no worker binds its ``project`` to this."""
+    return InProcessProject(tmp_path / "project", tmp_path / "state", url=state_url)

@@ -83,7 +83,7 @@ def new_root() -> Path:
     return root
 
 
-def _needs_systemd(item: pytest.Item) -> bool:
+def needs_systemd(item: pytest.Item) -> bool:
     names = getattr(item, "fixturenames", ())
     return item.get_closest_marker("systemd") is not None or any(f in names for f in _FIXTURES)
 
@@ -96,7 +96,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if _needs_systemd(item) and item.get_closest_marker("systemd") is None:
+        if needs_systemd(item) and item.get_closest_marker("systemd") is None:
             item.add_marker(pytest.mark.systemd)
 
 
@@ -106,7 +106,7 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     skipped = report.skipped and not hasattr(report, "wasxfail")
-    if skipped and ci_enabled() and _needs_systemd(item):
+    if skipped and ci_enabled() and needs_systemd(item):
         longrepr = report.longrepr
         reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
         reason = reason.removeprefix("Skipped: ")

@@ -339,6 +339,7 @@ def test_a_runner_resumed_after_its_job_process_was_killed_watches_the_same_agen
     assert ap.job()["status"] == "done"
 
 
+@pytest.mark.end_to_end  # the installed `oj`, its worker and tmux as processes
 def test_a_state_dir_too_long_for_a_socket_path_still_runs_agents(tmp_path: Path):
     state = tmp_path / ("s" * 60) / ("t" * 60)
     ap = AgentProject(tmp_path / "project", state)

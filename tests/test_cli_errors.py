@@ -35,9 +35,9 @@ RUNBOOK = """
 
 
 @pytest.fixture
-def proj(project: Project) -> Project:
-    project.write("merge.hcl", RUNBOOK)
-    return project
+def proj(cli_project: Project) -> Project:
+    cli_project.write("merge.hcl", RUNBOOK)
+    return cli_project
 
 
 def oj_bytes(p: Project, *args: bytes) -> subprocess.CompletedProcess[bytes]:
@@ -56,6 +56,7 @@ def one_line(stderr: str | bytes) -> str:
 @pytest.mark.parametrize("command", [b"stop", b"disable", b"logs", b"start", b"enable",
                                      b"restart", b"wake"])
 @pytest.mark.parametrize("name", [b"\xff", b"a\nb", b"caf\xc3\xa9\xed\xa0\x80"])
+@pytest.mark.end_to_end  # starts ojd or the installed oj itself
 def test_worker_subcommands_refuse_names_that_are_not_worker_names(proj, command, name):
     proc = oj_bytes(proj, b"worker", command, name)
     assert proc.returncode == 2, proc.stderr
@@ -118,6 +119,7 @@ def test_usage_errors_are_one_line_with_where_to_find_the_usage(proj, args, mess
 
 
 @pytest.mark.parametrize("kind", ["directory", "file"])
+@pytest.mark.end_to_end  # starts ojd or the installed oj itself
 def test_ojd_with_an_unusable_lock_path_says_which_and_exits(proj, kind):
     proj.oj("queue", "push", "merges", '{"branch": "b"}')
     if kind == "directory":  # the lock file itself is a directory

@@ -9,12 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import require
+
+# dev-setup.sh and the installed console scripts: processes, and a venv rebuilt
+pytestmark = pytest.mark.end_to_end
 
 REPO = Path(__file__).resolve().parent.parent
 LINK_BIN = REPO / "packaging" / "link-bin.sh"
 
 
+@pytest.mark.alone  # reinstalls the venv every other test runs `oj` from
 def test_dev_setup_puts_oj_on_path_and_builds_without_warnings(tmp_path: Path):
     # justified: a non-root developer run skips; CI runs as root (require fails there)
     require(os.geteuid() == 0, "dev-setup runs as root (it uses apt-get)")

@@ -22,6 +22,9 @@ import pytest
 from sandbox import Sandbox
 from systemd_plugin import ci_enabled
 
+# builds and unpacks the .deb: processes, and seconds of them
+pytestmark = pytest.mark.end_to_end
+
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "packaging" / "build-deb.sh"
 DEBIAN = REPO / "packaging" / "debian"

@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 from conftest import OJ, OJD, Project, wait_until
 
+# workers and pushers as processes, also in its WAL-directory runs
+pytestmark = pytest.mark.end_to_end
+
 RUNBOOK = r"""
     queue "q" {
       vars = ["n"]

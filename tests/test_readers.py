@@ -21,9 +21,9 @@ RUNBOOK = """
 
 
 @pytest.fixture
-def proj(project: Project) -> Project:
-    project.write("merge.hcl", RUNBOOK)
-    return project
+def proj(cli_project: Project) -> Project:
+    cli_project.write("merge.hcl", RUNBOOK)
+    return cli_project
 
 
 @pytest.mark.parametrize("args", [
@@ -58,6 +58,7 @@ def test_reading_one_record_of_a_missing_state_dir_is_an_error(proj, tmp_path, a
     assert not typo.exists()
 
 
+@pytest.mark.end_to_end  # starts ojd or the installed oj itself
 def test_the_default_state_dir_is_not_created_by_a_listing_either(proj):
     # root's default is /var/lib/oj; another user's is under XDG_STATE_HOME, which a test can
     # point at a directory that user could create it in

@@ -1,4 +1,4 @@
-"""Loading runbooks through the installed CLI: hostile files are one-line errors, runbooks may
+"""Loading runbooks through the CLI: hostile files are one-line errors, runbooks may
 live in subdirectories and be TOML or JSON, shell scripts are checked with bash -n, and
 problems point at the field they are about."""
 
@@ -11,6 +11,12 @@ import pytest
 from conftest import Project
 
 QUEUE = 'queue "q" {}\n'
+
+
+@pytest.fixture
+def project(cli_project: Project) -> Project:
+    """`oj` in-process: these pin what `oj runbook check` says, not how the script starts."""
+    return cli_project
 
 
 def check(project: Project, *args: str, timeout: float = 20):
@@ -38,6 +44,7 @@ def test_deep_nesting_and_huge_numbers_are_one_line_errors(project: Project, tex
     assert len(proc.stderr.splitlines()) == 2  # the problem and the count
 
 
+@pytest.mark.end_to_end  # starts ojd or the installed oj itself
 def test_a_fifo_runbook_is_refused_everywhere_without_hanging(project: Project):
     project.write("a.hcl", 'queue "q" {}\nworker "w" {\n  source = { queue = "q" }\n'
                   '  handler = { pipeline = "p" }\n}\npipeline "p" {\n  vars = ["x"]\n'

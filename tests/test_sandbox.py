@@ -238,6 +238,7 @@ PLUGIN_PROBE = textwrap.dedent(
 )
 
 
+@pytest.mark.end_to_end  # runs pytest itself, twice
 @pytest.mark.parametrize("ci", ["true", ""])
 def test_ci_turns_skipped_systemd_tests_into_failures(tmp_path: Path, ci: str) -> None:
     (tmp_path / "conftest.py").write_text(

@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 from conftest import BIN, OJ, require
 
+# the installed `oj` as a subprocess, as root and as a user
+pytestmark = pytest.mark.end_to_end
+
 RUNBOOK = """
     queue "q" {
       vars = ["n"]

@@ -223,6 +223,7 @@ def test_no_color_turns_colour_off_on_a_terminal_and_watch_refuses_json(project:
     assert proc.stderr == "oj: --watch redraws a screen for people; -o json prints once\n"
 
 
+@pytest.mark.end_to_end  # the installed `oj` as a subprocess
 def test_outside_a_project_status_shows_every_project_of_the_state_dir(tmp_path: Path):
     state = tmp_path / "state"
     a = Project(tmp_path / "a", state)

@@ -206,6 +206,7 @@ def test_a_snapshot_that_cannot_be_written_does_not_fail_the_append(
     assert ids(Store(str(tmp_path), on_problem=None).load()) == {"i1", "i2", "i3", "i4"}
 
 
+@pytest.mark.end_to_end  # waits out lock timeouts against another process
 def test_waiting_for_a_stopped_lock_holder_names_it_then_gives_up(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     import fcntl
@@ -244,6 +245,7 @@ def test_waiting_for_a_stopped_lock_holder_names_it_then_gives_up(
     assert ids(store.refresh()) == {"i1", "i2"}
 
 
+@pytest.mark.end_to_end  # waits out lock timeouts against another process
 def test_a_lock_wait_given_up_on_never_releases_a_later_holder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A long-lived process (a worker) times out once, then locks again while the first wait

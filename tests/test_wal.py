@@ -48,6 +48,7 @@ def test_directory_is_created_private_and_an_existing_mode_is_kept(tmp_path: Pat
     assert stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o750
 
 
+@pytest.mark.end_to_end  # eight processes, seconds of them
 def test_eight_processes_appending_concurrently_lose_and_duplicate_nothing(
     tmp_path: Path,
 ) -> None:

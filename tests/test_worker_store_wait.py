@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 from conftest import OJ, OJD, Project, require, wait_until
 
+# ojd workers as processes, started here rather than through the fixtures
+pytestmark = pytest.mark.end_to_end
+
 RUNBOOK = r"""
     queue "q" {
       vars = ["n"]
