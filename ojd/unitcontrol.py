@@ -218,12 +218,16 @@ def wait_started(systemd: Systemd, unit: str, *, what: str, logs: str, timeout: 
     naming ``logs``; ``late`` says what it did not do within ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        # the job before the state: a start job ends only once its unit is in its new state,
+        # so a state read after "no job" is where the start left it, never a moment before
+        # (read the other way round, a loaded machine saw a timer that had just started as
+        # inactive, and then no job)
+        pending = systemd.has_job(unit)
         st = systemd.state(unit)
-        if st.active_state in RUNNING_STATES and not systemd.has_job(unit):
+        if st.active_state in RUNNING_STATES and not pending:
             return
         # inactive with no job left: the start ran and ended (it exited, or was stopped)
-        if st.active_state == "failed" or (st.active_state == "inactive"
-                                           and not systemd.has_job(unit)):
+        if st.active_state == "failed" or (st.active_state == "inactive" and not pending):
             raise OjError(f"{what} {unit} failed to start ({st.active_state}/"
                           f"{st.sub_state}); see '{logs}'")
         time.sleep(0.02)
