@@ -61,8 +61,8 @@ def test_a_step_end_waits_out_a_state_lock_held_past_the_lock_timeout(postgres, 
             conn.execute("LOCK TABLE oj_events IN EXCLUSIVE MODE")
             (p.root / "go").touch()
             # the step's end timed out on the lock, said so, and tries again
-            joblog = p.state / "logs" / f"{job_id}.log"
-            wait_until(lambda: "cannot write the state" in joblog.read_text(),
+            said = [tmp_path / "worker.log", p.state / "logs" / f"{job_id}.log"]
+            wait_until(lambda: any("cannot write the state" in f.read_text() for f in said),
                        "the step's end to stall on the lock", timeout=30)
 
             def waiting_on_the_lock() -> bool:  # a session of its own: a transaction's view
