@@ -92,6 +92,26 @@ def wait_until(predicate, what: str = "", timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+def asleep_in(pid: int, call: str, any_thread: bool = False) -> bool:
+    """Whether process ``pid`` (its main thread, or with ``any_thread`` any of them) sleeps in
+    the kernel in ``call`` (part of /proc's wchan: "nanosleep" for time.sleep, "poll" for
+    select, "lock_inode" for flock) with no signal pending: a positive sign that it got as
+    far as that wait and has done what it was woken for, where a fixed sleep only hopes so."""
+    tasks = Path(f"/proc/{pid}/task")
+    try:
+        shared = Path(f"/proc/{pid}/status").read_text()
+        threads = sorted(tasks.iterdir()) if any_thread else [tasks / str(pid)]
+        for task in threads:
+            status = shared if task.name == str(pid) else (task / "status").read_text()
+            pending = [line.split()[1] for line in (shared + status).splitlines()
+                       if line.startswith(("SigPnd:", "ShdPnd:"))]
+            if call in (task / "wchan").read_text() and not any(int(p, 16) for p in pending):
+                return True
+    except OSError:  # gone, or going
+        return False
+    return False
+
+
 def require(condition: bool, reason: str) -> None:
     """Go on only when ``condition`` holds: root, a file system with ACLs... Outside CI a
     test that cannot run here is skipped (justified: a developer's non-root run); in CI,

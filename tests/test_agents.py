@@ -250,7 +250,7 @@ def detach(fd: int) -> None:
     pressed twice: like a user, the test presses them again."""
     for attempt in range(3):
         os.write(fd, b"\x02")
-        time.sleep(0.3)
+        time.sleep(0.3)  # keys typed apart, as a person types them; load only spaces them more
         os.write(fd, b"d")
         try:
             read_until(fd, b"detached", timeout=5)

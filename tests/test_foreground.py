@@ -14,11 +14,10 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from conftest import OJ, Project, require, wait_until
+from conftest import OJ, Project, asleep_in, require, wait_until
 
 pytestmark = pytest.mark.both_stores
 
@@ -204,7 +203,8 @@ def test_worker_start_wakes_a_foreground_worker_without_a_manager(started, tmp_p
     # queued without the push's wake-up: only the start below can make the worker poll
     queues.push(store, str(project.root), queues.QueueSpec("q", "persisted", ["n"], {}),
                 {"n": "1"})
-    time.sleep(0.3)
+    # in its wait, the item there: it has nothing to poll for
+    wait_until(lambda: asleep_in(worker.proc.pid, "poll"), "the worker to wait")
     assert out(project) == []
     proc = without_systemd(project, tmp_path, "worker", "start", "w")
     assert proc.returncode == 0, proc.stderr
@@ -253,10 +253,11 @@ def test_a_recycled_pid_in_a_stale_lock_file_is_never_signalled(project: Project
         # the lock file names a live process, but not the one that wrote it: its start
         # time differs (SIGUSR1 would kill a sleep)
         (project.state / "workers" / "w.lock").write_text(f"{bystander.pid} 1\n")
+        wait_until(lambda: asleep_in(bystander.pid, "nanosleep"), "the bystander to sleep")
         proc = project.oj("queue", "push", "q", '{"n": "1"}')
         assert "no worker was woken: w not running" in proc.stderr
-        time.sleep(0.2)
-        assert bystander.poll() is None
+        # a signal sent is pending until it kills: still asleep, with none, it got none
+        assert asleep_in(bystander.pid, "nanosleep")
         [row] = project.json("worker", "list")
         assert row["active_state"] != "foreground"
     finally:
@@ -323,7 +324,8 @@ def test_a_new_worker_after_a_kill_9_waits_for_the_running_step_and_never_overla
     try:
         again.wait_for("ready: queue 'q'")
         assert "watching it" in again.output
-        time.sleep(0.5)
+        # back in its wait after its first poll, which found the item's job running
+        wait_until(lambda: asleep_in(again.proc.pid, "poll"), "the worker to poll")
         assert out(project) == ["start 1"]  # not started beside itself
         (project.root / "go").touch()
         wait_until(lambda: project.items()[0]["status"] == "completed", "the item to complete")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import OJ, Project, wait_until
+from conftest import OJ, Project, asleep_in, wait_until
 
 pytestmark = pytest.mark.both_stores
 
@@ -162,7 +162,8 @@ def test_wait_blocks_until_the_job_ends_then_exits_0(p, background):
     b = background("a")
     waiter = subprocess.Popen([OJ, "job", "wait", b.id[:5]], cwd=p.root, env=p.env(),
                               stderr=subprocess.PIPE, text=True)
-    time.sleep(0.6)
+    # between its polls: it has found the job running, and stayed
+    wait_until(lambda: asleep_in(waiter.pid, "nanosleep"), "the waiter to poll")
     assert waiter.poll() is None, "wait returned while the job was still running"
     assert b.release() == 0
     _, err = waiter.communicate(timeout=10)
@@ -228,8 +229,8 @@ def test_wait_any_returns_with_the_first_job_that_ends(p, background):
     assert wait(p, first.id, second.id, "--any", "--timeout", "300ms").returncode == 2
     waiter = subprocess.Popen([OJ, "job", "wait", "--any", first.id, second.id], cwd=p.root,
                               env=p.env(), stderr=subprocess.PIPE, text=True)
-    time.sleep(0.4)
-    assert waiter.poll() is None
+    wait_until(lambda: asleep_in(waiter.pid, "nanosleep"), "the waiter to poll")
+    assert waiter.poll() is None  # it found both running, and stayed
     second.release()
     _, err = waiter.communicate(timeout=10)
     assert waiter.returncode == 0
@@ -302,7 +303,7 @@ def test_prune_dry_run_removes_nothing(p):
 def test_prune_age_counts_from_when_the_job_ended(p):
     failed = run_fail(p)
     assert p.oj("job", "prune", "--older-than", "1h").stdout == "pruned 0 jobs\n"
-    time.sleep(1.2)
+    time.sleep(1.2)  # wall-clock age is the thing pruned by; load only makes the job older
     assert p.oj("job", "prune", "--older-than", "1s").stdout.endswith("pruned 1 job\n")
     assert jobs(p) == [] and failed not in str(state_files(p))
 

@@ -6,7 +6,6 @@ import json
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -124,7 +123,8 @@ def test_resumed_jobs_of_a_worker_take_turns_within_its_concurrency(project: Pro
                               env=project.env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.5)
+        # started (after the first, --until-idle one): each resume below wakes it
+        wait_until(lambda: len(project.events("worker:started")) == 2, "the worker to start")
         for job_id in failed:
             project.oj("job", "resume", job_id)
         wait_until(lambda: ran(project).count("end 0") + ran(project).count("end 1")

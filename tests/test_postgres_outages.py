@@ -60,7 +60,18 @@ def test_a_step_end_waits_out_a_state_lock_held_past_the_lock_timeout(postgres, 
         with session(p.url, transaction=True) as conn:  # another host's decision, frozen
             conn.execute("LOCK TABLE oj_events IN EXCLUSIVE MODE")
             (p.root / "go").touch()
-            time.sleep(3.5)  # three lock timeouts of the step's end
+            # the step's end timed out on the lock, said so, and tries again
+            said = [tmp_path / "worker.log", p.state / "logs" / f"{job_id}.log"]
+            wait_until(lambda: any("cannot write the state" in f.read_text() for f in said),
+                       "the step's end to stall on the lock", timeout=30)
+
+            def waiting_on_the_lock() -> bool:  # a session of its own: a transaction's view
+                with session(p.url) as other:  # of pg_stat_activity does not change
+                    return other.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND application_name LIKE 'oj%'").rows[0][0] > 0
+
+            wait_until(waiting_on_the_lock, "oj to wait on the lock again")
             assert p.json("job", "show", job_id)["status"] == "running"
             assert not (p.root / "ran.txt").exists()
         wait_until(lambda: p.json("queue", "show", item)["status"] == "completed",
@@ -86,11 +97,19 @@ def test_a_worker_and_its_job_outlive_their_database_connections_being_cut(postg
         wait_until(lambda: p.events("job:step_started"), "the first step to start")
         job_id = p.events("job:step_started")[0]["id"]
         with session(p.url) as conn:
-            cut = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                               "application_name LIKE 'oj%' AND pid <> pg_backend_pid()"
+            cut = conn.execute("SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE application_name LIKE 'oj%' AND pid <> pg_backend_pid()"
                                ).rows
         assert cut
-        time.sleep(0.5)  # the worker's status refreshes meet the cut connection
+        cut_pids = {row[0] for row in cut}
+
+        def reconnected() -> bool:  # the worker's status refreshes met the cut connection
+            with session(p.url) as conn:
+                return bool({r[0] for r in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'oj%' "
+                    "AND pid <> pg_backend_pid()").rows} - cut_pids)
+
+        wait_until(reconnected, "the worker to connect again")
         (p.root / "go").touch()
         wait_until(lambda: p.json("queue", "show", item)["status"] == "completed",
                    "the item to complete over new connections", timeout=30)
@@ -297,7 +316,7 @@ def test_a_database_that_never_answers_is_given_up_on_at_connect_timeout_or_ctrl
         waiting = subprocess.Popen([OJ, "queue", "list"], cwd=p.root, stderr=subprocess.PIPE,
                                    env=p.env(OJ_STATE_URL=p.url.replace("=2", "=60")),
                                    text=True)
-        time.sleep(1)
+        time.sleep(1)  # well into its connect; earlier still, a Ctrl-C must end it as well
         started = time.monotonic()
         waiting.send_signal(signal.SIGINT)
         _, err = waiting.communicate(timeout=30)

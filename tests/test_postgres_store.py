@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import OJ, OJD, Project, wait_until
+from conftest import OJ, OJD, Project, asleep_in, wait_until
 
 # workers and pushers as processes, also in its WAL-directory runs
 pytestmark = pytest.mark.end_to_end
@@ -217,7 +217,7 @@ def test_a_push_from_another_host_wakes_an_idle_worker_through_the_database(post
     log.close()
     try:
         wait_until(lambda: len(p.events("worker:started")) == 1, "the worker to start")
-        time.sleep(0.5)  # idle in its wait
+        wait_until(lambda: asleep_in(worker.pid, "poll"), "the worker to wait")
         ran = p.root / "ran.txt"
         for n in range(3):
             started = time.monotonic()
@@ -661,7 +661,10 @@ def test_a_job_resumed_by_its_restarted_worker_after_its_lease_ran_out_keeps_its
         os.kill(p.events("job:process")[0]["pid"], signal.SIGKILL)
         step = p.events("job:step_started")[0]["pid"]
         wait_until(lambda: not group_alive(step), "the step to die with its job's process")
-        time.sleep(3.5)  # past the lease: no renewal since
+        [taken] = p.events("queue:taken")
+        renewed = [e["ts"] for e in p.events("queue:lease_renewed")]
+        wait_until(lambda: time.time() > max([taken["ts"], *renewed]) + taken["lease"],
+                   "the lease to run out, with no renewal since")
         worker = start()
         wait_until(lambda: p.json("queue", "show", item)["status"] == "completed",
                    "the resumed job to complete its item", timeout=30)

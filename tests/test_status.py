@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import OJ, Project, wait_until
+from conftest import OJ, Project, asleep_in, wait_until
 from sandbox import Sandbox
 from test_agents import AgentProject, ap  # noqa: F401 - the fixture, with its cleanup
 from test_foreground import Foreground
@@ -72,7 +72,9 @@ def busy(ap: AgentProject):  # noqa: F811 - the fixture imported above
     ap.write("w.hcl", WORKER)
     worker = Foreground(ap, "w")
     worker.wait_for("ready: queue 'jobs'")
-    time.sleep(0.3)  # the lock file's mtime from the start, then the polls the pushes cause
+    # "last poll" is the lock file's mtime: the start's must be told from the pushes' polls
+    lock = ap.state / "workers" / "w.lock"
+    wait_until(lambda: time.time() > lock.stat().st_mtime + 0.1, "the start's poll to age")
     ap.pushed_at = time.time()
     ap.oj("queue", "push", "jobs", '{"n": "1"}')
     ap.oj("queue", "push", "jobs", '{"n": "2", "mode": "fail"}')
@@ -167,7 +169,8 @@ def watch_in_a_terminal(p: Project, frames: int) -> tuple[str, int]:
             assert time.monotonic() < deadline, out.decode(errors="replace")
             if select.select([fd], [], [], 0.2)[0]:
                 out += os.read(fd, 65536)
-        time.sleep(0.2)
+        # Ctrl-C in the wait between frames, as a person watching would press it
+        wait_until(lambda: asleep_in(pid, "nanosleep"), "the watch to wait for its next frame")
         os.kill(pid, signal.SIGINT)
         while select.select([fd], [], [], 5)[0]:
             try:

@@ -4,10 +4,12 @@ state, and what cannot be kept is named, never silently dropped."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 from ojd.state import State
 from ojd.store import Store
@@ -260,8 +262,8 @@ def test_a_lock_wait_given_up_on_never_releases_a_later_holder(
     lock = os.path.join(store.log.path, "lock")
     holder = subprocess.Popen(
         [sys.executable, "-c", "import fcntl,sys,time;f=open(sys.argv[1],'r+');"
-         "fcntl.flock(f,fcntl.LOCK_EX);print('held',flush=True);time.sleep(2.6)", lock],
-        stdout=subprocess.PIPE, text=True)
+         "fcntl.flock(f,fcntl.LOCK_EX);print('held',flush=True);sys.stdin.read()", lock],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # holds until told
     assert holder.stdout is not None and holder.stdout.readline() == "held\n"
     monkeypatch.setenv("OJ_LOCK_TIMEOUT", "1.5")
     with pytest.raises(LockTimeout):
@@ -270,13 +272,31 @@ def test_a_lock_wait_given_up_on_never_releases_a_later_holder(
              " fcntl.flock(f,fcntl.LOCK_EX|fcntl.LOCK_NB)\nexcept OSError:\n print('held')\n"
              "else:\n print('FREE')")
     seen = []
+    assert holder.stdin is not None
+    # the holder lets go once this process waits for the lock again, beside the given-up wait
+    def waits_for_the_lock() -> int:  # this process's threads blocked in flock
+        waiting = 0
+        for task in Path("/proc/self/task").iterdir():
+            try:
+                waiting += "lock_inode" in (task / "wchan").read_text()
+            except OSError:  # a thread that ended meanwhile
+                pass
+        return waiting
+
+    def let_go() -> None:
+        wait_until(lambda: waits_for_the_lock() >= 2, "the section to wait for the lock")
+        holder.stdin.close()  # type: ignore[union-attr]
+
+    letgo = threading.Thread(target=let_go)
+    letgo.start()
     with store.log.locked():  # waits beside the given-up wait until the holder lets go
         assert holder.wait(timeout=5) == 0  # so the lock held from here on is ours alone
         for _ in range(3):
-            time.sleep(0.3)
+            time.sleep(0.3)  # the lock stays ours over time: held at each look
             seen.append(subprocess.run([sys.executable, "-c", probe, lock], capture_output=True,
                                        text=True, timeout=10).stdout.strip())
     holder.wait(10)
+    letgo.join()
     assert seen == ["held"] * 3
     push(store, 3)
     assert ids(store.refresh()) == {"i1", "i3"}

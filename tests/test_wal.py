@@ -10,10 +10,10 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from conftest import asleep_in, wait_until
 
 from ojd.store.wal import Record, WalDirectory, WalProblem
 
@@ -194,7 +194,9 @@ def test_unlocked_reader_treats_an_incomplete_tail_as_not_written_yet(tmp_path: 
         with writer.locked():
             seg.write_bytes(whole[: len(whole) - 5])
             half_written.set()
-            time.sleep(0.3)
+            # until the reader waits for the lock, not for a time it may not have started in
+            wait_until(lambda: asleep_in(os.getpid(), "lock_inode", any_thread=True),
+                       "the reader to wait for the lock")
             seg.write_bytes(whole)
 
     t = threading.Thread(target=slow_append)

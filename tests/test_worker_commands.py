@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
-from conftest import Project, wait_until
+from conftest import Project, asleep_in, wait_until
 from test_foreground import Foreground, without_systemd
 
 # each job writes "start N", then waits for the file go-N (or go-all) and writes "end N"
@@ -124,10 +123,11 @@ def test_resize_needs_a_number_or_reset_but_not_both(project: Project):
 
 def test_resize_up_fills_the_new_slots_of_a_running_worker_at_once(workers):
     project, start = workers
-    start()
+    worker = start()
     push(project, 1, 2, 3)
     wait_until(lambda: started_jobs(project) == ["1"], "the first job to start")
-    time.sleep(0.3)
+    # back in its wait with no wake pending: it has polled for each push
+    wait_until(lambda: asleep_in(worker.proc.pid, "poll"), "the worker to poll")
     assert started_jobs(project) == ["1"]  # concurrency 1: the others wait
     proc = project.oj("worker", "resize", "a", "3")
     assert proc.stdout == ("Worker 'a' resized to 3 (the runbook says 1); running, it keeps "
@@ -151,7 +151,11 @@ def test_resize_down_lets_running_jobs_finish_and_takes_no_new_one_until_below(w
     worker.wait_for("concurrency now 1 (resized; the runbook says 2)")
     (project.root / "go-1").touch()
     wait_until(lambda: "end 1" in ran(project), "job 1 to end")
-    time.sleep(0.5)  # the end of job 1 made the worker poll: one job still runs, 1 slot
+    [job_1] = [e["pid"] for e in project.events("job:process") for i in project.items()
+               if i["job"] == e["id"] and i["data"]["n"] == "1"]
+    wait_until(lambda: not Path(f"/proc/{job_1}").exists(), "job 1's process to be reaped")
+    # back in its wait: the end of job 1 made it poll (one job still runs, 1 slot)
+    wait_until(lambda: asleep_in(worker.proc.pid, "poll"), "the worker to poll")
     assert started_jobs(project) == ["1", "2"]
     assert "end 2" not in ran(project)  # never stopped by the resize
     (project.root / "go-2").touch()
