@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import OJ, OJD, Project, wait_until
+from conftest import OJ, OJD, Project, asleep_in, wait_until
 
 GATED = r"""
     queue "q" {
@@ -310,13 +310,16 @@ def test_a_database_that_never_answers_is_given_up_on_at_connect_timeout_or_ctrl
         p.write("w.hcl", GATED)
         started = time.monotonic()
         proc = p.oj("queue", "list", check=False)
-        assert 2 <= time.monotonic() - started < 5
+        # at connect_timeout, not before; the bound above it only says it did not hang
+        # (oj's own start-up under load counts too)
+        assert 2 <= time.monotonic() - started < 30
         assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
         assert "cannot be reached: timeout expired" in proc.stderr
         waiting = subprocess.Popen([OJ, "queue", "list"], cwd=p.root, stderr=subprocess.PIPE,
                                    env=p.env(OJ_STATE_URL=p.url.replace("=2", "=60")),
                                    text=True)
-        time.sleep(1)  # well into its connect; earlier still, a Ctrl-C must end it as well
+        # into its connect: blocked in poll() on the socket that never answers
+        wait_until(lambda: asleep_in(waiting.pid, "poll"), "oj to wait on the silent server")
         started = time.monotonic()
         waiting.send_signal(signal.SIGINT)
         _, err = waiting.communicate(timeout=30)
