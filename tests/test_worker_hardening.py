@@ -137,7 +137,11 @@ os.close(filler)
 # a push can still fit in the slack of the segment's last page: push until one cannot
 pushes = [run("queue", "push", "q", json.dumps({"n": f"full{k}-" + "x" * 2000}))
           for k in range(6)]
-time.sleep(4)  # the step ends; its end cannot be written, nor anything after it
+# the step ends and its end cannot be written: the worker says so (a deadline, not a pace)
+deadline = time.monotonic() + 60
+while "No space left on device" not in open(os.path.join(out, "worker.log")).read():
+    assert time.monotonic() < deadline, "the worker never met the full disk"
+    time.sleep(0.05)
 os.unlink(os.path.join(state, "filler"))
 deadline = time.monotonic() + 30
 statuses = []
