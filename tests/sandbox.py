@@ -160,8 +160,9 @@ def _kill_cgroup_tree(top: Path) -> bool:
     return empty
 
 
-def _remove_cgroup_tree(top: Path, timeout: float = 5) -> None:
-    """Remove a cgroup subtree deepest first; its processes are killed, then awaited."""
+def _remove_cgroup_tree(top: Path, timeout: float = 60) -> None:
+    """Remove a cgroup subtree deepest first; its processes are killed, then awaited (on a
+    loaded machine killed processes take a while to exit: the deadline only catches a hang)."""
     deadline = time.monotonic() + timeout
     while top.exists():
         _kill_cgroup_tree(top)
