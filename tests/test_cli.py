@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
+import time
 
 import pytest
 from conftest import Project, wait_until
@@ -411,7 +413,9 @@ def test_same_data_queues_anew_after_completion(project: Project):
 @pytest.mark.both_stores
 def test_a_killed_worker_leaves_its_job_running_and_the_next_worker_adopts_it(
         project: Project):
-    project.write("w.hcl", WORKER_RUNBOOK.replace("sleep 30", "sleep 2"))
+    # the step runs until the test lets it end: once the next worker has adopted its job
+    project.write("w.hcl", WORKER_RUNBOOK.replace(
+        "sleep 30", 'until [ -e "${invoke.dir}/go" ]; do sleep 0.05; done'))
     project.oj("queue", "push", "merges", '{"branch": "s", "mode": "slow"}')
     proc = project.ojd("worker", "merge", "--foreground")
     wait_until(lambda: (project.root / "ran.txt").exists(), what="the step to start")
@@ -419,7 +423,20 @@ def test_a_killed_worker_leaves_its_job_running_and_the_next_worker_adopts_it(
     proc.wait()
     assert project.items()[0]["status"] == "active"  # the lease outlives the worker
     again = project.ojd("worker", "merge", "--foreground", "--until-idle")
+    assert again.stdout is not None
+    said = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"watching it" not in said:
+            assert time.monotonic() < deadline, said
+            if select.select([again.stdout.fileno()], [], [], 0.5)[0]:
+                chunk = os.read(again.stdout.fileno(), 65536)
+                assert chunk, said  # it exited without adopting the job
+                said += chunk
+    finally:
+        (project.root / "go").touch()
     out, _ = again.communicate(timeout=60)
+    out = said.decode() + out
     assert "watching it" in out and "resuming job" not in out
     items = project.items()
     assert [(i["status"], i["attempts"]) for i in items] == [("completed", 1)]
