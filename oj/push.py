@@ -12,7 +12,7 @@ from ojd import lastgood, paths, queues
 from ojd import project as projects
 from ojd.errors import OjError, RunbookError, UsageError, quoted
 from ojd.store import Store
-from ojd.wake import start_hint, wake_queue_workers
+from ojd.wake import not_woken, wake_queue_workers
 
 
 def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
@@ -45,7 +45,8 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
     if not created:
         print(f"oj: the same item is already queued as {item_id}; not queued twice",
               file=sys.stderr)
-    woken, idle = wake_queue_workers(store, root, queue.name)
+    defined = [name for name, w in index["workers"].items() if w["queue"] == queue.name]
+    woken, idle = wake_queue_workers(store, root, queue.name, defined)
     if start and fallback:  # the last good runbook kept its queues, not its workers
         if woken:
             return 0
@@ -55,8 +56,7 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
     if start:
         return start_workers(root, index, queue.name, woken, project)
     if idle and not woken:
-        print(f"oj: no worker was woken: {', '.join(idle)} not running; "
-              f"{start_hint(idle[0])}", file=sys.stderr)
+        print(f"oj: {not_woken(idle)}", file=sys.stderr)
     return 0
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import signal
 
-from ojd.errors import escaped
+from ojd.errors import escaped, quoted
 from ojd.identity import host_name, in_unit, proc_start_time
 from ojd.unitnames import worker_unit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ojd.store import Store
 
 
@@ -75,21 +77,29 @@ def start_hint(name: str) -> str:
     return f"no systemd here: run 'ojd worker {escaped(name)} --foreground' in the project"
 
 
-def wake_queue_workers(store: Store, project: str, queue: str
+def wake_queue_workers(store: Store, project: str, queue: str, defined: Iterable[str] = ()
                        ) -> tuple[list[str], list[str]]:
-    """After a push: SIGUSR1 to the running workers whose source is ``queue``.
+    """After a push (or a retry): SIGUSR1 to the running workers whose source is ``queue``.
 
     A unit's main PID comes from its ``worker:started`` record and is checked against
     /proc/PID/cgroup (it must still be that worker's unit); a foreground worker's comes
     from its lock file, checked by start time. No D-Bus round trip is on the push path.
-    Returns (woken, not running)."""
+    Returns (woken, not running): the latter with ``defined``, the names of the runbook's
+    workers of ``queue``, also those never started, which have no record yet."""
     woken, idle = [], []
     for w in store.state.workers.values():
         if w.get("project") != project or w.get("queue") != queue:
             continue
         awake = wake_worker(store, w["name"]) or (store.shared and runs_elsewhere(w))
         (woken if awake else idle).append(w["name"])
+    idle += sorted(set(defined) - set(woken) - set(idle))
     return woken, idle
+
+
+def not_woken(idle: list[str]) -> str:
+    """The line that says no worker took notice of a new item, and how to start one."""
+    names = ", ".join(quoted(name) for name in idle)
+    return f"no worker was woken: {names} not running; {start_hint(idle[0])}"
 
 
 def runs_elsewhere(w: dict) -> bool:

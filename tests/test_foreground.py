@@ -241,8 +241,38 @@ def test_push_with_no_worker_running_names_a_command_that_works_here(project: Pr
     assert ran.wait(timeout=30) == 0
     proc = without_systemd(project, tmp_path, "queue", "push", "q", '{"n": "1"}')
     assert proc.returncode == 0
-    assert ("oj: no worker was woken: w not running; no systemd here: run "
+    assert ("oj: no worker was woken: 'w' not running; no systemd here: run "
             "'ojd worker w --foreground' in the project") in proc.stderr
+
+
+def test_push_to_a_queue_whose_worker_never_started_names_it_and_how_to_start_it(
+        project: Project, tmp_path: Path):
+    # the runbook defines the worker; nothing has recorded it yet
+    project.write("w.hcl", runbook())
+    proc = without_systemd(project, tmp_path, "queue", "push", "q", '{"n": "1"}')
+    assert proc.returncode == 0
+    assert proc.stderr == ("oj: no worker was woken: 'w' not running; no systemd here: run "
+                           "'ojd worker w --foreground' in the project\n")
+
+
+def test_retry_wakes_the_queues_worker_as_a_push_does(started, tmp_path):
+    from ojd import events
+    from ojd.store import Store
+
+    project, worker = started
+    store = Store(str(project.state), url=project.url or "")
+    store.load()
+    # a dead item, recorded straight to the log: nothing of it wakes the worker
+    with store.transaction() as tx:
+        tx.append(events.queue_pushed(id="i1", project=str(project.root), queue="q",
+                                      data={"n": "7"}, key="k7"),
+                  events.queue_failed(id="i1", error="boom", dead=True, retry_at=None))
+    assert project.json("queue", "show", "i1")["status"] == "dead"
+    proc = without_systemd(project, tmp_path, "queue", "retry", "q", "i1")
+    assert proc.returncode == 0, proc.stderr
+    assert "no worker was woken" not in proc.stderr
+    # the fallback poll is an hour away: only the retry's wake-up runs the item this soon
+    wait_until(lambda: out(project) == ["7"], "the retried item to run")
 
 
 def test_a_recycled_pid_in_a_stale_lock_file_is_never_signalled(project: Project):
@@ -255,7 +285,7 @@ def test_a_recycled_pid_in_a_stale_lock_file_is_never_signalled(project: Project
         (project.state / "workers" / "w.lock").write_text(f"{bystander.pid} 1\n")
         wait_until(lambda: asleep_in(bystander.pid, "nanosleep"), "the bystander to sleep")
         proc = project.oj("queue", "push", "q", '{"n": "1"}')
-        assert "no worker was woken: w not running" in proc.stderr
+        assert "no worker was woken: 'w' not running" in proc.stderr
         # a signal sent is pending until it kills: still asleep, with none, it got none
         assert asleep_in(bystander.pid, "nanosleep")
         [row] = project.json("worker", "list")

@@ -15,6 +15,7 @@ from ojd.errors import OjError, UsageError, escaped, quoted
 from ojd.events import QUEUE_COMPLETED
 from ojd.queue_maintenance import drain, known_queue, overview, prune, settle
 from ojd.queues import drop, find_item, queue_named, retry
+from ojd.wake import not_woken, wake_queue_workers
 
 ITEM_FIELDS = ("id", "queue", "status", "data", "attempts", "created_at", "updated_at",
                "retry_at", "job", "error", "project")
@@ -143,6 +144,11 @@ def retry_cmd(app, queue_name: str, item_id: str | None, all_dead: bool) -> None
     queue_named(app.runbook, queue_name)
     ids = retry(app.store, app.root, queue_name, item_id, all_dead)
     click.echo(f"retrying {len(ids)} item(s)" + (f": {', '.join(ids)}" if ids else ""))
+    if ids:  # as a push does: the queue's workers take them now, not at their next poll
+        defined = [w.name for w in app.runbook.workers.values() if w.queue == queue_name]
+        woken, idle = wake_queue_workers(app.store, app.root, queue_name, defined)
+        if idle and not woken:
+            click.echo(f"oj: {not_woken(idle)}", err=True)
 
 
 @queue.command("drain", short_help="Drop every item still waiting to be taken.")
