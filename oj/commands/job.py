@@ -164,7 +164,7 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
     """Run a failed, cancelled or interrupted job on from the step it stopped at; answer
     a job waiting on its agent (-m)."""
     # lazy: the run command and the job runners, off oj status (as in logs_cmd)
-    from oj.commands.run import follow_job, start_job
+    from oj.commands.run import follow_job, keeps_running, start_job
     from ojd.runners import control
     from ojd.runners.liveness import alive
 
@@ -216,11 +216,14 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
         click.echo(f"job {j['id']} resumes at step '{j.get('next') or j['step'] or '-'}' "
                    f"in worker '{j['worker']}'{where}", err=True)
         return 0
-    start_job(app, j["id"], replaces=j.get("process"))
-    if detach:
-        click.echo(j["id"])
-        return 0
-    return follow_job(app, j["id"])
+    try:  # a Ctrl-C held back while the process starts: the job runs on (as in oj run)
+        start_job(app, j["id"], replaces=j.get("process"))
+        if detach:
+            click.echo(j["id"])
+            return 0
+        return follow_job(app, j["id"])
+    except KeyboardInterrupt:
+        return keeps_running(j["id"])
 
 
 def short_name(name: str, width: int = NAME_WIDTH) -> str:

@@ -66,12 +66,24 @@ def _run_pipeline(app, pipeline: str, values: dict, name: str, detach: bool) -> 
         return [job_created_event(tx, store.root, app.runbook, app.root, pipeline, values,
                                   os.getcwd(), owner=owner, name=name, job_id=job_id)]
 
-    start_job(app, job_id, create, name)
-    if detach:
-        click.echo(job_id)
-        return 0
-    click.echo(f"job {job_id} ({pipeline}) started", err=True)
-    return follow_job(app, job_id)
+    try:
+        # a Ctrl-C while the job's process starts is held until it runs (start_job), and
+        # then lands anywhere from here on: the job runs on either way
+        start_job(app, job_id, create, name)
+        if detach:
+            click.echo(job_id)
+            return 0
+        click.echo(f"job {job_id} ({pipeline}) started", err=True)
+        return follow_job(app, job_id)
+    except KeyboardInterrupt:
+        return keeps_running(job_id)
+
+
+def keeps_running(job_id: str) -> int:
+    """What Ctrl-C on a followed job says: it only stops the following."""
+    click.echo(f"\njob {job_id} keeps running; follow it: oj job logs -f {job_id}; "
+               f"cancel it: oj job cancel {job_id}", err=True)
+    return 130
 
 
 def cli_owner() -> str:
@@ -112,9 +124,7 @@ def follow_job(app, job_id: str) -> int:
     try:
         outcome = control.follow(app.store, job_id, write)
     except KeyboardInterrupt:
-        click.echo(f"\njob {job_id} keeps running; follow it: oj job logs -f {job_id}; "
-                   f"cancel it: oj job cancel {job_id}", err=True)
-        return 130
+        return keeps_running(job_id)
     job = app.store.state.jobs.get(job_id) or {}
     if outcome == "lost":
         click.echo(f"job {job_id} stopped without finishing; resume it: "
