@@ -51,6 +51,7 @@ WORKER_STARTED = "worker:started"
 WORKER_WOKEN = "worker:woken"
 WORKER_STOPPED = "worker:stopped"
 WORKER_RESIZED = "worker:resized"
+WORKER_RUNBOOK = "worker:runbook"
 WORKER_PRUNED = "worker:pruned"
 CRON_RECORDED = "cron:recorded"
 CRON_TICK = "cron:tick"
@@ -237,6 +238,12 @@ if TYPE_CHECKING:
         type: Literal["worker:resized"]
         name: str
         concurrency: int | None
+        ts: NotRequired[float]
+
+    class WorkerRunbook(TypedDict):
+        type: Literal["worker:runbook"]
+        name: str
+        problem: str | None
         ts: NotRequired[float]
 
     class WorkerPruned(TypedDict):
@@ -442,6 +449,12 @@ def worker_resized(*, name: str, concurrency: int | None) -> WorkerResized:
     return {"type": WORKER_RESIZED, "name": name, "concurrency": concurrency}
 
 
+def worker_runbook(*, name: str, problem: str | None) -> WorkerRunbook:
+    """A running worker could not reload its changed runbook and keeps the previous one
+    (``problem``: why), or reloaded it after such a problem (None)."""
+    return {"type": WORKER_RUNBOOK, "name": name, "problem": problem}
+
+
 def worker_pruned(*, names: list[str]) -> WorkerPruned:
     """Bindings removed by ``oj worker prune``."""
     return {"type": WORKER_PRUNED, "names": names}
@@ -504,6 +517,7 @@ CONSTRUCTORS: dict[str, Callable[..., dict]] = {
     WORKER_WOKEN: worker_woken,
     WORKER_STOPPED: worker_stopped,
     WORKER_RESIZED: worker_resized,
+    WORKER_RUNBOOK: worker_runbook,
     WORKER_PRUNED: worker_pruned,
     CRON_RECORDED: cron_recorded,
     CRON_TICK: cron_tick,

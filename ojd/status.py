@@ -75,7 +75,9 @@ def worker_rows(store: Store, project: str | None, unit_map: dict[str, UnitInfo]
         r["state"] = state
         r["enabled"] = None if enabled is None else r["unit"] in enabled
         r["last_poll"] = wake.last_poll(store.root, r["name"])
-        r["needs_person"] = r["active_state"] == "failed"
+        if r["runbook_problem"]:
+            r["state"] += ", runbook not reloaded"
+        r["needs_person"] = r["active_state"] == "failed" or bool(r["runbook_problem"])
     return rows
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from ojd import identity, lastgood, paths, wake, worker_control
 from ojd import project as projects
 from ojd.errors import OjError, describe, quoted
-from ojd.events import worker_started, worker_stopped
+from ojd.events import worker_runbook, worker_started, worker_stopped
 from ojd.notify import Log, Notifier
 from ojd.runbook.model import Queue, Runbook, Worker
 from ojd.runners.assignment import Assignment
@@ -434,11 +434,16 @@ class WorkerLoop:
                           projects.index_of(self.runbook))
 
     def _runbook_problem(self, problem: str | None) -> None:
-        if problem is not None and problem != self.runbook_error:
+        if problem == self.runbook_error:
+            return
+        if problem is not None:
             for line in problem.splitlines():
                 self.log.error(line)
             self.log.error("runbook not reloaded: keeping the previous one; "
                            "'oj runbook check' lists the problems")
+        # recorded when it changes, so 'oj worker list' and 'oj status' show it too; a
+        # failed record is tried again at the next poll
+        self.store.append(worker_runbook(name=self.worker.name, problem=problem))
         self.runbook_error = problem
 
     # -- status ----------------------------------------------------------------------

@@ -290,6 +290,8 @@ def listing(store: Store, systemd: Systemd | None, project: str | None
             "enabled": enabled,
             "started_at": w.get("started_at"), "woken_at": w.get("woken_at"),
             "host": identity.host_name(),
+            # its changed runbook did not load: it runs the previous one (worker:runbook)
+            "runbook_problem": w.get("runbook_problem"),
         }
         rows.append(row)
         if getattr(store, "shared", False):

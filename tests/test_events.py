@@ -23,6 +23,7 @@ SAMPLES: list[tuple[str, dict]] = [
     (events.WORKER_STARTED, dict(name="merge", invocation="inv1", pid=10, host="h1")),
     (events.WORKER_WOKEN, dict(name="merge")),
     (events.WORKER_RESIZED, dict(name="merge", concurrency=4)),
+    (events.WORKER_RUNBOOK, dict(name="merge", problem=".oj/runbooks/w.hcl:3: bad")),
     (events.CRON_RECORDED, dict(name="nightly", project=P, runbook="d1")),
     (events.QUEUE_PUSHED, dict(id="i1", project=P, queue="merges", data={"b": "x"}, key="k1")),
     (events.JOB_CREATED, dict(id="j1", project=P, pipeline="merge", name="merge x",

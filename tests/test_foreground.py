@@ -433,6 +433,26 @@ def test_an_invalid_runbook_is_logged_as_file_line_and_the_previous_one_kept(sta
     (project.root / ".oj" / "runbooks" / "zz-broken.hcl").unlink()
 
 
+def test_a_runbook_that_failed_to_reload_shows_in_worker_list_and_status_until_fixed(started):
+    project, worker = started
+    broken = project.write("zz-broken.hcl", 'pipeline "other" {\n  step "s" { run = bare }\n}\n')
+
+    def problem() -> str | None:
+        return project.json("worker", "list")[0]["runbook_problem"]
+
+    worker.signal(signal.SIGUSR1)
+    wait_until(problem, "the worker to record that its runbook did not reload")
+    assert ".oj/runbooks/zz-broken.hcl:2:" in problem()
+    listed = project.oj("worker", "list").stdout
+    assert "worker 'w' keeps its previous runbook: .oj/runbooks/zz-broken.hcl:2:" in listed
+    assert "runbook not reloaded" in project.oj("status").stdout
+    broken.unlink()
+    worker.signal(signal.SIGUSR1)
+    wait_until(lambda: problem() is None, "the worker to record the runbook reloaded")
+    assert "keeps its previous runbook" not in project.oj("worker", "list").stdout
+    assert "runbook not reloaded" not in project.oj("status").stdout
+
+
 @pytest.mark.parametrize("broken, where", [
     # a validation error in the queue's own file
     (("w.hcl", runbook(ONE_STEP + '\n      step "two" { run = "true" }\n'

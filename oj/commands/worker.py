@@ -12,6 +12,7 @@ from oj.start import do_start, start_worker
 from ojd import worker_control
 from ojd.errors import OjError, UsageError, escaped, quoted
 from ojd.identity import elsewhere
+from ojd.notify import one_line
 from ojd.state import LIVE_JOB_STATES
 from ojd.systemd import Systemd, SystemdUnavailable
 from ojd.unitnames import worker_unit
@@ -313,6 +314,7 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
               [(r["name"], r["host"], state(r), enabled(r["enabled"]), r["main_pid"],
                 f"{r['active']}/{r['concurrency']}", r["pending"], r["queue"],
                 ago(r["started_at"]), r["project"]) for r in rows], empty=empty)
+        runbook_notes(rows)
         return
     table(("NAME", "STATE", "BOOT", "PID", "JOBS", "PENDING", "QUEUE", "STARTED", "PROJECT"),
           [(r["name"], state(r), enabled(r["enabled"]), r["main_pid"],
@@ -320,6 +322,15 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
             r["pending"], r["queue"],
             ago(r["started_at"]), r["project"]) for r in rows],
           empty=empty)
+    runbook_notes(rows)
+
+
+def runbook_notes(rows: list[dict]) -> None:
+    """Under the table: the workers whose changed runbook did not load, and why."""
+    for name in sorted({r["name"] for r in rows if r["runbook_problem"]}):
+        problem = next(r["runbook_problem"] for r in rows if r["name"] == name)
+        click.echo(f"worker {quoted(name)} keeps its previous runbook: {one_line(problem)}; "
+                   "'oj runbook check' lists the problems")
 
 
 def no_workers(user: bool | None) -> str:

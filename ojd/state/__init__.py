@@ -71,8 +71,9 @@ class State(ItemFold, JobFold):
     def _worker_started(self, ev: Event) -> None:
         w = self.workers.get(ev["name"])
         if w is not None:
+            # a worker starts only with a valid runbook: no reload problem of a previous run
             w.update(invocation=ev.get("invocation"), pid=ev.get("pid"), started_at=ev["ts"],
-                     host=ev.get("host"))
+                     host=ev.get("host"), runbook_problem=None)
             if ev.get("host"):  # a shared store: the same worker may run on several hosts
                 w.setdefault("hosts", {})[ev["host"]] = {
                     "invocation": ev.get("invocation"), "pid": ev.get("pid"),
@@ -87,6 +88,7 @@ class State(ItemFold, JobFold):
         w = self.workers.get(ev["name"])
         if w is not None:
             w["stopped_at"] = ev["ts"]
+            w["runbook_problem"] = None  # what a stopped worker runs no more
             instance = w.get("hosts", {}).get(ev.get("host") or "")
             if instance is not None and instance["invocation"] == ev.get("invocation"):
                 instance["stopped_at"] = ev["ts"]
@@ -95,6 +97,11 @@ class State(ItemFold, JobFold):
         w = self.workers.get(ev["name"])
         if w is not None:
             w["resized"] = ev.get("concurrency")
+
+    def _worker_runbook(self, ev: Event) -> None:
+        w = self.workers.get(ev["name"])
+        if w is not None:
+            w["runbook_problem"] = ev.get("problem")
 
     def _worker_pruned(self, ev: Event) -> None:
         for name in ev.get("names", ()):
@@ -214,6 +221,7 @@ HANDLERS = {
     events.WORKER_WOKEN: State._worker_woken,
     events.WORKER_STOPPED: State._worker_stopped,
     events.WORKER_RESIZED: State._worker_resized,
+    events.WORKER_RUNBOOK: State._worker_runbook,
     events.WORKER_PRUNED: State._worker_pruned,
     events.CRON_RECORDED: State._cron_recorded,
     events.CRON_TICK: State._cron_tick,
