@@ -16,7 +16,7 @@ import time
 
 from ojd import unitcontrol, unitnames, wake
 from ojd.duration import format_duration
-from ojd.errors import OjError, UsageError, escaped, quoted
+from ojd.errors import OjError, escaped, quoted, unknown
 from ojd.state import LIVE_JOB_STATES
 from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState
 from ojd.unitcontrol import (
@@ -58,13 +58,8 @@ def check_name(name: str) -> str:
 def cron_named(runbook: Runbook, name: str) -> Cron:
     cron = runbook.crons.get(name)
     if cron is None:
-        import difflib  # lazy: only an unknown name needs it, and oj status loads crons
-
         check_name(name)
-        close = difflib.get_close_matches(name, list(runbook.crons), n=1)
-        known = ", ".join(sorted(runbook.crons)) or "none"
-        raise UsageError(f"unknown cron {quoted(name)}; this project defines: {known}"
-                         + (f" (did you mean '{close[0]}'?)" if close else ""))
+        raise unknown("cron", name, runbook.crons)
     return cron
 
 

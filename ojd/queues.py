@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 
-from ojd.errors import OjError, UsageError, quoted
+from ojd.errors import OjError, UsageError, quoted, unknown
 from ojd.events import queue_dropped, queue_failed, queue_pushed, queue_retried, queue_taken
 from ojd.project import sha256  # the builtin one when there is one
 from ojd.store.jsonlimits import nesting
@@ -50,13 +50,7 @@ def queue_named(runbook: Runbook, name: str) -> Queue:
 
 
 def unknown_queue(name: str, known: Iterable[str]) -> UsageError:
-    import difflib  # lazy: ~3 ms for the error of an unknown queue, not for every push
-
-    names = sorted(known)
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return UsageError(f"unknown queue {quoted(name)}{hint}; this project defines: "
-                      f"{', '.join(names) or 'none'}")
+    return unknown("queue", name, known)
 
 
 # Limits on one item, so that no push can make the state unreadable or unwritable for others:

@@ -12,7 +12,7 @@ import time
 
 from ojd import identity, paths, unitcontrol, wake
 from ojd import project as projects
-from ojd.errors import OjError, UsageError, escaped, quoted
+from ojd.errors import OjError, UsageError, escaped, quoted, unknown
 from ojd.events import worker_pruned, worker_resized, worker_woken
 from ojd.state import concurrency_of
 from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState
@@ -68,8 +68,7 @@ def check_name(name: str) -> str:
 def worker_named(runbook: Runbook | WorkerIndex, name: str) -> Worker | WorkerSpec:
     worker = runbook.workers.get(name)
     if worker is None:
-        known = ", ".join(sorted(runbook.workers)) or "none"
-        raise UsageError(f"unknown worker {quoted(name)}; this project defines: {known}")
+        raise unknown("worker", name, runbook.workers)
     return worker
 
 

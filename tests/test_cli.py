@@ -253,6 +253,10 @@ def test_unknown_command_lists_the_defined_ones(project: Project):
     assert proc.returncode == 2
     assert "unknown command 'nope'; this project defines: fail, greet, hello, loop" in \
         proc.stderr
+    proc = project.oj("run", "gret", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr == ("oj: unknown command 'gret' (did you mean 'greet'?); this project "
+                           "defines: fail, greet, hello, loop\n")
 
 
 WORKER_RUNBOOK = r"""

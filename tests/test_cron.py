@@ -213,8 +213,8 @@ def test_an_unknown_cron_is_a_usage_error_naming_the_defined_ones(project: Proje
     for verb in ("start", "once", "enable"):
         proc = project.oj("cron", verb, "janitr", check=False)
         assert proc.returncode == 2, (verb, proc.stderr)
-        assert proc.stderr == ("oj: unknown cron 'janitr'; this project defines: hold, "
-                               "janitor, say (did you mean 'janitor'?)\n"), verb
+        assert proc.stderr == ("oj: unknown cron 'janitr' (did you mean 'janitor'?); this "
+                               "project defines: hold, janitor, say\n"), verb
     proc = project.oj("cron", "logs", "nothing", check=False)
     assert (proc.returncode, proc.stderr) == (
         2, "oj: unknown cron 'nothing'; this project defines: hold, janitor, say\n")

@@ -153,8 +153,8 @@ def test_bad_input_to_the_installed_cron_commands(cron_project):
     p = cron_project
     proc = p.oj("cron", "start", p.name[:-1], check=False)
     assert proc.returncode == 2
-    assert f"unknown cron '{p.name[:-1]}'; this project defines: {p.name} (did you mean " \
-        f"'{p.name}'?)" in proc.stderr
+    assert f"unknown cron '{p.name[:-1]}' (did you mean '{p.name}'?); this project " \
+        f"defines: {p.name}" in proc.stderr
     hcl = p.root / ".oj" / "runbooks" / "cron.hcl"
     hcl.write_text(hcl.read_text().replace('interval    = "2s"', 'schedule    = "*/5:00"'))
     proc = p.oj("cron", "start", p.name, check=False)

@@ -109,6 +109,9 @@ def test_resize_of_a_worker_the_runbook_does_not_define_names_the_defined_ones(
     assert proc.returncode == 2
     assert proc.stderr == "oj: unknown worker 'nope'; this project defines: a, b\n"
     assert project.events("worker:resized") == []
+    proc = project.oj("worker", "resize", "bb", "3", check=False)
+    assert proc.stderr == ("oj: unknown worker 'bb' (did you mean 'b'?); this project defines: "
+                           "a, b\n")
 
 
 def test_resize_needs_a_number_or_reset_but_not_both(project: Project):

@@ -11,7 +11,7 @@ import sys
 import click
 
 from ojd import bashrun
-from ojd.errors import UsageError, escaped, quoted
+from ojd.errors import UsageError, escaped, unknown
 from ojd.runbook.argspec import ArgsError
 from ojd.runbook.template import TemplateError, render_shell
 
@@ -30,9 +30,7 @@ def run(app, detach: bool, command_name: str, argv: tuple[str, ...]) -> int:
     runbook = app.runbook
     command = runbook.commands.get(command_name)
     if command is None:
-        known = ", ".join(sorted(runbook.commands)) or "none"
-        raise UsageError(f"unknown command {quoted(command_name)}; this project defines: "
-                         f"{known}")
+        raise unknown("command", command_name, runbook.commands)
     try:
         values = command.args.bind(list(argv), command.defaults)
     except ArgsError as e:
