@@ -10,6 +10,7 @@ which is where bash reads some words again as code.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 
 VAR = r"[A-Za-z_][A-Za-z0-9_]*"
 ASSIGN = re.compile(rf"({VAR})(\[[^\]]*\])?\+?=(.*)", re.ASCII | re.DOTALL)
@@ -119,7 +120,7 @@ def read_option_arg(word: str, partial: bool = False) -> str:
     return ""
 
 
-class ShellGrammar:
+class ShellGrammar(ABC):
     """Tracks where in bash's grammar the text fed so far ends. Best effort, but errs to quoting.
 
     Whether a value may go where bash reads it again as code is the quoting side's to say
@@ -148,10 +149,10 @@ class ShellGrammar:
         self.notes: list[tuple[int, str, str, str]] = []
         self.count = 0  # values inserted so far
 
+    @abstractmethod
     def _restricted(self, index: int, ref: str, value: str, kind: str, place: str) -> None:
         """A value (the ``index``th, named ``ref``) landed where bash reads it again as
         ``kind`` ("int": arithmetic): the quoting side records it and says whether it may."""
-        raise NotImplementedError
 
     # lexing ------------------------------------------------------------------------------
 
