@@ -65,14 +65,20 @@ def quoted(name: str) -> str:
     return f"'{escaped(name)}'"
 
 
+def closest(word: str, options: Iterable[str]) -> str | None:
+    """The option closest to a misspelt ``word``, when one is close enough to suggest."""
+    import difflib  # lazy: ~3 ms, for an error only (oj queue push and oj run import us)
+
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return close[0] if close else None
+
+
 def unknown(kind: str, name: str, known: Iterable[str]) -> UsageError:
     """The error for a name the project does not define (a queue, command, worker, cron):
     the closest defined name when one is close, then every defined one."""
-    import difflib  # lazy: ~3 ms, for this error only (oj queue push and oj run import us)
-
     names = sorted(known)
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f" (did you mean {quoted(close[0])}?)" if close else ""
+    close = closest(name, names)
+    hint = f" (did you mean {quoted(close)}?)" if close else ""
     return UsageError(f"unknown {kind} {quoted(name)}{hint}; this project defines: "
                       f"{', '.join(names) or 'none'}")
 

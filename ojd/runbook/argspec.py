@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ojd.errors import OjError, UsageError, escaped
+from ojd.errors import OjError, UsageError, closest, escaped
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*", re.ASCII)
 _FLAG = re.compile(r"--([A-Za-z_][A-Za-z0-9_-]*)", re.ASCII)
@@ -156,10 +156,8 @@ class ArgSpec:
 
 
 def _did_you_mean(word: str, options: list[str], quote: str) -> str:
-    import difflib  # lazy: ~3 ms for a misspelt argument only; oj run loads this module
-
-    close = difflib.get_close_matches(word, options, n=1)
-    return f" (did you mean {quote}{close[0]}{quote}?)" if close else ""
+    close = closest(word, options)
+    return f" (did you mean {quote}{close}{quote}?)" if close else ""
 
 
 def _tokens(text: str) -> list[str]:

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from ojd.errors import OjError
+from ojd.errors import OjError, closest
 from ojd.runbook.shellquote import ShellLexer, UnsafeValue
 
 NAMESPACES = ("var", "args", "item", "local", "workspace", "invoke")
@@ -176,10 +176,8 @@ def _lookup(name: str, context: Mapping[str, object]) -> object:
 
 
 def _did_you_mean(key: str, options: list[str]) -> str:
-    import difflib  # lazy: ~3 ms for an unknown name only; oj run loads this module
-
-    close = difflib.get_close_matches(key, options, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    close = closest(key, options)
+    return f" (did you mean '{close}'?)" if close else ""
 
 
 def _text(value: object) -> str:

@@ -3,8 +3,7 @@ about a path outside the project, a value in a context bash reads again."""
 
 from __future__ import annotations
 
-import difflib
-
+from ojd.errors import closest
 from ojd.runbook.template import ValueContext
 
 # the end of a warning about a path that leads outside the project (``ojd.trust``)
@@ -15,8 +14,8 @@ TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", dict: "
 
 
 def did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    close = closest(word, options)
+    return f"; did you mean '{close}'?" if close else ""
 
 
 def type_name(value: object) -> str:
