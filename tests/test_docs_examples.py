@@ -76,7 +76,7 @@ def script(doc: str) -> str:
             if FOLLOWERS.match(line):
                 command = line.split("  #")[0].strip()
                 line = (f"timeout -s INT 3 {command} >/dev/null || "
-                        f"[ $? -eq 124 ] || [ $? -eq 130 ]")
+                        "{ rc=$?; [ $rc -eq 124 ] || [ $rc -eq 130 ]; }")
             out.append(line)
     return "\n".join(out) + "\n"
 
@@ -135,6 +135,8 @@ def test_shell_examples_run_as_written(doc: str, installed: Sandbox, sandbox_dir
                              timeout=240)
         assert "Traceback" not in proc.stderr, proc.stderr
         assert proc.returncode == 0, f"{doc}: exited {proc.returncode}\n{proc.stderr[-4000:]}"
+        if doc == "docs/FIRST-RUNBOOK.md":  # what its comments say the greetings are
+            assert (cwd / "hello" / "greetings.txt").read_text() == "hello, ada\nhello, bob\n"
     finally:
         for unit in ("oj-worker@*", "oj-cron@*.timer", "oj-job-*.scope"):
             installed.systemctl("stop", unit, check=False)
