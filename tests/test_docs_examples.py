@@ -135,8 +135,10 @@ def test_shell_examples_run_as_written(doc: str, installed: Sandbox, sandbox_dir
                              timeout=240)
         assert "Traceback" not in proc.stderr, proc.stderr
         assert proc.returncode == 0, f"{doc}: exited {proc.returncode}\n{proc.stderr[-4000:]}"
-        if doc == "docs/FIRST-RUNBOOK.md":  # what its comments say the greetings are
-            assert (cwd / "hello" / "greetings.txt").read_text() == "hello, ada\nhello, bob\n"
+        if doc == "docs/FIRST-RUNBOOK.md":  # what its comments say the greetings are (the
+            # service's greeting of ada again may come after them, or not yet)
+            greetings = (cwd / "hello" / "greetings.txt").read_text()
+            assert greetings.startswith("hello, ada\nhello, bob\n"), greetings
     finally:
         for unit in ("oj-worker@*", "oj-cron@*.timer", "oj-job-*.scope"):
             installed.systemctl("stop", unit, check=False)
