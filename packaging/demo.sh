@@ -60,7 +60,8 @@ The demo's project is $demo/project and its state $OJ_STATE_DIR:
   cd $demo/project && export OJ_STATE_DIR=$OJ_STATE_DIR
   oj job list                     # the three merge jobs
   oj job logs JOB                 # one job's steps and their output (an id from oj job list)
-  oj queue push merges --var branch=feature-1 --var title="Again"   # then: oj worker start merge
+  oj queue push merges --var branch=feature-1 --var title="Again"
+  oj worker start merge           # without systemd as PID 1: ojd worker merge --foreground
   oj status                       # workers, jobs and queues at a glance
 
 A runbook of your own, step by step: $here/docs/FIRST-RUNBOOK.md
