@@ -176,3 +176,13 @@ command "local" {
         f"rb.hcl:6: warning: step 's' of pipeline 'p' runs 'no-such-tool-3f9c', {note}",
         f"rb.hcl:11: warning: agent 'resolver' runs 'claude-missing-7e1a', {note}",
     ]
+
+
+def test_oj_runbook_check_warns_of_a_missing_program_and_names_the_path_checked(project):
+    project.write("p.hcl", 'pipeline "p" {\n  step "s" { run = "no-such-tool-3f9c x" }\n}\n')
+    proc = project.oj("runbook", "check")
+    warning, note = proc.stderr.splitlines()
+    assert warning.startswith(".oj/runbooks/p.hcl:2: warning: step 's' of pipeline 'p' runs "
+                              "'no-such-tool-3f9c', which is not on ")
+    assert note.startswith("note: programs were looked up on ") and "PATH: " in note
+    assert proc.stdout.splitlines()[-1].startswith("ok: 1 file(s)")
