@@ -59,11 +59,14 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
         code = start_workers(root, index, queue.name, woken, project)
         if not wait or code:
             return code
-        woken = sorted(set(woken) | {n for n in defined})  # started now
+        woken = sorted(set(woken) | set(defined))  # started now
     if wait:
-        # lazy: the job runners' modules, only for a push that waits
-        from oj.pushwait import wait_for_item
-
+        try:
+            # lazy: the job runners' modules, only for a push that waits
+            from oj.pushwait import wait_for_item
+        except KeyboardInterrupt:  # before the wait began: nothing took the item yet
+            print(f"oj: stopped waiting; item {item_id} stays queued", file=sys.stderr)
+            return 130
         return wait_for_item(store, item_id, queue.name, woken, idle, follow)
     if idle and not woken:
         print(f"oj: {not_woken(idle)}", file=sys.stderr)

@@ -63,6 +63,11 @@ def wait(store: Store, item_id: str, say: Callable[[str], None],
                 control.follow(store, now.job, write)
                 interval = 0.05
                 continue  # what the item became meanwhile
+        if now.phase == "dropped" and seen_job is not None:
+            # a completed item pruned before this look: its job says how it ended
+            job = store.state.jobs.get(seen_job) or {}
+            if job.get("status") == "done":
+                now = Progress("completed", seen_job, None)
         if now.phase in EXIT:
             return now
         if now.phase != seen_phase and now.phase == "retrying":

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 
 import pytest
 from conftest import OJ, Project, wait_until
 from test_foreground import Foreground
+
+from ojd.item_wait import progress
+from ojd.state import State
 
 pytestmark = pytest.mark.both_stores
 
@@ -86,11 +90,15 @@ def test_ctrl_c_stops_waiting_and_leaves_the_job_running(worker: Project):
     waiting = subprocess.Popen([OJ, "queue", "push", "q", '{"n": "slow"}', "--wait"],
                                cwd=worker.root, env=worker.env(), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
+    said: list[str] = []
+    reader = threading.Thread(target=lambda: said.extend(waiting.stderr), daemon=True)
+    reader.start()
     try:
-        wait_until(lambda: [j["status"] for j in worker.json("job", "list")] == ["running"],
-                   "the item's job running")
+        wait_until(lambda: any(" is in job " in line for line in said), "the wait in the job")
         waiting.send_signal(signal.SIGINT)
-        _, err = waiting.communicate(timeout=20)
+        waiting.wait(timeout=20)
+        reader.join(timeout=5)
+        err = "".join(said)
     finally:
         if waiting.poll() is None:
             waiting.kill()
@@ -100,3 +108,22 @@ def test_ctrl_c_stops_waiting_and_leaves_the_job_running(worker: Project):
     assert "Traceback" not in err
     (worker.root / "gate").touch()
     wait_until(lambda: worker.json("job", "list")[0]["status"] == "done", "the job done")
+
+
+@pytest.mark.parametrize("item,job,phase", [
+    (None, None, "dropped"),
+    ({"status": "pending"}, None, "pending"),
+    ({"status": "active", "job": "j"}, {"status": "running"}, "running"),
+    ({"status": "active", "job": "j"}, {"status": "done"}, "settling"),
+    ({"status": "failed", "job": "j"}, {"status": "failed"}, "retrying"),
+    ({"status": "completed", "job": "j"}, {"status": "done"}, "completed"),
+    ({"status": "dead", "job": "j"}, {"status": "failed"}, "dead"),
+    ({"status": "dead", "job": "j"}, {"status": "cancelled"}, "cancelled"),
+])
+def test_an_items_progress_is_read_from_the_item_and_its_job(item, job, phase):
+    state = State()
+    if item is not None:
+        state.items["i"] = item
+    if job is not None:
+        state.jobs["j"] = job
+    assert progress(state, "i").phase == phase
