@@ -8,6 +8,7 @@ import time
 
 import click
 
+from oj import joblisting
 from oj.output import ago, emit_json, output_option, table
 from ojd import paths, wake
 from ojd.duration import DurationError, format_duration, parse_duration
@@ -50,8 +51,6 @@ def list_cmd(app, status: str | None, worker: str | None, name: str | None, last
              output: str) -> None:
     """Jobs of this project (every project's, outside one), oldest first; a running job's
     step as k/n of its pipeline and how long it has been in it."""
-    from oj import joblisting  # lazy: only listings use it
-
     project = app.project_or_none()
     jobs = [j for j in app.reader_store.state.jobs.values()
             if (project is None or j["project"] == project)
