@@ -8,6 +8,7 @@ import time
 
 import click
 
+from oj import joblisting
 from oj.output import ago, emit_json, output_option, table
 from ojd import paths, wake
 from ojd.duration import DurationError, format_duration, parse_duration
@@ -40,21 +41,45 @@ def job() -> None:
 
 @job.command("list")
 @click.option("--status", type=click.Choice(JOB_STATUSES), help="Only jobs in this state.")
+@click.option("--worker", metavar="NAME", help="Only jobs this worker started.")
+@click.option("--name", metavar="PATTERN",
+              help="Only jobs whose name holds PATTERN (a glob when it has * ? or [).")
+@click.option("-n", "last", type=click.IntRange(min=1), metavar="N", help="Only the newest N.")
 @output_option
 @click.pass_obj
-def list_cmd(app, status: str | None, output: str) -> None:
-    """Jobs of this project (every project's, outside one), oldest first."""
+def list_cmd(app, status: str | None, worker: str | None, name: str | None, last: int | None,
+             output: str) -> None:
+    """Jobs of this project (every project's, outside one), oldest first; a running job's
+    step as k/n of its pipeline and how long it has been in it."""
     project = app.project_or_none()
     jobs = [j for j in app.reader_store.state.jobs.values()
             if (project is None or j["project"] == project)
             and (status is None or j["status"] == status)]
     jobs.sort(key=lambda j: j["created_at"])
+    jobs = joblisting.select(jobs, worker=worker, name=name, last=last)
+    runbook = None
+    if project is not None and jobs:
+        try:
+            runbook = app.runbook
+        except OjError:  # an invalid runbook: the steps show without their place
+            pass
+    now = time.time()
+    places = {j["id"]: joblisting.step_position(j, joblisting.pipeline_of(runbook, j))
+              for j in jobs}
     if output == "json":
-        emit_json([{k: j.get(k) for k in JOB_FIELDS} for j in jobs])
+        emit_json([{**{k: j.get(k) for k in JOB_FIELDS}, "step_number": places[j["id"]][0],
+                    "step_count": places[j["id"]][1],
+                    "in_step": joblisting.in_step(j, now)} for j in jobs])
         return
-    rows = [(j["id"], short_name(j["name"]), j["status"], j["step"], j["worker"],
-             ago(j["created_at"])) for j in jobs]
-    table(("ID", "NAME", "STATUS", "STEP", "WORKER", "CREATED"), rows, empty="no jobs")
+    rows = []
+    for j in jobs:
+        took = joblisting.in_step(j, now)
+        rows.append((j["id"], short_name(j["name"]), j["status"],
+                     joblisting.step_cell(j, *places[j["id"]]),
+                     None if took is None else format_duration(took), j["worker"],
+                     ago(j["created_at"])))
+    table(("ID", "NAME", "STATUS", "STEP", "IN STEP", "WORKER", "CREATED"), rows,
+          empty="no jobs")
 
 
 @job.command("show")
