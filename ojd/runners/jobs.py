@@ -22,8 +22,9 @@ from typing import Any
 
 from ojd import bashrun, conf, paths
 from ojd.duration import format_duration
-from ojd.errors import LockTimeout, OjError, StoreUnavailable
+from ojd.errors import LockTimeout, OjError, StoreUnavailable, quoted
 from ojd.events import (
+    QUEUE_FAILED,
     job_finished,
     job_locals,
     job_step_finished,
@@ -42,6 +43,7 @@ from ojd.runners.jobrecords import job_created_event as job_created_event
 from ojd.runners.jobrecords import settle_item
 from ojd.runners.leftovers import STOP_GRACE
 from ojd.runners.liveness import alive
+from ojd.runners.notfound import NOT_FOUND_EXIT, missing_command, since
 from ojd.runners.stepprocess import (
     BASH,
     STEP_WRAPPER,
@@ -231,6 +233,9 @@ class JobRunner:
             except OjError as e:
                 return self._finish(job, "failed", str(e), pipeline, log)
             step = self._resume_point(job, pipeline)
+            if job["step"] is not None and step is not None:  # it ran before: a resume
+                log.write(f"==> resumed at step {step} "
+                          f"({time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
             if step is not None and job["step"] == step and job["step_status"] == "running" \
                     and pipeline.steps.get(step) is not None \
                     and pipeline.steps[step].run is not None:
@@ -418,6 +423,7 @@ class JobRunner:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(status)  # a run of this place that never started its script
         sync_r, sync_w = os.pipe()
+        log_start = os.fstat(log.fileno()).st_size  # its output from here on
         echo = Echo(self.log_path(job_id)) if self.tee else None
         try:
             with bashrun.Script(script) as bash:
@@ -473,6 +479,10 @@ class JobRunner:
             os.close(sync_w)
             if echo is not None:
                 echo.close()
+        if code == NOT_FOUND_EXIT:  # say which program, not only the status
+            name = missing_command(since(self.log_path(job_id), log_start))
+            if name is not None:
+                return code, f"command {quoted(name)} not found"
         return code, None  # its status file goes once its end is recorded
 
     def _started(self, job_id: str, step: str, pid: int | None = None, say: bool = True
@@ -523,21 +533,26 @@ class JobRunner:
     def _finish(self, job: dict, outcome: str, error: str | None,
                 pipeline: Pipeline | None = None, log=None, before: list[dict] | None = None
                 ) -> str:
+        said: list[bool] = []
+
         def record() -> None:
             with self.store.transaction() as tx:
                 _check_ours(tx.state.jobs.get(job["id"]))
                 events = [*(before or ()),
                           job_finished(id=job["id"], outcome=outcome, error=error)]
                 # the job's queue item is settled in the same append
-                events += settle_item(self.runbook, tx.state, job["id"], outcome, error)
-                tx.append(*events)
+                settled = settle_item(self.runbook, tx.state, job["id"], outcome, error)
+                if log is not None and not said:  # once, however often this is tried
+                    said.append(True)
+                    for line in item_lines(settled):
+                        log.write(line)
+                tx.append(*events, *settled)
 
         # The log's last words go in before the record that ends the job: a follower
         # (oj run, oj job logs -f) stops at the end it reads in the log of events.
         notice = None
         if pipeline is not None and log is not None:
-            if error:
-                log.write(f"==> job {outcome}: {one_line(error)}\n".encode())
+            log.write(f"==> job {outcome}{': ' + one_line(error) if error else ''}\n".encode())
             notice = self._notify(job, pipeline, "on_done" if outcome == "done" else "on_fail",
                                   log, report=False)
         self._durably(job["id"], record)
@@ -586,6 +601,22 @@ class JobRunner:
 
     def status_path(self, job_id: str, n: int) -> str:
         return os.path.join(paths.steps_dir(self.store.root), f"{job_id}.{n}")
+
+
+def item_lines(settled: list[dict]) -> list[bytes]:
+    """The job log's lines on what its item's settlement does: a retry after the queue's
+    cooldown, or an item dead with its attempts spent."""
+    lines = []
+    for ev in settled:
+        if ev["type"] != QUEUE_FAILED:
+            continue
+        if ev["dead"]:
+            lines.append(f"==> item {ev['id']} is dead (no retries left); oj queue retry "
+                         "brings it back\n")
+        else:
+            wait = format_duration(max(0.0, (ev["retry_at"] or 0.0) - time.time()))
+            lines.append(f"==> item {ev['id']} is retried in {wait}, by a new job\n")
+    return [line.encode() for line in lines]
 
 
 def _failure(job: dict, last_step: str, last_exit: int) -> str:
