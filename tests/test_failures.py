@@ -4,8 +4,11 @@ needing a person, `oj job dismiss` and `oj job rerun`."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import OJ, Project, wait_until
@@ -295,3 +298,39 @@ def test_rerun_of_a_running_job_is_refused(p: Project):
         assert proc.stderr.startswith(f"oj: job {job_id} is running; only a finished job")
     finally:
         p.oj("job", "cancel", job_id)
+
+
+# -- readable processes ----------------------------------------------------------------------------
+
+
+def test_the_step_wrapper_line_is_short_and_the_script_sees_none_of_its_fds(tmp_path):
+    from ojd.runners.stepprocess import StepCommand
+
+    status = str(tmp_path / "status")
+    script = "echo $0 $#; ls /proc/self/fd | wc -l; " + "# padding\n" * 500 + "exit 3"
+    r, w = os.pipe()
+    with StepCommand("3f9c", "check", r, status, "0", script) as command:
+        proc = subprocess.Popen(command.argv, pass_fds=command.fds, stdout=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, text=True)
+    os.close(r)
+    os.write(w, b"go\n")
+    os.close(w)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 3
+    assert Path(status).read_text() == "3\n"
+    name, nargs, fds = out.split()
+    assert (name, nargs) == ("bash", "0")
+    assert int(fds) == 4  # stdin, stdout, stderr and ls's own directory: no memory files left
+    line = " ".join(command.argv)
+    assert "oj-step:3f9c:check" in line and "padding" not in line, line
+    assert len(line) - len(status) < 100, line  # the status file's path aside
+
+
+def test_a_process_title_shows_in_ps(tmp_path):
+    code = ("import os, sys; from ojd.runners.proctitle import set_title; "
+            "set_title('ojd job 3f9c merge/check', 'oj-job-3f9c'); "
+            "print(open('/proc/self/cmdline', 'rb').read().split(b'\\0')[0].decode()); "
+            "print(open('/proc/self/comm').read().strip())")
+    out = subprocess.run([sys.executable, "-c", code, "a long enough argument list"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == ["ojd job 3f9c merge/check", "oj-job-3f9c"]

@@ -234,6 +234,10 @@ class _Watch:
                 dead_status = tmux.exit_status(self.socket, self.session) \
                     if self.session else None
                 screen = self.keep_screen()
+                self.runner.progress(self.job_id, "agent_died", f"{self.step}: agent "
+                                     f"'{self.agent.name}' exited "
+                                     + (f"(status {dead_status})" if dead_status is not None
+                                        else "(killed)"))
                 if dead_status == NOT_FOUND_EXIT:  # no retry can find the program
                     return self._not_found(screen)
             action = Action.of(getattr(self.agent, trigger), trigger)

@@ -45,9 +45,8 @@ from ojd.runners.leftovers import STOP_GRACE
 from ojd.runners.liveness import alive
 from ojd.runners.notfound import NOT_FOUND_EXIT, missing_command, since
 from ojd.runners.stepprocess import (
-    BASH,
-    STEP_WRAPPER,
     Echo,
+    StepCommand,
     cap_log,
     read_status,
     terminate_group,
@@ -58,7 +57,9 @@ from ojd.store import Store
 
 # fail_job and job_created_event are imported "as" themselves: callers have them from here
 
-# Progress callback: (job id, what, detail) e.g. ("3f9c", "step", "check ok in 1.2s")
+# Progress callback: (job id, what, detail) e.g. ("3f9c", "step", "check ok in 1.2s");
+# "step_failed", "agent_died" and the outcome "failed" are failures (logged as warnings);
+# "at" says which step runs now ("merge/check"), for the job process's name
 Progress = Callable[[str, str, str], None]
 
 
@@ -281,7 +282,7 @@ class JobRunner:
         verdict = "ok" if exit_code == 0 else f"failed (exit {exit_code})"
         line = f"{step} {verdict} in {time.time() - started:.1f}s"
         log.write(f"==> step {line}\n".encode())
-        self.progress(job["id"], "step", line)
+        self.progress(job["id"], "step" if exit_code == 0 else "step_failed", line)
         # the status file its wrapper wrote goes only once its end is durable: a runner
         # killed in between must find it, or the finished step would run again
         status = self.status_path(job["id"], len(job["history"]))
@@ -398,6 +399,7 @@ class JobRunner:
                   log) -> tuple[int | None, str | None]:
         """The step's exit status (None when stopped from outside), and why it did not run."""
         s = pipeline.steps[step]
+        self.progress(job["id"], "at", f"{pipeline.name}/{step}")
         log.write(f"==> step {step} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
         if s.run is None:
             # lazy: tmux and trust checks, for agent steps only, not every job process
@@ -412,7 +414,7 @@ class JobRunner:
             self._started(job["id"], step)
             why = one_line(str(e))
             log.write(f"{why}\n".encode())
-            self.progress(job["id"], "step", f"{step}: {why}")
+            self.progress(job["id"], "step_failed", f"{step}: {why}")
             return 2, why
         if self.stopping.is_set():
             return None, None
@@ -426,15 +428,13 @@ class JobRunner:
         log_start = os.fstat(log.fileno()).st_size  # its output from here on
         echo = Echo(self.log_path(job_id)) if self.tee else None
         try:
-            with bashrun.Script(script) as bash:
-                # a leased job's step must not outlive this process: the host that takes
-                # the job over once the lease runs out cannot see it, and would run it
-                # beside itself; on this host a successor sees it alive and waits for it
-                fence = "1" if job_id in self._leased else "0"
-                argv = [BASH, "-c", STEP_WRAPPER, f"oj-step:{job_id}:{step}", str(sync_r),
-                        status, fence, *bash.argv[1:]]
+            # a leased job's step must not outlive this process: the host that takes the
+            # job over once the lease runs out cannot see it, and would run it beside
+            # itself; on this host a successor sees it alive and waits for it
+            fence = "1" if job_id in self._leased else "0"
+            with StepCommand(job_id, step, sync_r, status, fence, script) as command:
                 # its own session: a stop signals the step's whole process group
-                proc = subprocess.Popen(argv, pass_fds=(sync_r, *bash.fds), cwd=job["cwd"],
+                proc = subprocess.Popen(command.argv, pass_fds=command.fds, cwd=job["cwd"],
                                         env=self._env(job), stdin=subprocess.DEVNULL,
                                         stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
@@ -464,7 +464,7 @@ class JobRunner:
                 terminate_group(proc.pid, proc, grace=STOP_GRACE)
                 why = f"timeout: stopped after {limit}"
                 log.write(f"==> step {step}: {why}\n".encode())
-                self.progress(job_id, "step", f"{step}: {why}")
+                self.progress(job_id, "step_failed", f"{step}: {why}")
                 return TIMEOUT_EXIT, why
         except BaseException:
             # this runner was told to stop (a cancel, a shutdown): the step goes with it
