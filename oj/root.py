@@ -27,6 +27,8 @@ SUBCOMMANDS = {
               "The state (WAL directory or PostgreSQL): check, compact, export, import."),
     "status": ("oj.commands.status", "status",
                "Workers, jobs, queues, crons and agents at a glance; what needs a person in red."),
+    "web": ("oj.commands.web", "web",
+            "The dashboard in a browser: workers, queues, jobs, crons; live, with actions."),
     "workspace": ("oj.commands.workspace", "workspace", "Job workspaces: list, prune."),
 }
 
