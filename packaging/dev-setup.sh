@@ -3,7 +3,8 @@
 # PostgreSQL's server, which the tests start privately, libpq for the PostgreSQL store,
 # faketime for a host whose clock is off and chromium for the dashboard's browser tests)
 # and a virtualenv at $OJ_VENV (default /opt/oj-venv) with oj installed from this
-# checkout, and `oj`/`ojd` linked into $OJ_BIN_DIR (default /usr/local/bin; see packaging/link-bin.sh).
+# checkout, and `oj`/`ojd` linked into $OJ_BIN_DIR (default /usr/local/bin; see
+# packaging/link-bin.sh).
 # The venv is built from /usr/bin/python3 in a world-readable place so that non-root
 # users (user-scope workers) can run it too. Safe to run again.
 # With --no-tests (packaging/demo.sh), only what oj itself needs: no PostgreSQL server, no
