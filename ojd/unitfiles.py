@@ -14,7 +14,8 @@ from ojd.systemd import Systemd, SystemdUnavailable
 from ojd.unitcontrol import STATE_DROPIN, state_text, unit_dir, unit_safe
 
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "units")
-UNIT_NAMES = ("oj-worker@.service", "oj-workers.target", "oj-cron@.service", "oj-cron@.timer")
+UNIT_NAMES = ("oj-worker@.service", "oj-workers.target", "oj-cron@.service", "oj-cron@.timer",
+              "oj-web.socket", "oj-web.service")
 SHIPPED_OJD = "/usr/bin/ojd"
 # The shipped units' Documentation= is where the Debian package puts the docs; a pip install
 # has them as package data instead (ojd/docs, a link to docs/ in the checkout).
