@@ -174,7 +174,8 @@ def _items(q: dict) -> str:
                              project=q["project"])
                if i["status"] in ("failed", "dead") else "")
             + "</li>" for i in q["waiting_items"] + q["dead_items"]]
-    return f"<ul class=\"items\" data-queue=\"{e(q['name'])}\">{''.join(rows)}</ul>"
+    return (f"<ul class=\"items\" data-queue=\"{e(q['name'])}\"><li class=\"label\">"
+            f"{e(q['name'])}: next and dead items</li>{''.join(rows)}</ul>")
 
 
 def job(data: dict) -> str:
