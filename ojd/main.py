@@ -1,5 +1,6 @@
 """``ojd``: the program systemd runs. ``ojd worker NAME`` is the body of oj-worker@NAME.service,
-``ojd cron NAME`` the body of oj-cron@NAME.service."""
+``ojd cron NAME`` the body of oj-cron@NAME.service; ``ojd up`` runs a whole project in the
+foreground without systemd (``ojd.up``)."""
 
 from __future__ import annotations
 
@@ -191,8 +192,18 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("cron", help="one tick of a cron: start its job unless too many run")
     c.add_argument("name")
     c.add_argument("--project", help="project directory (default: recorded by oj cron start)")
+    u = sub.add_parser("up", help="run every worker and cron of a project in the foreground "
+                                  "(a container's one process)")
+    u.add_argument("--project", help="project directory (default: found from the current "
+                                     "directory)")
+    u.add_argument("--until-idle", action="store_true",
+                   help="exit once nothing can run without a person")
     args = parser.parse_args(argv)
     try:
+        if args.command == "up":
+            from ojd import up  # lazy: ojd up alone runs it, off a worker's and a tick's start
+
+            return up.run(args.project, args.until_idle)
         if args.command == "cron":
             return run_cron(args.name, args.project)
         return run_worker(args.name, args.project, args.foreground, args.until_idle)

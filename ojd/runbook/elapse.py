@@ -155,3 +155,26 @@ class Schedule:
 def next_elapse(expr: str, after: float) -> float | None:
     """When calendar expression ``expr`` next elapses after ``after``; None: never."""
     return Schedule(expr).next_after(after)
+
+
+def first_tick(schedule: str | None, interval: float | None, started: float,
+               last_run: float | None) -> tuple[float | None, bool]:
+    """When a cron first ticks once its runner starts at ``started``, as its timer would:
+    an interval one interval on (``OnActiveSec=``); a calendar at its next elapse, or at
+    once when one passed since ``last_run`` (``Persistent=true``: a tick missed while
+    nothing ran it is caught up, once). Returns (when, whether it is a catch-up)."""
+    if schedule is None:
+        return started + (interval or 0.0), False
+    if last_run is not None:
+        missed = next_elapse(schedule, last_run)
+        if missed is not None and missed <= started:
+            return started, True
+    return next_elapse(schedule, started), False
+
+
+def next_tick(schedule: str | None, interval: float | None, ticked: float) -> float | None:
+    """When a cron ticks after the tick that began at ``ticked``: an interval on
+    (``OnUnitActiveSec=``), or the calendar's next elapse."""
+    if schedule is None:
+        return ticked + (interval or 0.0)
+    return next_elapse(schedule, ticked)
