@@ -30,7 +30,7 @@ import time
 
 from ojd import identity, paths, wake
 from ojd import project as projects
-from ojd.errors import OjError, escaped, quoted
+from ojd.errors import OjError, describe, escaped, quoted
 from ojd.notify import Log
 from ojd.runbook.elapse import first_tick, next_tick
 from ojd.runners import leftovers
@@ -87,6 +87,7 @@ class Up:
         self._signals: list[int] = []
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._runbook_error: str | None = None
+        self._state_error: str | None = None
         self._next_reload = 0.0
 
     # -- signals -----------------------------------------------------------------------
@@ -191,6 +192,22 @@ class Up:
     def _running_workers(self) -> list[WorkerChild]:
         return [w for w in self.workers.values() if w.pid is not None]
 
+    def _state(self):
+        """The state caught up, or None when it cannot be read (a database out of reach, a
+        full disk): said once, and what needs it waits for the next look."""
+        try:
+            state = self.store.refresh()
+        except Exception as e:
+            why = describe(e)
+            if why != self._state_error:
+                self._state_error = why
+                self.log.error(f"cannot read the state: {why}; trying again")
+            return None
+        if self._state_error is not None:
+            self._state_error = None
+            self.log.info("the state reads again")
+        return state
+
     # -- workers -------------------------------------------------------------------------
 
     def _spawn_worker(self, w: WorkerChild) -> None:
@@ -256,7 +273,9 @@ class Up:
     def _release_woken(self) -> None:
         """Start the workers ``oj worker start`` asked for since they stopped (it records
         ``worker:woken`` before it signals), and a crashed one without its backoff."""
-        state = self.store.refresh()
+        state = self._state()
+        if state is None:
+            return
         for w in list(self.workers.values()):
             if w.pid is not None or w.gone:
                 continue
@@ -308,7 +327,7 @@ class Up:
         """Each cron's next tick: at a start with the timers' catch-up; after a reload, a
         cron new or changed starts its schedule afresh, as a rewritten timer does."""
         now = time.time()
-        state = self.store.refresh()
+        state = self._state()
         for name, cron in sorted(self.runbook.crons.items()):
             clock = self.crons.get(name)
             if clock is not None and (clock.schedule, clock.interval) == (cron.schedule,
@@ -317,7 +336,7 @@ class Up:
             if clock is None:
                 clock = self.crons[name] = CronClock(name, cron.schedule, cron.interval)
             clock.schedule, clock.interval = cron.schedule, cron.interval
-            rec = state.crons.get(name) or {}
+            rec = (state.crons.get(name) if state is not None else None) or {}
             last = None
             if rec.get("project") == self.root:
                 last = max(rec.get("last_tick") or 0.0, rec.get("last_skipped") or 0.0) or None
@@ -353,7 +372,9 @@ class Up:
         workers left stopped need a person; crons alone keep nothing alive."""
         if any(c.tick_pid is not None for c in self.crons.values()):
             return False
-        state = self.store.refresh()
+        state = self._state()
+        if state is None:
+            return False
         if any(j["project"] == self.root and j["status"] == "running"
                for j in state.jobs.values()):
             return False

@@ -315,3 +315,17 @@ def test_as_a_pid_namespaces_init_it_leaves_no_zombie(project: Project, ups):
     wait_until(lambda: not _zombies(init), "no zombie among init's children")
     os.kill(init, signal.SIGTERM)
     assert up.wait() == 0
+
+
+def test_a_worker_that_crashes_is_started_again(project: Project, tmp_path: Path, ups):
+    project.write("r.hcl", runbook())
+    up = start_up(ups, project)
+    up.wait_for("worker w1 info: ready")
+    [before] = [r["main_pid"] for r in project.json("worker", "list") if r["name"] == "w1"]
+    os.kill(before, signal.SIGKILL)
+    up.wait_for("worker 'w1' was killed by SIGKILL; starting it again in 1s")
+    wait_until(lambda: [r["main_pid"] for r in project.json("worker", "list")
+                        if r["name"] == "w1"] not in ([before], [None]), "a new w1")
+    up.wait_for("worker 'w1' started (PID", timeout=5)
+    push(project, tmp_path, "q1", "after")
+    wait_until(lambda: lines(project.root / "out.txt") == ["after"], "the new w1 to run it")
