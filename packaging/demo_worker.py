@@ -47,7 +47,9 @@ def drive(run, where: str) -> int:
     say(f"install the units and start the merge worker on {where}")
     print(run(f"{BIN}/oj", "systemd", "install"), end="")
     print(run(f"{BIN}/oj", "worker", "start", "merge"), end="")
-    print(run(f"{BIN}/oj", "worker", "start", "merge"), end="")  # idempotent: a wake
+    say("oj worker start merge, again: it runs, so this start only wakes it (idempotent; "
+        "the shipped runbooks' steps run it after every push)")
+    print(run(f"{BIN}/oj", "worker", "start", "merge"), end="")
     say("push three branches; each push wakes the worker")
     for n in (1, 2, 3):
         run(f"{BIN}/oj", "queue", "push", "merges", "--var", f"branch=feature-{n}",
