@@ -13,10 +13,14 @@ tick missed while nothing ran them. The runbook is read again every few seconds 
 SIGHUP or SIGUSR1: workers and crons it gained start, those it lost stop.
 
 Signal handlers only record and write to a self-pipe; the loop acts. The first SIGTERM or
-SIGINT stops the workers (they take nothing new and exit; running jobs go on in their own
-processes and are adopted by the next start) and exits 0 once they have; a second one
-kills them at once. ``ojd up`` is a child subreaper and reaps every child it is given, so
-as a container's PID 1 it leaves no zombie.
+SIGINT stops taking work: the workers are sent SIGTERM (they take nothing new and exit), no
+tick starts, and ``ojd up`` then waits for the jobs its workers and ticks started to end
+(they run in processes of their own), bounded by ``--grace`` if given, and exits 0. It waits
+as a terminal's process too: the prompt comes back when the work is done, as with huey or
+sidekiq. A second signal kills the workers still stopping and stops waiting: the jobs left
+end with a container (everything in its PID namespace does) and go on by themselves
+elsewhere; either way the next start resumes them. ``ojd up`` is a child subreaper and
+reaps every child it is given, so as a container's PID 1 it leaves no zombie.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ import time
 
 from ojd import identity, paths, wake
 from ojd import project as projects
+from ojd.duration import format_duration
 from ojd.errors import OjError, describe, escaped, quoted
 from ojd.notify import Log
 from ojd.runbook.elapse import first_tick, next_tick
 from ojd.runners import leftovers
+from ojd.runners.liveness import alive
 from ojd.store import Store
 
 TYPE_CHECKING = False
@@ -45,6 +51,7 @@ RELOAD_EVERY = 2.0  # seconds between looks at the runbook files
 IDLE_EVERY = 0.5  # seconds between looks at the state with --until-idle
 BACKOFF_MAX = 60.0  # the longest wait before a crashed worker starts again
 STEADY = 60.0  # a worker that ran this long before crashing starts again at once
+DRAIN_EVERY = 0.5  # seconds between looks at the jobs a stop waits for (a child's end wakes too)
 
 
 class WorkerChild:
@@ -74,16 +81,19 @@ class CronClock:
 
 class Up:
     def __init__(self, store: Store, root: str, runbook: Runbook, log: Log,
-                 until_idle: bool = False) -> None:
+                 until_idle: bool = False, grace: float | None = None) -> None:
         self.store = store
         self.root = root
         self.runbook = runbook
         self.log = log
         self.until_idle = until_idle
+        self.grace = grace  # the longest wait for running jobs at a stop; None: no bound
         self.workers: dict[str, WorkerChild] = {}
         self.crons: dict[str, CronClock] = {}
         self.stopping = False
-        self.forced = False
+        self.forced = False  # a second signal: no more waiting
+        self.waiting: dict[str, str] | None = None  # jobs a stop waits for: id -> their name
+        self.wait_ends: float | None = None  # monotonic: when --grace is up
         self._signals: list[int] = []
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._runbook_error: str | None = None
@@ -129,7 +139,9 @@ class Up:
             for signum in self._take_signals():
                 self._on_signal(signum)
             self._reap()
-            if self.stopping and not self._running_workers():
+            if (self.stopping and not self._running_workers()
+                    and not any(c.tick_pid is not None for c in self.crons.values())
+                    and (self.forced or self._jobs_ended())):
                 break
             now = time.monotonic()
             if not self.stopping:
@@ -153,7 +165,7 @@ class Up:
     def _timeout(self) -> float:
         now = time.monotonic()
         if self.stopping:
-            return 1.0
+            return DRAIN_EVERY
         ends = [self._next_reload]
         ends += [w.restart_at for w in self.workers.values() if w.restart_at is not None]
         if self.until_idle:
@@ -163,21 +175,26 @@ class Up:
         return min(max(0.0, end - now) for end in ends)
 
     def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
         if signum in (signal.SIGTERM, signal.SIGINT):
             if not self.stopping:
-                self.log.info(f"{signal.Signals(signum).name}: stopping; workers take no new "
-                              "work, running jobs go on in their own processes (the next "
-                              "start adopts them); a second signal kills the workers now")
+                bound = (f", up to {format_duration(self.grace)} (--grace)"
+                         if self.grace is not None else "")
+                self.log.info(f"{name}: stopping; workers take no new work and running jobs "
+                              f"are waited for{bound}; a second signal stops waiting")
                 self._stop()
             elif not self.forced:
-                left = [w.name for w in self.workers.values() if w.pid is not None]
-                self.log.warning(f"second {signal.Signals(signum).name}: killing worker(s) "
-                                 f"{', '.join(quoted(n) for n in left) or 'none'} now; "
-                                 "running jobs go on and the next start adopts them")
                 self.forced = True
-                for w in self.workers.values():
-                    if w.pid is not None:
+                left = [w for w in self.workers.values() if w.pid is not None]
+                if left:
+                    self.log.warning(f"second {name}: killing worker(s) "
+                                     f"{', '.join(quoted(w.name) for w in left)} now")
+                    for w in left:
                         _kill(w.pid, signal.SIGKILL)
+                jobs = self.waiting if self.waiting is not None else self._running_jobs()
+                if jobs:
+                    self.log.warning(f"second {name}: no more waiting; "
+                                     + _left_behind(list(jobs.values())))
         elif signum in (signal.SIGHUP, signal.SIGUSR1) and not self.stopping:
             # 'oj worker start' asks for a worker (SIGUSR1); SIGHUP rereads the runbook
             self._reload()
@@ -191,6 +208,45 @@ class Up:
 
     def _running_workers(self) -> list[WorkerChild]:
         return [w for w in self.workers.values() if w.pid is not None]
+
+    def _running_jobs(self) -> dict[str, str] | None:
+        """The jobs a stop waits for, by id, each named as the log says it: the project's
+        jobs a worker or a tick started whose process runs. A job waiting for an answer
+        needs a person, not a wait; ``oj run``'s jobs are their starter's. None: the state
+        cannot be read."""
+        state = self._state()
+        if state is None:
+            return None
+        return {j["id"]: _job_name(j) for j in state.jobs.values()
+                if j["project"] == self.root and (j.get("worker") or j.get("cron"))
+                and j["status"] == "running" and alive(j.get("process"))}
+
+    def _jobs_ended(self) -> bool:
+        """Whether the jobs a stop waits for have ended (or --grace is up): which ones is
+        said once, and each as it ends."""
+        running = self._running_jobs()
+        if self.waiting is None:
+            if running is None:
+                return False
+            self.waiting = dict(running)
+            if self.waiting:
+                bound = (f"up to {format_duration(self.grace)}" if self.grace is not None
+                         else "without bound")
+                self.log.info(f"waiting ({bound}) for {len(self.waiting)} job(s) to end: "
+                              f"{', '.join(self.waiting.values())}")
+                if self.grace is not None:
+                    self.wait_ends = time.monotonic() + self.grace
+        if running is not None:
+            state = self.store.state
+            for job_id in [j for j in self.waiting if j not in running]:
+                self.log.info(f"{self.waiting.pop(job_id)}: {_outcome(state.jobs.get(job_id))}")
+        if not self.waiting:
+            return True
+        if self.wait_ends is not None and time.monotonic() >= self.wait_ends:
+            self.log.warning(f"--grace {format_duration(self.grace or 0)} is up; "
+                             + _left_behind(list(self.waiting.values())))
+            return True
+        return False
 
     def _state(self):
         """The state caught up, or None when it cannot be read (a database out of reach, a
@@ -398,16 +454,43 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
+def _job_name(job: dict) -> str:
+    return (f"job {job['id'][:4]} {job['name']}"
+            + (f" (step {job['step']})" if job.get("step") else ""))
+
+
+def _outcome(job: dict | None) -> str:
+    """How a job a stop waited for ended, as its log line says it."""
+    status = (job or {}).get("status")
+    if status in ("done", "failed", "cancelled"):
+        return status
+    if status == "waiting":
+        return "waits for an answer (the next start runs it on)"
+    return "its process ended first; the next start resumes it"
+
+
+def _left_behind(jobs: list[str]) -> str:
+    """What becomes of the jobs a stop no longer waits for."""
+    one = len(jobs) == 1
+    if os.getpid() == 1:  # a PID namespace's init: everything in it ends with it
+        return (f"{', '.join(jobs)} {'ends' if one else 'end'} with this container; the next "
+                f"start resumes {'it' if one else 'them'} at the step it was in")
+    return (f"{', '.join(jobs)} {'goes' if one else 'go'} on in {'its' if one else 'their'} "
+            f"own process{'' if one else 'es'}; the next start adopts {'it' if one else 'them'}"
+            " if still running, or resumes at the step it was in")
+
+
 def _how_ended(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exited with status {os.waitstatus_to_exitcode(status)}"
 
 
-def run(project: str | None, until_idle: bool) -> int:
+def run(project: str | None, until_idle: bool, grace: float | None = None) -> int:
     """``ojd up``: run every worker and cron of the project found from ``project`` (or
     the current directory) until SIGTERM or Ctrl-C (or, with ``until_idle``, until
-    nothing can run without a person)."""
+    nothing can run without a person); a stop waits for running jobs up to ``grace``
+    seconds (None: until they end)."""
     log = Log("up")
     store = Store()
     root = projects.find_root(override=project)
@@ -433,7 +516,7 @@ def run(project: str | None, until_idle: bool) -> int:
     if not leftovers.become_subreaper():
         log.warning("cannot become a child subreaper: jobs whose worker ended are reaped by "
                     "init, not here")
-    up = Up(store, root, runbook, log, until_idle)
+    up = Up(store, root, runbook, log, until_idle, grace)
     up.install_signals()
     try:
         return up.run()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -154,27 +155,78 @@ def test_a_push_wakes_its_worker_at_once(project: Project, tmp_path: Path, ups):
                timeout=10)
 
 
-def test_sigterm_leaves_a_running_job_to_finish_and_exits_0(project: Project, tmp_path: Path,
-                                                            ups):
-    project.write("r.hcl", runbook(
-        step="touch ${invoke.dir}/began; while [ ! -e ${invoke.dir}/go ]; do sleep 0.05; "
-             "done; echo ${var.item.n} >> ${invoke.dir}/out.txt"))
+WAITS_FOR_GO = ("touch ${invoke.dir}/began; while [ ! -e ${invoke.dir}/go ]; do sleep 0.05; "
+                "done; echo ${var.item.n} >> ${invoke.dir}/out.txt")
+
+
+def test_sigterm_waits_for_the_running_job_then_exits_0(project: Project, tmp_path: Path,
+                                                        ups):
+    """A terminal's Ctrl-C, as huey's or sidekiq's: the prompt comes back when the job is
+    done, though the job would run on without ojd up."""
+    project.write("r.hcl", runbook(step=WAITS_FOR_GO))
     project.oj("queue", "push", "q1", '{"n": "1"}')
     up = start_up(ups, project)
     wait_until(lambda: (project.root / "began").exists(), "the job's step to start")
     up.proc.send_signal(signal.SIGTERM)
-    assert up.wait() == 0  # while its job still runs
-    assert lines(project.root / "out.txt") == []
+    up.wait_for("waiting (without bound) for 1 job(s) to end: job ")
+    up.wait_for("worker w1 info: stopped")
+    assert up.proc.poll() is None  # its workers have stopped; it stays for the job
+    assert [i["status"] for i in project.items("q1")] == ["active"]
     (project.root / "go").touch()
-    wait_until(lambda: lines(project.root / "out.txt") == ["1"], "the job to finish")
+    assert up.wait() == 0
+    assert lines(project.root / "out.txt") == ["1"]
+    assert [i["status"] for i in project.items("q1")] == ["completed"]
+    assert re.search(r"job \w{4} p \(step one\): done", up.output), up.output
+
+
+def test_as_a_pid_namespaces_init_sigterm_waits_for_the_running_job(project: Project, ups):
+    """A container's stop: everything in the namespace ends with ojd up, so it stays until
+    the job is done."""
+    # justified: a PID namespace needs root and unshare; a developer's run skips, CI fails
+    require(os.geteuid() == 0 and shutil.which("unshare") is not None,
+            "a PID namespace needs root and unshare")
+    project.write("r.hcl", runbook(step=WAITS_FOR_GO))
+    project.oj("queue", "push", "q1", '{"n": "1"}')
+    up = start_up(ups, project, prefix=("unshare", "--pid", "--fork", "--mount-proc"))
+    wait_until(lambda: len(_children(up.proc.pid)) == 1, "ojd up as the namespace's init")
+    [init] = _children(up.proc.pid)
+    wait_until(lambda: (project.root / "began").exists(), "the job's step to start")
+    os.kill(init, signal.SIGTERM)
+    up.wait_for("waiting (without bound) for 1 job(s) to end: job ")
+    assert up.proc.poll() is None
+    (project.root / "go").touch()
+    assert up.wait() == 0
+    assert lines(project.root / "out.txt") == ["1"]
+    assert [i["status"] for i in project.items("q1")] == ["completed"]
+
+
+def test_grace_bounds_the_wait_and_the_job_goes_on(project: Project, tmp_path: Path, ups):
+    project.write("r.hcl", runbook(step=WAITS_FOR_GO))
+    project.oj("queue", "push", "q1", '{"n": "1"}')
+    up = start_up(ups, project, "--grace", "1s")
+    wait_until(lambda: (project.root / "began").exists(), "the job's step to start")
+    up.proc.send_signal(signal.SIGTERM)
+    assert up.wait() == 0
+    assert "--grace 1s is up; job " in up.output
+    assert "goes on in its own process" in up.output
+    assert lines(project.root / "out.txt") == []
+    (project.root / "go").touch()  # outside a container the job outlives ojd up
     wait_until(lambda: [i["status"] for i in project.items("q1")] == ["completed"],
                "its item completed")
-    assert "running jobs go on in their own processes" in up.output
 
 
-def test_a_job_interrupted_with_ojd_up_is_resumed_by_the_next(project: Project,
-                                                              tmp_path: Path, ups):
-    """A container's stop kills the jobs with it: the next `ojd up` resumes them."""
+def test_a_bad_grace_is_one_line(project: Project):
+    proc = subprocess.run([OJD, "up", "--grace", "soon"], cwd=project.root, env=project.env(),
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "argument --grace: invalid duration 'soon'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_second_signal_stops_waiting_and_the_next_up_resumes_the_job(project: Project,
+                                                                       tmp_path: Path, ups):
+    """A container's stop that will not wait kills the jobs with it: the next `ojd up`
+    resumes them."""
     project.write("r.hcl", runbook(
         step="echo run >> ${invoke.dir}/runs; while [ ! -e ${invoke.dir}/go ]; do "
              "sleep 0.05; done; echo ${var.item.n} >> ${invoke.dir}/out.txt"))
@@ -183,7 +235,10 @@ def test_a_job_interrupted_with_ojd_up_is_resumed_by_the_next(project: Project,
     wait_until(lambda: lines(project.root / "runs") == ["run"], "the job's step to start")
     [job] = project.json("job", "list")
     up.proc.send_signal(signal.SIGTERM)
-    assert up.wait() == 0
+    up.wait_for("waiting (without bound) for 1 job(s) to end")
+    up.proc.send_signal(signal.SIGINT)
+    assert up.wait() == 130
+    assert "second SIGINT: no more waiting; job " in up.output
     os.kill(job["process"]["pid"], signal.SIGKILL)  # as the end of a container does
     (project.root / "go").touch()
     start_up(ups, project)
