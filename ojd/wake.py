@@ -62,6 +62,9 @@ def _pid_in(path: str) -> int | None:
     return pid if pid > 0 and start and proc_start_time(pid) == start else None
 
 
+UP_STATE = "ojd up"  # the sub-state shown for a worker or cron that 'ojd up' runs
+
+
 def up_lock_path(state_root: str, root: str) -> str:
     """The lock ``ojd up`` holds for project ``root`` (its pid file too), by a hash of the
     root: a path is no file name."""

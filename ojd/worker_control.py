@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # annotations only: typing and the runbook model stay off the
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 100.0  # the unit's TimeoutStopSec= plus a margin
-UP = "ojd up"  # the sub-state of a worker of a project that 'ojd up' runs
+UP = wake.UP_STATE  # the sub-state of a worker of a project that 'ojd up' runs
 UP_START_TIMEOUT = 20.0  # 'ojd up' starts a worker: an interpreter and a runbook load
 
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import require
 from test_calendar import GOOD
 
-from ojd.runbook.elapse import next_elapse
+from ojd.runbook.elapse import next_elapse, upcoming_tick
 
 ITERATIONS = 4
 # a month's end, a leap day, the night clocks go forward and the one they go back
@@ -72,3 +72,12 @@ def test_next_elapses_are_systemds(analyze: str, zone: str, expr: str):
 def test_an_instant_after_the_last_elapse_has_none():
     assert next_elapse("@1700000000", 1700000000.0) is None
     assert next_elapse("2023-01-01", time.time()) is None
+
+
+def test_ojd_ups_next_interval_tick_counts_from_its_start_or_the_last_tick_since():
+    # a tick recorded before this runner started says nothing of its schedule
+    assert upcoming_tick(None, 60.0, 900.0, 1000.0, 1010.0) == 1060.0
+    assert upcoming_tick(None, 60.0, 1030.0, 1000.0, 1040.0) == 1090.0
+    assert upcoming_tick(None, 60.0, None, 1000.0, 1010.0) == 1060.0
+    assert upcoming_tick(None, 60.0, 1000.0, 1000.0, 1065.0) == 1065.0  # due, not begun
+    assert upcoming_tick("@2000", None, None, 1000.0, 1010.0) == 2000.0

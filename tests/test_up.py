@@ -9,6 +9,7 @@ No systemd is needed or used: `oj` commands run as on a machine without a manage
 from __future__ import annotations
 
 import calendar
+import json
 import os
 import re
 import shutil
@@ -384,3 +385,48 @@ def test_a_worker_that_crashes_is_started_again(project: Project, tmp_path: Path
     up.wait_for("worker 'w1' started (PID", timeout=5)
     push(project, tmp_path, "q1", "after")
     wait_until(lambda: lines(project.root / "out.txt") == ["after"], "the new w1 to run it")
+
+
+def _next_daily(hour: int, now: float) -> float:
+    """The next HH:00:00 UTC after ``now``."""
+    day = time.gmtime(now)
+    at = calendar.timegm((day.tm_year, day.tm_mon, day.tm_mday, hour, 0, 0))
+    return at if at > now else at + 86400
+
+
+def test_cron_list_and_status_show_the_crons_ojd_up_ticks_with_their_next_run(
+        project: Project, tmp_path: Path, ups):
+    project.write("r.hcl", """
+        cron "hourly" {
+          interval = "1h"
+          run      = "true"
+        }
+        cron "nightly" {
+          schedule = "03:00 UTC"
+          run      = "true"
+        }
+        """)
+    before = time.time()
+    up = start_up(ups, project)
+    up.wait_for("running project")
+    after = time.time()
+    for listing in (project.json("cron", "list"),  # a host whose systemd runs no timer of it
+                    json.loads(without_systemd(project, tmp_path, "cron", "list", "-o",
+                                               "json").stdout)):  # a container's
+        rows = {r["name"]: r for r in listing}
+        assert {(r["active_state"], r["sub_state"]) for r in rows.values()} == {
+            ("active", "ojd up")}
+        # an interval one interval after ojd up's start (known to the second of the boot
+        # time), a calendar at its next elapse
+        assert before - 1.5 + 3600 <= rows["hourly"]["next_run"] <= after + 1.5 + 3600
+        now = time.time()
+        assert rows["nightly"]["next_run"] in (_next_daily(3, now - 5), _next_daily(3, now))
+    text = project.oj("cron", "list").stdout
+    assert "active (ojd up)" in text and "in 59m" in text
+    [section] = project.json("status")["projects"]
+    assert {c["name"]: c["sub_state"] for c in section["crons"]} == {"hourly": "ojd up",
+                                                                     "nightly": "ojd up"}
+    assert "active (ojd up)" in project.oj("status").stdout
+    up.stop()
+    # with ojd up gone, nothing ticks them
+    assert {r["sub_state"] for r in project.json("cron", "list")} != {"ojd up"}

@@ -178,3 +178,15 @@ def next_tick(schedule: str | None, interval: float | None, ticked: float) -> fl
     if schedule is None:
         return ticked + (interval or 0.0)
     return next_elapse(schedule, ticked)
+
+
+def upcoming_tick(schedule: str | None, interval: float | None, last_began: float | None,
+                  runner_started: float, now: float) -> float | None:
+    """When a runner that started at ``runner_started`` ticks a cron next, as seen from
+    outside it (``oj cron list`` of a cron ``ojd up`` runs): a calendar's next elapse; an
+    interval on from its last tick begun under this runner, else from the runner's start.
+    A tick due now that has not begun yet shows as now."""
+    if schedule is not None:
+        return next_elapse(schedule, now)
+    base = runner_started if last_began is None else max(last_began, runner_started)
+    return max(now, base + (interval or 0.0))
