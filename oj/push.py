@@ -56,7 +56,7 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
     if start:
         return start_workers(root, index, queue.name, woken, project)
     if idle and not woken:
-        print(f"oj: {not_woken(idle)}", file=sys.stderr)
+        print(f"oj: {not_woken(idle, store.root, root)}", file=sys.stderr)
     return 0
 
 

@@ -121,10 +121,18 @@ def wake_queue_workers(store: Store, project: str, queue: str, defined: Iterable
     return woken, idle
 
 
-def not_woken(idle: list[str]) -> str:
-    """The line that says no worker took notice of a new item, and how to start one."""
+def not_woken(idle: list[str], state_root: str | None = None, project: str | None = None
+              ) -> str:
+    """The line that says no worker took notice of a new item, and how to start one: where
+    ``ojd up`` runs ``project``, through it, whether or not systemd is here."""
     names = ", ".join(quoted(name) for name in idle)
-    return f"no worker was woken: {names} not running; {start_hint(idle[0])}"
+    up = up_pid(state_root, project) if state_root and project else None
+    if up is not None:
+        hint = (f"'ojd up' (PID {up}) runs this project: start it with 'oj worker start "
+                f"{escaped(idle[0])}'")
+    else:
+        hint = start_hint(idle[0])
+    return f"no worker was woken: {names} not running; {hint}"
 
 
 def runs_elsewhere(w: dict) -> bool:

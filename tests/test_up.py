@@ -430,3 +430,18 @@ def test_cron_list_and_status_show_the_crons_ojd_up_ticks_with_their_next_run(
     up.stop()
     # with ojd up gone, nothing ticks them
     assert {r["sub_state"] for r in project.json("cron", "list")} != {"ojd up"}
+
+
+def test_a_push_to_a_stopped_worker_under_ojd_up_hints_oj_worker_start(
+        project: Project, tmp_path: Path, ups):
+    project.write("r.hcl", runbook())
+    up = start_up(ups, project)
+    up.wait_for("worker w2 info: ready")
+    stop = without_systemd(project, tmp_path, "worker", "stop", "w2")
+    assert stop.returncode == 0, stop.stderr
+    up.wait_for("worker 'w2' stopped")
+    for proc in (without_systemd(project, tmp_path, "queue", "push", "q2", '{"n": "1"}'),
+                 project.oj("queue", "push", "q2", '{"n": "2"}')):  # no systemd, and systemd
+        assert proc.returncode == 0, proc.stderr
+        assert (f"oj: no worker was woken: 'w2' not running; 'ojd up' (PID {up.proc.pid}) "
+                "runs this project: start it with 'oj worker start w2'") in proc.stderr
