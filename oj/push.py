@@ -69,7 +69,7 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
             return 130
         return wait_for_item(store, item_id, queue.name, woken, idle, follow)
     if idle and not woken:
-        print(f"oj: {not_woken(idle)}", file=sys.stderr)
+        print(f"oj: {not_woken(idle, store.root, root)}", file=sys.stderr)
     return 0
 
 

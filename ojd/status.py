@@ -60,7 +60,9 @@ def worker_rows(store: Store, project: str | None, unit_map: dict[str, UnitInfo]
     rows, _ = worker_listing(store, None, project)
     for r in rows:
         info = unit_map.get(r["unit"]) if unit_map is not None else None
-        if r["active_state"] == "foreground":
+        if r["sub_state"] == "ojd up":  # a worker of a project 'ojd up' runs
+            state = f"{r['active_state']} (ojd up)"
+        elif r["active_state"] == "foreground":
             state = "foreground"
         elif info is not None:
             r["active_state"], r["sub_state"] = info.active_state, info.sub_state

@@ -153,7 +153,7 @@ def retry_cmd(app, queue_name: str, item_id: str | None, all_dead: bool) -> None
         defined = [w.name for w in app.runbook.workers.values() if w.queue == queue_name]
         woken, idle = wake_queue_workers(app.store, app.root, queue_name, defined)
         if idle and not woken:
-            click.echo(f"oj: {not_woken(idle)}", err=True)
+            click.echo(f"oj: {not_woken(idle, app.store.root, app.root)}", err=True)
 
 
 @queue.command("drain", short_help="Drop every item still waiting to be taken.")
