@@ -210,8 +210,19 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--grace", type=_grace, metavar="DURATION",
                    help="at a stop, wait at most this long for running jobs (default: until "
                         "they end; a container's stop timeout bounds it)")
+    web = sub.add_parser("web", help="the dashboard (oj-web.service): on systemd's sockets, "
+                         "or on --listen")
+    web.add_argument("--listen", metavar="HOST:PORT",
+                     help="serve here when systemd passed no socket")
+    web.add_argument("--idle-timeout", type=float, metavar="SECONDS",
+                     help="exit after this long with no connection (default: 60 on systemd's "
+                          "sockets, never on --listen)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "web":
+            from ojd.web.app import run_service  # lazy: the dashboard, for ojd web alone
+
+            return run_service(args.listen, args.idle_timeout)
         if args.command == "up":
             from ojd import up  # lazy: ojd up alone runs it, off a worker's and a tick's start
 

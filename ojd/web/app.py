@@ -160,6 +160,26 @@ def _json(status: int, ok: bool, message: str, headers: dict | None = None) -> R
     return Response(status, body, "application/json", headers or {})
 
 
+def run_service(listen: str | None, idle_timeout: float | None) -> int:
+    """``ojd web``: on the sockets systemd passed (exiting when idle), else on ``listen``."""
+    from ojd.notify import Log
+    from ojd.store import Store
+
+    activated = [sock for _name, sock in httpserve.activation_sockets()]
+    if activated:
+        sockets = activated
+        idle = httpserve.DEFAULT_IDLE if idle_timeout is None else idle_timeout
+    elif listen:
+        sockets, idle = [httpserve.listen(listen)], idle_timeout
+    else:
+        raise OjError("no socket to serve on: run from oj-web.socket, or give --listen "
+                      "HOST:PORT")
+    log = Log("web")
+    store = Store()
+    log.info(f"serving the dashboard of {store.root}")
+    return serve(store, sockets, idle, log)
+
+
 def serve(store: Store, sockets: list, idle_timeout: float | None, log=None) -> int:
     app = Dashboard(store, Systemd())
     app.start()

@@ -70,6 +70,13 @@ class Routes:
         return Response(404, b"not found\n")
 
 
+DEFAULT_IDLE = 60.0
+
+
+def activation_sockets() -> list:
+    return []  # the shared module takes systemd's sockets
+
+
 def listen(address: str) -> socket.socket:
     host, _, port = address.rpartition(":")
     try:
