@@ -214,9 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                          "or on --listen")
     web.add_argument("--listen", metavar="HOST:PORT",
                      help="serve here when systemd passed no socket")
-    web.add_argument("--idle-timeout", type=float, metavar="SECONDS",
-                     help="exit after this long with no connection (default: 60 on systemd's "
-                          "sockets, never on --listen)")
+    web.add_argument("--idle-timeout", metavar="DURATION",
+                     help="exit after this long with no connection (default: $OJ_IDLE_TIMEOUT, "
+                          "else 1m, on systemd's sockets; never on --listen)")
     args = parser.parse_args(argv)
     try:
         if args.command == "web":

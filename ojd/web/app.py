@@ -9,6 +9,7 @@ import json
 import os
 import time
 
+from ojd.duration import DurationError, parse_duration
 from ojd.errors import OjError
 from ojd.systemd import Systemd
 from ojd.web import actions, html, view
@@ -160,17 +161,32 @@ def _json(status: int, ok: bool, message: str, headers: dict | None = None) -> R
     return Response(status, body, "application/json", headers or {})
 
 
-def run_service(listen: str | None, idle_timeout: float | None) -> int:
+IDLE_ENV = "OJ_IDLE_TIMEOUT"  # the unit's idle time (a drop-in may change it)
+
+
+def idle_time(text: str | None) -> float | None:
+    """``text`` or ``$OJ_IDLE_TIMEOUT`` as seconds ("90s", "5m"), None when neither is set."""
+    text = text or os.environ.get(IDLE_ENV)
+    if not text:
+        return None
+    try:
+        return parse_duration(text)
+    except DurationError as e:
+        raise OjError(f"idle timeout {text!r}: {e}") from None
+
+
+def run_service(listen: str | None, idle_timeout: str | None) -> int:
     """``ojd web``: on the sockets systemd passed (exiting when idle), else on ``listen``."""
     from ojd.notify import Log
     from ojd.store import Store
 
+    idle = idle_time(idle_timeout)
     activated = [sock for _name, sock in httpserve.activation_sockets()]
     if activated:
         sockets = activated
-        idle = httpserve.DEFAULT_IDLE if idle_timeout is None else idle_timeout
+        idle = httpserve.DEFAULT_IDLE if idle is None else idle
     elif listen:
-        sockets, idle = [httpserve.listen(listen)], idle_timeout
+        sockets = [httpserve.listen(listen)]
     else:
         raise OjError("no socket to serve on: run from oj-web.socket, or give --listen "
                       "HOST:PORT")
