@@ -131,13 +131,14 @@ def main() -> int:
         shoot(f"http://127.0.0.1:{port.group(1)}/", out)
         print(f"wrote {out}")
     finally:
+        # the workers first, so that none takes a next item, then every job still live
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            p.wait(30)
         for j in jobs() if state.exists() else []:
             if j["status"] in ("running", "waiting"):
                 subprocess.run([program("oj"), "job", "cancel", j["id"]], cwd=project, env=env,
                                capture_output=True)
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-            p.wait(30)
         shutil.rmtree(base, ignore_errors=True)
     return 0
 
