@@ -38,7 +38,12 @@ worker "w" {
 pipeline "build" {
   vars = ["n"]
   step "run" {
-    run = "echo building ${var.n}; sleep 600"
+    run = <<-SH
+      echo "building ${var.n.n}"
+      until [ -e '${var.n.n}.gate' ]; do sleep 0.05; done
+      echo "past the gate"
+      sleep 600
+    SH
   }
 }
 """
@@ -56,6 +61,7 @@ class Web:
         found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
         assert found, f"no address in {line!r}"
         self.url = f"http://127.0.0.1:{found.group(1)}"
+        self.updates = self.proc.stderr.readline()  # where its live updates come from
         # the rest of stderr is read as it comes, so the server never blocks on it
         self.errors: list[str] = []
         threading.Thread(target=lambda: self.errors.extend(self.proc.stderr), daemon=True
@@ -148,11 +154,15 @@ def worker(web_project):
     w.wait()
 
 
+@pytest.mark.both_stores  # inotify on the WAL directory; PostgreSQL's notifications
 def test_a_pushed_item_shows_within_a_second_without_a_reload(web_project, page):
     from playwright.sync_api import expect
 
     project, web = web_project
-    project.oj("queue", "push", "jobs", '{"n": "first"}')  # the state dir exists
+    assert web.updates.strip() == ("live updates from notifications from PostgreSQL (LISTEN)"
+                                   if project.url else "live updates from inotify on the "
+                                   "state dir"), web.updates
+    project.oj("queue", "push", "jobs", '{"n": "first"}')
     open_live(page, web.url + "/")
     page.evaluate("window.__same_page = true")  # gone if the page were loaded again
     item = project.oj("queue", "push", "jobs", '{"n": "second"}').stdout.strip()
@@ -160,6 +170,19 @@ def test_a_pushed_item_shows_within_a_second_without_a_reload(web_project, page)
     expect(page.locator(f"li[data-item='{item}']")).to_be_visible(timeout=1000)
     assert time.monotonic() - pushed < 1.0
     assert page.evaluate("window.__same_page") is True
+
+
+def test_a_running_jobs_log_tail_follows_its_output(web_project, worker, page):
+    from playwright.sync_api import expect
+
+    project, web = web_project
+    _, job = running_job(project, worker, "tail")
+    open_live(page, web.url + "/")
+    tail = page.locator(f"tr[data-job='{job}'] + tr.tail pre")
+    expect(tail).to_contain_text("building tail")
+    assert "past the gate" not in tail.inner_text()
+    (project.root / "tail.gate").touch()
+    expect(tail).to_contain_text("past the gate", timeout=1500)
 
 
 def test_cancel_from_the_page_cancels_the_job(web_project, worker, page):

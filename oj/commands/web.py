@@ -23,4 +23,5 @@ def web(app, listen: str) -> int:
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"serving the dashboard of {store.root} on http://{shown}:{port}/ "
                "(Ctrl-C stops)", err=True)
-    return dashboard.serve(store, [sock], idle_timeout=None)
+    return dashboard.serve(store, [sock], idle_timeout=None,
+                           say=lambda line: click.echo(line, err=True))

@@ -19,7 +19,7 @@ from ojd.web.stopgap import HttpError, Request, Response, Routes, Stream, sse, s
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from ojd.store import Store
 
@@ -196,9 +196,11 @@ def run_service(listen: str | None, idle_timeout: str | None) -> int:
     return serve(store, sockets, idle, log)
 
 
-def serve(store: Store, sockets: list, idle_timeout: float | None, log=None) -> int:
+def serve(store: Store, sockets: list, idle_timeout: float | None, log=None,
+          say: Callable[[str], None] | None = None) -> int:
     app = Dashboard(store, Systemd())
     app.start()
+    (say or (log.info if log is not None else print))(f"live updates from {app.feed.how}")
     try:
         return httpserve.serve(app, sockets, idle_timeout=idle_timeout, log=log)
     finally:

@@ -40,13 +40,14 @@ class Inotify:
         if fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
         self._fd = fd
-        watched = 0
-        for d in directories:
-            if libc.inotify_add_watch(fd, os.fsencode(d), _WATCH) >= 0:
-                watched += 1
-        if not watched:
+        self._libc = libc
+        self._missing = [d for d in directories if not self._add(d)]
+        if len(self._missing) == len(directories):
             os.close(fd)
             raise OSError(ctypes.get_errno(), "inotify_add_watch")
+
+    def _add(self, directory: str) -> bool:
+        return self._libc.inotify_add_watch(self._fd, os.fsencode(directory), _WATCH) >= 0
 
     def fileno(self) -> int:
         return self._fd
@@ -58,6 +59,8 @@ class Inotify:
             try:
                 data = os.read(self._fd, 65536)
             except BlockingIOError:
+                # a directory made since (logs/ at the first job): watched from now on
+                self._missing = [d for d in self._missing if not self._add(d)]
                 return n
             offset = 0
             while offset + 16 <= len(data):
@@ -77,8 +80,8 @@ def watch(store: Store) -> tuple[Listener | Inotify | None, str]:
         listener = None
     if listener is not None:
         return listener, "notifications from PostgreSQL (LISTEN)"
-    dirs = [d for d in (paths.wal_dir(store.root), paths.logs_dir(store.root))
-            if os.path.isdir(d)]
+    # the state dir itself: its logs/ appears with the first job
+    dirs = [paths.wal_dir(store.root), paths.logs_dir(store.root), store.root]
     try:
         return Inotify(dirs), "inotify on the state dir"
     except (OSError, AttributeError):
