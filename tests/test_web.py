@@ -203,6 +203,30 @@ def test_cancel_from_the_page_cancels_the_job(web_project, worker, page):
                                                                            timeout=2000)
 
 
+def test_a_waiting_job_is_highlighted_and_answered_from_the_page(web_project, worker, page):
+    from playwright.sync_api import expect
+
+    from ojd.events import job_waiting
+    from ojd.store import Store
+
+    project, web = web_project
+    set_token(project, TOKEN)
+    _, job = running_job(project, worker, "asks")
+    # what an agent step that escalates records
+    Store(str(project.state), on_problem=None).append(
+        job_waiting(id=job, reason="which branch?"))
+    open_live(page, web.url + f"/?token={TOKEN}")
+    row = page.locator(f"table.waiting tr.attention[data-job='{job}']")
+    expect(row).to_contain_text("which branch?")
+    expect(row).to_contain_text(f"oj job resume {job} -m")
+    row.locator("input[name=message]").fill("main, please")
+    row.locator("form.answer button").click()
+    expect(page.locator("#notice")).to_contain_text(f"job {job} answered", timeout=10_000)
+    assert [e["message"] for e in project.events("job:answered")
+            if e["id"] == job] == ["main, please"]
+    expect(page.locator(f"table.waiting tr[data-job='{job}']")).to_have_count(0, timeout=2000)
+
+
 def test_an_action_without_the_token_is_refused(web_project, worker, page):
     from playwright.sync_api import expect
 
