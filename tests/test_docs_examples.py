@@ -40,6 +40,7 @@ NOT_RUN = {
     ("docs/OPERATIONS.md", "apt-get install gcc python3-dev libsystemd-dev pkg-config"),
     ("docs/OPERATIONS.md", "sudo loginctl enable-linger alice"),
     ("docs/OPERATIONS.md", "systemctl stop 'oj-worker@*' 'oj-job-*.scope'"),
+    ("docs/OPERATIONS.md", "docker run -d --name shop -v shop-state:/var/lib/oj shop"),
 }
 # Commands that run until Ctrl-C: run for a moment, then interrupted; they must not have
 # failed before that.
