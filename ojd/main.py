@@ -1,5 +1,5 @@
 """``ojd``: the program systemd runs. ``ojd worker NAME`` is the body of oj-worker@NAME.service,
-``ojd cron NAME`` the body of oj-cron@NAME.service."""
+``ojd cron NAME`` the body of oj-cron@NAME.service, ``ojd metrics`` of oj-metrics.service."""
 
 from __future__ import annotations
 
@@ -191,10 +191,21 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("cron", help="one tick of a cron: start its job unless too many run")
     c.add_argument("name")
     c.add_argument("--project", help="project directory (default: recorded by oj cron start)")
+    m = sub.add_parser("metrics", help="serve /metrics: on the sockets systemd passes "
+                       "(oj-metrics.socket), or on --listen")
+    m.add_argument("--listen", metavar="HOST:PORT", help="serve this address in the foreground")
+    m.add_argument("--idle-timeout", metavar="DURATION",
+                   help="exit after this long without a request (default: $OJ_IDLE_TIMEOUT, "
+                        "else 60s; with --listen: never)")
     args = parser.parse_args(argv)
     try:
         if args.command == "cron":
             return run_cron(args.name, args.project)
+        if args.command == "metrics":
+            # lazy: the HTTP server, only for the metrics service
+            from ojd import metrics_http
+
+            return metrics_http.serve(args.listen, args.idle_timeout)
         return run_worker(args.name, args.project, args.foreground, args.until_idle)
     except OjError as e:
         print(f"ojd: {e}", file=sys.stderr)
