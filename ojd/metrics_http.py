@@ -87,12 +87,12 @@ def serve(listen: str | None = None, idle: str | None = None) -> int:
     exiting after the idle time."""
     log = Log("metrics")
     if listen is not None:
-        sockets = [httpserve.listen(listen)]
         timeout = idle_timeout(idle) if idle else None  # by hand: until Ctrl-C
+        sockets = [httpserve.listen(listen)]
     else:
+        timeout = idle_timeout(idle)
         sockets = [sock for _, sock in httpserve.activation_sockets()]
         if not sockets:
             raise OjError("no socket to serve: start oj-metrics.socket, or give --listen "
                           "HOST:PORT (e.g. 127.0.0.1:9464)")
-        timeout = idle_timeout(idle)
     return httpserve.serve(app(MetricsSource()), sockets, idle_timeout=timeout, log=log)

@@ -159,3 +159,15 @@ def test_listen_on_an_address_it_cannot_use_says_so_in_one_line(project: Project
     assert proc.returncode == 1
     assert proc.stderr == ("oj: cannot listen on 'localhost': give HOST:PORT, e.g. "
                            "127.0.0.1:9464\n")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((), "ojd: no socket to serve: start oj-metrics.socket, or give --listen HOST:PORT "
+         "(e.g. 127.0.0.1:9464)\n"),
+    (("--listen", "127.0.0.1:1", "--idle-timeout", "soon"),
+     'ojd: idle timeout: invalid duration \'soon\'; use e.g. "30s", "5m", "1h30m"\n'),
+])
+def test_ojd_metrics_without_what_it_needs_says_so_in_one_line(project: Project, args, message):
+    proc = project.ojd("metrics", *args)
+    out, _ = proc.communicate(timeout=30)
+    assert (proc.returncode, out) == (1, message)
