@@ -9,13 +9,13 @@ import json
 import os
 import time
 
+from ojd import httpserve
 from ojd.duration import DurationError, parse_duration
 from ojd.errors import OjError
+from ojd.httpserve import HttpError, Request, Response, Routes, Stream, sse, sse_comment
 from ojd.systemd import Systemd
 from ojd.web import actions, html, view
-from ojd.web import stopgap as httpserve
 from ojd.web.changes import ChangeFeed
-from ojd.web.stopgap import HttpError, Request, Response, Routes, Stream, sse, sse_comment
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 ASSETS = {"dashboard.css": "text/css; charset=utf-8",
           "dashboard.js": "text/javascript; charset=utf-8"}
 RERENDER_EVERY = 2.0  # seconds: what the log does not tell (unit states) shows this late
-KEEPALIVE = 15.0
+KEEPALIVE = httpserve.KEEPALIVE
 # no page of another site may frame this one or read what it sends; no referrer leaks a
 # token in a URL
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
