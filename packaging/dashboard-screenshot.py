@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -121,7 +122,11 @@ def main() -> int:
                       and j["status"] == "running")
         record_waiting(state, deploy["id"], "production rollout: 3 of 12 hosts done, error "
                        "rate 0.4% — go on with the rest?")
-        web = subprocess.Popen([program("oj"), "web", "--listen", "127.0.0.1:0"], cwd=project,
+        probe = socket.create_server(("127.0.0.1", 0))  # a port no one holds now
+        free = probe.getsockname()[1]
+        probe.close()
+        web = subprocess.Popen([program("oj"), "web", "--listen", f"127.0.0.1:{free}"],
+                               cwd=project,
                                env=env, stderr=subprocess.PIPE, text=True)
         procs.append(web)
         line = web.stderr.readline()

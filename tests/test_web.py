@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -53,7 +54,11 @@ class Web:
     """`oj web` on a free port of 127.0.0.1, as a terminal runs it."""
 
     def __init__(self, project: Project) -> None:
-        self.proc = subprocess.Popen([OJ, "web", "--listen", "127.0.0.1:0"], cwd=project.root,
+        probe = socket.create_server(("127.0.0.1", 0))  # a port no one holds now
+        port = probe.getsockname()[1]
+        probe.close()
+        self.proc = subprocess.Popen([OJ, "web", "--listen", f"127.0.0.1:{port}"],
+                                     cwd=project.root,
                                      env=project.env(), stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         assert self.proc.stderr is not None

@@ -13,6 +13,8 @@ from ojd import httpserve
 from ojd.duration import DurationError, parse_duration
 from ojd.errors import OjError
 from ojd.httpserve import HttpError, Request, Response, Routes, Stream, sse, sse_comment
+from ojd.notify import Log
+from ojd.store import Store
 from ojd.systemd import Systemd
 from ojd.web import actions, html, view
 from ojd.web.changes import ChangeFeed
@@ -21,7 +23,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from ojd.store import Store
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 ASSETS = {"dashboard.css": "text/css; charset=utf-8",
@@ -177,9 +178,6 @@ def idle_time(text: str | None) -> float | None:
 
 def run_service(listen: str | None, idle_timeout: str | None) -> int:
     """``ojd web``: on the sockets systemd passed (exiting when idle), else on ``listen``."""
-    from ojd.notify import Log
-    from ojd.store import Store
-
     idle = idle_time(idle_timeout)
     activated = [sock for _name, sock in httpserve.activation_sockets()]
     if activated:
