@@ -330,3 +330,19 @@ def test_everything_from_the_state_is_escaped():
         "crons": []}]}
     text = html.dashboard(report)
     assert "<script>" not in text and "&lt;script&gt;" in text
+
+
+def test_an_address_oj_web_cannot_listen_on_is_one_line(project: Project):
+    proc = project.oj("web", "--listen", "nonsense", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == "oj: cannot listen on 'nonsense': give HOST:PORT, e.g. " \
+                          "127.0.0.1:9464\n"
+    busy = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = busy.getsockname()[1]
+        proc = project.oj("web", "--listen", f"127.0.0.1:{port}", check=False)
+        assert proc.returncode == 1
+        assert proc.stderr.startswith(f"oj: cannot listen on 127.0.0.1:{port}: ")
+        assert len(proc.stderr.splitlines()) == 1
+    finally:
+        busy.close()
