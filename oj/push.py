@@ -17,8 +17,9 @@ from ojd.wake import not_woken, wake_queue_workers
 
 def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
             project: str | None, start: bool = False, wait: bool = False,
-            follow: bool = False) -> int:
-    """Validate, push durably, print the id, wake the queue's running workers; with
+            follow: bool = False, due: float | None = None) -> int:
+    """Validate, push durably (``due``: a delayed item's time), print the id, wake the
+    queue's running workers (an earlier due item shortens their sleep); with
     ``start``, start those of this project's workers of the queue that do not run; with
     ``wait``, wait for the item's job and return its outcome (``follow``: print its log)."""
     root = projects.find_root(override=project)
@@ -42,7 +43,7 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
         name, value = queues.parse_var(text)
         data[name] = value
     data = queues.validate_item(queue, data)
-    item_id, created = queues.push(store, root, queue, data)
+    item_id, created = queues.push(store, root, queue, data, due)
     print(item_id)
     if not created:
         print(f"oj: the same item is already queued as {item_id}; not queued twice",

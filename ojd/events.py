@@ -68,6 +68,7 @@ if TYPE_CHECKING:
         q: str
         data: dict[str, Any]
         key: str
+        due: NotRequired[float]
         ts: NotRequired[float]
 
     class QueueTaken(TypedDict):
@@ -289,9 +290,15 @@ if TYPE_CHECKING:
 
 # -- queue items ------------------------------------------------------------------------------
 
-def queue_pushed(*, id: str, project: str, queue: str, data: dict, key: str) -> QueuePushed:
-    """An item queued; ``key``: the hash of its data, for dedup ("" for none)."""
-    return {"type": QUEUE_PUSHED, "id": id, "p": project, "q": queue, "data": data, "key": key}
+def queue_pushed(*, id: str, project: str, queue: str, data: dict, key: str,
+                 due: float | None = None) -> QueuePushed:
+    """An item queued; ``key``: the hash of its data, for dedup ("" for none); ``due``: not
+    taken before this time (a delayed push; absent otherwise)."""
+    event: QueuePushed = {"type": QUEUE_PUSHED, "id": id, "p": project, "q": queue,
+                          "data": data, "key": key}
+    if due:
+        event["due"] = due
+    return event
 
 
 def queue_taken(*, id: str, by: str, job: str, lease: float | None = None) -> QueueTaken:

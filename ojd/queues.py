@@ -173,8 +173,9 @@ def new_id(existing: dict[str, Any]) -> str:
 
 
 def push(store: Store, project: str, queue: Queue | QueueSpec,
-         data: dict[str, Any]) -> tuple[str, bool]:
-    """Queue ``data`` durably. Returns (id, created); a live duplicate returns its id."""
+         data: dict[str, Any], due: float | None = None) -> tuple[str, bool]:
+    """Queue ``data`` durably (``due``: not taken before then). Returns (id, created); a
+    live duplicate returns its id."""
     if queue.type != "persisted":
         raise UsageError(f"queue '{queue.name}' is external; items come from its list command")
     key = item_key(data)
@@ -184,7 +185,7 @@ def push(store: Store, project: str, queue: Queue | QueueSpec,
             return live["id"], False
         item_id = new_id(tx.state.items)
         tx.append(queue_pushed(id=item_id, project=project, queue=queue.name, data=data,
-                               key=key))
+                               key=key, due=due))
         return item_id, True
 
 

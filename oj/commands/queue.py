@@ -18,7 +18,7 @@ from ojd.queues import drop, find_item, queue_named, retry
 from ojd.wake import not_woken, wake_queue_workers
 
 ITEM_FIELDS = ("id", "queue", "status", "data", "attempts", "created_at", "updated_at",
-               "retry_at", "job", "error", "project")
+               "due", "retry_at", "job", "error", "project")
 ITEM_STATUSES = ("pending", "active", "completed", "failed", "dead")
 
 
@@ -38,16 +38,24 @@ def queue() -> None:
               help="Wait for the item's job; exit 0 done, 1 failed, 4 cancelled or dropped, "
                    "3 when no worker runs to take it.")
 @click.option("--follow", is_flag=True, help="Wait (as --wait) and print the job's log as it runs.")
+@click.option("--in", "within", metavar="DURATION",
+              help="Not taken before this long from now, e.g. 10m.")
+@click.option("--at", metavar="TIME",
+              help="Not taken before this time: 2026-12-24T09:00 (local), with an offset "
+                   "or Z; a past time runs now.")
 @click.pass_obj
 def push_cmd(app, queue_name: str, item: str | None, variables: tuple[str, ...],
-             start: bool, wait: bool, follow: bool) -> int:
+             start: bool, wait: bool, follow: bool, within: str | None,
+             at: str | None) -> int:
     """Queue an item, e.g. oj queue push merges '{"branch": "fix-1"}' (JSON - reads it from
     stdin). Prints its id."""
     # lazy: the push's own modules (wake-ups, the last good runbook), off oj queue list
     from oj.push import do_push
+    from ojd.due import parse_due
 
+    due = parse_due(within, at, time.time())
     return do_push(queue_name, item, variables, app.project_override, start,
-                   wait or follow, follow)
+                   wait or follow, follow, due)
 
 
 def item_json(item: dict) -> dict:
@@ -79,9 +87,11 @@ def list_cmd(app, queue_name: str | None, all_items: bool, status: str | None,
     if output == "json":
         emit_json([item_json(i) for i in items])
         return
+    now = time.time()
     rows = [(i["id"], i["queue"], i["status"], i["attempts"], ago(i["created_at"]),
-             _short(json.dumps(i["data"], separators=(",", ":")))) for i in items]
-    table(("ID", "QUEUE", "STATUS", "ATTEMPTS", "CREATED", "DATA"), rows,
+             _when(i, now), _short(json.dumps(i["data"], separators=(",", ":"))))
+            for i in items]
+    table(("ID", "QUEUE", "STATUS", "ATTEMPTS", "CREATED", "DUE", "DATA"), rows,
           empty="no items" + (f" in queue '{queue_name}'" if queue_name else ""))
 
 
@@ -103,6 +113,16 @@ def _list_queues(app, project: str | None, output: str) -> None:
           empty="no queues" + ("" if project is None else " in this project's runbooks"))
 
 
+def _when(item: dict, now: float) -> str:
+    """When a waiting item may be taken: a delayed one's due time, a failed one's retry."""
+    if item["status"] not in ("pending", "failed"):
+        return "-"
+    at = item.get("retry_at") if item["status"] == "failed" else item.get("due")
+    if not at or at <= now:
+        return "now"
+    return "in " + format_duration(at - now)
+
+
 def _short(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -119,7 +139,9 @@ def show_cmd(app, item_id: str, output: str) -> None:
         return
     for key in ITEM_FIELDS:
         value = item.get(key)
-        if key.endswith("_at") and value:
+        if key in ("due", "retry_at") and value and value > time.time():
+            value = f"in {format_duration(value - time.time())}"
+        elif (key.endswith("_at") or key == "due") and value:
             value = f"{ago(value)}"
         elif key == "data":
             value = json.dumps(value)

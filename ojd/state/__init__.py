@@ -31,7 +31,7 @@ class State(ItemFold, JobFold, StatsFold):
     """Everything oj knows, rebuilt from events. ``pos`` is the last applied log position."""
 
     __slots__ = ("pos", "items", "live_keys", "completed", "jobs", "finished_jobs", "workers",
-                 "crons", "waiting", "_ready", "_cooling", "lost", "stats")
+                 "crons", "waiting", "_ready", "_cooling", "_delayed", "lost", "stats")
 
     def __init__(self) -> None:
         self.pos = 0
@@ -49,6 +49,8 @@ class State(ItemFold, JobFold, StatsFold):
         # heaps with lazy deletion: (seq, id) of pending items; (retry_at, seq, id) of failed
         self._ready: dict[tuple[str, str], list[tuple]] = {}
         self._cooling: dict[tuple[str, str], list[tuple]] = {}
+        # (due, seq, id) of pending items not yet due (a delayed push)
+        self._delayed: dict[tuple[str, str], list[tuple]] = {}
         # [first, last, acknowledged] of position ranges the fold never saw (see note_lost)
         self.lost: list[list] = []
         # running totals for oj metrics (ojd/state/stats.py), kept in snapshots

@@ -30,6 +30,7 @@ class ItemFold:
     waiting: dict[tuple[str, str], set[str]]
     _ready: dict[tuple[str, str], list[tuple]]
     _cooling: dict[tuple[str, str], list[tuple]]
+    _delayed: dict[tuple[str, str], list[tuple]]
     pos: int
 
     def _queue_pushed(self, ev: Event) -> None:
@@ -49,6 +50,8 @@ class ItemFold:
             "job": None,
             "error": None,
         }
+        if ev.get("due"):  # a delayed item: not taken before then
+            item["due"] = ev["due"]
         self.items[ev["id"]] = item
         self._index(item)
         if item["key"]:
@@ -175,7 +178,11 @@ class ItemFold:
         waiting = self.waiting.setdefault(key, set())
         if status == "pending":
             waiting.add(item["id"])
-            heapq.heappush(self._ready.setdefault(key, []), (item["seq"], item["id"]))
+            if item.get("due"):  # moved to the ready heap once due (_ripen)
+                heapq.heappush(self._delayed.setdefault(key, []),
+                               (item["due"], item["seq"], item["id"]))
+            else:
+                heapq.heappush(self._ready.setdefault(key, []), (item["seq"], item["id"]))
         elif status == "failed":
             waiting.add(item["id"])
             heapq.heappush(self._cooling.setdefault(key, []),
@@ -219,10 +226,11 @@ class ItemFold:
 
     def next_takeable(self, project: str, queue: str, now: float,
                       skip: Collection[str] = ()) -> dict | None:
-        """Oldest pending item, or a failed one whose cooldown is over (the older wins);
-        none of ``skip`` (items a taker passes over)."""
+        """Oldest pending item that is due, or a failed one whose cooldown is over (the
+        older wins); none of ``skip`` (items a taker passes over)."""
         key = (project, queue)
         items = self.items
+        self._ripen(key, now)
         ready = self._ready.get(key)
         while ready and (items.get(ready[0][1]) or {}).get("status") != "pending":
             heapq.heappop(ready)  # entries of items that moved on since they were pushed
@@ -244,6 +252,23 @@ class ItemFold:
             if best is None or due["seq"] < best["seq"]:
                 best = due
         return best
+
+    def _ripen(self, key: tuple[str, str], now: float) -> None:
+        """Move the queue's delayed items that are due by ``now`` to its ready heap."""
+        delayed = self._delayed.get(key)
+        while delayed and delayed[0][0] <= now:
+            due, seq, item_id = heapq.heappop(delayed)
+            item = self.items.get(item_id)
+            if item is not None and item["status"] == "pending" and item.get("due") == due:
+                heapq.heappush(self._ready.setdefault(key, []), (seq, item_id))
+
+    def next_due(self, project: str, queue: str) -> float | None:
+        """When the earliest delayed pending item of the queue falls due (None: none)."""
+        delayed = self._delayed.get((project, queue))
+        items = self.items
+        while delayed and (items.get(delayed[0][2]) or {}).get("status") != "pending":
+            heapq.heappop(delayed)
+        return delayed[0][0] if delayed else None
 
     def next_retry(self, project: str, queue: str) -> float | None:
         """The earliest retry time of the queue's failed items (None when there is none)."""

@@ -1,0 +1,108 @@
+"""Delayed items, priorities, paused queues and bulk pushes through the installed CLI and
+real foreground workers, on both stores."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from conftest import Project, asleep_in, wait_until
+
+pytestmark = pytest.mark.both_stores
+
+RUNBOOK = r"""
+    queue "q" {
+      vars = ["n"]
+    }
+    worker "w" {
+      source  = { queue = "q" }
+      handler = { pipeline = "p" }
+      poll    = "1h"
+    }
+    pipeline "p" {
+      vars = ["item"]
+      step "go" {
+        run = "echo ${var.item.n} >> ${invoke.dir}/ran.txt"
+      }
+    }
+    """
+
+
+@pytest.fixture
+def proj(project: Project) -> Project:
+    project.write("q.hcl", RUNBOOK)
+    return project
+
+
+def ran(p: Project) -> list[str]:
+    path = p.root / "ran.txt"
+    return path.read_text().split() if path.exists() else []
+
+
+class Worker:
+    """A foreground worker, stopped at the end."""
+
+    def __init__(self, p: Project, tmp: Path) -> None:
+        self.p = p
+        self.proc = p.ojd("worker", "w", "--foreground")
+        wait_until(lambda: p.events("worker:started"), "the worker to start")
+
+    def idle(self) -> None:
+        wait_until(lambda: asleep_in(self.proc.pid, "poll"), "the worker to wait")
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=30)
+        assert "Traceback" not in out, out
+        return out
+
+
+@pytest.fixture
+def worker(proj: Project, tmp_path: Path):
+    w = Worker(proj, tmp_path)
+    yield w
+    w.stop()
+
+
+def test_a_delayed_item_runs_when_due_though_the_worker_polls_hourly(proj, worker):
+    worker.idle()
+    pushed = time.time()
+    item = proj.oj("queue", "push", "q", "--var", "n=1", "--in", "2s").stdout.strip()
+    [listed] = proj.items("q")
+    assert listed["id"] == item and listed["due"] == pytest.approx(pushed + 2, abs=1)
+    table = proj.oj("queue", "list", "q").stdout
+    assert "DUE" in table and re.search(r" in [12]s ", table), table
+    assert ran(proj) == []
+    wait_until(lambda: ran(proj) == ["1"], "the item to run when due", timeout=10)
+    assert time.time() >= listed["due"]
+
+
+def test_an_earlier_delayed_push_wakes_the_worker_sleeping_for_a_later_one(proj, worker):
+    proj.oj("queue", "push", "q", "--var", "n=late", "--in", "1h")
+    worker.idle()
+    proj.oj("queue", "push", "q", "--var", "n=soon", "--in", "1s")
+    wait_until(lambda: ran(proj) == ["soon"], "the earlier item to run", timeout=10)
+    assert [i["status"] for i in proj.items("q") if i["data"]["n"] == "late"] == ["pending"]
+
+
+def test_a_time_already_past_runs_now_and_an_at_with_an_offset_is_kept(proj, worker):
+    worker.idle()
+    proj.oj("queue", "push", "q", "--var", "n=past", "--at", "2001-01-01T00:00")
+    wait_until(lambda: ran(proj) == ["past"], "the past-due item to run", timeout=10)
+    proj.oj("queue", "push", "q", "--var", "n=xmas", "--at", "2099-12-24T09:00+01:00")
+    [item] = [i for i in proj.items("q") if i["data"]["n"] == "xmas"]
+    assert item["due"] == datetime(2099, 12, 24, 8, tzinfo=UTC).timestamp()
+    shown = proj.oj("queue", "show", item["id"]).stdout
+    assert "due:" in shown and " in " in shown
+
+
+def test_a_bad_time_is_one_line_naming_the_forms_and_queues_nothing(proj):
+    r = proj.oj("queue", "push", "q", "--var", "n=1", "--at", "tomorrow", check=False)
+    assert r.returncode != 0
+    assert r.stderr.strip().count("\n") == 0 and "2026-12-24T09:00" in r.stderr, r.stderr
+    r = proj.oj("queue", "push", "q", "--var", "n=1", "--in", "-5m", check=False)
+    assert r.returncode != 0 and "--in expects a duration" in r.stderr, r.stderr
+    assert proj.items("q") == []
