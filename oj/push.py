@@ -17,7 +17,8 @@ from ojd.wake import not_woken, wake_queue_workers
 
 def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
             project: str | None, start: bool = False, wait: bool = False,
-            follow: bool = False, due: float | None = None) -> int:
+            follow: bool = False, due: float | None = None,
+            priority: int | None = None) -> int:
     """Validate, push durably (``due``: a delayed item's time), print the id, wake the
     queue's running workers (an earlier due item shortens their sleep); with
     ``start``, start those of this project's workers of the queue that do not run; with
@@ -43,7 +44,7 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
         name, value = queues.parse_var(text)
         data[name] = value
     data = queues.validate_item(queue, data)
-    item_id, created = queues.push(store, root, queue, data, due)
+    item_id, created = queues.push(store, root, queue, data, due, priority)
     print(item_id)
     if not created:
         print(f"oj: the same item is already queued as {item_id}; not queued twice",

@@ -69,6 +69,7 @@ if TYPE_CHECKING:
         data: dict[str, Any]
         key: str
         due: NotRequired[float]
+        priority: NotRequired[int]
         ts: NotRequired[float]
 
     class QueueTaken(TypedDict):
@@ -291,13 +292,16 @@ if TYPE_CHECKING:
 # -- queue items ------------------------------------------------------------------------------
 
 def queue_pushed(*, id: str, project: str, queue: str, data: dict, key: str,
-                 due: float | None = None) -> QueuePushed:
+                 due: float | None = None, priority: int = 0) -> QueuePushed:
     """An item queued; ``key``: the hash of its data, for dedup ("" for none); ``due``: not
-    taken before this time (a delayed push; absent otherwise)."""
+    taken before this time (a delayed push; absent otherwise); ``priority``: the higher is
+    taken first (absent: 0)."""
     event: QueuePushed = {"type": QUEUE_PUSHED, "id": id, "p": project, "q": queue,
                           "data": data, "key": key}
     if due:
         event["due"] = due
+    if priority:
+        event["priority"] = priority
     return event
 
 

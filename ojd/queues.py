@@ -25,21 +25,24 @@ if TYPE_CHECKING:  # annotations only: typing and the model stay off the push pa
 class QueueSpec:
     """What a push needs of a queue, read from the project's cached queue index."""
 
-    __slots__ = ("name", "type", "vars", "defaults")
+    __slots__ = ("name", "type", "vars", "defaults", "priority")
 
     def __init__(self, name: str, type: str, vars: list[str] | tuple[str, ...],
-                 defaults: dict[str, Any]) -> None:
+                 defaults: dict[str, Any], priority: int = 0) -> None:
         self.name = name
         self.type = type
         self.vars = tuple(vars)
         self.defaults = defaults
+        self.priority = priority
 
 
 def queue_spec(index: dict[str, Any], name: str) -> QueueSpec:
     spec = index["queues"].get(name)
     if spec is None:
         raise unknown_queue(name, index["queues"])
-    return QueueSpec(name, spec["type"], spec["vars"], spec["defaults"])
+    # an index cached before priorities has none: 0, as the runbook's default
+    return QueueSpec(name, spec["type"], spec["vars"], spec["defaults"],
+                     spec.get("priority", 0))
 
 
 def queue_named(runbook: Runbook, name: str) -> Queue:
@@ -173,9 +176,10 @@ def new_id(existing: dict[str, Any]) -> str:
 
 
 def push(store: Store, project: str, queue: Queue | QueueSpec,
-         data: dict[str, Any], due: float | None = None) -> tuple[str, bool]:
-    """Queue ``data`` durably (``due``: not taken before then). Returns (id, created); a
-    live duplicate returns its id."""
+         data: dict[str, Any], due: float | None = None,
+         priority: int | None = None) -> tuple[str, bool]:
+    """Queue ``data`` durably (``due``: not taken before then; ``priority``: else the
+    queue's). Returns (id, created); a live duplicate returns its id."""
     if queue.type != "persisted":
         raise UsageError(f"queue '{queue.name}' is external; items come from its list command")
     key = item_key(data)
@@ -185,7 +189,8 @@ def push(store: Store, project: str, queue: Queue | QueueSpec,
             return live["id"], False
         item_id = new_id(tx.state.items)
         tx.append(queue_pushed(id=item_id, project=project, queue=queue.name, data=data,
-                               key=key, due=due))
+                               key=key, due=due,
+                               priority=queue.priority if priority is None else priority))
         return item_id, True
 
 

@@ -78,3 +78,32 @@ def test_in_and_at_give_the_due_time_and_bad_input_names_the_accepted_forms():
         parse_due("soon", None, 0.0)
     with pytest.raises(UsageError, match="not both"):
         parse_due("1m", "2026-12-24", 0.0)
+
+
+def test_the_higher_priority_is_taken_first_then_the_older_push():
+    s = fold(pushed("low"), pushed("high-old", priority=5), pushed("high-new", priority=5),
+             pushed("negative", priority=-1))
+    order = []
+    for pos in range(5, 9):
+        item = s.next_takeable(P, "q", now=9999.0)
+        order.append(item["id"])
+        s.apply({**taken(item["id"]), "ts": 2000.0 + pos}, pos)
+    assert order == ["high-old", "high-new", "low", "negative"]
+
+
+def test_a_failed_item_past_its_cooldown_competes_by_priority_and_a_due_one_by_its_own():
+    s = fold(pushed("urgent", priority=9), pushed("plain"), pushed("later", priority=9,
+                                                                   due=5000.0))
+    s.apply({**taken("urgent"), "ts": 1010.0}, 4)
+    s.apply({**events.queue_failed(id="urgent", error="x", dead=False, retry_at=3000.0),
+             "ts": 1011.0}, 5)
+    assert s.next_takeable(P, "q", now=2999.0)["id"] == "plain"
+    assert s.next_takeable(P, "q", now=3000.0)["id"] == "urgent"
+    s.apply({**taken("urgent"), "ts": 3001.0}, 6)
+    assert s.next_takeable(P, "q", now=5000.0)["id"] == "later"
+
+
+def test_priorities_survive_a_snapshot():
+    s = fold(pushed("a"), pushed("b", priority=2))
+    restored = State.from_dict(s.to_dict())
+    assert restored.next_takeable(P, "q", now=9999.0)["id"] == "b"

@@ -17,6 +17,10 @@ RUNBOOK = r"""
     queue "q" {
       vars = ["n"]
     }
+    queue "urgent" {
+      vars     = ["n"]
+      priority = 3
+    }
     worker "w" {
       source  = { queue = "q" }
       handler = { pipeline = "p" }
@@ -105,4 +109,26 @@ def test_a_bad_time_is_one_line_naming_the_forms_and_queues_nothing(proj):
     assert r.stderr.strip().count("\n") == 0 and "2026-12-24T09:00" in r.stderr, r.stderr
     r = proj.oj("queue", "push", "q", "--var", "n=1", "--in", "-5m", check=False)
     assert r.returncode != 0 and "--in expects a duration" in r.stderr, r.stderr
+    assert proj.items("q") == []
+
+
+def test_items_are_taken_by_priority_then_age_and_a_queue_has_a_default(proj):
+    proj.oj("queue", "push", "q", "--var", "n=plain")
+    proj.oj("queue", "push", "q", '{"n": "high"}', "--priority", "7")
+    proj.oj("queue", "push", "q", "-", "--priority", "7", input='{"n": "high-too"}')
+    proj.oj("queue", "push", "q", "--var", "n=low", "--priority", "-2")
+    by_id = {i["data"]["n"]: i["priority"] for i in proj.items("q")}
+    assert by_id == {"plain": 0, "high": 7, "high-too": 7, "low": -2}
+    assert "PRIORITY" in proj.oj("queue", "list", "q").stdout
+    proj.oj("queue", "push", "urgent", "--var", "n=u")
+    assert [i["priority"] for i in proj.items("urgent")] == [3]
+    # one slot, taken one at a time: the order of the takes is the order of the runs
+    out, _ = proj.ojd("worker", "w", "--foreground", "--until-idle").communicate(timeout=60)
+    assert "Traceback" not in out, out
+    assert ran(proj) == ["high", "high-too", "plain", "low"]
+
+
+def test_a_priority_that_is_not_a_whole_number_is_refused_and_queues_nothing(proj):
+    r = proj.oj("queue", "push", "q", "--var", "n=1", "--priority", "high", check=False)
+    assert r.returncode == 2 and "--priority" in r.stderr, r.stderr
     assert proj.items("q") == []

@@ -18,7 +18,7 @@ from ojd.queues import drop, find_item, queue_named, retry
 from ojd.wake import not_woken, wake_queue_workers
 
 ITEM_FIELDS = ("id", "queue", "status", "data", "attempts", "created_at", "updated_at",
-               "due", "retry_at", "job", "error", "project")
+               "priority", "due", "retry_at", "job", "error", "project")
 ITEM_STATUSES = ("pending", "active", "completed", "failed", "dead")
 
 
@@ -43,10 +43,12 @@ def queue() -> None:
 @click.option("--at", metavar="TIME",
               help="Not taken before this time: 2026-12-24T09:00 (local), with an offset "
                    "or Z; a past time runs now.")
+@click.option("--priority", type=int, metavar="N",
+              help="Taken before items of a lower priority (default: the queue's, 0).")
 @click.pass_obj
 def push_cmd(app, queue_name: str, item: str | None, variables: tuple[str, ...],
              start: bool, wait: bool, follow: bool, within: str | None,
-             at: str | None) -> int:
+             at: str | None, priority: int | None) -> int:
     """Queue an item, e.g. oj queue push merges '{"branch": "fix-1"}' (JSON - reads it from
     stdin). Prints its id."""
     # lazy: the push's own modules (wake-ups, the last good runbook), off oj queue list
@@ -55,11 +57,11 @@ def push_cmd(app, queue_name: str, item: str | None, variables: tuple[str, ...],
 
     due = parse_due(within, at, time.time())
     return do_push(queue_name, item, variables, app.project_override, start,
-                   wait or follow, follow, due)
+                   wait or follow, follow, due, priority)
 
 
 def item_json(item: dict) -> dict:
-    return {k: item.get(k) for k in ITEM_FIELDS}
+    return {**{k: item.get(k) for k in ITEM_FIELDS}, "priority": item.get("priority", 0)}
 
 
 @queue.command("list", short_help="List the queues and their counts, or items.")
@@ -88,10 +90,10 @@ def list_cmd(app, queue_name: str | None, all_items: bool, status: str | None,
         emit_json([item_json(i) for i in items])
         return
     now = time.time()
-    rows = [(i["id"], i["queue"], i["status"], i["attempts"], ago(i["created_at"]),
-             _when(i, now), _short(json.dumps(i["data"], separators=(",", ":"))))
-            for i in items]
-    table(("ID", "QUEUE", "STATUS", "ATTEMPTS", "CREATED", "DUE", "DATA"), rows,
+    rows = [(i["id"], i["queue"], i["status"], i.get("priority", 0), i["attempts"],
+             ago(i["created_at"]), _when(i, now),
+             _short(json.dumps(i["data"], separators=(",", ":")))) for i in items]
+    table(("ID", "QUEUE", "STATUS", "PRIORITY", "ATTEMPTS", "CREATED", "DUE", "DATA"), rows,
           empty="no items" + (f" in queue '{queue_name}'" if queue_name else ""))
 
 
@@ -137,8 +139,9 @@ def show_cmd(app, item_id: str, output: str) -> None:
     if output == "json":
         emit_json(item_json(item))
         return
+    fields = item_json(item)
     for key in ITEM_FIELDS:
-        value = item.get(key)
+        value = fields[key]
         if key in ("due", "retry_at") and value and value > time.time():
             value = f"in {format_duration(value - time.time())}"
         elif (key.endswith("_at") or key == "due") and value:

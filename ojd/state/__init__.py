@@ -46,7 +46,8 @@ class State(ItemFold, JobFold, StatsFold):
         # Derived indexes, so a take and a pending count do not scan every item:
         # (project, queue) -> ids of its pending and failed items
         self.waiting: dict[tuple[str, str], set[str]] = {}
-        # heaps with lazy deletion: (seq, id) of pending items; (retry_at, seq, id) of failed
+        # heaps with lazy deletion: (-priority, seq, id) of pending items; (retry_at, seq,
+        # id) of failed
         self._ready: dict[tuple[str, str], list[tuple]] = {}
         self._cooling: dict[tuple[str, str], list[tuple]] = {}
         # (due, seq, id) of pending items not yet due (a delayed push)
