@@ -33,6 +33,8 @@ QUEUE_LEASE_EXPIRED = "queue:lease_expired"
 QUEUE_DROPPED = "queue:dropped"
 QUEUE_RETRIED = "queue:retried"
 QUEUE_PRUNED = "queue:pruned"
+QUEUE_PAUSED = "queue:paused"
+QUEUE_RESUMED = "queue:resumed"
 JOB_CREATED = "job:created"
 JOB_STEP_STARTED = "job:step_started"
 JOB_LOCALS = "job:locals"
@@ -99,6 +101,13 @@ if TYPE_CHECKING:
         type: str
         id: str
         job: str
+        ts: NotRequired[float]
+
+    class QueuePause(TypedDict):
+        """queue:paused, queue:resumed"""
+        type: str
+        p: str
+        q: str
         ts: NotRequired[float]
 
     class Pruned(TypedDict):
@@ -354,6 +363,16 @@ def queue_pruned(*, ids: list[str]) -> Pruned:
     return {"type": QUEUE_PRUNED, "ids": ids}
 
 
+def queue_paused(*, project: str, queue: str) -> QueuePause:
+    """``oj queue pause``: no host takes the queue's items (pushes are still accepted)."""
+    return {"type": QUEUE_PAUSED, "p": project, "q": queue}
+
+
+def queue_resumed(*, project: str, queue: str) -> QueuePause:
+    """``oj queue resume``: the queue's items are taken again."""
+    return {"type": QUEUE_RESUMED, "p": project, "q": queue}
+
+
 # -- jobs and their agents ------------------------------------------------------------------------
 
 def job_created(*, id: str, project: str, pipeline: str, name: str, vars: dict,
@@ -526,6 +545,8 @@ CONSTRUCTORS: dict[str, Callable[..., dict]] = {
     QUEUE_DROPPED: queue_dropped,
     QUEUE_RETRIED: queue_retried,
     QUEUE_PRUNED: queue_pruned,
+    QUEUE_PAUSED: queue_paused,
+    QUEUE_RESUMED: queue_resumed,
     JOB_CREATED: job_created,
     JOB_STEP_STARTED: job_step_started,
     JOB_LOCALS: job_locals,

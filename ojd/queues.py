@@ -9,7 +9,15 @@ import json
 import os
 
 from ojd.errors import OjError, UsageError, quoted, unknown
-from ojd.events import queue_dropped, queue_failed, queue_pushed, queue_retried, queue_taken
+from ojd.events import (
+    queue_dropped,
+    queue_failed,
+    queue_paused,
+    queue_pushed,
+    queue_resumed,
+    queue_retried,
+    queue_taken,
+)
 from ojd.project import sha256  # the builtin one when there is one
 from ojd.store.jsonlimits import nesting
 
@@ -192,6 +200,17 @@ def push(store: Store, project: str, queue: Queue | QueueSpec,
                                key=key, due=due,
                                priority=queue.priority if priority is None else priority))
         return item_id, True
+
+
+def set_paused(store: Store, project: str, queue: str, paused: bool) -> bool:
+    """Pause (or resume) a queue: its items are pushed as ever but taken by no host until
+    it is resumed. False when it already was so (nothing recorded)."""
+    with store.transaction() as tx:
+        if ((project, queue) in tx.state.paused) == paused:
+            return False
+        make = queue_paused if paused else queue_resumed
+        tx.append(make(project=project, queue=queue))
+        return True
 
 
 def take_event(item: dict, owner: str, job_id: str, lease: float | None = None) -> dict:

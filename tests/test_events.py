@@ -57,6 +57,8 @@ SAMPLES: list[tuple[str, dict]] = [
     (events.QUEUE_RETRIED, dict(id="i1")),
     (events.QUEUE_DROPPED, dict(id="i1")),
     (events.QUEUE_PRUNED, dict(ids=["i1"])),
+    (events.QUEUE_PAUSED, dict(project=P, queue="merges")),
+    (events.QUEUE_RESUMED, dict(project=P, queue="merges")),
     (events.JOB_PRUNED, dict(ids=["j1"])),
     (events.WORKER_STOPPED, dict(name="merge", invocation="inv1", host="h1")),
     (events.WORKER_PRUNED, dict(names=["merge"])),

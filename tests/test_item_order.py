@@ -107,3 +107,19 @@ def test_priorities_survive_a_snapshot():
     s = fold(pushed("a"), pushed("b", priority=2))
     restored = State.from_dict(s.to_dict())
     assert restored.next_takeable(P, "q", now=9999.0)["id"] == "b"
+
+
+def test_a_paused_queue_offers_nothing_to_take_or_wake_for_until_resumed():
+    s = fold(pushed("a"), pushed("b", due=3000.0),
+             events.queue_paused(project=P, queue="q"))
+    assert s.next_takeable(P, "q", now=9999.0) is None
+    assert s.next_due(P, "q") is None
+    assert s.waiting_count(P, "q") == 2  # still queued
+    restored = State.from_dict(s.to_dict())
+    assert restored.next_takeable(P, "q", now=9999.0) is None
+    restored.apply({**events.queue_resumed(project=P, queue="q"), "ts": 1.0}, 4)
+    assert restored.next_takeable(P, "q", now=9999.0)["id"] == "a"
+    # another queue of the same name in another project is not paused
+    s.apply({**events.queue_pushed(id="c", project="/other", queue="q", data={}, key="c"),
+             "ts": 1.0}, 5)
+    assert s.next_takeable("/other", "q", now=9999.0)["id"] == "c"

@@ -132,3 +132,28 @@ def test_a_priority_that_is_not_a_whole_number_is_refused_and_queues_nothing(pro
     r = proj.oj("queue", "push", "q", "--var", "n=1", "--priority", "high", check=False)
     assert r.returncode == 2 and "--priority" in r.stderr, r.stderr
     assert proj.items("q") == []
+
+
+def test_a_paused_queue_takes_pushes_runs_nothing_and_drains_on_resume(proj, worker):
+    worker.idle()
+    assert "paused queue 'q'" in proj.oj("queue", "pause", "q").stdout
+    assert "already paused" in proj.oj("queue", "pause", "q").stdout
+    for n in range(3):
+        proj.oj("queue", "push", "q", "--var", f"n={n}")
+    [row] = [r for r in proj.json("queue", "list") if r["name"] == "q"]
+    assert row["paused"] is True and row["pending"] == 3
+    assert "q (paused)" in proj.oj("queue", "list").stdout
+    assert "q (paused)" in proj.oj("status").stdout
+    assert "q (paused)" in proj.oj("worker", "list").stdout
+    # each push woke the worker, which polled and went back to sleep taking nothing
+    wait_until(lambda: len(proj.events("queue:pushed")) == 3, "the pushes")
+    worker.idle()
+    assert ran(proj) == [] and {i["status"] for i in proj.items("q")} == {"pending"}
+    proj.oj("queue", "resume", "q")
+    wait_until(lambda: sorted(ran(proj)) == ["0", "1", "2"], "the queue to drain", timeout=15)
+    assert "not paused" in proj.oj("queue", "resume", "q").stdout
+
+
+def test_pausing_an_unknown_queue_is_one_line_naming_the_known_ones(proj):
+    r = proj.oj("queue", "pause", "nope", check=False)
+    assert r.returncode == 2 and "unknown queue 'nope'" in r.stderr, r.stderr

@@ -14,7 +14,7 @@ from ojd.duration import format_duration
 from ojd.errors import OjError, UsageError, escaped, quoted
 from ojd.events import QUEUE_COMPLETED
 from ojd.queue_maintenance import drain, known_queue, overview, prune, settle
-from ojd.queues import drop, find_item, queue_named, retry
+from ojd.queues import drop, find_item, queue_named, retry, set_paused
 from ojd.wake import not_woken, wake_queue_workers
 
 ITEM_FIELDS = ("id", "queue", "status", "data", "attempts", "created_at", "updated_at",
@@ -110,8 +110,9 @@ def _list_queues(app, project: str | None, output: str) -> None:
         emit_json(rows)
         return
     table(("PROJECT", "NAME", "TYPE", "PENDING", "ACTIVE", "DEAD", "WORKERS"),
-          [(escaped(r["project"]), escaped(r["name"]), r["type"] or "-", r["pending"],
-            r["active"], r["dead"], ", ".join(r["workers"]) or "-") for r in rows],
+          [(escaped(r["project"]), escaped(r["name"]) + (" (paused)" if r["paused"] else ""),
+            r["type"] or "-", r["pending"], r["active"], r["dead"],
+            ", ".join(r["workers"]) or "-") for r in rows],
           empty="no queues" + ("" if project is None else " in this project's runbooks"))
 
 
@@ -179,6 +180,36 @@ def retry_cmd(app, queue_name: str, item_id: str | None, all_dead: bool) -> None
         woken, idle = wake_queue_workers(app.store, app.root, queue_name, defined)
         if idle and not woken:
             click.echo(f"oj: {not_woken(idle, app.store.root, app.root)}", err=True)
+
+
+@queue.command("pause", short_help="Stop every host taking the queue's items.")
+@click.argument("queue_name", metavar="QUEUE")
+@click.pass_obj
+def pause_cmd(app, queue_name: str) -> None:
+    """Stop every worker, on every host, taking items of QUEUE; pushes are still accepted
+    and jobs already running go on. 'oj queue resume QUEUE' undoes it."""
+    known_queue(app.runbook, app.root, queue_name, lambda: app.store.state)
+    if set_paused(app.store, app.root, queue_name, True):
+        click.echo(f"paused queue {quoted(queue_name)}: no worker takes its items until "
+                   f"'oj queue resume {escaped(queue_name)}'")
+    else:
+        click.echo(f"queue {quoted(queue_name)} is already paused")
+
+
+@queue.command("resume", short_help="Take a paused queue's items again.")
+@click.argument("queue_name", metavar="QUEUE")
+@click.pass_obj
+def resume_cmd(app, queue_name: str) -> None:
+    """Let workers take the items of a paused QUEUE again, and wake them."""
+    known_queue(app.runbook, app.root, queue_name, lambda: app.store.state)
+    if not set_paused(app.store, app.root, queue_name, False):
+        click.echo(f"queue {quoted(queue_name)} is not paused")
+        return
+    click.echo(f"resumed queue {quoted(queue_name)}")
+    defined = [w.name for w in app.runbook.workers.values() if w.queue == queue_name]
+    woken, idle = wake_queue_workers(app.store, app.root, queue_name, defined)
+    if idle and not woken:
+        click.echo(f"oj: {not_woken(idle, app.store.root, app.root)}", err=True)
 
 
 @queue.command("drain", short_help="Drop every item still waiting to be taken.")

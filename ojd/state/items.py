@@ -31,6 +31,7 @@ class ItemFold:
     _ready: dict[tuple[str, str], list[tuple]]
     _cooling: dict[tuple[str, str], list[tuple]]
     _delayed: dict[tuple[str, str], list[tuple]]
+    paused: set[tuple[str, str]]
     pos: int
 
     def _queue_pushed(self, ev: Event) -> None:
@@ -162,6 +163,12 @@ class ItemFold:
         if item["key"]:
             self.live_keys[(item["project"], item["queue"], item["key"])] = item["id"]
 
+    def _queue_paused(self, ev: Event) -> None:
+        self.paused.add((ev["p"], ev["q"]))
+
+    def _queue_resumed(self, ev: Event) -> None:
+        self.paused.discard((ev["p"], ev["q"]))
+
     def _settle(self, item: dict, status: str, ts: float) -> None:
         self._set_status(item, status)
         item["owner"] = None
@@ -232,6 +239,8 @@ class ItemFold:
         """The pending item that is due, or failed one whose cooldown is over, of the highest
         priority, then the oldest; none of ``skip`` (items a taker passes over)."""
         key = (project, queue)
+        if key in self.paused:  # checked in the take's transaction: no host takes
+            return None
         items = self.items
         self._ripen(key, now)
         ready = self._ready.get(key)
@@ -266,7 +275,10 @@ class ItemFold:
                 heapq.heappush(self._ready.setdefault(key, []), (*_rank(item), item_id))
 
     def next_due(self, project: str, queue: str) -> float | None:
-        """When the earliest delayed pending item of the queue falls due (None: none)."""
+        """When the earliest delayed pending item of the queue falls due (None: none, or
+        the queue is paused: a worker has nothing to wake for)."""
+        if (project, queue) in self.paused:
+            return None
         delayed = self._delayed.get((project, queue))
         items = self.items
         while delayed and (items.get(delayed[0][2]) or {}).get("status") != "pending":
@@ -274,7 +286,10 @@ class ItemFold:
         return delayed[0][0] if delayed else None
 
     def next_retry(self, project: str, queue: str) -> float | None:
-        """The earliest retry time of the queue's failed items (None when there is none)."""
+        """The earliest retry time of the queue's failed items (None when there is none, or
+        the queue is paused)."""
+        if (project, queue) in self.paused:
+            return None
         cooling = self._cooling.get((project, queue))
         items = self.items
         while cooling and not _still_cooling(items.get(cooling[0][2]), cooling[0][0]):
