@@ -202,6 +202,40 @@ def push(store: Store, project: str, queue: Queue | QueueSpec,
         return item_id, True
 
 
+def push_many(store: Store, project: str, queue: Queue | QueueSpec,
+              items: list[dict[str, Any]], due: float | None = None,
+              priority: int | None = None) -> list[tuple[str, bool]]:
+    """Queue every item of ``items`` (validated) in one decision and one append, each
+    deduplicated as ``push`` does (against the live items and the items before it here).
+    Returns (id, created) per item, in order."""
+    if queue.type != "persisted":
+        raise UsageError(f"queue '{queue.name}' is external; items come from its list command")
+    prio = queue.priority if priority is None else priority
+    keys = [item_key(data) for data in items]  # hashed before the lock is taken
+    with store.transaction() as tx:
+        state = tx.state
+        fresh: dict[str, str] = {}  # key -> id, of this batch
+        ids: set[str] = set()
+        results: list[tuple[str, bool]] = []
+        events = []
+        for data, key in zip(items, keys, strict=True):
+            live = state.live_item_for(project, queue.name, key)
+            if live is not None or key in fresh:
+                results.append((live["id"] if live is not None else fresh[key], False))
+                continue
+            item_id = new_id(state.items)
+            while item_id in ids:
+                item_id = new_id(state.items)
+            ids.add(item_id)
+            fresh[key] = item_id
+            events.append(queue_pushed(id=item_id, project=project, queue=queue.name,
+                                       data=data, key=key, due=due, priority=prio))
+            results.append((item_id, True))
+        if events:
+            tx.append(*events)
+        return results
+
+
 def set_paused(store: Store, project: str, queue: str, paused: bool) -> bool:
     """Pause (or resume) a queue: its items are pushed as ever but taken by no host until
     it is resumed. False when it already was so (nothing recorded)."""

@@ -157,3 +157,32 @@ def test_a_paused_queue_takes_pushes_runs_nothing_and_drains_on_resume(proj, wor
 def test_pausing_an_unknown_queue_is_one_line_naming_the_known_ones(proj):
     r = proj.oj("queue", "pause", "nope", check=False)
     assert r.returncode == 2 and "unknown queue 'nope'" in r.stderr, r.stderr
+
+
+def test_lines_queue_every_item_in_one_append_each_deduplicated(proj):
+    proj.oj("queue", "push", "q", "--var", "n=0")
+    lines = '{"n": "0"}\n{"n": "1"}\n\n{"n": "2"}\n{"n": "1"}\n'
+    r = proj.oj("queue", "push", "q", "--lines", "-", "--priority", "4", "--in", "1h",
+                input=lines)
+    ids = r.stdout.split()
+    assert len(ids) == 4 and ids[1] == ids[3] and len(set(ids)) == 3
+    assert "2 of the 4 items were already queued" in r.stderr, r.stderr
+    pushed = proj.events("queue:pushed")[1:]
+    assert [e["data"]["n"] for e in pushed] == ["1", "2"]
+    assert len({e["ts"] for e in pushed}) == 1  # one append
+    assert {e["priority"] for e in pushed} == {4} and all(e["due"] > time.time() for e in pushed)
+
+
+def test_lines_from_a_file_take_each_var_and_a_bad_line_queues_nothing(proj):
+    path = proj.root / "items.jsonl"
+    path.write_text('{"n": "a"}\n{"n": "b"}\n')
+    assert len(proj.oj("queue", "push", "q", "--lines", str(path)).stdout.split()) == 2
+    path.write_text('{"n": "c"}\n{"n": "d", "extra": 1}\n')
+    r = proj.oj("queue", "push", "q", "--lines", str(path), check=False)
+    assert r.returncode == 2 and r.stderr.startswith("oj: line 2: "), r.stderr
+    assert "no var 'extra'" in r.stderr and "nothing was queued" in r.stderr
+    r = proj.oj("queue", "push", "q", "--lines", "-", input='{"x": 1}\n', check=False)
+    assert r.returncode == 2 and "line 1: " in r.stderr
+    assert sorted(i["data"]["n"] for i in proj.items("q")) == ["a", "b"]
+    r = proj.oj("queue", "push", "q", "--lines", str(proj.root / "missing"), check=False)
+    assert r.returncode == 2 and "cannot read" in r.stderr

@@ -45,10 +45,12 @@ def queue() -> None:
                    "or Z; a past time runs now.")
 @click.option("--priority", type=int, metavar="N",
               help="Taken before items of a lower priority (default: the queue's, 0).")
+@click.option("--lines", metavar="FILE|-",
+              help="Queue one item per line of JSON objects (- reads stdin), in one append.")
 @click.pass_obj
 def push_cmd(app, queue_name: str, item: str | None, variables: tuple[str, ...],
              start: bool, wait: bool, follow: bool, within: str | None,
-             at: str | None, priority: int | None) -> int:
+             at: str | None, priority: int | None, lines: str | None) -> int:
     """Queue an item, e.g. oj queue push merges '{"branch": "fix-1"}' (JSON - reads it from
     stdin). Prints its id."""
     # lazy: the push's own modules (wake-ups, the last good runbook), off oj queue list
@@ -56,6 +58,15 @@ def push_cmd(app, queue_name: str, item: str | None, variables: tuple[str, ...],
     from ojd.due import parse_due
 
     due = parse_due(within, at, time.time())
+    if lines is not None:
+        if item is not None or start or wait or follow:
+            raise UsageError("--lines takes the items from its lines: give no JSON argument, "
+                             "--start, --wait or --follow with it")
+        # lazy: as do_push
+        from oj.push import do_push_lines
+
+        return do_push_lines(queue_name, lines, variables, app.project_override, due,
+                             priority)
     return do_push(queue_name, item, variables, app.project_override, start,
                    wait or follow, follow, due, priority)
 
