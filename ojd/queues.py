@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 
+from ojd.backoff import retry_delay
 from ojd.errors import OjError, UsageError, quoted, unknown
 from ojd.events import queue_dropped, queue_failed, queue_pushed, queue_retried, queue_taken
 from ojd.project import sha256  # the builtin one when there is one
@@ -196,10 +197,14 @@ def take_event(item: dict, owner: str, job_id: str, lease: float | None = None) 
 
 
 def failure_event(queue: Queue, item: dict, error: str, now: float) -> dict:
-    """``attempts`` counts tries so far; the runbook's retry.attempts are tries after the first."""
+    """``attempts`` counts tries so far; the runbook's retry.attempts are tries after the first.
+    The next try's time is decided here, once (its jitter is a random draw), and recorded."""
     dead = item["attempts"] > queue.retry_attempts
-    return queue_failed(id=item["id"], error=error, dead=dead,
-                        retry_at=None if dead else now + queue.retry_cooldown)
+    if dead:
+        return queue_failed(id=item["id"], error=error, dead=True, retry_at=None)
+    wait = retry_delay(item["attempts"], queue.retry_cooldown, queue.retry_backoff,
+                       queue.retry_max, queue.retry_jitter)
+    return queue_failed(id=item["id"], error=error, dead=False, retry_at=now + wait)
 
 
 def find_item(store: Store, prefix: str, project: str | None = None) -> dict:

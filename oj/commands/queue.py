@@ -79,7 +79,8 @@ def list_cmd(app, queue_name: str | None, all_items: bool, status: str | None,
     if output == "json":
         emit_json([item_json(i) for i in items])
         return
-    rows = [(i["id"], i["queue"], i["status"], i["attempts"], ago(i["created_at"]),
+    now = time.time()
+    rows = [(i["id"], i["queue"], _status_cell(i, now), i["attempts"], ago(i["created_at"]),
              _short(json.dumps(i["data"], separators=(",", ":")))) for i in items]
     table(("ID", "QUEUE", "STATUS", "ATTEMPTS", "CREATED", "DATA"), rows,
           empty="no items" + (f" in queue '{queue_name}'" if queue_name else ""))
@@ -101,6 +102,14 @@ def _list_queues(app, project: str | None, output: str) -> None:
           [(escaped(r["project"]), escaped(r["name"]), r["type"] or "-", r["pending"],
             r["active"], r["dead"], ", ".join(r["workers"]) or "-") for r in rows],
           empty="no queues" + ("" if project is None else " in this project's runbooks"))
+
+
+def _status_cell(item: dict, now: float) -> str:
+    """A failed item's status says when its next try is (its retry backoff decided it)."""
+    if item["status"] != "failed" or item.get("retry_at") is None:
+        return item["status"]
+    left = item["retry_at"] - now
+    return "failed, retry " + (f"in {format_duration(left)}" if left >= 1 else "now")
 
 
 def _short(text: str, width: int = 60) -> str:

@@ -49,6 +49,11 @@ class Queue:
     take_cmd: str | None
     where: Where
     timeout: float = DEFAULT_EXTERNAL_TIMEOUT  # its list and take commands, seconds
+    # how the retry cooldown grows (ojd.backoff): "fixed" or "exponential", capped at
+    # retry_max seconds, a uniform draw below it with retry_jitter
+    retry_backoff: str = "fixed"
+    retry_max: float | None = None
+    retry_jitter: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from ojd.backoff import BACKOFFS
 from ojd.duration import DurationError, parse_duration
 from ojd.errors import RunbookError, quoted
 from ojd.runbook.argspec import ArgSpecError, parse_spec
@@ -50,6 +51,7 @@ from ojd.runbook.wording import (
 from ojd.unitnames import too_long
 
 DEFAULT_MAX_VISITS = 10
+RETRY_FIELDS = ("attempts", "cooldown", "backoff", "max", "jitter")
 DEFAULT_POLL = 30.0
 DEFAULT_LEASE = 60.0
 MIN_LEASE = 3.0  # renewed every third of it: shorter would be mostly renewals
@@ -272,12 +274,14 @@ class _Builder(AgentChecks, References):
             self.p.add(file, f["type"].line, f"queue '{name}' type must be \"persisted\" or "
                        f"\"external\", not \"{qtype}\"")
         attempts, cooldown = 0, 0.0
+        backoff, cap, jitter = "fixed", None, False
         if "retry" in f:
             retry = f["retry"]
             for key in retry.value:
-                if key not in ("attempts", "cooldown"):
+                if key not in RETRY_FIELDS:
                     self.p.add(file, retry.key_lines.get(key, retry.line),
-                               f"unknown retry field '{key}'; use attempts and cooldown")
+                               f"unknown retry field '{key}'; use "
+                               f"{', '.join(RETRY_FIELDS[:-1])} and {RETRY_FIELDS[-1]}")
             attempts = retry.value.get("attempts", 0)
             attempts_line = retry.key_lines.get("attempts", retry.line)
             if not isinstance(attempts, int) or isinstance(attempts, bool):
@@ -291,6 +295,7 @@ class _Builder(AgentChecks, References):
             cooldown = self.duration(file, retry.key_lines.get("cooldown", retry.line),
                                      "retry cooldown", retry.value.get("cooldown"), 0.0,
                                      allow_zero=True)
+            backoff, cap, jitter = self.retry_growth(file, name, retry)
         list_cmd = f["list"].value if "list" in f else None
         take_cmd = f["take"].value if "take" in f else None
         for key in ("list", "take"):
@@ -316,7 +321,32 @@ class _Builder(AgentChecks, References):
                            f"default '{key}' is not one of queue '{name}' vars {list(vars_)}")
         self.rb.queues[name] = Queue(name, qtype, vars_, defaults, attempts, cooldown,
                                      list_cmd, take_cmd, where,
-                                     timeout or DEFAULT_EXTERNAL_TIMEOUT)
+                                     timeout or DEFAULT_EXTERNAL_TIMEOUT, backoff, cap, jitter)
+
+    def retry_growth(self, file: str, name: str, retry: Attribute
+                     ) -> tuple[str, float | None, bool]:
+        """A retry's backoff, max and jitter (ojd.backoff)."""
+        def line(key: str) -> int:
+            return retry.key_lines.get(key, retry.line)
+
+        backoff = retry.value.get("backoff", "fixed")
+        if backoff not in BACKOFFS:
+            self.p.add(file, line("backoff"), f"queue '{name}' retry backoff must be "
+                       f"\"fixed\" or \"exponential\", not {quoted(str(backoff))}")
+            backoff = "fixed"
+        cap = None
+        if "max" in retry.value:
+            cap = self.duration(file, line("max"), f"queue '{name}' retry max",
+                                retry.value["max"], 0.0) or None
+            if backoff != "exponential":
+                self.p.add(file, line("max"), f"queue '{name}' retry max caps an exponential "
+                           "backoff; add backoff = \"exponential\" or remove max")
+        jitter = retry.value.get("jitter", False)
+        if not isinstance(jitter, bool):
+            self.p.add(file, line("jitter"), f"queue '{name}' retry jitter is "
+                       f"{type_name(jitter)}, expected true or false")
+            jitter = False
+        return backoff, cap, jitter
 
     def name_length(self, file: str, block: Block, kind: str, name: str) -> None:
         problem = too_long(kind, name)
