@@ -189,11 +189,14 @@ def push(store: Store, project: str, queue: Queue | QueueSpec,
         return item_id, True
 
 
-def take_event(item: dict, owner: str, job_id: str, lease: float | None = None) -> dict:
+def take_event(item: dict, owner: str, job_id: str, lease: float | None = None,
+               windows: list | None = None) -> dict:
     """Lease ``item`` to ``owner`` for ``job_id``; appended inside the transaction that chose
     the item (``State.next_takeable``), so no two takers get one item. ``lease`` (a shared
-    store): seconds the item stays taken unless the job's process renews it."""
-    return queue_taken(id=item["id"], by=owner, job=job_id, lease=lease)
+    store): seconds the item stays taken unless the job's process renews it. ``windows``:
+    the rates (key, N, per) it counts against."""
+    return queue_taken(id=item["id"], by=owner, job=job_id, lease=lease,
+                       windows=[[key, most] for key, most, _per in windows or ()])
 
 
 def failure_event(queue: Queue, item: dict, error: str, now: float) -> dict:

@@ -205,6 +205,10 @@ class WorkerLoop:
             retry_at = self._next_retry() if len(self.procs) < self.concurrency else None
             if retry_at is not None:  # a cooldown ends before the fallback poll
                 timeout = min(timeout, max(0.0, retry_at - time.time()) + 0.01)
+            opening = self.intake.rate_opening() if len(self.procs) < self.concurrency \
+                else None
+            if opening is not None:  # a rate holds takes back until then: no busy polling
+                timeout = min(timeout, max(0.0, opening - time.time()) + 0.01)
             lease_end = self.leases.next_end()
             if lease_end is not None:  # a lease runs out before the fallback poll
                 timeout = min(timeout, max(0.0, lease_end - time.time()) + 0.05)

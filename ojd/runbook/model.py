@@ -54,6 +54,7 @@ class Queue:
     retry_backoff: str = "fixed"
     retry_max: float | None = None
     retry_jitter: bool = False
+    rate: tuple[int, float] | None = None  # at most N takes per so many seconds, all hosts
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class Worker:
     # with a shared store (PostgreSQL): how long a taken item stays with a host whose job
     # process stopped renewing it, seconds
     lease: float = 60.0
+    rate: tuple[int, float] | None = None  # at most N of its takes per so many seconds
+    global_concurrency: int | None = None  # its jobs at once across every host
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,8 @@ RETRY_FIELDS = ("attempts", "cooldown", "backoff", "max", "jitter")
 DEFAULT_POLL = 30.0
 DEFAULT_LEASE = 60.0
 MIN_LEASE = 3.0  # renewed every third of it: shorter would be mostly renewals
+_RATE = re.compile(r"\s*([0-9]+)\s*/\s*(s|m|h)\s*", re.ASCII)
+_RATE_PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _WORKER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 
 
@@ -71,9 +73,9 @@ _DURATION = (str, int, float)
 SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "command": {"args": _STR, "defaults": _OBJ, "run": _STR_OR_OBJ},
     "queue": {"type": _STR, "vars": _LIST, "defaults": _OBJ, "retry": _OBJ, "list": _STR,
-              "take": _STR, "timeout": _DURATION},
+              "take": _STR, "timeout": _DURATION, "rate": _STR},
     "worker": {"source": _OBJ, "handler": _OBJ, "concurrency": _INT, "poll": _DURATION,
-               "lease": _DURATION},
+               "lease": _DURATION, "rate": _STR, "global_concurrency": _INT},
     "cron": {"interval": _DURATION, "schedule": _STR, "run": _STR_OR_OBJ, "concurrency": _INT},
     "pipeline": {"vars": _LIST, "defaults": _OBJ, "workspace": _STR, "on_done": _OBJ,
                  "on_fail": _OBJ, "max_visits": _INT, "name": _STR, "timeout": _DURATION},
@@ -321,7 +323,24 @@ class _Builder(AgentChecks, References):
                            f"default '{key}' is not one of queue '{name}' vars {list(vars_)}")
         self.rb.queues[name] = Queue(name, qtype, vars_, defaults, attempts, cooldown,
                                      list_cmd, take_cmd, where,
-                                     timeout or DEFAULT_EXTERNAL_TIMEOUT, backoff, cap, jitter)
+                                     timeout or DEFAULT_EXTERNAL_TIMEOUT, backoff, cap, jitter,
+                                     self.rate(file, f, f"queue '{name}'"))
+        if qtype == "external" and "rate" in f:
+            self.p.add(file, f["rate"].line, f"queue '{name}' rate: only a persisted queue's "
+                       "takes are limited (an external queue's take command claims its items)")
+
+    def rate(self, file: str, f: dict[str, Attribute], what: str) -> tuple[int, float] | None:
+        """``rate = "N/s|m|h"``: at most N takes in any second, minute or hour."""
+        attr = f.get("rate")
+        if attr is None:
+            return None
+        m = _RATE.fullmatch(attr.value)
+        if m is None or int(m.group(1)) < 1:
+            self.p.add(file, attr.line, f"{what} rate {quoted(attr.value)} is not N per "
+                       "second, minute or hour with N >= 1; use e.g. \"10/m\", \"5/s\", "
+                       "\"100/h\"")
+            return None
+        return int(m.group(1)), _RATE_PER[m.group(2)]
 
     def retry_growth(self, file: str, name: str, retry: Attribute
                      ) -> tuple[str, float | None, bool]:
@@ -382,8 +401,14 @@ class _Builder(AgentChecks, References):
             self.p.add(file, lease_attr.line if lease_attr else block.line,
                        f"worker '{name}' lease must be at least {MIN_LEASE:g}s")
             lease = MIN_LEASE
+        everywhere = f["global_concurrency"].value if "global_concurrency" in f else None
+        if everywhere is not None and everywhere < 1:
+            self.p.add(file, f["global_concurrency"].line, f"worker '{name}' "
+                       f"global_concurrency must be at least 1, not {everywhere}")
+            everywhere = None
         self.rb.workers[name] = Worker(name, queue or "", pipeline or "", concurrency, poll, where,
-                                       lease)
+                                       lease, self.rate(file, f, f"worker '{name}'"),
+                                       everywhere)
 
     def cron(self, file: str, block: Block, name: str, where: Where) -> None:
         f = self.fields(file, block, "cron")

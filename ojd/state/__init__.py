@@ -20,6 +20,7 @@ from ojd import events
 from ojd.events import Event
 from ojd.state.items import KEEP_COMPLETED_PER_QUEUE, ItemFold
 from ojd.state.jobs import KEEP_FINISHED_JOBS, JobFold
+from ojd.state.limits import LimitFold, windows_from_dict, windows_to_dict
 from ojd.state.stats import StatsFold
 from ojd.state.statuses import FINISHED_JOB_STATES, LIVE_ITEM_STATES, LIVE_JOB_STATES
 
@@ -27,11 +28,12 @@ __all__ = ["FINISHED_JOB_STATES", "HANDLERS", "KEEP_COMPLETED_PER_QUEUE", "KEEP_
            "LIVE_ITEM_STATES", "LIVE_JOB_STATES", "Event", "State", "concurrency_of"]
 
 
-class State(ItemFold, JobFold, StatsFold):
+class State(ItemFold, JobFold, StatsFold, LimitFold):
     """Everything oj knows, rebuilt from events. ``pos`` is the last applied log position."""
 
     __slots__ = ("pos", "items", "live_keys", "completed", "jobs", "finished_jobs", "workers",
-                 "crons", "waiting", "_ready", "_cooling", "lost", "stats")
+                 "crons", "waiting", "_ready", "_cooling", "lost", "stats",
+                 "take_windows")
 
     def __init__(self) -> None:
         self.pos = 0
@@ -53,6 +55,8 @@ class State(ItemFold, JobFold, StatsFold):
         self.lost: list[list] = []
         # running totals for oj metrics (ojd/state/stats.py), kept in snapshots
         self.stats: dict = {}
+        # the last takes of each rate-limited queue or worker (ojd/state/limits.py)
+        self.take_windows: dict[str, deque[float]] = {}
 
     # -- the fold -----------------------------------------------------------------------
 
@@ -66,6 +70,9 @@ class State(ItemFold, JobFold, StatsFold):
         handler = HANDLERS.get(kind)
         if handler is not None:  # unknown types come from newer versions: skip, keep going
             handler(self, event)
+        track = LIMITS.get(kind)
+        if track is not None:
+            track(self, event)
 
     def _worker_recorded(self, ev: Event) -> None:
         w = self.workers.setdefault(ev["name"], {"name": ev["name"], "invocation": None,
@@ -173,6 +180,7 @@ class State(ItemFold, JobFold, StatsFold):
             "crons": self.crons,
             "lost": self.lost,
             "stats": self.stats,
+            "take_windows": windows_to_dict(self.take_windows),
         }
 
     @classmethod
@@ -187,6 +195,7 @@ class State(ItemFold, JobFold, StatsFold):
         state.crons = data.get("crons", {})
         state.lost = data.get("lost", [])
         state.stats = data.get("stats", {})  # none in a snapshot of an older oj: from zero
+        state.take_windows = windows_from_dict(data.get("take_windows", []))
         for item in sorted(state.items.values(), key=lambda i: i["seq"]):
             state._index(item)
             if item["key"] and item["status"] in LIVE_ITEM_STATES:
@@ -238,6 +247,11 @@ HANDLERS = {
     events.CRON_SKIPPED: State._cron_skipped,
     events.STATE_LOSS_ACKNOWLEDGED: State._loss_acknowledged,
     events.STATE_REPAIRED: State._repaired,
+}
+
+# the take windows of rates (ojd/state/limits.py), applied after HANDLERS'
+LIMITS = {
+    events.QUEUE_TAKEN: State._window_take,
 }
 
 # the event types the running totals count (ojd/state/stats.py), applied before HANDLERS'
