@@ -55,6 +55,7 @@ class Queue:
     retry_max: float | None = None
     retry_jitter: bool = False
     rate: tuple[int, float] | None = None  # at most N takes per so many seconds, all hosts
+    retain: dict[str, float] = field(default_factory=dict)  # done/dead/jobs -> seconds kept
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class Worker:
     lease: float = 60.0
     rate: tuple[int, float] | None = None  # at most N of its takes per so many seconds
     global_concurrency: int | None = None  # its jobs at once across every host
+    retain: dict[str, float] = field(default_factory=dict)  # over its queue's, per kind
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 
 from ojd.backoff import BACKOFFS
+from ojd.conf import RETAIN_KINDS
 from ojd.duration import DurationError, parse_duration
 from ojd.errors import RunbookError, quoted
 from ojd.runbook.argspec import ArgSpecError, parse_spec
@@ -73,9 +74,9 @@ _DURATION = (str, int, float)
 SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "command": {"args": _STR, "defaults": _OBJ, "run": _STR_OR_OBJ},
     "queue": {"type": _STR, "vars": _LIST, "defaults": _OBJ, "retry": _OBJ, "list": _STR,
-              "take": _STR, "timeout": _DURATION, "rate": _STR},
+              "take": _STR, "timeout": _DURATION, "rate": _STR, "retain": _OBJ},
     "worker": {"source": _OBJ, "handler": _OBJ, "concurrency": _INT, "poll": _DURATION,
-               "lease": _DURATION, "rate": _STR, "global_concurrency": _INT},
+               "lease": _DURATION, "rate": _STR, "global_concurrency": _INT, "retain": _OBJ},
     "cron": {"interval": _DURATION, "schedule": _STR, "run": _STR_OR_OBJ, "concurrency": _INT},
     "pipeline": {"vars": _LIST, "defaults": _OBJ, "workspace": _STR, "on_done": _OBJ,
                  "on_fail": _OBJ, "max_visits": _INT, "name": _STR, "timeout": _DURATION},
@@ -324,10 +325,29 @@ class _Builder(AgentChecks, References):
         self.rb.queues[name] = Queue(name, qtype, vars_, defaults, attempts, cooldown,
                                      list_cmd, take_cmd, where,
                                      timeout or DEFAULT_EXTERNAL_TIMEOUT, backoff, cap, jitter,
-                                     self.rate(file, f, f"queue '{name}'"))
+                                     self.rate(file, f, f"queue '{name}'"),
+                                     self.retain(file, f, f"queue '{name}'"))
         if qtype == "external" and "rate" in f:
             self.p.add(file, f["rate"].line, f"queue '{name}' rate: only a persisted queue's "
                        "takes are limited (an external queue's take command claims its items)")
+
+    def retain(self, file: str, f: dict[str, Attribute], what: str) -> dict[str, float]:
+        """``retain = { done = "7d", dead = "30d", jobs = "14d" }``: how long completed items,
+        dead items and finished jobs stay (ojd.retention)."""
+        attr = f.get("retain")
+        if attr is None:
+            return {}
+        out = {}
+        for key, value in attr.value.items():
+            line = attr.key_lines.get(key, attr.line)
+            if key not in RETAIN_KINDS:
+                self.p.add(file, line, f"{what} unknown retain field '{key}'; use done (completed "
+                           "items), dead (dead items) and jobs (finished jobs)")
+                continue
+            seconds = self.duration(file, line, f"{what} retain {key}", value, 0.0)
+            if seconds:
+                out[key] = seconds
+        return out
 
     def rate(self, file: str, f: dict[str, Attribute], what: str) -> tuple[int, float] | None:
         """``rate = "N/s|m|h"``: at most N takes in any second, minute or hour."""
@@ -408,7 +428,7 @@ class _Builder(AgentChecks, References):
             everywhere = None
         self.rb.workers[name] = Worker(name, queue or "", pipeline or "", concurrency, poll, where,
                                        lease, self.rate(file, f, f"worker '{name}'"),
-                                       everywhere)
+                                       everywhere, self.retain(file, f, f"worker '{name}'"))
 
     def cron(self, file: str, block: Block, name: str, where: Where) -> None:
         f = self.fields(file, block, "cron")
