@@ -80,6 +80,7 @@ if TYPE_CHECKING:
         by: str
         job: str
         lease: NotRequired[float]
+        windows: NotRequired[list[list]]
         ts: NotRequired[float]
 
     class ItemEvent(TypedDict):
@@ -314,10 +315,14 @@ def queue_pushed(*, id: str, project: str, queue: str, data: dict, key: str,
     return event
 
 
-def queue_taken(*, id: str, by: str, job: str, lease: float | None = None) -> QueueTaken:
+def queue_taken(*, id: str, by: str, job: str, lease: float | None = None,
+                windows: list[list] | None = None) -> QueueTaken:
     """An item leased to owner ``by`` for ``job``; ``lease`` (a shared store only): seconds
-    it stays taken unless the job's process renews it."""
+    it stays taken unless the job's process renews it; ``windows``: [key, N] of each rate
+    the take counts against (``ojd.state.limits``)."""
     event: QueueTaken = {"type": QUEUE_TAKEN, "id": id, "by": by, "job": job}
+    if windows:
+        event["windows"] = windows
     if lease:
         event["lease"] = lease
     return event

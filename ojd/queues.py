@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 
+from ojd.backoff import retry_delay
 from ojd.errors import OjError, UsageError, quoted, unknown
 from ojd.events import (
     queue_dropped,
@@ -247,18 +248,25 @@ def set_paused(store: Store, project: str, queue: str, paused: bool) -> bool:
         return True
 
 
-def take_event(item: dict, owner: str, job_id: str, lease: float | None = None) -> dict:
+def take_event(item: dict, owner: str, job_id: str, lease: float | None = None,
+               windows: list | None = None) -> dict:
     """Lease ``item`` to ``owner`` for ``job_id``; appended inside the transaction that chose
     the item (``State.next_takeable``), so no two takers get one item. ``lease`` (a shared
-    store): seconds the item stays taken unless the job's process renews it."""
-    return queue_taken(id=item["id"], by=owner, job=job_id, lease=lease)
+    store): seconds the item stays taken unless the job's process renews it. ``windows``:
+    the rates (key, N, per) it counts against."""
+    return queue_taken(id=item["id"], by=owner, job=job_id, lease=lease,
+                       windows=[[key, most] for key, most, _per in windows or ()])
 
 
 def failure_event(queue: Queue, item: dict, error: str, now: float) -> dict:
-    """``attempts`` counts tries so far; the runbook's retry.attempts are tries after the first."""
+    """``attempts`` counts tries so far; the runbook's retry.attempts are tries after the first.
+    The next try's time is decided here, once (its jitter is a random draw), and recorded."""
     dead = item["attempts"] > queue.retry_attempts
-    return queue_failed(id=item["id"], error=error, dead=dead,
-                        retry_at=None if dead else now + queue.retry_cooldown)
+    if dead:
+        return queue_failed(id=item["id"], error=error, dead=True, retry_at=None)
+    wait = retry_delay(item["attempts"], queue.retry_cooldown, queue.retry_backoff,
+                       queue.retry_max, queue.retry_jitter)
+    return queue_failed(id=item["id"], error=error, dead=False, retry_at=now + wait)
 
 
 def find_item(store: Store, prefix: str, project: str | None = None) -> dict:

@@ -1,4 +1,4 @@
-"""``oj queue``: push, list, show, drop, retry, drain, prune, done, fail."""
+"""``oj queue``: push, list, logs, show, drop, retry, drain, prune, done, fail."""
 
 from __future__ import annotations
 
@@ -139,6 +139,31 @@ def _when(item: dict, now: float) -> str:
 
 def _short(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@queue.command("logs")
+@click.argument("queue_name", metavar="QUEUE")
+@click.pass_obj
+def logs_cmd(app, queue_name: str) -> None:
+    """Print the log lines of the jobs of the queue's items, oldest job first, each line
+    after its job's id."""
+    # lazy: only this command reads job logs
+    from ojd.queue_logs import jobs_of_queue, log_lines
+
+    project = app.project_or_none()
+    if project is not None:
+        queue_named(app.runbook, queue_name)
+    store = app.reader_store
+    jobs = jobs_of_queue(store.state, project, queue_name)
+    if not jobs:
+        click.echo(f"no jobs of queue {quoted(queue_name)} items are recorded", err=True)
+    out = click.get_binary_stream("stdout")
+    for job_id, line in log_lines(store.root, jobs):
+        if line is None:
+            click.echo(f"{job_id} (no log on this host)", err=True)
+        else:
+            out.write(job_id.encode() + b" " + line + b"\n")
+    out.flush()
 
 
 @queue.command("show")

@@ -20,6 +20,7 @@ from ojd import events
 from ojd.events import Event
 from ojd.state.items import KEEP_COMPLETED_PER_QUEUE, ItemFold
 from ojd.state.jobs import KEEP_FINISHED_JOBS, JobFold
+from ojd.state.limits import LimitFold, windows_from_dict, windows_to_dict
 from ojd.state.stats import StatsFold
 from ojd.state.statuses import FINISHED_JOB_STATES, LIVE_ITEM_STATES, LIVE_JOB_STATES
 
@@ -27,11 +28,12 @@ __all__ = ["FINISHED_JOB_STATES", "HANDLERS", "KEEP_COMPLETED_PER_QUEUE", "KEEP_
            "LIVE_ITEM_STATES", "LIVE_JOB_STATES", "Event", "State", "concurrency_of"]
 
 
-class State(ItemFold, JobFold, StatsFold):
+class State(ItemFold, JobFold, StatsFold, LimitFold):
     """Everything oj knows, rebuilt from events. ``pos`` is the last applied log position."""
 
     __slots__ = ("pos", "items", "live_keys", "completed", "jobs", "finished_jobs", "workers",
-                 "crons", "waiting", "_ready", "_cooling", "_delayed", "paused", "lost", "stats")
+                 "crons", "waiting", "_ready", "_cooling", "_delayed", "paused", "lost", "stats",
+                 "take_windows")
 
     def __init__(self) -> None:
         self.pos = 0
@@ -58,6 +60,8 @@ class State(ItemFold, JobFold, StatsFold):
         self.lost: list[list] = []
         # running totals for oj metrics (ojd/state/stats.py), kept in snapshots
         self.stats: dict = {}
+        # the last takes of each rate-limited queue or worker (ojd/state/limits.py)
+        self.take_windows: dict[str, deque[float]] = {}
 
     # -- the fold -----------------------------------------------------------------------
 
@@ -71,6 +75,9 @@ class State(ItemFold, JobFold, StatsFold):
         handler = HANDLERS.get(kind)
         if handler is not None:  # unknown types come from newer versions: skip, keep going
             handler(self, event)
+        track = LIMITS.get(kind)
+        if track is not None:
+            track(self, event)
 
     def _worker_recorded(self, ev: Event) -> None:
         w = self.workers.setdefault(ev["name"], {"name": ev["name"], "invocation": None,
@@ -179,6 +186,7 @@ class State(ItemFold, JobFold, StatsFold):
             "lost": self.lost,
             "stats": self.stats,
             "paused": sorted([p, q] for p, q in self.paused),
+            "take_windows": windows_to_dict(self.take_windows),
         }
 
     @classmethod
@@ -194,6 +202,7 @@ class State(ItemFold, JobFold, StatsFold):
         state.lost = data.get("lost", [])
         state.paused = {(p, q) for p, q in data.get("paused", [])}
         state.stats = data.get("stats", {})  # none in a snapshot of an older oj: from zero
+        state.take_windows = windows_from_dict(data.get("take_windows", []))
         for item in sorted(state.items.values(), key=lambda i: i["seq"]):
             state._index(item)
             if item["key"] and item["status"] in LIVE_ITEM_STATES:
@@ -247,6 +256,11 @@ HANDLERS = {
     events.CRON_SKIPPED: State._cron_skipped,
     events.STATE_LOSS_ACKNOWLEDGED: State._loss_acknowledged,
     events.STATE_REPAIRED: State._repaired,
+}
+
+# the take windows of rates (ojd/state/limits.py), applied after HANDLERS'
+LIMITS = {
+    events.QUEUE_TAKEN: State._window_take,
 }
 
 # the event types the running totals count (ojd/state/stats.py), applied before HANDLERS'
