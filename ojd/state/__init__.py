@@ -18,6 +18,7 @@ from collections import deque
 
 from ojd import events
 from ojd.events import Event
+from ojd.state.decisions import DecisionFold
 from ojd.state.items import KEEP_COMPLETED_PER_QUEUE, ItemFold
 from ojd.state.jobs import KEEP_FINISHED_JOBS, JobFold
 from ojd.state.stats import StatsFold
@@ -27,11 +28,11 @@ __all__ = ["FINISHED_JOB_STATES", "HANDLERS", "KEEP_COMPLETED_PER_QUEUE", "KEEP_
            "LIVE_ITEM_STATES", "LIVE_JOB_STATES", "Event", "State", "concurrency_of"]
 
 
-class State(ItemFold, JobFold, StatsFold):
+class State(ItemFold, JobFold, DecisionFold, StatsFold):
     """Everything oj knows, rebuilt from events. ``pos`` is the last applied log position."""
 
     __slots__ = ("pos", "items", "live_keys", "completed", "jobs", "finished_jobs", "workers",
-                 "crons", "waiting", "_ready", "_cooling", "lost", "stats")
+                 "crons", "waiting", "_ready", "_cooling", "lost", "stats", "decisions")
 
     def __init__(self) -> None:
         self.pos = 0
@@ -53,6 +54,8 @@ class State(ItemFold, JobFold, StatsFold):
         self.lost: list[list] = []
         # running totals for oj metrics (ojd/state/stats.py), kept in snapshots
         self.stats: dict = {}
+        # decisions a person makes or made for waiting jobs (ojd/state/decisions.py)
+        self.decisions: dict[str, dict] = {}
 
     # -- the fold -----------------------------------------------------------------------
 
@@ -173,6 +176,7 @@ class State(ItemFold, JobFold, StatsFold):
             "crons": self.crons,
             "lost": self.lost,
             "stats": self.stats,
+            "decisions": self.decisions,
         }
 
     @classmethod
@@ -187,6 +191,7 @@ class State(ItemFold, JobFold, StatsFold):
         state.crons = data.get("crons", {})
         state.lost = data.get("lost", [])
         state.stats = data.get("stats", {})  # none in a snapshot of an older oj: from zero
+        state.decisions = data.get("decisions", {})
         for item in sorted(state.items.values(), key=lambda i: i["seq"]):
             state._index(item)
             if item["key"] and item["status"] in LIVE_ITEM_STATES:
@@ -226,6 +231,8 @@ HANDLERS = {
     events.JOB_DISMISSED: State._job_dismissed,
     events.AGENT_STARTED: State._agent_started,
     events.AGENT_DELIVERED: State._agent_delivered,
+    events.DECISION_CREATED: State._decision_created,
+    events.DECISION_RESOLVED: State._decision_resolved,
     events.WORKER_RECORDED: State._worker_recorded,
     events.WORKER_STARTED: State._worker_started,
     events.WORKER_WOKEN: State._worker_woken,
