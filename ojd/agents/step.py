@@ -428,6 +428,7 @@ class _Watch:
                            f"{decision} N [-m ...])\n".encode())
             self.runner.progress(self.job_id, "step", f"{self.step} waiting: {reason} "
                                  f"(decision {decision})")
+            self.runner.announce_decision(self.job(), made[0])
         while True:
             job = self.runner.store.refresh().jobs.get(self.job_id)
             if job is None or job["status"] not in LIVE_JOB_STATES:
