@@ -21,6 +21,7 @@ from ojd.events import Event
 from ojd.state.decisions import DecisionFold
 from ojd.state.items import KEEP_COMPLETED_PER_QUEUE, ItemFold
 from ojd.state.jobs import KEEP_FINISHED_JOBS, JobFold
+from ojd.state.limits import LimitFold, windows_from_dict, windows_to_dict
 from ojd.state.stats import StatsFold
 from ojd.state.statuses import FINISHED_JOB_STATES, LIVE_ITEM_STATES, LIVE_JOB_STATES
 
@@ -28,11 +29,12 @@ __all__ = ["FINISHED_JOB_STATES", "HANDLERS", "KEEP_COMPLETED_PER_QUEUE", "KEEP_
            "LIVE_ITEM_STATES", "LIVE_JOB_STATES", "Event", "State", "concurrency_of"]
 
 
-class State(ItemFold, JobFold, DecisionFold, StatsFold):
+class State(ItemFold, JobFold, DecisionFold, StatsFold, LimitFold):
     """Everything oj knows, rebuilt from events. ``pos`` is the last applied log position."""
 
     __slots__ = ("pos", "items", "live_keys", "completed", "jobs", "finished_jobs", "workers",
-                 "crons", "waiting", "_ready", "_cooling", "lost", "stats", "decisions")
+                 "crons", "waiting", "_ready", "_cooling", "_delayed", "paused", "lost", "stats",
+                 "take_windows", "decisions")
 
     def __init__(self) -> None:
         self.pos = 0
@@ -47,13 +49,20 @@ class State(ItemFold, JobFold, DecisionFold, StatsFold):
         # Derived indexes, so a take and a pending count do not scan every item:
         # (project, queue) -> ids of its pending and failed items
         self.waiting: dict[tuple[str, str], set[str]] = {}
-        # heaps with lazy deletion: (seq, id) of pending items; (retry_at, seq, id) of failed
+        # heaps with lazy deletion: (-priority, seq, id) of pending items; (retry_at, seq,
+        # id) of failed
         self._ready: dict[tuple[str, str], list[tuple]] = {}
         self._cooling: dict[tuple[str, str], list[tuple]] = {}
+        # (due, seq, id) of pending items not yet due (a delayed push)
+        self._delayed: dict[tuple[str, str], list[tuple]] = {}
+        # (project, queue) of the paused queues (oj queue pause): none of their items is taken
+        self.paused: set[tuple[str, str]] = set()
         # [first, last, acknowledged] of position ranges the fold never saw (see note_lost)
         self.lost: list[list] = []
         # running totals for oj metrics (ojd/state/stats.py), kept in snapshots
         self.stats: dict = {}
+        # the last takes of each rate-limited queue or worker (ojd/state/limits.py)
+        self.take_windows: dict[str, deque[float]] = {}
         # decisions a person makes or made for waiting jobs (ojd/state/decisions.py)
         self.decisions: dict[str, dict] = {}
 
@@ -69,6 +78,9 @@ class State(ItemFold, JobFold, DecisionFold, StatsFold):
         handler = HANDLERS.get(kind)
         if handler is not None:  # unknown types come from newer versions: skip, keep going
             handler(self, event)
+        track = LIMITS.get(kind)
+        if track is not None:
+            track(self, event)
 
     def _worker_recorded(self, ev: Event) -> None:
         w = self.workers.setdefault(ev["name"], {"name": ev["name"], "invocation": None,
@@ -176,6 +188,8 @@ class State(ItemFold, JobFold, DecisionFold, StatsFold):
             "crons": self.crons,
             "lost": self.lost,
             "stats": self.stats,
+            "paused": sorted([p, q] for p, q in self.paused),
+            "take_windows": windows_to_dict(self.take_windows),
             "decisions": self.decisions,
         }
 
@@ -190,7 +204,9 @@ class State(ItemFold, JobFold, DecisionFold, StatsFold):
         state.workers = data.get("workers", {})
         state.crons = data.get("crons", {})
         state.lost = data.get("lost", [])
+        state.paused = {(p, q) for p, q in data.get("paused", [])}
         state.stats = data.get("stats", {})  # none in a snapshot of an older oj: from zero
+        state.take_windows = windows_from_dict(data.get("take_windows", []))
         state.decisions = data.get("decisions", {})
         for item in sorted(state.items.values(), key=lambda i: i["seq"]):
             state._index(item)
@@ -217,6 +233,8 @@ HANDLERS = {
     events.QUEUE_DROPPED: State._queue_dropped,
     events.QUEUE_RETRIED: State._queue_retried,
     events.QUEUE_PRUNED: State._queue_pruned,
+    events.QUEUE_PAUSED: State._queue_paused,
+    events.QUEUE_RESUMED: State._queue_resumed,
     events.JOB_CREATED: State._job_created,
     events.JOB_STEP_STARTED: State._job_step_started,
     events.JOB_STEP_FINISHED: State._job_step_finished,
@@ -245,6 +263,11 @@ HANDLERS = {
     events.CRON_SKIPPED: State._cron_skipped,
     events.STATE_LOSS_ACKNOWLEDGED: State._loss_acknowledged,
     events.STATE_REPAIRED: State._repaired,
+}
+
+# the take windows of rates (ojd/state/limits.py), applied after HANDLERS'
+LIMITS = {
+    events.QUEUE_TAKEN: State._window_take,
 }
 
 # the event types the running totals count (ojd/state/stats.py), applied before HANDLERS'
