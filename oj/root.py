@@ -26,6 +26,8 @@ SUBCOMMANDS = {
     "job": ("oj.commands.job", "job",
             "Jobs: list, show, logs, wait, cancel, resume, rerun, dismiss, prune."),
     "agent": ("oj.commands.agent", "agent", "Agents: list, peek, attach, send."),
+    "decision": ("oj.commands.decision", "decision",
+                 "Decisions waiting jobs need from a person: list, show, resolve, review."),
     "runbook": ("oj.commands.runbook", "runbook", "The project's runbooks: check, list."),
     "state": ("oj.commands.state", "state",
               "The state (WAL directory or PostgreSQL): check, compact, export, import."),

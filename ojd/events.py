@@ -49,6 +49,8 @@ JOB_ANSWERED = "job:answered"
 JOB_DISMISSED = "job:dismissed"
 AGENT_STARTED = "agent:started"
 AGENT_DELIVERED = "agent:delivered"
+DECISION_CREATED = "decision:created"
+DECISION_RESOLVED = "decision:resolved"
 WORKER_RECORDED = "worker:recorded"
 WORKER_STARTED = "worker:started"
 WORKER_WOKEN = "worker:woken"
@@ -221,6 +223,28 @@ if TYPE_CHECKING:
     class AgentDelivered(TypedDict):
         type: Literal["agent:delivered"]
         id: str
+        ts: NotRequired[float]
+
+    class DecisionCreated(TypedDict):
+        type: Literal["decision:created"]
+        id: str
+        job: str
+        p: str
+        source: str
+        step: str | None
+        agent: str | None
+        reason: str
+        screen: list[str]
+        options: list[dict[str, Any]]
+        ts: NotRequired[float]
+
+    class DecisionResolved(TypedDict):
+        type: Literal["decision:resolved"]
+        id: str
+        option: int | None
+        message: str | None
+        by: str
+        host: str
         ts: NotRequired[float]
 
     class WorkerRecorded(TypedDict):
@@ -472,6 +496,26 @@ def agent_delivered(*, id: str) -> AgentDelivered:
     return {"type": AGENT_DELIVERED, "id": id}
 
 
+# -- decisions ----------------------------------------------------------------------------------
+
+def decision_created(*, id: str, job: str, project: str, source: str, step: str | None,
+                     agent: str | None, reason: str, screen: list[str], options: list[dict]
+                     ) -> DecisionCreated:
+    """A person must choose for ``job`` (``ojd.decisions``): its source, context (``reason``,
+    the agent's last ``screen`` lines) and numbered ``options``."""
+    return {"type": DECISION_CREATED, "id": id, "job": job, "p": project, "source": source,
+            "step": step, "agent": agent, "reason": reason, "screen": screen,
+            "options": options}
+
+
+def decision_resolved(*, id: str, option: int | None, message: str | None, by: str,
+                      host: str) -> DecisionResolved:
+    """Option ``option`` (1-based; None: answered with ``message`` alone) chosen by user
+    ``by`` on ``host``."""
+    return {"type": DECISION_RESOLVED, "id": id, "option": option, "message": message,
+            "by": by, "host": host}
+
+
 # -- workers and crons ----------------------------------------------------------------------------
 
 def worker_recorded(*, name: str, project: str, runbook: str, queue: str, pipeline: str,
@@ -566,6 +610,8 @@ CONSTRUCTORS: dict[str, Callable[..., dict]] = {
     JOB_DISMISSED: job_dismissed,
     AGENT_STARTED: agent_started,
     AGENT_DELIVERED: agent_delivered,
+    DECISION_CREATED: decision_created,
+    DECISION_RESOLVED: decision_resolved,
     WORKER_RECORDED: worker_recorded,
     WORKER_STARTED: worker_started,
     WORKER_WOKEN: worker_woken,

@@ -13,7 +13,7 @@ import subprocess
 import time
 from typing import Any
 
-from ojd import trust
+from ojd import decisions, trust
 from ojd.agents import session as tmux
 from ojd.agents.watch import (
     DEFAULT_NUDGE,
@@ -26,7 +26,7 @@ from ojd.agents.watch import (
 )
 from ojd.duration import DurationError, parse_duration
 from ojd.errors import OjError
-from ojd.events import agent_delivered, agent_started, job_waiting
+from ojd.events import agent_delivered, agent_started
 from ojd.notify import one_line
 from ojd.routing import TIMEOUT_EXIT
 from ojd.runbook.model import Agent, Pipeline
@@ -197,13 +197,16 @@ class _Watch:
             self._start(self.prompt)
         job = self.job()
         if job["status"] == "waiting":  # stopped while it waited: wait on
-            answer = self._wait_answer(job.get("waiting_reason") or "waiting", record=False)
+            answer = self._wait_answer()
             if answer is None:
                 return self._stopped()
-            self._deliver(answer)
+            outcome = self._carry_out(*answer)
         elif job.get("pending_answer") is not None:  # answered while no runner watched
-            self._deliver(job["pending_answer"])
-        return self._watch()
+            outcome = self._carry_out(job.get("pending_action") or decisions.SEND,
+                                      job["pending_answer"])
+        else:
+            outcome = None
+        return outcome if outcome is not None else self._watch()
 
     def _watch(self) -> Outcome:
         stopping = self.runner.stopping
@@ -253,13 +256,13 @@ class _Watch:
                         tmux.capture(self.socket, self.session) != last_screen:
                     last_change = time.monotonic()  # it went on by itself during the cooldown
                     continue
-            outcome = self._act(plan.action, trigger, what, dead_status, plan.reason)
+            outcome = self._act(plan.action, trigger, what, dead_status, plan.reason, screen)
             if outcome is not None:
                 return outcome
             last_screen, last_change = None, time.monotonic()
 
     def _act(self, action: Action, trigger: str, what: str, dead_status: int | None,
-             reason: str | None) -> Outcome | None:
+             reason: str | None, screen: str | None) -> Outcome | None:
         """Do ``action``; an outcome ends the step, None watches on."""
         kind = action.kind
         if kind == "done":
@@ -280,19 +283,44 @@ class _Watch:
                 "\n\n".join(p for p in (self.prompt, extra) if p)
             self._start(prompt)
             return None
+        source = {"on_idle": "idle", "on_dead": "dead"}.get(trigger, "escalation")
         if kind == "gate":
             code = self._gate(action.run or "true")
             if code == 0:
                 self.end()
                 return 0, None
             reason = f"{trigger}: gate failed (exit {code}): {one_line(action.run or '')}"
-        # escalate: a person answers with `oj job resume ID -m ...`
-        reason = reason or f"agent '{self.agent.name}' {what}"
-        answer = self._wait_answer(reason)
+            source = "gate"
+        # escalate: a person chooses (oj decision resolve, or oj job resume ID -m ...)
+        return self.ask(source, reason or f"agent '{self.agent.name}' {what}", screen)
+
+    def ask(self, source: str, reason: str, screen: str | None = None,
+            choices: list[str] | None = None) -> Outcome | None:
+        """Make the job wait on a new decision from ``source`` (``ojd.decisions``: its
+        options follow from it; ``choices``: a question's own), then do what the person
+        chose. An outcome ends the step; None watches on."""
+        answer = self._wait_answer(source, reason, screen, choices)
         if answer is None:
             return self._stopped()
-        self._deliver(answer)
-        self.attempts.reset()
+        self.attempts.reset()  # a person has looked: the handlers' counts start afresh
+        return self._carry_out(*answer)
+
+    def _carry_out(self, action: str, text: str) -> Outcome | None:
+        """Do what a resolved decision (or an answer) says: an outcome ends the step."""
+        if action == decisions.DONE:
+            self.record(agent_delivered(id=self.job_id))
+            self.say("marked done by a person")
+            self.end()
+            return 0, None
+        if action == decisions.RESTART:
+            if self.session:
+                tmux.kill(self.socket, self.session)
+            if not self.prompt:
+                self.prompt = self._prompt()
+            self._start("\n\n".join(p for p in (self.prompt, text) if p))
+            self.record(agent_delivered(id=self.job_id))
+            return None
+        self._deliver(text or DEFAULT_NUDGE)
         return None
 
     def _not_found(self, screen: str | None) -> Outcome:
@@ -381,20 +409,32 @@ class _Watch:
                               stdin=subprocess.DEVNULL, stdout=self.log,
                               stderr=subprocess.STDOUT).returncode
 
-    def _wait_answer(self, reason: str, record: bool = True) -> str | None:
-        """Wait until someone answers (``job:answered``); None when the runner stops or the
-        job ended meanwhile."""
-        if record:
-            self.record(job_waiting(id=self.job_id, reason=reason))
-            self.log.write(f"==> job waiting for a person: {one_line(reason)} (answer with: "
-                           f"oj job resume {self.job_id} -m ...)\n".encode())
-            self.runner.progress(self.job_id, "step", f"{self.step} waiting: {reason}")
+    def _wait_answer(self, source: str | None = None, reason: str = "",
+                     screen: str | None = None, choices: list[str] | None = None
+                     ) -> tuple[str, str] | None:
+        """Record a decision from ``source`` and the job's wait on it in one append (none:
+        wait on the one recorded), then wait until someone resolves it (or answers the
+        job): the action and text chosen; None when the runner stops or the job ended
+        meanwhile."""
+        if source is not None:
+            decision = os.urandom(4).hex()
+            made = decisions.waiting_events(
+                id=decision, job=self.job_id, project=self.project, source=source,
+                step=self.step, agent=self.agent.name, reason=reason, screen=screen,
+                choices=choices)
+            self.runner._durably(self.job_id, self.runner._record, self.job_id, *made)
+            self.log.write(f"==> job waiting for a person: {one_line(reason)} (decision "
+                           f"{decision}: oj decision show {decision}; oj decision resolve "
+                           f"{decision} N [-m ...])\n".encode())
+            self.runner.progress(self.job_id, "step", f"{self.step} waiting: {reason} "
+                                 f"(decision {decision})")
+            self.runner.announce_decision(self.job(), made[0])
         while True:
             job = self.runner.store.refresh().jobs.get(self.job_id)
             if job is None or job["status"] not in LIVE_JOB_STATES:
                 return None
             if job["status"] == "running" and job.get("pending_answer") is not None:
-                return job["pending_answer"]
+                return job.get("pending_action") or decisions.SEND, job["pending_answer"]
             if self.runner.stopping.wait(ANSWER_POLL):
                 return None
 

@@ -82,7 +82,9 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "pipeline": {"vars": _LIST, "defaults": _OBJ, "workspace": _STR, "on_done": _OBJ,
                  "on_fail": _OBJ, "max_visits": _INT, "name": _STR, "timeout": _DURATION},
     "step": {"run": _STR_OR_OBJ, "on_done": _OBJ, "on_fail": _OBJ, "timeout": _DURATION},
-    "notify": {"on_start": _STR, "on_done": _STR, "on_fail": _STR},
+    # on_*: the messages (templates); exec, webhook: where they go (ojd/notifications.py)
+    "notify": {"on_start": _STR, "on_done": _STR, "on_fail": _STR, "exec": _STR,
+               "webhook": _STR},
     "agent": {"run": _STR, "prompt": _STR, "prompt_file": _STR, "env": _OBJ, "cwd": _STR,
               "prime": (str, list), "idle": _DURATION, "on_idle": _STR_OR_OBJ,
               "on_dead": _STR_OR_OBJ, "on_error": _STR_OR_OBJ},

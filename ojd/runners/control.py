@@ -16,6 +16,7 @@ from ojd import paths
 from ojd.agents import session
 from ojd.errors import OjError
 from ojd.events import (
+    decision_resolved,
     job_answered,
     job_dismissed,
     job_finished,
@@ -23,7 +24,7 @@ from ojd.events import (
     queue_failed,
     queue_released,
 )
-from ojd.identity import elsewhere
+from ojd.identity import elsewhere, host_name, user_name
 from ojd.notify import one_line
 from ojd.runners.jobprocess import alive
 from ojd.runners.leftovers import STOP_GRACE
@@ -49,20 +50,27 @@ def cancel(store: Store, job_id: str, *, reason: str = "cancelled",
         if job["status"] not in LIVE_JOB_STATES:
             raise OjError(f"job {job_id} is {job['status']}; only a running or waiting job "
                           "can be cancelled")
-        events: list[dict] = [job_finished(id=job_id, outcome="cancelled", error=reason)]
-        # the log's last word, before the record a follower stops at
-        _say(store, job_id, "==> job cancelled" + ("" if reason == "cancelled"
-                                                     else f": {one_line(reason)}"))
-        item = tx.state.items.get(job.get("item") or "")
-        if item is not None and item["status"] == "active" and item.get("job") == job_id:
-            if release:
-                events.append(queue_released(id=item["id"]))
-            else:
-                events.append(queue_failed(id=item["id"], error=reason, dead=True,
-                                           retry_at=None))
-        tx.append(*events)
+        tx.append(*cancel_events(store, tx.state, job, reason, release))
     stop(job)
     return job
+
+
+def cancel_events(store: Store, state, job: dict, reason: str, release: bool = False
+                  ) -> list[dict]:
+    """The events that cancel a live ``job``, its item's fate with them; its log says so
+    first (the record a follower stops at comes after). Then ``stop(job)``."""
+    job_id = job["id"]
+    events: list[dict] = [job_finished(id=job_id, outcome="cancelled", error=reason)]
+    _say(store, job_id, "==> job cancelled" + ("" if reason == "cancelled"
+                                                 else f": {one_line(reason)}"))
+    item = state.items.get(job.get("item") or "")
+    if item is not None and item["status"] == "active" and item.get("job") == job_id:
+        if release:
+            events.append(queue_released(id=item["id"]))
+        else:
+            events.append(queue_failed(id=item["id"], error=reason, dead=True,
+                                       retry_at=None))
+    return events
 
 
 def _say(store: Store, job_id: str, line: str) -> None:
@@ -185,7 +193,12 @@ def answer(store: Store, job_id: str, message: str) -> None:
         if j is None or j["status"] != "waiting":
             status = j["status"] if j else "gone"
             raise OjError(f"job {job_id} is {status}, not waiting for an answer")
-        tx.append(job_answered(id=job_id, message=message))
+        d = tx.state.decisions.get(j.get("decision") or "")
+        if d is not None and d["status"] == "open":  # the answer resolves its decision
+            tx.append(decision_resolved(id=d["id"], option=None, message=message,
+                                        by=user_name(), host=host_name()))
+        else:
+            tx.append(job_answered(id=job_id, message=message))
 
 
 def follow(store: Store, job_id: str, write: Callable[[bytes], None],

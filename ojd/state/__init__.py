@@ -18,6 +18,7 @@ from collections import deque
 
 from ojd import events
 from ojd.events import Event
+from ojd.state.decisions import DecisionFold
 from ojd.state.items import KEEP_COMPLETED_PER_QUEUE, ItemFold
 from ojd.state.jobs import KEEP_FINISHED_JOBS, JobFold
 from ojd.state.limits import LimitFold, windows_from_dict, windows_to_dict
@@ -28,12 +29,12 @@ __all__ = ["FINISHED_JOB_STATES", "HANDLERS", "KEEP_COMPLETED_PER_QUEUE", "KEEP_
            "LIVE_ITEM_STATES", "LIVE_JOB_STATES", "Event", "State", "concurrency_of"]
 
 
-class State(ItemFold, JobFold, StatsFold, LimitFold):
+class State(ItemFold, JobFold, DecisionFold, StatsFold, LimitFold):
     """Everything oj knows, rebuilt from events. ``pos`` is the last applied log position."""
 
     __slots__ = ("pos", "items", "live_keys", "completed", "jobs", "finished_jobs", "workers",
                  "crons", "waiting", "_ready", "_cooling", "_delayed", "paused", "lost", "stats",
-                 "take_windows")
+                 "take_windows", "decisions")
 
     def __init__(self) -> None:
         self.pos = 0
@@ -62,6 +63,8 @@ class State(ItemFold, JobFold, StatsFold, LimitFold):
         self.stats: dict = {}
         # the last takes of each rate-limited queue or worker (ojd/state/limits.py)
         self.take_windows: dict[str, deque[float]] = {}
+        # decisions a person makes or made for waiting jobs (ojd/state/decisions.py)
+        self.decisions: dict[str, dict] = {}
 
     # -- the fold -----------------------------------------------------------------------
 
@@ -187,6 +190,7 @@ class State(ItemFold, JobFold, StatsFold, LimitFold):
             "stats": self.stats,
             "paused": sorted([p, q] for p, q in self.paused),
             "take_windows": windows_to_dict(self.take_windows),
+            "decisions": self.decisions,
         }
 
     @classmethod
@@ -203,6 +207,7 @@ class State(ItemFold, JobFold, StatsFold, LimitFold):
         state.paused = {(p, q) for p, q in data.get("paused", [])}
         state.stats = data.get("stats", {})  # none in a snapshot of an older oj: from zero
         state.take_windows = windows_from_dict(data.get("take_windows", []))
+        state.decisions = data.get("decisions", {})
         for item in sorted(state.items.values(), key=lambda i: i["seq"]):
             state._index(item)
             if item["key"] and item["status"] in LIVE_ITEM_STATES:
@@ -244,6 +249,8 @@ HANDLERS = {
     events.JOB_DISMISSED: State._job_dismissed,
     events.AGENT_STARTED: State._agent_started,
     events.AGENT_DELIVERED: State._agent_delivered,
+    events.DECISION_CREATED: State._decision_created,
+    events.DECISION_RESOLVED: State._decision_resolved,
     events.WORKER_RECORDED: State._worker_recorded,
     events.WORKER_STARTED: State._worker_started,
     events.WORKER_WOKEN: State._worker_woken,
