@@ -15,12 +15,14 @@ from typing import Any
 
 from ojd import trust
 from ojd.agents import session as tmux
+from ojd.agents.screens import Prompt, find_prompt
 from ojd.agents.watch import (
     DEFAULT_NUDGE,
     Action,
     Attempts,
     env_override_name,
     is_idle,
+    prompt_settled,
     render_command,
     screen_lines,
 )
@@ -143,6 +145,7 @@ class _Watch:
         self.limit = ""
         self.command = ""  # the command line it was last started with
         self.screen_kept: str | None = None  # the session whose last screen is in the log
+        self.asked: Prompt | None = None  # the prompt on screen that fired on_prompt
 
     # -- I/O helpers -----------------------------------------------------------------------
 
@@ -222,10 +225,15 @@ class _Watch:
             if screen is not None:
                 if screen != last_screen:
                     last_screen, last_change = screen, now
-                if not is_idle(last_change, now, self.idle):
+                prompt = find_prompt(screen) \
+                    if prompt_settled(last_change, now, self.idle) else None
+                if prompt is not None:
+                    trigger, dead_status, self.asked = "on_prompt", None, prompt
+                elif not is_idle(last_change, now, self.idle):
                     stopping.wait(POLL)
                     continue
-                trigger, dead_status = "on_idle", None
+                else:
+                    trigger, dead_status = "on_idle", None
             elif self.session and tmux.alive(self.socket, self.session):
                 stopping.wait(POLL)  # between capture and now: look again
                 continue
@@ -243,13 +251,14 @@ class _Watch:
             action = Action.of(getattr(self.agent, trigger), trigger)
             plan = self.attempts.plan(trigger, action)
             what = "is idle" if trigger == "on_idle" else \
+                f"asks: {self.asked.summary()}" if trigger == "on_prompt" and self.asked else \
                 f"exited ({'status ' + str(dead_status) if dead_status is not None else 'killed'})"
             self.say(f"{what}: {plan.action.kind}"
                      + (f" after {plan.delay:g}s" if plan.delay else ""))
             if plan.delay:
                 if stopping.wait(plan.delay):
                     return self._stopped()
-                if trigger == "on_idle" and \
+                if trigger in ("on_idle", "on_prompt") and \
                         tmux.capture(self.socket, self.session) != last_screen:
                     last_change = time.monotonic()  # it went on by itself during the cooldown
                     continue
@@ -270,6 +279,9 @@ class _Watch:
             return (dead_status or 1), f"agent '{self.agent.name}' {what}"
         if kind == "nudge":
             tmux.send(self.socket, self.session, action.message or DEFAULT_NUDGE)
+            return None
+        if kind == "answer":
+            tmux.send(self.socket, self.session, action.key or "")
             return None
         if kind == "resume":
             tmux.kill(self.socket, self.session)

@@ -21,18 +21,20 @@ from ojd.runbook.shellquote import ShellLexer, UnsafeValue
 DEFAULTS: dict[str, dict[str, Any]] = {
     "on_idle": {"action": "done"},
     "on_dead": {"action": "escalate"},
+    "on_prompt": {"action": "escalate"},
 }
 DEFAULT_NUDGE = "Please continue with the task."
 
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # done | fail | escalate | gate | nudge | resume
+    kind: str  # done | fail | escalate | gate | nudge | resume | answer
     message: str | None = None
     attempts: int | None = 1  # None: forever
     cooldown: float = 0.0
     run: str | None = None
     replace: bool = False
+    key: str | None = None  # answer: what is typed into the prompt
 
     @classmethod
     def of(cls, raw: dict[str, Any] | None, trigger: str) -> Action:
@@ -40,7 +42,7 @@ class Action:
         kind = raw.get("action") or "escalate"
         return cls("resume" if kind == "recover" else kind, raw.get("message"),
                    raw.get("attempts", 1), float(raw.get("cooldown") or 0.0), raw.get("run"),
-                   bool(raw.get("replace")))
+                   bool(raw.get("replace")), raw.get("key"))
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,15 @@ def env_override_name(agent: str) -> str:
 
 def is_idle(last_change: float, now: float, idle: float) -> bool:
     return now - last_change >= idle
+
+
+PROMPT_SETTLE = 1.0  # a screen unchanged this long (or idle, if shorter) is read for a prompt
+
+
+def prompt_settled(last_change: float, now: float, idle: float) -> bool:
+    """Whether the screen has stood still long enough to be a prompt waiting on someone,
+    not one drawn on the way to more output."""
+    return now - last_change >= min(PROMPT_SETTLE, idle)
 
 
 SCREEN_LINES = 40  # the most of an agent's last screen that goes into the job log

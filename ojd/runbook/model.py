@@ -111,6 +111,7 @@ class Agent:
     cwd: str | None = None  # template, relative to the job's directory
     prime: tuple[str, ...] = ()  # shell commands whose output starts the prompt
     idle: float = DEFAULT_AGENT_IDLE  # seconds without new screen output: the agent is idle
+    on_prompt: dict[str, Any] | None = None  # a permission or question prompt on its screen
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ def _shell_scripts(runbook: Runbook) -> Iterable[str]:
     for agent in runbook.agents.values():
         yield agent.run
         yield from agent.prime
-        for action in (agent.on_idle, agent.on_dead, agent.on_error):
+        for action in (agent.on_idle, agent.on_dead, agent.on_error, agent.on_prompt):
             if action and action.get("run"):
                 yield action["run"]
 

@@ -12,14 +12,15 @@ from ojd.runbook.model import DEFAULT_AGENT_IDLE, Agent, Where
 from ojd.runbook.named import leads_outside
 from ojd.runbook.wording import OUTSIDE, did_you_mean, type_name
 
-AGENT_ACTIONS = ("nudge", "done", "escalate", "gate", "fail", "resume")
+AGENT_ACTIONS = ("nudge", "done", "escalate", "gate", "fail", "resume", "answer")
 # what each trigger can do: a dead agent cannot be nudged, a live one is not restarted
 TRIGGER_ACTIONS = {
     "on_idle": ("nudge", "done", "escalate", "gate", "fail"),
     "on_dead": ("done", "escalate", "gate", "fail", "resume"),
     "on_error": ("escalate", "gate", "fail", "resume"),
+    "on_prompt": ("answer", "nudge", "done", "escalate", "gate", "fail"),
 }
-ACTION_FIELDS = ("action", "message", "attempts", "cooldown", "run", "replace")
+ACTION_FIELDS = ("action", "message", "attempts", "cooldown", "run", "replace", "key")
 
 
 class AgentChecks:
@@ -55,7 +56,7 @@ class AgentChecks:
             except DurationError as e:
                 self.p.add(file, f["idle"].line, f"agent idle: {e}")
         handlers = {key: self.agent_action(file, f.get(key), key, name)
-                    for key in ("on_idle", "on_dead", "on_error")}
+                    for key in ("on_idle", "on_dead", "on_error", "on_prompt")}
         if "run" in f and isinstance(f["run"].value, str):
             self.scripts_run.append(Script(file, f["run"].value_line or f["run"].line,
                                            f"agent '{name}'", f["run"].value))
@@ -67,7 +68,8 @@ class AgentChecks:
                                      f["prompt_file"].value if "prompt_file" in f else None,
                                      env, handlers["on_idle"], handlers["on_dead"],
                                      handlers["on_error"], where,
-                                     f["cwd"].value if "cwd" in f else None, tuple(prime), idle)
+                                     f["cwd"].value if "cwd" in f else None, tuple(prime), idle,
+                                     handlers["on_prompt"])
 
     def agent_action(self, file: str, attr: Attribute | None, trigger: str, agent: str
                      ) -> dict[str, Any] | None:
@@ -93,12 +95,13 @@ class AgentChecks:
         elif action not in allowed:
             why = ("a dead agent cannot be nudged" if action == "nudge" else
                    "a running agent is not restarted" if action == "resume" else
+                   "only a prompt is answered" if action == "answer" else
                    "it does not fit this trigger")
             bad("action", f"action '{action}' cannot be used here: {why}; use one of "
                 f"{', '.join(allowed)}")
         out: dict[str, Any] = {"action": action, "message": None, "attempts": 1,
-                               "cooldown": 0.0, "run": None, "replace": False}
-        for key in ("message", "run"):
+                               "cooldown": 0.0, "run": None, "replace": False, "key": None}
+        for key in ("message", "run", "key"):
             if key in raw:
                 if isinstance(raw[key], str):
                     out[key] = raw[key]
@@ -108,6 +111,11 @@ class AgentChecks:
             bad("action", "action 'gate' needs run = \"COMMAND\" (exit 0 advances)")
         elif out["run"] and action != "gate":
             bad("run", f"run is only for action 'gate', not '{action}'")
+        if action == "answer" and not out["key"]:
+            bad("action", "action 'answer' needs key = \"KEYS\" (typed into the prompt, "
+                "then Enter: \"1\", \"y\")")
+        elif out["key"] and action != "answer":
+            bad("key", f"key is only for action 'answer', not '{action}'")
         if out["run"]:
             self.scripts.append(Script(file, attr.key_lines.get("run", attr.line),
                                        f"{trigger} gate", out["run"]))

@@ -1,0 +1,73 @@
+"""Agent triggers read from the screen, through the installed CLI with the fake agent in real
+tmux: on_prompt (a permission or question prompt) and on_error (an error of a named type)."""
+
+from __future__ import annotations
+
+import test_agents
+from conftest import Project, wait_until
+from test_agents import AgentProject, finish
+
+ap = test_agents.ap  # the fixture: a project whose agent is the fake agent
+
+
+def test_a_permission_prompt_escalates_with_its_question_and_options(ap: AgentProject):
+    ap.setup('on_dead = "done"', "--ask", idle="30s")
+    run = ap.background("run", "go")
+    wait_until(lambda: ap.status() == "waiting", "the job to wait", timeout=30)
+    job = ap.job()
+    assert job["waiting_reason"] == ("agent 'helper' asks: Do you want to proceed? "
+                                     "[1. Yes; 2. No, and tell me what to do differently]")
+    ap.oj("job", "resume", job["id"], "-m", "1")
+    wait_until(lambda: [e["line"] for e in ap.seen() if e["event"] == "answer"] == ["1"],
+               "the answer to reach the agent")
+    ap.oj("agent", "send", job["id"], "exit 0")
+    code, err = finish(run)
+    assert code == 0, err
+    assert "asks: Do you want to proceed?" in ap.log_text(job["id"])
+
+
+def test_on_prompt_answer_types_its_key_and_the_agent_goes_on(ap: AgentProject):
+    ap.setup('''
+      on_prompt = { action = "answer", key = "2" }
+      on_idle   = { action = "nudge", message = "exit 0" }
+      on_dead   = "done"
+    ''', "--ask", idle="2s")
+    ap.oj("run", "go")
+    assert [e["line"] for e in ap.seen() if e["event"] == "answer"] == ["2"]
+    assert ap.inputs() == ["exit 0"]  # idle after the answer: nudged, not asked again
+    assert ap.job()["status"] == "done"
+    assert "asks: Do you want to proceed? [1. Yes; 2. No" in ap.log_text(ap.job()["id"])
+
+
+def test_a_prompt_is_not_mistaken_for_idleness_when_on_prompt_is_unset(ap: AgentProject):
+    ap.setup('on_idle = "done"', "--ask", idle="1s")
+    run = ap.background("run", "go")
+    # on_idle = done would end the step; the prompt escalates (the default) instead
+    wait_until(lambda: ap.status() == "waiting", "the job to wait", timeout=30)
+    assert ap.job()["waiting_reason"].startswith("agent 'helper' asks: ")
+    ap.oj("job", "cancel", ap.job()["id"])
+    finish(run)
+
+
+PROMPT_CHECKED = """\
+agent "a" {
+  run       = "x"
+  on_prompt = "answer"
+  on_idle   = { action = "answer", key = "1" }
+  on_dead   = { action = "done", key = "1" }
+}
+"""
+
+
+def test_runbook_check_refuses_an_answer_without_a_key_or_off_a_prompt(project: Project):
+    project.write("agents.hcl", PROMPT_CHECKED)
+    proc = project.oj("runbook", "check", check=False)
+    assert proc.returncode == 1
+    f = ".oj/runbooks/agents.hcl"
+    assert proc.stderr.splitlines()[:-1] == [
+        f"{f}:3: agent 'a' on_prompt action 'answer' needs key = \"KEYS\" (typed into the "
+        "prompt, then Enter: \"1\", \"y\")",
+        f"{f}:4: agent 'a' on_idle action 'answer' cannot be used here: only a prompt is "
+        "answered; use one of nudge, done, escalate, gate, fail",
+        f"{f}:5: agent 'a' on_dead key is only for action 'answer', not 'done'",
+    ]
