@@ -3,6 +3,8 @@ tmux: on_prompt (a permission or question prompt) and on_error (an error of a na
 
 from __future__ import annotations
 
+import time
+
 import test_agents
 from conftest import Project, wait_until
 from test_agents import AgentProject, finish
@@ -70,4 +72,72 @@ def test_runbook_check_refuses_an_answer_without_a_key_or_off_a_prompt(project: 
         f"{f}:4: agent 'a' on_idle action 'answer' cannot be used here: only a prompt is "
         "answered; use one of nudge, done, escalate, gate, fail",
         f"{f}:5: agent 'a' on_dead key is only for action 'answer', not 'done'",
+    ]
+
+
+def test_a_rate_limited_agent_goes_on_by_itself_after_the_wait(ap: AgentProject):
+    ap.setup('''
+      on_error = { rate_limited = { action = "resume", after = "2s", message = "exit 0" },
+                   unauthorized = "fail" }
+      on_idle  = "escalate"
+      on_dead  = "done"
+    ''', "--print", "API Error: 429 Too Many Requests (rate_limit_error)", idle="30s")
+    started = time.monotonic()
+    ap.oj("run", "go")
+    assert time.monotonic() - started >= 2  # it waited before going on
+    assert ap.inputs() == ["exit 0"]  # typed into the live session, no restart
+    assert len(ap.starts()) == 1
+    job = ap.job()
+    assert job["status"] == "done"
+    assert "shows an error (rate_limited): API Error: 429 Too Many Requests " \
+        "(rate_limit_error): resume after 2s" in ap.log_text(job["id"])
+
+
+def test_each_error_type_takes_its_own_action_in_upstreams_list_form(ap: AgentProject):
+    ap.setup('''
+      on_error = [{ match = "rate_limited", action = "resume" },
+                  { match = "unauthorized", action = "fail" },
+                  { action = "escalate" }]
+    ''', "--print", "Invalid API key · Please run /login", idle="30s")
+    proc = ap.oj("run", "go", check=False)
+    assert proc.returncode == 1
+    assert "step 'work' failed (exit 1): agent 'helper' shows an error (unauthorized): " \
+        "Invalid API key · Please run /login" in proc.stderr
+    assert ap.inputs() == []
+
+
+def test_an_error_type_without_an_action_takes_the_one_for_the_rest(ap: AgentProject):
+    ap.setup('''
+      on_error = { rate_limited = "fail", "*" = "escalate" }
+    ''', "--print", "Error: Unable to connect to API (ECONNREFUSED)", idle="30s")
+    run = ap.background("run", "go")
+    wait_until(lambda: ap.status() == "waiting", "the job to wait", timeout=30)
+    assert ap.job()["waiting_reason"] == ("agent 'helper' shows an error (no_internet): "
+                                          "Error: Unable to connect to API (ECONNREFUSED)")
+    ap.oj("job", "cancel", ap.job()["id"])
+    finish(run)
+
+
+ERROR_CHECKED = """\
+agent "a" {
+  run      = "x"
+  on_error = { rate_limitd = "resume", unauthorized = { action = "nudge" },
+               no_internet = { action = "resume", after = "soon" } }
+}
+"""
+
+
+def test_runbook_check_refuses_unknown_error_types_and_actions_off_their_trigger(
+        project: Project):
+    project.write("agents.hcl", ERROR_CHECKED)
+    proc = project.oj("runbook", "check", check=False)
+    assert proc.returncode == 1
+    f = ".oj/runbooks/agents.hcl"
+    assert proc.stderr.splitlines()[:-1] == [
+        f"{f}:3: agent 'a' on_error type 'rate_limitd' is not one of unauthorized, "
+        "out_of_credits, no_internet, rate_limited; did you mean 'rate_limited'?",
+        f"{f}:3: agent 'a' on_error unauthorized action 'nudge' cannot be used here: it "
+        "does not fit this trigger; use one of escalate, gate, fail, resume",
+        f"{f}:4: agent 'a' on_error no_internet after: invalid duration 'soon'; use e.g. "
+        "\"30s\", \"5m\", \"1h30m\"",
     ]

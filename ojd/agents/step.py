@@ -15,12 +15,13 @@ from typing import Any
 
 from ojd import trust
 from ojd.agents import session as tmux
-from ojd.agents.screens import Prompt, find_prompt
+from ojd.agents.screens import Prompt, ScreenError, find_error, find_prompt
 from ojd.agents.watch import (
     DEFAULT_NUDGE,
     Action,
     Attempts,
     env_override_name,
+    error_action,
     is_idle,
     prompt_settled,
     render_command,
@@ -146,6 +147,8 @@ class _Watch:
         self.command = ""  # the command line it was last started with
         self.screen_kept: str | None = None  # the session whose last screen is in the log
         self.asked: Prompt | None = None  # the prompt on screen that fired on_prompt
+        self.error: ScreenError | None = None  # the error that fired on_error
+        self.errors_seen: set[tuple[str | None, str]] = set()  # (session, line) acted on
 
     # -- I/O helpers -----------------------------------------------------------------------
 
@@ -223,11 +226,18 @@ class _Watch:
             screen = tmux.capture(self.socket, self.session) if self.session else None
             now = time.monotonic()
             if screen is not None:
+                error = None
                 if screen != last_screen:
                     last_screen, last_change = screen, now
+                    error = find_error(screen)
+                    if error is not None and (self.session, error.line) in self.errors_seen:
+                        error = None  # still on screen: acted on once
                 prompt = find_prompt(screen) \
-                    if prompt_settled(last_change, now, self.idle) else None
-                if prompt is not None:
+                    if error is None and prompt_settled(last_change, now, self.idle) else None
+                if error is not None:
+                    self.errors_seen.add((self.session, error.line))
+                    trigger, dead_status, self.error = "on_error", None, error
+                elif prompt is not None:
                     trigger, dead_status, self.asked = "on_prompt", None, prompt
                 elif not is_idle(last_change, now, self.idle):
                     stopping.wait(POLL)
@@ -248,10 +258,17 @@ class _Watch:
                                         else "(killed)"))
                 if dead_status == NOT_FOUND_EXIT:  # no retry can find the program
                     return self._not_found(screen)
-            action = Action.of(getattr(self.agent, trigger), trigger)
-            plan = self.attempts.plan(trigger, action)
+            if trigger == "on_error" and self.error:
+                action = Action.of(error_action(getattr(self.agent, "on_error", None),
+                                                self.error.type), trigger)
+                plan = self.attempts.plan(f"on_error {self.error.type}", action)
+            else:
+                action = Action.of(getattr(self.agent, trigger, None), trigger)
+                plan = self.attempts.plan(trigger, action)
             what = "is idle" if trigger == "on_idle" else \
                 f"asks: {self.asked.summary()}" if trigger == "on_prompt" and self.asked else \
+                f"shows an error ({self.error.type}): {one_line(self.error.line)}" \
+                if trigger == "on_error" and self.error else \
                 f"exited ({'status ' + str(dead_status) if dead_status is not None else 'killed'})"
             self.say(f"{what}: {plan.action.kind}"
                      + (f" after {plan.delay:g}s" if plan.delay else ""))
@@ -282,6 +299,11 @@ class _Watch:
             return None
         if kind == "answer":
             tmux.send(self.socket, self.session, action.key or "")
+            return None
+        if kind == "resume" and trigger == "on_error" and self.session and \
+                tmux.alive(self.socket, self.session):
+            # it waited out the error in its session (a rate limit's reset): it goes on there
+            tmux.send(self.socket, self.session, action.message or DEFAULT_NUDGE)
             return None
         if kind == "resume":
             tmux.kill(self.socket, self.session)

@@ -22,6 +22,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "on_idle": {"action": "done"},
     "on_dead": {"action": "escalate"},
     "on_prompt": {"action": "escalate"},
+    "on_error": {"action": "escalate"},
 }
 DEFAULT_NUDGE = "Please continue with the task."
 
@@ -35,6 +36,7 @@ class Action:
     run: str | None = None
     replace: bool = False
     key: str | None = None  # answer: what is typed into the prompt
+    after: float = 0.0  # the wait before every firing (a rate limit's reset)
 
     @classmethod
     def of(cls, raw: dict[str, Any] | None, trigger: str) -> Action:
@@ -42,7 +44,7 @@ class Action:
         kind = raw.get("action") or "escalate"
         return cls("resume" if kind == "recover" else kind, raw.get("message"),
                    raw.get("attempts", 1), float(raw.get("cooldown") or 0.0), raw.get("run"),
-                   bool(raw.get("replace")), raw.get("key"))
+                   bool(raw.get("replace")), raw.get("key"), float(raw.get("after") or 0.0))
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,18 @@ class Attempts:
             times = "once" if action.attempts == 1 else f"{action.attempts} times"
             return Plan(Action("escalate"), 0.0,
                         f"{trigger}: {action.kind} already tried {times}")
-        return Plan(action, action.cooldown if n > 1 else 0.0)
+        return Plan(action, max(action.after, action.cooldown if n > 1 else 0.0))
 
     def reset(self) -> None:
         self.counts.clear()
+
+
+def error_action(on_error: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    """The action ``on_error`` gives an error of type ``kind``: its own, else the one for
+    every type (a runbook cached before types were told apart holds that one alone)."""
+    if not on_error or "action" in on_error:
+        return on_error
+    return on_error.get(kind) or on_error.get("*")
 
 
 def render_command(command: str, prompt: str) -> str:

@@ -105,7 +105,7 @@ class Agent:
     env: dict[str, str]
     on_idle: dict[str, Any] | None
     on_dead: dict[str, Any] | None
-    on_error: dict[str, Any] | None
+    on_error: dict[str, Any] | None  # error type (or "*": any other) -> action
     where: Where
     # (defaults keep runbooks cached by older versions loadable)
     cwd: str | None = None  # template, relative to the job's directory

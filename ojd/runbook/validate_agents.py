@@ -1,5 +1,6 @@
 """Validation of a runbook's agent blocks and the actions of their triggers (``on_idle``,
-``on_dead``, ``on_error``): part of the runbook builder (``ojd.runbook.validate``)."""
+``on_dead``, ``on_prompt``, ``on_error`` per error type): part of the runbook builder
+(``ojd.runbook.validate``)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ TRIGGER_ACTIONS = {
     "on_error": ("escalate", "gate", "fail", "resume"),
     "on_prompt": ("answer", "nudge", "done", "escalate", "gate", "fail"),
 }
-ACTION_FIELDS = ("action", "message", "attempts", "cooldown", "run", "replace", "key")
+ACTION_FIELDS = ("action", "message", "attempts", "cooldown", "run", "replace", "key", "after")
+# the error types on_error tells apart (ojd.agents.screens reads them off the screen); "*"
+# holds the action for any type without its own
+ERROR_TYPES = ("unauthorized", "out_of_credits", "no_internet", "rate_limited")
 
 
 class AgentChecks:
@@ -56,7 +60,8 @@ class AgentChecks:
             except DurationError as e:
                 self.p.add(file, f["idle"].line, f"agent idle: {e}")
         handlers = {key: self.agent_action(file, f.get(key), key, name)
-                    for key in ("on_idle", "on_dead", "on_error", "on_prompt")}
+                    for key in ("on_idle", "on_dead", "on_prompt")}
+        handlers["on_error"] = self.error_actions(file, f.get("on_error"), name)
         if "run" in f and isinstance(f["run"].value, str):
             self.scripts_run.append(Script(file, f["run"].value_line or f["run"].line,
                                            f"agent '{name}'", f["run"].value))
@@ -71,9 +76,47 @@ class AgentChecks:
                                      f["cwd"].value if "cwd" in f else None, tuple(prime), idle,
                                      handlers["on_prompt"])
 
+    def error_actions(self, file: str, attr: Attribute | None, agent: str
+                      ) -> dict[str, Any] | None:
+        """``on_error`` as ``{TYPE or "*": action}``, from one action for every type
+        (``"escalate"``, ``{ action = ... }``), a table by type (``{ rate_limited = {...},
+        unauthorized = "fail" }``) or a list of actions each with ``match = TYPE`` (the one
+        without ``match`` for the rest)."""
+        if attr is None:
+            return None
+        value = attr.value
+        if isinstance(value, str) or (isinstance(value, dict) and "action" in value):
+            return {"*": self.agent_action(file, attr, "on_error", agent)}
+        entries: list[tuple[str, Any, int]] = []
+        if isinstance(value, dict):
+            entries = [(k, v, attr.key_lines.get(k, attr.line)) for k, v in value.items()]
+        else:
+            for entry in value:
+                if not isinstance(entry, dict):
+                    self.p.add(file, attr.line, f"agent '{agent}' on_error list holds "
+                               f"{type_name(entry)}, expected actions as objects")
+                    continue
+                entry = dict(entry)
+                entries.append((entry.pop("match", "*"), entry, attr.line))
+        out: dict[str, Any] = {}
+        for kind, action, line in entries:
+            if kind != "*" and kind not in ERROR_TYPES:
+                self.p.add(file, line, f"agent '{agent}' on_error type '{kind}' is not one of "
+                           f"{', '.join(ERROR_TYPES)}" + did_you_mean(str(kind), ERROR_TYPES))
+                continue
+            if not isinstance(action, (str, dict)):
+                self.p.add(file, line, f"agent '{agent}' on_error {kind} is "
+                           f"{type_name(action)}, expected an action")
+                continue
+            out[kind] = self.agent_action(file, Attribute("on_error", action, line),
+                                          "on_error" if kind == "*" else f"on_error {kind}",
+                                          agent)
+        return out
+
     def agent_action(self, file: str, attr: Attribute | None, trigger: str, agent: str
                      ) -> dict[str, Any] | None:
-        """An ``on_idle``/``on_dead``/``on_error`` value as a full action (defaults filled)."""
+        """An ``on_idle``/``on_dead``/``on_prompt``/``on_error`` value as a full action
+        (defaults filled); ``trigger`` may name an error type (``on_error rate_limited``)."""
         if attr is None:
             return None
         raw = {"action": attr.value} if isinstance(attr.value, str) else dict(attr.value)
@@ -88,19 +131,20 @@ class AgentChecks:
         action = raw.get("action")
         if action == "recover":  # the older name
             action = "resume"
-        allowed = TRIGGER_ACTIONS[trigger]
+        allowed = TRIGGER_ACTIONS[trigger.split()[0]]
         if action not in AGENT_ACTIONS:
             bad("action", f"action '{action}' is not one of {', '.join(allowed)}"
                 + did_you_mean(str(action), allowed))
         elif action not in allowed:
-            why = ("a dead agent cannot be nudged" if action == "nudge" else
+            why = ("only a prompt is answered" if action == "answer" else
+                   "a dead agent cannot be nudged" if trigger == "on_dead" else
                    "a running agent is not restarted" if action == "resume" else
-                   "only a prompt is answered" if action == "answer" else
                    "it does not fit this trigger")
             bad("action", f"action '{action}' cannot be used here: {why}; use one of "
                 f"{', '.join(allowed)}")
         out: dict[str, Any] = {"action": action, "message": None, "attempts": 1,
-                               "cooldown": 0.0, "run": None, "replace": False, "key": None}
+                               "cooldown": 0.0, "run": None, "replace": False, "key": None,
+                               "after": 0.0}
         for key in ("message", "run", "key"):
             if key in raw:
                 if isinstance(raw[key], str):
@@ -135,9 +179,10 @@ class AgentChecks:
                 what = n if isinstance(n, int) and not isinstance(n, bool) else type_name(n)
                 bad("attempts", f"attempts is {what}, expected a whole number >= 1 or "
                     "\"forever\"")
-        if "cooldown" in raw:
-            try:
-                out["cooldown"] = parse_duration(raw["cooldown"], allow_zero=True)
-            except DurationError as e:
-                bad("cooldown", f"cooldown: {e}")
+        for key in ("cooldown", "after"):
+            if key in raw:
+                try:
+                    out[key] = parse_duration(raw[key], allow_zero=True)
+                except DurationError as e:
+                    bad(key, f"{key}: {e}")
         return out
