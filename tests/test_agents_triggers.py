@@ -70,7 +70,7 @@ def test_runbook_check_refuses_an_answer_without_a_key_or_off_a_prompt(project: 
         f"{f}:3: agent 'a' on_prompt action 'answer' needs key = \"KEYS\" (typed into the "
         "prompt, then Enter: \"1\", \"y\")",
         f"{f}:4: agent 'a' on_idle action 'answer' cannot be used here: only a prompt is "
-        "answered; use one of nudge, done, escalate, gate, fail",
+        "answered; use one of nudge, done, escalate, gate, fail, auto",
         f"{f}:5: agent 'a' on_dead key is only for action 'answer', not 'done'",
     ]
 
@@ -140,4 +140,86 @@ def test_runbook_check_refuses_unknown_error_types_and_actions_off_their_trigger
         "does not fit this trigger; use one of escalate, gate, fail, resume",
         f"{f}:4: agent 'a' on_error no_internet after: invalid duration 'soon'; use e.g. "
         "\"30s\", \"5m\", \"1h30m\"",
+    ]
+
+
+def test_on_idle_auto_leaves_an_idle_agent_alone_until_it_exits(ap: AgentProject):
+    ap.setup('on_idle = "auto"')
+    run = ap.background("run", "go")
+    wait_until(lambda: [a["status"] for a in ap.agents()] == ["idle"], "the agent to idle",
+               timeout=30)
+    job = ap.job()
+    assert job["status"] == "running" and ap.inputs() == []  # idle, and nothing done to it
+    ap.oj("agent", "send", job["id"], "exit 0")
+    code, err = finish(run)
+    assert code == 0, err
+    assert "exited (status 0): done (on_idle auto)" in ap.log_text(job["id"])
+
+
+def test_a_restarted_agent_gets_its_resume_prime_instead_of_its_startup_one(ap: AgentProject):
+    ap.setup('''
+      prime   = { startup = "echo fresh start", resume = ["echo resumed", "echo from log"] }
+      on_dead = { action = "resume", message = "carry on" }
+    ''', "--exit", "3")
+    run = ap.background("run", "go")
+    wait_until(lambda: ap.status() == "waiting", "the job to wait", timeout=30)
+    base = f"work in {ap.root}"
+    assert [s["prompt"] for s in ap.starts()] == [
+        f"fresh start\n\n{base}", f"resumed\n\nfrom log\n\n{base}\n\ncarry on"]
+    ap.oj("job", "cancel", ap.job()["id"])
+    finish(run)
+
+
+def test_a_compacted_agent_is_typed_its_compact_prime(ap: AgentProject):
+    ap.setup('''
+      prime   = { compact = "echo the issue is 42" }
+      on_idle = { action = "nudge", message = "exit 0" }
+      on_dead = "done"
+    ''', "--print", "✻ Conversation compacted (ctrl+o for history)", idle="2s")
+    ap.oj("run", "go")
+    assert ap.inputs() == ["the issue is 42", "exit 0"]
+    assert "its context was compacted: compact prime typed in" in ap.log_text(ap.job()["id"])
+
+
+def test_max_concurrency_holds_a_second_agent_until_the_first_ends(ap: AgentProject):
+    ap.setup('''
+      max_concurrency = 1
+      on_idle = "auto"
+      on_dead = "done"
+    ''')
+    first = ap.background("run", "go")
+    wait_until(lambda: len(ap.agents()) == 1, "the first agent to start", timeout=30)
+    second = ap.background("run", "go")
+    jobs = lambda: ap.json("job", "list")  # noqa: E731
+    wait_until(lambda: len(jobs()) == 2 and "waits for a slot: 1 of max_concurrency 1 "
+               "running" in ap.log_text(jobs()[1]["id"]), "the second job to wait",
+               timeout=30)
+    (agent,) = ap.agents()
+    assert agent["job"] == jobs()[0]["id"] and len(ap.starts()) == 1
+    ap.oj("agent", "send", agent["job"], "exit 0")
+    assert finish(first)[0] == 0
+    wait_until(lambda: [a["job"] for a in ap.agents()] == [jobs()[1]["id"]],
+               "the second agent to start", timeout=30)
+    ap.oj("agent", "send", jobs()[1]["id"], "exit 0")
+    assert finish(second)[0] == 0
+
+
+PRIME_CHECKED = """\
+agent "a" {
+  run             = "x"
+  prime           = { startup = "echo hi", restart = "echo again" }
+  max_concurrency = 0
+}
+"""
+
+
+def test_runbook_check_refuses_an_unknown_prime_source_and_no_concurrency(project: Project):
+    project.write("agents.hcl", PRIME_CHECKED)
+    proc = project.oj("runbook", "check", check=False)
+    assert proc.returncode == 1
+    f = ".oj/runbooks/agents.hcl"
+    assert proc.stderr.splitlines()[:-1] == [
+        f"{f}:3: agent 'a' prime source 'restart' is not one of startup, resume, clear, "
+        "compact; did you mean 'startup'?",
+        f"{f}:4: agent 'a' max_concurrency is 0, expected a whole number >= 1",
     ]

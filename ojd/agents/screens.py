@@ -108,3 +108,21 @@ def find_error(screen: str) -> ScreenError | None:
             if pattern.search(line):
                 return ScreenError(kind, line.strip())
     return None
+
+
+# the agent started afresh within its session: its context was cleared or compacted
+_RESETS: dict[str, re.Pattern[str]] = {
+    "compact": re.compile(r"(conversation compacted|compacted \(ctrl|context (?:was )?compacted"
+                          r"|compacting conversation\.\.\. done)", re.IGNORECASE),
+    "clear": re.compile(r"(^\s*[>❯]\s*/clear\s*$|context cleared|conversation cleared)",
+                        re.IGNORECASE),
+}
+
+
+def find_context_reset(screen: str) -> tuple[str, str] | None:
+    """("clear" or "compact", the line that says so), the last such line on the screen."""
+    for line in reversed(_bottom(screen, ERROR_LINES)):
+        for kind, pattern in _RESETS.items():
+            if pattern.search(line):
+                return kind, line.strip()
+    return None

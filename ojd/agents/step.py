@@ -15,7 +15,13 @@ from typing import Any
 
 from ojd import trust
 from ojd.agents import session as tmux
-from ojd.agents.screens import Prompt, ScreenError, find_error, find_prompt
+from ojd.agents.screens import (
+    Prompt,
+    ScreenError,
+    find_context_reset,
+    find_error,
+    find_prompt,
+)
 from ojd.agents.watch import (
     DEFAULT_NUDGE,
     Action,
@@ -38,6 +44,7 @@ from ojd.runners.notfound import NOT_FOUND_EXIT, missing_command
 from ojd.state import LIVE_JOB_STATES
 
 POLL = 0.25  # seconds between looks at the screen
+SLOT_POLL = 1.0  # seconds between looks for a free slot under max_concurrency
 ANSWER_POLL = 0.5
 PRIME_TIMEOUT = 60.0
 
@@ -111,6 +118,23 @@ def run_agent_step(runner, job: dict, pipeline: Pipeline, step: str, ctx: dict[s
     except KeyboardInterrupt:  # Ctrl-C on `oj run` cancels the job: the agent goes with it
         watch.end()
         raise
+
+
+def agents_running(state, project: str, agent: str, but: str) -> int:
+    """How many of the project's live jobs (other than ``but``) have agent ``agent`` in the
+    visit of the step they are in: the slots max_concurrency counts."""
+    count = 0
+    for job in state.jobs.values():
+        a = job.get("agent")
+        if not a or job["id"] == but or job["project"] != project or \
+                job["status"] not in LIVE_JOB_STATES or a.get("agent") != agent:
+            continue
+        visit = 1 + sum(1 for h in job["history"] if h["step"] == job["step"]
+                        and h["exit"] is not None)
+        if a.get("step") == job["step"] and a.get("visit") == visit and \
+                job.get("step_status") == "running":
+            count += 1
+    return count
 
 
 def ended_agents(state) -> list[str]:
@@ -200,7 +224,11 @@ class _Watch:
             self.say(f"watching session {self.session} again")
         else:
             self.prompt = self._prompt()
-            self._start(self.prompt)
+            if self.agent_limit():
+                waited = self._wait_slot()
+                if waited is not None:
+                    return waited
+            self._start(self.prompt, recorded=bool(self.agent_limit()))
         job = self.job()
         if job["status"] == "waiting":  # stopped while it waited: wait on
             answer = self._wait_answer(job.get("waiting_reason") or "waiting", record=False)
@@ -232,6 +260,7 @@ class _Watch:
                     error = find_error(screen)
                     if error is not None and (self.session, error.line) in self.errors_seen:
                         error = None  # still on screen: acted on once
+                    self._after_reset(screen)
                 prompt = find_prompt(screen) \
                     if error is None and prompt_settled(last_change, now, self.idle) else None
                 if error is not None:
@@ -239,8 +268,8 @@ class _Watch:
                     trigger, dead_status, self.error = "on_error", None, error
                 elif prompt is not None:
                     trigger, dead_status, self.asked = "on_prompt", None, prompt
-                elif not is_idle(last_change, now, self.idle):
-                    stopping.wait(POLL)
+                elif not is_idle(last_change, now, self.idle) or self._auto():
+                    stopping.wait(POLL)  # auto: the agent itself says when it is done
                     continue
                 else:
                     trigger, dead_status = "on_idle", None
@@ -258,6 +287,10 @@ class _Watch:
                                         else "(killed)"))
                 if dead_status == NOT_FOUND_EXIT:  # no retry can find the program
                     return self._not_found(screen)
+                if dead_status == 0 and self._auto():  # it said it was done by exiting
+                    self.say("exited (status 0): done (on_idle auto)")
+                    self.end()
+                    return 0, None
             if trigger == "on_error" and self.error:
                 action = Action.of(error_action(getattr(self.agent, "on_error", None),
                                                 self.error.type), trigger)
@@ -308,10 +341,8 @@ class _Watch:
         if kind == "resume":
             tmux.kill(self.socket, self.session)
             extra = action.message or ""
-            if not self.prompt:
-                self.prompt = self._prompt()
             prompt = extra if action.replace else \
-                "\n\n".join(p for p in (self.prompt, extra) if p)
+                "\n\n".join(p for p in (self._restart_prompt(), extra) if p)
             self._start(prompt)
             return None
         if kind == "gate":
@@ -328,6 +359,25 @@ class _Watch:
         self._deliver(answer)
         self.attempts.reset()
         return None
+
+    def _auto(self) -> bool:
+        return (self.agent.on_idle or {}).get("action") == "auto"
+
+    def _after_reset(self, screen: str) -> None:
+        """The agent cleared or compacted its context: its clear/compact prime's output is
+        typed in, once per line that says so."""
+        found = find_context_reset(screen)
+        if found is None or (self.session, found[1]) in self.errors_seen:
+            return
+        self.errors_seen.add((self.session, found[1]))
+        commands = self._prime_commands(found[0])
+        if not commands:
+            return
+        text = "\n\n".join(p for p in (self._prime(c) for c in commands) if p)
+        self.say(f"its context was {'cleared' if found[0] == 'clear' else 'compacted'}: "
+                 f"{found[0]} prime typed in")
+        if text:
+            tmux.send(self.socket, self.session, text)
 
     def _not_found(self, screen: str | None) -> Outcome:
         """The agent's program is not there: the step fails naming it."""
@@ -358,8 +408,9 @@ class _Watch:
             raise OjError(f"agent cwd: {e}") from None
         return os.path.join(self.cwd, cwd)
 
-    def _prompt(self) -> str:
-        """The prime commands' output, then the rendered prompt."""
+    def _prompt(self, source: str = "startup") -> str:
+        """The prime commands' output (of ``source``: ``resume`` for a restart, when the
+        agent has its own), then the rendered prompt."""
         text = self.agent.prompt
         if self.agent.prompt_file:
             path = os.path.join(self.project, self.agent.prompt_file)
@@ -378,8 +429,21 @@ class _Watch:
             prompt = render_text(text or "", self.ctx, env=self.env)
         except TemplateError as e:
             raise OjError(f"agent prompt: {e}") from None
-        parts = [self._prime(command) for command in self.agent.prime]
+        commands = self._prime_commands(source) if source != "startup" else None
+        parts = [self._prime(command) for command in
+                 (commands if commands is not None else self.agent.prime)]
         return "\n\n".join(p for p in (*parts, prompt.strip()) if p)
+
+    def _prime_commands(self, source: str) -> tuple[str, ...] | None:
+        return (getattr(self.agent, "prime_sources", None) or {}).get(source)
+
+    def _restart_prompt(self) -> str:
+        """The prompt an agent started again gets: with its resume prime, when it has one."""
+        if self._prime_commands("resume") is not None:
+            return self._prompt("resume")
+        if not self.prompt:
+            self.prompt = self._prompt()
+        return self.prompt
 
     def _prime(self, command: str) -> str:
         try:
@@ -393,7 +457,49 @@ class _Watch:
             self.say(f"prime {one_line(command)!r} exited {proc.returncode}")
         return proc.stdout.strip()
 
-    def _start(self, prompt: str) -> None:
+    def agent_limit(self) -> int | None:
+        return getattr(self.agent, "max_concurrency", None)
+
+    def _started_event(self) -> dict:
+        return agent_started(id=self.job_id, step=self.step, visit=self.visit,
+                             agent=self.agent.name, socket=self.socket,
+                             session=tmux.session_name(self.job_id, self.step, self.visit,
+                                                       self.starts), start=self.starts)
+
+    def _wait_slot(self) -> Outcome | None:
+        """Under ``max_concurrency``: wait until fewer of this agent run in the project's
+        jobs, then take the slot by recording the session about to start, in one
+        transaction of the store (two hosts cannot both take the last slot). None: taken;
+        else the step's outcome (the runner stops, or the step ran out of time)."""
+        limit = self.agent_limit() or 0
+        told = False
+        busy: list[int] = []
+
+        def claim(state) -> list[dict]:
+            busy.append(agents_running(state, self.project, self.agent.name, self.job_id))
+            return [self._started_event()] if busy[-1] < limit else []
+
+        while True:
+            taken: list[bool] = []
+            self.runner._durably(self.job_id, self.runner._record_when, self.job_id, claim,
+                                 taken)
+            if taken and taken[-1]:
+                return None
+            if not told:
+                told = True
+                self.say(f"waits for a slot: {busy[-1]} of max_concurrency {limit} running")
+                self.runner.progress(self.job_id, "step", f"{self.step} waits for a slot of "
+                                     f"agent '{self.agent.name}' ({busy[-1]}/{limit} running)")
+            if self.deadline is not None and time.time() >= self.deadline:
+                why = f"timeout: stopped after {self.limit} (no slot of the agent came free)"
+                self.say(why)
+                return TIMEOUT_EXIT, why
+            if self.runner.stopping.wait(SLOT_POLL):
+                return self._stopped()
+
+    def _start(self, prompt: str, recorded: bool = False) -> None:
+        """Start a session; ``recorded``: its ``agent:started`` is in the store already (a
+        slot taken under max_concurrency)."""
         command = render_command(agent_command(self.agent, self.config, self.env), prompt)
         self.command = command
         self.session = tmux.session_name(self.job_id, self.step, self.visit, self.starts)
@@ -401,9 +507,8 @@ class _Watch:
         setenv = {k: v for k, v in self.env.items()
                   if k.startswith("OJ_") or k in self.agent.env}
         tmux.start(self.socket, self.session, command, self.cwd, self.env, setenv)
-        self.record(agent_started(id=self.job_id, step=self.step, visit=self.visit,
-                                  agent=self.agent.name, socket=self.socket,
-                                  session=self.session, start=self.starts))
+        if not recorded:
+            self.record(self._started_event())
         self.say(f"started in tmux session {self.session} (oj agent attach {self.job_id})")
         self.starts += 1
 
@@ -438,9 +543,7 @@ class _Watch:
             tmux.send(self.socket, self.session, answer)
             self.say("answer typed into the session")
         else:
-            if not self.prompt:
-                self.prompt = self._prompt()
-            self._start("\n\n".join(p for p in (self.prompt, answer) if p))
+            self._start("\n\n".join(p for p in (self._restart_prompt(), answer) if p))
         self.record(agent_delivered(id=self.job_id))
 
 

@@ -78,7 +78,8 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "step": {"run": _STR_OR_OBJ, "on_done": _OBJ, "on_fail": _OBJ, "timeout": _DURATION},
     "notify": {"on_start": _STR, "on_done": _STR, "on_fail": _STR},
     "agent": {"run": _STR, "prompt": _STR, "prompt_file": _STR, "env": _OBJ, "cwd": _STR,
-              "prime": (str, list), "idle": _DURATION, "on_idle": _STR_OR_OBJ,
+              "prime": (str, list, dict), "idle": _DURATION,
+              "max_concurrency": _INT, "on_idle": _STR_OR_OBJ,
               "on_dead": _STR_OR_OBJ, "on_error": (str, dict, list), "on_prompt": _STR_OR_OBJ},
 }
 # a cron's interval: ticks at most once a second (AccuracySec=1s), and no longer than

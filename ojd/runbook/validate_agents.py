@@ -13,10 +13,10 @@ from ojd.runbook.model import DEFAULT_AGENT_IDLE, Agent, Where
 from ojd.runbook.named import leads_outside
 from ojd.runbook.wording import OUTSIDE, did_you_mean, type_name
 
-AGENT_ACTIONS = ("nudge", "done", "escalate", "gate", "fail", "resume", "answer")
+AGENT_ACTIONS = ("nudge", "done", "escalate", "gate", "fail", "resume", "answer", "auto")
 # what each trigger can do: a dead agent cannot be nudged, a live one is not restarted
 TRIGGER_ACTIONS = {
-    "on_idle": ("nudge", "done", "escalate", "gate", "fail"),
+    "on_idle": ("nudge", "done", "escalate", "gate", "fail", "auto"),
     "on_dead": ("done", "escalate", "gate", "fail", "resume"),
     "on_error": ("escalate", "gate", "fail", "resume"),
     "on_prompt": ("answer", "nudge", "done", "escalate", "gate", "fail"),
@@ -24,6 +24,9 @@ TRIGGER_ACTIONS = {
 ACTION_FIELDS = ("action", "message", "attempts", "cooldown", "run", "replace", "key", "after")
 # the error types on_error tells apart (ojd.agents.screens reads them off the screen); "*"
 # holds the action for any type without its own
+# when a prime's output is typed into the agent: it starts the first prompt (startup), the
+# prompt of a restart (resume), or follows the agent's /clear (clear) or compaction (compact)
+PRIME_SOURCES = ("startup", "resume", "clear", "compact")
 ERROR_TYPES = ("unauthorized", "out_of_credits", "no_internet", "rate_limited")
 
 
@@ -42,17 +45,27 @@ class AgentChecks:
             if not isinstance(value, str):
                 self.p.add(file, f["env"].key_lines.get(key, f["env"].line),
                            f"agent env '{key}' is {type_name(value)}, expected a string")
-        prime: list[str] = []
+        sources: dict[str, tuple[str, ...]] = {}
         if "prime" in f:
             value = f["prime"].value
-            for command in [value] if isinstance(value, str) else value:
-                if not isinstance(command, str):
-                    self.p.add(file, f["prime"].line, f"agent prime holds {type_name(command)},"
-                               " expected shell commands as strings")
+            by_source = value if isinstance(value, dict) else {"startup": value}
+            for source, commands in by_source.items():
+                line = f["prime"].key_lines.get(source, f["prime"].line)
+                if source not in PRIME_SOURCES:
+                    self.p.add(file, line, f"agent '{name}' prime source '{source}' is not one "
+                               f"of {', '.join(PRIME_SOURCES)}"
+                               + did_you_mean(str(source), PRIME_SOURCES))
                     continue
-                prime.append(command)
-                self.scripts.append(Script(file, f["prime"].line, f"agent '{name}' prime",
-                                           command))
+                sources[source] = self.prime_commands(file, line, name, commands)
+        prime = list(sources.pop("startup", ()))
+        max_concurrency = None
+        if "max_concurrency" in f:
+            n = f["max_concurrency"].value
+            if n >= 1:
+                max_concurrency = n
+            else:
+                self.p.add(file, f["max_concurrency"].line, f"agent '{name}' max_concurrency "
+                           f"is {n}, expected a whole number >= 1")
         idle = DEFAULT_AGENT_IDLE
         if "idle" in f:
             try:
@@ -74,7 +87,20 @@ class AgentChecks:
                                      env, handlers["on_idle"], handlers["on_dead"],
                                      handlers["on_error"], where,
                                      f["cwd"].value if "cwd" in f else None, tuple(prime), idle,
-                                     handlers["on_prompt"])
+                                     handlers["on_prompt"], max_concurrency, sources)
+
+    def prime_commands(self, file: str, line: int, name: str, value: Any) -> tuple[str, ...]:
+        """A prime's shell commands: one script, or a list of commands."""
+        out: list[str] = []
+        for command in [value] if isinstance(value, str) else value \
+                if isinstance(value, list) else [value]:
+            if not isinstance(command, str):
+                self.p.add(file, line, f"agent prime holds {type_name(command)}, expected "
+                           "shell commands as strings")
+                continue
+            out.append(command)
+            self.scripts.append(Script(file, line, f"agent '{name}' prime", command))
+        return tuple(out)
 
     def error_actions(self, file: str, attr: Attribute | None, agent: str
                       ) -> dict[str, Any] | None:
