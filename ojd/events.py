@@ -47,6 +47,7 @@ JOB_ANSWERED = "job:answered"
 JOB_DISMISSED = "job:dismissed"
 AGENT_STARTED = "agent:started"
 AGENT_DELIVERED = "agent:delivered"
+AGENT_SUSPENDED = "agent:suspended"
 WORKER_RECORDED = "worker:recorded"
 WORKER_STARTED = "worker:started"
 WORKER_WOKEN = "worker:woken"
@@ -209,6 +210,13 @@ if TYPE_CHECKING:
     class AgentDelivered(TypedDict):
         type: Literal["agent:delivered"]
         id: str
+        ts: NotRequired[float]
+
+    class AgentSuspended(TypedDict):
+        type: Literal["agent:suspended"]
+        id: str
+        transcript: str
+        by: str
         ts: NotRequired[float]
 
     class WorkerRecorded(TypedDict):
@@ -437,6 +445,12 @@ def agent_delivered(*, id: str) -> AgentDelivered:
     return {"type": AGENT_DELIVERED, "id": id}
 
 
+def agent_suspended(*, id: str, transcript: str, by: str) -> AgentSuspended:
+    """``oj job suspend``: the agent is stopped, its transcript kept at ``transcript``; the
+    job waits until ``oj job resume`` starts it again."""
+    return {"type": AGENT_SUSPENDED, "id": id, "transcript": transcript, "by": by}
+
+
 # -- workers and crons ----------------------------------------------------------------------------
 
 def worker_recorded(*, name: str, project: str, runbook: str, queue: str, pipeline: str,
@@ -529,6 +543,7 @@ CONSTRUCTORS: dict[str, Callable[..., dict]] = {
     JOB_DISMISSED: job_dismissed,
     AGENT_STARTED: agent_started,
     AGENT_DELIVERED: agent_delivered,
+    AGENT_SUSPENDED: agent_suspended,
     WORKER_RECORDED: worker_recorded,
     WORKER_STARTED: worker_started,
     WORKER_WOKEN: worker_woken,

@@ -4,6 +4,7 @@ tmux: on_prompt (a permission or question prompt) and on_error (an error of a na
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import test_agents
 from conftest import Project, wait_until
@@ -223,3 +224,54 @@ def test_runbook_check_refuses_an_unknown_prime_source_and_no_concurrency(projec
         "compact; did you mean 'startup'?",
         f"{f}:4: agent 'a' max_concurrency is 0, expected a whole number >= 1",
     ]
+
+
+def test_a_suspended_job_keeps_its_transcript_and_resume_goes_on_with_it(ap: AgentProject):
+    ap.setup('''
+      on_idle = "auto"
+      on_dead = "done"
+    ''')
+    run = ap.background("run", "go")
+    wait_until(lambda: ap.agents(), "the agent to start", timeout=30)
+    job = ap.job()
+    ap.oj("agent", "send", job["id"], "remember the word marmalade")
+    wait_until(lambda: "got: remember the word marmalade" in
+               ap.oj("agent", "logs", job["id"][:5]).stdout, "the transcript to show it")
+    out = ap.oj("job", "suspend", job["id"][:5])
+    assert "suspended" in out.stderr
+    job = ap.job()
+    assert job["status"] == "waiting" and job["waiting_reason"].startswith("suspended by ")
+    shown = ap.json("agent", "show", job["id"])
+    assert shown["status"] == "suspended"
+    assert "got: remember the word marmalade" in Path(shown["transcript"]).read_text()
+    assert "got: remember the word marmalade" in ap.oj("agent", "logs", job["id"]).stdout
+    again = ap.oj("job", "suspend", job["id"], check=False)
+    assert (again.returncode, again.stderr) == (
+        1, f"oj: job {job['id']} has no running agent to suspend (it is waiting)\n")
+    ap.oj("resume", job["id"][:5])  # the shortcut of oj job resume
+    wait_until(lambda: len(ap.starts()) == 2, "the agent to start again", timeout=30)
+    prompt = ap.starts()[1]["prompt"]
+    assert prompt.startswith(f"work in {ap.root}\n\nWhere your previous session stopped")
+    assert "got: remember the word marmalade" in prompt
+    assert "You were suspended" in prompt
+    assert ap.starts()[1]["cwd"] == ap.starts()[0]["cwd"]  # the same workspace
+    wait_until(lambda: ap.job()["status"] == "running" and ap.agents(), "it to run again")
+    ap.oj("agent", "send", job["id"], "exit 0")
+    code, err = finish(run)
+    assert code == 0, err
+    assert ap.job()["status"] == "done"
+
+
+def test_agent_kill_runs_on_dead_and_wait_returns_once_the_agent_is_idle(ap: AgentProject):
+    ap.setup('on_idle = "auto"\n on_dead = "fail"')
+    run = ap.background("run", "go")
+    wait_until(lambda: ap.agents(), "the agent to start", timeout=30)
+    job_id = ap.job()["id"]
+    waited = ap.oj("agent", "wait", job_id, "--timeout", "30s")
+    assert waited.stderr == f"job {job_id}: agent idle\n"
+    assert ap.oj("peek", job_id[:4]).stdout.startswith("fake agent: started")
+    ap.oj("agent", "kill", job_id)
+    code, _ = finish(run)
+    assert code == 1
+    assert "exited (killed): fail" in ap.log_text(job_id)
+    assert ap.json("agent", "show", job_id)["status"] == "ended"

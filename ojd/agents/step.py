@@ -44,6 +44,7 @@ from ojd.runners.notfound import NOT_FOUND_EXIT, missing_command
 from ojd.state import LIVE_JOB_STATES
 
 POLL = 0.25  # seconds between looks at the screen
+TRANSCRIPT_LINES = 40  # of a suspended agent's transcript, given to it when it resumes
 SLOT_POLL = 1.0  # seconds between looks for a free slot under max_concurrency
 ANSWER_POLL = 0.5
 PRIME_TIMEOUT = 60.0
@@ -277,6 +278,17 @@ class _Watch:
                 stopping.wait(POLL)  # between capture and now: look again
                 continue
             else:
+                if (self.runner.store.refresh().jobs.get(self.job_id, {}).get("agent")
+                        or {}).get("suspended"):
+                    # stopped by `oj job suspend`, not dead: wait for `oj job resume`
+                    self.say("suspended; oj job resume starts it again")
+                    answer = self._wait_answer("suspended", record=False)
+                    if answer is None:
+                        return self._stopped()
+                    self._deliver(answer)
+                    self.attempts.reset()
+                    last_screen, last_change = None, time.monotonic()
+                    continue
                 trigger = "on_dead"
                 dead_status = tmux.exit_status(self.socket, self.session) \
                     if self.session else None
@@ -438,12 +450,25 @@ class _Watch:
         return (getattr(self.agent, "prime_sources", None) or {}).get(source)
 
     def _restart_prompt(self) -> str:
-        """The prompt an agent started again gets: with its resume prime, when it has one."""
+        """The prompt an agent started again gets: with its resume prime, when it has one,
+        and the end of its transcript when it was suspended."""
         if self._prime_commands("resume") is not None:
-            return self._prompt("resume")
-        if not self.prompt:
-            self.prompt = self._prompt()
-        return self.prompt
+            prompt = self._prompt("resume")
+        else:
+            if not self.prompt:
+                self.prompt = self._prompt()
+            prompt = self.prompt
+        kept = (self.job().get("agent") or {}).get("suspended")
+        if kept:
+            try:
+                with open(kept, encoding="utf-8", errors="replace") as f:
+                    lines = f.read().rstrip().splitlines()[-TRANSCRIPT_LINES:]
+            except OSError:
+                lines = []
+            if lines:
+                prompt += "\n\nWhere your previous session stopped (its last lines):\n" + \
+                    "\n".join(lines)
+        return prompt
 
     def _prime(self, command: str) -> str:
         try:

@@ -226,6 +226,7 @@ HANDLERS = {
     events.JOB_DISMISSED: State._job_dismissed,
     events.AGENT_STARTED: State._agent_started,
     events.AGENT_DELIVERED: State._agent_delivered,
+    events.AGENT_SUSPENDED: State._agent_suspended,
     events.WORKER_RECORDED: State._worker_recorded,
     events.WORKER_STARTED: State._worker_started,
     events.WORKER_WOKEN: State._worker_woken,
