@@ -21,7 +21,8 @@ SUBCOMMANDS = {
     "metrics": ("oj.commands.metrics", "metrics",
                 "The state as OpenMetrics text (printed, or served on --listen)."),
     "queue": ("oj.commands.queue", "queue",
-              "Queues and items: push, list, show, drop, retry, drain, prune, done, fail."),
+              "Queues and items: push, list, show, drop, retry, pause, resume, drain, prune, "
+              "done, fail."),
     "job": ("oj.commands.job", "job",
             "Jobs: list, show, logs, wait, cancel, suspend, resume, rerun, dismiss, prune."),
     "agent": ("oj.commands.agent", "agent",

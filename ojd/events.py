@@ -33,6 +33,8 @@ QUEUE_LEASE_EXPIRED = "queue:lease_expired"
 QUEUE_DROPPED = "queue:dropped"
 QUEUE_RETRIED = "queue:retried"
 QUEUE_PRUNED = "queue:pruned"
+QUEUE_PAUSED = "queue:paused"
+QUEUE_RESUMED = "queue:resumed"
 JOB_CREATED = "job:created"
 JOB_STEP_STARTED = "job:step_started"
 JOB_LOCALS = "job:locals"
@@ -69,6 +71,8 @@ if TYPE_CHECKING:
         q: str
         data: dict[str, Any]
         key: str
+        due: NotRequired[float]
+        priority: NotRequired[int]
         ts: NotRequired[float]
 
     class QueueTaken(TypedDict):
@@ -98,6 +102,13 @@ if TYPE_CHECKING:
         type: str
         id: str
         job: str
+        ts: NotRequired[float]
+
+    class QueuePause(TypedDict):
+        """queue:paused, queue:resumed"""
+        type: str
+        p: str
+        q: str
         ts: NotRequired[float]
 
     class Pruned(TypedDict):
@@ -297,9 +308,18 @@ if TYPE_CHECKING:
 
 # -- queue items ------------------------------------------------------------------------------
 
-def queue_pushed(*, id: str, project: str, queue: str, data: dict, key: str) -> QueuePushed:
-    """An item queued; ``key``: the hash of its data, for dedup ("" for none)."""
-    return {"type": QUEUE_PUSHED, "id": id, "p": project, "q": queue, "data": data, "key": key}
+def queue_pushed(*, id: str, project: str, queue: str, data: dict, key: str,
+                 due: float | None = None, priority: int = 0) -> QueuePushed:
+    """An item queued; ``key``: the hash of its data, for dedup ("" for none); ``due``: not
+    taken before this time (a delayed push; absent otherwise); ``priority``: the higher is
+    taken first (absent: 0)."""
+    event: QueuePushed = {"type": QUEUE_PUSHED, "id": id, "p": project, "q": queue,
+                          "data": data, "key": key}
+    if due:
+        event["due"] = due
+    if priority:
+        event["priority"] = priority
+    return event
 
 
 def queue_taken(*, id: str, by: str, job: str, lease: float | None = None) -> QueueTaken:
@@ -349,6 +369,16 @@ def queue_retried(*, id: str) -> ItemEvent:
 def queue_pruned(*, ids: list[str]) -> Pruned:
     """Completed and dead items removed (an item in any other state stays)."""
     return {"type": QUEUE_PRUNED, "ids": ids}
+
+
+def queue_paused(*, project: str, queue: str) -> QueuePause:
+    """``oj queue pause``: no host takes the queue's items (pushes are still accepted)."""
+    return {"type": QUEUE_PAUSED, "p": project, "q": queue}
+
+
+def queue_resumed(*, project: str, queue: str) -> QueuePause:
+    """``oj queue resume``: the queue's items are taken again."""
+    return {"type": QUEUE_RESUMED, "p": project, "q": queue}
 
 
 # -- jobs and their agents ------------------------------------------------------------------------
@@ -529,6 +559,8 @@ CONSTRUCTORS: dict[str, Callable[..., dict]] = {
     QUEUE_DROPPED: queue_dropped,
     QUEUE_RETRIED: queue_retried,
     QUEUE_PRUNED: queue_pruned,
+    QUEUE_PAUSED: queue_paused,
+    QUEUE_RESUMED: queue_resumed,
     JOB_CREATED: job_created,
     JOB_STEP_STARTED: job_step_started,
     JOB_LOCALS: job_locals,

@@ -203,7 +203,7 @@ class WorkerLoop:
             self.notifier.watchdog()
             timeout = max(0.0, next_poll - time.monotonic())
             retry_at = self._next_retry() if len(self.procs) < self.concurrency else None
-            if retry_at is not None:  # a cooldown ends before the fallback poll
+            if retry_at is not None:  # a cooldown ends (an item falls due) before the poll
                 timeout = min(timeout, max(0.0, retry_at - time.time()) + 0.01)
             lease_end = self.leases.next_end()
             if lease_end is not None:  # a lease runs out before the fallback poll
@@ -346,9 +346,14 @@ class WorkerLoop:
         self.pool.adopt(self.concurrency, self._stop, self.leases.lost)
 
     def _next_retry(self) -> float | None:
-        """When the earliest failed item of this queue may be taken again."""
+        """When the earliest failed item of this queue may be taken again, or its earliest
+        delayed item falls due: the loop sleeps no longer (nor polls before, for them)."""
         with self.store.lock:
-            return self.store.state.next_retry(self.project, self.queue.name)
+            state = self.store.state
+            times = [t for t in (state.next_retry(self.project, self.queue.name),
+                                 state.next_due(self.project, self.queue.name))
+                     if t is not None]
+        return min(times) if times else None
 
     def _idle(self) -> bool:
         if self.procs:

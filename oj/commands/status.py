@@ -153,7 +153,8 @@ def _section(lines: list[str], s: dict, now: float, color: bool) -> None:
                          "--status failed)")
     if s["queues"]:
         _table(lines, "Queues", ("NAME", "TYPE", "PENDING", "ACTIVE", "DEAD", "WORKERS"),
-               [[escaped(q["name"]), q["type"] or "-", str(q["pending"]), str(q["active"]),
+               [[escaped(q["name"]) + (" (paused)" if q.get("paused") else ""),
+                 q["type"] or "-", str(q["pending"]), str(q["active"]),
                  flag(q, q["dead"]), ", ".join(q["workers"]) or "-"]
                 for q in s["queues"]], color)
     if s["crons"]:

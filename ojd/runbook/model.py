@@ -49,6 +49,7 @@ class Queue:
     take_cmd: str | None
     where: Where
     timeout: float = DEFAULT_EXTERNAL_TIMEOUT  # its list and take commands, seconds
+    priority: int = 0  # of its items pushed without --priority: the higher is taken first
 
 
 @dataclass(frozen=True)

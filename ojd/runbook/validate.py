@@ -69,7 +69,7 @@ _DURATION = (str, int, float)
 SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "command": {"args": _STR, "defaults": _OBJ, "run": _STR_OR_OBJ},
     "queue": {"type": _STR, "vars": _LIST, "defaults": _OBJ, "retry": _OBJ, "list": _STR,
-              "take": _STR, "timeout": _DURATION},
+              "take": _STR, "timeout": _DURATION, "priority": _INT},
     "worker": {"source": _OBJ, "handler": _OBJ, "concurrency": _INT, "poll": _DURATION,
                "lease": _DURATION},
     "cron": {"interval": _DURATION, "schedule": _STR, "run": _STR_OR_OBJ, "concurrency": _INT},
@@ -302,6 +302,7 @@ class _Builder(AgentChecks, References):
         if qtype == "external" and (list_cmd is None or take_cmd is None):
             self.p.add(file, block.line, f"external queue '{name}' needs both 'list' and 'take'")
         timeout = self.optional_duration(file, f, f"queue '{name}' timeout")
+        priority = f["priority"].value if "priority" in f else 0
         if qtype == "persisted":
             for key in ("list", "take", "timeout"):
                 if key in f:
@@ -317,7 +318,7 @@ class _Builder(AgentChecks, References):
                            f"default '{key}' is not one of queue '{name}' vars {list(vars_)}")
         self.rb.queues[name] = Queue(name, qtype, vars_, defaults, attempts, cooldown,
                                      list_cmd, take_cmd, where,
-                                     timeout or DEFAULT_EXTERNAL_TIMEOUT)
+                                     timeout or DEFAULT_EXTERNAL_TIMEOUT, priority)
 
     def name_length(self, file: str, block: Block, kind: str, name: str) -> None:
         problem = too_long(kind, name)

@@ -31,7 +31,7 @@ class State(ItemFold, JobFold, StatsFold):
     """Everything oj knows, rebuilt from events. ``pos`` is the last applied log position."""
 
     __slots__ = ("pos", "items", "live_keys", "completed", "jobs", "finished_jobs", "workers",
-                 "crons", "waiting", "_ready", "_cooling", "lost", "stats")
+                 "crons", "waiting", "_ready", "_cooling", "_delayed", "paused", "lost", "stats")
 
     def __init__(self) -> None:
         self.pos = 0
@@ -46,9 +46,14 @@ class State(ItemFold, JobFold, StatsFold):
         # Derived indexes, so a take and a pending count do not scan every item:
         # (project, queue) -> ids of its pending and failed items
         self.waiting: dict[tuple[str, str], set[str]] = {}
-        # heaps with lazy deletion: (seq, id) of pending items; (retry_at, seq, id) of failed
+        # heaps with lazy deletion: (-priority, seq, id) of pending items; (retry_at, seq,
+        # id) of failed
         self._ready: dict[tuple[str, str], list[tuple]] = {}
         self._cooling: dict[tuple[str, str], list[tuple]] = {}
+        # (due, seq, id) of pending items not yet due (a delayed push)
+        self._delayed: dict[tuple[str, str], list[tuple]] = {}
+        # (project, queue) of the paused queues (oj queue pause): none of their items is taken
+        self.paused: set[tuple[str, str]] = set()
         # [first, last, acknowledged] of position ranges the fold never saw (see note_lost)
         self.lost: list[list] = []
         # running totals for oj metrics (ojd/state/stats.py), kept in snapshots
@@ -173,6 +178,7 @@ class State(ItemFold, JobFold, StatsFold):
             "crons": self.crons,
             "lost": self.lost,
             "stats": self.stats,
+            "paused": sorted([p, q] for p, q in self.paused),
         }
 
     @classmethod
@@ -186,6 +192,7 @@ class State(ItemFold, JobFold, StatsFold):
         state.workers = data.get("workers", {})
         state.crons = data.get("crons", {})
         state.lost = data.get("lost", [])
+        state.paused = {(p, q) for p, q in data.get("paused", [])}
         state.stats = data.get("stats", {})  # none in a snapshot of an older oj: from zero
         for item in sorted(state.items.values(), key=lambda i: i["seq"]):
             state._index(item)
@@ -212,6 +219,8 @@ HANDLERS = {
     events.QUEUE_DROPPED: State._queue_dropped,
     events.QUEUE_RETRIED: State._queue_retried,
     events.QUEUE_PRUNED: State._queue_pruned,
+    events.QUEUE_PAUSED: State._queue_paused,
+    events.QUEUE_RESUMED: State._queue_resumed,
     events.JOB_CREATED: State._job_created,
     events.JOB_STEP_STARTED: State._job_step_started,
     events.JOB_STEP_FINISHED: State._job_step_finished,

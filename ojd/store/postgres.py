@@ -48,7 +48,8 @@ CHANNEL = "oj_events"
 # workers do not poll for every step of every job on every host.
 WAKE_TYPES = frozenset({events.QUEUE_PUSHED, events.QUEUE_RELEASED, events.QUEUE_RETRIED,
                         events.QUEUE_FAILED, events.QUEUE_LEASE_EXPIRED, events.JOB_REOPENED,
-                        events.WORKER_WOKEN, events.WORKER_RESIZED, events.WORKER_RECORDED})
+                        events.WORKER_WOKEN, events.WORKER_RESIZED, events.WORKER_RECORDED,
+                        events.QUEUE_RESUMED})
 _KEEP_SNAPSHOTS = 2
 # The next positions follow the last event, or the newest snapshot when the events it covers
 # were compacted away (or the state was imported): positions are never reused.
