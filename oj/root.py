@@ -24,10 +24,19 @@ SUBCOMMANDS = {
               "Queues and items: push, list, logs, show, drop, retry, pause, resume, drain, "
               "prune, done, fail."),
     "job": ("oj.commands.job", "job",
-            "Jobs: list, show, logs, wait, cancel, resume, rerun, dismiss, prune."),
-    "agent": ("oj.commands.agent", "agent", "Agents: list, peek, attach, send."),
+            "Jobs: list, show, logs, wait, cancel, suspend, resume, rerun, dismiss, prune."),
+    "agent": ("oj.commands.agent", "agent",
+              "Agents: list, show, peek, attach, send, logs, kill, suspend, resume, wait, "
+              "prune."),
     "decision": ("oj.commands.decision", "decision",
                  "Decisions waiting jobs need from a person: list, show, resolve, review."),
+    # shortcuts: a job (or its agent) by ID prefix
+    "show": ("oj.commands.job", "show_cmd", "oj job show ID."),
+    "logs": ("oj.commands.job", "logs_cmd", "oj job logs ID [-f]."),
+    "cancel": ("oj.commands.job", "cancel_cmd", "oj job cancel ID..."),
+    "resume": ("oj.commands.job", "resume_cmd", "oj job resume ID [-m MESSAGE]."),
+    "peek": ("oj.commands.agent", "peek_cmd", "oj agent peek ID."),
+    "attach": ("oj.commands.agent", "attach_cmd", "oj agent attach ID."),
     "runbook": ("oj.commands.runbook", "runbook", "The project's runbooks: check, list."),
     "state": ("oj.commands.state", "state",
               "The state (WAL directory or PostgreSQL): check, compact, export, import."),

@@ -51,6 +51,7 @@ AGENT_STARTED = "agent:started"
 AGENT_DELIVERED = "agent:delivered"
 DECISION_CREATED = "decision:created"
 DECISION_RESOLVED = "decision:resolved"
+AGENT_SUSPENDED = "agent:suspended"
 WORKER_RECORDED = "worker:recorded"
 WORKER_STARTED = "worker:started"
 WORKER_WOKEN = "worker:woken"
@@ -245,6 +246,12 @@ if TYPE_CHECKING:
         message: str | None
         by: str
         host: str
+
+    class AgentSuspended(TypedDict):
+        type: Literal["agent:suspended"]
+        id: str
+        transcript: str
+        by: str
         ts: NotRequired[float]
 
     class WorkerRecorded(TypedDict):
@@ -516,6 +523,12 @@ def decision_resolved(*, id: str, option: int | None, message: str | None, by: s
             "by": by, "host": host}
 
 
+def agent_suspended(*, id: str, transcript: str, by: str) -> AgentSuspended:
+    """``oj job suspend``: the agent is stopped, its transcript kept at ``transcript``; the
+    job waits until ``oj job resume`` starts it again."""
+    return {"type": AGENT_SUSPENDED, "id": id, "transcript": transcript, "by": by}
+
+
 # -- workers and crons ----------------------------------------------------------------------------
 
 def worker_recorded(*, name: str, project: str, runbook: str, queue: str, pipeline: str,
@@ -612,6 +625,7 @@ CONSTRUCTORS: dict[str, Callable[..., dict]] = {
     AGENT_DELIVERED: agent_delivered,
     DECISION_CREATED: decision_created,
     DECISION_RESOLVED: decision_resolved,
+    AGENT_SUSPENDED: agent_suspended,
     WORKER_RECORDED: worker_recorded,
     WORKER_STARTED: worker_started,
     WORKER_WOKEN: worker_woken,

@@ -1,12 +1,14 @@
 """A stand-in for an AI agent in tests: behaves as its options say, logs what it saw.
 
-    fake_agent.py [--exit N] [--commit FILE [--commit-on TEXT]] [--print TEXT] [PROMPT]
+    fake_agent.py [--exit N] [--commit FILE [--commit-on TEXT]] [--print TEXT] [--ask] [PROMPT]
 
 It prints "fake agent: started" and its prompt, then (with --commit) writes FILE and
 commits it (with --commit-on, once a line holding TEXT is read instead), then exits N
 (--exit) or reads lines from the terminal: each is logged and echoed as "got: LINE";
-"exit N" makes it exit N; anything else it answers then goes quiet again. Every start,
-prompt and line read is appended to $FAKE_AGENT_LOG as JSON.
+"exit N" makes it exit N; anything else it answers then goes quiet again. With --ask it
+first shows a permission prompt as coding agents draw them (a question, then numbered
+choices) and reads the answer. Every start, prompt, answer and line read is appended to
+$FAKE_AGENT_LOG as JSON.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def main() -> int:
     ap.add_argument("--commit")
     ap.add_argument("--commit-on")
     ap.add_argument("--print", dest="text")
+    ap.add_argument("--ask", action="store_true")
     ap.add_argument("prompt", nargs="?", default="")
     a = ap.parse_args()
     note(event="start", prompt=a.prompt, env=os.environ.get("FAKE_AGENT_ENV"))
@@ -51,6 +54,14 @@ def main() -> int:
         commit(a.commit, a.prompt)
     if a.exit is not None:
         return a.exit
+    if a.ask:
+        print("Bash command: rm -rf build/", flush=True)
+        print("Do you want to proceed?", flush=True)
+        print("\u276f 1. Yes", flush=True)
+        print("  2. No, and tell me what to do differently", flush=True)
+        line = sys.stdin.readline().rstrip("\n")
+        note(event="answer", line=line)
+        print(f"answered: {line}", flush=True)
     for line in sys.stdin:
         line = line.rstrip("\n")
         note(event="input", line=line)

@@ -52,6 +52,7 @@ SAMPLES: list[tuple[str, dict]] = [
     (events.JOB_WAITING, dict(id="j1", reason="needs another decision")),
     (events.JOB_ANSWERED, dict(id="j1", message="go on")),
     (events.AGENT_DELIVERED, dict(id="j1")),
+    (events.AGENT_SUSPENDED, dict(id="j1", transcript="/s/logs/j1.t", by="ann")),
     (events.JOB_STEP_FINISHED, dict(id="j1", step="check", exit=1, next=None, failing=True)),
     (events.QUEUE_LEASE_EXPIRED, dict(id="i1", job="j1")),
     (events.JOB_RESUMED, dict(id="j1", by="merge/2")),

@@ -213,6 +213,8 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
             raise UsageError(f"--var {escaped(pair)}: expected KEY=VALUE")
         values[key] = value
     j = find_job(app.store, job_id)
+    if message is None and j["status"] == "waiting" and (j.get("agent") or {}).get("suspended"):
+        message = control.RESUME_MESSAGE  # a suspended agent starts again with its transcript
     if message is not None:
         gone = not alive(j.get("process"))  # before the answer makes the job run again
         control.answer(app.store, j["id"], message)
@@ -262,6 +264,22 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
         return follow_job(app, j["id"])
     except KeyboardInterrupt:
         return keeps_running(j["id"])
+
+
+@job.command("suspend")
+@click.argument("job_id", metavar="ID")
+@click.pass_obj
+def suspend_cmd(app, job_id: str) -> None:
+    """Stop the job's agent, keeping its workspace and transcript; oj job resume goes on."""
+    # lazy: job control, off oj status (as in resume_cmd)
+    import getpass
+
+    from ojd.runners import control
+
+    j = find_job(app.store, job_id)
+    path = control.suspend(app.store, j["id"], getpass.getuser())
+    click.echo(f"job {j['id']} suspended; its transcript is in {path}; "
+               f"oj job resume {j['id']} starts its agent again", err=True)
 
 
 @job.command("rerun")

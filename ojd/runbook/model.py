@@ -116,12 +116,16 @@ class Agent:
     env: dict[str, str]
     on_idle: dict[str, Any] | None
     on_dead: dict[str, Any] | None
-    on_error: dict[str, Any] | None
+    on_error: dict[str, Any] | None  # error type (or "*": any other) -> action
     where: Where
     # (defaults keep runbooks cached by older versions loadable)
     cwd: str | None = None  # template, relative to the job's directory
     prime: tuple[str, ...] = ()  # shell commands whose output starts the prompt
     idle: float = DEFAULT_AGENT_IDLE  # seconds without new screen output: the agent is idle
+    on_prompt: dict[str, Any] | None = None  # a permission or question prompt on its screen
+    max_concurrency: int | None = None  # its agents at once across the project's jobs
+    # prime commands for "resume", "clear" and "compact" ("startup" is ``prime``)
+    prime_sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -86,8 +86,9 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "notify": {"on_start": _STR, "on_done": _STR, "on_fail": _STR, "exec": _STR,
                "webhook": _STR},
     "agent": {"run": _STR, "prompt": _STR, "prompt_file": _STR, "env": _OBJ, "cwd": _STR,
-              "prime": (str, list), "idle": _DURATION, "on_idle": _STR_OR_OBJ,
-              "on_dead": _STR_OR_OBJ, "on_error": _STR_OR_OBJ},
+              "prime": (str, list, dict), "idle": _DURATION,
+              "max_concurrency": _INT, "on_idle": _STR_OR_OBJ,
+              "on_dead": _STR_OR_OBJ, "on_error": (str, dict, list), "on_prompt": _STR_OR_OBJ},
 }
 # a cron's interval: ticks at most once a second (AccuracySec=1s), and no longer than
 # systemd's timers hold with room to spare (microseconds in 64 bits: ~584,000 years)

@@ -16,6 +16,7 @@ from ojd import paths
 from ojd.agents import session
 from ojd.errors import OjError
 from ojd.events import (
+    agent_suspended,
     decision_resolved,
     job_answered,
     job_dismissed,
@@ -183,6 +184,42 @@ def dismiss(store: Store, job_ids: list[str]) -> list[str]:
         if todo:
             tx.append(*(job_dismissed(id=job_id) for job_id in todo))
     return todo
+
+
+RESUME_MESSAGE = ("You were suspended and have been started again; carry on with the task "
+                  "from where you stopped.")
+
+
+def transcript_path(root: str, job_id: str, session_name: str) -> str:
+    """Where a suspended agent's transcript is kept: in the state dir, beside the job logs
+    (not next to its socket: the job's end removes those)."""
+    return os.path.join(paths.logs_dir(root), f"{job_id}.{session_name}.transcript")
+
+
+def suspend(store: Store, job_id: str, by: str) -> str:
+    """``oj job suspend``: keep the agent's transcript, record the suspension (the job
+    waits; its workspace stays) and stop the agent. The transcript's path."""
+    j = store.refresh().jobs.get(job_id) or {}
+    a = j.get("agent")
+    if j.get("status") != "running" or not a or a.get("step") != j.get("step") or \
+            a.get("suspended"):
+        what = "waiting" if j.get("status") == "waiting" else j.get("status") or "gone"
+        raise OjError(f"job {job_id} has no running agent to suspend (it is {what})")
+    text = session.transcript(a["socket"], a["session"])
+    if text is None:
+        raise OjError(f"the agent of job {job_id} has exited; nothing to suspend")
+    path = transcript_path(store.root, job_id, a["session"])
+    fd = paths.open_state_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    with store.transaction() as tx:
+        now = tx.state.jobs.get(job_id) or {}
+        if now.get("status") != "running" or (now.get("agent") or {}).get("session") \
+                != a["session"]:
+            raise OjError(f"job {job_id} changed meanwhile; look again: oj job show {job_id}")
+        tx.append(agent_suspended(id=job_id, transcript=path, by=by))
+    session.kill(a["socket"], a["session"])
+    return path
 
 
 def answer(store: Store, job_id: str, message: str) -> None:

@@ -313,6 +313,18 @@ class JobRunner:
             _check_ours(tx.state.jobs.get(job_id))
             tx.append(*events, sync=sync)
 
+    def _record_when(self, job_id: str, events_for: Callable[[Any], list[dict]],
+                     taken: list[bool]) -> None:
+        """Append the events ``events_for`` makes of the state, in the same transaction (so
+        what they depend on cannot change meanwhile, on any host); ``taken`` gets whether
+        there were any."""
+        with self.store.transaction() as tx:
+            _check_ours(tx.state.jobs.get(job_id))
+            events = events_for(tx.state)
+            if events:
+                tx.append(*events)
+            taken.append(bool(events))
+
     def _durably(self, job_id: str, write: Callable[..., object], *args: object) -> None:
         """Record what a job did, waiting out a full state disk, a state lock held too long
         (a stopped process) or a state database out of reach: the job stalls (said once)

@@ -251,6 +251,7 @@ HANDLERS = {
     events.AGENT_DELIVERED: State._agent_delivered,
     events.DECISION_CREATED: State._decision_created,
     events.DECISION_RESOLVED: State._decision_resolved,
+    events.AGENT_SUSPENDED: State._agent_suspended,
     events.WORKER_RECORDED: State._worker_recorded,
     events.WORKER_STARTED: State._worker_started,
     events.WORKER_WOKEN: State._worker_woken,

@@ -193,6 +193,15 @@ class JobFold:
                                                   "session", "start")}
             job["agent"]["started_at"] = ev["ts"]
 
+    def _agent_suspended(self, ev: Event) -> None:
+        job = self.jobs.get(ev["id"])
+        if job is not None and job["status"] == "running" and job.get("agent"):
+            job["status"] = "waiting"
+            job["waiting_reason"] = f"suspended by {ev.get('by')}"
+            job["pending_answer"] = None
+            job["agent"]["suspended"] = ev.get("transcript")
+            job["updated_at"] = ev["ts"]
+
     def _agent_delivered(self, ev: Event) -> None:
         job = self.jobs.get(ev["id"])
         if job is not None:
