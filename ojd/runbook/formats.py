@@ -21,9 +21,9 @@ from ojd.runbook.hcl import MAX_NESTING, Attribute, Block, HclSyntaxError
 Path = tuple  # of str keys and int indexes, from the document root
 
 # Body keys that are blocks rather than attributes, by the kind of body they are in
-_BLOCKS = {"": ("command", "queue", "worker", "pipeline", "agent", "cron"),
-           "pipeline": ("locals", "notify", "step")}
-_LABELLED = {"command", "queue", "worker", "pipeline", "agent", "step", "cron"}
+_BLOCKS = {"": ("command", "queue", "worker", "pipeline", "job", "agent", "cron"),
+           "pipeline": ("locals", "notify", "step"), "job": ("locals", "notify", "step")}
+_LABELLED = {"command", "queue", "worker", "pipeline", "job", "agent", "step", "cron"}
 
 
 def parse(text: str, filename: str) -> Block:

@@ -101,6 +101,7 @@ class Pipeline:
     where: Where
     job_name: str | None = None  # template naming its jobs (var, invoke, workspace contexts)
     timeout: float | None = None  # a job's whole run, seconds (None: oj.conf's job_timeout)
+    spelling: str = "pipeline"  # the block's word in its file: "pipeline" or upstream's "job"
 
     @property
     def first_step(self) -> str:

@@ -76,7 +76,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "queue": {"type": _STR, "vars": _LIST, "defaults": _OBJ, "retry": _OBJ, "list": _STR,
               "take": _STR, "timeout": _DURATION, "priority": _INT, "rate": _STR,
               "retain": _OBJ},
-    "worker": {"source": _OBJ, "handler": _OBJ, "concurrency": _INT, "poll": _DURATION,
+    "worker": {"source": _OBJ, "handler": _OBJ, "run": _OBJ, "concurrency": _INT, "poll": _DURATION,
                "lease": _DURATION, "rate": _STR, "global_concurrency": _INT, "retain": _OBJ},
     "cron": {"interval": _DURATION, "schedule": _STR, "run": _STR_OR_OBJ, "concurrency": _INT},
     "pipeline": {"vars": _LIST, "defaults": _OBJ, "workspace": _STR, "on_done": _OBJ,
@@ -94,9 +94,13 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
 # systemd's timers hold with room to spare (microseconds in 64 bits: ~584,000 years)
 CRON_MIN_INTERVAL = 1.0
 CRON_MAX_INTERVAL = 100 * 365.25 * 86400
-TOP_BLOCKS = ("command", "queue", "worker", "pipeline", "agent", "cron")
-NESTED_BLOCKS = {"": TOP_BLOCKS, "pipeline": ("locals", "notify", "step")}
-LABELLED = {"command", "queue", "worker", "pipeline", "agent", "step", "cron"}
+SCHEMA["job"] = SCHEMA["pipeline"]  # upstream's spelling of a pipeline
+TOP_BLOCKS = ("command", "queue", "worker", "pipeline", "job", "agent", "cron")
+NESTED_BLOCKS = {"": TOP_BLOCKS, "pipeline": ("locals", "notify", "step"),
+                 "job": ("locals", "notify", "step")}
+LABELLED = {"command", "queue", "worker", "pipeline", "job", "agent", "step", "cron"}
+# what a run or handler names: a pipeline, by either of its spellings
+PIPELINE_KEYS = ("pipeline", "job")
 
 class _Problems:
     def __init__(self) -> None:
@@ -124,6 +128,9 @@ class _Builder(AgentChecks, References):
         self.warn = warn  # lint the shell templates (only `oj runbook check` asks)
         self.warnings = _Problems()
         self.scripts_run: list[Script] = []  # shell commands not syntax-checked (agent run)
+        # the word a reference used ("pipeline" or "job"): (kind, name) -> word, so that
+        # problems speak the file's spelling
+        self.words: dict[tuple[str, str], str] = {}
 
     def shell_warnings(self, file: str, attr: Attribute, what: str, local: bool = False) -> None:
         """Warn where a shell template's values are read again by bash, or run as a command."""
@@ -177,11 +184,11 @@ class _Builder(AgentChecks, References):
             return None
         return block.labels[0]
 
-    def declare(self, kind: str, name: str, where: Where) -> bool:
+    def declare(self, kind: str, name: str, where: Where, word: str | None = None) -> bool:
         first = self.seen.get((kind, name))
         if first is not None:
-            self.p.add(where.file, where.line,
-                       f"{kind} '{name}' is already defined at {first}; rename one of them")
+            self.p.add(where.file, where.line, f"{word or kind} '{name}' is already defined "
+                       f"at {first}; rename one of them")
             return False
         self.seen[(kind, name)] = where
         return True
@@ -199,15 +206,33 @@ class _Builder(AgentChecks, References):
 
     def target(self, file: str, attr: Attribute | None, key: str) -> str | None:
         """``{ step = "x" }``-style references."""
+        found = self.target_of(file, attr, (key,))
+        return found[1] if found else None
+
+    def target_of(self, file: str, attr: Attribute | None, keys: tuple[str, ...]
+                  ) -> tuple[str, str] | None:
+        """A reference ``{ KEY = "NAME" }`` whose KEY is one of ``keys``: (KEY, NAME)."""
         if attr is None:
             return None
         value = attr.value
-        if set(value) != {key} or not isinstance(value[key], str):
-            got = (f"; '{key}' is {type_name(value[key])}" if set(value) == {key}
+        key = next(iter(value)) if len(value) == 1 else None
+        if key not in keys or not isinstance(value[key], str):
+            got = (f"; '{key}' is {type_name(value[key])}" if key in keys
                    else f"; it has {', '.join(map(repr, value)) or 'no keys'}")
-            self.p.add(file, attr.line, f"'{attr.name}' must be {{ {key} = \"NAME\" }}{got}")
+            want = " or ".join(f'{{ {k} = "NAME" }}' for k in keys)
+            self.p.add(file, attr.line, f"'{attr.name}' must be {want}{got}")
             return None
-        return value[key]
+        return key, value[key]
+
+    def pipeline_target(self, file: str, attr: Attribute | None, kind: str, name: str
+                        ) -> str | None:
+        """A ``{ pipeline = "NAME" }`` or ``{ job = "NAME" }`` reference; remembers which
+        word it used."""
+        found = self.target_of(file, attr, PIPELINE_KEYS)
+        if found is None:
+            return None
+        self.words[(kind, name)] = found[0]
+        return found[1]
 
     def duration(self, file: str, line: int, what: str, value: object, default: float,
                  allow_zero: bool = False) -> float:
@@ -239,9 +264,10 @@ class _Builder(AgentChecks, References):
             if name is None:
                 continue
             where = Where(file, block.line)
-            if not self.declare(block.type, name, where):
+            kind = "pipeline" if block.type == "job" else block.type  # one model, two words
+            if not self.declare(kind, name, where, block.type):
                 continue
-            getattr(self, block.type)(file, block, name, where)
+            getattr(self, kind)(file, block, name, where)
             defined.append(f"{block.type} {name}")
         self.rb.files[file] = defined
 
@@ -261,14 +287,14 @@ class _Builder(AgentChecks, References):
         run = f.get("run")
         script = pipeline = None
         if run is None:
-            self.p.add(file, block.line, f"command '{name}' needs 'run' (a shell script or "
-                       '{ pipeline = "NAME" })')
+            self.p.add(file, block.line, f"command '{name}' needs 'run' (a shell script, "
+                       '{ pipeline = "NAME" } or { job = "NAME" })')
         elif isinstance(run.value, str):
             script = run.value
             self.script(file, run, f"command '{name}'")
             self.shell_warnings(file, run, f"command '{name}'")
         else:
-            pipeline = self.target(file, run, "pipeline")
+            pipeline = self.pipeline_target(file, run, "command", name)
         if run is not None:
             self.at[("command", name, "run")] = run.value_line or run.line
         self.rb.commands[name] = Command(name, spec, dict(f["defaults"].value) if "defaults" in f
@@ -405,13 +431,21 @@ class _Builder(AgentChecks, References):
                        "'-' or '.' (it names the unit oj-worker@NAME.service)")
         self.name_length(file, block, "worker", name)
         queue = self.target(file, f.get("source"), "queue")
-        pipeline = self.target(file, f.get("handler"), "pipeline")
-        for key in ("source", "handler"):
-            if key in f:
-                self.at[("worker", name, key)] = f[key].line
-        for key, got in (("source", queue), ("handler", pipeline)):
-            if key not in f and got is None:
-                self.p.add(file, block.line, f"worker '{name}' needs '{key}'")
+        # upstream's `run = { job = ... }` is oj's `handler = { pipeline = ... }`
+        if "handler" in f and "run" in f:
+            self.p.add(file, f["run"].line, f"worker '{name}' has both 'handler' and 'run'; "
+                       "keep one of them")
+        handler = f.get("run") or f.get("handler")
+        pipeline = self.pipeline_target(file, handler, "worker", name)
+        if "source" in f:
+            self.at[("worker", name, "source")] = f["source"].line
+        if handler is not None:
+            self.at[("worker", name, "handler")] = handler.line
+        if "source" not in f:
+            self.p.add(file, block.line, f"worker '{name}' needs 'source'")
+        if handler is None:
+            self.p.add(file, block.line, f"worker '{name}' needs 'handler' "
+                       '({ pipeline = "NAME" }) or \'run\' ({ job = "NAME" })')
         concurrency = f["concurrency"].value if "concurrency" in f else 1
         if concurrency < 1:
             self.p.add(file, f["concurrency"].line,
@@ -478,8 +512,8 @@ class _Builder(AgentChecks, References):
         script = own = None
         pipeline = CRON_PIPELINE + name
         if run is None:
-            self.p.add(file, block.line, f"cron '{name}' needs 'run' (a shell script or "
-                       '{ pipeline = "NAME" })')
+            self.p.add(file, block.line, f"cron '{name}' needs 'run' (a shell script, "
+                       '{ pipeline = "NAME" } or { job = "NAME" })')
         elif isinstance(run.value, str):
             script = run.value
             self.script(file, run, f"cron '{name}'")
@@ -491,14 +525,15 @@ class _Builder(AgentChecks, References):
                                         Where(file, run.value_line or run.line))},
                            where, name)
         else:
-            pipeline = self.target(file, run, "pipeline") or ""
+            pipeline = self.pipeline_target(file, run, "cron", name) or ""
         if run is not None:
             self.at[("cron", name, "run")] = run.value_line or run.line
         self.rb.crons[name] = Cron(name, interval, schedule, pipeline, script, concurrency,
                                    where, own)
 
     def pipeline(self, file: str, block: Block, name: str, where: Where) -> None:
-        f = self.fields(file, block, "pipeline")
+        word = block.type  # "pipeline", or upstream's "job": problems say what the file says
+        f = self.fields(file, block, word)
         workspace = f["workspace"].value if "workspace" in f else None
         if workspace is not None and workspace not in ("ephemeral", "persistent"):
             self.p.add(file, f["workspace"].line,
@@ -522,7 +557,7 @@ class _Builder(AgentChecks, References):
                         self.scripts.append(Script(file, attr.value_line or attr.line,
                                                    f"local '{attr.name}'",
                                                    LOCAL_PREFIX + attr.value + '"'))
-                    self.shell_warnings(file, attr, f"pipeline '{name}' local '{attr.name}'",
+                    self.shell_warnings(file, attr, f"{word} '{name}' local '{attr.name}'",
                                         local=True)
             elif sub.type == "notify":
                 for k, a in self.fields(file, sub, "notify").items():
@@ -534,18 +569,18 @@ class _Builder(AgentChecks, References):
                     continue
                 if step_name in steps:
                     self.p.add(file, sub.line, f"step '{step_name}' is already defined at "
-                               f"{steps[step_name].where} in pipeline '{name}'")
+                               f"{steps[step_name].where} in {word} '{name}'")
                     continue
-                steps[step_name] = self.step(file, sub, step_name, name)
+                steps[step_name] = self.step(file, sub, step_name, name, word)
         if not steps:
-            self.p.add(file, block.line, f"pipeline '{name}' has no steps; add step \"NAME\" {{ "
+            self.p.add(file, block.line, f"{word} '{name}' has no steps; add step \"NAME\" {{ "
                        "run = \"...\" }")
         for key in ("on_done", "on_fail", "name"):
             if key in f:
                 self.at[("pipeline", name, key)] = f[key].line
         job_name = f["name"].value if "name" in f else None
         if job_name is not None and not job_name.strip():
-            self.p.add(file, f["name"].line, f"pipeline '{name}' name is empty; give a "
+            self.p.add(file, f["name"].line, f"{word} '{name}' name is empty; give a "
                        'template such as name = "${var.title}", or leave it out')
             job_name = None
         self.rb.pipelines[name] = Pipeline(
@@ -553,9 +588,10 @@ class _Builder(AgentChecks, References):
             dict(f["defaults"].value) if "defaults" in f else {}, tuple(locals_), workspace,
             notify, self.target(file, f.get("on_done"), "step"),
             self.target(file, f.get("on_fail"), "step"), max_visits, steps, where, job_name,
-            self.optional_duration(file, f, f"pipeline '{name}' timeout"))
+            self.optional_duration(file, f, f"{word} '{name}' timeout"), word)
 
-    def step(self, file: str, block: Block, name: str, pipeline: str) -> Step:
+    def step(self, file: str, block: Block, name: str, pipeline: str, word: str = "pipeline"
+             ) -> Step:
         f = self.fields(file, block, "step")
         where = Where(file, block.line)
         run = f.get("run")
@@ -564,7 +600,7 @@ class _Builder(AgentChecks, References):
             self.p.add(file, block.line, f"step '{name}' needs 'run'")
         elif isinstance(run.value, str):
             script = run.value
-            self.script(file, run, f"step '{name}' of pipeline '{pipeline}'")
+            self.script(file, run, f"step '{name}' of {word} '{pipeline}'")
             self.shell_warnings(file, run, f"step '{name}'")
         else:
             agent = self.target(file, run, "agent")

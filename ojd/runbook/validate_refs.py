@@ -24,19 +24,20 @@ class References:
                 self.p.add(w.where.file, source_line, f"worker '{w.name}' source queue "
                            f"'{w.queue}' is not defined" + did_you_mean(w.queue, list(rb.queues)))
             pipeline = rb.pipelines.get(w.pipeline)
+            word = self.words.get(("worker", w.name), "pipeline")
             if w.pipeline and pipeline is None:
-                self.p.add(w.where.file, handler_line, f"worker '{w.name}' handler pipeline "
+                self.p.add(w.where.file, handler_line, f"worker '{w.name}' handler {word} "
                            f"'{w.pipeline}' is not defined"
                            + did_you_mean(w.pipeline, list(rb.pipelines)))
             elif pipeline is not None and not pipeline.vars:
-                self.p.add(w.where.file, handler_line, f"worker '{w.name}' handler pipeline "
+                self.p.add(w.where.file, handler_line, f"worker '{w.name}' handler {word} "
                            f"'{w.pipeline}' needs vars = [\"NAME\"] to receive the queue item")
             elif pipeline is not None:
                 # the item fills the first var; any other must have a default
                 for var in pipeline.vars[1:]:
                     if var not in pipeline.defaults:
                         self.p.add(w.where.file, handler_line, f"worker '{w.name}' handler "
-                                   f"pipeline '{w.pipeline}' var '{var}' needs a default "
+                                   f"{word} '{w.pipeline}' var '{var}' needs a default "
                                    "(only the first var receives the queue item)")
                 queue = rb.queues.get(w.queue)
                 if queue is not None and queue.vars:
@@ -44,7 +45,8 @@ class References:
         for c in rb.commands.values():
             run_line = self.line_of(("command", c.name, "run"), c.where)
             if c.pipeline and c.pipeline not in rb.pipelines:
-                self.p.add(c.where.file, run_line, f"command '{c.name}' pipeline "
+                word = self.words.get(("command", c.name), "pipeline")
+                self.p.add(c.where.file, run_line, f"command '{c.name}' {word} "
                            f"'{c.pipeline}' is not defined"
                            + did_you_mean(c.pipeline, list(rb.pipelines)))
             elif c.pipeline:
@@ -63,15 +65,16 @@ class References:
                 continue
             pipeline = rb.pipelines.get(cron.pipeline)
             if pipeline is None:
-                self.p.add(run_at.file, run_at.line, f"cron '{cron.name}' pipeline "
+                word = self.words.get(("cron", cron.name), "pipeline")
+                self.p.add(run_at.file, run_at.line, f"cron '{cron.name}' {word} "
                            f"'{cron.pipeline}' is not defined"
                            + did_you_mean(cron.pipeline, list(rb.pipelines)))
                 continue
             # a tick gives its job no vars: each must have a default
             for var in pipeline.vars:
                 if var not in pipeline.defaults:
-                    self.p.add(run_at.file, run_at.line, f"cron '{cron.name}' pipeline "
-                               f"'{cron.pipeline}' var '{var}' needs a default (a cron's "
+                    self.p.add(run_at.file, run_at.line, f"cron '{cron.name}' "
+                               f"{pipeline.spelling} '{cron.pipeline}' var '{var}' needs a default (a cron's "
                                "jobs are given no vars)")
         for q in rb.queues.values():
             if q.take_cmd:
@@ -93,15 +96,15 @@ class References:
         workers = [w for w in self.rb.workers.values() if w.pipeline == p.name]
         if workers:
             w = workers[0]
-            self.p.add(file, line, f"pipeline '{p.name}' cannot serve both worker '{w.name}' "
+            self.p.add(file, line, f"{p.spelling} '{p.name}' cannot serve both worker '{w.name}' "
                        f"(the queue item as var '{p.vars[0]}') and command '{name}' "
                        f"({gives} as vars): command '{name}' gives no '{missing[0]}'; have "
                        f"it push to the worker's queue (run = \"oj queue push {w.queue} "
                        "--var KEY=${args.KEY} ...\") or give it a pipeline of its own")
             return
-        self.p.add(file, line, f"command '{name}' runs pipeline '{p.name}', which needs var "
+        self.p.add(file, line, f"command '{name}' runs {p.spelling} '{p.name}', which needs var "
                    f"'{missing[0]}', but gives {gives}" + did_you_mean(missing[0], list(args))
-                   + f"; add <{missing[0]}> to its args or a default for it to the pipeline")
+                   + f"; add <{missing[0]}> to its args or a default for it to the {p.spelling}")
 
     def check_item_fields(self, worker: str, queue: str, fields: tuple[str, ...],
                           p: Pipeline) -> None:
@@ -139,7 +142,7 @@ class References:
         for target, what in ((p.on_done, "on_done"), (p.on_fail, "on_fail")):
             if target and target not in p.steps:
                 self.p.add(p.where.file, self.line_of(("pipeline", p.name, what), p.where),
-                           f"pipeline '{p.name}' {what} step "
+                           f"{p.spelling} '{p.name}' {what} step "
                            f"'{target}' is not defined" + did_you_mean(target, list(p.steps)))
         known: dict[str, Any] = {"var": p.vars + tuple(p.defaults), "invoke": None,
                                  "workspace": ("root", "nonce"), "local": ()}
@@ -155,7 +158,7 @@ class References:
                 if target and target not in p.steps:
                     self.p.add(s.where.file, self.line_of(("step", p.name, s.name, what),
                                                           s.where), f"step '{s.name}' {what} step "
-                               f"'{target}' is not defined in pipeline '{p.name}'"
+                               f"'{target}' is not defined in {p.spelling} '{p.name}'"
                                + did_you_mean(target, list(p.steps)))
             run_at = self.field_where(("step", p.name, s.name, "run"), s.where)
             if s.agent and s.agent not in self.rb.agents:

@@ -1,0 +1,123 @@
+"""Upstream Odd Jobs' spelling of the runbook language loads into oj's one model."""
+
+from __future__ import annotations
+
+import pytest
+
+from ojd.errors import RunbookError
+from ojd.project import parse
+
+
+def problems(text: str, name: str = "rb.hcl") -> list[str]:
+    with pytest.raises(RunbookError) as e:
+        parse([(name, text.encode())])
+    return e.value.problems
+
+
+def load(text: str, name: str = "rb.hcl"):
+    return parse([(name, text.encode())])
+
+
+UPSTREAM = """
+queue "merges" {
+  vars = ["branch"]
+}
+
+worker "merge" {
+  source = { queue = "merges" }
+  run    = { job = "merge" }
+}
+
+command "build" {
+  args = "<name>"
+  run  = { job = "build" }
+}
+
+cron "tidy" {
+  interval = "1h"
+  run      = { job = "tidy" }
+}
+
+job "merge" {
+  vars = ["mr"]
+  step "merge" { run = "echo ${var.mr.branch}" }
+}
+
+job "build" {
+  vars = ["name"]
+  step "go" { run = "echo ${var.name}" }
+}
+
+job "tidy" {
+  step "go" { run = "true" }
+}
+"""
+
+
+def test_job_blocks_load_as_pipelines_and_run_job_references_them():
+    rb = load(UPSTREAM)
+    assert set(rb.pipelines) == {"merge", "build", "tidy"}
+    assert rb.pipelines["merge"].first_step == "merge"
+    assert rb.pipelines["merge"].spelling == "job"
+    assert rb.workers["merge"].pipeline == "merge"
+    assert rb.commands["build"].pipeline == "build"
+    assert rb.crons["tidy"].pipeline == "tidy"
+    assert rb.files["rb.hcl"][-1] == "job tidy"
+
+
+def test_both_spellings_load_into_one_model():
+    oj = load('pipeline "p" {\n  vars = ["x"]\n  step "s" { run = "true" }\n}\n')
+    upstream = load('job "p" {\n  vars = ["x"]\n  step "s" { run = "true" }\n}\n')
+    assert oj.pipelines["p"].steps == upstream.pipelines["p"].steps
+    assert oj.pipelines["p"].vars == upstream.pipelines["p"].vars
+
+
+def test_handler_and_run_can_be_mixed_with_either_word():
+    rb = load('queue "q" {}\nworker "w" {\n  source = { queue = "q" }\n'
+              '  handler = { job = "p" }\n}\npipeline "p" {\n  vars = ["x"]\n'
+              '  step "s" { run = "true" }\n}\n')
+    assert rb.workers["w"].pipeline == "p"
+
+
+def test_toml_job_tables_load_as_pipelines():
+    rb = load('[job.build]\nvars = ["name"]\n\n[[job.build.step]]\nname = "go"\n'
+              'run = "echo ${var.name}"\n\n[command.build]\nargs = "<name>"\n'
+              'run = { job = "build" }\n', "rb.toml")
+    assert rb.commands["build"].pipeline == "build"
+    assert rb.pipelines["build"].spelling == "job"
+
+
+def test_problems_speak_the_job_spelling_the_file_used():
+    out = problems('job "j" {\n  vars = ["x"]\n}\n')
+    assert out == ["rb.hcl:1: job 'j' has no steps; add step \"NAME\" { run = \"...\" }"]
+    out = problems('queue "q" {}\nworker "w" {\n  source = { queue = "q" }\n'
+                   '  run = { job = "nope" }\n}\n')
+    assert out == ["rb.hcl:4: worker 'w' handler job 'nope' is not defined"]
+    out = problems('job "j" {\n  step "a" {\n    run = "true"\n    on_done = { step = "b" }\n'
+                   '  }\n}\n')
+    assert out == ["rb.hcl:4: step 'a' on_done step 'b' is not defined in job 'j'"]
+
+
+def test_a_job_and_a_pipeline_of_one_name_collide():
+    out = problems('pipeline "p" {\n  step "s" { run = "true" }\n}\n'
+                   'job "p" {\n  step "s" { run = "true" }\n}\n')
+    assert out == ["rb.hcl:4: job 'p' is already defined at rb.hcl:1; rename one of them"]
+
+
+def test_worker_with_both_handler_and_run_is_refused():
+    out = problems('queue "q" {}\nworker "w" {\n  source = { queue = "q" }\n'
+                   '  handler = { pipeline = "p" }\n  run = { job = "p" }\n}\n'
+                   'job "p" {\n  vars = ["x"]\n  step "s" { run = "true" }\n}\n')
+    assert out == ["rb.hcl:5: worker 'w' has both 'handler' and 'run'; keep one of them"]
+
+
+def test_worker_without_handler_names_both_spellings():
+    out = problems('queue "q" {}\nworker "w" {\n  source = { queue = "q" }\n}\n')
+    assert out == ["rb.hcl:2: worker 'w' needs 'handler' ({ pipeline = \"NAME\" }) or "
+                   "'run' ({ job = \"NAME\" })"]
+
+
+def test_run_reference_with_an_unknown_key_names_both_words():
+    out = problems('command "c" {\n  run = { task = "p" }\n}\n')
+    assert out == ["rb.hcl:2: 'run' must be { pipeline = \"NAME\" } or { job = \"NAME\" }; "
+                   "it has 'task'"]
