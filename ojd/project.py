@@ -257,8 +257,25 @@ def parse(sources: list[tuple[str, bytes]], warnings: list[str] | None = None, *
     parsed, problems = _parse_files(sources)
     if problems:
         raise RunbookError(problems)
+    parsed = _settle(parsed, warnings)
     return validate.build(parsed, lambda scripts: bashsyntax.check(scripts, exact), warnings,
                           missing_program)
+
+
+def _settle(parsed: list, warnings: list[str] | None) -> list:
+    """The files with their consts pasted in (``ojd.runbook.consts``)."""
+    from ojd.runbook import consts  # lazy: as in parse
+
+    out, problems = [], []
+    for display, body in parsed:
+        body, found, warned = consts.settle(display, body)
+        out.append((display, body))
+        problems += found
+        if warnings is not None:
+            warnings += warned
+    if problems:
+        raise RunbookError(sorted(problems, key=_file_line))
+    return out
 
 
 def _parse_files(sources: list[tuple[str, bytes]]) -> tuple[list, list[str]]:

@@ -121,3 +121,55 @@ def test_run_reference_with_an_unknown_key_names_both_words():
     out = problems('command "c" {\n  run = { task = "p" }\n}\n')
     assert out == ["rb.hcl:2: 'run' must be { pipeline = \"NAME\" } or { job = \"NAME\" }; "
                    "it has 'task'"]
+
+
+def load_warned(text: str) -> tuple[object, list[str]]:
+    warnings: list[str] = []
+    return parse([("rb.hcl", text.encode())], warnings), warnings
+
+
+def test_const_default_is_pasted_quoted_and_raw():
+    rb = load('const "check" { default = "make check" }\n'
+              'job "j" {\n  step "s" {\n    run = "echo ${const.check}; ${raw(const.check)}"\n'
+              '  }\n}\n')
+    assert rb.pipelines["j"].steps["s"].run == "echo 'make check'; make check"
+
+
+def test_const_value_of_one_word_stays_unquoted():
+    rb = load('const "prefix" { value = "oj" }\n'
+              'queue "q" {\n  type = "external"\n  list = "wok ready -p ${const.prefix}"\n'
+              '  take = "true"\n}\n')
+    assert rb.queues["q"].list_cmd == "wok ready -p oj"
+
+
+def test_const_conditionals_keep_the_branch_whose_condition_holds():
+    text = ('const "check" { default = "true" }\n'
+            'job "j" {\n  step "s" {\n    run = <<-SHELL\n'
+            '%{ if const.check != "true" ~}\n    ${raw(const.check)}\n'
+            '%{ else ~}\n    echo no check\n%{ endif ~}\n    SHELL\n  }\n}\n')
+    rb = load(text)
+    assert rb.pipelines["j"].steps["s"].run.strip() == "echo no check"
+    rb = load(text.replace('default = "true"', 'default = "make test"'))
+    assert rb.pipelines["j"].steps["s"].run.strip() == "make test"
+
+
+def test_const_without_value_or_default_is_an_error_at_its_line():
+    out = problems('\nconst "prefix" {}\njob "j" {\n  step "s" { run = "true" }\n}\n')
+    assert out == ["rb.hcl:2: const 'prefix' has no value; give it value = \"...\" or "
+                   "default = \"...\", or import the file and set it"]
+
+
+def test_const_with_an_unknown_field_is_an_error():
+    out = problems('const "c" {\n  valeu = "x"\n  default = "y"\n}\n'
+                   'job "j" {\n  step "s" { run = "true" }\n}\n')
+    assert out == ["rb.hcl:2: unknown field 'valeu' in const; use value (fixed) or default "
+                   "(an import may set it)"]
+
+
+def test_a_const_only_a_sibling_defines_renders_empty_with_a_warning():
+    rb, warnings = load_warned('job "j" {\n  step "s" {\n    run = <<-SHELL\n'
+                               '      ${raw(const.blocked)}\n      true\n    SHELL\n  }\n}\n')
+    assert rb.pipelines["j"].steps["s"].run.strip() == "true"
+    assert warnings == ["rb.hcl:4: warning: const 'blocked' is not defined in this file; it "
+                        "renders empty (a file that only a sibling's consts complete is "
+                        "meant to be imported with them)"]

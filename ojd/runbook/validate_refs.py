@@ -74,8 +74,8 @@ class References:
             for var in pipeline.vars:
                 if var not in pipeline.defaults:
                     self.p.add(run_at.file, run_at.line, f"cron '{cron.name}' "
-                               f"{pipeline.spelling} '{cron.pipeline}' var '{var}' needs a default (a cron's "
-                               "jobs are given no vars)")
+                               f"{pipeline.spelling} '{cron.pipeline}' var '{var}' needs a "
+                               "default (a cron's jobs are given no vars)")
         for q in rb.queues.values():
             if q.take_cmd:
                 self.check_templates(self.field_where(("queue", q.name, "take"), q.where),
