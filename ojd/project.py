@@ -162,6 +162,11 @@ def _sources(root: str) -> tuple[list[tuple[str, bytes]], str]:
             continue
         sources.append((display, data))
         digest.update(b"\0" + display.encode() + b"\0" + data)
+        if b'import "oj/' in data:  # a library imported: its files count too
+            for name in libraries():
+                for path in _library_files(name):
+                    with open(path, "rb") as f:
+                        digest.update(b"\0" + path.encode() + b"\0" + f.read())
     if problems:  # with the syntax errors of the readable files (not their references)
         raise RunbookError(sorted(problems + _parse_files(sources)[1], key=_file_line))
     return sources, digest.hexdigest()[:32]
@@ -263,19 +268,47 @@ def parse(sources: list[tuple[str, bytes]], warnings: list[str] | None = None, *
 
 
 def _settle(parsed: list, warnings: list[str] | None) -> list:
-    """The files with their consts pasted in (``ojd.runbook.consts``)."""
-    from ojd.runbook import consts  # lazy: as in parse
+    """The files with their consts pasted in and their imports in place
+    (``ojd.runbook.imports``)."""
+    from ojd.runbook import imports  # lazy: as in parse
 
-    out, problems = [], []
-    for display, body in parsed:
-        body, found, warned = consts.settle(display, body)
-        out.append((display, body))
-        problems += found
-        if warnings is not None:
-            warnings += warned
+    out, problems, warned = imports.resolve(parsed, _library, libraries())
+    if warnings is not None:
+        warnings += warned
     if problems:
         raise RunbookError(sorted(problems, key=_file_line))
     return out
+
+
+# the libraries that ship with oj: import "oj/NAME" loads the runbook files of LIBRARY_DIR/NAME
+LIBRARY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "library")
+_RUNBOOK_SUFFIXES = (".hcl", ".toml", ".json")
+
+
+def libraries() -> list[str]:
+    """The names of the libraries that ship with oj."""
+    try:
+        return sorted(e.name for e in os.scandir(LIBRARY_DIR) if _is_dir(e))
+    except OSError:
+        return []
+
+
+def _library_files(name: str) -> list[str]:
+    path = os.path.join(LIBRARY_DIR, name)
+    return sorted(os.path.join(path, f) for f in os.listdir(path)
+                  if f.endswith(_RUNBOOK_SUFFIXES))
+
+
+def _library(name: str) -> list | None:
+    """A library's files as (display name, parsed body), or None when oj has none so named."""
+    if name not in libraries():
+        return None
+    sources = [(f"oj/{name}/{os.path.basename(path)}", read_runbook(path, path))
+               for path in _library_files(name)]
+    parsed, problems = _parse_files(sources)
+    if problems:
+        raise RunbookError(problems)
+    return parsed
 
 
 def _parse_files(sources: list[tuple[str, bytes]]) -> tuple[list, list[str]]:

@@ -58,7 +58,7 @@ DEFAULT_LEASE = 60.0
 MIN_LEASE = 3.0  # renewed every third of it: shorter would be mostly renewals
 _RATE = re.compile(r"\s*([0-9]+)\s*/\s*(s|m|h)\s*", re.ASCII)
 _RATE_PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
-_WORKER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+_WORKER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]*\Z")  # ":": ALIAS:NAME of an import
 
 
 # -- schema --------------------------------------------------------------------------------
@@ -427,8 +427,8 @@ class _Builder(AgentChecks, References):
     def worker(self, file: str, block: Block, name: str, where: Where) -> None:
         f = self.fields(file, block, "worker")
         if not _WORKER_NAME.match(name):
-            self.p.add(file, block.line, f"worker name '{name}' must be letters, digits, '_', "
-                       "'-' or '.' (it names the unit oj-worker@NAME.service)")
+            self.p.add(file, block.line, f"worker name '{name}' must be letters, digits, "
+                       "'_', ':', '-' or '.' (it names the unit oj-worker@NAME.service)")
         self.name_length(file, block, "worker", name)
         queue = self.target(file, f.get("source"), "queue")
         # upstream's `run = { job = ... }` is oj's `handler = { pipeline = ... }`
@@ -473,8 +473,8 @@ class _Builder(AgentChecks, References):
     def cron(self, file: str, block: Block, name: str, where: Where) -> None:
         f = self.fields(file, block, "cron")
         if not _WORKER_NAME.match(name):
-            self.p.add(file, block.line, f"cron name '{name}' must be letters, digits, '_', "
-                       "'-' or '.' (it names the units oj-cron@NAME.timer and .service)")
+            self.p.add(file, block.line, f"cron name '{name}' must be letters, digits, "
+                       "'_', ':', '-' or '.' (it names the units oj-cron@NAME.timer and .service)")
         self.name_length(file, block, "cron", name)
         interval = schedule = None
         if "interval" in f and "schedule" in f:
