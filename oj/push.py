@@ -6,6 +6,7 @@ reads the cached queue index and appends one durable record.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ojd import lastgood, paths, queues
@@ -44,7 +45,7 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
         name, value = queues.parse_var(text)
         data[name] = value
     data = queues.validate_item(queue, data)
-    item_id, created = queues.push(store, root, queue, data, due, priority)
+    item_id, created = queues.push(store, root, queue, data, due, priority, os.getcwd())
     print(item_id)
     if not created:
         print(f"oj: the same item is already queued as {item_id}; not queued twice",
@@ -106,7 +107,7 @@ def do_push_lines(queue_name: str, source: str, variables: tuple[str, ...],
     if not items:
         raise UsageError("no items in the lines given: one JSON object per line, e.g. "
                          "{\"branch\": \"x\"}")
-    results = queues.push_many(store, root, queue, items, due, priority)
+    results = queues.push_many(store, root, queue, items, due, priority, os.getcwd())
     sys.stdout.write("".join(f"{item_id}\n" for item_id, _ in results))
     again = sum(1 for _, created in results if not created)
     if again:

@@ -75,6 +75,7 @@ if TYPE_CHECKING:
         key: str
         due: NotRequired[float]
         priority: NotRequired[int]
+        invoke: NotRequired[str]
         ts: NotRequired[float]
 
     class QueueTaken(TypedDict):
@@ -333,16 +334,20 @@ if TYPE_CHECKING:
 # -- queue items ------------------------------------------------------------------------------
 
 def queue_pushed(*, id: str, project: str, queue: str, data: dict, key: str,
-                 due: float | None = None, priority: int = 0) -> QueuePushed:
+                 due: float | None = None, priority: int = 0,
+                 invoke: str | None = None) -> QueuePushed:
     """An item queued; ``key``: the hash of its data, for dedup ("" for none); ``due``: not
     taken before this time (a delayed push; absent otherwise); ``priority``: the higher is
-    taken first (absent: 0)."""
+    taken first (absent: 0); ``invoke``: the directory it was pushed from, its job's
+    ``${invoke.dir}`` (absent: the project's root)."""
     event: QueuePushed = {"type": QUEUE_PUSHED, "id": id, "p": project, "q": queue,
                           "data": data, "key": key}
     if due:
         event["due"] = due
     if priority:
         event["priority"] = priority
+    if invoke:
+        event["invoke"] = invoke
     return event
 
 

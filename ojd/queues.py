@@ -186,9 +186,10 @@ def new_id(existing: dict[str, Any]) -> str:
 
 def push(store: Store, project: str, queue: Queue | QueueSpec,
          data: dict[str, Any], due: float | None = None,
-         priority: int | None = None) -> tuple[str, bool]:
+         priority: int | None = None, invoke: str | None = None) -> tuple[str, bool]:
     """Queue ``data`` durably (``due``: not taken before then; ``priority``: else the
-    queue's). Returns (id, created); a live duplicate returns its id."""
+    queue's; ``invoke``: the directory pushed from). Returns (id, created); a live duplicate
+    returns its id."""
     if queue.type != "persisted":
         raise UsageError(f"queue '{queue.name}' is external; items come from its list command")
     key = item_key(data)
@@ -199,13 +200,15 @@ def push(store: Store, project: str, queue: Queue | QueueSpec,
         item_id = new_id(tx.state.items)
         tx.append(queue_pushed(id=item_id, project=project, queue=queue.name, data=data,
                                key=key, due=due,
-                               priority=queue.priority if priority is None else priority))
+                               priority=queue.priority if priority is None else priority,
+                               invoke=invoke))
         return item_id, True
 
 
 def push_many(store: Store, project: str, queue: Queue | QueueSpec,
               items: list[dict[str, Any]], due: float | None = None,
-              priority: int | None = None) -> list[tuple[str, bool]]:
+              priority: int | None = None, invoke: str | None = None
+              ) -> list[tuple[str, bool]]:
     """Queue every item of ``items`` (validated) in one decision and one append, each
     deduplicated as ``push`` does (against the live items and the items before it here).
     Returns (id, created) per item, in order."""
@@ -230,7 +233,8 @@ def push_many(store: Store, project: str, queue: Queue | QueueSpec,
             ids.add(item_id)
             fresh[key] = item_id
             events.append(queue_pushed(id=item_id, project=project, queue=queue.name,
-                                       data=data, key=key, due=due, priority=prio))
+                                       data=data, key=key, due=due, priority=prio,
+                                       invoke=invoke))
             results.append((item_id, True))
         if events:
             tx.append(*events)

@@ -486,8 +486,9 @@ def test_job_show_prints_vars_and_locals_one_line_each(project: Project):
     [job] = jobs(project)
     shown = project.oj("job", "show", job["id"]).stdout.splitlines()
     at = shown.index("vars:")
-    assert shown[at + 1:at + 4] == ['  mr = {"title":"login","n":[1,2]}', "locals:",
-                                    "  branch = fix/login"]
+    assert shown[at + 1:at + 6] == ['  var.mr = {"title":"login","n":[1,2]}', "locals:",
+                                    "  local.branch = fix/login", "invoke:",
+                                    f"  invoke.dir = {project.root}"]
     data = project.json("job", "show", job["id"])
     assert data["vars"] == {"mr": {"title": "login", "n": [1, 2]}}
     assert data["locals"] == {"branch": "fix/login"}
@@ -524,5 +525,5 @@ def test_job_show_of_a_job_without_locals_says_so(project: Project):
     [job] = jobs(project)
     shown = project.oj("job", "show", job["id"]).stdout.splitlines()
     at = shown.index("vars:")
-    assert shown[at + 1:at + 3] == ["  title = some title", "locals:   -"]
+    assert shown[at + 1:at + 3] == ["  var.title = some title", "locals:   -"]
     assert project.json("job", "show", job["id"])["locals"] is None

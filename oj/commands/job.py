@@ -111,15 +111,17 @@ def show_cmd(app, job_id: str, output: str) -> None:
     if reruns:
         click.echo(f"{'rerun as:':<10} {', '.join(reruns)}")
     click.echo("vars:" if j["vars"] else "vars:     -")
+    # each by the name a template gives it: var.NAME, local.NAME, invoke.dir
     for name, value in j["vars"].items():
-        click.echo(f"  {escaped(name)} = {value_line(value)}")
+        click.echo(f"  var.{escaped(name)} = {value_line(value)}")
     if j.get("locals"):
         click.echo("locals:")
         for name, value in j["locals"].items():
-            click.echo(f"  {escaped(name)} = {value_line(value)}")
+            click.echo(f"  local.{escaped(name)} = {value_line(value)}")
     else:  # none recorded: none defined, or the job has not reached its first step
         click.echo("locals:   -" if j["history"] or j.get("locals_done")
                    or j["status"] != "running" else "locals:   - (not evaluated yet)")
+    click.echo(f"invoke:\n  invoke.dir = {escaped(j.get('invoke') or j['cwd'])}")
     click.echo("steps:")
     for h in j["history"]:
         took = f"{h['finished_at'] - h['started_at']:.1f}s" if h["finished_at"] else "running"
@@ -309,10 +311,13 @@ def rerun_cmd(app, job_id: str, detach: bool) -> int:
     new = new_id(store.refresh().jobs)
     owner = cli_owner()
 
+    # where it ran (a worker's job: the project, whatever directory its item came from)
+    base = j.get("invoke") or os.getcwd() if j.get("workspace") else j["cwd"]
+
     def create(tx) -> list[dict]:  # the job and its process: one append
         return [job_created_event(tx, store.root, app.runbook, app.root, j["pipeline"],
-                                  j["vars"], j.get("invoke") or os.getcwd(), owner=owner,
-                                  name=j["name"], job_id=new, rerun_of=j["id"])]
+                                  j["vars"], base, owner=owner, name=j["name"], job_id=new,
+                                  rerun_of=j["id"], invoked_from=j.get("invoke"))]
 
     try:
         start_job(app, new, create, j["name"])

@@ -105,8 +105,8 @@ class Intake:
             raise jobprocess.NothingToRun()  # another host took the last place meanwhile
         job = job_created_event(tx, self.store.root, work.runbook, work.project,
                                 work.worker.pipeline, work.vars_for(item["data"]),
-                                work.project, item=item["id"], worker=work.worker.name,
-                                owner=work.owner, job_id=job_id)
+                                work.project, invoked_from=item.get("invoke"), item=item["id"],
+                                worker=work.worker.name, owner=work.owner, job_id=job_id)
         return [job, queues.take_event(item, work.owner, job_id, work.lease, work.windows)]
 
     def rate_opening(self) -> float | None:

@@ -34,9 +34,11 @@ def job_created_event(tx: Transaction, state_root: str, runbook: Runbook, projec
                       item: str | None = None, worker: str | None = None,
                       owner: str | None = None, name: str | None = None,
                       job_id: str | None = None, cron: str | None = None,
-                      rerun_of: str | None = None) -> dict:
+                      rerun_of: str | None = None, invoked_from: str | None = None) -> dict:
     """The ``job:created`` event of a new job (appended by the caller, in the same append
-    as the take of its item, so a crash cannot leave one without the other)."""
+    as the take of its item, so a crash cannot leave one without the other). Without a
+    workspace it runs in ``invoke_dir``; its ``${invoke.dir}`` is ``invoked_from`` (where
+    its item was pushed from), else ``invoke_dir``."""
     pipeline = runbook.pipeline(pipeline_name)
     if pipeline is None:
         raise OjError(f"pipeline '{pipeline_name}' is not defined")
@@ -47,6 +49,7 @@ def job_created_event(tx: Transaction, state_root: str, runbook: Runbook, projec
     if missing:
         raise OjError(f"pipeline '{pipeline_name}' needs var '{missing[0]}'")
     cwd = workspace_path(state_root, pipeline, job_id, project) or invoke_dir
+    invoke_dir = invoked_from or invoke_dir
     if pipeline.job_name is not None:
         # a label, not a reason to refuse work: a template that cannot render (a key the
         # item lacks) falls back to the usual name, with a warning

@@ -55,6 +55,8 @@ class ItemFold:
             item["due"] = ev["due"]
         if ev.get("priority"):  # taken before items of a lower one
             item["priority"] = ev["priority"]
+        if ev.get("invoke"):  # where it was pushed from: its job's ${invoke.dir}
+            item["invoke"] = ev["invoke"]
         self.items[ev["id"]] = item
         self._index(item)
         if item["key"]:

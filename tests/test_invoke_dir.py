@@ -1,0 +1,51 @@
+"""${invoke.dir}: where `oj run` or `oj queue push` was run from, recorded with the job."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import Project
+
+RUNBOOK = """
+queue "q" {
+  vars = ["n"]
+}
+
+worker "w" {
+  source = { queue = "q" }
+  run    = { job = "where" }
+}
+
+job "where" {
+  vars = ["item"]
+  step "s" { run = "echo \\"from=${invoke.dir} cwd=$PWD\\"" }
+}
+"""
+
+
+def test_a_pushed_items_job_sees_the_push_directory_and_runs_in_the_project(project: Project):
+    project.write("w.hcl", RUNBOOK)
+    sub = project.root / "src" / "deep"
+    sub.mkdir(parents=True)
+    project.oj("queue", "push", "q", json.dumps({"n": "1"}), cwd=sub)
+    project.ojd("worker", "w", "--foreground", "--until-idle").communicate(timeout=60)
+    [job] = project.json("job", "list")
+    assert job["status"] == "done"
+    log = project.oj("job", "logs", job["id"]).stdout
+    assert f"from={sub} cwd={project.root}" in log
+    shown = project.oj("job", "show", job["id"]).stdout.splitlines()
+    assert f"  invoke.dir = {sub}" in shown
+    assert '  var.item = {"n":"1"}' in shown
+
+
+def test_a_rerun_keeps_the_push_directory_and_the_project_as_cwd(project: Project):
+    project.write("w.hcl", RUNBOOK)
+    sub = project.root / "src"
+    sub.mkdir()
+    project.oj("queue", "push", "q", json.dumps({"n": "2"}), cwd=sub)
+    project.ojd("worker", "w", "--foreground", "--until-idle").communicate(timeout=60)
+    [job] = project.json("job", "list")
+    rerun = project.oj("job", "rerun", job["id"], "--detach").stdout.strip()
+    project.oj("job", "wait", rerun, check=False)
+    log = project.oj("job", "logs", rerun).stdout
+    assert f"from={sub} cwd={project.root}" in log
