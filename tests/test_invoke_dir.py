@@ -49,3 +49,50 @@ def test_a_rerun_keeps_the_push_directory_and_the_project_as_cwd(project: Projec
     project.oj("job", "wait", rerun, check=False)
     log = project.oj("job", "logs", rerun).stdout
     assert f"from={sub} cwd={project.root}" in log
+
+
+NAMES = """
+command "build" {
+  args = "<name> <instructions>"
+  run  = { job = "build" }
+}
+
+command "fix" {
+  args = "<title>"
+  run  = { job = "fix" }
+}
+
+job "build" {
+  vars = ["name", "instructions"]
+  step "s" { run = "true" }
+}
+
+job "fix" {
+  name = "Fix: ${var.title}"
+  vars = ["title"]
+  step "s" { run = "true" }
+}
+
+pipeline "tidy" {
+  name = "Tidy: ${var.title}"
+  vars = ["title"]
+  step "s" { run = "true" }
+}
+
+command "tidy" {
+  args = "<title>"
+  run  = { pipeline = "tidy" }
+}
+"""
+
+
+def test_upstream_jobs_are_named_as_upstream_names_them(project: Project):
+    project.write("names.hcl", NAMES)
+    project.oj("run", "build", "test-feat", "do the thing")
+    project.oj("run", "fix", "the Login button")
+    project.oj("run", "tidy", "the Login button")
+    names = {j["pipeline"]: (j["name"], j["id"]) for j in project.json("job", "list")}
+    assert names["build"][0] == "test-feat"
+    name, job_id = names["fix"]
+    assert name == f"fix-login-button-{job_id}"
+    assert names["tidy"][0] == "Tidy: the Login button"  # oj's own spelling keeps oj's names

@@ -173,3 +173,28 @@ def test_a_const_only_a_sibling_defines_renders_empty_with_a_warning():
     assert warnings == ["rb.hcl:4: warning: const 'blocked' is not defined in this file; it "
                         "renders empty (a file that only a sibling's consts complete is "
                         "meant to be imported with them)"]
+
+
+def test_slugs_drop_filler_words_and_cut_at_a_word_end():
+    from ojd.runbook.jobnames import slug
+
+    assert slug("Fix: the Login button!") == "fix-login-button"
+    assert slug("fix fix  FIX") == "fix"
+    assert slug("implement the new authentication subsystem everywhere") == \
+        "implement-new-authentication"
+
+
+def test_a_job_blocks_name_is_its_slug_and_nonce_without_the_project_name():
+    from ojd.runbook.jobnames import display_name
+
+    assert display_name("Merge: fix the login", "ab12cd34", "shop") == "merge-fix-login-ab12cd34"
+    assert display_name("shop fix login", "ab12cd34", "shop") == "fix-login-ab12cd34"
+    assert display_name("the", "ab12cd34", "shop") == "ab12cd34"
+
+
+def test_a_command_names_its_job_after_its_name_argument_else_its_first():
+    from ojd.runbook.jobnames import command_job_name
+
+    assert command_job_name({"task": "x", "name": "test-feat"}, ("task", "name")) == "test-feat"
+    assert command_job_name({"task": "x"}, ("task",)) == "x"
+    assert command_job_name({}, ()) is None

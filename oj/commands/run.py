@@ -14,6 +14,7 @@ from oj.output import table
 from ojd import bashrun
 from ojd.errors import UsageError, escaped, unknown
 from ojd.runbook.argspec import ArgsError
+from ojd.runbook.jobnames import command_job_name
 from ojd.runbook.template import TemplateError, render_shell
 
 
@@ -41,7 +42,13 @@ def run(app, detach: bool, command_name: str | None, argv: tuple[str, ...]) -> i
         raise UsageError(f"{escaped(command_name)}: {e}") from None
     if command.run is not None:
         return _run_shell(app, command.run, values)
-    return _run_pipeline(app, command.pipeline, values, command_name, detach)
+    name = command_name
+    pipeline = runbook.pipelines.get(command.pipeline)
+    if pipeline is not None and pipeline.spelling == "job" and pipeline.job_name is None:
+        # upstream's jobs are named after the command's first argument
+        name = command_job_name(values, tuple(p.name for p in command.args.positionals)) \
+            or name
+    return _run_pipeline(app, command.pipeline, values, name, detach)
 
 
 def _list_commands(runbook) -> int:
