@@ -28,7 +28,7 @@ def do_start(name: str, project: str | None, user: bool | None = None,
 def start_worker(name: str, project: str | None, user: bool | None = None,
                  enable: bool = False, run_as: str | None = None) -> str:
     """``do_start`` without its output: the line that says what happened."""
-    root = projects.find_root(override=project)
+    root, name = worker_control.locate(name, project)
     systemd = Systemd(user=user)
     # who may change the runbooks is checked before anything reads or records them
     worker_control.trusted_runner(systemd, root, name, run_as)
@@ -36,11 +36,12 @@ def start_worker(name: str, project: str | None, user: bool | None = None,
     runbook = worker_control.WorkerIndex(projects.load_index(root, paths.cache_dir(store.root)))
     changed = False
     if enable:
-        before = runas.recorded_user(systemd, name)
+        full = worker_control.full_name(root, name)
+        before = runas.recorded_user(systemd, full)
         for note in worker_control.enable(store, systemd, runbook, root, name, run_as):
             print(f"oj: {note}", file=sys.stderr)
         # enable wrote the run-as drop-in: a running worker still runs as the user before
-        changed = runas.recorded_user(systemd, name) != before
+        changed = runas.recorded_user(systemd, full) != before
     how = worker_control.start(store, systemd, runbook, root, name, run_as=run_as,
                         run_as_changed=changed)
     # a running worker is woken (it polls its queue now), not started a second time; one

@@ -12,8 +12,9 @@ import json
 import os
 import stat
 
-from ojd import __version__
-from ojd.errors import OjError, RunbookError
+from ojd import __version__, paths
+from ojd.errors import OjError, RunbookError, escaped, quoted
+from ojd.unitnames import check_project_name, name_of_directory, qualify
 
 try:  # CPython's builtin SHA-256: importing hashlib loads OpenSSL's binding (~3 ms)
     from _sha256 import sha256
@@ -33,14 +34,19 @@ MODEL_FORMAT = b"model-2"
 
 
 def find_root(start: str | None = None, override: str | None = None) -> str:
-    """``--project`` / ``$OJ_PROJECT``, else the nearest directory above ``start`` with ``.oj/``."""
+    """``--project`` / ``$OJ_PROJECT`` (a directory, or the name of a project recorded in
+    the state dir), else the nearest directory above ``start`` with ``.oj/``."""
     explicit = override or os.environ.get("OJ_PROJECT")
     if explicit:
         root = os.path.abspath(explicit)
-        if not os.path.isdir(os.path.join(root, ".oj")):
-            raise OjError(f"{root} has no .oj/ directory; create .oj/runbooks/ there or pass "
-                          "--project with a project directory")
-        return root
+        if os.path.isdir(os.path.join(root, ".oj")):
+            return root
+        recorded = recorded_root(explicit) if os.sep not in explicit else None
+        if recorded is not None:
+            return recorded
+        raise OjError(f"{escaped(root)} has no .oj/ directory, nor is "
+                      f"{quoted(explicit)} the name of a project with workers or crons "
+                      "recorded here; pass --project with a project directory (or name)")
     here = os.path.abspath(start or os.getcwd())
     while True:
         if os.path.isdir(os.path.join(here, ".oj")):
@@ -50,6 +56,62 @@ def find_root(start: str | None = None, override: str | None = None) -> str:
             raise OjError("not in an oj project (no .oj/ directory here or above); cd into a "
                           "project or pass --project DIR")
         here = parent
+
+
+CONFIG = os.path.join(".oj", "config.toml")
+_names: dict[str, str] = {}
+
+
+def project_name(root: str) -> str:
+    """The project's name, the first part of its workers' and crons' full names (and
+    units): ``project = "shop"`` at the top of ``.oj/config.toml``, else its directory's
+    base name made fit for unit names. TOML is read only when the file exists."""
+    name = _names.get(root)
+    if name is not None:
+        return name
+    path = os.path.join(root, CONFIG)
+    configured = None
+    if os.path.exists(path):
+        import tomllib  # lazy: only for a project that has a config.toml
+
+        try:
+            with open(path, "rb") as f:
+                configured = tomllib.load(f).get("project")
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise OjError(escaped(f"{path}: {e}; fix the file")) from None
+    if configured is None:
+        name = name_of_directory(os.path.basename(root.rstrip(os.sep)) or "project")
+    elif not isinstance(configured, str):
+        raise OjError(escaped(f"{path}: project must be a string, like project = \"shop\""))
+    else:
+        name = check_project_name(configured, escaped(path))
+    _names[root] = name
+    return name
+
+
+def full_name(root: str, name: str) -> str:
+    """The full name (``PROJECT:NAME``) of worker or cron ``name`` of the project at
+    ``root``."""
+    return qualify(project_name(root), name)
+
+
+def recorded_root(name: str) -> str | None:
+    """The root of the project named ``name`` whose workers or crons are recorded in this
+    state dir, or None."""
+    # lazy: the store, only for --project NAME (a directory is the common case)
+    from ojd.store import Store
+    from ojd.unitnames import split
+
+    if not os.path.isdir(paths.state_dir()) and not os.environ.get("OJ_STATE_URL"):
+        return None  # nothing recorded, and a lookup creates no state dir
+    try:
+        state = Store().load()
+    except (OSError, OjError):
+        return None
+    for rec in (*state.workers.values(), *state.crons.values()):
+        if split(rec["name"])[0] == name and rec.get("project"):
+            return rec["project"]
+    return None
 
 
 RUNBOOK_EXTENSIONS = (".hcl", ".toml", ".json")

@@ -61,7 +61,7 @@ class UnitProject:
         self.root = root
         self.state = root / "st%a te"  # a % and a space: the drop-in must quote them
         self.worker = worker
-        self.unit = f"oj-worker@{worker}.service"
+        self.unit = f"oj-worker@{root.name}:{worker}.service"
         (root / ".oj" / "runbooks").mkdir(parents=True)
         text = RUNBOOK.replace("WORKER", worker).replace("OTHER", "none")
         (root / ".oj" / "runbooks" / "work.hcl").write_text(textwrap.dedent(text))
