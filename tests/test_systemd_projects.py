@@ -1,0 +1,129 @@
+"""Projects side by side in one state directory: each has a ``merge`` worker and a
+``janitor`` cron, run as units named after the project (``oj-worker@shop:merge.service``),
+and ``oj worker start merge`` in each project (or in its job steps) reaches its own."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from sandbox import Sandbox
+from systemd_plugin import sandbox_oj
+
+RUNBOOK = r"""
+    queue "merges" {
+      type = "persisted"
+      vars = ["n"]
+    }
+
+    worker "merge" {
+      source      = { queue = "merges" }
+      handler     = { pipeline = "merge" }
+      concurrency = 1
+      poll        = "60s"
+    }
+
+    pipeline "merge" {
+      vars = ["item"]
+      step "merge" {
+        run = <<-SHELL
+          echo "merged ${var.item.n}" >> "${invoke.dir}/ran.txt"
+          oj worker start merge
+        SHELL
+      }
+    }
+
+    cron "janitor" {
+      interval = "1s"
+      run      = "echo swept >> ran.txt"
+    }
+    """
+
+
+class Project:
+    def __init__(self, sb: Sandbox, root: Path, state: Path, config: str | None) -> None:
+        self.sb, self.root, self.state = sb, root, state
+        (root / ".oj" / "runbooks").mkdir(parents=True)
+        (root / ".oj" / "runbooks" / "merge.hcl").write_text(textwrap.dedent(RUNBOOK))
+        if config is not None:
+            (root / ".oj" / "config.toml").write_text(config)
+
+    def oj(self, *args: str, check: bool = True):
+        return sandbox_oj(self.sb, self.state, *args, cwd=self.root, check=check)
+
+    def ran(self, what: str) -> list[str]:
+        path = self.root / "ran.txt"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [line for line in lines if line.startswith(what)]
+
+
+@pytest.fixture
+def projects(installed: Sandbox, sandbox_dir: Path):
+    state = sandbox_dir / "state"
+    # the shop's directory is named otherwise: its config gives its name
+    shop = Project(installed, sandbox_dir / "checkout", state, 'project = "shop"\n')
+    blog = Project(installed, sandbox_dir / "blog", state, None)
+    yield shop, blog
+    for p in (shop, blog):
+        p.oj("cron", "stop", "janitor", check=False)
+        p.oj("worker", "stop", "merge", check=False)
+
+
+def test_two_projects_each_run_their_own_merge_worker_and_janitor_cron(projects):
+    shop, blog = projects
+    sb = shop.sb
+    for p in (shop, blog):
+        assert p.oj("worker", "start", "merge").stdout == "Worker 'merge' started\n"
+        p.oj("cron", "start", "janitor")
+    for unit in ("oj-worker@shop:merge.service", "oj-worker@blog:merge.service",
+                 "oj-cron@shop:janitor.timer", "oj-cron@blog:janitor.timer"):
+        assert sb.unit_property(unit, "ActiveState") == "active", unit
+    # readable where operators look: the unit's own name and its journal
+    status = sb.systemctl("status", "--no-pager", "oj-worker@shop:merge.service", check=False)
+    assert "oj worker shop:merge" in status
+    for n in range(3):
+        shop.oj("queue", "push", "merges", json.dumps({"n": f"s{n}"}))
+        blog.oj("queue", "push", "merges", json.dumps({"n": f"b{n}"}))
+    for p, prefix in ((shop, "s"), (blog, "b")):
+        sb.wait_for(lambda p=p: len(p.ran("merged")) == 3, timeout=60,
+                    what="each project's worker to drain its own queue")
+        assert sorted(p.ran("merged")) == [f"merged {prefix}{n}" for n in range(3)]
+        sb.wait_for(lambda p=p: p.ran("swept"), timeout=30, what="each project's cron to tick")
+    assert "Worker 'merge' was already running; woken" in shop.oj("worker", "start",
+                                                                  "merge").stdout
+    # the job steps' 'oj worker start merge' woke their own project's worker: it is
+    # running, once, under its own unit
+    rows = json.loads(shop.oj("worker", "list", "--all", "-o", "json").stdout)
+    assert sorted((r["full_name"], r["name"], r["project"]) for r in rows) == [
+        ("blog:merge", "merge", str(blog.root)), ("shop:merge", "merge", str(shop.root))]
+    listing = shop.oj("worker", "list", "--all").stdout
+    assert "\nmerge " in listing and "\nblog:merge " in listing, listing
+    # another project's worker by its full name
+    assert "was already running" in shop.oj("worker", "start", "blog:merge").stdout
+
+
+def test_a_second_directory_claiming_a_recorded_project_name_is_refused(projects, sandbox_dir):
+    shop, _ = projects
+    shop.oj("worker", "start", "merge")
+    clone = Project(shop.sb, sandbox_dir / "clone", shop.state, 'project = "shop"\n')
+    proc = clone.oj("worker", "start", "merge", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"oj: project name 'shop' already belongs to {shop.root} in this state directory; "
+        f"set project = \"OTHER\" in {clone.root}/.oj/config.toml to give this project a "
+        "name of its own\n")
+
+
+def test_project_option_takes_a_recorded_project_name(projects):
+    shop, blog = projects
+    blog.oj("worker", "start", "merge")
+    # from the shop's directory, the blog's queue by the blog's name
+    blog_item = shop.oj("--project", "blog", "queue", "push", "merges", '{"n": "x"}'
+                        ).stdout.strip()
+    shop.sb.wait_for(lambda: blog.ran("merged x"), timeout=30, what="the blog's worker")
+    items = json.loads(blog.oj("queue", "list", "--items", "-o", "json").stdout)
+    assert blog_item in {i["id"] for i in items}
+    proc = shop.oj("--project", "nosuch", "worker", "list", check=False)
+    assert proc.returncode == 1 and "nor is 'nosuch' the name of a project" in proc.stderr
