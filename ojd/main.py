@@ -66,10 +66,18 @@ def _run_worker(name: str, project: str | None, foreground: bool, until_idle: bo
             root = record["project"]
         else:
             root = projects.find_root(override=project)
+        legacy = name if is_legacy(name) and project is None and not foreground else None
         name = in_project(root, name)
         full = projects.full_name(root, name)
         if project is None and not foreground:
             rename_legacy(store, "worker", full, root)
+        if legacy is not None and os.environ.get("INVOCATION_ID"):
+            # a unit enabled before projects had names: its new one runs the worker
+            from ojd.handover import hand_over_worker  # lazy: once per legacy unit
+
+            log.info(hand_over_worker(legacy, full))
+            notifier.send("READY=1")  # a notify unit that exits unready would fail
+            return 0
         trust.require(root, name, os.geteuid())  # before the runbook is read at all
         runbook = projects.load(root, paths.cache_dir(store.root))
         trust.require(root, name, os.geteuid(), runbook)  # and the files it names

@@ -127,3 +127,47 @@ def test_project_option_takes_a_recorded_project_name(projects):
     assert blog_item in {i["id"] for i in items}
     proc = shop.oj("--project", "nosuch", "worker", "list", check=False)
     assert proc.returncode == 1 and "nor is 'nosuch' the name of a project" in proc.stderr
+
+
+def test_a_worker_enabled_before_projects_had_names_hands_over_to_its_new_unit(
+        installed: Sandbox, sandbox_dir: Path):
+    """An upgraded machine: the state holds worker 'merge' recorded the old way, and
+    oj-worker@merge.service is enabled with its state drop-in, as the old oj left them."""
+    from ojd.events import queue_pushed, worker_recorded
+    from ojd.store import Store
+
+    sb = installed
+    state = sandbox_dir / "state"
+    shop = Project(sb, sandbox_dir / "shop", state, None)
+    store = Store(str(state))
+    store.load()
+    store.append(worker_recorded(name="merge", project=str(shop.root), runbook="old",
+                                 queue="merges", pipeline="merge", concurrency=1),
+                 queue_pushed(id="old1", project=str(shop.root), queue="merges",
+                              data={"n": "before"}, key="k-old1"))
+    old, new = "oj-worker@merge.service", "oj-worker@shop:merge.service"
+    dropin = f"/etc/systemd/system/{old}.d"
+    sb.run(["mkdir", "-p", dropin])
+    sb.run(["sh", "-c", f"cat > {dropin}/50-oj-state.conf"],
+           input=f'[Service]\nEnvironment="OJ_STATE_DIR={state}"\n')
+    sb.systemctl("daemon-reload")
+    sb.systemctl("enable", old)
+    try:
+        sb.systemctl("start", old, check=False)  # as oj-workers.target does at boot
+        sb.wait_for(lambda: sb.unit_property(new, "ActiveState") == "active", timeout=30,
+                    what="the new unit to take over")
+        sb.wait_for(lambda: shop.ran("merged before"), timeout=30,
+                    what="the item pushed before the upgrade")
+        assert sb.systemctl("is-active", old, check=False) == "inactive"
+        assert sb.systemctl("is-enabled", old, check=False) == "disabled"
+        assert sb.systemctl("is-enabled", new) == "enabled"
+        assert "renamed: worker merge is shop:merge from now on" in sb.journal(old)
+        shop.oj("queue", "push", "merges", '{"n": "after"}')
+        sb.wait_for(lambda: shop.ran("merged after"), timeout=30, what="a push after")
+        rows = json.loads(shop.oj("worker", "list", "-o", "json").stdout)
+        assert [(r["name"], r["full_name"], r["active_state"]) for r in rows] == [
+            ("merge", "shop:merge", "active")]
+    finally:
+        shop.oj("worker", "stop", "merge", check=False)
+        sb.systemctl("disable", new, check=False)
+        sb.run(["rm", "-rf", dropin, f"/etc/systemd/system/{new}.d"])
