@@ -9,20 +9,25 @@ import click
 from ojd import __version__
 from ojd.errors import escaped
 
-# name -> (module, attribute, help)
+# name -> (module, attribute, help); a group's help names every subcommand, so `oj --help`
+# is the whole command tree (tests/test_cli_reference.py checks it against click's)
 SUBCOMMANDS = {
     "run": ("oj.commands.run", "run", "Run a runbook command."),
-    "worker": ("oj.commands.worker", "worker", "Start, stop and list workers."),
-    "cron": ("oj.commands.cron", "cron", "Start, stop, run now and list crons (timers)."),
-    "systemd": ("oj.commands.systemd", "systemd", "Install oj's unit files."),
-    "queue": ("oj.commands.queue", "queue", "Push to, list and manage queues."),
-    "job": ("oj.commands.job", "job", "List jobs, show one, wait for them, cancel, resume, prune."),
-    "agent": ("oj.commands.agent", "agent", "List, peek at, attach to and talk to agents."),
-    "runbook": ("oj.commands.runbook", "runbook", "Check and list the project's runbooks."),
-    "state": ("oj.commands.state", "state", "Check and compact the state directory."),
+    "worker": ("oj.commands.worker", "worker",
+               "Workers: start, stop, restart, resize, prune, enable, disable, logs, list."),
+    "cron": ("oj.commands.cron", "cron",
+             "Crons (timers): start, stop, enable, disable, once (a tick now), logs, list."),
+    "systemd": ("oj.commands.systemd", "systemd", "oj's unit files: install, uninstall."),
+    "queue": ("oj.commands.queue", "queue",
+              "Queues and items: push, list, show, drop, retry, drain, prune, done, fail."),
+    "job": ("oj.commands.job", "job", "Jobs: list, show, logs, wait, cancel, resume, prune."),
+    "agent": ("oj.commands.agent", "agent", "Agents: list, peek, attach, send."),
+    "runbook": ("oj.commands.runbook", "runbook", "The project's runbooks: check, list."),
+    "state": ("oj.commands.state", "state",
+              "The state (WAL directory or PostgreSQL): check, compact, export, import."),
     "status": ("oj.commands.status", "status",
-               "Workers, jobs, queues and agents at a glance; what needs a person in red."),
-    "workspace": ("oj.commands.workspace", "workspace", "List job workspaces, prune old ones."),
+               "Workers, jobs, queues, crons and agents at a glance; what needs a person in red."),
+    "workspace": ("oj.commands.workspace", "workspace", "Job workspaces: list, prune."),
 }
 
 

@@ -16,6 +16,10 @@ from ojd.unitcontrol import STATE_DROPIN, state_text, unit_dir, unit_safe
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "units")
 UNIT_NAMES = ("oj-worker@.service", "oj-workers.target", "oj-cron@.service", "oj-cron@.timer")
 SHIPPED_OJD = "/usr/bin/ojd"
+# The shipped units' Documentation= is where the Debian package puts the docs; a pip install
+# has them as package data instead (ojd/docs, a link to docs/ in the checkout).
+SHIPPED_DOCS = "file:/usr/share/doc/oj/"
+DOCS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "docs")
 # Sandboxing that needs a mount namespace or capabilities: a user manager can only set it
 # up with unprivileged user namespaces, and without them the unit fails to start.
 SYSTEM_ONLY = ("PrivateTmp=", "PrivateDevices=", "ProtectSystem=", "ProtectKernelTunables=",
@@ -43,6 +47,8 @@ def _exec_quote(path: str) -> str:
 def render(name: str, text: str, ojd: str, user: bool) -> str:
     """A shipped unit as this installation needs it."""
     text = text.replace(f"ExecStart={SHIPPED_OJD} ", f"ExecStart={_exec_quote(ojd)} ")
+    if ojd != SHIPPED_OJD:  # not the Debian package's: name the docs this install has
+        text = text.replace(f"Documentation={SHIPPED_DOCS}", f"Documentation=file:{DOCS_DIR}/")
     if user:
         # a user manager has no multi-user.target; its boot is default.target
         text = text.replace("WantedBy=multi-user.target", "WantedBy=default.target")

@@ -4,16 +4,26 @@
 # oj-worker@project:merge.service (on the host's systemd, or on a private one booted for the demo
 # when PID 1 is not systemd), push the branches to its queue and watch it merge them
 # (worktree, merge, check, push). The demo lives in $OJ_DEMO_DIR (default
-# /var/lib/oj-demo) with its own state directory; run it again to start over.
+# /var/lib/oj-demo) with its own state directory; run it again to start over. The set-up
+# (apt and pip) is quiet: its output goes to a log file, named if it fails.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-"$here/packaging/dev-setup.sh"
 venv="${OJ_VENV:-/opt/oj-venv}"
-export PATH="$venv/bin:$PATH"
 demo="${OJ_DEMO_DIR:-/var/lib/oj-demo}"
-export OJ_STATE_DIR="$demo/state"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "set up: system packages and oj in $venv (quiet)"
+setup_log="$(mktemp /var/tmp/oj-demo-setup.XXXXXX)"
+if ! "$here/packaging/dev-setup.sh" --no-tests >"$setup_log" 2>&1; then
+    tail -n 20 "$setup_log" >&2
+    echo "demo: the set-up failed (the end of its output is above; all of it: $setup_log)" >&2
+    exit 1
+fi
+grep -E '^(link-bin|dev-setup): ' "$setup_log" || true
+rm -f "$setup_log"
+export PATH="$venv/bin:$PATH"
+export OJ_STATE_DIR="$demo/state"
 
 rm -rf "$demo"
 mkdir -p "$demo"
@@ -42,3 +52,17 @@ oj runbook check
 "$venv/bin/python" "$here/packaging/demo_worker.py" "$demo/project" "$OJ_STATE_DIR"
 say "origin/main now has the three merges"
 git -C "$demo/origin.git" log --oneline main
+
+say "try next"
+cat <<EOF
+The demo's project is $demo/project and its state $OJ_STATE_DIR:
+
+  cd $demo/project && export OJ_STATE_DIR=$OJ_STATE_DIR
+  oj job list                     # the three merge jobs
+  oj job logs JOB                 # one job's steps and their output (an id from oj job list)
+  oj queue push merges --var branch=feature-1 --var title="Again"
+  oj worker start merge           # without systemd as PID 1: ojd worker merge --foreground
+  oj status                       # workers, jobs and queues at a glance
+
+A runbook of your own, step by step: $here/docs/FIRST-RUNBOOK.md
+EOF

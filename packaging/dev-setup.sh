@@ -6,18 +6,24 @@
 # $OJ_BIN_DIR (default /usr/local/bin; see packaging/link-bin.sh).
 # The venv is built from /usr/bin/python3 in a world-readable place so that non-root
 # users (user-scope workers) can run it too. Safe to run again.
+# With --no-tests (packaging/demo.sh), only what oj itself needs: no PostgreSQL server, no
+# faketime, no pytest/ruff (tests/run.sh installs those).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${OJ_VENV:-/opt/oj-venv}"
+tests=1
+[ "${1:-}" = "--no-tests" ] && tests=0
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "dev-setup: run as root (it installs packages with apt-get)" >&2
     exit 1
 fi
 
+packages=(python3 python3-venv python3-dev gcc pkg-config libsystemd-dev systemd dbus git
+          util-linux procps tmux libpq5)
+[ "$tests" = 1 ] && packages+=(postgresql faketime)
 need=()
-for pkg in python3 python3-venv python3-dev gcc pkg-config libsystemd-dev systemd dbus git \
-           util-linux procps tmux postgresql libpq5 faketime; do
+for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
         || need+=("$pkg")
 done
@@ -34,7 +40,11 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 # A regular (not editable) install: the checkout may sit where the test sandbox cannot
 # see it (/tmp is private there), and the tests then exercise the installed package.
-"$venv/bin/pip" install -q "$here[test]"
+if [ "$tests" = 1 ]; then
+    "$venv/bin/pip" install -q "$here[test]"
+else
+    "$venv/bin/pip" install -q "$here"
+fi
 "$venv/bin/pip" install -q --no-deps --force-reinstall "$here"
 chmod -R a+rX "$venv"
 "$here/packaging/link-bin.sh" "$venv"

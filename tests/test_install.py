@@ -72,3 +72,26 @@ def test_readme_names_what_pipx_install_needs_to_build_pystemd():
     for package in ("gcc", "python3-dev", "libsystemd-dev", "pkg-config"):
         assert f" {package} " in setup
 
+
+
+def test_units_written_by_a_pip_install_name_docs_it_has(tmp_path: Path):
+    """`oj systemd install` from a pip install (into a directory of its own, as into a fresh
+    venv) writes units whose Documentation= files exist: the docs ship as package data."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "-q", "install", "--no-deps", "--target",
+                    str(target), str(REPO)], check=True, capture_output=True, timeout=300)
+    script = ("import sys\n"
+              "from ojd.unitfiles import SHIPPED_DIR, UNIT_NAMES, render\n"
+              "for name in UNIT_NAMES:\n"
+              "    for user in (False, True):\n"
+              "        shipped = open(f'{SHIPPED_DIR}/{name}').read()\n"
+              "        text = render(name, shipped, sys.argv[1], user)\n"
+              "        print(*(l for l in text.splitlines() if l.startswith('Documentation=')))\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(target / "bin" / "ojd")],
+                          env=dict(os.environ, PYTHONPATH=str(target)), cwd=tmp_path,
+                          capture_output=True, text=True, check=True)
+    urls = [url for line in proc.stdout.split() for url in line.split("=", 1)[1:]]
+    assert len(urls) == 8, proc.stdout
+    for url in urls:
+        assert url.startswith(f"file:{target}/ojd/docs/"), url
+        assert Path(url.removeprefix("file:")).is_file(), url

@@ -66,7 +66,7 @@ def test_valid_runbook_becomes_a_model():
     assert rb.files == {"rb.hcl": ["queue merges", "worker merge", "pipeline merge"]}
 
 
-@pytest.mark.parametrize("name", ["merge.hcl", "bugfix.hcl", "build.hcl"])
+@pytest.mark.parametrize("name", ["merge.hcl", "bugfix.hcl", "build.hcl", "janitor.hcl"])
 def test_example_runbooks_are_valid(name):
     with open(os.path.join(REPO, "runbooks", name), "rb") as f:
         parse([(name, f.read())])
