@@ -52,7 +52,9 @@ def _run_worker(name: str, project: str | None, foreground: bool, until_idle: bo
     log = Log(f"worker {escaped(name)}")
     notifier = Notifier()
     store = Store()
-    wait = StoreWait(store, escaped(name), log, notifier, signals.wake_r, signals.stopped)
+    # STATUS= says the runbook's name, as the loop's does: the unit's name holds the project
+    wait = StoreWait(store, escaped(short(name)), log, notifier, signals.wake_r,
+                     signals.stopped)
     state = wait(store.load)
     try:
         if project is None and not foreground:
