@@ -19,6 +19,8 @@ from ojd.unitnames import SEPARATOR, check_name, split
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ojd.store import Store
 
 TARGET = "oj-workers.target"  # enabled workers and cron timers start with it at boot
@@ -70,15 +72,16 @@ def name_taken(state, project: str, root: str) -> str | None:
     return None
 
 
-def resolve(records: dict, kind: str, name: str, root: str | None) -> str:
+def resolve(records: Callable[[], dict], kind: str, name: str, root: str | None) -> str:
     """The full name (``PROJECT:NAME``) a user means by ``name``: itself when full; in a
     project (``root``), that project's; elsewhere the one recorded worker or cron of that
-    name (two projects' are ambiguous: the error names their full names)."""
+    name (two projects' are ambiguous: the error names their full names). ``records`` are
+    read only then: a stop or a disable needs no state when the name says it all."""
     if SEPARATOR in name:
         return name
     if root is not None:
         return project_full_name(root, name)
-    found = sorted(n for n in records if split(n)[1] == name or n == name)
+    found = sorted(n for n in records() if split(n)[1] == name or n == name)
     if len(found) == 1:
         return found[0]
     if found:

@@ -28,7 +28,7 @@ def cron() -> None:
 def cron_full_name(app, name: str) -> str:
     """The full name (PROJECT:NAME) a command on a recorded cron means by ``name``."""
     crons.check_name(name)
-    return resolve(app.reader_store.state.crons, "cron", name, app.project_or_none())
+    return resolve(lambda: app.reader_store.state.crons, "cron", name, app.project_or_none())
 
 
 @cron.command("start")

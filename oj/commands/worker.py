@@ -78,7 +78,7 @@ def located(app, name: str, kind: str = "worker"):
 def full_name(app, name: str) -> str:
     """The full name (PROJECT:NAME) a command on a recorded worker means by ``name``."""
     check_name(name)
-    return resolve(app.reader_store.state.workers, "worker", name, app.project_or_none())
+    return resolve(lambda: app.reader_store.state.workers, "worker", name, app.project_or_none())
 
 
 def _start(app, name: str, scope: str | None, enable: bool = False,
