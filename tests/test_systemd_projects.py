@@ -171,3 +171,91 @@ def test_a_worker_enabled_before_projects_had_names_hands_over_to_its_new_unit(
         shop.oj("worker", "stop", "merge", check=False)
         sb.systemctl("disable", new, check=False)
         sb.run(["rm", "-rf", dropin, f"/etc/systemd/system/{new}.d"])
+
+
+WAITING_RUNBOOK = r"""
+    queue "merges" {
+      type = "persisted"
+      vars = ["n"]
+    }
+
+    worker "merge" {
+      source      = { queue = "merges" }
+      handler     = { pipeline = "merge" }
+      concurrency = 1
+      poll        = "60s"
+    }
+
+    pipeline "merge" {
+      vars = ["item"]
+      step "merge" {
+        run = <<-SHELL
+          echo "start ${var.item.n}" >> "${invoke.dir}/ran.txt"
+          while [ ! -e "${invoke.dir}/go" ]; do sleep 0.1; done
+          echo "end ${var.item.n}" >> "${invoke.dir}/ran.txt"
+        SHELL
+      }
+    }
+    """
+
+
+def test_a_job_running_under_the_old_unit_finishes_once_under_the_new_one(
+        installed: Sandbox, sandbox_dir: Path):
+    """An upgrade while a job runs: oj-worker@merge.service (its worker as the old oj ran
+    it, by its bare name) runs a step that waits on a file; the upgrade restarts the unit,
+    which hands over to oj-worker@shop:merge.service. The job's step, in its own scope,
+    runs on; the new worker watches it to its end: one run, one job, its item done once."""
+    import os
+    import sys
+
+    from ojd.events import queue_pushed, worker_recorded
+    from ojd.store import Store
+
+    sb = installed
+    state = sandbox_dir / "state"
+    shop = Project(sb, sandbox_dir / "shop", state, None)
+    (shop.root / ".oj" / "runbooks" / "merge.hcl").write_text(textwrap.dedent(WAITING_RUNBOOK))
+    store = Store(str(state))
+    store.load()
+    store.append(worker_recorded(name="merge", project=str(shop.root), runbook="old",
+                                 queue="merges", pipeline="merge", concurrency=1),
+                 queue_pushed(id="old1", project=str(shop.root), queue="merges",
+                              data={"n": "before"}, key="k-old1"))
+    old, new = "oj-worker@merge.service", "oj-worker@shop:merge.service"
+    dropin = f"/etc/systemd/system/{old}.d"
+    ojd = os.path.join(os.path.dirname(sys.executable), "ojd")
+    sb.run(["mkdir", "-p", dropin])
+    sb.run(["sh", "-c", f"cat > {dropin}/50-oj-state.conf"],
+           input=f'[Service]\nEnvironment="OJ_STATE_DIR={state}"\n')
+    # the worker as it ran before the upgrade: under its bare name, taking items itself
+    sb.run(["sh", "-c", f"cat > {dropin}/90-before-the-upgrade.conf"],
+           input=f"[Service]\nExecStart=\nExecStart={ojd} worker merge --project {shop.root}\n")
+    sb.systemctl("daemon-reload")
+    sb.systemctl("enable", old)
+    try:
+        sb.systemctl("start", old)
+        sb.wait_for(lambda: shop.ran("start before"), timeout=30, what="the job's step to start")
+        [job] = json.loads(shop.oj("job", "list", "-o", "json").stdout)
+        # the upgrade: the unit's next start is the new oj's (as the package's try-restart)
+        sb.run(["rm", f"{dropin}/90-before-the-upgrade.conf"])
+        sb.systemctl("daemon-reload")
+        sb.systemctl("restart", old, check=False)
+        sb.wait_for(lambda: sb.unit_property(new, "ActiveState") == "active", timeout=30,
+                    what="the new unit to take over")
+        assert sb.systemctl("is-active", old, check=False) == "inactive"
+        assert sb.unit_property(f"oj-job-{job['id']}.scope", "ActiveState") == "active"
+        (shop.root / "go").touch()
+        sb.wait_for(lambda: shop.ran("end before"), timeout=30, what="the step to end")
+        sb.wait_for(lambda: [i["status"] for i in json.loads(
+            shop.oj("queue", "list", "--items", "-o", "json").stdout)] == ["completed"],
+            timeout=30, what="the item to complete")
+        jobs = json.loads(shop.oj("job", "list", "-o", "json").stdout)
+        assert [(j["id"], j["status"]) for j in jobs] == [(job["id"], "done")]
+        assert shop.ran("start") == ["start before"] and shop.ran("end") == ["end before"]
+        assert sb.systemctl("is-enabled", new) == "enabled"
+    finally:
+        (shop.root / "go").touch()
+        shop.oj("worker", "stop", "merge", check=False)
+        sb.systemctl("disable", new, old, check=False)
+        sb.run(["rm", "-rf", dropin, f"/etc/systemd/system/{new}.d"])
+
