@@ -171,9 +171,19 @@ def run_cron(name: str, project: str | None) -> int:
             root = record["project"]
         else:
             root = projects.find_root(override=project)
+        legacy = name if is_legacy(name) and project is None else None
         name = in_project(root, name)
         if project is None:
             rename_legacy(store, "cron", projects.full_name(root, name), root)
+        if legacy is not None and os.environ.get("INVOCATION_ID"):
+            # a timer started before projects had names: its new one ticks from now on
+            # (this tick runs, under the new name)
+            from ojd.handover import hand_over_cron  # lazy: once per legacy timer
+            from ojd.systemd import Systemd  # lazy: as hand_over_cron
+
+            said = hand_over_cron(Systemd(), legacy, projects.full_name(root, name), True)
+            if said is not None:
+                log.info(said)
         crons.require_trusted_uid(root, name, os.geteuid())  # before the runbook is read
         runbook = projects.load(root, paths.cache_dir(store.root))
         crons.require_trusted_uid(root, name, os.geteuid(), runbook)  # the files it names

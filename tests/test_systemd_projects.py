@@ -259,3 +259,59 @@ def test_a_job_running_under_the_old_unit_finishes_once_under_the_new_one(
         sb.systemctl("disable", new, old, check=False)
         sb.run(["rm", "-rf", dropin, f"/etc/systemd/system/{new}.d"])
 
+
+@pytest.mark.parametrize("by", ["its tick", "oj cron start"])
+def test_a_cron_timer_enabled_before_projects_had_names_hands_over_to_its_new_timer(
+        installed: Sandbox, sandbox_dir: Path, by: str):
+    """An upgraded machine: cron 'janitor' recorded the old way, oj-cron@janitor.timer
+    enabled and running with its drop-ins. Its next tick, or `oj cron start janitor` in its
+    project, leaves oj-cron@shop:janitor.timer enabled and ticking in its place."""
+    from ojd.events import cron_recorded
+    from ojd.store import Store
+    from ojd.unitcontrol import state_text
+
+    sb = installed
+    state = sandbox_dir / "state"
+    shop = Project(sb, sandbox_dir / "shop", state, None)
+    store = Store(str(state))
+    store.load()
+    store.append(cron_recorded(name="janitor", project=str(shop.root), runbook="old"))
+    old, new = "oj-cron@janitor.timer", "oj-cron@shop:janitor.timer"
+    units = "/etc/systemd/system"
+    # the old timer ticks each second, or not before an hour (the start hands it over)
+    every = "1s" if by == "its tick" else "1h"
+    for path, text in ((f"{units}/{old}.d/50-oj-schedule.conf",
+                        f"# state dir: {state}\n[Timer]\nOnActiveSec={every}\n"
+                        f"OnUnitActiveSec={every}\n"),
+                       (f"{units}/oj-cron@janitor.service.d/50-oj-state.conf",
+                        state_text("cron", str(state)))):
+        sb.run(["mkdir", "-p", str(Path(path).parent)])
+        sb.run(["sh", "-c", f"cat > {path}"], input=text)
+    sb.systemctl("daemon-reload")
+    sb.systemctl("enable", old)
+    sb.systemctl("start", old)
+    try:
+        if by == "oj cron start":
+            proc = shop.oj("cron", "start", "janitor")
+            assert f"oj: renamed: cron janitor is shop:janitor from now on; its timer is " \
+                   f"{new} (enabled in its place), the old {old} disabled and stopped" \
+                   in proc.stderr
+        sb.wait_for(lambda: sb.unit_property(new, "ActiveState") == "active", timeout=30,
+                    what="the new timer to take over")
+        assert sb.systemctl("is-enabled", new) == "enabled"
+        assert sb.systemctl("is-active", old, check=False) == "inactive"
+        assert sb.systemctl("is-enabled", old, check=False) == "disabled"
+        # the new timer ticks, with the state drop-in moved (or written) to its service
+        sb.wait_for(lambda: len(shop.ran("swept")) >= 2, timeout=30, what="ticks")
+        crons = json.loads(shop.oj("cron", "list", "-o", "json").stdout)
+        assert [(c["name"], c["full_name"]) for c in crons] == [("janitor", "shop:janitor")]
+        assert not Path(f"{units}/{old}.d").exists()
+        if by == "its tick":
+            assert "renamed: cron janitor is shop:janitor from now on" in sb.journal(
+                "oj-cron@janitor.service")
+    finally:
+        shop.oj("cron", "stop", "janitor", check=False)
+        sb.systemctl("disable", new, old, check=False)
+        sb.systemctl("stop", old, check=False)
+        sb.run(["rm", "-rf", f"{units}/{old}.d", f"{units}/{new}.d",
+                f"{units}/oj-cron@janitor.service.d", f"{units}/oj-cron@shop:janitor.service.d"])

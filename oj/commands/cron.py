@@ -9,7 +9,7 @@ import click
 
 from oj.commands.worker import located, show_journal, systemd_for, user_scope, with_scope
 from oj.output import ago, emit_json, output_option, table
-from ojd import crons
+from ojd import crons, handover
 from ojd.duration import format_duration
 from ojd.errors import OjError, escaped, quoted
 from ojd.unitcontrol import resolve
@@ -45,6 +45,7 @@ def start_cmd(app, name: str, enable: bool, scope: str | None) -> None:
     if enable:
         for note in crons.enable(app.store, systemd, app.runbook, app.root, name):
             click.echo(f"oj: {note}", err=True)
+    take_over_old_timer(app, systemd, name)
     said = {"started": "started", "running": "was already running",
             "rescheduled": "was running; restarted with its new schedule"}[outcome]
     click.echo(f"Cron {quoted(name)} {said} ({crons.describe_schedule(app.runbook.crons[name])})"
@@ -73,9 +74,18 @@ def stop_cmd(app, name: str, scope: str | None) -> None:
 def enable_cmd(app, name: str, scope: str | None) -> None:
     """Start a cron's timer at boot (it joins oj-workers.target); does not start it now."""
     app, name = located(app, name, "cron")
-    for note in crons.enable(app.store, systemd_for(scope), app.runbook, app.root, name):
+    systemd = systemd_for(scope)
+    for note in crons.enable(app.store, systemd, app.runbook, app.root, name):
         click.echo(f"oj: {note}", err=True)
+    take_over_old_timer(app, systemd, name)
     click.echo(f"Cron {quoted(name)} enabled")
+
+
+def take_over_old_timer(app, systemd, name: str) -> None:
+    """A timer this cron had before projects had names (oj-cron@NAME.timer) hands over."""
+    said = handover.take_over_cron(app.store, systemd, crons.full_name(app.root, name))
+    if said is not None:
+        click.echo(f"oj: {said}", err=True)
 
 
 @cron.command("disable")
