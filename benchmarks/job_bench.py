@@ -237,7 +237,7 @@ COMPONENTS = r'''
 import json, os, subprocess, sys, tempfile, time
 
 from ojd import bashrun
-from ojd.runners.jobs import STEP_WRAPPER
+from ojd.runners.stepprocess import StepCommand
 from ojd.store import Store
 from ojd.systemd import Systemd
 from ojd.store.wal import WalDirectory
@@ -282,11 +282,10 @@ def step_once(tee, log, status):
     """The step wrapper around `true`, as JobRunner._run_step starts it; Popen to exit."""
     sync_r, sync_w = os.pipe()
     t = time.perf_counter()
-    with bashrun.Script("true") as bash:
-        argv = ["bash", "-c", STEP_WRAPPER, "oj-step:bench:step", str(sync_r), status, "0",
-                *bash.argv[1:]]
+    with StepCommand("bench", "step", sync_r, status, "0", "true") as command:
         with open(log, "ab", buffering=0) as out:
-            proc = subprocess.Popen(argv, pass_fds=(sync_r, *bash.fds), stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(command.argv, pass_fds=command.fds,
+                                    stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL if tee else out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
     os.close(sync_r)
@@ -422,7 +421,7 @@ class JobBench:
 
     @staticmethod
     def unit(worker: str) -> str:
-        return f"oj-worker@{worker}.service"
+        return f"oj-worker@project:{worker}.service"  # the project is named after ./project
 
     def status_text(self, worker: str) -> str:
         return self.sb.unit_property(self.unit(worker), "StatusText")

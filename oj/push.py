@@ -16,9 +16,11 @@ from ojd.wake import not_woken, wake_queue_workers
 
 
 def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
-            project: str | None, start: bool = False) -> int:
+            project: str | None, start: bool = False, wait: bool = False,
+            follow: bool = False) -> int:
     """Validate, push durably, print the id, wake the queue's running workers; with
-    ``start``, start those of this project's workers of the queue that do not run."""
+    ``start``, start those of this project's workers of the queue that do not run; with
+    ``wait``, wait for the item's job and return its outcome (``follow``: print its log)."""
     root = projects.find_root(override=project)
     store = Store()
     cache = paths.cache_dir(store.root)
@@ -54,9 +56,20 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
               "'oj runbook check' lists the problems", file=sys.stderr)
         return 1
     if start:
-        return start_workers(root, index, queue.name, woken, project)
+        code = start_workers(root, index, queue.name, woken, project)
+        if not wait or code:
+            return code
+        woken = sorted(set(woken) | set(defined))  # started now
+    if wait:
+        try:
+            # lazy: the job runners' modules, only for a push that waits
+            from oj.pushwait import wait_for_item
+        except KeyboardInterrupt:  # before the wait began: nothing took the item yet
+            print(f"oj: stopped waiting; item {item_id} stays queued", file=sys.stderr)
+            return 130
+        return wait_for_item(store, item_id, queue.name, woken, idle, follow)
     if idle and not woken:
-        print(f"oj: {not_woken(idle)}", file=sys.stderr)
+        print(f"oj: {not_woken(idle, store.root, root)}", file=sys.stderr)
     return 0
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import time
 
+from ojd import identity, unitcontrol, unitnames, wake
 from ojd import project as projects
-from ojd import unitcontrol, unitnames, wake
 from ojd.duration import format_duration
 from ojd.errors import OjError, escaped, quoted, unknown
 from ojd.state import LIVE_JOB_STATES
@@ -292,6 +292,7 @@ def listing(store: Store, systemd: Systemd | None, project: str | None,
             except SystemdUnavailable as e:
                 problem, systemd = str(e), None
     rows = []
+    up_since: dict[str, float | None] = {}  # per project: when its 'ojd up' started
     for full in sorted(crons):
         root, cron = crons[full]
         project_name, name = unitnames.split(full)
@@ -316,6 +317,18 @@ def listing(store: Store, systemd: Systemd | None, project: str | None,
             last_run, outcome = rec["last_skipped"], "skipped"
         elif last_run and last_job is None:
             outcome = "pruned"  # its job is gone from the state
+        if root is not None and cron is not None:
+            if root not in up_since:
+                up = wake.up_pid(store.root, root)
+                up_since[root] = identity.proc_started_at(up) if up is not None else None
+            if up_since[root] is not None:  # 'ojd up' ticks it, not a timer
+                # lazy: the calendar's reckoning, only where 'ojd up' runs the project
+                from ojd.runbook.elapse import upcoming_tick
+
+                active, sub = "active", wake.UP_STATE
+                began = max(rec.get("last_tick") or 0.0, rec.get("last_skipped") or 0.0)
+                next_run = upcoming_tick(cron.schedule, cron.interval, began or None,
+                                         up_since[root], time.time())
         tick = unit_map.get(service_unit(full)) if unit_map is not None else None
         # the last tick's service failed: it started nothing (its cron gone from the
         # runbook, a runbook that does not load, runbooks refused); its journal says why

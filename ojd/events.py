@@ -44,6 +44,7 @@ JOB_REOPENED = "job:reopened"
 JOB_PRUNED = "job:pruned"
 JOB_WAITING = "job:waiting"
 JOB_ANSWERED = "job:answered"
+JOB_DISMISSED = "job:dismissed"
 AGENT_STARTED = "agent:started"
 AGENT_DELIVERED = "agent:delivered"
 WORKER_RECORDED = "worker:recorded"
@@ -120,6 +121,7 @@ if TYPE_CHECKING:
         worker: str | None
         by: str | None
         cron: NotRequired[str]
+        rerun_of: NotRequired[str]
         ts: NotRequired[float]
 
     class JobStepStarted(TypedDict):
@@ -188,6 +190,11 @@ if TYPE_CHECKING:
         type: Literal["job:answered"]
         id: str
         message: str
+        ts: NotRequired[float]
+
+    class JobDismissed(TypedDict):
+        type: Literal["job:dismissed"]
+        id: str
         ts: NotRequired[float]
 
     class AgentStarted(TypedDict):
@@ -355,13 +362,16 @@ def queue_pruned(*, ids: list[str]) -> Pruned:
 def job_created(*, id: str, project: str, pipeline: str, name: str, vars: dict,
                 cwd: str | None, workspace: str | None, invoke: str | None,
                 item: str | None, worker: str | None, by: str | None,
-                cron: str | None = None) -> JobCreated:
-    """A job of ``pipeline``; ``cron``: the cron whose tick made it (left out otherwise)."""
+                cron: str | None = None, rerun_of: str | None = None) -> JobCreated:
+    """A job of ``pipeline``; ``cron``: the cron whose tick made it, ``rerun_of``: the job
+    ``oj job rerun`` ran again (each left out otherwise)."""
     event: JobCreated = {"type": JOB_CREATED, "id": id, "p": project, "pipeline": pipeline,
                          "name": name, "vars": vars, "cwd": cwd, "ws": workspace,
                          "invoke": invoke, "item": item, "worker": worker, "by": by}
     if cron is not None:
         event["cron"] = cron
+    if rerun_of is not None:
+        event["rerun_of"] = rerun_of
     return event
 
 
@@ -421,6 +431,12 @@ def job_waiting(*, id: str, reason: str) -> JobWaiting:
 def job_answered(*, id: str, message: str) -> JobAnswered:
     """``oj job resume ID -m``: the answer to a waiting job, which runs on."""
     return {"type": JOB_ANSWERED, "id": id, "message": message}
+
+
+def job_dismissed(*, id: str) -> JobDismissed:
+    """``oj job dismiss``: a failed or waiting job no longer counts as needing a person (it
+    stays in the history as it was)."""
+    return {"type": JOB_DISMISSED, "id": id}
 
 
 def agent_started(*, id: str, step: str, visit: int, agent: str, socket: str, session: str,
@@ -535,6 +551,7 @@ CONSTRUCTORS: dict[str, Callable[..., dict]] = {
     JOB_PRUNED: job_pruned,
     JOB_WAITING: job_waiting,
     JOB_ANSWERED: job_answered,
+    JOB_DISMISSED: job_dismissed,
     AGENT_STARTED: agent_started,
     AGENT_DELIVERED: agent_delivered,
     WORKER_RECORDED: worker_recorded,

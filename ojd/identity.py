@@ -26,6 +26,20 @@ def proc_start_time(pid: int) -> str | None:
     return fields[19].decode()
 
 
+def proc_started_at(pid: int) -> float | None:
+    """When process ``pid`` started, in wall-clock seconds (to the second of the boot
+    time), or None when it does not run."""
+    ticks = proc_start_time(pid)
+    if ticks is None:
+        return None
+    try:
+        with open("/proc/stat") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return btime + int(ticks) / os.sysconf("SC_CLK_TCK")
+
+
 _BOOT_ID: list[str] = []
 
 

@@ -1,5 +1,6 @@
 """``ojd``: the program systemd runs. ``ojd worker NAME`` is the body of oj-worker@NAME.service,
-``ojd cron NAME`` the body of oj-cron@NAME.service."""
+``ojd cron NAME`` the body of oj-cron@NAME.service; ``ojd up`` runs a whole project in the
+foreground without systemd (``ojd.up``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 
 from ojd import __version__, cron_tick, crons, identity, paths, unitcontrol, wake
 from ojd import project as projects
+from ojd.duration import DurationError, parse_duration
 from ojd.errors import OjError, escaped, quoted
 from ojd.notify import Log, Notifier
 from ojd.runners.jobprocess import own_manager
@@ -236,6 +238,14 @@ def in_project(root: str, name: str) -> str:
     return rest
 
 
+def _grace(text: str) -> float:
+    """``ojd up --grace``: a duration, zero for no wait; a bad one is argparse's one line."""
+    try:
+        return parse_duration(text, allow_zero=True)
+    except DurationError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ojd", description="oj's service program")
     parser.add_argument("--version", action="version", version=f"ojd {__version__}")
@@ -250,8 +260,21 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("cron", help="one tick of a cron: start its job unless too many run")
     c.add_argument("name")
     c.add_argument("--project", help="project directory (default: recorded by oj cron start)")
+    u = sub.add_parser("up", help="run every worker and cron of a project in the foreground "
+                                  "(a container's one process)")
+    u.add_argument("--project", help="project directory (default: found from the current "
+                                     "directory)")
+    u.add_argument("--until-idle", action="store_true",
+                   help="exit once nothing can run without a person")
+    u.add_argument("--grace", type=_grace, metavar="DURATION",
+                   help="at a stop, wait at most this long for running jobs (default: until "
+                        "they end; a container's stop timeout bounds it)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "up":
+            from ojd import up  # lazy: ojd up alone runs it, off a worker's and a tick's start
+
+            return up.run(args.project, args.until_idle, args.grace)
         if args.command == "cron":
             return run_cron(args.name, args.project)
         return run_worker(args.name, args.project, args.foreground, args.until_idle)

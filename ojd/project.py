@@ -23,6 +23,8 @@ except ImportError:  # other interpreters and versions (3.12 calls it _sha2)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ojd.runbook.model import Runbook
 
 RUNBOOK_DIR = os.path.join(".oj", "runbooks")
@@ -291,19 +293,24 @@ def _write_index(path: str, runbook: Runbook) -> None:
     atomic_write(path, json.dumps(index_of(runbook)).encode())
 
 
-def check(root: str, exact: bool = True) -> tuple[Runbook, list[str]]:
+def check(root: str, exact: bool = True,
+          missing_program: Callable[[str], str | None] | None = None
+          ) -> tuple[Runbook, list[str]]:
     """Parse and validate without the cache (``oj runbook check``): the runbook and its
-    warnings. Raises RunbookError listing every problem. ``exact``: see ``load``."""
+    warnings. Raises RunbookError listing every problem. ``exact``: see ``load``;
+    ``missing_program``: see ``validate.build``."""
     import dataclasses  # lazy: it loads inspect (~5 ms); a push reads the JSON index
 
     warnings: list[str] = []
     sources, digest = _sources(root)
-    runbook = dataclasses.replace(parse(sources, warnings, exact=exact), digest=digest)
+    runbook = dataclasses.replace(parse(sources, warnings, exact=exact,
+                                        missing_program=missing_program), digest=digest)
     return runbook, warnings
 
 
 def parse(sources: list[tuple[str, bytes]], warnings: list[str] | None = None, *,
-          exact: bool = False) -> Runbook:
+          exact: bool = False,
+          missing_program: Callable[[str], str | None] | None = None) -> Runbook:
     """Parse (by extension: HCL, TOML or JSON) and validate, shell scripts included."""
     # lazy: the parser loads only on a cache miss, never on a push or worker start
     from ojd.runbook import bashsyntax, validate
@@ -311,7 +318,8 @@ def parse(sources: list[tuple[str, bytes]], warnings: list[str] | None = None, *
     parsed, problems = _parse_files(sources)
     if problems:
         raise RunbookError(problems)
-    return validate.build(parsed, lambda scripts: bashsyntax.check(scripts, exact), warnings)
+    return validate.build(parsed, lambda scripts: bashsyntax.check(scripts, exact), warnings,
+                          missing_program)
 
 
 def _parse_files(sources: list[tuple[str, bytes]]) -> tuple[list, list[str]]:

@@ -60,7 +60,9 @@ def worker_rows(store: Store, project: str | None, unit_map: dict[str, UnitInfo]
     rows, _ = worker_listing(store, None, project)
     for r in rows:
         info = unit_map.get(r["unit"]) if unit_map is not None else None
-        if r["active_state"] == "foreground":
+        if r["sub_state"] == "ojd up":  # a worker of a project 'ojd up' runs
+            state = f"{r['active_state']} (ojd up)"
+        elif r["active_state"] == "foreground":
             state = "foreground"
         elif info is not None:
             r["active_state"], r["sub_state"] = info.active_state, info.sub_state
@@ -87,10 +89,12 @@ def _job_unit(job: dict, unit_map: dict[str, UnitInfo] | None) -> tuple[str | No
     return unit, (f"{info.active_state}/{info.sub_state}" if info is not None else None)
 
 
-def job_rows(jobs: list[dict], unit_map: dict[str, UnitInfo] | None, now: float
-             ) -> dict[str, list[dict]]:
+def job_rows(jobs: list[dict], unit_map: dict[str, UnitInfo] | None, now: float,
+             items: dict[str, dict] | None = None) -> dict[str, list[dict]]:
     """The project's jobs that run, that wait for a person, and that failed in the last
-    day (newest first)."""
+    day (newest first). Only what a person must act on ``needs_person``: a failure whose
+    item waits out its retry (``items``: the state's) retries by itself, and a dismissed
+    job (``oj job dismiss``) was seen to; dismissed failures are left out."""
     running, waiting, failed = [], [], []
     for j in jobs:
         status = j["status"]
@@ -102,15 +106,40 @@ def job_rows(jobs: list[dict], unit_map: dict[str, UnitInfo] | None, now: float
             row["needs_person"] = (row["unit_state"] or "").startswith("failed")
             running.append(row)
         elif status == "waiting":
-            row.update(reason=j.get("waiting_reason"), needs_person=True)
+            row.update(reason=j.get("waiting_reason"), needs_person=not j.get("dismissed"),
+                       dismissed=bool(j.get("dismissed")))
             waiting.append(row)
-        elif status == "failed" and (j["finished_at"] or 0.0) >= now - FAILED_WINDOW:
-            row.update(error=j.get("error"), finished_at=j["finished_at"], needs_person=True)
+        elif status == "failed" and not j.get("dismissed") \
+                and (j["finished_at"] or 0.0) >= now - FAILED_WINDOW:
+            retry_at = retrying(j, items or {})
+            row.update(error=j.get("error"), finished_at=j["finished_at"],
+                       retry_at=retry_at, needs_person=retry_at is None)
             failed.append(row)
     running.sort(key=lambda r: r["created_at"])
     waiting.sort(key=lambda r: r["updated_at"])
     failed.sort(key=lambda r: r["finished_at"], reverse=True)
     return {"running": running, "waiting": waiting, "failed": failed}
+
+
+def retrying(job: dict, items: dict[str, dict]) -> float | None:
+    """When the failed job's queue item is taken again (its retry policy's cooldown), or
+    None when nothing retries it: no item, or the item is dead or moved on."""
+    item = items.get(job.get("item") or "")
+    if item is None or item.get("job") != job["id"] or item["status"] != "failed":
+        return None
+    return item.get("retry_at") or 0.0
+
+
+def unseen_dead(state) -> dict[tuple[str, str], int]:
+    """Dead items a person has not seen to, per (project, queue): those of a dismissed job
+    are not counted (``oj queue drop`` or ``retry`` still act on them)."""
+    counts: dict[tuple[str, str], int] = {}
+    for i in state.items.values():
+        if i["status"] == "dead" and \
+                not (state.jobs.get(i.get("job") or "") or {}).get("dismissed"):
+            key = (i["project"], i["queue"])
+            counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def cron_rows(store: Store, project: str | None, runbook: Runbook | None,
@@ -140,9 +169,10 @@ def gather(store: Store, projects: list[str], runbook: Runbook | None,
     state = store.state
     single = projects[0] if len(projects) == 1 else None
     queues: dict[str, list[dict]] = {p: [] for p in projects}
+    dead = unseen_dead(state)
     for q in overview(state, runbook if single else None, single):
         if q["project"] in queues:
-            q["needs_person"] = q["dead"] > 0
+            q["needs_person"] = dead.get((q["project"], q["name"]), 0) > 0
             queues[q["project"]].append(q)
     workers: dict[str, list[dict]] = {p: [] for p in projects}
     for w in worker_rows(store, single, unit_map, enabled):
@@ -163,7 +193,7 @@ def gather(store: Store, projects: list[str], runbook: Runbook | None,
         agents = [a for a in (agent_row(j) for j in sorted(jobs[p],
                                                             key=lambda j: j["created_at"]))
                   if a is not None]
-        js = job_rows(jobs[p], unit_map, now)
+        js = job_rows(jobs[p], unit_map, now, state.items)
         sections.append({
             "project": p,
             "workers": workers[p],
@@ -175,9 +205,9 @@ def gather(store: Store, projects: list[str], runbook: Runbook | None,
                 "failed_units": sum(w["needs_person"] for w in workers[p])
                 + sum(j["needs_person"] for j in js["running"])
                 + sum(c["active_state"] == "failed" or c["tick_failed"] for c in crons[p]),
-                "waiting_jobs": len(js["waiting"]),
-                "failed_jobs": len(js["failed"]),
-                "dead_items": sum(q["dead"] for q in queues[p]),
+                "waiting_jobs": sum(j["needs_person"] for j in js["waiting"]),
+                "failed_jobs": sum(j["needs_person"] for j in js["failed"]),
+                "dead_items": sum(n for (project, _), n in dead.items() if project == p),
             },
         })
     return {"time": now, "systemd": {"asked": unit_map is not None, "problem": problem},

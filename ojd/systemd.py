@@ -286,6 +286,13 @@ class Systemd:
     def daemon_reload(self) -> None:
         self._call(b"Reload", b"")
 
+    def environment(self) -> dict[str, str]:
+        """The manager's environment: what its services start with (``systemctl
+        show-environment``)."""
+        pairs = self._prop(MANAGER_PATH, MANAGER, b"Environment", b"as") or ()
+        text = (p.decode(errors="replace") if isinstance(p, bytes) else str(p) for p in pairs)
+        return dict(t.split("=", 1) for t in text if "=" in t)
+
 
 def _unit_name(unit: str) -> bytes:
     """A unit name for D-Bus; a name that is not text (a lone surrogate) is a user error."""

@@ -15,6 +15,11 @@ from ojd.errors import escaped, quoted
 from ojd.identity import host_name, in_unit, proc_start_time
 from ojd.unitnames import short, worker_unit
 
+try:  # as in ojd.project: the builtin module avoids loading OpenSSL's binding
+    from _sha256 import sha256
+except ImportError:
+    from hashlib import sha256
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -44,13 +49,33 @@ def last_poll(state_root: str, name: str) -> float | None:
 
 def running_pid(state_root: str, name: str) -> int | None:
     """The PID of the running ``ojd worker NAME`` of this state directory, unit or not."""
+    return _pid_in(lock_path(state_root, name))
+
+
+def _pid_in(path: str) -> int | None:
+    """The live process a lock file names (``PID STARTTIME``), or None."""
     try:
-        with open(lock_path(state_root, name)) as f:
+        with open(path) as f:
             pid_text, _, start = f.read().strip().partition(" ")
         pid = int(pid_text)
     except (OSError, ValueError):
         return None
     return pid if pid > 0 and start and proc_start_time(pid) == start else None
+
+
+UP_STATE = "ojd up"  # the sub-state shown for a worker or cron that 'ojd up' runs
+
+
+def up_lock_path(state_root: str, root: str) -> str:
+    """The lock ``ojd up`` holds for project ``root`` (its pid file too), by a hash of the
+    root: a path is no file name."""
+    digest = sha256(root.encode()).hexdigest()[:16]
+    return os.path.join(state_root, "up", f"{digest}.lock")
+
+
+def up_pid(state_root: str, root: str) -> int | None:
+    """The PID of the ``ojd up`` that runs project ``root``, or None."""
+    return _pid_in(up_lock_path(state_root, root))
 
 
 def foreground_pid(state_root: str, name: str) -> int | None:
@@ -98,10 +123,18 @@ def wake_queue_workers(store: Store, project: str, queue: str, defined: Iterable
     return woken, idle
 
 
-def not_woken(idle: list[str]) -> str:
-    """The line that says no worker took notice of a new item, and how to start one."""
+def not_woken(idle: list[str], state_root: str | None = None, project: str | None = None
+              ) -> str:
+    """The line that says no worker took notice of a new item, and how to start one: where
+    ``ojd up`` runs ``project``, through it, whether or not systemd is here."""
     names = ", ".join(quoted(name) for name in idle)
-    return f"no worker was woken: {names} not running; {start_hint(idle[0])}"
+    up = up_pid(state_root, project) if state_root and project else None
+    if up is not None:
+        hint = (f"'ojd up' (PID {up}) runs this project: start it with 'oj worker start "
+                f"{escaped(idle[0])}'")
+    else:
+        hint = start_hint(idle[0])
+    return f"no worker was woken: {names} not running; {hint}"
 
 
 def runs_elsewhere(w: dict) -> bool:

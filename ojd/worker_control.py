@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # annotations only: typing and the runbook model stay off the
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 100.0  # the unit's TimeoutStopSec= plus a margin
+UP = wake.UP_STATE  # the sub-state of a worker of a project that 'ojd up' runs
+UP_START_TIMEOUT = 20.0  # 'ojd up' starts a worker: an interpreter and a runbook load
 
 
 class WorkerSpec:
@@ -175,6 +177,13 @@ def start(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: 
         record(store, runbook, root, name)
         if wake_foreground(store, full) is not None:
             return "woken"
+    up = wake.up_pid(store.root, root)
+    if up is not None:  # 'ojd up' runs the project: it starts the worker, not systemd
+        if run_as is not None:
+            raise UsageError(f"worker {quoted(name)} runs under 'ojd up' (PID {up}), as "
+                             "whoever started it; --run-as is for its unit")
+        record(store, runbook, root, name)
+        return _start_under_up(store, root, name, up, wait)
     require_unit_safe(store.root)
     user = trusted_runner(systemd, root, name, run_as, store.root)  # nothing is written before this
     unit = worker_unit(full)
@@ -201,6 +210,23 @@ def start(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: 
     systemd.start(unit)
     if wait:
         _wait_started(systemd, unit)
+    return "started"
+
+
+def _start_under_up(store: Store, root: str, name: str, up: int, wait: bool) -> str:
+    """Ask the ``ojd up`` of the project to start worker ``name`` (stopped, crashed, or new
+    in the runbook): the ``worker:woken`` record says which, SIGUSR1 says when."""
+    store.append(worker_woken(name=name))
+    try:
+        os.kill(up, signal.SIGUSR1)
+    except ProcessLookupError:
+        raise OjError(f"'ojd up' (PID {up}) ended meanwhile; start it again") from None
+    deadline = time.monotonic() + UP_START_TIMEOUT
+    while wait and wake.foreground_pid(store.root, name) is None:
+        if time.monotonic() > deadline or wake.up_pid(store.root, root) != up:
+            raise OjError(f"'ojd up' (PID {up}) did not start worker {quoted(name)} in "
+                          f"{UP_START_TIMEOUT:.0f}s; its output says why")
+        time.sleep(0.02)
     return "started"
 
 
@@ -312,6 +338,10 @@ def listing(store: Store, systemd: Systemd | None, project: str | None
             foreground = wake.foreground_pid(store.root, full)
             if foreground is not None:
                 active_state, sub_state, main_pid = "foreground", "running", foreground
+            if w.get("project") and wake.up_pid(store.root, w["project"]) is not None:
+                # 'ojd up' runs its project: it runs the worker, or starts it when asked
+                active_state = "foreground" if foreground is not None else "stopped"
+                sub_state = UP
         row = {
             "name": short, "full_name": full, "project_name": project_name,
             "project": w.get("project"), "queue": w.get("queue"),

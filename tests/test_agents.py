@@ -653,3 +653,26 @@ def test_an_agent_step_past_its_timeout_is_stopped_and_fails_as_timed_out(ap: Ag
     assert [(h["step"], h["exit"]) for h in job["history"]] == [("work", 124)]
     assert "timeout: stopped after its timeout (2s)" in ap.log_text(job["id"])
     assert ap.agents() == []
+
+
+def test_an_agent_whose_program_is_missing_fails_naming_it_without_retries(ap: AgentProject):
+    ap.setup('on_dead = { action = "resume", attempts = 3 }')
+    ap.command = ""  # no stand-in: the runbook's own program, which is not installed
+    proc = ap.oj("run", "go", check=False)
+    assert proc.returncode == 1
+    why = "agent 'helper': command 'no-such-agent-program' not found (exit 127)"
+    assert f"step 'work' failed (exit 127): {why}" in proc.stderr
+    log = ap.log_text(ap.job()["id"])
+    assert f"==> {why}" in log
+    assert log.count("started in tmux session") == 1  # no resume can find the program
+
+
+def test_an_agents_last_screen_goes_into_the_job_log_when_it_exits(ap: AgentProject):
+    ap.setup('on_dead = "fail"', "--print", "the answer is 42", "--exit", "7")
+    assert ap.oj("run", "go", check=False).returncode == 1
+    log = ap.log_text(ap.job()["id"]).splitlines()
+    start = next(i for i, line in enumerate(log) if "its last screen" in line)
+    end = log.index("==> agent helper: end of its screen")
+    screen = log[start + 1:end]
+    assert screen and all(line.startswith("  | ") for line in screen)
+    assert "  | the answer is 42" in screen

@@ -52,6 +52,14 @@ RUNBOOK = r"""
       run  = { pipeline = "alone" }
     }
 
+    command "failing" {
+      run = { pipeline = "failing" }
+    }
+
+    pipeline "failing" {
+      step "boom" { run = "echo about to fail; exit 5" }
+    }
+
     command "stubborn" {
       run = { pipeline = "stubborn" }
     }
@@ -168,6 +176,45 @@ def test_a_job_unit_shows_its_step_and_has_its_output_in_the_journal(
     p.wait_for(lambda: jobs(p)[0]["status"] == "done", "the job to end")
     journal = p.sb.journal(f"oj-job-{job_id}.scope")
     assert "one says x" in journal, journal
+
+
+def test_a_job_process_is_named_for_its_job_and_step_and_its_wrapper_line_is_short(
+        jobs_project: UnitProject):
+    p = jobs_project
+    job_id = p.oj("run", "--detach", "slow", "y").stdout.strip()
+    p.wait_for(lambda: "start one y" in p.ran(), "the step to start")
+    job = json.loads(p.oj("job", "show", job_id, "-o", "json").stdout)
+
+    def args(pid: int) -> list[str]:
+        raw = p.sb.run(["cat", f"/proc/{pid}/cmdline"]).stdout
+        return [a for a in raw.split("\0") if a]
+
+    assert args(job["process"]["pid"]) == [f"ojd job {job_id} alone/one"]
+    comm = p.sb.run(["cat", f"/proc/{job['process']['pid']}/comm"]).stdout.strip()
+    assert comm == f"oj-job-{job_id}"[:15]
+    # the step's wrapper: its job and step, and neither the wrapper's code nor the script
+    pids = p.sb.run(["pgrep", "-f", f"oj-step:{job_id}:one"]).stdout.split()
+    wrapper = args(int(pids[0]))
+    line = " ".join(wrapper)
+    [status] = [a for a in wrapper if a.endswith(f"/steps/{job_id}.1")]
+    assert f"oj-step:{job_id}:one" in line and len(line) - len(status) < 100, line
+    assert "read -r" not in line and "start one" not in line, line
+    (p.root / "go").touch()
+    p.wait_for(lambda: jobs(p)[0]["status"] == "done", "the job to end")
+
+
+def test_a_failed_step_and_job_are_warnings_in_the_journal_and_their_output_is_not(
+        jobs_project: UnitProject):
+    p = jobs_project
+    assert p.oj("run", "failing", check=False).returncode == 1
+    [job] = jobs(p)
+    unit = f"oj-job-{job['id']}.scope"
+    warnings = p.sb.run(["journalctl", "--no-pager", "-o", "cat", "-p", "warning", "-u",
+                         unit]).stdout
+    assert "boom failed (exit 5)" in warnings, warnings
+    assert "failed: step 'boom' failed (exit 5)" in warnings, warnings
+    assert "about to fail" not in warnings  # the step's output stays at its own level
+    assert "about to fail" in p.sb.journal(unit)
 
 
 def test_a_backlog_reuses_job_processes_and_each_job_keeps_its_own_unit_and_journal(

@@ -180,6 +180,8 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
 
 
 def state_of(row: dict) -> str:
+    if row["sub_state"] == "ojd up":  # ticked by the project's 'ojd up', not a timer
+        return f"{row['active_state']} (ojd up)"
     if row["active_state"] is None:
         return "unknown"
     return f"{row['active_state']}/{row['sub_state']}"

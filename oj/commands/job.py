@@ -1,4 +1,4 @@
-"""``oj job``: list, show, logs."""
+"""``oj job``: list, show, logs, and acting on one: cancel, resume, rerun, dismiss."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 
 import click
 
+from oj import joblisting
 from oj.output import ago, emit_json, output_option, table
 from ojd import paths, wake
 from ojd.duration import DurationError, format_duration, parse_duration
@@ -19,7 +20,7 @@ from ojd.state import LIVE_JOB_STATES
 
 JOB_FIELDS = ("id", "name", "pipeline", "status", "step", "step_status", "item", "worker",
               "cwd", "created_at", "updated_at", "finished_at", "error", "project", "vars",
-              "locals", "history", "waiting_reason", "process")
+              "locals", "history", "waiting_reason", "process", "dismissed", "rerun_of")
 JOB_STATUSES = ("running", "waiting", "done", "failed", "cancelled")
 # job names come from item data through a pipeline's `name` template: the table keeps its shape
 NAME_WIDTH = 32
@@ -41,21 +42,45 @@ def job() -> None:
 
 @job.command("list")
 @click.option("--status", type=click.Choice(JOB_STATUSES), help="Only jobs in this state.")
+@click.option("--worker", metavar="NAME", help="Only jobs this worker started.")
+@click.option("--name", metavar="PATTERN",
+              help="Only jobs whose name holds PATTERN (a glob when it has * ? or [).")
+@click.option("-n", "last", type=click.IntRange(min=1), metavar="N", help="Only the newest N.")
 @output_option
 @click.pass_obj
-def list_cmd(app, status: str | None, output: str) -> None:
-    """Jobs of this project (every project's, outside one), oldest first."""
+def list_cmd(app, status: str | None, worker: str | None, name: str | None, last: int | None,
+             output: str) -> None:
+    """Jobs of this project (every project's, outside one), oldest first; a running job's
+    step as k/n of its pipeline and how long it has been in it."""
     project = app.project_or_none()
     jobs = [j for j in app.reader_store.state.jobs.values()
             if (project is None or j["project"] == project)
             and (status is None or j["status"] == status)]
     jobs.sort(key=lambda j: j["created_at"])
+    jobs = joblisting.select(jobs, worker=worker, name=name, last=last)
+    runbook = None
+    if project is not None and jobs:
+        try:
+            runbook = app.runbook
+        except OjError:  # an invalid runbook: the steps show without their place
+            pass
+    now = time.time()
+    places = {j["id"]: joblisting.step_position(j, joblisting.pipeline_of(runbook, j))
+              for j in jobs}
     if output == "json":
-        emit_json([{k: j.get(k) for k in JOB_FIELDS} for j in jobs])
+        emit_json([{**{k: j.get(k) for k in JOB_FIELDS}, "step_number": places[j["id"]][0],
+                    "step_count": places[j["id"]][1],
+                    "in_step": joblisting.in_step(j, now)} for j in jobs])
         return
-    rows = [(j["id"], short_name(j["name"]), j["status"], j["step"], j["worker"],
-             ago(j["created_at"])) for j in jobs]
-    table(("ID", "NAME", "STATUS", "STEP", "WORKER", "CREATED"), rows, empty="no jobs")
+    rows = []
+    for j in jobs:
+        took = joblisting.in_step(j, now)
+        rows.append((j["id"], short_name(j["name"]), j["status"],
+                     joblisting.step_cell(j, *places[j["id"]]),
+                     None if took is None else format_duration(took), j["worker"],
+                     ago(j["created_at"])))
+    table(("ID", "NAME", "STATUS", "STEP", "IN STEP", "WORKER", "CREATED"), rows,
+          empty="no jobs")
 
 
 @job.command("show")
@@ -75,6 +100,13 @@ def show_cmd(app, job_id: str, output: str) -> None:
         click.echo(f"{'waiting:':<10} {j.get('waiting_reason') or '-'} (answer: oj job resume "
                    f"{j['id']} -m ...)")
     click.echo(f"{'created:':<10} {ago(j['created_at'])}")
+    if j.get("dismissed"):
+        click.echo(f"{'dismissed:':<10} {ago(j['dismissed'])}")
+    if j.get("rerun_of"):
+        click.echo(f"{'rerun of:':<10} {j['rerun_of']}")
+    reruns = [r["id"] for r in store.state.jobs.values() if r.get("rerun_of") == j["id"]]
+    if reruns:
+        click.echo(f"{'rerun as:':<10} {', '.join(reruns)}")
     click.echo("vars:" if j["vars"] else "vars:     -")
     for name, value in j["vars"].items():
         click.echo(f"  {escaped(name)} = {value_line(value)}")
@@ -96,10 +128,13 @@ def show_cmd(app, job_id: str, output: str) -> None:
 
 @job.command("logs")
 @click.argument("job_id", metavar="ID")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
+@click.option("-f", "--follow", is_flag=True,
+              help="Keep printing until the job ends; exit with its outcome.")
 @click.pass_obj
-def logs_cmd(app, job_id: str, follow: bool) -> None:
-    """Print a job's log (every step's output)."""
+def logs_cmd(app, job_id: str, follow: bool) -> int:
+    """Print a job's log (every step's output). With -f, follow it while the job runs or
+    waits for a person, and exit as `oj run` does: 0 done, 1 failed (or its process
+    stopped without ending it), 4 cancelled."""
     store = app.existing_store()
     j = find_job(store, job_id)
     # a job log is a file of the host that ran the steps: with a shared state, steps of
@@ -115,18 +150,17 @@ def logs_cmd(app, job_id: str, follow: bool) -> None:
         click.echo(f"oj: steps of job {j['id']} also ran on {where}: their output is in the "
                    "log there", err=True)
     if follow:  # as `oj run` shows its job, until it ends
-        # lazy: the job runners (~40 modules); oj status imports this module for short_name
-        from ojd.runners import control
+        # lazy: the run command and the job runners (~40 modules); oj status imports this
+        # module for short_name
+        from oj.commands.run import follow_job
 
-        def write(chunk: bytes) -> None:
-            click.echo(chunk.decode(errors="replace"), nl=False)
-
-        control.follow(store, j["id"], write)
-    elif not os.path.exists(path):
+        return follow_job(app, j["id"])
+    if not os.path.exists(path):
         click.echo(f"job {j['id']} has no output yet", err=True)
     else:
         with open(path, "rb") as f:
             click.echo(f.read().decode(errors="replace"), nl=False)
+    return 0
 
 
 def other_hosts(j: dict) -> list[str]:
@@ -226,6 +260,79 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
         return follow_job(app, j["id"])
     except KeyboardInterrupt:
         return keeps_running(j["id"])
+
+
+@job.command("rerun")
+@click.argument("job_id", metavar="ID")
+@click.option("--detach", "-d", is_flag=True, help="Print the new job's id and return.")
+@click.pass_obj
+def rerun_cmd(app, job_id: str, detach: bool) -> int:
+    """Run a finished job again from its first step, as a new job with the same vars (an
+    item's data, a command's args); the old job stays as it was. Its output is followed
+    as `oj run` does, and the exit status is the new job's outcome."""
+    # lazy: the run command and the job runners, off oj status (as in logs_cmd)
+    from oj.commands.run import cli_owner, follow_job, keeps_running, start_job
+    from ojd.queues import new_id
+    from ojd.runners.jobs import job_created_event
+
+    store = app.existing_store()
+    j = find_job(store, job_id)
+    if j["status"] in LIVE_JOB_STATES:
+        raise OjError(f"job {j['id']} is {j['status']}; only a finished job is rerun (cancel "
+                      f"it first: oj job cancel {j['id']})")
+    if j["project"] != app.root:
+        raise OjError(f"job {j['id']} is of project {escaped(j['project'])}; rerun it from "
+                      "there (or with --project)")
+    if app.runbook.pipeline(j["pipeline"]) is None:
+        raise OjError(f"job {j['id']}'s pipeline {quoted(j['pipeline'])} is no longer "
+                      "defined in the runbook; nothing to rerun it with")
+    new = new_id(store.refresh().jobs)
+    owner = cli_owner()
+
+    def create(tx) -> list[dict]:  # the job and its process: one append
+        return [job_created_event(tx, store.root, app.runbook, app.root, j["pipeline"],
+                                  j["vars"], j.get("invoke") or os.getcwd(), owner=owner,
+                                  name=j["name"], job_id=new, rerun_of=j["id"])]
+
+    try:
+        start_job(app, new, create, j["name"])
+        if detach:
+            click.echo(new)
+            return 0
+        click.echo(f"job {new} ({j['pipeline']}) started: a rerun of job {j['id']}", err=True)
+        return follow_job(app, new)
+    except KeyboardInterrupt:
+        return keeps_running(new)
+
+
+@job.command("dismiss")
+@click.argument("job_ids", nargs=-1, metavar="ID...")
+@click.option("--all", "all_", is_flag=True,
+              help="Every failed, waiting or cancelled job of this project (every project's, "
+                   "outside one).")
+@click.pass_obj
+def dismiss_cmd(app, job_ids: tuple[str, ...], all_: bool) -> None:
+    """Take failed, waiting or cancelled jobs (and their dead items) out of what `oj status`
+    says needs a person; they stay in `oj job list` and `oj job show`."""
+    from ojd.runners import control  # lazy: as in logs_cmd, off oj status
+
+    if bool(job_ids) == all_:
+        raise UsageError("give job ids or --all (not both)")
+    if all_:
+        project = app.project_or_none()
+        store = app.reader_store
+        ids = [j["id"] for j in store.state.jobs.values()
+               if j["status"] in control.DISMISSIBLE and not j.get("dismissed")
+               and (project is None or j["project"] == project)]
+        if not ids:
+            click.echo("nothing to dismiss")
+            return
+    else:
+        store = app.existing_store()
+        ids = list(dict.fromkeys(find_job(store, prefix)["id"] for prefix in job_ids))
+    done = control.dismiss(store, ids)
+    for job_id in ids:
+        click.echo(f"job {job_id} dismissed" + ("" if job_id in done else " already"))
 
 
 def short_name(name: str, width: int = NAME_WIDTH) -> str:

@@ -34,15 +34,20 @@ def queue() -> None:
               help="Set one var of the item (repeatable).")
 @click.option("--start", is_flag=True,
               help="Start the queue's workers that do not run (as 'oj worker start').")
+@click.option("--wait", is_flag=True,
+              help="Wait for the item's job; exit 0 done, 1 failed, 4 cancelled or dropped, "
+                   "3 when no worker runs to take it.")
+@click.option("--follow", is_flag=True, help="Wait (as --wait) and print the job's log as it runs.")
 @click.pass_obj
 def push_cmd(app, queue_name: str, item: str | None, variables: tuple[str, ...],
-             start: bool) -> int:
+             start: bool, wait: bool, follow: bool) -> int:
     """Queue an item, e.g. oj queue push merges '{"branch": "fix-1"}' (JSON - reads it from
     stdin). Prints its id."""
     # lazy: the push's own modules (wake-ups, the last good runbook), off oj queue list
     from oj.push import do_push
 
-    return do_push(queue_name, item, variables, app.project_override, start)
+    return do_push(queue_name, item, variables, app.project_override, start,
+                   wait or follow, follow)
 
 
 def item_json(item: dict) -> dict:
@@ -148,7 +153,7 @@ def retry_cmd(app, queue_name: str, item_id: str | None, all_dead: bool) -> None
         defined = [w.name for w in app.runbook.workers.values() if w.queue == queue_name]
         woken, idle = wake_queue_workers(app.store, app.root, queue_name, defined)
         if idle and not woken:
-            click.echo(f"oj: {not_woken(idle)}", err=True)
+            click.echo(f"oj: {not_woken(idle, app.store.root, app.root)}", err=True)
 
 
 @queue.command("drain", short_help="Drop every item still waiting to be taken.")

@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from oj.output import table
 from ojd import bashrun
 from ojd.errors import UsageError, escaped, unknown
 from ojd.runbook.argspec import ArgsError
@@ -20,14 +21,17 @@ from ojd.runbook.template import TemplateError, render_shell
                                  "allow_interspersed_args": False})
 @click.option("--detach", "-d", is_flag=True,
               help="Start a pipeline command's job, print its id and return.")
-@click.argument("command_name", metavar="COMMAND")
+@click.argument("command_name", metavar="[COMMAND]", required=False)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="[ARGS]...")
 @click.pass_obj
-def run(app, detach: bool, command_name: str, argv: tuple[str, ...]) -> int:
-    """Run a runbook command. A pipeline command's job runs on its own (a closed terminal
-    does not stop it); its output is shown as it comes and the exit status is its outcome:
-    0 done, 1 failed, 4 cancelled. Ctrl-C stops following, not the job."""
+def run(app, detach: bool, command_name: str | None, argv: tuple[str, ...]) -> int:
+    """Run a runbook command; without one, list the project's commands. A pipeline
+    command's job runs on its own (a closed terminal does not stop it); its output is shown
+    as it comes and the exit status is its outcome: 0 done, 1 failed, 4 cancelled. Ctrl-C
+    stops following, not the job."""
     runbook = app.runbook
+    if command_name is None:
+        return _list_commands(runbook)
     command = runbook.commands.get(command_name)
     if command is None:
         raise unknown("command", command_name, runbook.commands)
@@ -38,6 +42,20 @@ def run(app, detach: bool, command_name: str, argv: tuple[str, ...]) -> int:
     if command.run is not None:
         return _run_shell(app, command.run, values)
     return _run_pipeline(app, command.pipeline, values, command_name, detach)
+
+
+def _list_commands(runbook) -> int:
+    """What ``oj run NAME`` can run: each command's usage, what it runs, where it is."""
+    if not runbook.commands:
+        click.echo("no commands in this project's runbooks; add one: command \"NAME\" "
+                   "{ run = \"...\" } (see docs/RUNBOOKS.md#command)")
+        return 0
+    rows = [(f"{c.name} {c.args.usage()}".rstrip(),
+             f"pipeline {c.pipeline}" if c.pipeline else "shell script", str(c.where))
+            for c in sorted(runbook.commands.values(), key=lambda c: c.name)]
+    table(("COMMAND", "RUNS", "DEFINED AT"), rows)
+    click.echo("run one: oj run COMMAND [ARGS]...", err=True)
+    return 0
 
 
 def _run_shell(app, script: str, values: dict) -> int:

@@ -9,6 +9,7 @@ import click
 from oj.output import emit_json, output_option, table
 from ojd.errors import RunbookError
 from ojd.project import RUNBOOK_DIR, check, scan
+from ojd.worker_path import missing_program, worker_path
 
 
 @click.group()
@@ -22,8 +23,9 @@ def check_cmd(app) -> int:
     """Validate every runbook (shell scripts with bash -n too); print each problem as
     file:line and exit 1 on any.
 
-    Warnings (values where bash reads them again, values in command position) are printed
-    too, as file:line: warning: ...; they do not change the exit status."""
+    Warnings (values where bash reads them again, values in command position, programs a
+    worker's scripts run that are not on the PATH it runs with) are printed too, as
+    file:line: warning: ...; they do not change the exit status."""
     files, skipped = scan(app.root)
     for display, why in skipped:
         click.echo(f"warning: skipped {display}: {why}", err=True)
@@ -34,7 +36,9 @@ def check_cmd(app) -> int:
     for path in files:
         click.echo(f"read {os.path.relpath(path, app.root)}")
     try:
-        rb, warnings = check(app.root, exact=True)  # no cache: a check always parses
+        path, whose = worker_path()
+        # no cache: a check always parses
+        rb, warnings = check(app.root, exact=True, missing_program=missing_program(path, whose))
     except RunbookError as e:
         for line in e.problems:
             click.echo(line, err=True)
@@ -42,6 +46,8 @@ def check_cmd(app) -> int:
         return 1
     for line in warnings:
         click.echo(line, err=True)
+    if any(f"not on {whose};" in line for line in warnings):
+        click.echo(f"note: programs were looked up on {whose}: {path}", err=True)
     counts = {k: len(getattr(rb, k)) for k in ("commands", "queues", "workers", "pipelines",
                                                 "agents")}
     if rb.crons:

@@ -12,6 +12,7 @@ from oj.commands.job import short_name
 from oj.output import ago, emit_json, output_option
 from ojd import status as st
 from ojd.crons import schedule_shown
+from ojd.duration import format_duration
 from ojd.errors import OjError, UsageError, escaped
 from ojd.systemd import Systemd
 
@@ -136,14 +137,16 @@ def _section(lines: list[str], s: dict, now: float, color: bool) -> None:
                 for j in jobs["running"]], color)
     if jobs["waiting"]:
         _table(lines, "Waiting for a person", ("ID", "NAME", "STEP", "SINCE", "REASON"),
-               [_red([j["id"], short_name(j["name"]), j["step"] or "-",
-                      ago(j["updated_at"], now), _cut(j["reason"] or "-")])
+               [_red_if(j, [j["id"], short_name(j["name"]), j["step"] or "-",
+                            ago(j["updated_at"], now),
+                            _cut(j["reason"] or "-") + (" (dismissed)" if j.get("dismissed")
+                                                        else "")])
                 for j in jobs["waiting"]], color)
     if jobs["failed"]:
         failed = jobs["failed"]
         _table(lines, "Failed in the last day", ("ID", "NAME", "STEP", "FINISHED", "ERROR"),
-               [_red([j["id"], short_name(j["name"]), j["step"] or "-",
-                      ago(j["finished_at"], now), _cut(j["error"] or "-")])
+               [_red_if(j, [j["id"], short_name(j["name"]), j["step"] or "-",
+                            ago(j["finished_at"], now), _failure(j, now)])
                 for j in failed[:FAILED_SHOWN]], color)
         if len(failed) > FAILED_SHOWN:
             lines.append(f"  … and {len(failed) - FAILED_SHOWN} more (oj job list "
@@ -174,8 +177,16 @@ def _section(lines: list[str], s: dict, now: float, color: bool) -> None:
         lines.append("  nothing running, waiting or failed")
 
 
-def _red(cells: list[str]) -> list[str]:
-    return [Red(c) for c in cells]
+def _red_if(row: dict, cells: list[str]) -> list[str]:
+    return [Red(c) for c in cells] if row.get("needs_person") else cells
+
+
+def _failure(row: dict, now: float) -> str:
+    """A failed job's error; one whose item retries by itself says when."""
+    if row.get("retry_at") is None:
+        return _cut(row["error"] or "-")
+    when = "now" if row["retry_at"] <= now else f"in {format_duration(row['retry_at'] - now)}"
+    return _cut(f"retries {when}: {row['error'] or '-'}")
 
 
 def _cut(text: str) -> str:

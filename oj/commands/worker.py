@@ -332,6 +332,8 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
         return "-" if value is None else ("enabled" if value else "disabled")
 
     def state(r: dict) -> str:
+        if r["sub_state"] == "ojd up":  # a worker of a project 'ojd up' runs
+            return f"{r['active_state']} (ojd up)"
         if r["active_state"] in (None, "foreground"):
             return r["active_state"] or "unknown"
         return f"{r['active_state']}/{r['sub_state']}"

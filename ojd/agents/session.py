@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import shlex
+import shutil
 import subprocess
 
 from ojd.errors import OjError
@@ -18,6 +19,7 @@ from ojd.errors import OjError
 # sun_path holds 108 bytes with its NUL; leave room for tmux's own checks
 MAX_SOCKET_PATH = 100
 TMUX = "tmux"
+SCREEN_HISTORY = 100  # lines above the visible screen kept with an agent's last screen
 # what a session name may hold: nothing tmux reads as a format (#) or a target (: .)
 _INERT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -61,6 +63,19 @@ def exit_file(socket: str, session: str) -> str:
     return f"{socket}.{session}.exit"
 
 
+def screen_file(socket: str, session: str) -> str:
+    return f"{socket}.{session}.screen"
+
+
+def last_screen(socket: str, session: str) -> str | None:
+    """What the agent's pane showed as its command exited (None: not kept, e.g. killed)."""
+    try:
+        with open(screen_file(socket, session), encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def start(socket: str, session: str, command: str, cwd: str, env: dict[str, str],
           setenv: dict[str, str]) -> None:
     """Start ``command`` (a shell command line) detached in ``cwd``; its exit status lands
@@ -85,9 +100,15 @@ def start(socket: str, session: str, command: str, cwd: str, env: dict[str, str]
     # the command goes through a file: tmux messages are too small for a long prompt
     script = f"{socket}.{session}.sh"
     fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # its last screen is kept as it exits (the pane goes with it): the job log gets it
+    screen = shlex.quote(screen_file(socket, session))
+    tmux = shlex.quote(shutil.which(TMUX) or TMUX)
     with os.fdopen(fd, "w") as f:
         f.write("\n".join(lines) + f"\n{command}\n"
-                f"printf '%s' \"$?\" > {q}.tmp && mv {q}.tmp {q}\n")
+                f"__oj_rc=$?; {tmux} -S {shlex.quote(socket)} capture-pane -p -J "
+                f"-S -{SCREEN_HISTORY} -t \"$TMUX_PANE\" > {screen}.tmp 2>/dev/null "
+                f"&& mv {screen}.tmp {screen}\n"
+                f"printf '%s' \"$__oj_rc\" > {q}.tmp && mv {q}.tmp {q}\n")
     proc = _tmux(socket, "new-session", "-d", "-s", session, "-x", "160", "-y", "48",
                  "bash", script, env=env)
     if proc.returncode != 0:
@@ -125,7 +146,8 @@ def send(socket: str, session: str, text: str) -> bool:
 
 def kill(socket: str, session: str) -> None:
     _tmux(socket, "kill-session", "-t", f"={session}")
-    for path in (exit_file(socket, session), f"{socket}.{session}.sh"):
+    for path in (exit_file(socket, session), screen_file(socket, session),
+                 f"{socket}.{session}.sh"):
         try:
             os.unlink(path)
         except FileNotFoundError:

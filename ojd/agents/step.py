@@ -8,6 +8,7 @@ started and watches it on, rather than starting a second agent.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import time
 from typing import Any
@@ -21,6 +22,7 @@ from ojd.agents.watch import (
     env_override_name,
     is_idle,
     render_command,
+    screen_lines,
 )
 from ojd.duration import DurationError, parse_duration
 from ojd.errors import OjError
@@ -29,6 +31,7 @@ from ojd.notify import one_line
 from ojd.routing import TIMEOUT_EXIT
 from ojd.runbook.model import Agent, Pipeline
 from ojd.runbook.template import TemplateError, render_text
+from ojd.runners.notfound import NOT_FOUND_EXIT, missing_command
 from ojd.state import LIVE_JOB_STATES
 
 POLL = 0.25  # seconds between looks at the screen
@@ -138,6 +141,8 @@ class _Watch:
         self.idle = agent.idle
         self.deadline: float | None = None  # past it the agent is stopped and the step fails
         self.limit = ""
+        self.command = ""  # the command line it was last started with
+        self.screen_kept: str | None = None  # the session whose last screen is in the log
 
     # -- I/O helpers -----------------------------------------------------------------------
 
@@ -153,8 +158,27 @@ class _Watch:
         self.runner._durably(self.job_id, self.runner._record, self.job_id, event)
 
     def end(self) -> None:
-        """The step is over: its agent and the job's tmux server go."""
+        """The step is over: its agent and the job's tmux server go, its last screen into
+        the job log."""
+        if self.session:
+            self.keep_screen(tmux.capture(self.socket, self.session))
         tmux.end_job(self.socket)
+
+    def keep_screen(self, screen: str | None = None) -> str | None:
+        """Write the agent's last screen into the job log, once per session: ``screen``
+        when it still shows, else what its pane showed as it exited. The screen written."""
+        if not self.session or self.screen_kept == self.session:
+            return None
+        screen = screen if screen is not None else tmux.last_screen(self.socket,
+                                                                     self.session)
+        lines = screen_lines(screen or "")
+        if not lines:
+            return None
+        self.screen_kept = self.session
+        self.say(f"its last screen (session {self.session}, last {len(lines)} lines):")
+        self.log.write(("\n".join(lines) + "\n").encode())
+        self.say("end of its screen")
+        return screen
 
     # -- the watch -------------------------------------------------------------------------
 
@@ -209,6 +233,13 @@ class _Watch:
                 trigger = "on_dead"
                 dead_status = tmux.exit_status(self.socket, self.session) \
                     if self.session else None
+                screen = self.keep_screen()
+                self.runner.progress(self.job_id, "agent_died", f"{self.step}: agent "
+                                     f"'{self.agent.name}' exited "
+                                     + (f"(status {dead_status})" if dead_status is not None
+                                        else "(killed)"))
+                if dead_status == NOT_FOUND_EXIT:  # no retry can find the program
+                    return self._not_found(screen)
             action = Action.of(getattr(self.agent, trigger), trigger)
             plan = self.attempts.plan(trigger, action)
             what = "is idle" if trigger == "on_idle" else \
@@ -263,6 +294,16 @@ class _Watch:
         self._deliver(answer)
         self.attempts.reset()
         return None
+
+    def _not_found(self, screen: str | None) -> Outcome:
+        """The agent's program is not there: the step fails naming it."""
+        name = missing_command(screen or "") or _first_word(self.command)
+        why = f"agent '{self.agent.name}': " + (
+            f"command '{one_line(name)}' not found" if name else "command not found") + \
+            f" (exit {NOT_FOUND_EXIT})"
+        self.log.write(f"==> {why}\n".encode())
+        self.end()
+        return NOT_FOUND_EXIT, why
 
     def _stopped(self) -> Outcome:
         """The runner stops: leave the agent running for the runner that resumes the job,
@@ -320,6 +361,7 @@ class _Watch:
 
     def _start(self, prompt: str) -> None:
         command = render_command(agent_command(self.agent, self.config, self.env), prompt)
+        self.command = command
         self.session = tmux.session_name(self.job_id, self.step, self.visit, self.starts)
         os.makedirs(self.cwd, exist_ok=True)
         setenv = {k: v for k, v in self.env.items()
@@ -344,7 +386,8 @@ class _Watch:
         job ended meanwhile."""
         if record:
             self.record(job_waiting(id=self.job_id, reason=reason))
-            self.say(f"waiting: {reason} (answer with: oj job resume {self.job_id} -m ...)")
+            self.log.write(f"==> job waiting for a person: {one_line(reason)} (answer with: "
+                           f"oj job resume {self.job_id} -m ...)\n".encode())
             self.runner.progress(self.job_id, "step", f"{self.step} waiting: {reason}")
         while True:
             job = self.runner.store.refresh().jobs.get(self.job_id)
@@ -365,3 +408,12 @@ class _Watch:
                 self.prompt = self._prompt()
             self._start("\n\n".join(p for p in (self.prompt, answer) if p))
         self.record(agent_delivered(id=self.job_id))
+
+
+def _first_word(command: str) -> str | None:
+    """The program a command line starts, when it starts with a plain word."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    return words[0] if words else None

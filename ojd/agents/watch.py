@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ojd.errors import OjError
+from ojd.notify import one_line
 from ojd.runbook.shellquote import ShellLexer, UnsafeValue
 
 # what an agent does without a handler: a quiet agent has finished its turn; a dead one
@@ -98,3 +99,14 @@ def env_override_name(agent: str) -> str:
 
 def is_idle(last_change: float, now: float, idle: float) -> bool:
     return now - last_change >= idle
+
+
+SCREEN_LINES = 40  # the most of an agent's last screen that goes into the job log
+
+
+def screen_lines(screen: str, limit: int = SCREEN_LINES) -> list[str]:
+    """An agent's last screen for the job log: its last ``limit`` lines that are not blank
+    at the end, each indented and on one line (a screen line cannot pass for a ``==>`` line
+    of oj's own)."""
+    lines = screen.rstrip().splitlines()[-limit:] if screen.strip() else []
+    return ["  | " + one_line(line.rstrip()) for line in lines]

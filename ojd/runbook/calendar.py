@@ -120,6 +120,12 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.s = text
         self.i = 0
+        # what was read, for ojd.runbook.elapse: each part's items by name (absent: any;
+        # the time's parts default to 0), the weekdays (empty: any), '~' in the date
+        self.parts: dict[str, list[tuple]] = {}
+        self.days_of_week: set[int] = set()
+        self.end_of_month = False
+        self.at_epoch: int | None = None
 
     def at(self, k: int = 0) -> str:
         j = self.i + k
@@ -184,6 +190,7 @@ class _Parser:
                 raise CalendarError(f"weekday range '{text}' runs backwards; write it from "
                                     "the earlier day, or as a list (Sat,Sun,Mon)")
             start_of_day = self.i
+            self.days_of_week.update(range(low if low >= 0 else nr, nr + 1))
             self.i += len(name)
             c = self.at()
             if c == "":
@@ -223,6 +230,7 @@ class _Parser:
         if int(number) >= _EPOCH_END:
             raise CalendarError(f"'{self.s[self.i:]}' is after 2199, the last year systemd "
                                 "schedules")
+        self.at_epoch = int(number)
 
     def date(self, first: list[tuple]) -> None:
         end_of_month = self.at() == "~"
@@ -247,6 +255,8 @@ class _Parser:
         for chain, field in fields:
             for part in chain:
                 _valid(part, field, end_of_month and field is _DAY)
+            self.parts[field[0]] = chain
+        self.end_of_month = end_of_month
 
     def time(self) -> None:
         if self.i >= len(self.s):
@@ -270,6 +280,7 @@ class _Parser:
         for field, chain in fields:
             for part in chain:
                 _valid(part, field, False)
+            self.parts[field[0]] = chain
 
     def chain(self, *, usec: bool = False, date: bool = False) -> list[tuple]:
         """A part's items: (start, stop or -1, repeat or 0, item text, word)."""
@@ -385,3 +396,28 @@ def _valid(part: tuple, field: tuple, end_of_month: bool) -> None:
         raise CalendarError(f"{where} never repeats: {shown(start)}+{shown(repeat)} is past "
                             f"the last {what}, {shown(high)}, so systemd refuses it; start "
                             "lower or list the values")
+
+
+# what each shorthand stands for (systemd.time(7))
+_SHORTHAND_SPECS = {
+    "minutely": "*-*-* *:*:00", "hourly": "*-*-* *:00:00", "daily": "*-*-* 00:00:00",
+    "monthly": "*-*-01 00:00:00", "weekly": "Mon *-*-* 00:00:00",
+    "yearly": "*-01-01 00:00:00", "annually": "*-01-01 00:00:00",
+    "anually": "*-01-01 00:00:00", "quarterly": "*-01,04,07,10-01 00:00:00",
+    "semiannually": "*-01,07-01 00:00:00", "semi-annually": "*-01,07-01 00:00:00",
+    "biannually": "*-01,07-01 00:00:00", "bi-annually": "*-01,07-01 00:00:00"}
+
+
+def parsed(expr: str) -> tuple[_Parser, str]:
+    """``expr`` read as ``check`` reads it: (what was read, its timezone: "" for local
+    time, ``UTC`` or a tz database name). Raises CalendarError as ``check`` does."""
+    check(expr)
+    rest = _without_timezone(expr)
+    zone = expr[len(rest):].strip()
+    if zone.upper() == "UTC":
+        zone = "UTC"
+    elif zone in _time.tzname:
+        zone = ""  # the local zone's abbreviation: local time
+    parser = _Parser(_SHORTHAND_SPECS.get(rest.lower(), rest))
+    parser.parse()
+    return parser, zone

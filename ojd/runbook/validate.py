@@ -17,6 +17,7 @@ from ojd.runbook.argspec import ArgSpecError, parse_spec
 from ojd.runbook.bashsyntax import Script, needs_shell
 from ojd.runbook.calendar import CalendarError
 from ojd.runbook.calendar import check as check_calendar
+from ojd.runbook.crontab import looks_like_crontab
 from ojd.runbook.hcl import Attribute, Block
 from ojd.runbook.model import (
     CRON_PIPELINE,
@@ -31,13 +32,21 @@ from ojd.runbook.model import (
     Worker,
 )
 from ojd.runbook.named import leads_outside, script_paths
+from ojd.runbook.programs import programs
 from ojd.runbook.template import (
     LOCAL_PREFIX,
     shell_contexts,
 )
 from ojd.runbook.validate_agents import AgentChecks
 from ojd.runbook.validate_refs import References
-from ojd.runbook.wording import OUTSIDE, TYPE_NAMES, context_warning, did_you_mean, type_name
+from ojd.runbook.wording import (
+    OUTSIDE,
+    TYPE_NAMES,
+    context_warning,
+    crontab_hint,
+    did_you_mean,
+    type_name,
+)
 from ojd.unitnames import too_long
 
 DEFAULT_MAX_VISITS = 10
@@ -373,8 +382,9 @@ class _Builder(AgentChecks, References):
                 check_calendar(schedule)
             except CalendarError as e:
                 self.p.add(file, f["schedule"].line, f"cron '{name}' schedule {quoted(schedule)}: "
-                           f"{e} (systemd calendar syntax, e.g. \"Mon..Fri *-*-* 09:00\" or "
-                           "\"daily\"; 'systemd-analyze calendar EXPR' tries one)")
+                           + (crontab_hint(schedule) if looks_like_crontab(schedule) else
+                              f"{e} (systemd calendar syntax, e.g. \"Mon..Fri *-*-* 09:00\" or "
+                              "\"daily\"; 'systemd-analyze calendar EXPR' tries one)"))
         else:
             self.p.add(file, block.line, f"cron '{name}' needs 'interval' (a duration, "
                        "\"6h\") or 'schedule' (a systemd calendar expression, \"daily\")")
@@ -498,6 +508,21 @@ class _Builder(AgentChecks, References):
                     self.warnings.add(s.file, s.line + line,
                                       f"warning: {s.what} runs {word}{OUTSIDE}")
 
+    def program_warnings(self, missing: Callable[[str], str | None]) -> None:
+        """Warn of programs the scripts a worker runs name that ``missing`` says are not on
+        its PATH. A command's script runs in the caller's shell, with the caller's PATH:
+        not checked."""
+        said: dict[str, str | None] = {}
+        for s in (*self.scripts, *self.scripts_run):
+            if s.what.startswith("command "):
+                continue
+            for word, line in programs(s.text):
+                if word not in said:
+                    said[word] = missing(word)
+                if said[word] is not None:
+                    self.warnings.add(s.file, s.line + line,
+                                      f"warning: {s.what} runs '{word}', {said[word]}")
+
     def line_of(self, key: tuple, where: Where) -> int:
         """The line of the field ``key`` names, else of its block."""
         return self.at.get(key, where.line)
@@ -509,17 +534,21 @@ class _Builder(AgentChecks, References):
 
 def build(files: list[tuple[str, Block]],
           check_shell: Callable[[list[Script]], list[tuple[str, int, str]]] | None = None,
-          warnings: list[str] | None = None) -> Runbook:
+          warnings: list[str] | None = None,
+          missing_program: Callable[[str], str | None] | None = None) -> Runbook:
     """Validate parsed runbook files into one Runbook; raise RunbookError with every problem.
     ``check_shell`` (``ojd.runbook.bashsyntax.check``: I/O, so passed in) reports shell scripts that
     do not parse. Warnings (``file:line: warning: ...``) are appended to ``warnings`` when it
-    is given."""
+    is given; with ``missing_program`` (I/O, so passed in: why a program is not found, or
+    None) also for programs the worker's scripts run that it does not find."""
     b = _Builder(warn=warnings is not None)
     for name, body in files:
         b.file(name, body)
     b.check_references()
     if b.warn:
         b.outside_warnings()
+        if missing_program is not None:
+            b.program_warnings(missing_program)
     if check_shell is not None:
         for file, line, message in check_shell(b.scripts):
             b.p.add(file, line, message)

@@ -38,12 +38,18 @@ class References:
                         self.p.add(w.where.file, handler_line, f"worker '{w.name}' handler "
                                    f"pipeline '{w.pipeline}' var '{var}' needs a default "
                                    "(only the first var receives the queue item)")
+                queue = rb.queues.get(w.queue)
+                if queue is not None and queue.vars:
+                    self.check_item_fields(w.name, queue.name, queue.vars, pipeline)
         for c in rb.commands.values():
             run_line = self.line_of(("command", c.name, "run"), c.where)
             if c.pipeline and c.pipeline not in rb.pipelines:
                 self.p.add(c.where.file, run_line, f"command '{c.name}' pipeline "
                            f"'{c.pipeline}' is not defined"
                            + did_you_mean(c.pipeline, list(rb.pipelines)))
+            elif c.pipeline:
+                self.check_command_vars(c.name, arg_names(c.args), rb.pipelines[c.pipeline],
+                                        run_line)
             if c.run is not None:
                 names = arg_names(c.args)
                 self.check_templates(self.field_where(("command", c.name, "run"), c.where), c.run,
@@ -73,6 +79,61 @@ class References:
                                      q.take_cmd, {"item": None})
         for p in rb.pipelines.values():
             self.check_pipeline(p)
+
+    def check_command_vars(self, name: str, args: tuple[str, ...], p: Pipeline,
+                           line: int) -> None:
+        """A command's job gets its arguments as vars: each var the pipeline needs must be
+        one of them, or have a default. Said with the fix in view of the pipeline's other
+        users: a worker gives it the item as its one first var."""
+        missing = [v for v in p.vars if v not in args and v not in p.defaults]
+        if not missing:
+            return
+        file = self.rb.commands[name].where.file
+        gives = f"its arguments ({', '.join(args)})" if args else "no arguments"
+        workers = [w for w in self.rb.workers.values() if w.pipeline == p.name]
+        if workers:
+            w = workers[0]
+            self.p.add(file, line, f"pipeline '{p.name}' cannot serve both worker '{w.name}' "
+                       f"(the queue item as var '{p.vars[0]}') and command '{name}' "
+                       f"({gives} as vars): command '{name}' gives no '{missing[0]}'; have "
+                       f"it push to the worker's queue (run = \"oj queue push {w.queue} "
+                       "--var KEY=${args.KEY} ...\") or give it a pipeline of its own")
+            return
+        self.p.add(file, line, f"command '{name}' runs pipeline '{p.name}', which needs var "
+                   f"'{missing[0]}', but gives {gives}" + did_you_mean(missing[0], list(args))
+                   + f"; add <{missing[0]}> to its args or a default for it to the pipeline")
+
+    def check_item_fields(self, worker: str, queue: str, fields: tuple[str, ...],
+                          p: Pipeline) -> None:
+        """``${var.ITEM.KEY}`` in a worker's pipeline: KEY must be one of the queue's vars,
+        the only keys its items have."""
+        item = p.vars[0]
+        for where, text in self.pipeline_texts(p):
+            try:
+                refs = references(text)
+            except TemplateError:
+                continue  # reported by check_templates
+            for ref in refs:
+                parts = ref.split(".")
+                if parts[:2] != ["var", item] or len(parts) < 3 or parts[2] in fields:
+                    continue
+                line = where.line + text.count("\n", 0, max(text.find("${" + ref), 0))
+                self.p.add(where.file, line, f"${{{ref}}}: queue '{queue}' items (worker "
+                           f"'{worker}') have no field '{parts[2]}'"
+                           + (did_you_mean(parts[2], list(fields))
+                              or f"; their fields: {', '.join(fields)}"))
+
+    def pipeline_texts(self, p: Pipeline) -> list[tuple[Where, str]]:
+        """The templates of a pipeline with where each starts: name, locals, steps, notify."""
+        out = []
+        if p.job_name is not None:
+            out.append((self.field_where(("pipeline", p.name, "name"), p.where), p.job_name))
+        out += [(self.field_where(("local", p.name, n), p.where), v) for n, v in p.locals]
+        out += [(self.field_where(("step", p.name, s.name, "run"), s.where), s.run)
+                for s in p.steps.values() if s.run is not None]
+        out += [(self.field_where(("notify", p.name, k), p.where), v)
+                for k, v in p.notify.items()]
+        return out
 
     def check_pipeline(self, p: Pipeline) -> None:
         for target, what in ((p.on_done, "on_done"), (p.on_fail, "on_fail")):

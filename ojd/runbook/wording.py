@@ -1,9 +1,11 @@
 """How runbook problems are worded: a value's type, a "did you mean", the end of a warning
-about a path outside the project, a value in a context bash reads again."""
+about a path outside the project, a value in a context bash reads again, a crontab schedule
+in systemd's spelling."""
 
 from __future__ import annotations
 
 from ojd.errors import closest
+from ojd.runbook.crontab import NoTranslation, systemd_spelling
 from ojd.runbook.template import ValueContext
 
 # the end of a warning about a path that leads outside the project (``ojd.trust``)
@@ -50,3 +52,14 @@ def context_warning(c: ValueContext) -> str:
                 f"value names one program; to run a trusted value as shell code, write "
                 f"${{raw({c.ref})}}")
     return f"no value can go here: {c.place}"
+
+
+def crontab_hint(schedule: str) -> str:
+    """What a cron's crontab-style schedule is in systemd's calendar, or why it has none."""
+    try:
+        spelled = systemd_spelling(schedule)
+    except NoTranslation as e:
+        return (f"this is crontab syntax, which systemd's calendar cannot say directly: {e} "
+                "(systemd.time(7); 'systemd-analyze calendar EXPR' tries one)")
+    return (f"this is crontab syntax; systemd's calendar spells it schedule = \"{spelled}\" "
+            "('systemd-analyze calendar' shows when it runs)")

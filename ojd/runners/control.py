@@ -1,4 +1,4 @@
-"""Acting on running jobs from outside: cancel, reopen, follow.
+"""Acting on jobs from outside: cancel, reopen, dismiss, follow.
 
 A cancel is recorded before the job's process is stopped, in one append with its item's
 fate, so the job process (fenced by ``jobs.Superseded``) can record nothing after it and
@@ -15,8 +15,16 @@ from collections.abc import Callable
 from ojd import paths
 from ojd.agents import session
 from ojd.errors import OjError
-from ojd.events import job_answered, job_finished, job_reopened, queue_failed, queue_released
+from ojd.events import (
+    job_answered,
+    job_dismissed,
+    job_finished,
+    job_reopened,
+    queue_failed,
+    queue_released,
+)
 from ojd.identity import elsewhere
+from ojd.notify import one_line
 from ojd.runners.jobprocess import alive
 from ojd.runners.leftovers import STOP_GRACE
 from ojd.runners.stepprocess import terminate_group
@@ -42,6 +50,9 @@ def cancel(store: Store, job_id: str, *, reason: str = "cancelled",
             raise OjError(f"job {job_id} is {job['status']}; only a running or waiting job "
                           "can be cancelled")
         events: list[dict] = [job_finished(id=job_id, outcome="cancelled", error=reason)]
+        # the log's last word, before the record a follower stops at
+        _say(store, job_id, "==> job cancelled" + ("" if reason == "cancelled"
+                                                     else f": {one_line(reason)}"))
         item = tx.state.items.get(job.get("item") or "")
         if item is not None and item["status"] == "active" and item.get("job") == job_id:
             if release:
@@ -52,6 +63,21 @@ def cancel(store: Store, job_id: str, *, reason: str = "cancelled",
         tx.append(*events)
     stop(job)
     return job
+
+
+def _say(store: Store, job_id: str, line: str) -> None:
+    """A line in the job's existing log from outside its process; a log that cannot be
+    written (a full disk, another user's) does not stop what is done to the job."""
+    try:  # never created here: a log made by root would be closed to a --run-as worker
+        fd = os.open(paths.job_log(store.root, job_id), os.O_WRONLY | os.O_APPEND)
+    except OSError:
+        return
+    try:
+        os.write(fd, line.encode() + b"\n")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def stop(job: dict, timeout: float = 3 * STOP_GRACE) -> None:
@@ -123,6 +149,32 @@ def reopen(store: Store, job_id: str, vars_: dict[str, str]) -> dict:
             step = failed[-1]["step"]
         tx.append(job_reopened(id=job_id, step=step, vars=vars_))
         return tx.state.jobs[job_id]
+
+
+# what `oj job dismiss` takes: what may need a person (a cancelled job's item is dead)
+DISMISSIBLE = ("failed", "waiting", "cancelled")
+
+
+def dismiss(store: Store, job_ids: list[str]) -> list[str]:
+    """Record the jobs seen to: out of what needs a person, kept in the history. All of
+    them or none: a running or done one is refused, naming it. The ids dismissed now (one
+    dismissed before is not recorded again)."""
+    with store.transaction() as tx:
+        todo = []
+        for job_id in job_ids:
+            job = tx.state.jobs.get(job_id)
+            if job is None:
+                raise OjError(f"no job with id {job_id}")
+            if job["status"] not in DISMISSIBLE:
+                fix = f"cancel it first: oj job cancel {job_id}" if job["status"] == \
+                    "running" else "nothing about it needs a person"
+                raise OjError(f"job {job_id} is {job['status']}; only a failed, waiting or "
+                              f"cancelled job is dismissed ({fix})")
+            if not job.get("dismissed"):
+                todo.append(job_id)
+        if todo:
+            tx.append(*(job_dismissed(id=job_id) for job_id in todo))
+    return todo
 
 
 def answer(store: Store, job_id: str, message: str) -> None:

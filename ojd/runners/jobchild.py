@@ -20,6 +20,7 @@ from ojd.runbook.model import Runbook
 from ojd.runners import leftovers
 from ojd.runners.jobs import JobRunner, Stalled, Superseded
 from ojd.runners.jobscope import wait_in_scope
+from ojd.runners.proctitle import set_title
 from ojd.state import LIVE_JOB_STATES
 from ojd.store import Store
 
@@ -84,6 +85,7 @@ def run_child(r: int, free: int | None, parent: Store, runbook: Runbook, *, jour
         if len(words) != 3 or words[0] != "ready":
             return 0  # the starter died (or gave up)
         job_id, unit = words[1], "" if words[2] == "-" else words[2]
+        set_title(f"ojd job {job_id}", f"oj-job-{job_id}")
         try:
             if unit:
                 wait_in_scope(unit)
@@ -107,6 +109,7 @@ def run_child(r: int, free: int | None, parent: Store, runbook: Runbook, *, jour
             Log(f"job {job_id}").info(f"its process is not reused: a step changed its "
                                       f"{lost}, which cannot be set back without privilege")
             return code
+        set_title("ojd job runner (free)", "oj-job-runner")
         try:
             os.write(free, b"free\n")
         except OSError:
@@ -188,8 +191,14 @@ def run_here(store: Store, runbook: Runbook, job_id: str, *,
         raise Interrupted()
 
     def progress(job: str, what: str, detail: str) -> None:
-        if what in ("step", "notify", "unstalled"):
+        if what == "at":  # the step it runs now: its name in ps
+            set_title(f"ojd job {job} {detail}")
+        elif what in ("step", "notify", "unstalled"):
             log.info(detail)
+        elif what in ("step_failed", "agent_died"):  # journalctl -p warning finds them
+            log.warning(detail)
+        elif what == "failed":
+            log.warning(f"failed: {detail}")
         elif what == "stalled":
             log.error(detail)
 
@@ -217,7 +226,8 @@ def run_here(store: Store, runbook: Runbook, job_id: str, *,
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         sys.stdout.flush()
         sys.stderr.flush()
-    log.info(outcome)
+    if outcome != "failed":  # a failure was said, with its error, as it was recorded
+        log.info(outcome)
     # only a job whose end this process recorded frees it for another: a cancel that won
     # the race waits for this process to be gone
     return 0, outcome in ("done", "failed")

@@ -33,7 +33,8 @@ def job_created_event(tx: Transaction, state_root: str, runbook: Runbook, projec
                       pipeline_name: str, vars_: dict[str, Any], invoke_dir: str, *,
                       item: str | None = None, worker: str | None = None,
                       owner: str | None = None, name: str | None = None,
-                      job_id: str | None = None, cron: str | None = None) -> dict:
+                      job_id: str | None = None, cron: str | None = None,
+                      rerun_of: str | None = None) -> dict:
     """The ``job:created`` event of a new job (appended by the caller, in the same append
     as the take of its item, so a crash cannot leave one without the other)."""
     pipeline = runbook.pipeline(pipeline_name)
@@ -59,7 +60,7 @@ def job_created_event(tx: Transaction, state_root: str, runbook: Runbook, projec
     return job_created(id=job_id, project=project, pipeline=pipeline_name,
                        name=name or pipeline_name, vars=values, cwd=cwd,
                        workspace=pipeline.workspace, invoke=invoke_dir, item=item,
-                       worker=worker, by=owner, cron=cron)
+                       worker=worker, by=owner, cron=cron, rerun_of=rerun_of)
 
 
 def settle_item(runbook: Runbook, state, job_id: str, outcome: str, error: str | None

@@ -22,8 +22,9 @@ from typing import Any
 
 from ojd import bashrun, conf, paths
 from ojd.duration import format_duration
-from ojd.errors import LockTimeout, OjError, StoreUnavailable
+from ojd.errors import LockTimeout, OjError, StoreUnavailable, quoted
 from ojd.events import (
+    QUEUE_FAILED,
     job_finished,
     job_locals,
     job_step_finished,
@@ -42,10 +43,10 @@ from ojd.runners.jobrecords import job_created_event as job_created_event
 from ojd.runners.jobrecords import settle_item
 from ojd.runners.leftovers import STOP_GRACE
 from ojd.runners.liveness import alive
+from ojd.runners.notfound import NOT_FOUND_EXIT, missing_command, since
 from ojd.runners.stepprocess import (
-    BASH,
-    STEP_WRAPPER,
     Echo,
+    StepCommand,
     cap_log,
     read_status,
     terminate_group,
@@ -56,7 +57,9 @@ from ojd.store import Store
 
 # fail_job and job_created_event are imported "as" themselves: callers have them from here
 
-# Progress callback: (job id, what, detail) e.g. ("3f9c", "step", "check ok in 1.2s")
+# Progress callback: (job id, what, detail) e.g. ("3f9c", "step", "check ok in 1.2s");
+# "step_failed", "agent_died" and the outcome "failed" are failures (logged as warnings);
+# "at" says which step runs now ("merge/check"), for the job process's name
 Progress = Callable[[str, str, str], None]
 
 
@@ -231,6 +234,9 @@ class JobRunner:
             except OjError as e:
                 return self._finish(job, "failed", str(e), pipeline, log)
             step = self._resume_point(job, pipeline)
+            if job["step"] is not None and step is not None:  # it ran before: a resume
+                log.write(f"==> resumed at step {step} "
+                          f"({time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
             if step is not None and job["step"] == step and job["step_status"] == "running" \
                     and pipeline.steps.get(step) is not None \
                     and pipeline.steps[step].run is not None:
@@ -276,7 +282,7 @@ class JobRunner:
         verdict = "ok" if exit_code == 0 else f"failed (exit {exit_code})"
         line = f"{step} {verdict} in {time.time() - started:.1f}s"
         log.write(f"==> step {line}\n".encode())
-        self.progress(job["id"], "step", line)
+        self.progress(job["id"], "step" if exit_code == 0 else "step_failed", line)
         # the status file its wrapper wrote goes only once its end is durable: a runner
         # killed in between must find it, or the finished step would run again
         status = self.status_path(job["id"], len(job["history"]))
@@ -393,6 +399,7 @@ class JobRunner:
                   log) -> tuple[int | None, str | None]:
         """The step's exit status (None when stopped from outside), and why it did not run."""
         s = pipeline.steps[step]
+        self.progress(job["id"], "at", f"{pipeline.name}/{step}")
         log.write(f"==> step {step} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
         if s.run is None:
             # lazy: tmux and trust checks, for agent steps only, not every job process
@@ -407,7 +414,7 @@ class JobRunner:
             self._started(job["id"], step)
             why = one_line(str(e))
             log.write(f"{why}\n".encode())
-            self.progress(job["id"], "step", f"{step}: {why}")
+            self.progress(job["id"], "step_failed", f"{step}: {why}")
             return 2, why
         if self.stopping.is_set():
             return None, None
@@ -418,17 +425,16 @@ class JobRunner:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(status)  # a run of this place that never started its script
         sync_r, sync_w = os.pipe()
+        log_start = os.fstat(log.fileno()).st_size  # its output from here on
         echo = Echo(self.log_path(job_id)) if self.tee else None
         try:
-            with bashrun.Script(script) as bash:
-                # a leased job's step must not outlive this process: the host that takes
-                # the job over once the lease runs out cannot see it, and would run it
-                # beside itself; on this host a successor sees it alive and waits for it
-                fence = "1" if job_id in self._leased else "0"
-                argv = [BASH, "-c", STEP_WRAPPER, f"oj-step:{job_id}:{step}", str(sync_r),
-                        status, fence, *bash.argv[1:]]
+            # a leased job's step must not outlive this process: the host that takes the
+            # job over once the lease runs out cannot see it, and would run it beside
+            # itself; on this host a successor sees it alive and waits for it
+            fence = "1" if job_id in self._leased else "0"
+            with StepCommand(job_id, step, sync_r, status, fence, script) as command:
                 # its own session: a stop signals the step's whole process group
-                proc = subprocess.Popen(argv, pass_fds=(sync_r, *bash.fds), cwd=job["cwd"],
+                proc = subprocess.Popen(command.argv, pass_fds=command.fds, cwd=job["cwd"],
                                         env=self._env(job), stdin=subprocess.DEVNULL,
                                         stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
@@ -458,7 +464,7 @@ class JobRunner:
                 terminate_group(proc.pid, proc, grace=STOP_GRACE)
                 why = f"timeout: stopped after {limit}"
                 log.write(f"==> step {step}: {why}\n".encode())
-                self.progress(job_id, "step", f"{step}: {why}")
+                self.progress(job_id, "step_failed", f"{step}: {why}")
                 return TIMEOUT_EXIT, why
         except BaseException:
             # this runner was told to stop (a cancel, a shutdown): the step goes with it
@@ -473,6 +479,10 @@ class JobRunner:
             os.close(sync_w)
             if echo is not None:
                 echo.close()
+        if code == NOT_FOUND_EXIT:  # say which program, not only the status
+            name = missing_command(since(self.log_path(job_id), log_start))
+            if name is not None:
+                return code, f"command {quoted(name)} not found"
         return code, None  # its status file goes once its end is recorded
 
     def _started(self, job_id: str, step: str, pid: int | None = None, say: bool = True
@@ -523,21 +533,26 @@ class JobRunner:
     def _finish(self, job: dict, outcome: str, error: str | None,
                 pipeline: Pipeline | None = None, log=None, before: list[dict] | None = None
                 ) -> str:
+        said: list[bool] = []
+
         def record() -> None:
             with self.store.transaction() as tx:
                 _check_ours(tx.state.jobs.get(job["id"]))
                 events = [*(before or ()),
                           job_finished(id=job["id"], outcome=outcome, error=error)]
                 # the job's queue item is settled in the same append
-                events += settle_item(self.runbook, tx.state, job["id"], outcome, error)
-                tx.append(*events)
+                settled = settle_item(self.runbook, tx.state, job["id"], outcome, error)
+                if log is not None and not said:  # once, however often this is tried
+                    said.append(True)
+                    for line in item_lines(settled):
+                        log.write(line)
+                tx.append(*events, *settled)
 
         # The log's last words go in before the record that ends the job: a follower
         # (oj run, oj job logs -f) stops at the end it reads in the log of events.
         notice = None
         if pipeline is not None and log is not None:
-            if error:
-                log.write(f"==> job {outcome}: {one_line(error)}\n".encode())
+            log.write(f"==> job {outcome}{': ' + one_line(error) if error else ''}\n".encode())
             notice = self._notify(job, pipeline, "on_done" if outcome == "done" else "on_fail",
                                   log, report=False)
         self._durably(job["id"], record)
@@ -586,6 +601,22 @@ class JobRunner:
 
     def status_path(self, job_id: str, n: int) -> str:
         return os.path.join(paths.steps_dir(self.store.root), f"{job_id}.{n}")
+
+
+def item_lines(settled: list[dict]) -> list[bytes]:
+    """The job log's lines on what its item's settlement does: a retry after the queue's
+    cooldown, or an item dead with its attempts spent."""
+    lines = []
+    for ev in settled:
+        if ev["type"] != QUEUE_FAILED:
+            continue
+        if ev["dead"]:
+            lines.append(f"==> item {ev['id']} is dead (no retries left); oj queue retry "
+                         "brings it back\n")
+        else:
+            wait = format_duration(max(0.0, (ev["retry_at"] or 0.0) - time.time()))
+            lines.append(f"==> item {ev['id']} is retried in {wait}, by a new job\n")
+    return [line.encode() for line in lines]
 
 
 def _failure(job: dict, last_step: str, last_exit: int) -> str:

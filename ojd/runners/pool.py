@@ -180,7 +180,10 @@ class ProcessPool:
             self._deaths.pop(job_id, None)
         item = job.get("item")
         how = f" (process exit {code})" if code not in (None, 0) else ""
-        self.log.info(f"job {job_id} {status}" + (f" (item {item})" if item else "") + how)
+        # a failure, or a process that died without ending its job, is a warning
+        say = self.log.info if status in ("done", "cancelled") and not how else \
+            self.log.warning
+        say(f"job {job_id} {status}" + (f" (item {item})" if item else "") + how)
         # a job still live without its process: resumed by the adopt of the next poll
 
     # -- starting -----------------------------------------------------------------------

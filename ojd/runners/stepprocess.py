@@ -20,20 +20,64 @@ from ojd.runners.leftovers import STOP_GRACE
 # (a runner that dies first leaves nothing running: end-of-file, exit unrun), runs the
 # script, and leaves its exit status where a runner that takes the job over finds it. $0
 # names the job and step in ps and systemctl status. Arguments: sync fd, status file, fence
-# (1: the step dies with its runner), then ``-c SCRIPT`` or a script file. With the fence, a
-# reader in the step's group keeps the sync pipe: its end-of-file without "done" means the
-# runner died (kill -9, OOM), and the whole group is killed before another host can take
-# the job over. The script runs in a subshell (a fork, no second bash to start) as
-# ``bash -e -o pipefail -c`` would run it: $0 "bash", no positional parameters, none of the
-# wrapper's variables, and the same line numbers, as the eval is on line 1.
+# (1: the step dies with its runner), then ``-c SCRIPT`` or a script file (/dev/fd/N: closed
+# once read). With the fence, a reader in the step's group keeps the sync pipe: its
+# end-of-file without "done" means the runner died (kill -9, OOM), and the whole group is
+# killed before another host can take the job over. The script runs in a subshell (a fork,
+# no second bash to start) as ``bash -e -o pipefail -c`` would run it: $0 "bash", no
+# positional parameters, none of the wrapper's variables, and the same line numbers, as the
+# eval is on line 1.
 STEP_WRAPPER = (
     'read -r -u "$1" _ || exit 125; __oj_status=$2; '
     'if [ "$3" = 1 ]; then { read -r -u "$1" __oj_w; [ "$__oj_w" = done ] || kill -KILL 0; '
     '} & fi; eval "exec $1<&-"; '
     'if [ "$4" = -c ]; then __oj_script=$5; else __oj_script=$(< "$4"); fi; '
+    'case $4 in /dev/fd/[0-9]*) eval "exec ${4#/dev/fd/}<&-";; esac; '
     '(unset __oj_status; BASH_ARGV0=bash; set -e -o pipefail; '
     'eval "set --; unset __oj_script; $__oj_script"); '
     '__oj_rc=$?; printf "%d\\n" "$__oj_rc" >"$__oj_status"; exit "$__oj_rc"\n')
+
+
+class StepCommand:
+    """The command line of a step's wrapper, kept short for ps and ``systemctl status``:
+    ``bash -c 'eval "$(</dev/fd/W)" W<&-' oj-step:JOB:STEP SYNC STATUS FENCE /dev/fd/S``.
+    The wrapper and the script reach bash through memory files (``fds``, to pass to the
+    child), which bash reads and closes before the script runs; closed here on exit."""
+
+    def __init__(self, job_id: str, step: str, sync_fd: int, status: str, fence: str,
+                 script: str) -> None:
+        wrapper = _memory_file("oj-step-wrapper", STEP_WRAPPER)
+        try:
+            text = _memory_file("oj-step-script", script)
+        except BaseException:
+            os.close(wrapper)
+            raise
+        # the wrapper is read before its fd is closed: the expansion comes first
+        self.argv = [BASH, "-c", f'eval "$(</dev/fd/{wrapper})" {wrapper}<&-',
+                     f"oj-step:{job_id}:{step}", str(sync_fd), status, fence,
+                     f"/dev/fd/{text}"]
+        self.fds = (sync_fd, wrapper, text)
+        self._own = (wrapper, text)
+
+    def __enter__(self) -> StepCommand:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self._own:
+            os.close(fd)
+
+
+def _memory_file(name: str, text: str) -> int:
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)  # pass_fds opens it to the step only
+    try:
+        view = memoryview(text.encode("utf-8", "surrogateescape"))
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
 
 # bash by its path, found once: a PATH search per step costs an execve per miss
 BASH = shutil.which("bash") or "/bin/bash"

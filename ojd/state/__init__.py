@@ -226,6 +226,7 @@ HANDLERS = {
     events.JOB_PRUNED: State._job_pruned,
     events.JOB_WAITING: State._job_waiting,
     events.JOB_ANSWERED: State._job_answered,
+    events.JOB_DISMISSED: State._job_dismissed,
     events.AGENT_STARTED: State._agent_started,
     events.AGENT_DELIVERED: State._agent_delivered,
     events.WORKER_RECORDED: State._worker_recorded,

@@ -52,6 +52,8 @@ class JobFold:
             "finished_at": None,
             "error": None,
         }
+        if ev.get("rerun_of"):
+            self.jobs[ev["id"]]["rerun_of"] = ev["rerun_of"]
 
     def _job_step_started(self, ev: Event) -> None:
         job = self.jobs.get(ev["id"])
@@ -137,7 +139,7 @@ class JobFold:
             self.finished_jobs.remove(job["id"])
         job.update(status="running", error=None, finished_at=None, updated_at=ev["ts"],
                    next=ev.get("step"), step_status="reopened", failing=False,
-                   process=None, step_proc=None)
+                   process=None, step_proc=None, dismissed=None)
         job["vars"] = {**job["vars"], **(ev.get("vars") or {})}
         item = self.items.get(job["item"]) if job["item"] else None
         if item is not None and item.get("job") == job["id"] and \
@@ -163,6 +165,7 @@ class JobFold:
             job["status"] = "waiting"
             job["waiting_reason"] = ev.get("reason")
             job["pending_answer"] = None
+            job["dismissed"] = None  # a new question: a person's again
             job["updated_at"] = ev["ts"]
 
     def _job_answered(self, ev: Event) -> None:
@@ -172,6 +175,13 @@ class JobFold:
             job["waiting_reason"] = None
             job["pending_answer"] = ev.get("message") or ""
             job["updated_at"] = ev["ts"]
+
+    def _job_dismissed(self, ev: Event) -> None:
+        """Out of what needs a person until the job needs one again (a new wait, a
+        reopen); a running job is never dismissed."""
+        job = self.jobs.get(ev["id"])
+        if job is not None and job["status"] != "running":
+            job["dismissed"] = ev["ts"]
 
     def _agent_started(self, ev: Event) -> None:
         job = self.jobs.get(ev["id"])
