@@ -21,7 +21,7 @@ from ojd.unitcontrol import (
     require_unit_safe,
     state_text,
 )
-from ojd.unitnames import SEPARATOR, split, worker_unit
+from ojd.unitnames import SEPARATOR, short, split, worker_unit
 from ojd.unitnames import check_name as check_unit_name
 
 TYPE_CHECKING = False
@@ -183,7 +183,7 @@ def start(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: 
             raise UsageError(f"worker {quoted(name)} runs under 'ojd up' (PID {up}), as "
                              "whoever started it; --run-as is for its unit")
         record(store, runbook, root, name)
-        return _start_under_up(store, root, name, up, wait)
+        return _start_under_up(store, root, full, up, wait)
     require_unit_safe(store.root)
     user = trusted_runner(systemd, root, name, run_as, store.root)  # nothing is written before this
     unit = worker_unit(full)
@@ -213,18 +213,19 @@ def start(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: 
     return "started"
 
 
-def _start_under_up(store: Store, root: str, name: str, up: int, wait: bool) -> str:
-    """Ask the ``ojd up`` of the project to start worker ``name`` (stopped, crashed, or new
-    in the runbook): the ``worker:woken`` record says which, SIGUSR1 says when."""
-    store.append(worker_woken(name=name))
+def _start_under_up(store: Store, root: str, full: str, up: int, wait: bool) -> str:
+    """Ask the ``ojd up`` of the project to start worker ``full`` (PROJECT:NAME; stopped,
+    crashed, or new in the runbook): the ``worker:woken`` record says which, SIGUSR1 says
+    when."""
+    store.append(worker_woken(name=full))
     try:
         os.kill(up, signal.SIGUSR1)
     except ProcessLookupError:
         raise OjError(f"'ojd up' (PID {up}) ended meanwhile; start it again") from None
     deadline = time.monotonic() + UP_START_TIMEOUT
-    while wait and wake.foreground_pid(store.root, name) is None:
+    while wait and wake.foreground_pid(store.root, full) is None:
         if time.monotonic() > deadline or wake.up_pid(store.root, root) != up:
-            raise OjError(f"'ojd up' (PID {up}) did not start worker {quoted(name)} in "
+            raise OjError(f"'ojd up' (PID {up}) did not start worker {quoted(short(full))} in "
                           f"{UP_START_TIMEOUT:.0f}s; its output says why")
         time.sleep(0.02)
     return "started"
