@@ -69,6 +69,17 @@ def projects(installed: Sandbox, sandbox_dir: Path):
     for p in (shop, blog):
         p.oj("cron", "stop", "janitor", check=False)
         p.oj("worker", "stop", "merge", check=False)
+    forget_units("shop", "blog", sb=installed)
+
+
+def forget_units(*projects: str, sb: Sandbox) -> None:
+    """The drop-ins of the projects' units go with the test: they name its state dir, which
+    a later test's unit of the same name must not inherit."""
+    units = "/etc/systemd/system"
+    sb.run(["rm", "-rf", *(f"{units}/oj-{unit}.d" for p in projects
+                           for unit in (f"worker@{p}:merge.service", f"cron@{p}:janitor.timer",
+                                        f"cron@{p}:janitor.service"))])
+    sb.systemctl("daemon-reload")
 
 
 def test_two_projects_each_run_their_own_merge_worker_and_janitor_cron(projects):
