@@ -18,6 +18,8 @@ SUBCOMMANDS = {
     "cron": ("oj.commands.cron", "cron",
              "Crons (timers): start, stop, enable, disable, once (a tick now), logs, list."),
     "systemd": ("oj.commands.systemd", "systemd", "oj's unit files: install, uninstall."),
+    "metrics": ("oj.commands.metrics", "metrics",
+                "The state as OpenMetrics text (printed, or served on --listen)."),
     "queue": ("oj.commands.queue", "queue",
               "Queues and items: push, list, show, drop, retry, drain, prune, done, fail."),
     "job": ("oj.commands.job", "job",
@@ -28,6 +30,8 @@ SUBCOMMANDS = {
               "The state (WAL directory or PostgreSQL): check, compact, export, import."),
     "status": ("oj.commands.status", "status",
                "Workers, jobs, queues, crons and agents at a glance; what needs a person in red."),
+    "web": ("oj.commands.web", "web",
+            "The dashboard in a browser: workers, queues, jobs, crons; live, with actions."),
     "workspace": ("oj.commands.workspace", "workspace", "Job workspaces: list, prune."),
 }
 

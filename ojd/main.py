@@ -1,6 +1,6 @@
 """``ojd``: the program systemd runs. ``ojd worker NAME`` is the body of oj-worker@NAME.service,
-``ojd cron NAME`` the body of oj-cron@NAME.service; ``ojd up`` runs a whole project in the
-foreground without systemd (``ojd.up``)."""
+``ojd cron NAME`` the body of oj-cron@NAME.service, ``ojd metrics`` of oj-metrics.service;
+``ojd up`` runs a whole project in the foreground without systemd (``ojd.up``)."""
 
 from __future__ import annotations
 
@@ -269,14 +269,36 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--grace", type=_grace, metavar="DURATION",
                    help="at a stop, wait at most this long for running jobs (default: until "
                         "they end; a container's stop timeout bounds it)")
+    m = sub.add_parser("metrics", help="serve /metrics: on the sockets systemd passes "
+                       "(oj-metrics.socket), or on --listen")
+    m.add_argument("--listen", metavar="HOST:PORT", help="serve this address in the foreground")
+    m.add_argument("--idle-timeout", metavar="DURATION",
+                   help="exit after this long without a request (default: $OJ_IDLE_TIMEOUT, "
+                        "else 60s; with --listen: never)")
+    web = sub.add_parser("web", help="the dashboard (oj-web.service): on systemd's sockets, "
+                         "or on --listen")
+    web.add_argument("--listen", metavar="HOST:PORT",
+                     help="serve here when systemd passed no socket")
+    web.add_argument("--idle-timeout", metavar="DURATION",
+                     help="exit after this long with no connection (default: $OJ_IDLE_TIMEOUT, "
+                          "else 1m, on systemd's sockets; never on --listen)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "web":
+            from ojd.web.app import run_service  # lazy: the dashboard, for ojd web alone
+
+            return run_service(args.listen, args.idle_timeout)
         if args.command == "up":
             from ojd import up  # lazy: ojd up alone runs it, off a worker's and a tick's start
 
             return up.run(args.project, args.until_idle, args.grace)
         if args.command == "cron":
             return run_cron(args.name, args.project)
+        if args.command == "metrics":
+            # lazy: the HTTP server, only for the metrics service
+            from ojd import metrics_http
+
+            return metrics_http.serve(args.listen, args.idle_timeout)
         return run_worker(args.name, args.project, args.foreground, args.until_idle)
     except OjError as e:
         print(f"ojd: {e}", file=sys.stderr)

@@ -14,7 +14,9 @@ from ojd.systemd import Systemd, SystemdUnavailable
 from ojd.unitcontrol import STATE_DROPIN, state_text, unit_dir, unit_safe
 
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "units")
-UNIT_NAMES = ("oj-worker@.service", "oj-workers.target", "oj-cron@.service", "oj-cron@.timer")
+UNIT_NAMES = ("oj-worker@.service", "oj-workers.target", "oj-cron@.service", "oj-cron@.timer",
+              "oj-metrics.socket", "oj-metrics.service", "oj-web.socket",
+              "oj-web.service")
 SHIPPED_OJD = "/usr/bin/ojd"
 # The shipped units' Documentation= is where the Debian package puts the docs; a pip install
 # has them as package data instead (ojd/docs, a link to docs/ in the checkout).
@@ -24,7 +26,7 @@ DOCS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "docs")
 # up with unprivileged user namespaces, and without them the unit fails to start.
 SYSTEM_ONLY = ("PrivateTmp=", "PrivateDevices=", "ProtectSystem=", "ProtectKernelTunables=",
                "ProtectKernelModules=", "ProtectKernelLogs=", "ProtectControlGroups=",
-               "ProtectClock=", "ProtectHostname=", "CapabilityBoundingSet=")
+               "ProtectClock=", "ProtectHostname=", "CapabilityBoundingSet=", "ProtectHome=")
 
 
 def ojd_path() -> str:
@@ -144,6 +146,7 @@ def uninstall(systemd: Systemd, state_root: str) -> tuple[list[str], list[str]]:
                     "(the drop-ins above) still use them; uninstall those state dirs too "
                     "(OJ_STATE_DIR=DIR oj systemd uninstall), and the last one removes them")
     else:
+        _stop_on_demand(systemd, target_dir)
         for name in UNIT_NAMES:
             path = os.path.join(target_dir, name)
             if os.path.exists(path):
@@ -152,6 +155,21 @@ def uninstall(systemd: Systemd, state_root: str) -> tuple[list[str], list[str]]:
     if removed:
         _reload(systemd)
     return removed, kept
+
+
+def _stop_on_demand(systemd: Systemd, target_dir: str) -> None:
+    """Disable and stop the socket-activated units whose files are about to go: a socket
+    left listening would start a service that is no longer installed."""
+    for socket_unit in (n for n in UNIT_NAMES if n.endswith(".socket")):
+        if not os.path.exists(os.path.join(target_dir, socket_unit)):
+            continue
+        service = socket_unit.removesuffix(".socket") + ".service"
+        for call, unit in ((systemd.disable, socket_unit), (systemd.stop, socket_unit),
+                           (systemd.stop, service)):
+            try:
+                call(unit)
+            except SystemdUnavailable:
+                pass  # no manager (nothing listens), or a unit not enabled or not loaded
 
 
 def _other_installation(service: str, ojd: str) -> str | None:

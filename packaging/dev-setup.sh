@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Everything oj needs on a fresh Debian/Ubuntu machine, as root: system packages (with
-# PostgreSQL's server, which the tests start privately, libpq for the PostgreSQL store and
-# faketime for a host whose clock is off) and a virtualenv at $OJ_VENV (default
-# /opt/oj-venv) with oj installed from this checkout, and `oj`/`ojd` linked into
-# $OJ_BIN_DIR (default /usr/local/bin; see packaging/link-bin.sh).
+# PostgreSQL's server, which the tests start privately, libpq for the PostgreSQL store,
+# faketime for a host whose clock is off and chromium for the dashboard's browser tests)
+# and a virtualenv at $OJ_VENV (default /opt/oj-venv) with oj installed from this
+# checkout, and `oj`/`ojd` linked into $OJ_BIN_DIR (default /usr/local/bin; see
+# packaging/link-bin.sh).
 # The venv is built from /usr/bin/python3 in a world-readable place so that non-root
 # users (user-scope workers) can run it too. Safe to run again.
 # With --no-tests (packaging/demo.sh), only what oj itself needs: no PostgreSQL server, no
@@ -21,7 +22,8 @@ fi
 
 packages=(python3 python3-venv python3-dev gcc pkg-config libsystemd-dev systemd dbus git
           util-linux procps tmux libpq5)
-[ "$tests" = 1 ] && packages+=(postgresql faketime)
+# chromium: the dashboard's tests drive Debian's build through Playwright
+[ "$tests" = 1 ] && packages+=(postgresql faketime chromium)
 need=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \

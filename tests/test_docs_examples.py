@@ -40,6 +40,11 @@ NOT_RUN = {
     ("docs/OPERATIONS.md", "apt-get install gcc python3-dev libsystemd-dev pkg-config"),
     ("docs/OPERATIONS.md", "sudo loginctl enable-linger alice"),
     ("docs/OPERATIONS.md", "systemctl stop 'oj-worker@*' 'oj-job-*.scope'"),
+    ("docs/OPERATIONS.md", "docker run -d --name shop -v shop-state:/var/lib/oj shop"),
+    ("docs/OPERATIONS.md", "systemctl enable --now oj-metrics.socket       # (--user for a "
+                           "user's state dir)"),
+    ("docs/OPERATIONS.md", "systemctl edit oj-metrics.socket     # [Socket] ListenStream=  "
+                           "then  ListenStream=0.0.0.0:9464"),
 }
 # Commands that run until Ctrl-C: run for a moment, then interrupted; they must not have
 # failed before that.

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import require
 
+from ojd.unitfiles import UNIT_NAMES
+
 # dev-setup.sh and the installed console scripts: processes, and a venv rebuilt
 pytestmark = pytest.mark.end_to_end
 
@@ -91,7 +93,7 @@ def test_units_written_by_a_pip_install_name_docs_it_has(tmp_path: Path):
                           env=dict(os.environ, PYTHONPATH=str(target)), cwd=tmp_path,
                           capture_output=True, text=True, check=True)
     urls = [url for line in proc.stdout.split() for url in line.split("=", 1)[1:]]
-    assert len(urls) == 8, proc.stdout
+    assert len(urls) == 2 * len(UNIT_NAMES), proc.stdout
     for url in urls:
         assert url.startswith(f"file:{target}/ojd/docs/"), url
         assert Path(url.removeprefix("file:")).is_file(), url

@@ -151,7 +151,9 @@ def test_dependencies_resolve_on_this_release(deb: Path):
 # -- files ---------------------------------------------------------------------------------
 
 
-UNIT_FILES = ("oj-worker@.service", "oj-workers.target", "oj-cron@.service", "oj-cron@.timer")
+UNIT_FILES = ("oj-worker@.service", "oj-workers.target", "oj-cron@.service", "oj-cron@.timer",
+              "oj-metrics.socket", "oj-metrics.service", "oj-web.socket",
+              "oj-web.service")
 
 
 def test_programs_in_usr_bin_run_on_debian_python(contents: dict[str, str], root: Path):

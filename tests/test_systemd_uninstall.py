@@ -56,7 +56,11 @@ def test_uninstall_keeps_the_drop_ins_of_other_state_dirs(unit_project: UnitProj
                                              f"removed {UNITS}/oj-worker@.service",
                                              f"removed {UNITS}/oj-workers.target",
                                              f"removed {UNITS}/oj-cron@.service",
-                                             f"removed {UNITS}/oj-cron@.timer"], again.stderr
+                                             f"removed {UNITS}/oj-cron@.timer",
+                                             f"removed {UNITS}/oj-metrics.socket",
+                                             f"removed {UNITS}/oj-metrics.service",
+                                             f"removed {UNITS}/oj-web.socket",
+                                             f"removed {UNITS}/oj-web.service"], again.stderr
         assert uninstall(p.sb, str(other.state)).stdout == "nothing to remove\n"
         # with the template gone, a start says how to bring it back
         proc = p.oj("worker", "start", p.worker, check=False)

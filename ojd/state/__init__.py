@@ -20,17 +20,18 @@ from ojd import events
 from ojd.events import Event
 from ojd.state.items import KEEP_COMPLETED_PER_QUEUE, ItemFold
 from ojd.state.jobs import KEEP_FINISHED_JOBS, JobFold
+from ojd.state.stats import StatsFold
 from ojd.state.statuses import FINISHED_JOB_STATES, LIVE_ITEM_STATES, LIVE_JOB_STATES
 
 __all__ = ["FINISHED_JOB_STATES", "HANDLERS", "KEEP_COMPLETED_PER_QUEUE", "KEEP_FINISHED_JOBS",
            "LIVE_ITEM_STATES", "LIVE_JOB_STATES", "Event", "State", "concurrency_of"]
 
 
-class State(ItemFold, JobFold):
+class State(ItemFold, JobFold, StatsFold):
     """Everything oj knows, rebuilt from events. ``pos`` is the last applied log position."""
 
     __slots__ = ("pos", "items", "live_keys", "completed", "jobs", "finished_jobs", "workers",
-                 "crons", "waiting", "_ready", "_cooling", "lost")
+                 "crons", "waiting", "_ready", "_cooling", "lost", "stats")
 
     def __init__(self) -> None:
         self.pos = 0
@@ -50,13 +51,19 @@ class State(ItemFold, JobFold):
         self._cooling: dict[tuple[str, str], list[tuple]] = {}
         # [first, last, acknowledged] of position ranges the fold never saw (see note_lost)
         self.lost: list[list] = []
+        # running totals for oj metrics (ojd/state/stats.py), kept in snapshots
+        self.stats: dict = {}
 
     # -- the fold -----------------------------------------------------------------------
 
     def apply(self, event: Event, pos: int | None = None) -> None:
         if pos is not None:
             self.pos = pos
-        handler = HANDLERS.get(event.get("type", ""))
+        kind = event.get("type", "")
+        count = COUNTERS.get(kind)
+        if count is not None:  # before the handler: it sees the item and job as they were
+            count(self, event)
+        handler = HANDLERS.get(kind)
         if handler is not None:  # unknown types come from newer versions: skip, keep going
             handler(self, event)
 
@@ -177,6 +184,7 @@ class State(ItemFold, JobFold):
             "workers": self.workers,
             "crons": self.crons,
             "lost": self.lost,
+            "stats": self.stats,
         }
 
     @classmethod
@@ -190,6 +198,7 @@ class State(ItemFold, JobFold):
         state.workers = data.get("workers", {})
         state.crons = data.get("crons", {})
         state.lost = data.get("lost", [])
+        state.stats = data.get("stats", {})  # none in a snapshot of an older oj: from zero
         for item in sorted(state.items.values(), key=lambda i: i["seq"]):
             state._index(item)
             if item["key"] and item["status"] in LIVE_ITEM_STATES:
@@ -243,4 +252,13 @@ HANDLERS = {
     events.CRON_RENAMED: State._cron_renamed,
     events.STATE_LOSS_ACKNOWLEDGED: State._loss_acknowledged,
     events.STATE_REPAIRED: State._repaired,
+}
+
+# the event types the running totals count (ojd/state/stats.py), applied before HANDLERS'
+COUNTERS = {
+    events.QUEUE_TAKEN: State._count_taken,
+    events.QUEUE_COMPLETED: State._count_completed,
+    events.QUEUE_FAILED: State._count_failed,
+    events.JOB_STEP_STARTED: State._count_step_started,
+    events.JOB_STEP_FINISHED: State._count_step_finished,
 }
