@@ -20,12 +20,14 @@ import shutil
 
 from ojd.crons import service_unit, timer_unit
 from ojd.systemd import RUNNING_STATES, Systemd
-from ojd.unitcontrol import TARGET, unit_dir
-from ojd.unitnames import worker_unit
+from ojd.unitcontrol import TARGET, rename_legacy, stop_and_wait, unit_dir
+from ojd.unitnames import split, worker_unit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ojd.store import Store
+
+STOP_WAIT = 35.0  # the old unit's TimeoutStopSec= (30 s), and a little
 
 
 def hand_over_worker(old: str, full: str) -> str:
@@ -71,6 +73,37 @@ def hand_over_cron(systemd: Systemd, old: str, full: str, start: bool) -> str | 
     return (f"renamed: cron {old} is {full} from now on; its timer is {after}"
             + (" (enabled in its place)" if enabled else "") + f", the old {before} "
             + ("disabled and stopped" if enabled else "stopped"))
+
+
+def take_over_worker(store: Store, systemd: Systemd, root: str, full: str) -> str | None:
+    """At ``oj worker start|restart``: worker ``full``'s record, if still under the name it
+    had before projects had names, is renamed, and that name's unit, left running or
+    enabled by an older oj (a pip upgrade restarts nothing), hands over before the new unit
+    starts: its drop-ins move, the new unit is enabled where it was, and it is disabled and
+    stopped (its jobs run on in their scopes; the new worker sees them to their end). The
+    line that says so, or None when there is nothing to hand over."""
+    if split(full)[1] in store.state.workers:  # not renamed yet (this start would)
+        with store.transaction() as tx:
+            rename_legacy(tx, "worker", full, root)
+    was = (store.state.workers.get(full) or {}).get("was")
+    if not was:
+        return None
+    before, after = worker_unit(was), worker_unit(full)
+    enabled = systemd.unit_file_state(before) == "enabled"
+    active = systemd.state(before).active_state in RUNNING_STATES
+    moved = move_dropins(unit_dir(systemd), before, after)
+    if not (enabled or active or moved):
+        return None
+    if enabled:
+        systemd.disable(before)
+        systemd.enable(after, TARGET)
+    elif moved:
+        systemd.daemon_reload()
+    if active:
+        stop_and_wait(systemd, before, STOP_WAIT)
+    return (f"renamed: worker {was} is {full} from now on; {after} takes the place of "
+            f"{before}" + (" (enabled in its place)" if enabled else "")
+            + (", which was stopped" if active else ""))
 
 
 def take_over_cron(store: Store, systemd: Systemd, full: str) -> str | None:

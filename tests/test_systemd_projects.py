@@ -326,3 +326,56 @@ def test_a_cron_timer_enabled_before_projects_had_names_hands_over_to_its_new_ti
         sb.systemctl("stop", old, check=False)
         sb.run(["rm", "-rf", f"{units}/{old}.d", f"{units}/{new}.d",
                 f"{units}/oj-cron@janitor.service.d", f"{units}/oj-cron@shop:janitor.service.d"])
+
+
+def test_oj_worker_start_hands_over_an_old_unit_still_running_the_old_code(
+        installed: Sandbox, sandbox_dir: Path):
+    """After a pip upgrade nothing restarts oj-worker@merge.service: it runs on, on the
+    code before (here: its worker by its bare name, from a runtime drop-in the handover
+    does not move). `oj worker start merge` in the project stops and disables it, and
+    starts oj-worker@shop:merge.service, enabled in its place; a push runs once, there."""
+    import os
+    import sys
+
+    from ojd.events import worker_recorded
+    from ojd.store import Store
+
+    sb = installed
+    state = sandbox_dir / "state"
+    shop = Project(sb, sandbox_dir / "shop", state, None)
+    store = Store(str(state))
+    store.load()
+    store.append(worker_recorded(name="merge", project=str(shop.root), runbook="old",
+                                 queue="merges", pipeline="merge", concurrency=1))
+    old, new = "oj-worker@merge.service", "oj-worker@shop:merge.service"
+    dropin, runtime = f"/etc/systemd/system/{old}.d", f"/run/systemd/system/{old}.d"
+    ojd = os.path.join(os.path.dirname(sys.executable), "ojd")
+    sb.run(["mkdir", "-p", dropin, runtime])
+    sb.run(["sh", "-c", f"cat > {dropin}/50-oj-state.conf"],
+           input=f'[Service]\nEnvironment="OJ_STATE_DIR={state}"\n')
+    sb.run(["sh", "-c", f"cat > {runtime}/90-before-the-upgrade.conf"],
+           input=f"[Service]\nExecStart=\nExecStart={ojd} worker merge --project {shop.root}\n")
+    sb.systemctl("daemon-reload")
+    sb.systemctl("enable", old)
+    try:
+        sb.systemctl("start", old)
+        proc = shop.oj("worker", "start", "merge")
+        assert proc.stdout == "Worker 'merge' started\n"
+        assert proc.stderr == (f"oj: renamed: worker merge is shop:merge from now on; {new} "
+                               f"takes the place of {old} (enabled in its place), which was "
+                               "stopped\n")
+        assert sb.systemctl("is-active", old, check=False) == "inactive"
+        assert sb.systemctl("is-enabled", old, check=False) == "disabled"
+        assert sb.systemctl("is-enabled", new) == "enabled"
+        assert sb.unit_property(new, "ActiveState") == "active"
+        shop.oj("queue", "push", "merges", '{"n": "after"}')
+        sb.wait_for(lambda: shop.ran("merged after"), timeout=30, what="the push to run")
+        assert shop.ran("merged") == ["merged after"]
+        # the next start finds nothing left to hand over
+        assert shop.oj("worker", "start", "merge").stderr == ""
+    finally:
+        shop.oj("worker", "stop", "merge", check=False)
+        sb.systemctl("disable", new, old, check=False)
+        sb.systemctl("stop", old, check=False)
+        sb.run(["rm", "-rf", dropin, runtime, f"/etc/systemd/system/{new}.d"])
+        sb.systemctl("daemon-reload")

@@ -8,7 +8,7 @@ import os
 import click
 
 from oj.output import ago, emit_json, output_option, table
-from oj.start import do_start, start_worker
+from oj.start import do_start, start_worker, take_over_old_unit
 from ojd import worker_control
 from ojd.errors import OjError, UsageError, escaped, quoted
 from ojd.identity import elsewhere
@@ -288,7 +288,9 @@ def prune_cmd(app, dry_run: bool, scope: str | None) -> None:
 def restart_cmd(app, name: str, scope: str | None) -> None:
     """Stop and start a worker (after a runbook change, for instance)."""
     app, name = located(app, name)
-    worker_control.restart(app.store, systemd_for(scope), app.runbook, app.root, name)
+    systemd = systemd_for(scope)
+    take_over_old_unit(app.store, systemd, app.root, name)
+    worker_control.restart(app.store, systemd, app.runbook, app.root, name)
     click.echo(f"Worker {quoted(name)} restarted")
 
 
