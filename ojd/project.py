@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 
 from ojd import __version__, paths
@@ -24,6 +25,7 @@ except ImportError:  # other interpreters and versions (3.12 calls it _sha2)
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
     from ojd.runbook.model import Runbook
 
@@ -73,14 +75,22 @@ def project_name(root: str) -> str:
         return name
     path = os.path.join(root, CONFIG)
     configured = None
-    if os.path.exists(path):
-        import tomllib  # lazy: only for a project that has a config.toml
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        data = None
+    except OSError as e:
+        raise OjError(escaped(f"{path}: {e.strerror or e}; fix the file")) from None
+    if data is not None:
+        configured = plain_project(data)
+        if configured is UNPLAIN:
+            import tomllib  # lazy: ~10 ms, only for a config the plain reading cannot read
 
-        try:
-            with open(path, "rb") as f:
-                configured = tomllib.load(f).get("project")
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise OjError(escaped(f"{path}: {e}; fix the file")) from None
+            try:
+                configured = tomllib.loads(data.decode()).get("project")
+            except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+                raise OjError(escaped(f"{path}: {e}; fix the file")) from None
     if configured is None:
         name = name_of_directory(os.path.basename(root.rstrip(os.sep)) or "project")
     elif not isinstance(configured, str):
@@ -89,6 +99,35 @@ def project_name(root: str) -> str:
         name = check_project_name(configured, escaped(path))
     _names[root] = name
     return name
+
+
+UNPLAIN: Any = object()  # plain_project: the TOML parser must read it
+_PLAIN_PROJECT = re.compile(r'project[ \t]*=[ \t]*"([^"\\\x00-\x1f\x7f]*)"[ \t]*(#.*)?')
+
+
+def plain_project(data: bytes) -> str | None | Any:
+    """``.oj/config.toml``'s top-level ``project``, read without the TOML parser when the
+    file holds it in the form the docs give (``project = "shop"`` on a line of its own,
+    before any table), or None when no such key comes before the first table; UNPLAIN for
+    anything else (a quoted or dotted key, an escape, a multi-line string before the key),
+    which tomllib reads. Starting a worker reads this on every call."""
+    for raw in data.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        if line.startswith(b"["):
+            return None  # a table: top-level keys come before the first one
+        if b'"""' in line or b"'''" in line or line.startswith((b'"', b"'")):
+            return UNPLAIN
+        if line.startswith(b"project"):
+            try:
+                match = _PLAIN_PROJECT.fullmatch(line.decode())
+            except UnicodeDecodeError:
+                return UNPLAIN
+            return match.group(1) if match else UNPLAIN
+        if line.count(b"[") != line.count(b"]") or line.count(b"{") != line.count(b"}"):
+            return UNPLAIN  # a value over several lines: a line of it may look like a table
+    return None
 
 
 def full_name(root: str, name: str) -> str:
