@@ -17,8 +17,10 @@ from ojd.wake import not_woken, wake_queue_workers
 
 def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
             project: str | None, start: bool = False, wait: bool = False,
-            follow: bool = False) -> int:
-    """Validate, push durably, print the id, wake the queue's running workers; with
+            follow: bool = False, due: float | None = None,
+            priority: int | None = None) -> int:
+    """Validate, push durably (``due``: a delayed item's time), print the id, wake the
+    queue's running workers (an earlier due item shortens their sleep); with
     ``start``, start those of this project's workers of the queue that do not run; with
     ``wait``, wait for the item's job and return its outcome (``follow``: print its log)."""
     root = projects.find_root(override=project)
@@ -42,7 +44,7 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
         name, value = queues.parse_var(text)
         data[name] = value
     data = queues.validate_item(queue, data)
-    item_id, created = queues.push(store, root, queue, data)
+    item_id, created = queues.push(store, root, queue, data, due, priority)
     print(item_id)
     if not created:
         print(f"oj: the same item is already queued as {item_id}; not queued twice",
@@ -71,6 +73,65 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
     if idle and not woken:
         print(f"oj: {not_woken(idle, store.root, root)}", file=sys.stderr)
     return 0
+
+
+def do_push_lines(queue_name: str, source: str, variables: tuple[str, ...],
+                  project: str | None, due: float | None = None,
+                  priority: int | None = None) -> int:
+    """``--lines``: one JSON object per line of ``source`` (a file, or ``-`` for stdin),
+    each with ``variables`` set, all validated before any is queued in one append. Prints
+    each line's id; wakes the queue's running workers once."""
+    root = projects.find_root(override=project)
+    store = Store()
+    cache = paths.cache_dir(store.root)
+    try:
+        index = projects.load_index(root, cache)
+    except RunbookError as e:
+        index = lastgood.fallback(root, cache, queue_name, e)
+        print(lastgood.warning(e, queue_name), file=sys.stderr)
+    else:
+        lastgood.remember(root, cache, index)
+    queue = queues.queue_spec(index, queue_name)
+    pairs = [queues.parse_var(text) for text in variables]
+    items = []
+    for number, line in enumerate(read_lines(source), start=1):
+        if not line.strip():
+            continue  # a blank line (the last newline's) is no item
+        try:
+            data = queues.parse_item(line)
+            data.update(pairs)
+            items.append(queues.validate_item(queue, data))
+        except UsageError as e:
+            raise UsageError(f"line {number}: {e}; nothing was queued") from None
+    if not items:
+        raise UsageError("no items in the lines given: one JSON object per line, e.g. "
+                         "{\"branch\": \"x\"}")
+    results = queues.push_many(store, root, queue, items, due, priority)
+    sys.stdout.write("".join(f"{item_id}\n" for item_id, _ in results))
+    again = sum(1 for _, created in results if not created)
+    if again:
+        print(f"oj: {again} of the {len(results)} items were already queued; not queued "
+              "twice", file=sys.stderr)
+    defined = [name for name, w in index["workers"].items() if w["queue"] == queue.name]
+    woken, idle = wake_queue_workers(store, root, queue.name, defined)
+    if idle and not woken:
+        print(f"oj: {not_woken(idle, store.root, root)}", file=sys.stderr)
+    return 0
+
+
+def read_lines(source: str) -> list[str]:
+    """The lines of a file, or of stdin for ``-``, as UTF-8."""
+    if source == "-":
+        return read_stdin().splitlines()
+    try:
+        with open(source, "rb") as f:
+            return f.read().decode().splitlines()
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{quoted(source)} is not UTF-8 (byte {e.start}); give the "
+                         "lines as UTF-8 text") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {quoted(source)}: {e.strerror}; give a file of "
+                         "JSON lines, or - for stdin") from None
 
 
 def start_workers(root: str, index: dict, queue: str, woken: list[str],

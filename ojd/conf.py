@@ -1,6 +1,7 @@
 """The state dir's ``oj.conf``: ``key = value`` lines that every process knowing the state dir
 reads (CLI, worker units, job processes, steps), for settings that belong to the state
-rather than to one project's runbooks: ``state_url``, ``job_timeout``, ``job_log_limit``.
+rather than to one project's runbooks: ``state_url``, ``job_timeout``, ``job_log_limit``, and
+the retention defaults ``retain_done``, ``retain_dead``, ``retain_jobs``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,21 @@ def duration(root: str, key: str) -> float | None:
     except DurationError as e:
         where = f"{os.path.join(root, CONFIG_FILE)}:{found[0]}"
         raise OjError(escaped(f"{where}: {key}: {e}")) from None
+
+
+# what a runbook's ``retain = { done, dead, jobs }`` holds, and the oj.conf key of each default
+RETAIN_KINDS = ("done", "dead", "jobs")
+
+
+def retention(root: str) -> dict[str, float]:
+    """oj.conf's retention defaults: how long completed items, dead items and finished jobs
+    are kept (``retain_done = 7d``...), only those set."""
+    out = {}
+    for kind in RETAIN_KINDS:
+        value = duration(root, f"retain_{kind}")
+        if value is not None:
+            out[kind] = value
+    return out
 
 
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}

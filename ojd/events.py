@@ -33,6 +33,8 @@ QUEUE_LEASE_EXPIRED = "queue:lease_expired"
 QUEUE_DROPPED = "queue:dropped"
 QUEUE_RETRIED = "queue:retried"
 QUEUE_PRUNED = "queue:pruned"
+QUEUE_PAUSED = "queue:paused"
+QUEUE_RESUMED = "queue:resumed"
 JOB_CREATED = "job:created"
 JOB_STEP_STARTED = "job:step_started"
 JOB_LOCALS = "job:locals"
@@ -47,6 +49,9 @@ JOB_ANSWERED = "job:answered"
 JOB_DISMISSED = "job:dismissed"
 AGENT_STARTED = "agent:started"
 AGENT_DELIVERED = "agent:delivered"
+DECISION_CREATED = "decision:created"
+DECISION_RESOLVED = "decision:resolved"
+AGENT_SUSPENDED = "agent:suspended"
 WORKER_RECORDED = "worker:recorded"
 WORKER_STARTED = "worker:started"
 WORKER_WOKEN = "worker:woken"
@@ -70,6 +75,8 @@ if TYPE_CHECKING:
         q: str
         data: dict[str, Any]
         key: str
+        due: NotRequired[float]
+        priority: NotRequired[int]
         ts: NotRequired[float]
 
     class QueueTaken(TypedDict):
@@ -78,6 +85,7 @@ if TYPE_CHECKING:
         by: str
         job: str
         lease: NotRequired[float]
+        windows: NotRequired[list[list]]
         ts: NotRequired[float]
 
     class ItemEvent(TypedDict):
@@ -99,6 +107,13 @@ if TYPE_CHECKING:
         type: str
         id: str
         job: str
+        ts: NotRequired[float]
+
+    class QueuePause(TypedDict):
+        """queue:paused, queue:resumed"""
+        type: str
+        p: str
+        q: str
         ts: NotRequired[float]
 
     class Pruned(TypedDict):
@@ -213,6 +228,34 @@ if TYPE_CHECKING:
         id: str
         ts: NotRequired[float]
 
+    class DecisionCreated(TypedDict):
+        type: Literal["decision:created"]
+        id: str
+        job: str
+        p: str
+        source: str
+        step: str | None
+        agent: str | None
+        reason: str
+        screen: list[str]
+        options: list[dict[str, Any]]
+        ts: NotRequired[float]
+
+    class DecisionResolved(TypedDict):
+        type: Literal["decision:resolved"]
+        id: str
+        option: int | None
+        message: str | None
+        by: str
+        host: str
+
+    class AgentSuspended(TypedDict):
+        type: Literal["agent:suspended"]
+        id: str
+        transcript: str
+        by: str
+        ts: NotRequired[float]
+
     class WorkerRecorded(TypedDict):
         type: Literal["worker:recorded"]
         name: str
@@ -303,15 +346,28 @@ if TYPE_CHECKING:
 
 # -- queue items ------------------------------------------------------------------------------
 
-def queue_pushed(*, id: str, project: str, queue: str, data: dict, key: str) -> QueuePushed:
-    """An item queued; ``key``: the hash of its data, for dedup ("" for none)."""
-    return {"type": QUEUE_PUSHED, "id": id, "p": project, "q": queue, "data": data, "key": key}
+def queue_pushed(*, id: str, project: str, queue: str, data: dict, key: str,
+                 due: float | None = None, priority: int = 0) -> QueuePushed:
+    """An item queued; ``key``: the hash of its data, for dedup ("" for none); ``due``: not
+    taken before this time (a delayed push; absent otherwise); ``priority``: the higher is
+    taken first (absent: 0)."""
+    event: QueuePushed = {"type": QUEUE_PUSHED, "id": id, "p": project, "q": queue,
+                          "data": data, "key": key}
+    if due:
+        event["due"] = due
+    if priority:
+        event["priority"] = priority
+    return event
 
 
-def queue_taken(*, id: str, by: str, job: str, lease: float | None = None) -> QueueTaken:
+def queue_taken(*, id: str, by: str, job: str, lease: float | None = None,
+                windows: list[list] | None = None) -> QueueTaken:
     """An item leased to owner ``by`` for ``job``; ``lease`` (a shared store only): seconds
-    it stays taken unless the job's process renews it."""
+    it stays taken unless the job's process renews it; ``windows``: [key, N] of each rate
+    the take counts against (``ojd.state.limits``)."""
     event: QueueTaken = {"type": QUEUE_TAKEN, "id": id, "by": by, "job": job}
+    if windows:
+        event["windows"] = windows
     if lease:
         event["lease"] = lease
     return event
@@ -355,6 +411,16 @@ def queue_retried(*, id: str) -> ItemEvent:
 def queue_pruned(*, ids: list[str]) -> Pruned:
     """Completed and dead items removed (an item in any other state stays)."""
     return {"type": QUEUE_PRUNED, "ids": ids}
+
+
+def queue_paused(*, project: str, queue: str) -> QueuePause:
+    """``oj queue pause``: no host takes the queue's items (pushes are still accepted)."""
+    return {"type": QUEUE_PAUSED, "p": project, "q": queue}
+
+
+def queue_resumed(*, project: str, queue: str) -> QueuePause:
+    """``oj queue resume``: the queue's items are taken again."""
+    return {"type": QUEUE_RESUMED, "p": project, "q": queue}
 
 
 # -- jobs and their agents ------------------------------------------------------------------------
@@ -451,6 +517,32 @@ def agent_delivered(*, id: str) -> AgentDelivered:
     return {"type": AGENT_DELIVERED, "id": id}
 
 
+# -- decisions ----------------------------------------------------------------------------------
+
+def decision_created(*, id: str, job: str, project: str, source: str, step: str | None,
+                     agent: str | None, reason: str, screen: list[str], options: list[dict]
+                     ) -> DecisionCreated:
+    """A person must choose for ``job`` (``ojd.decisions``): its source, context (``reason``,
+    the agent's last ``screen`` lines) and numbered ``options``."""
+    return {"type": DECISION_CREATED, "id": id, "job": job, "p": project, "source": source,
+            "step": step, "agent": agent, "reason": reason, "screen": screen,
+            "options": options}
+
+
+def decision_resolved(*, id: str, option: int | None, message: str | None, by: str,
+                      host: str) -> DecisionResolved:
+    """Option ``option`` (1-based; None: answered with ``message`` alone) chosen by user
+    ``by`` on ``host``."""
+    return {"type": DECISION_RESOLVED, "id": id, "option": option, "message": message,
+            "by": by, "host": host}
+
+
+def agent_suspended(*, id: str, transcript: str, by: str) -> AgentSuspended:
+    """``oj job suspend``: the agent is stopped, its transcript kept at ``transcript``; the
+    job waits until ``oj job resume`` starts it again."""
+    return {"type": AGENT_SUSPENDED, "id": id, "transcript": transcript, "by": by}
+
+
 # -- workers and crons ----------------------------------------------------------------------------
 
 def worker_recorded(*, name: str, project: str, runbook: str, queue: str, pipeline: str,
@@ -540,6 +632,8 @@ CONSTRUCTORS: dict[str, Callable[..., dict]] = {
     QUEUE_DROPPED: queue_dropped,
     QUEUE_RETRIED: queue_retried,
     QUEUE_PRUNED: queue_pruned,
+    QUEUE_PAUSED: queue_paused,
+    QUEUE_RESUMED: queue_resumed,
     JOB_CREATED: job_created,
     JOB_STEP_STARTED: job_step_started,
     JOB_LOCALS: job_locals,
@@ -554,6 +648,9 @@ CONSTRUCTORS: dict[str, Callable[..., dict]] = {
     JOB_DISMISSED: job_dismissed,
     AGENT_STARTED: agent_started,
     AGENT_DELIVERED: agent_delivered,
+    DECISION_CREATED: decision_created,
+    DECISION_RESOLVED: decision_resolved,
+    AGENT_SUSPENDED: agent_suspended,
     WORKER_RECORDED: worker_recorded,
     WORKER_STARTED: worker_started,
     WORKER_WOKEN: worker_woken,

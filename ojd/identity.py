@@ -60,6 +60,16 @@ def host_name() -> str:
     return os.environ.get("OJ_HOST") or os.uname().nodename
 
 
+def user_name() -> str:
+    """The user this process runs as: who resolved a decision, with ``host_name``."""
+    import pwd  # lazy: only where a person's choice is recorded
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return os.environ.get("USER") or str(os.geteuid())
+
+
 def elsewhere(proc: dict | None) -> str | None:
     """The host a recorded process runs on when that is not this one (a shared store): it
     can be neither seen nor signalled from here; its lease says when it is lost."""

@@ -321,7 +321,8 @@ def load_index(root: str, cache_dir: str) -> dict:
 
 def index_of(runbook: Runbook) -> dict:
     return {"digest": runbook.digest,
-            "queues": {q.name: {"type": q.type, "vars": list(q.vars), "defaults": q.defaults}
+            "queues": {q.name: {"type": q.type, "vars": list(q.vars), "defaults": q.defaults,
+                                "priority": q.priority}
                        for q in runbook.queues.values()},
             "workers": {w.name: {"queue": w.queue, "pipeline": w.pipeline,
                                  "concurrency": w.concurrency}

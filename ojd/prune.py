@@ -176,14 +176,16 @@ class JobPrunePlan:
 
 
 def plan_job_prune(state: State, root: str, now: float, older_than: float,
-                   project: str | None) -> JobPrunePlan:
+                   project: str | None, worker: str | None = None) -> JobPrunePlan:
     """Finished jobs that ended at least ``older_than`` ago, with their logs and the
-    workspaces no remaining job uses (a persistent one goes with the last of its jobs)."""
+    workspaces no remaining job uses (a persistent one goes with the last of its jobs).
+    ``worker``: only that worker's jobs (its retention), and no files of jobs gone."""
     ws_dir = real_workspaces_dir(root)
     logs_dir = paths.logs_dir(root)
     jobs = sorted((j for j in state.jobs.values()
                    if is_finished(j) and now - ended_at(j) >= older_than
-                   and (project is None or j["project"] == project)), key=ended_at)
+                   and (project is None or j["project"] == project)
+                   and (worker is None or j.get("worker") == worker)), key=ended_at)
     ids = {j["id"] for j in jobs}
     users: dict[str, list[str]] = {}
     for j in state.jobs.values():
@@ -216,8 +218,9 @@ def plan_job_prune(state: State, root: str, now: float, older_than: float,
         else:
             plan.workspaces[j["id"]] = path
             planned.add(name)
-    plan.orphan_logs = _orphan_logs(state, logs_dir, now, older_than)
-    plan.status_files = _stale_status_files(state, root)
+    if worker is None:
+        plan.orphan_logs = _orphan_logs(state, logs_dir, now, older_than)
+        plan.status_files = _stale_status_files(state, root)
     return plan
 
 

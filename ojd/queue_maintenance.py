@@ -36,7 +36,7 @@ def overview(state: State, runbook: Runbook | None, project: str | None) -> list
         if r is None:
             r = rows[(p, name)] = {"project": p, "name": name, "type": None, "pending": 0,
                                    "failed": 0, "active": 0, "completed": 0, "dead": 0,
-                                   "workers": []}
+                                   "workers": [], "paused": (p, name) in state.paused}
         return r
 
     if runbook is not None and project is not None:

@@ -8,8 +8,17 @@ from __future__ import annotations
 import json
 import os
 
+from ojd.backoff import retry_delay
 from ojd.errors import OjError, UsageError, quoted, unknown
-from ojd.events import queue_dropped, queue_failed, queue_pushed, queue_retried, queue_taken
+from ojd.events import (
+    queue_dropped,
+    queue_failed,
+    queue_paused,
+    queue_pushed,
+    queue_resumed,
+    queue_retried,
+    queue_taken,
+)
 from ojd.project import sha256  # the builtin one when there is one
 from ojd.store.jsonlimits import nesting
 
@@ -25,21 +34,24 @@ if TYPE_CHECKING:  # annotations only: typing and the model stay off the push pa
 class QueueSpec:
     """What a push needs of a queue, read from the project's cached queue index."""
 
-    __slots__ = ("name", "type", "vars", "defaults")
+    __slots__ = ("name", "type", "vars", "defaults", "priority")
 
     def __init__(self, name: str, type: str, vars: list[str] | tuple[str, ...],
-                 defaults: dict[str, Any]) -> None:
+                 defaults: dict[str, Any], priority: int = 0) -> None:
         self.name = name
         self.type = type
         self.vars = tuple(vars)
         self.defaults = defaults
+        self.priority = priority
 
 
 def queue_spec(index: dict[str, Any], name: str) -> QueueSpec:
     spec = index["queues"].get(name)
     if spec is None:
         raise unknown_queue(name, index["queues"])
-    return QueueSpec(name, spec["type"], spec["vars"], spec["defaults"])
+    # an index cached before priorities has none: 0, as the runbook's default
+    return QueueSpec(name, spec["type"], spec["vars"], spec["defaults"],
+                     spec.get("priority", 0))
 
 
 def queue_named(runbook: Runbook, name: str) -> Queue:
@@ -173,8 +185,10 @@ def new_id(existing: dict[str, Any]) -> str:
 
 
 def push(store: Store, project: str, queue: Queue | QueueSpec,
-         data: dict[str, Any]) -> tuple[str, bool]:
-    """Queue ``data`` durably. Returns (id, created); a live duplicate returns its id."""
+         data: dict[str, Any], due: float | None = None,
+         priority: int | None = None) -> tuple[str, bool]:
+    """Queue ``data`` durably (``due``: not taken before then; ``priority``: else the
+    queue's). Returns (id, created); a live duplicate returns its id."""
     if queue.type != "persisted":
         raise UsageError(f"queue '{queue.name}' is external; items come from its list command")
     key = item_key(data)
@@ -184,22 +198,75 @@ def push(store: Store, project: str, queue: Queue | QueueSpec,
             return live["id"], False
         item_id = new_id(tx.state.items)
         tx.append(queue_pushed(id=item_id, project=project, queue=queue.name, data=data,
-                               key=key))
+                               key=key, due=due,
+                               priority=queue.priority if priority is None else priority))
         return item_id, True
 
 
-def take_event(item: dict, owner: str, job_id: str, lease: float | None = None) -> dict:
+def push_many(store: Store, project: str, queue: Queue | QueueSpec,
+              items: list[dict[str, Any]], due: float | None = None,
+              priority: int | None = None) -> list[tuple[str, bool]]:
+    """Queue every item of ``items`` (validated) in one decision and one append, each
+    deduplicated as ``push`` does (against the live items and the items before it here).
+    Returns (id, created) per item, in order."""
+    if queue.type != "persisted":
+        raise UsageError(f"queue '{queue.name}' is external; items come from its list command")
+    prio = queue.priority if priority is None else priority
+    keys = [item_key(data) for data in items]  # hashed before the lock is taken
+    with store.transaction() as tx:
+        state = tx.state
+        fresh: dict[str, str] = {}  # key -> id, of this batch
+        ids: set[str] = set()
+        results: list[tuple[str, bool]] = []
+        events = []
+        for data, key in zip(items, keys, strict=True):
+            live = state.live_item_for(project, queue.name, key)
+            if live is not None or key in fresh:
+                results.append((live["id"] if live is not None else fresh[key], False))
+                continue
+            item_id = new_id(state.items)
+            while item_id in ids:
+                item_id = new_id(state.items)
+            ids.add(item_id)
+            fresh[key] = item_id
+            events.append(queue_pushed(id=item_id, project=project, queue=queue.name,
+                                       data=data, key=key, due=due, priority=prio))
+            results.append((item_id, True))
+        if events:
+            tx.append(*events)
+        return results
+
+
+def set_paused(store: Store, project: str, queue: str, paused: bool) -> bool:
+    """Pause (or resume) a queue: its items are pushed as ever but taken by no host until
+    it is resumed. False when it already was so (nothing recorded)."""
+    with store.transaction() as tx:
+        if ((project, queue) in tx.state.paused) == paused:
+            return False
+        make = queue_paused if paused else queue_resumed
+        tx.append(make(project=project, queue=queue))
+        return True
+
+
+def take_event(item: dict, owner: str, job_id: str, lease: float | None = None,
+               windows: list | None = None) -> dict:
     """Lease ``item`` to ``owner`` for ``job_id``; appended inside the transaction that chose
     the item (``State.next_takeable``), so no two takers get one item. ``lease`` (a shared
-    store): seconds the item stays taken unless the job's process renews it."""
-    return queue_taken(id=item["id"], by=owner, job=job_id, lease=lease)
+    store): seconds the item stays taken unless the job's process renews it. ``windows``:
+    the rates (key, N, per) it counts against."""
+    return queue_taken(id=item["id"], by=owner, job=job_id, lease=lease,
+                       windows=[[key, most] for key, most, _per in windows or ()])
 
 
 def failure_event(queue: Queue, item: dict, error: str, now: float) -> dict:
-    """``attempts`` counts tries so far; the runbook's retry.attempts are tries after the first."""
+    """``attempts`` counts tries so far; the runbook's retry.attempts are tries after the first.
+    The next try's time is decided here, once (its jitter is a random draw), and recorded."""
     dead = item["attempts"] > queue.retry_attempts
-    return queue_failed(id=item["id"], error=error, dead=dead,
-                        retry_at=None if dead else now + queue.retry_cooldown)
+    if dead:
+        return queue_failed(id=item["id"], error=error, dead=True, retry_at=None)
+    wait = retry_delay(item["attempts"], queue.retry_cooldown, queue.retry_backoff,
+                       queue.retry_max, queue.retry_jitter)
+    return queue_failed(id=item["id"], error=error, dead=False, retry_at=now + wait)
 
 
 def find_item(store: Store, prefix: str, project: str | None = None) -> dict:

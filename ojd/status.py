@@ -106,7 +106,8 @@ def job_rows(jobs: list[dict], unit_map: dict[str, UnitInfo] | None, now: float,
             row["needs_person"] = (row["unit_state"] or "").startswith("failed")
             running.append(row)
         elif status == "waiting":
-            row.update(reason=j.get("waiting_reason"), needs_person=not j.get("dismissed"),
+            row.update(reason=j.get("waiting_reason"), decision=j.get("decision"),
+                       needs_person=not j.get("dismissed"),
                        dismissed=bool(j.get("dismissed")))
             waiting.append(row)
         elif status == "failed" and not j.get("dismissed") \
@@ -201,6 +202,10 @@ def gather(store: Store, projects: list[str], runbook: Runbook | None,
             "queues": queues[p],
             "crons": crons[p],
             "agents": agents,
+            # what a person is asked to choose (oj decision review)
+            "decisions": [{k: d[k] for k in ("id", "job", "source", "step", "reason",
+                                             "created_at")}
+                          for d in state.open_decisions(p)],
             "attention": {
                 "failed_units": sum(w["needs_person"] for w in workers[p])
                 + sum(j["needs_person"] for j in js["running"])

@@ -20,7 +20,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from ojd import identity, lastgood, paths, wake, worker_control
+from ojd import conf, identity, lastgood, paths, retention, wake, worker_control
 from ojd import project as projects
 from ojd.errors import OjError, describe, quoted
 from ojd.events import worker_runbook, worker_started, worker_stopped
@@ -80,6 +80,7 @@ class WorkerLoop:
         self.leases = Leases(store, self.work, self.log)
         self.last_poll: float | None = None
         self.polls = 0
+        self._retain_at = 0.0  # monotonic time of the next retention pass (ojd.retention)
         self._poll_error: str | None = None  # the last poll failure, said once
         self._stop = False
         self._stop_signal: int | None = None
@@ -205,8 +206,12 @@ class WorkerLoop:
             self.notifier.watchdog()
             timeout = max(0.0, next_poll - time.monotonic())
             retry_at = self._next_retry() if len(self.procs) < self.concurrency else None
-            if retry_at is not None:  # a cooldown ends before the fallback poll
+            if retry_at is not None:  # a cooldown ends (an item falls due) before the poll
                 timeout = min(timeout, max(0.0, retry_at - time.time()) + 0.01)
+            opening = self.intake.rate_opening() if len(self.procs) < self.concurrency \
+                else None
+            if opening is not None:  # a rate holds takes back until then: no busy polling
+                timeout = min(timeout, max(0.0, opening - time.time()) + 0.01)
             lease_end = self.leases.next_end()
             if lease_end is not None:  # a lease runs out before the fallback poll
                 timeout = min(timeout, max(0.0, lease_end - time.time()) + 0.05)
@@ -330,6 +335,26 @@ class WorkerLoop:
         free = self.concurrency - len(self.procs)
         if free > 0:
             self.intake.take(free)
+        self._retain()
+
+    def _retain(self) -> None:
+        """Apply the retention policy (ojd.retention) at most once per RETAIN_EVERY."""
+        if time.monotonic() < self._retain_at:
+            return
+        self._retain_at = time.monotonic() + retention.RETAIN_EVERY
+        try:
+            keep = retention.policy(conf.retention(self.store.root), self.queue, self.worker)
+        except OjError as e:
+            self.log.error(f"retention: {e}")
+            return
+        if not keep:
+            return
+        items, jobs, problems = retention.apply(self.store, self.project, self.queue.name,
+                                                self.worker.name, keep, time.time())
+        if items or jobs:
+            self.log.info(f"retention: removed {items} item(s) and {jobs} job(s)")
+        for problem in problems:
+            self.log.warning(f"retention: {problem}")
 
     def _keep_ready(self) -> None:
         """While a slot is free, one job process waits ready for the next item."""
@@ -348,9 +373,14 @@ class WorkerLoop:
         self.pool.adopt(self.concurrency, self._stop, self.leases.lost)
 
     def _next_retry(self) -> float | None:
-        """When the earliest failed item of this queue may be taken again."""
+        """When the earliest failed item of this queue may be taken again, or its earliest
+        delayed item falls due: the loop sleeps no longer (nor polls before, for them)."""
         with self.store.lock:
-            return self.store.state.next_retry(self.project, self.queue.name)
+            state = self.store.state
+            times = [t for t in (state.next_retry(self.project, self.queue.name),
+                                 state.next_due(self.project, self.queue.name))
+                     if t is not None]
+        return min(times) if times else None
 
     def _idle(self) -> bool:
         if self.procs:

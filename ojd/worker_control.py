@@ -351,6 +351,7 @@ def listing(store: Store, systemd: Systemd | None, project: str | None
             "active": running, "concurrency": concurrency_of(w),
             "runbook_concurrency": w.get("concurrency"), "resized": w.get("resized"),
             "pending": pending,
+            "paused": (w.get("project"), w.get("queue")) in state.paused,
             "enabled": enabled,
             "started_at": w.get("started_at"), "woken_at": w.get("woken_at"),
             "host": identity.host_name(),

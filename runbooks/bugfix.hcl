@@ -66,9 +66,11 @@ pipeline "bugfix" {
   }
 }
 
+# When the agent goes quiet, its fix must be committed (a commit of its branch on no
+# remote yet); if not, a person decides: `oj decision resolve ID 1 -m "..."` nudges it.
 agent "bugs" {
   run    = "claude --dangerously-skip-permissions"
   prompt = "Fix this bug, with a test that fails before the fix: ${var.bug.title}"
-  on_idle = { action = "done" }
+  on_idle = { action = "gate", run = "git log --oneline HEAD --not --remotes | grep -q ." }
   on_dead = { action = "escalate" }
 }

@@ -393,7 +393,7 @@ def test_runbook_check_refuses_actions_that_cannot_fit_their_trigger(project: Pr
     f = ".oj/runbooks/agents.hcl"
     assert proc.stderr.splitlines()[:-1] == [
         f"{f}:3: agent 'a' on_idle action 'resume' cannot be used here: a running agent is "
-        "not restarted; use one of nudge, done, escalate, gate, fail",
+        "not restarted; use one of nudge, done, escalate, gate, fail, auto",
         f"{f}:4: agent 'a' on_dead action 'nudge' cannot be used here: a dead agent cannot "
         "be nudged; use one of done, escalate, gate, fail, resume",
         f"{f}:8: agent idle: invalid duration 'soon'; use e.g. \"30s\", \"5m\", \"1h30m\"",

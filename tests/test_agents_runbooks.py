@@ -106,3 +106,44 @@ def test_bugfix_worker_runs_the_agent_and_its_fix_is_merged(repo: GitProject):
                             "login fails on an empty password")
     jobs = json.loads(repo.oj("job", "list", "-o", "json").stdout)
     assert {j["name"]: j["status"] for j in jobs} == {"bugfix": "done", "merge": "done"}
+
+
+def test_bugfix_gate_fails_a_decision_is_resolved_and_the_fix_is_merged(repo: GitProject):
+    """The stand-in agent goes idle without a commit: the runbook's gate fails, the job
+    waits on a decision (sent to the exec hook too); resolving it with option 1 types the
+    message into the agent, which commits, and the job runs on to the merge."""
+    command = shlex.join([sys.executable, FAKE, "--commit", "fix.txt", "--commit-on",
+                          "try again"])
+    (repo.root / ".oj" / "config.toml").write_text(
+        f"[agents.bugs]\ncommand = {json.dumps(command)}\nidle = \"1s\"\n")
+    hook = repo.root.parent / "hook.jsonl"
+    repo.state.mkdir(mode=0o750, exist_ok=True)
+    (repo.state / "oj.conf").write_text(f"notify_exec = cat >> {hook}; echo >> {hook}\n")
+    repo.oj("run", "fix", "login fails on an empty password")
+
+    def decisions() -> list[dict]:
+        return json.loads(repo.oj("decision", "list", "-o", "json").stdout)
+
+    repo.sb.wait_for(lambda: decisions(), timeout=60, what="a decision")
+    (d,) = decisions()
+    assert (d["source"], d["step"], d["agent"]) == ("gate", "fix", "bugs")
+    assert d["reason"].startswith("on_idle: gate failed (exit 1)")
+    assert any("fake agent: started" in line for line in d["screen"])
+    jobs = json.loads(repo.oj("job", "list", "-o", "json").stdout)
+    assert [(j["status"], j["decision"]) for j in jobs] == [("waiting", d["id"])]
+    assert "waiting: decision " + d["id"] in repo.oj("job", "list").stdout
+    repo.sb.wait_for(lambda: hook.exists() and hook.read_text().strip(), timeout=30,
+                     what="the decision at the exec hook")
+    sent = json.loads(hook.read_text().splitlines()[0])
+    assert (sent["kind"], sent["decision"]["id"]) == ("decision", d["id"])
+
+    out = repo.oj("decision", "resolve", d["id"], "1", "-m", "try again").stdout
+    assert out.startswith(f"decision {d['id']} resolved: job {d['job']} runs on")
+    repo.sb.wait_for(lambda: "fix: login fails on an empty password" in repo.main_log(),
+                     timeout=90, what="the fix to be merged")
+    jobs = json.loads(repo.oj("job", "list", "-o", "json").stdout)
+    assert {j["name"]: j["status"] for j in jobs} == {"bugfix": "done", "merge": "done"}
+    shown = json.loads(repo.oj("decision", "show", d["id"], "-o", "json").stdout)
+    assert (shown["status"], shown["option"], shown["message"]) == ("resolved", 1, "try again")
+    again = repo.oj("decision", "resolve", d["id"], "2", check=False)
+    assert again.returncode == 1 and "was already resolved by root@" in again.stderr

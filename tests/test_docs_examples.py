@@ -41,6 +41,10 @@ NOT_RUN = {
     ("docs/OPERATIONS.md", "sudo loginctl enable-linger alice"),
     ("docs/OPERATIONS.md", "systemctl stop 'oj-worker@*' 'oj-job-*.scope'"),
     ("docs/OPERATIONS.md", "docker run -d --name shop -v shop-state:/var/lib/oj shop"),
+    ("docs/OPERATIONS.md", "oj web"),
+    ("docs/OPERATIONS.md", "systemctl enable --now oj-web.socket"),
+    ("docs/OPERATIONS.md", "echo \"web_token = $(head -c 24 /dev/urandom | base64 "
+                           "| tr '+/' '-_')\" >> /var/lib/oj/oj.conf"),
     ("docs/OPERATIONS.md", "systemctl enable --now oj-metrics.socket       # (--user for a "
                            "user's state dir)"),
     ("docs/OPERATIONS.md", "systemctl edit oj-metrics.socket     # [Socket] ListenStream=  "

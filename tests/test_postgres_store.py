@@ -722,3 +722,30 @@ def test_a_step_dies_with_its_killed_job_process_before_another_host_runs_it_aga
             w.wait(timeout=30)
     assert ran.read_text().splitlines() == ["a start", "b start", "b end"]
     assert len(p.events("job:finished")) == 1
+
+
+def test_a_queue_paused_on_one_host_is_not_taken_by_a_worker_on_another(postgres, tmp_path):
+    """The pause is read in the take's transaction: a worker elsewhere, woken by the push's
+    NOTIFY, takes nothing until the resume's NOTIFY."""
+    p = Project(tmp_path / "project", tmp_path / "state", url=postgres.new_database())
+    p.write("w.hcl", RUNBOOK.replace('poll        = "200ms"', 'poll        = "1h"'))
+    b = as_host(p, tmp_path, "b")
+    worker = b.ojd("worker", "w", "--foreground")
+    try:
+        wait_until(lambda: len(p.events("worker:started")) == 1, "the worker to start")
+        wait_until(lambda: asleep_in(worker.pid, "poll"), "the worker to wait")
+        p.oj("queue", "pause", "q")
+        lock = b.state / "workers" / "w.lock"  # a poll touches it
+        polled = lock.stat().st_mtime_ns
+        p.oj("queue", "push", "q", "--var", "n=1")
+        wait_until(lambda: lock.stat().st_mtime_ns != polled, "the push to wake the worker")
+        wait_until(lambda: asleep_in(worker.pid, "poll"), "the worker to wait again")
+        assert p.events("queue:taken") == []
+        assert [i["status"] for i in p.items("q")] == ["pending"]
+        p.oj("queue", "resume", "q")
+        wait_until(lambda: len(p.events("queue:taken")) == 1, "the take after the resume",
+                   timeout=10)
+    finally:
+        worker.terminate()
+        out, _ = worker.communicate(timeout=30)
+    assert "Traceback" not in out

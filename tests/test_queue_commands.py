@@ -118,7 +118,8 @@ def test_list_without_a_name_shows_every_queue_of_the_runbook_with_counts_and_wo
     assert list(rows) == ["fragile", "merges", "outside", "patient", "unused"]
     assert rows["merges"] | {"project": None} == {
         "project": None, "name": "merges", "type": "persisted", "pending": 3, "failed": 0,
-        "active": 0, "completed": 0, "dead": 0, "workers": ["merge", "merge-too"]}
+        "active": 0, "completed": 0, "dead": 0, "workers": ["merge", "merge-too"],
+        "paused": False}
     assert rows["merges"]["project"] == str(proj.root)
     assert (rows["fragile"]["dead"], rows["fragile"]["pending"]) == (1, 0)
     assert rows["outside"]["type"] == "external" and rows["unused"]["workers"] == []

@@ -20,7 +20,8 @@ from ojd.state import LIVE_JOB_STATES
 
 JOB_FIELDS = ("id", "name", "pipeline", "status", "step", "step_status", "item", "worker",
               "cwd", "created_at", "updated_at", "finished_at", "error", "project", "vars",
-              "locals", "history", "waiting_reason", "process", "dismissed", "rerun_of")
+              "locals", "history", "waiting_reason", "process", "dismissed", "rerun_of",
+              "decision")
 JOB_STATUSES = ("running", "waiting", "done", "failed", "cancelled")
 # job names come from item data through a pipeline's `name` template: the table keeps its shape
 NAME_WIDTH = 32
@@ -75,7 +76,9 @@ def list_cmd(app, status: str | None, worker: str | None, name: str | None, last
     rows = []
     for j in jobs:
         took = joblisting.in_step(j, now)
-        rows.append((j["id"], short_name(j["name"]), j["status"],
+        status_cell = f"waiting: decision {j['decision']}" \
+            if j["status"] == "waiting" and j.get("decision") else j["status"]
+        rows.append((j["id"], short_name(j["name"]), status_cell,
                      joblisting.step_cell(j, *places[j["id"]]),
                      None if took is None else format_duration(took), j["worker"],
                      ago(j["created_at"])))
@@ -97,8 +100,9 @@ def show_cmd(app, job_id: str, output: str) -> None:
     for key in ("id", "name", "pipeline", "status", "item", "worker", "cwd", "error"):
         click.echo(f"{key + ':':<10} {j.get(key) or '-'}")
     if j["status"] == "waiting":
-        click.echo(f"{'waiting:':<10} {j.get('waiting_reason') or '-'} (answer: oj job resume "
-                   f"{j['id']} -m ...)")
+        how = f"oj decision show {j['decision']}" if j.get("decision") else \
+            f"oj job resume {j['id']} -m ..."
+        click.echo(f"{'waiting:':<10} {j.get('waiting_reason') or '-'} (answer: {how})")
     click.echo(f"{'created:':<10} {ago(j['created_at'])}")
     if j.get("dismissed"):
         click.echo(f"{'dismissed:':<10} {ago(j['dismissed'])}")
@@ -210,6 +214,8 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
             raise UsageError(f"--var {escaped(pair)}: expected KEY=VALUE")
         values[key] = value
     j = find_job(app.store, job_id)
+    if message is None and j["status"] == "waiting" and (j.get("agent") or {}).get("suspended"):
+        message = control.RESUME_MESSAGE  # a suspended agent starts again with its transcript
     if message is not None:
         gone = not alive(j.get("process"))  # before the answer makes the job run again
         control.answer(app.store, j["id"], message)
@@ -260,6 +266,22 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
         return follow_job(app, j["id"])
     except KeyboardInterrupt:
         return keeps_running(j["id"])
+
+
+@job.command("suspend")
+@click.argument("job_id", metavar="ID")
+@click.pass_obj
+def suspend_cmd(app, job_id: str) -> None:
+    """Stop the job's agent, keeping its workspace and transcript; oj job resume goes on."""
+    # lazy: job control, off oj status (as in resume_cmd)
+    import getpass
+
+    from ojd.runners import control
+
+    j = find_job(app.store, job_id)
+    path = control.suspend(app.store, j["id"], getpass.getuser())
+    click.echo(f"job {j['id']} suspended; its transcript is in {path}; "
+               f"oj job resume {j['id']} starts its agent again", err=True)
 
 
 @job.command("rerun")

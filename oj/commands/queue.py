@@ -1,4 +1,4 @@
-"""``oj queue``: push, list, show, drop, retry, drain, prune, done, fail."""
+"""``oj queue``: push, list, logs, show, drop, retry, drain, prune, done, fail."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from ojd.duration import format_duration
 from ojd.errors import OjError, UsageError, escaped, quoted
 from ojd.events import QUEUE_COMPLETED
 from ojd.queue_maintenance import drain, known_queue, overview, prune, settle
-from ojd.queues import drop, find_item, queue_named, retry
+from ojd.queues import drop, find_item, queue_named, retry, set_paused
 from ojd.wake import not_woken, wake_queue_workers
 
 ITEM_FIELDS = ("id", "queue", "status", "data", "attempts", "created_at", "updated_at",
-               "retry_at", "job", "error", "project")
+               "priority", "due", "retry_at", "job", "error", "project")
 ITEM_STATUSES = ("pending", "active", "completed", "failed", "dead")
 
 
@@ -38,20 +38,41 @@ def queue() -> None:
               help="Wait for the item's job; exit 0 done, 1 failed, 4 cancelled or dropped, "
                    "3 when no worker runs to take it.")
 @click.option("--follow", is_flag=True, help="Wait (as --wait) and print the job's log as it runs.")
+@click.option("--in", "within", metavar="DURATION",
+              help="Not taken before this long from now, e.g. 10m.")
+@click.option("--at", metavar="TIME",
+              help="Not taken before this time: 2026-12-24T09:00 (local), with an offset "
+                   "or Z; a past time runs now.")
+@click.option("--priority", type=int, metavar="N",
+              help="Taken before items of a lower priority (default: the queue's, 0).")
+@click.option("--lines", metavar="FILE|-",
+              help="Queue one item per line of JSON objects (- reads stdin), in one append.")
 @click.pass_obj
 def push_cmd(app, queue_name: str, item: str | None, variables: tuple[str, ...],
-             start: bool, wait: bool, follow: bool) -> int:
+             start: bool, wait: bool, follow: bool, within: str | None,
+             at: str | None, priority: int | None, lines: str | None) -> int:
     """Queue an item, e.g. oj queue push merges '{"branch": "fix-1"}' (JSON - reads it from
     stdin). Prints its id."""
     # lazy: the push's own modules (wake-ups, the last good runbook), off oj queue list
     from oj.push import do_push
+    from ojd.due import parse_due
 
+    due = parse_due(within, at, time.time())
+    if lines is not None:
+        if item is not None or start or wait or follow:
+            raise UsageError("--lines takes the items from its lines: give no JSON argument, "
+                             "--start, --wait or --follow with it")
+        # lazy: as do_push
+        from oj.push import do_push_lines
+
+        return do_push_lines(queue_name, lines, variables, app.project_override, due,
+                             priority)
     return do_push(queue_name, item, variables, app.project_override, start,
-                   wait or follow, follow)
+                   wait or follow, follow, due, priority)
 
 
 def item_json(item: dict) -> dict:
-    return {k: item.get(k) for k in ITEM_FIELDS}
+    return {**{k: item.get(k) for k in ITEM_FIELDS}, "priority": item.get("priority", 0)}
 
 
 @queue.command("list", short_help="List the queues and their counts, or items.")
@@ -79,9 +100,11 @@ def list_cmd(app, queue_name: str | None, all_items: bool, status: str | None,
     if output == "json":
         emit_json([item_json(i) for i in items])
         return
-    rows = [(i["id"], i["queue"], i["status"], i["attempts"], ago(i["created_at"]),
+    now = time.time()
+    rows = [(i["id"], i["queue"], i["status"], i.get("priority", 0), i["attempts"],
+             ago(i["created_at"]), _when(i, now),
              _short(json.dumps(i["data"], separators=(",", ":")))) for i in items]
-    table(("ID", "QUEUE", "STATUS", "ATTEMPTS", "CREATED", "DATA"), rows,
+    table(("ID", "QUEUE", "STATUS", "PRIORITY", "ATTEMPTS", "CREATED", "DUE", "DATA"), rows,
           empty="no items" + (f" in queue '{queue_name}'" if queue_name else ""))
 
 
@@ -98,13 +121,49 @@ def _list_queues(app, project: str | None, output: str) -> None:
         emit_json(rows)
         return
     table(("PROJECT", "NAME", "TYPE", "PENDING", "ACTIVE", "DEAD", "WORKERS"),
-          [(escaped(r["project"]), escaped(r["name"]), r["type"] or "-", r["pending"],
-            r["active"], r["dead"], ", ".join(r["workers"]) or "-") for r in rows],
+          [(escaped(r["project"]), escaped(r["name"]) + (" (paused)" if r["paused"] else ""),
+            r["type"] or "-", r["pending"], r["active"], r["dead"],
+            ", ".join(r["workers"]) or "-") for r in rows],
           empty="no queues" + ("" if project is None else " in this project's runbooks"))
+
+
+def _when(item: dict, now: float) -> str:
+    """When a waiting item may be taken: a delayed one's due time, a failed one's retry."""
+    if item["status"] not in ("pending", "failed"):
+        return "-"
+    at = item.get("retry_at") if item["status"] == "failed" else item.get("due")
+    if not at or at <= now:
+        return "now"
+    return "in " + format_duration(at - now)
 
 
 def _short(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@queue.command("logs")
+@click.argument("queue_name", metavar="QUEUE")
+@click.pass_obj
+def logs_cmd(app, queue_name: str) -> None:
+    """Print the log lines of the jobs of the queue's items, oldest job first, each line
+    after its job's id."""
+    # lazy: only this command reads job logs
+    from ojd.queue_logs import jobs_of_queue, log_lines
+
+    project = app.project_or_none()
+    if project is not None:
+        queue_named(app.runbook, queue_name)
+    store = app.reader_store
+    jobs = jobs_of_queue(store.state, project, queue_name)
+    if not jobs:
+        click.echo(f"no jobs of queue {quoted(queue_name)} items are recorded", err=True)
+    out = click.get_binary_stream("stdout")
+    for job_id, line in log_lines(store.root, jobs):
+        if line is None:
+            click.echo(f"{job_id} (no log on this host)", err=True)
+        else:
+            out.write(job_id.encode() + b" " + line + b"\n")
+    out.flush()
 
 
 @queue.command("show")
@@ -117,9 +176,12 @@ def show_cmd(app, item_id: str, output: str) -> None:
     if output == "json":
         emit_json(item_json(item))
         return
+    fields = item_json(item)
     for key in ITEM_FIELDS:
-        value = item.get(key)
-        if key.endswith("_at") and value:
+        value = fields[key]
+        if key in ("due", "retry_at") and value and value > time.time():
+            value = f"in {format_duration(value - time.time())}"
+        elif (key.endswith("_at") or key == "due") and value:
             value = f"{ago(value)}"
         elif key == "data":
             value = json.dumps(value)
@@ -154,6 +216,36 @@ def retry_cmd(app, queue_name: str, item_id: str | None, all_dead: bool) -> None
         woken, idle = wake_queue_workers(app.store, app.root, queue_name, defined)
         if idle and not woken:
             click.echo(f"oj: {not_woken(idle, app.store.root, app.root)}", err=True)
+
+
+@queue.command("pause", short_help="Stop every host taking the queue's items.")
+@click.argument("queue_name", metavar="QUEUE")
+@click.pass_obj
+def pause_cmd(app, queue_name: str) -> None:
+    """Stop every worker, on every host, taking items of QUEUE; pushes are still accepted
+    and jobs already running go on. 'oj queue resume QUEUE' undoes it."""
+    known_queue(app.runbook, app.root, queue_name, lambda: app.store.state)
+    if set_paused(app.store, app.root, queue_name, True):
+        click.echo(f"paused queue {quoted(queue_name)}: no worker takes its items until "
+                   f"'oj queue resume {escaped(queue_name)}'")
+    else:
+        click.echo(f"queue {quoted(queue_name)} is already paused")
+
+
+@queue.command("resume", short_help="Take a paused queue's items again.")
+@click.argument("queue_name", metavar="QUEUE")
+@click.pass_obj
+def resume_cmd(app, queue_name: str) -> None:
+    """Let workers take the items of a paused QUEUE again, and wake them."""
+    known_queue(app.runbook, app.root, queue_name, lambda: app.store.state)
+    if not set_paused(app.store, app.root, queue_name, False):
+        click.echo(f"queue {quoted(queue_name)} is not paused")
+        return
+    click.echo(f"resumed queue {quoted(queue_name)}")
+    defined = [w.name for w in app.runbook.workers.values() if w.queue == queue_name]
+    woken, idle = wake_queue_workers(app.store, app.root, queue_name, defined)
+    if idle and not woken:
+        click.echo(f"oj: {not_woken(idle, app.store.root, app.root)}", err=True)
 
 
 @queue.command("drain", short_help="Drop every item still waiting to be taken.")

@@ -99,17 +99,21 @@ def render(report: dict, color: bool) -> str:
     for section in report["projects"]:
         if lines:
             lines.append("")
-        lines.append(_header(escaped(section["project"]), section["attention"], color))
+        lines.append(_header(escaped(section["project"]), section["attention"], color,
+                             len(section.get("decisions", ()))))
         _section(lines, section, now, color)
     return "\n".join(lines) + "\n"
 
 
-def _header(project: str, attention: dict, color: bool) -> str:
+def _header(project: str, attention: dict, color: bool, decisions: int = 0) -> str:
     line = f"── {project} " + "─" * max(3, 60 - len(project))
     needs = [f"{n} {what}" for what, n in (("failed", attention["failed_jobs"]),
                                            ("waiting", attention["waiting_jobs"]),
                                            ("dead", attention["dead_items"]),
                                            ("failed units", attention["failed_units"])) if n]
+    if decisions:
+        needs.append(f"{decisions} open decision{'s' if decisions > 1 else ''} "
+                     "(oj decision review)")
     if not needs:
         return line
     return line + "\n" + _paint(Red("needs a person: " + ", ".join(needs)), color)
@@ -142,6 +146,11 @@ def _section(lines: list[str], s: dict, now: float, color: bool) -> None:
                             _cut(j["reason"] or "-") + (" (dismissed)" if j.get("dismissed")
                                                         else "")])
                 for j in jobs["waiting"]], color)
+    if s.get("decisions"):
+        _table(lines, "Decisions", ("ID", "JOB", "SOURCE", "STEP", "SINCE", "WHY"),
+               [[Red(d["id"]), d["job"], d["source"], escaped(d["step"] or "-"),
+                 ago(d["created_at"], now), _cut(d["reason"] or "-")]
+                for d in s["decisions"]], color)
     if jobs["failed"]:
         failed = jobs["failed"]
         _table(lines, "Failed in the last day", ("ID", "NAME", "STEP", "FINISHED", "ERROR"),
@@ -153,7 +162,8 @@ def _section(lines: list[str], s: dict, now: float, color: bool) -> None:
                          "--status failed)")
     if s["queues"]:
         _table(lines, "Queues", ("NAME", "TYPE", "PENDING", "ACTIVE", "DEAD", "WORKERS"),
-               [[escaped(q["name"]), q["type"] or "-", str(q["pending"]), str(q["active"]),
+               [[escaped(q["name"]) + (" (paused)" if q.get("paused") else ""),
+                 q["type"] or "-", str(q["pending"]), str(q["active"]),
                  flag(q, q["dead"]), ", ".join(q["workers"]) or "-"]
                 for q in s["queues"]], color)
     if s["crons"]:
@@ -173,7 +183,7 @@ def _section(lines: list[str], s: dict, now: float, color: bool) -> None:
                [[a["job"], a["step"], a["agent"] or "-", flag(a, a["status"]), a["session"]]
                 for a in s["agents"]], color)
     if not (s["workers"] or s["queues"] or s["agents"] or s["crons"]
-            or any(jobs.values())):
+            or any(jobs.values()) or s.get("decisions")):
         lines.append("  nothing running, waiting or failed")
 
 

@@ -345,17 +345,22 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
         table(("NAME", "HOST", "STATE", "BOOT", "PID", "JOBS", "PENDING", "QUEUE", "STARTED",
                "PROJECT"),
               [(r["shown"], r["host"], state(r), enabled(r["enabled"]), r["main_pid"],
-                f"{r['active']}/{r['concurrency']}", r["pending"], r["queue"],
+                f"{r['active']}/{r['concurrency']}", r["pending"], queue_of(r),
                 ago(r["started_at"]), r["project"]) for r in rows], empty=empty)
         runbook_notes(rows)
         return
     table(("NAME", "STATE", "BOOT", "PID", "JOBS", "PENDING", "QUEUE", "STARTED", "PROJECT"),
           [(r["shown"], state(r), enabled(r["enabled"]), r["main_pid"],
             f"{r['active']}/{r['concurrency']}" + (" (resized)" if r["resized"] else ""),
-            r["pending"], r["queue"],
+            r["pending"], queue_of(r),
             ago(r["started_at"]), r["project"]) for r in rows],
           empty=empty)
     runbook_notes(rows)
+
+
+def queue_of(row: dict) -> str:
+    """A worker's queue, said paused when it is (oj queue pause): the worker takes nothing."""
+    return f"{row['queue']} (paused)" if row.get("paused") else row["queue"] or "-"
 
 
 def runbook_notes(rows: list[dict]) -> None:

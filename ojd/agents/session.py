@@ -136,6 +136,12 @@ def capture(socket: str, session: str) -> str | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
+def transcript(socket: str, session: str) -> str | None:
+    """Everything the pane still holds, its history and the screen (None: gone)."""
+    proc = _tmux(socket, "capture-pane", "-p", "-J", "-S", "-", "-t", f"={session}:")
+    return proc.stdout if proc.returncode == 0 else None
+
+
 def send(socket: str, session: str, text: str) -> bool:
     """Type ``text`` then Enter, as a person at the keyboard would."""
     target = f"={session}:"

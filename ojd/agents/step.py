@@ -13,20 +13,29 @@ import subprocess
 import time
 from typing import Any
 
-from ojd import trust
+from ojd import decisions, trust
 from ojd.agents import session as tmux
+from ojd.agents.screens import (
+    Prompt,
+    ScreenError,
+    find_context_reset,
+    find_error,
+    find_prompt,
+)
 from ojd.agents.watch import (
     DEFAULT_NUDGE,
     Action,
     Attempts,
     env_override_name,
+    error_action,
     is_idle,
+    prompt_settled,
     render_command,
     screen_lines,
 )
 from ojd.duration import DurationError, parse_duration
 from ojd.errors import OjError
-from ojd.events import agent_delivered, agent_started, job_waiting
+from ojd.events import agent_delivered, agent_started
 from ojd.notify import one_line
 from ojd.routing import TIMEOUT_EXIT
 from ojd.runbook.model import Agent, Pipeline
@@ -35,6 +44,8 @@ from ojd.runners.notfound import NOT_FOUND_EXIT, missing_command
 from ojd.state import LIVE_JOB_STATES
 
 POLL = 0.25  # seconds between looks at the screen
+TRANSCRIPT_LINES = 40  # of a suspended agent's transcript, given to it when it resumes
+SLOT_POLL = 1.0  # seconds between looks for a free slot under max_concurrency
 ANSWER_POLL = 0.5
 PRIME_TIMEOUT = 60.0
 
@@ -110,6 +121,23 @@ def run_agent_step(runner, job: dict, pipeline: Pipeline, step: str, ctx: dict[s
         raise
 
 
+def agents_running(state, project: str, agent: str, but: str) -> int:
+    """How many of the project's live jobs (other than ``but``) have agent ``agent`` in the
+    visit of the step they are in: the slots max_concurrency counts."""
+    count = 0
+    for job in state.jobs.values():
+        a = job.get("agent")
+        if not a or job["id"] == but or job["project"] != project or \
+                job["status"] not in LIVE_JOB_STATES or a.get("agent") != agent:
+            continue
+        visit = 1 + sum(1 for h in job["history"] if h["step"] == job["step"]
+                        and h["exit"] is not None)
+        if a.get("step") == job["step"] and a.get("visit") == visit and \
+                job.get("step_status") == "running":
+            count += 1
+    return count
+
+
 def ended_agents(state) -> list[str]:
     """Sockets of agents whose job ended while its runner was away (a job cancelled after
     its runner stopped leaves its agent running): a job's end ends its agent."""
@@ -143,6 +171,9 @@ class _Watch:
         self.limit = ""
         self.command = ""  # the command line it was last started with
         self.screen_kept: str | None = None  # the session whose last screen is in the log
+        self.asked: Prompt | None = None  # the prompt on screen that fired on_prompt
+        self.error: ScreenError | None = None  # the error that fired on_error
+        self.errors_seen: set[tuple[str | None, str]] = set()  # (session, line) acted on
 
     # -- I/O helpers -----------------------------------------------------------------------
 
@@ -194,16 +225,23 @@ class _Watch:
             self.say(f"watching session {self.session} again")
         else:
             self.prompt = self._prompt()
-            self._start(self.prompt)
+            if self.agent_limit():
+                waited = self._wait_slot()
+                if waited is not None:
+                    return waited
+            self._start(self.prompt, recorded=bool(self.agent_limit()))
         job = self.job()
         if job["status"] == "waiting":  # stopped while it waited: wait on
-            answer = self._wait_answer(job.get("waiting_reason") or "waiting", record=False)
+            answer = self._wait_answer()
             if answer is None:
                 return self._stopped()
-            self._deliver(answer)
+            outcome = self._carry_out(*answer)
         elif job.get("pending_answer") is not None:  # answered while no runner watched
-            self._deliver(job["pending_answer"])
-        return self._watch()
+            outcome = self._carry_out(job.get("pending_action") or decisions.SEND,
+                                      job["pending_answer"])
+        else:
+            outcome = None
+        return outcome if outcome is not None else self._watch()
 
     def _watch(self) -> Outcome:
         stopping = self.runner.stopping
@@ -220,16 +258,40 @@ class _Watch:
             screen = tmux.capture(self.socket, self.session) if self.session else None
             now = time.monotonic()
             if screen is not None:
+                error = None
                 if screen != last_screen:
                     last_screen, last_change = screen, now
-                if not is_idle(last_change, now, self.idle):
-                    stopping.wait(POLL)
+                    error = find_error(screen)
+                    if error is not None and (self.session, error.line) in self.errors_seen:
+                        error = None  # still on screen: acted on once
+                    self._after_reset(screen)
+                prompt = find_prompt(screen) \
+                    if error is None and prompt_settled(last_change, now, self.idle) else None
+                if error is not None:
+                    self.errors_seen.add((self.session, error.line))
+                    trigger, dead_status, self.error = "on_error", None, error
+                elif prompt is not None:
+                    trigger, dead_status, self.asked = "on_prompt", None, prompt
+                elif not is_idle(last_change, now, self.idle) or self._auto():
+                    stopping.wait(POLL)  # auto: the agent itself says when it is done
                     continue
-                trigger, dead_status = "on_idle", None
+                else:
+                    trigger, dead_status = "on_idle", None
             elif self.session and tmux.alive(self.socket, self.session):
                 stopping.wait(POLL)  # between capture and now: look again
                 continue
             else:
+                if (self.runner.store.refresh().jobs.get(self.job_id, {}).get("agent")
+                        or {}).get("suspended"):
+                    # stopped by `oj job suspend`, not dead: wait for `oj job resume`
+                    self.say("suspended; oj job resume starts it again")
+                    answer = self._wait_answer("suspended", record=False)
+                    if answer is None:
+                        return self._stopped()
+                    self._deliver(answer)
+                    self.attempts.reset()
+                    last_screen, last_change = None, time.monotonic()
+                    continue
                 trigger = "on_dead"
                 dead_status = tmux.exit_status(self.socket, self.session) \
                     if self.session else None
@@ -240,26 +302,38 @@ class _Watch:
                                         else "(killed)"))
                 if dead_status == NOT_FOUND_EXIT:  # no retry can find the program
                     return self._not_found(screen)
-            action = Action.of(getattr(self.agent, trigger), trigger)
-            plan = self.attempts.plan(trigger, action)
+                if dead_status == 0 and self._auto():  # it said it was done by exiting
+                    self.say("exited (status 0): done (on_idle auto)")
+                    self.end()
+                    return 0, None
+            if trigger == "on_error" and self.error:
+                action = Action.of(error_action(getattr(self.agent, "on_error", None),
+                                                self.error.type), trigger)
+                plan = self.attempts.plan(f"on_error {self.error.type}", action)
+            else:
+                action = Action.of(getattr(self.agent, trigger, None), trigger)
+                plan = self.attempts.plan(trigger, action)
             what = "is idle" if trigger == "on_idle" else \
+                f"asks: {self.asked.summary()}" if trigger == "on_prompt" and self.asked else \
+                f"shows an error ({self.error.type}): {one_line(self.error.line)}" \
+                if trigger == "on_error" and self.error else \
                 f"exited ({'status ' + str(dead_status) if dead_status is not None else 'killed'})"
             self.say(f"{what}: {plan.action.kind}"
                      + (f" after {plan.delay:g}s" if plan.delay else ""))
             if plan.delay:
                 if stopping.wait(plan.delay):
                     return self._stopped()
-                if trigger == "on_idle" and \
+                if trigger in ("on_idle", "on_prompt") and \
                         tmux.capture(self.socket, self.session) != last_screen:
                     last_change = time.monotonic()  # it went on by itself during the cooldown
                     continue
-            outcome = self._act(plan.action, trigger, what, dead_status, plan.reason)
+            outcome = self._act(plan.action, trigger, what, dead_status, plan.reason, screen)
             if outcome is not None:
                 return outcome
             last_screen, last_change = None, time.monotonic()
 
     def _act(self, action: Action, trigger: str, what: str, dead_status: int | None,
-             reason: str | None) -> Outcome | None:
+             reason: str | None, screen: str | None) -> Outcome | None:
         """Do ``action``; an outcome ends the step, None watches on."""
         kind = action.kind
         if kind == "done":
@@ -271,29 +345,86 @@ class _Watch:
         if kind == "nudge":
             tmux.send(self.socket, self.session, action.message or DEFAULT_NUDGE)
             return None
+        if kind == "answer":
+            tmux.send(self.socket, self.session, action.key or "")
+            return None
+        if kind == "resume" and trigger == "on_error" and self.session and \
+                tmux.alive(self.socket, self.session):
+            # it waited out the error in its session (a rate limit's reset): it goes on there
+            tmux.send(self.socket, self.session, action.message or DEFAULT_NUDGE)
+            return None
         if kind == "resume":
             tmux.kill(self.socket, self.session)
             extra = action.message or ""
-            if not self.prompt:
-                self.prompt = self._prompt()
             prompt = extra if action.replace else \
-                "\n\n".join(p for p in (self.prompt, extra) if p)
+                "\n\n".join(p for p in (self._restart_prompt(), extra) if p)
             self._start(prompt)
             return None
+        source = {"on_idle": "idle", "on_dead": "dead"}.get(trigger, "escalation")
+        choices = None
+        if trigger == "on_prompt" and self.asked is not None:
+            # the person answers the agent's own prompt: its numbered choices, or y/n
+            if self.asked.options:
+                source, choices = "question", [label for _, label in self.asked.options]
+            else:
+                source = "approval"
         if kind == "gate":
             code = self._gate(action.run or "true")
             if code == 0:
                 self.end()
                 return 0, None
             reason = f"{trigger}: gate failed (exit {code}): {one_line(action.run or '')}"
-        # escalate: a person answers with `oj job resume ID -m ...`
-        reason = reason or f"agent '{self.agent.name}' {what}"
-        answer = self._wait_answer(reason)
+            source = "gate"
+        # escalate: a person chooses (oj decision resolve, or oj job resume ID -m ...)
+        return self.ask(source, reason or f"agent '{self.agent.name}' {what}", screen, choices)
+
+    def ask(self, source: str, reason: str, screen: str | None = None,
+            choices: list[str] | None = None) -> Outcome | None:
+        """Make the job wait on a new decision from ``source`` (``ojd.decisions``: its
+        options follow from it; ``choices``: a question's own), then do what the person
+        chose. An outcome ends the step; None watches on."""
+        answer = self._wait_answer(source, reason, screen, choices)
         if answer is None:
             return self._stopped()
-        self._deliver(answer)
-        self.attempts.reset()
+        self.attempts.reset()  # a person has looked: the handlers' counts start afresh
+        return self._carry_out(*answer)
+
+    def _carry_out(self, action: str, text: str) -> Outcome | None:
+        """Do what a resolved decision (or an answer) says: an outcome ends the step."""
+        if action == decisions.DONE:
+            self.record(agent_delivered(id=self.job_id))
+            self.say("marked done by a person")
+            self.end()
+            return 0, None
+        if action == decisions.RESTART:
+            if self.session:
+                tmux.kill(self.socket, self.session)
+            if not self.prompt:
+                self.prompt = self._prompt()
+            self._start("\n\n".join(p for p in (self.prompt, text) if p))
+            self.record(agent_delivered(id=self.job_id))
+            return None
+        self._deliver(text or DEFAULT_NUDGE)
         return None
+
+    def _auto(self) -> bool:
+        return (self.agent.on_idle or {}).get("action") == "auto"
+
+    def _after_reset(self, screen: str) -> None:
+        """The agent cleared or compacted its context: its clear/compact prime's output is
+        typed in, once per line that says so."""
+        found = find_context_reset(screen)
+        if found is None or (self.session, found[1]) in self.errors_seen:
+            return
+        self.errors_seen.add((self.session, found[1]))
+        commands = self._prime_commands(found[0])
+        if not commands:
+            return
+        text = "\n\n".join(p for p in (self._prime(c) for c in commands) if p)
+        self.say(f"its context was {'cleared' if found[0] == 'clear' else 'compacted'}: "
+                 f"{found[0]} prime typed in")
+        if text:
+            tmux.send(self.socket, self.session, text)
 
     def _not_found(self, screen: str | None) -> Outcome:
         """The agent's program is not there: the step fails naming it."""
@@ -324,8 +455,9 @@ class _Watch:
             raise OjError(f"agent cwd: {e}") from None
         return os.path.join(self.cwd, cwd)
 
-    def _prompt(self) -> str:
-        """The prime commands' output, then the rendered prompt."""
+    def _prompt(self, source: str = "startup") -> str:
+        """The prime commands' output (of ``source``: ``resume`` for a restart, when the
+        agent has its own), then the rendered prompt."""
         text = self.agent.prompt
         if self.agent.prompt_file:
             path = os.path.join(self.project, self.agent.prompt_file)
@@ -344,8 +476,34 @@ class _Watch:
             prompt = render_text(text or "", self.ctx, env=self.env)
         except TemplateError as e:
             raise OjError(f"agent prompt: {e}") from None
-        parts = [self._prime(command) for command in self.agent.prime]
+        commands = self._prime_commands(source) if source != "startup" else None
+        parts = [self._prime(command) for command in
+                 (commands if commands is not None else self.agent.prime)]
         return "\n\n".join(p for p in (*parts, prompt.strip()) if p)
+
+    def _prime_commands(self, source: str) -> tuple[str, ...] | None:
+        return (getattr(self.agent, "prime_sources", None) or {}).get(source)
+
+    def _restart_prompt(self) -> str:
+        """The prompt an agent started again gets: with its resume prime, when it has one,
+        and the end of its transcript when it was suspended."""
+        if self._prime_commands("resume") is not None:
+            prompt = self._prompt("resume")
+        else:
+            if not self.prompt:
+                self.prompt = self._prompt()
+            prompt = self.prompt
+        kept = (self.job().get("agent") or {}).get("suspended")
+        if kept:
+            try:
+                with open(kept, encoding="utf-8", errors="replace") as f:
+                    lines = f.read().rstrip().splitlines()[-TRANSCRIPT_LINES:]
+            except OSError:
+                lines = []
+            if lines:
+                prompt += "\n\nWhere your previous session stopped (its last lines):\n" + \
+                    "\n".join(lines)
+        return prompt
 
     def _prime(self, command: str) -> str:
         try:
@@ -359,7 +517,49 @@ class _Watch:
             self.say(f"prime {one_line(command)!r} exited {proc.returncode}")
         return proc.stdout.strip()
 
-    def _start(self, prompt: str) -> None:
+    def agent_limit(self) -> int | None:
+        return getattr(self.agent, "max_concurrency", None)
+
+    def _started_event(self) -> dict:
+        return agent_started(id=self.job_id, step=self.step, visit=self.visit,
+                             agent=self.agent.name, socket=self.socket,
+                             session=tmux.session_name(self.job_id, self.step, self.visit,
+                                                       self.starts), start=self.starts)
+
+    def _wait_slot(self) -> Outcome | None:
+        """Under ``max_concurrency``: wait until fewer of this agent run in the project's
+        jobs, then take the slot by recording the session about to start, in one
+        transaction of the store (two hosts cannot both take the last slot). None: taken;
+        else the step's outcome (the runner stops, or the step ran out of time)."""
+        limit = self.agent_limit() or 0
+        told = False
+        busy: list[int] = []
+
+        def claim(state) -> list[dict]:
+            busy.append(agents_running(state, self.project, self.agent.name, self.job_id))
+            return [self._started_event()] if busy[-1] < limit else []
+
+        while True:
+            taken: list[bool] = []
+            self.runner._durably(self.job_id, self.runner._record_when, self.job_id, claim,
+                                 taken)
+            if taken and taken[-1]:
+                return None
+            if not told:
+                told = True
+                self.say(f"waits for a slot: {busy[-1]} of max_concurrency {limit} running")
+                self.runner.progress(self.job_id, "step", f"{self.step} waits for a slot of "
+                                     f"agent '{self.agent.name}' ({busy[-1]}/{limit} running)")
+            if self.deadline is not None and time.time() >= self.deadline:
+                why = f"timeout: stopped after {self.limit} (no slot of the agent came free)"
+                self.say(why)
+                return TIMEOUT_EXIT, why
+            if self.runner.stopping.wait(SLOT_POLL):
+                return self._stopped()
+
+    def _start(self, prompt: str, recorded: bool = False) -> None:
+        """Start a session; ``recorded``: its ``agent:started`` is in the store already (a
+        slot taken under max_concurrency)."""
         command = render_command(agent_command(self.agent, self.config, self.env), prompt)
         self.command = command
         self.session = tmux.session_name(self.job_id, self.step, self.visit, self.starts)
@@ -367,9 +567,8 @@ class _Watch:
         setenv = {k: v for k, v in self.env.items()
                   if k.startswith("OJ_") or k in self.agent.env}
         tmux.start(self.socket, self.session, command, self.cwd, self.env, setenv)
-        self.record(agent_started(id=self.job_id, step=self.step, visit=self.visit,
-                                  agent=self.agent.name, socket=self.socket,
-                                  session=self.session, start=self.starts))
+        if not recorded:
+            self.record(self._started_event())
         self.say(f"started in tmux session {self.session} (oj agent attach {self.job_id})")
         self.starts += 1
 
@@ -381,20 +580,32 @@ class _Watch:
                               stdin=subprocess.DEVNULL, stdout=self.log,
                               stderr=subprocess.STDOUT).returncode
 
-    def _wait_answer(self, reason: str, record: bool = True) -> str | None:
-        """Wait until someone answers (``job:answered``); None when the runner stops or the
-        job ended meanwhile."""
-        if record:
-            self.record(job_waiting(id=self.job_id, reason=reason))
-            self.log.write(f"==> job waiting for a person: {one_line(reason)} (answer with: "
-                           f"oj job resume {self.job_id} -m ...)\n".encode())
-            self.runner.progress(self.job_id, "step", f"{self.step} waiting: {reason}")
+    def _wait_answer(self, source: str | None = None, reason: str = "",
+                     screen: str | None = None, choices: list[str] | None = None
+                     ) -> tuple[str, str] | None:
+        """Record a decision from ``source`` and the job's wait on it in one append (none:
+        wait on the one recorded), then wait until someone resolves it (or answers the
+        job): the action and text chosen; None when the runner stops or the job ended
+        meanwhile."""
+        if source is not None:
+            decision = os.urandom(4).hex()
+            made = decisions.waiting_events(
+                id=decision, job=self.job_id, project=self.project, source=source,
+                step=self.step, agent=self.agent.name, reason=reason, screen=screen,
+                choices=choices)
+            self.runner._durably(self.job_id, self.runner._record, self.job_id, *made)
+            self.log.write(f"==> job waiting for a person: {one_line(reason)} (decision "
+                           f"{decision}: oj decision show {decision}; oj decision resolve "
+                           f"{decision} N [-m ...])\n".encode())
+            self.runner.progress(self.job_id, "step", f"{self.step} waiting: {reason} "
+                                 f"(decision {decision})")
+            self.runner.announce_decision(self.job(), made[0])
         while True:
             job = self.runner.store.refresh().jobs.get(self.job_id)
             if job is None or job["status"] not in LIVE_JOB_STATES:
                 return None
             if job["status"] == "running" and job.get("pending_answer") is not None:
-                return job["pending_answer"]
+                return job.get("pending_action") or decisions.SEND, job["pending_answer"]
             if self.runner.stopping.wait(ANSWER_POLL):
                 return None
 
@@ -404,9 +615,7 @@ class _Watch:
             tmux.send(self.socket, self.session, answer)
             self.say("answer typed into the session")
         else:
-            if not self.prompt:
-                self.prompt = self._prompt()
-            self._start("\n\n".join(p for p in (self.prompt, answer) if p))
+            self._start("\n\n".join(p for p in (self._restart_prompt(), answer) if p))
         self.record(agent_delivered(id=self.job_id))
 
 

@@ -21,18 +21,22 @@ from ojd.runbook.shellquote import ShellLexer, UnsafeValue
 DEFAULTS: dict[str, dict[str, Any]] = {
     "on_idle": {"action": "done"},
     "on_dead": {"action": "escalate"},
+    "on_prompt": {"action": "escalate"},
+    "on_error": {"action": "escalate"},
 }
 DEFAULT_NUDGE = "Please continue with the task."
 
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # done | fail | escalate | gate | nudge | resume
+    kind: str  # done | fail | escalate | gate | nudge | resume | answer
     message: str | None = None
     attempts: int | None = 1  # None: forever
     cooldown: float = 0.0
     run: str | None = None
     replace: bool = False
+    key: str | None = None  # answer: what is typed into the prompt
+    after: float = 0.0  # the wait before every firing (a rate limit's reset)
 
     @classmethod
     def of(cls, raw: dict[str, Any] | None, trigger: str) -> Action:
@@ -40,7 +44,7 @@ class Action:
         kind = raw.get("action") or "escalate"
         return cls("resume" if kind == "recover" else kind, raw.get("message"),
                    raw.get("attempts", 1), float(raw.get("cooldown") or 0.0), raw.get("run"),
-                   bool(raw.get("replace")))
+                   bool(raw.get("replace")), raw.get("key"), float(raw.get("after") or 0.0))
 
 
 @dataclass(frozen=True)
@@ -64,10 +68,18 @@ class Attempts:
             times = "once" if action.attempts == 1 else f"{action.attempts} times"
             return Plan(Action("escalate"), 0.0,
                         f"{trigger}: {action.kind} already tried {times}")
-        return Plan(action, action.cooldown if n > 1 else 0.0)
+        return Plan(action, max(action.after, action.cooldown if n > 1 else 0.0))
 
     def reset(self) -> None:
         self.counts.clear()
+
+
+def error_action(on_error: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    """The action ``on_error`` gives an error of type ``kind``: its own, else the one for
+    every type (a runbook cached before types were told apart holds that one alone)."""
+    if not on_error or "action" in on_error:
+        return on_error
+    return on_error.get(kind) or on_error.get("*")
 
 
 def render_command(command: str, prompt: str) -> str:
@@ -99,6 +111,15 @@ def env_override_name(agent: str) -> str:
 
 def is_idle(last_change: float, now: float, idle: float) -> bool:
     return now - last_change >= idle
+
+
+PROMPT_SETTLE = 1.0  # a screen unchanged this long (or idle, if shorter) is read for a prompt
+
+
+def prompt_settled(last_change: float, now: float, idle: float) -> bool:
+    """Whether the screen has stood still long enough to be a prompt waiting on someone,
+    not one drawn on the way to more output."""
+    return now - last_change >= min(PROMPT_SETTLE, idle)
 
 
 SCREEN_LINES = 40  # the most of an agent's last screen that goes into the job log

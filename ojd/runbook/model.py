@@ -49,6 +49,14 @@ class Queue:
     take_cmd: str | None
     where: Where
     timeout: float = DEFAULT_EXTERNAL_TIMEOUT  # its list and take commands, seconds
+    priority: int = 0  # of its items pushed without --priority: the higher is taken first
+    # how the retry cooldown grows (ojd.backoff): "fixed" or "exponential", capped at
+    # retry_max seconds, a uniform draw below it with retry_jitter
+    retry_backoff: str = "fixed"
+    retry_max: float | None = None
+    retry_jitter: bool = False
+    rate: tuple[int, float] | None = None  # at most N takes per so many seconds, all hosts
+    retain: dict[str, float] = field(default_factory=dict)  # done/dead/jobs -> seconds kept
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,9 @@ class Worker:
     # with a shared store (PostgreSQL): how long a taken item stays with a host whose job
     # process stopped renewing it, seconds
     lease: float = 60.0
+    rate: tuple[int, float] | None = None  # at most N of its takes per so many seconds
+    global_concurrency: int | None = None  # its jobs at once across every host
+    retain: dict[str, float] = field(default_factory=dict)  # over its queue's, per kind
 
 
 @dataclass(frozen=True)
@@ -105,12 +116,16 @@ class Agent:
     env: dict[str, str]
     on_idle: dict[str, Any] | None
     on_dead: dict[str, Any] | None
-    on_error: dict[str, Any] | None
+    on_error: dict[str, Any] | None  # error type (or "*": any other) -> action
     where: Where
     # (defaults keep runbooks cached by older versions loadable)
     cwd: str | None = None  # template, relative to the job's directory
     prime: tuple[str, ...] = ()  # shell commands whose output starts the prompt
     idle: float = DEFAULT_AGENT_IDLE  # seconds without new screen output: the agent is idle
+    on_prompt: dict[str, Any] | None = None  # a permission or question prompt on its screen
+    max_concurrency: int | None = None  # its agents at once across the project's jobs
+    # prime commands for "resume", "clear" and "compact" ("startup" is ``prime``)
+    prime_sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

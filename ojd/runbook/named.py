@@ -73,7 +73,11 @@ def _shell_scripts(runbook: Runbook) -> Iterable[str]:
     for agent in runbook.agents.values():
         yield agent.run
         yield from agent.prime
-        for action in (agent.on_idle, agent.on_dead, agent.on_error):
+        for commands in getattr(agent, "prime_sources", {}).values():
+            yield from commands
+        errors = list((agent.on_error or {}).values()) if "action" not in (
+            agent.on_error or {}) else [agent.on_error]
+        for action in (agent.on_idle, agent.on_dead, agent.on_prompt, *errors):
             if action and action.get("run"):
                 yield action["run"]
 

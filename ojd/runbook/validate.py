@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from ojd.backoff import BACKOFFS
+from ojd.conf import RETAIN_KINDS
 from ojd.duration import DurationError, parse_duration
 from ojd.errors import RunbookError, quoted
 from ojd.runbook.argspec import ArgSpecError, parse_spec
@@ -50,9 +52,12 @@ from ojd.runbook.wording import (
 from ojd.unitnames import too_long
 
 DEFAULT_MAX_VISITS = 10
+RETRY_FIELDS = ("attempts", "cooldown", "backoff", "max", "jitter")
 DEFAULT_POLL = 30.0
 DEFAULT_LEASE = 60.0
 MIN_LEASE = 3.0  # renewed every third of it: shorter would be mostly renewals
+_RATE = re.compile(r"\s*([0-9]+)\s*/\s*(s|m|h)\s*", re.ASCII)
+_RATE_PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _WORKER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 
 
@@ -69,17 +74,21 @@ _DURATION = (str, int, float)
 SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "command": {"args": _STR, "defaults": _OBJ, "run": _STR_OR_OBJ},
     "queue": {"type": _STR, "vars": _LIST, "defaults": _OBJ, "retry": _OBJ, "list": _STR,
-              "take": _STR, "timeout": _DURATION},
+              "take": _STR, "timeout": _DURATION, "priority": _INT, "rate": _STR,
+              "retain": _OBJ},
     "worker": {"source": _OBJ, "handler": _OBJ, "concurrency": _INT, "poll": _DURATION,
-               "lease": _DURATION},
+               "lease": _DURATION, "rate": _STR, "global_concurrency": _INT, "retain": _OBJ},
     "cron": {"interval": _DURATION, "schedule": _STR, "run": _STR_OR_OBJ, "concurrency": _INT},
     "pipeline": {"vars": _LIST, "defaults": _OBJ, "workspace": _STR, "on_done": _OBJ,
                  "on_fail": _OBJ, "max_visits": _INT, "name": _STR, "timeout": _DURATION},
     "step": {"run": _STR_OR_OBJ, "on_done": _OBJ, "on_fail": _OBJ, "timeout": _DURATION},
-    "notify": {"on_start": _STR, "on_done": _STR, "on_fail": _STR},
+    # on_*: the messages (templates); exec, webhook: where they go (ojd/notifications.py)
+    "notify": {"on_start": _STR, "on_done": _STR, "on_fail": _STR, "exec": _STR,
+               "webhook": _STR},
     "agent": {"run": _STR, "prompt": _STR, "prompt_file": _STR, "env": _OBJ, "cwd": _STR,
-              "prime": (str, list), "idle": _DURATION, "on_idle": _STR_OR_OBJ,
-              "on_dead": _STR_OR_OBJ, "on_error": _STR_OR_OBJ},
+              "prime": (str, list, dict), "idle": _DURATION,
+              "max_concurrency": _INT, "on_idle": _STR_OR_OBJ,
+              "on_dead": _STR_OR_OBJ, "on_error": (str, dict, list), "on_prompt": _STR_OR_OBJ},
 }
 # a cron's interval: ticks at most once a second (AccuracySec=1s), and no longer than
 # systemd's timers hold with room to spare (microseconds in 64 bits: ~584,000 years)
@@ -272,12 +281,14 @@ class _Builder(AgentChecks, References):
             self.p.add(file, f["type"].line, f"queue '{name}' type must be \"persisted\" or "
                        f"\"external\", not \"{qtype}\"")
         attempts, cooldown = 0, 0.0
+        backoff, cap, jitter = "fixed", None, False
         if "retry" in f:
             retry = f["retry"]
             for key in retry.value:
-                if key not in ("attempts", "cooldown"):
+                if key not in RETRY_FIELDS:
                     self.p.add(file, retry.key_lines.get(key, retry.line),
-                               f"unknown retry field '{key}'; use attempts and cooldown")
+                               f"unknown retry field '{key}'; use "
+                               f"{', '.join(RETRY_FIELDS[:-1])} and {RETRY_FIELDS[-1]}")
             attempts = retry.value.get("attempts", 0)
             attempts_line = retry.key_lines.get("attempts", retry.line)
             if not isinstance(attempts, int) or isinstance(attempts, bool):
@@ -291,6 +302,7 @@ class _Builder(AgentChecks, References):
             cooldown = self.duration(file, retry.key_lines.get("cooldown", retry.line),
                                      "retry cooldown", retry.value.get("cooldown"), 0.0,
                                      allow_zero=True)
+            backoff, cap, jitter = self.retry_growth(file, name, retry)
         list_cmd = f["list"].value if "list" in f else None
         take_cmd = f["take"].value if "take" in f else None
         for key in ("list", "take"):
@@ -301,6 +313,7 @@ class _Builder(AgentChecks, References):
         if qtype == "external" and (list_cmd is None or take_cmd is None):
             self.p.add(file, block.line, f"external queue '{name}' needs both 'list' and 'take'")
         timeout = self.optional_duration(file, f, f"queue '{name}' timeout")
+        priority = f["priority"].value if "priority" in f else 0
         if qtype == "persisted":
             for key in ("list", "take", "timeout"):
                 if key in f:
@@ -316,7 +329,69 @@ class _Builder(AgentChecks, References):
                            f"default '{key}' is not one of queue '{name}' vars {list(vars_)}")
         self.rb.queues[name] = Queue(name, qtype, vars_, defaults, attempts, cooldown,
                                      list_cmd, take_cmd, where,
-                                     timeout or DEFAULT_EXTERNAL_TIMEOUT)
+                                     timeout or DEFAULT_EXTERNAL_TIMEOUT, priority, backoff, cap,
+                                     jitter,
+                                     self.rate(file, f, f"queue '{name}'"),
+                                     self.retain(file, f, f"queue '{name}'"))
+        if qtype == "external" and "rate" in f:
+            self.p.add(file, f["rate"].line, f"queue '{name}' rate: only a persisted queue's "
+                       "takes are limited (an external queue's take command claims its items)")
+
+    def retain(self, file: str, f: dict[str, Attribute], what: str) -> dict[str, float]:
+        """``retain = { done = "7d", dead = "30d", jobs = "14d" }``: how long completed items,
+        dead items and finished jobs stay (ojd.retention)."""
+        attr = f.get("retain")
+        if attr is None:
+            return {}
+        out = {}
+        for key, value in attr.value.items():
+            line = attr.key_lines.get(key, attr.line)
+            if key not in RETAIN_KINDS:
+                self.p.add(file, line, f"{what} unknown retain field '{key}'; use done (completed "
+                           "items), dead (dead items) and jobs (finished jobs)")
+                continue
+            seconds = self.duration(file, line, f"{what} retain {key}", value, 0.0)
+            if seconds:
+                out[key] = seconds
+        return out
+
+    def rate(self, file: str, f: dict[str, Attribute], what: str) -> tuple[int, float] | None:
+        """``rate = "N/s|m|h"``: at most N takes in any second, minute or hour."""
+        attr = f.get("rate")
+        if attr is None:
+            return None
+        m = _RATE.fullmatch(attr.value)
+        if m is None or int(m.group(1)) < 1:
+            self.p.add(file, attr.line, f"{what} rate {quoted(attr.value)} is not N per "
+                       "second, minute or hour with N >= 1; use e.g. \"10/m\", \"5/s\", "
+                       "\"100/h\"")
+            return None
+        return int(m.group(1)), _RATE_PER[m.group(2)]
+
+    def retry_growth(self, file: str, name: str, retry: Attribute
+                     ) -> tuple[str, float | None, bool]:
+        """A retry's backoff, max and jitter (ojd.backoff)."""
+        def line(key: str) -> int:
+            return retry.key_lines.get(key, retry.line)
+
+        backoff = retry.value.get("backoff", "fixed")
+        if backoff not in BACKOFFS:
+            self.p.add(file, line("backoff"), f"queue '{name}' retry backoff must be "
+                       f"\"fixed\" or \"exponential\", not {quoted(str(backoff))}")
+            backoff = "fixed"
+        cap = None
+        if "max" in retry.value:
+            cap = self.duration(file, line("max"), f"queue '{name}' retry max",
+                                retry.value["max"], 0.0) or None
+            if backoff != "exponential":
+                self.p.add(file, line("max"), f"queue '{name}' retry max caps an exponential "
+                           "backoff; add backoff = \"exponential\" or remove max")
+        jitter = retry.value.get("jitter", False)
+        if not isinstance(jitter, bool):
+            self.p.add(file, line("jitter"), f"queue '{name}' retry jitter is "
+                       f"{type_name(jitter)}, expected true or false")
+            jitter = False
+        return backoff, cap, jitter
 
     def name_length(self, file: str, block: Block, kind: str, name: str) -> None:
         problem = too_long(kind, name)
@@ -352,8 +427,14 @@ class _Builder(AgentChecks, References):
             self.p.add(file, lease_attr.line if lease_attr else block.line,
                        f"worker '{name}' lease must be at least {MIN_LEASE:g}s")
             lease = MIN_LEASE
+        everywhere = f["global_concurrency"].value if "global_concurrency" in f else None
+        if everywhere is not None and everywhere < 1:
+            self.p.add(file, f["global_concurrency"].line, f"worker '{name}' "
+                       f"global_concurrency must be at least 1, not {everywhere}")
+            everywhere = None
         self.rb.workers[name] = Worker(name, queue or "", pipeline or "", concurrency, poll, where,
-                                       lease)
+                                       lease, self.rate(file, f, f"worker '{name}'"),
+                                       everywhere, self.retain(file, f, f"worker '{name}'"))
 
     def cron(self, file: str, block: Block, name: str, where: Where) -> None:
         f = self.fields(file, block, "cron")

@@ -132,7 +132,7 @@ class References:
         out += [(self.field_where(("step", p.name, s.name, "run"), s.where), s.run)
                 for s in p.steps.values() if s.run is not None]
         out += [(self.field_where(("notify", p.name, k), p.where), v)
-                for k, v in p.notify.items()]
+                for k, v in p.notify.items() if k.startswith("on_")]
         return out
 
     def check_pipeline(self, p: Pipeline) -> None:
@@ -164,6 +164,8 @@ class References:
             if s.run is not None:
                 self.check_templates(run_at, s.run, known)
         for key, value in p.notify.items():
+            if not key.startswith("on_"):  # exec, webhook: a command and a URL, as written
+                continue
             self.check_templates(self.field_where(("notify", p.name, key), p.where), value,
                                  known)
 

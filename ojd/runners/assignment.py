@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ojd.runbook.model import Queue, Runbook, Worker
+from ojd.state.limits import Window, queue_window, worker_window
 
 
 @dataclass
@@ -26,6 +27,16 @@ class Assignment:
         """Items are leased only in a shared store: one host's worker alone (the WAL
         directory) adopts or resumes its own jobs instead."""
         return self.worker.lease if self.shared else None
+
+    @property
+    def windows(self) -> list[Window]:
+        """The rates its takes count against: its queue's and its own."""
+        out: list[Window] = []
+        if self.queue.rate is not None:
+            out.append((queue_window(self.project, self.queue.name), *self.queue.rate))
+        if self.worker.rate is not None:
+            out.append((worker_window(self.project, self.worker.name), *self.worker.rate))
+        return out
 
     def vars_for(self, data: dict) -> dict:
         """A new job's vars: the item is its pipeline's first var."""

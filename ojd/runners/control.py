@@ -16,6 +16,8 @@ from ojd import paths
 from ojd.agents import session
 from ojd.errors import OjError
 from ojd.events import (
+    agent_suspended,
+    decision_resolved,
     job_answered,
     job_dismissed,
     job_finished,
@@ -23,7 +25,7 @@ from ojd.events import (
     queue_failed,
     queue_released,
 )
-from ojd.identity import elsewhere
+from ojd.identity import elsewhere, host_name, user_name
 from ojd.notify import one_line
 from ojd.runners.jobprocess import alive
 from ojd.runners.leftovers import STOP_GRACE
@@ -49,20 +51,27 @@ def cancel(store: Store, job_id: str, *, reason: str = "cancelled",
         if job["status"] not in LIVE_JOB_STATES:
             raise OjError(f"job {job_id} is {job['status']}; only a running or waiting job "
                           "can be cancelled")
-        events: list[dict] = [job_finished(id=job_id, outcome="cancelled", error=reason)]
-        # the log's last word, before the record a follower stops at
-        _say(store, job_id, "==> job cancelled" + ("" if reason == "cancelled"
-                                                     else f": {one_line(reason)}"))
-        item = tx.state.items.get(job.get("item") or "")
-        if item is not None and item["status"] == "active" and item.get("job") == job_id:
-            if release:
-                events.append(queue_released(id=item["id"]))
-            else:
-                events.append(queue_failed(id=item["id"], error=reason, dead=True,
-                                           retry_at=None))
-        tx.append(*events)
+        tx.append(*cancel_events(store, tx.state, job, reason, release))
     stop(job)
     return job
+
+
+def cancel_events(store: Store, state, job: dict, reason: str, release: bool = False
+                  ) -> list[dict]:
+    """The events that cancel a live ``job``, its item's fate with them; its log says so
+    first (the record a follower stops at comes after). Then ``stop(job)``."""
+    job_id = job["id"]
+    events: list[dict] = [job_finished(id=job_id, outcome="cancelled", error=reason)]
+    _say(store, job_id, "==> job cancelled" + ("" if reason == "cancelled"
+                                                 else f": {one_line(reason)}"))
+    item = state.items.get(job.get("item") or "")
+    if item is not None and item["status"] == "active" and item.get("job") == job_id:
+        if release:
+            events.append(queue_released(id=item["id"]))
+        else:
+            events.append(queue_failed(id=item["id"], error=reason, dead=True,
+                                       retry_at=None))
+    return events
 
 
 def _say(store: Store, job_id: str, line: str) -> None:
@@ -177,6 +186,42 @@ def dismiss(store: Store, job_ids: list[str]) -> list[str]:
     return todo
 
 
+RESUME_MESSAGE = ("You were suspended and have been started again; carry on with the task "
+                  "from where you stopped.")
+
+
+def transcript_path(root: str, job_id: str, session_name: str) -> str:
+    """Where a suspended agent's transcript is kept: in the state dir, beside the job logs
+    (not next to its socket: the job's end removes those)."""
+    return os.path.join(paths.logs_dir(root), f"{job_id}.{session_name}.transcript")
+
+
+def suspend(store: Store, job_id: str, by: str) -> str:
+    """``oj job suspend``: keep the agent's transcript, record the suspension (the job
+    waits; its workspace stays) and stop the agent. The transcript's path."""
+    j = store.refresh().jobs.get(job_id) or {}
+    a = j.get("agent")
+    if j.get("status") != "running" or not a or a.get("step") != j.get("step") or \
+            a.get("suspended"):
+        what = "waiting" if j.get("status") == "waiting" else j.get("status") or "gone"
+        raise OjError(f"job {job_id} has no running agent to suspend (it is {what})")
+    text = session.transcript(a["socket"], a["session"])
+    if text is None:
+        raise OjError(f"the agent of job {job_id} has exited; nothing to suspend")
+    path = transcript_path(store.root, job_id, a["session"])
+    fd = paths.open_state_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    with store.transaction() as tx:
+        now = tx.state.jobs.get(job_id) or {}
+        if now.get("status") != "running" or (now.get("agent") or {}).get("session") \
+                != a["session"]:
+            raise OjError(f"job {job_id} changed meanwhile; look again: oj job show {job_id}")
+        tx.append(agent_suspended(id=job_id, transcript=path, by=by))
+    session.kill(a["socket"], a["session"])
+    return path
+
+
 def answer(store: Store, job_id: str, message: str) -> None:
     """``oj job resume ID -m MESSAGE`` on a waiting job: record the answer; the job's runner
     types it into the agent and watches on."""
@@ -185,7 +230,12 @@ def answer(store: Store, job_id: str, message: str) -> None:
         if j is None or j["status"] != "waiting":
             status = j["status"] if j else "gone"
             raise OjError(f"job {job_id} is {status}, not waiting for an answer")
-        tx.append(job_answered(id=job_id, message=message))
+        d = tx.state.decisions.get(j.get("decision") or "")
+        if d is not None and d["status"] == "open":  # the answer resolves its decision
+            tx.append(decision_resolved(id=d["id"], option=None, message=message,
+                                        by=user_name(), host=host_name()))
+        else:
+            tx.append(job_answered(id=job_id, message=message))
 
 
 def follow(store: Store, job_id: str, write: Callable[[bytes], None],

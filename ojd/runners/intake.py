@@ -20,7 +20,8 @@ from ojd.runners.assignment import Assignment
 from ojd.runners.jobrecords import job_created_event
 from ojd.runners.pool import ProcessPool
 from ojd.runners.stepprocess import terminate_group
-from ojd.state import LIVE_JOB_STATES
+from ojd.state import LIVE_JOB_STATES, State
+from ojd.state.limits import live_jobs_of
 from ojd.store import Store
 
 
@@ -30,6 +31,21 @@ def external_key(entry: dict) -> str:
     if isinstance(ident, (str, int)) and not isinstance(ident, bool):
         return f"id:{ident}"
     return "data:" + queues.item_key(entry)
+
+
+def over_global_concurrency(state: State, work: Assignment) -> bool:
+    """Whether the worker's ``global_concurrency`` jobs already run, on any host."""
+    limit = work.worker.global_concurrency
+    return limit is not None and live_jobs_of(state.jobs, work.project,
+                                              work.worker.name) >= limit
+
+
+def held_back(state: State, work: Assignment, now: float) -> bool:
+    """Whether a new take must wait: a rate's window is full, or the worker's jobs across
+    hosts are at its global_concurrency. Asked on the caught-up state inside the take's
+    transaction, after the item is chosen by its own order."""
+    return over_global_concurrency(state, work) or \
+        state.rate_opening(work.windows, now) is not None
 
 
 class Intake:
@@ -55,6 +71,8 @@ class Intake:
         skip: set[str] = set()
         while free > 0 and tries > 0:
             with self.store.lock:  # a look before forking: most polls find nothing
+                if held_back(self.store.state, self.work, time.time()):
+                    return  # the worker sleeps until the window opens (rate_opening)
                 item = self.store.state.next_takeable(self.work.project, queue.name,
                                                       time.time(), skip)
                 if item is None:
@@ -83,11 +101,25 @@ class Intake:
             if live is None or live["status"] not in LIVE_JOB_STATES:
                 break
             skip.add(item["id"])  # its job goes on (_take_over's): the next one is ours
+        if held_back(tx.state, work, time.time()):
+            raise jobprocess.NothingToRun()  # another host took the last place meanwhile
         job = job_created_event(tx, self.store.root, work.runbook, work.project,
                                 work.worker.pipeline, work.vars_for(item["data"]),
                                 work.project, item=item["id"], worker=work.worker.name,
                                 owner=work.owner, job_id=job_id)
-        return [job, queues.take_event(item, work.owner, job_id, work.lease)]
+        return [job, queues.take_event(item, work.owner, job_id, work.lease, work.windows)]
+
+    def rate_opening(self) -> float | None:
+        """When a rate that holds this worker's takes back lets the next one through; None
+        when none does, or nothing waits to be taken."""
+        windows = self.work.windows
+        if not windows:
+            return None
+        with self.store.lock:
+            state = self.store.state
+            if not state.waiting_count(self.work.project, self.work.queue.name):
+                return None
+            return state.rate_opening(windows, time.time())
 
     def _take_over(self, item_id: str, job_id: str) -> bool:
         """Take an item whose job lost its lease and resume that job from its step, in the

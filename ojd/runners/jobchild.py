@@ -195,7 +195,7 @@ def run_here(store: Store, runbook: Runbook, job_id: str, *,
             set_title(f"ojd job {job} {detail}")
         elif what in ("step", "notify", "unstalled"):
             log.info(detail)
-        elif what in ("step_failed", "agent_died"):  # journalctl -p warning finds them
+        elif what in ("step_failed", "agent_died", "notify_failed"):  # journalctl -p warning
             log.warning(detail)
         elif what == "failed":
             log.warning(f"failed: {detail}")

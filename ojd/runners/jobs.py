@@ -20,7 +20,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from ojd import bashrun, conf, paths
+from ojd import bashrun, conf, notifications, paths
 from ojd.duration import format_duration
 from ojd.errors import LockTimeout, OjError, StoreUnavailable, quoted
 from ojd.events import (
@@ -66,6 +66,9 @@ Progress = Callable[[str, str, str], None]
 # what a full state disk raises: waited out, by a job's records and a worker's start
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
+
+# seconds a job's end waits for its notifications still on their way
+NOTIFY_WAIT_AT_END = 15.0
 
 # seconds between a job process's attempts to renew its lease while its store is away
 RENEW_RETRY = 1.0
@@ -150,6 +153,7 @@ class JobRunner:
         self._leased: set[str] = set()  # jobs whose item is leased: another host may take it
         self._job_deadlines: dict[str, tuple[float, str]] = {}  # job -> (when, its limit)
         self._log_limit = joblog.DEFAULT_LIMIT  # oj.conf's job_log_limit, read per job
+        self.dispatch = notifications.Dispatcher()  # notify messages and decisions, sent
 
     # -- the job loop -------------------------------------------------------------------
 
@@ -308,6 +312,18 @@ class JobRunner:
         with self.store.transaction() as tx:
             _check_ours(tx.state.jobs.get(job_id))
             tx.append(*events, sync=sync)
+
+    def _record_when(self, job_id: str, events_for: Callable[[Any], list[dict]],
+                     taken: list[bool]) -> None:
+        """Append the events ``events_for`` makes of the state, in the same transaction (so
+        what they depend on cannot change meanwhile, on any host); ``taken`` gets whether
+        there were any."""
+        with self.store.transaction() as tx:
+            _check_ours(tx.state.jobs.get(job_id))
+            events = events_for(tx.state)
+            if events:
+                tx.append(*events)
+            taken.append(bool(events))
 
     def _durably(self, job_id: str, write: Callable[..., object], *args: object) -> None:
         """Record what a job did, waiting out a full state disk, a state lock held too long
@@ -559,6 +575,9 @@ class JobRunner:
         self.progress(job["id"], outcome, error or "")
         if notice is not None:
             self.progress(job["id"], "notify", notice)
+        # the job's last notifications get a bounded time before its process ends or
+        # runs the next job (and stops what the job left running)
+        self.dispatch.wait(NOTIFY_WAIT_AT_END)
         if outcome == "done" and job.get("workspace") == "ephemeral":
             shutil.rmtree(job["cwd"], ignore_errors=True)
         return outcome
@@ -579,9 +598,35 @@ class JobRunner:
             message = f"({when} message: {e})"
         message = one_line(message)  # item text must not forge lines of the log
         log.write(f"==> notify: {message}\n".encode())
+        self.announce(job, pipeline.notify, "notify", f"oj: {job['name']}: {when}", message,
+                      when=when)
         if report:
             self.progress(job["id"], "notify", message)
         return message
+
+    def announce(self, job: dict, where: dict[str, str], kind: str, title: str,
+                 message: str, **extra: object) -> None:
+        """Send a notification to what ``oj.conf`` and the pipeline's ``notify`` block
+        (``where``) configure, in threads: the step goes on at once."""
+        try:
+            to = notifications.targets(self.store.root, where)
+        except OjError as e:
+            self.progress(job["id"], "notify_failed", f"notifications: {e}")
+            return
+        if to:
+            self.dispatch.send(notifications.payload(kind, job, title, message, **extra), to)
+
+    def announce_decision(self, job: dict, made: dict) -> None:
+        """A new decision (its ``decision:created`` event), to the person who resolves it."""
+        pipeline = self.runbook.pipeline(job["pipeline"])
+        options = [o["label"] for o in made["options"]]
+        message = (f"{made['reason']} (oj decision resolve {made['id']} N: "
+                   + ", ".join(f"{n} {label}" for n, label in enumerate(options, 1)) + ")")
+        self.announce(job, pipeline.notify if pipeline else {}, "decision",
+                      f"oj: {job['name']} needs a decision", message,
+                      decision={k: made[k] for k in ("id", "source", "step", "agent",
+                                                     "reason", "screen")}
+                      | {"options": options})
 
     # -- processes ------------------------------------------------------------------------
 

@@ -18,8 +18,10 @@ from collections import deque
 
 from ojd import events
 from ojd.events import Event
+from ojd.state.decisions import DecisionFold
 from ojd.state.items import KEEP_COMPLETED_PER_QUEUE, ItemFold
 from ojd.state.jobs import KEEP_FINISHED_JOBS, JobFold
+from ojd.state.limits import LimitFold, windows_from_dict, windows_to_dict
 from ojd.state.stats import StatsFold
 from ojd.state.statuses import FINISHED_JOB_STATES, LIVE_ITEM_STATES, LIVE_JOB_STATES
 
@@ -27,11 +29,12 @@ __all__ = ["FINISHED_JOB_STATES", "HANDLERS", "KEEP_COMPLETED_PER_QUEUE", "KEEP_
            "LIVE_ITEM_STATES", "LIVE_JOB_STATES", "Event", "State", "concurrency_of"]
 
 
-class State(ItemFold, JobFold, StatsFold):
+class State(ItemFold, JobFold, DecisionFold, StatsFold, LimitFold):
     """Everything oj knows, rebuilt from events. ``pos`` is the last applied log position."""
 
     __slots__ = ("pos", "items", "live_keys", "completed", "jobs", "finished_jobs", "workers",
-                 "crons", "waiting", "_ready", "_cooling", "lost", "stats")
+                 "crons", "waiting", "_ready", "_cooling", "_delayed", "paused", "lost", "stats",
+                 "take_windows", "decisions")
 
     def __init__(self) -> None:
         self.pos = 0
@@ -46,13 +49,22 @@ class State(ItemFold, JobFold, StatsFold):
         # Derived indexes, so a take and a pending count do not scan every item:
         # (project, queue) -> ids of its pending and failed items
         self.waiting: dict[tuple[str, str], set[str]] = {}
-        # heaps with lazy deletion: (seq, id) of pending items; (retry_at, seq, id) of failed
+        # heaps with lazy deletion: (-priority, seq, id) of pending items; (retry_at, seq,
+        # id) of failed
         self._ready: dict[tuple[str, str], list[tuple]] = {}
         self._cooling: dict[tuple[str, str], list[tuple]] = {}
+        # (due, seq, id) of pending items not yet due (a delayed push)
+        self._delayed: dict[tuple[str, str], list[tuple]] = {}
+        # (project, queue) of the paused queues (oj queue pause): none of their items is taken
+        self.paused: set[tuple[str, str]] = set()
         # [first, last, acknowledged] of position ranges the fold never saw (see note_lost)
         self.lost: list[list] = []
         # running totals for oj metrics (ojd/state/stats.py), kept in snapshots
         self.stats: dict = {}
+        # the last takes of each rate-limited queue or worker (ojd/state/limits.py)
+        self.take_windows: dict[str, deque[float]] = {}
+        # decisions a person makes or made for waiting jobs (ojd/state/decisions.py)
+        self.decisions: dict[str, dict] = {}
 
     # -- the fold -----------------------------------------------------------------------
 
@@ -66,6 +78,9 @@ class State(ItemFold, JobFold, StatsFold):
         handler = HANDLERS.get(kind)
         if handler is not None:  # unknown types come from newer versions: skip, keep going
             handler(self, event)
+        track = LIMITS.get(kind)
+        if track is not None:
+            track(self, event)
 
     def _worker_recorded(self, ev: Event) -> None:
         w = self.workers.setdefault(ev["name"], {"name": ev["name"], "invocation": None,
@@ -185,6 +200,9 @@ class State(ItemFold, JobFold, StatsFold):
             "crons": self.crons,
             "lost": self.lost,
             "stats": self.stats,
+            "paused": sorted([p, q] for p, q in self.paused),
+            "take_windows": windows_to_dict(self.take_windows),
+            "decisions": self.decisions,
         }
 
     @classmethod
@@ -198,7 +216,10 @@ class State(ItemFold, JobFold, StatsFold):
         state.workers = data.get("workers", {})
         state.crons = data.get("crons", {})
         state.lost = data.get("lost", [])
+        state.paused = {(p, q) for p, q in data.get("paused", [])}
         state.stats = data.get("stats", {})  # none in a snapshot of an older oj: from zero
+        state.take_windows = windows_from_dict(data.get("take_windows", []))
+        state.decisions = data.get("decisions", {})
         for item in sorted(state.items.values(), key=lambda i: i["seq"]):
             state._index(item)
             if item["key"] and item["status"] in LIVE_ITEM_STATES:
@@ -224,6 +245,8 @@ HANDLERS = {
     events.QUEUE_DROPPED: State._queue_dropped,
     events.QUEUE_RETRIED: State._queue_retried,
     events.QUEUE_PRUNED: State._queue_pruned,
+    events.QUEUE_PAUSED: State._queue_paused,
+    events.QUEUE_RESUMED: State._queue_resumed,
     events.JOB_CREATED: State._job_created,
     events.JOB_STEP_STARTED: State._job_step_started,
     events.JOB_STEP_FINISHED: State._job_step_finished,
@@ -238,6 +261,9 @@ HANDLERS = {
     events.JOB_DISMISSED: State._job_dismissed,
     events.AGENT_STARTED: State._agent_started,
     events.AGENT_DELIVERED: State._agent_delivered,
+    events.DECISION_CREATED: State._decision_created,
+    events.DECISION_RESOLVED: State._decision_resolved,
+    events.AGENT_SUSPENDED: State._agent_suspended,
     events.WORKER_RECORDED: State._worker_recorded,
     events.WORKER_STARTED: State._worker_started,
     events.WORKER_WOKEN: State._worker_woken,
@@ -252,6 +278,11 @@ HANDLERS = {
     events.CRON_RENAMED: State._cron_renamed,
     events.STATE_LOSS_ACKNOWLEDGED: State._loss_acknowledged,
     events.STATE_REPAIRED: State._repaired,
+}
+
+# the take windows of rates (ojd/state/limits.py), applied after HANDLERS'
+LIMITS = {
+    events.QUEUE_TAKEN: State._window_take,
 }
 
 # the event types the running totals count (ojd/state/stats.py), applied before HANDLERS'

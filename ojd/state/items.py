@@ -30,6 +30,8 @@ class ItemFold:
     waiting: dict[tuple[str, str], set[str]]
     _ready: dict[tuple[str, str], list[tuple]]
     _cooling: dict[tuple[str, str], list[tuple]]
+    _delayed: dict[tuple[str, str], list[tuple]]
+    paused: set[tuple[str, str]]
     pos: int
 
     def _queue_pushed(self, ev: Event) -> None:
@@ -49,6 +51,10 @@ class ItemFold:
             "job": None,
             "error": None,
         }
+        if ev.get("due"):  # a delayed item: not taken before then
+            item["due"] = ev["due"]
+        if ev.get("priority"):  # taken before items of a lower one
+            item["priority"] = ev["priority"]
         self.items[ev["id"]] = item
         self._index(item)
         if item["key"]:
@@ -157,6 +163,12 @@ class ItemFold:
         if item["key"]:
             self.live_keys[(item["project"], item["queue"], item["key"])] = item["id"]
 
+    def _queue_paused(self, ev: Event) -> None:
+        self.paused.add((ev["p"], ev["q"]))
+
+    def _queue_resumed(self, ev: Event) -> None:
+        self.paused.discard((ev["p"], ev["q"]))
+
     def _settle(self, item: dict, status: str, ts: float) -> None:
         self._set_status(item, status)
         item["owner"] = None
@@ -175,7 +187,12 @@ class ItemFold:
         waiting = self.waiting.setdefault(key, set())
         if status == "pending":
             waiting.add(item["id"])
-            heapq.heappush(self._ready.setdefault(key, []), (item["seq"], item["id"]))
+            if item.get("due"):  # moved to the ready heap once due (_ripen)
+                heapq.heappush(self._delayed.setdefault(key, []),
+                               (item["due"], item["seq"], item["id"]))
+            else:
+                heapq.heappush(self._ready.setdefault(key, []),
+                               (*_rank(item), item["id"]))
         elif status == "failed":
             waiting.add(item["id"])
             heapq.heappush(self._cooling.setdefault(key, []),
@@ -219,34 +236,60 @@ class ItemFold:
 
     def next_takeable(self, project: str, queue: str, now: float,
                       skip: Collection[str] = ()) -> dict | None:
-        """Oldest pending item, or a failed one whose cooldown is over (the older wins);
-        none of ``skip`` (items a taker passes over)."""
+        """The pending item that is due, or failed one whose cooldown is over, of the highest
+        priority, then the oldest; none of ``skip`` (items a taker passes over)."""
         key = (project, queue)
+        if key in self.paused:  # checked in the take's transaction: no host takes
+            return None
         items = self.items
+        self._ripen(key, now)
         ready = self._ready.get(key)
-        while ready and (items.get(ready[0][1]) or {}).get("status") != "pending":
+        while ready and (items.get(ready[0][-1]) or {}).get("status") != "pending":
             heapq.heappop(ready)  # entries of items that moved on since they were pushed
         cooling = self._cooling.get(key)
         while cooling and not _still_cooling(items.get(cooling[0][2]), cooling[0][0]):
             heapq.heappop(cooling)
         if skip:  # rare, and few: a look past the heads, in the heaps' order
-            first = next((items[e[1]] for e in sorted(ready or ()) if e[1] not in skip
-                          and (items.get(e[1]) or {}).get("status") == "pending"), None)
+            first = next((items[e[-1]] for e in sorted(ready or ()) if e[-1] not in skip
+                          and (items.get(e[-1]) or {}).get("status") == "pending"), None)
             due = next((items[e[2]] for e in sorted(cooling or ()) if e[0] <= now
                         and e[2] not in skip and _still_cooling(items.get(e[2]), e[0])),
                        None)
-            if first is None or (due is not None and due["seq"] < first["seq"]):
+            if first is None or (due is not None and _rank(due) < _rank(first)):
                 return due
             return first
-        best = items[ready[0][1]] if ready else None
+        best = items[ready[0][-1]] if ready else None
         if cooling and cooling[0][0] <= now:
             due = items[cooling[0][2]]
-            if best is None or due["seq"] < best["seq"]:
+            if best is None or _rank(due) < _rank(best):
                 best = due
         return best
 
+    def _ripen(self, key: tuple[str, str], now: float) -> None:
+        """Move the queue's delayed items that are due by ``now`` to its ready heap."""
+        delayed = self._delayed.get(key)
+        while delayed and delayed[0][0] <= now:
+            due, seq, item_id = heapq.heappop(delayed)
+            item = self.items.get(item_id)
+            if item is not None and item["status"] == "pending" and item.get("due") == due:
+                heapq.heappush(self._ready.setdefault(key, []), (*_rank(item), item_id))
+
+    def next_due(self, project: str, queue: str) -> float | None:
+        """When the earliest delayed pending item of the queue falls due (None: none, or
+        the queue is paused: a worker has nothing to wake for)."""
+        if (project, queue) in self.paused:
+            return None
+        delayed = self._delayed.get((project, queue))
+        items = self.items
+        while delayed and (items.get(delayed[0][2]) or {}).get("status") != "pending":
+            heapq.heappop(delayed)
+        return delayed[0][0] if delayed else None
+
     def next_retry(self, project: str, queue: str) -> float | None:
-        """The earliest retry time of the queue's failed items (None when there is none)."""
+        """The earliest retry time of the queue's failed items (None when there is none, or
+        the queue is paused)."""
+        if (project, queue) in self.paused:
+            return None
         cooling = self._cooling.get((project, queue))
         items = self.items
         while cooling and not _still_cooling(items.get(cooling[0][2]), cooling[0][0]):
@@ -256,6 +299,11 @@ class ItemFold:
     def waiting_count(self, project: str, queue: str) -> int:
         """Items of a queue that are pending or failed (waiting for their retry)."""
         return len(self.waiting.get((project, queue), ()))
+
+
+def _rank(item: dict) -> tuple[int, int]:
+    """Take order: the higher priority first, then the older push."""
+    return -item.get("priority", 0), item["seq"]
 
 
 def _still_cooling(item: dict | None, retry_at: float) -> bool:

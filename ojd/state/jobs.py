@@ -27,6 +27,7 @@ class JobFold:
 
     if TYPE_CHECKING:
         def _set_status(self, item: dict, status: str) -> None: ...
+        def _close_decision_of(self, job: dict, ts: float) -> None: ...
 
     def _job_created(self, ev: Event) -> None:
         self.jobs[ev["id"]] = {
@@ -95,6 +96,7 @@ class JobFold:
             return  # a job ends once: a runner's late word after a cancel changes nothing
         job["status"] = ev["outcome"]
         job["error"] = ev.get("error")
+        self._close_decision_of(job, ev["ts"])
         job["finished_at"] = job["updated_at"] = ev["ts"]
         self.finished_jobs.append(job["id"])
         while len(self.finished_jobs) > KEEP_FINISHED_JOBS:
@@ -175,6 +177,7 @@ class JobFold:
             job["waiting_reason"] = None
             job["pending_answer"] = ev.get("message") or ""
             job["updated_at"] = ev["ts"]
+            self._close_decision_of(job, ev["ts"])
 
     def _job_dismissed(self, ev: Event) -> None:
         """Out of what needs a person until the job needs one again (a new wait, a
@@ -190,7 +193,17 @@ class JobFold:
                                                   "session", "start")}
             job["agent"]["started_at"] = ev["ts"]
 
+    def _agent_suspended(self, ev: Event) -> None:
+        job = self.jobs.get(ev["id"])
+        if job is not None and job["status"] == "running" and job.get("agent"):
+            job["status"] = "waiting"
+            job["waiting_reason"] = f"suspended by {ev.get('by')}"
+            job["pending_answer"] = None
+            job["agent"]["suspended"] = ev.get("transcript")
+            job["updated_at"] = ev["ts"]
+
     def _agent_delivered(self, ev: Event) -> None:
         job = self.jobs.get(ev["id"])
         if job is not None:
             job["pending_answer"] = None
+            job["pending_action"] = None

@@ -45,10 +45,13 @@ if TYPE_CHECKING:
 
 CHANNEL = "oj_events"
 # Events that may give a worker something to take: their NOTIFY payload says "wake", so that
-# workers do not poll for every step of every job on every host.
+# workers do not poll for every step of every job on every host. A completion frees a place
+# under a worker's global_concurrency on every host.
 WAKE_TYPES = frozenset({events.QUEUE_PUSHED, events.QUEUE_RELEASED, events.QUEUE_RETRIED,
                         events.QUEUE_FAILED, events.QUEUE_LEASE_EXPIRED, events.JOB_REOPENED,
-                        events.WORKER_WOKEN, events.WORKER_RESIZED, events.WORKER_RECORDED})
+                        events.WORKER_WOKEN, events.WORKER_RESIZED, events.WORKER_RECORDED,
+                        events.QUEUE_RESUMED,
+                        events.QUEUE_COMPLETED})
 _KEEP_SNAPSHOTS = 2
 # The next positions follow the last event, or the newest snapshot when the events it covers
 # were compacted away (or the state was imported): positions are never reused.
