@@ -26,7 +26,7 @@ SAMPLES: list[tuple[str, dict]] = [
     (events.WORKER_RUNBOOK, dict(name="merge", problem=".oj/runbooks/w.hcl:3: bad")),
     (events.CRON_RECORDED, dict(name="nightly", project=P, runbook="d1")),
     (events.QUEUE_PUSHED, dict(id="i1", project=P, queue="merges", data={"b": "x"}, key="k1",
-                               due=1000.0, priority=2)),
+                               due=1000.0, priority=2, invoke=P + "/src")),
     (events.JOB_CREATED, dict(id="j1", project=P, pipeline="merge", name="merge x",
                               vars={"b": "x"}, cwd="/w/j1", workspace="ephemeral",
                               invoke=P, item="i1", worker="merge", by="merge/1",

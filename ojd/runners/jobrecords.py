@@ -14,6 +14,7 @@ from ojd import paths, queues
 from ojd.errors import OjError
 from ojd.events import job_created, job_finished, queue_completed, queue_failed
 from ojd.notify import one_line
+from ojd.project import project_name
 from ojd.runbook.jobnames import display_name
 from ojd.runbook.model import Pipeline, Runbook
 from ojd.runbook.template import TemplateError, render_text
@@ -59,7 +60,7 @@ def job_created_event(tx: Transaction, state_root: str, runbook: Runbook, projec
         try:
             name = one_line(render_text(pipeline.job_name, ctx, env={})).strip()[:200] or name
             if pipeline.spelling == "job":  # upstream's names: slug and nonce
-                name = display_name(name or "", job_id, os.path.basename(project))
+                name = display_name(name or "", job_id, project_name(project))
         except TemplateError as e:
             print(f"oj: warning: pipeline '{pipeline_name}' name: {one_line(str(e))}; the "
                   f"job is named '{one_line(name or pipeline_name)}'", file=sys.stderr)
