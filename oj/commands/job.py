@@ -187,7 +187,7 @@ def cancel_cmd(app, job_ids: tuple[str, ...]) -> None:
     store = app.existing_store()
     jobs = [find_job(store, prefix) for prefix in job_ids]  # all ids valid before acting
     for j in jobs:
-        control.cancel(store, j["id"])
+        control.cancel(store, j["id"], cleanup=True)
         item = f"; item {j['item']} is dead, 'oj queue retry' brings it back" \
             if j.get("item") else ""
         click.echo(f"job {j['id']} cancelled{item}")

@@ -214,7 +214,8 @@ def _stop(app, systemd, name: str, cancel: bool, every: bool = False) -> str:
     if cancel:
         for j in list(jobs):
             try:
-                control.cancel(store, j["id"], reason="worker stopped", release=True)
+                control.cancel(store, j["id"], reason="worker stopped", release=True,
+                               cleanup=True)
             except OjError as e:  # it ended meanwhile, or cannot be stopped: say, go on
                 click.echo(f"oj: {e}", err=True)
                 jobs.remove(j)

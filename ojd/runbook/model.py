@@ -84,6 +84,7 @@ class Step:
     on_fail: str | None
     where: Where
     timeout: float | None = None  # seconds; past it the step is stopped and fails
+    on_cancel: str | None = None  # the cleanup step a cancel runs while this step runs
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class Pipeline:
     job_name: str | None = None  # template naming its jobs (var, invoke, workspace contexts)
     timeout: float | None = None  # a job's whole run, seconds (None: oj.conf's job_timeout)
     spelling: str = "pipeline"  # the block's word in its file: "pipeline" or upstream's "job"
+    on_cancel: str | None = None  # the cleanup step a cancel runs (a step's own comes first)
 
     @property
     def first_step(self) -> str:

@@ -80,8 +80,10 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
                "lease": _DURATION, "rate": _STR, "global_concurrency": _INT, "retain": _OBJ},
     "cron": {"interval": _DURATION, "schedule": _STR, "run": _STR_OR_OBJ, "concurrency": _INT},
     "pipeline": {"vars": _LIST, "defaults": _OBJ, "workspace": _STR, "on_done": _OBJ,
-                 "on_fail": _OBJ, "max_visits": _INT, "name": _STR, "timeout": _DURATION},
-    "step": {"run": _STR_OR_OBJ, "on_done": _OBJ, "on_fail": _OBJ, "timeout": _DURATION},
+                 "on_fail": _OBJ, "on_cancel": _OBJ, "max_visits": _INT, "name": _STR,
+                 "timeout": _DURATION},
+    "step": {"run": _STR_OR_OBJ, "on_done": _OBJ, "on_fail": _OBJ, "on_cancel": _OBJ,
+             "timeout": _DURATION},
     # on_*: the messages (templates); exec, webhook: where they go (ojd/notifications.py)
     "notify": {"on_start": _STR, "on_done": _STR, "on_fail": _STR, "exec": _STR,
                "webhook": _STR},
@@ -575,7 +577,7 @@ class _Builder(AgentChecks, References):
         if not steps:
             self.p.add(file, block.line, f"{word} '{name}' has no steps; add step \"NAME\" {{ "
                        "run = \"...\" }")
-        for key in ("on_done", "on_fail", "name"):
+        for key in ("on_done", "on_fail", "on_cancel", "name"):
             if key in f:
                 self.at[("pipeline", name, key)] = f[key].line
         job_name = f["name"].value if "name" in f else None
@@ -588,7 +590,8 @@ class _Builder(AgentChecks, References):
             dict(f["defaults"].value) if "defaults" in f else {}, tuple(locals_), workspace,
             notify, self.target(file, f.get("on_done"), "step"),
             self.target(file, f.get("on_fail"), "step"), max_visits, steps, where, job_name,
-            self.optional_duration(file, f, f"{word} '{name}' timeout"), word)
+            self.optional_duration(file, f, f"{word} '{name}' timeout"), word,
+            self.target(file, f.get("on_cancel"), "step"))
 
     def step(self, file: str, block: Block, name: str, pipeline: str, word: str = "pipeline"
              ) -> Step:
@@ -605,12 +608,13 @@ class _Builder(AgentChecks, References):
         else:
             agent = self.target(file, run, "agent")
         for key, attr in (("run", run), ("on_done", f.get("on_done")),
-                          ("on_fail", f.get("on_fail"))):
+                          ("on_fail", f.get("on_fail")), ("on_cancel", f.get("on_cancel"))):
             if attr is not None:
                 self.at[("step", pipeline, name, key)] = attr.value_line or attr.line
         return Step(name, script, agent, self.target(file, f.get("on_done"), "step"),
                     self.target(file, f.get("on_fail"), "step"), where,
-                    self.optional_duration(file, f, f"step '{name}' timeout"))
+                    self.optional_duration(file, f, f"step '{name}' timeout"),
+                    self.target(file, f.get("on_cancel"), "step"))
 
     def script(self, file: str, attr: Attribute, what: str) -> None:
         self.scripts.append(Script(file, attr.value_line or attr.line, what, attr.value))

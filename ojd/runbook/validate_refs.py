@@ -139,7 +139,8 @@ class References:
         return out
 
     def check_pipeline(self, p: Pipeline) -> None:
-        for target, what in ((p.on_done, "on_done"), (p.on_fail, "on_fail")):
+        for target, what in ((p.on_done, "on_done"), (p.on_fail, "on_fail"),
+                             (p.on_cancel, "on_cancel")):
             if target and target not in p.steps:
                 self.p.add(p.where.file, self.line_of(("pipeline", p.name, what), p.where),
                            f"{p.spelling} '{p.name}' {what} step "
@@ -154,7 +155,8 @@ class References:
                                  value, known)
             known["local"] = known["local"] + (local_name,)
         for s in p.steps.values():
-            for target, what in ((s.on_done, "on_done"), (s.on_fail, "on_fail")):
+            for target, what in ((s.on_done, "on_done"), (s.on_fail, "on_fail"),
+                                 (s.on_cancel, "on_cancel")):
                 if target and target not in p.steps:
                     self.p.add(s.where.file, self.line_of(("step", p.name, s.name, what),
                                                           s.where), f"step '{s.name}' {what} step "

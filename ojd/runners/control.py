@@ -27,6 +27,7 @@ from ojd.events import (
 )
 from ojd.identity import elsewhere, host_name, user_name
 from ojd.notify import one_line
+from ojd.runners.cleanup import run_cleanup
 from ojd.runners.jobprocess import alive
 from ojd.runners.leftovers import STOP_GRACE
 from ojd.runners.stepprocess import terminate_group
@@ -40,10 +41,11 @@ OUTCOME_EXIT = {"done": 0, "failed": 1, "cancelled": 4}
 
 
 def cancel(store: Store, job_id: str, *, reason: str = "cancelled",
-           release: bool = False) -> dict:
+           release: bool = False, cleanup: bool = False) -> dict:
     """Record the job cancelled and stop what runs of it. Its queue item goes ``dead``
     with the reason (``oj queue retry`` brings it back), or back to pending without an
-    attempt counted when ``release`` (a worker stopped with --cancel)."""
+    attempt counted when ``release`` (a worker stopped with --cancel). With ``cleanup``,
+    then run its cleanup step (``on_cancel``; ``ojd.runners.cleanup``)."""
     with store.transaction() as tx:
         job = tx.state.jobs.get(job_id)
         if job is None:
@@ -53,6 +55,8 @@ def cancel(store: Store, job_id: str, *, reason: str = "cancelled",
                           "can be cancelled")
         tx.append(*cancel_events(store, tx.state, job, reason, release))
     stop(job)
+    if cleanup:
+        run_cleanup(store, job)
     return job
 
 
