@@ -104,6 +104,10 @@ class Pipeline:
     timeout: float | None = None  # a job's whole run, seconds (None: oj.conf's job_timeout)
     spelling: str = "pipeline"  # the block's word in its file: "pipeline" or upstream's "job"
     on_cancel: str | None = None  # the cleanup step a cancel runs (a step's own comes first)
+    # source = { git = true }: its jobs' directory is a git worktree of the invoking
+    # repository, on branch (a template) made from ref (a template; may hold $(...))
+    git_branch: str | None = None
+    git_ref: str | None = None
 
     @property
     def first_step(self) -> str:

@@ -21,7 +21,7 @@ from typing import NamedTuple
 from ojd.errors import OjError, closest
 from ojd.runbook.shellquote import ShellLexer, UnsafeValue
 
-NAMESPACES = ("var", "args", "item", "local", "workspace", "invoke")
+NAMESPACES = ("var", "args", "item", "local", "workspace", "invoke", "source")
 
 _OPEN = re.compile(r"\$\$\{|\$\{")
 _REF = re.compile(r"\s*([A-Za-z_][\w-]*(?:\.[\w-]+)+)\s*", re.ASCII)

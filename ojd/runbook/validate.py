@@ -81,7 +81,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "cron": {"interval": _DURATION, "schedule": _STR, "run": _STR_OR_OBJ, "concurrency": _INT},
     "pipeline": {"vars": _LIST, "defaults": _OBJ, "workspace": _STR, "on_done": _OBJ,
                  "on_fail": _OBJ, "on_cancel": _OBJ, "max_visits": _INT, "name": _STR,
-                 "timeout": _DURATION},
+                 "timeout": _DURATION, "source": _STR_OR_OBJ},
     "step": {"run": _STR_OR_OBJ, "on_done": _OBJ, "on_fail": _OBJ, "on_cancel": _OBJ,
              "timeout": _DURATION},
     # on_*: the messages (templates); exec, webhook: where they go (ojd/notifications.py)
@@ -98,8 +98,8 @@ CRON_MIN_INTERVAL = 1.0
 CRON_MAX_INTERVAL = 100 * 365.25 * 86400
 SCHEMA["job"] = SCHEMA["pipeline"]  # upstream's spelling of a pipeline
 TOP_BLOCKS = ("command", "queue", "worker", "pipeline", "job", "agent", "cron")
-NESTED_BLOCKS = {"": TOP_BLOCKS, "pipeline": ("locals", "notify", "step"),
-                 "job": ("locals", "notify", "step")}
+NESTED_BLOCKS = {"": TOP_BLOCKS, "pipeline": ("locals", "notify", "step", "source"),
+                 "job": ("locals", "notify", "step", "source")}
 LABELLED = {"command", "queue", "worker", "pipeline", "job", "agent", "step", "cron"}
 # what a run or handler names: a pipeline, by either of its spellings
 PIPELINE_KEYS = ("pipeline", "job")
@@ -537,6 +537,13 @@ class _Builder(AgentChecks, References):
         word = block.type  # "pipeline", or upstream's "job": problems say what the file says
         f = self.fields(file, block, word)
         workspace = f["workspace"].value if "workspace" in f else None
+        git_branch, git_ref = None, None
+        for sub in block.blocks:  # upstream's block form: source { git = true ... }
+            if sub.type == "source" and "source" not in f:
+                f["source"] = Attribute("source", {a.name: a.value for a in sub.attributes},
+                                        sub.line, {a.name: a.line for a in sub.attributes})
+        if "source" in f:
+            workspace, git_branch, git_ref = self.source(file, f, word, name, workspace)
         if workspace is not None and workspace not in ("ephemeral", "persistent"):
             self.p.add(file, f["workspace"].line,
                        f"workspace must be \"ephemeral\" or \"persistent\", not \"{workspace}\"")
@@ -591,7 +598,40 @@ class _Builder(AgentChecks, References):
             notify, self.target(file, f.get("on_done"), "step"),
             self.target(file, f.get("on_fail"), "step"), max_visits, steps, where, job_name,
             self.optional_duration(file, f, f"{word} '{name}' timeout"), word,
-            self.target(file, f.get("on_cancel"), "step"))
+            self.target(file, f.get("on_cancel"), "step"), git_branch, git_ref)
+
+    def source(self, file: str, f: dict[str, Attribute], word: str, name: str,
+               workspace: str | None) -> tuple[str | None, str | None, str | None]:
+        """Upstream's ``source``: "folder" is an ephemeral workspace; ``{ git = true,
+        branch, ref }`` one that is a git worktree. (workspace, branch, ref)."""
+        attr = f["source"]
+        if "workspace" in f:
+            self.p.add(file, attr.line, f"{word} '{name}' has both 'workspace' and 'source'; "
+                       "keep one of them")
+            return workspace, None, None
+        value = attr.value
+        if value == "folder":
+            return "ephemeral", None, None
+        if isinstance(value, str):
+            self.p.add(file, attr.line, f"{word} '{name}' source must be \"folder\" or "
+                       f"{{ git = true }}, not {quoted(value)}")
+            return None, None, None
+        for key in value:
+            if key not in ("git", "branch", "ref"):
+                self.p.add(file, attr.key_lines.get(key, attr.line), f"unknown source field "
+                           f"'{key}'; use git, branch and ref")
+        if value.get("git") is not True:
+            self.p.add(file, attr.line, f"{word} '{name}' source needs git = true (or use "
+                       'source = "folder")')
+            return "ephemeral", None, None
+        branch = value.get("branch", "ws-${source.nonce}")
+        ref = value.get("ref", "HEAD")
+        for key, text in (("branch", branch), ("ref", ref)):
+            if not isinstance(text, str) or not text.strip():
+                self.p.add(file, attr.key_lines.get(key, attr.line), f"source {key} must be "
+                           "a non-empty string")
+        self.at[("source", name)] = attr.line
+        return "ephemeral", str(branch), str(ref)
 
     def step(self, file: str, block: Block, name: str, pipeline: str, word: str = "pipeline"
              ) -> Step:

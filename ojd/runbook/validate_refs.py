@@ -146,7 +146,8 @@ class References:
                            f"{p.spelling} '{p.name}' {what} step "
                            f"'{target}' is not defined" + did_you_mean(target, list(p.steps)))
         known: dict[str, Any] = {"var": p.vars + tuple(p.defaults), "invoke": None,
-                                 "workspace": ("root", "nonce"), "local": ()}
+                                 "workspace": ("root", "nonce"), "local": (),
+                                 "source": ("root", "nonce", "branch")}
         if p.job_name is not None:  # rendered when the job is created: no locals yet
             self.check_templates(self.field_where(("pipeline", p.name, "name"), p.where),
                                  p.job_name, {k: v for k, v in known.items() if k != "local"})

@@ -21,6 +21,7 @@ from ojd.errors import OjError
 from ojd.events import job_step_finished, job_step_started
 from ojd.runbook.model import Pipeline, Runbook, Step
 from ojd.runbook.template import TemplateError, render_shell
+from ojd.runners import sources
 from ojd.runners.stepprocess import terminate_group
 from ojd.store import Store
 
@@ -73,6 +74,7 @@ def _run(store: Store, pipeline: Pipeline, step: Step, job: dict, log) -> int:
     ctx = {"var": job["vars"], "args": job["vars"],
            "invoke": {"dir": job.get("invoke") or job["cwd"]},
            "workspace": {"root": job["cwd"], "nonce": job["id"]},
+           "source": sources.context(job, pipeline),
            "local": job.get("locals") or {}}
     try:
         script = render_shell(step.run or "", ctx)

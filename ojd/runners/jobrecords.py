@@ -56,7 +56,8 @@ def job_created_event(tx: Transaction, state_root: str, runbook: Runbook, projec
         # a label, not a reason to refuse work: a template that cannot render (a key the
         # item lacks) falls back to the usual name, with a warning
         ctx = {"var": values, "invoke": {"dir": invoke_dir},
-               "workspace": {"root": cwd, "nonce": job_id}}
+               "workspace": {"root": cwd, "nonce": job_id},
+               "source": {"root": cwd, "nonce": job_id}}
         try:
             name = one_line(render_text(pipeline.job_name, ctx, env={})).strip()[:200] or name
             if pipeline.spelling == "job":  # upstream's names: slug and nonce

@@ -37,7 +37,7 @@ from ojd.routing import TIMEOUT_EXIT, route, visit_limit_error
 from ojd.runbook.bashsyntax import needs_shell
 from ojd.runbook.model import Pipeline, Runbook, Step
 from ojd.runbook.template import LOCAL_PREFIX, TemplateError, render_shell, render_text
-from ojd.runners import joblog
+from ojd.runners import joblog, sources
 from ojd.runners.jobrecords import fail_job as fail_job
 from ojd.runners.jobrecords import job_created_event as job_created_event
 from ojd.runners.jobrecords import settle_item
@@ -226,6 +226,11 @@ class JobRunner:
 
     def _run_job(self, job: dict, pipeline: Pipeline) -> str:
         job_id = job["id"]
+        if pipeline.git_branch is not None:  # source = { git = true }: a worktree
+            try:
+                sources.make_worktree(job, pipeline, self._env(job))
+            except OjError as e:
+                return self._finish(job, "failed", str(e))
         os.makedirs(job["cwd"], exist_ok=True)
         log_path = self.log_path(job_id)
         os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
@@ -382,6 +387,7 @@ class JobRunner:
             "args": job["vars"],
             "invoke": {"dir": job.get("invoke") or job["cwd"]},
             "workspace": {"root": job["cwd"], "nonce": job["id"]},
+            "source": sources.context(job, pipeline),
             "local": {},
         }
         if job.get("locals_done"):
@@ -579,6 +585,11 @@ class JobRunner:
         # runs the next job (and stops what the job left running)
         self.dispatch.wait(NOTIFY_WAIT_AT_END)
         if outcome == "done" and job.get("workspace") == "ephemeral":
+            if pipeline is not None and pipeline.git_branch is not None:
+                try:
+                    sources.remove_worktree(job, self._env(job))
+                except OjError as e:  # the directory goes below all the same
+                    self.progress(job["id"], "notify", str(e))
             shutil.rmtree(job["cwd"], ignore_errors=True)
         return outcome
 
@@ -590,6 +601,7 @@ class JobRunner:
         if not template:
             return None
         ctx = {"var": job["vars"], "workspace": {"root": job["cwd"], "nonce": job["id"]},
+               "source": sources.context(job, pipeline),
                "invoke": {"dir": job.get("invoke") or job["cwd"]},
                "local": job.get("locals") or {}}
         try:
