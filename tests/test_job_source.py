@@ -4,6 +4,7 @@ worktree of the invoking repository on a branch of its own), with ${source.*}.""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from conftest import Project
 
@@ -77,7 +78,7 @@ def test_a_failed_jobs_worktree_is_kept_for_a_person_to_look_at(project: Project
     [job] = project.json("job", "list")
     assert job["status"] == "failed"
     assert job["cwd"] in git(project, "worktree", "list")
-    assert open(f"{job['cwd']}/feature.txt").read() == "hello\n"
+    assert Path(job["cwd"], "feature.txt").read_text() == "hello\n"
 
 
 def test_a_git_source_outside_a_repository_fails_the_job_saying_why(project: Project):

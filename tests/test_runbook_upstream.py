@@ -198,3 +198,19 @@ def test_a_command_names_its_job_after_its_name_argument_else_its_first():
     assert command_job_name({"task": "x", "name": "test-feat"}, ("task", "name")) == "test-feat"
     assert command_job_name({"task": "x"}, ("task",)) == "x"
     assert command_job_name({}, ()) is None
+
+
+def test_substrings_of_references_cut_by_characters():
+    from ojd.runbook.template import references, render_shell, render_text
+
+    ctx = {"var": {"title": "fix: the login button", "n": "ab"}}
+    assert render_text("${var.title:0:3}|${var.title:5}|${var.n:1:9}", ctx) == \
+        "fix|the login button|b"
+    assert render_shell("git commit -m ${var.title:0:10}", ctx) == "git commit -m 'fix: the l'"
+    assert references("${var.title:0:72} ${var.n}") == ["var.title", "var.n"]
+
+
+def test_a_substring_of_an_unknown_var_is_reported_at_load():
+    out = problems('job "j" {\n  vars = ["title"]\n'
+                   '  step "s" { run = "echo ${var.titel:0:5}" }\n}\n')
+    assert out == ["rb.hcl:3: ${var.titel}: 'titel' is not defined; did you mean 'title'?"]

@@ -24,7 +24,8 @@ from ojd.runbook.shellquote import ShellLexer, UnsafeValue
 NAMESPACES = ("var", "args", "item", "local", "workspace", "invoke", "source")
 
 _OPEN = re.compile(r"\$\$\{|\$\{")
-_REF = re.compile(r"\s*([A-Za-z_][\w-]*(?:\.[\w-]+)+)\s*", re.ASCII)
+# a reference, with an optional substring (``${var.title:0:72}``: offset and length)
+_REF = re.compile(r"\s*([A-Za-z_][\w-]*(?:\.[\w-]+)+)(:[0-9]+(?::[0-9]+)?)?\s*", re.ASCII)
 _RAW = re.compile(r"\s*raw\(\s*([A-Za-z_][\w-]*(?:\.[\w-]+)+)\s*\)\s*", re.ASCII)
 # The default may hold `$x` but not `${`, so `${X:-${var.y}}` nests instead of matching here.
 _ENV = re.compile(r"([A-Za-z_]\w*)(?::-((?:[^$]|\$(?!\{))*))?", re.ASCII)
@@ -104,7 +105,7 @@ def _scan_at(template: str) -> list[tuple[str, str, str | None, int]]:
                 close = n
         end = close if close < n else -1
         if end >= 0 and (ref := _REF.fullmatch(template, start, end)):
-            tokens.append(("ref", ref.group(1), None, m.start()))
+            tokens.append(("ref", ref.group(1) + (ref.group(2) or ""), None, m.start()))
             pos = end + 1
         elif end >= 0 and (raw := _RAW.fullmatch(template, start, end)):
             tokens.append(("raw", raw.group(1), None, m.start()))
@@ -142,7 +143,7 @@ def references(template: str) -> list[str]:
     seen: dict[str, None] = {}
     for kind, name, _ in _scan(template):
         if kind in ("ref", "raw"):
-            seen.setdefault(name, None)
+            seen.setdefault(name.partition(":")[0], None)  # a substring's reference
     return list(seen)
 
 
@@ -175,6 +176,18 @@ def _lookup(name: str, context: Mapping[str, object]) -> object:
     return cur
 
 
+def _value(name: str, context: Mapping[str, object]) -> str:
+    """The text of reference ``name``, cut to its substring when it has one (``:OFF`` or
+    ``:OFF:LEN``, in characters; a value shorter than that gives what it has)."""
+    ref, _, cut = name.partition(":")
+    text = _text(_lookup(ref, context))
+    if cut:
+        offset, _, length = cut.partition(":")
+        start = int(offset)
+        text = text[start : start + int(length)] if length else text[start:]
+    return text
+
+
 def _did_you_mean(key: str, options: list[str]) -> str:
     close = closest(key, options)
     return f" (did you mean '{close}'?)" if close else ""
@@ -203,7 +216,7 @@ def render_text(
         if kind == "text":
             out.append(name)
         elif kind in ("ref", "raw"):
-            out.append(_text(_lookup(name, context)))
+            out.append(_value(name, context))
         else:  # bash `:-` semantics: unset or empty takes the default
             out.append(environ.get(name) or (default or ""))
     return "".join(out)
@@ -218,12 +231,12 @@ def render_shell(template: str, context: Mapping[str, object]) -> str:
     try:
         for kind, name, default in _scan(template):
             if kind == "ref":
-                piece = lexer.insert(_text(_lookup(name, context)), name)
+                piece = lexer.insert(_value(name, context), name)
             elif kind == "env":
                 piece = _env_text(name, default)
                 lexer.feed(piece)
             else:  # template text, or a value the runbook's author wants run as code
-                piece = name if kind == "text" else _text(_lookup(name, context))
+                piece = name if kind == "text" else _value(name, context)
                 lexer.feed(piece)
             out.append(piece)
         lexer.finish()
