@@ -153,10 +153,13 @@ def test_const_conditionals_keep_the_branch_whose_condition_holds():
     assert rb.pipelines["j"].steps["s"].run.strip() == "make test"
 
 
-def test_const_without_value_or_default_is_an_error_at_its_line():
-    out = problems('\nconst "prefix" {}\njob "j" {\n  step "s" { run = "true" }\n}\n')
-    assert out == ["rb.hcl:2: const 'prefix' has no value; give it value = \"...\" or "
-                   "default = \"...\", or import the file and set it"]
+def test_a_required_const_of_a_file_not_imported_renders_empty_with_a_warning():
+    rb, warnings = load_warned('\nconst "prefix" {}\njob "j" {\n'
+                               '  step "s" { run = "wok ready -p ${const.prefix}" }\n}\n')
+    assert rb.pipelines["j"].steps["s"].run == "wok ready -p ''"
+    assert warnings == ["rb.hcl:2: warning: const 'prefix' has no value and renders empty; "
+                        "import the file and set it, or give it value = \"...\" or "
+                        "default = \"...\""]
 
 
 def test_const_with_an_unknown_field_is_an_error():

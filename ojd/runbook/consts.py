@@ -83,9 +83,11 @@ def settle(file: str, body: Block, given: dict[str, Given] | None = None,
         elif given_at is not None:
             problems.append(f"{given_at}: const '{name}' is required by {file}:{block.line}; "
                             f'set it in the import: const "{name}" {{ value = "..." }}')
-        else:
-            problems.append(f"{file}:{block.line}: const '{name}' has no value; give it "
-                            'value = "..." or default = "...", or import the file and set it')
+        else:  # a library file loaded on its own, as upstream loads one: a warning
+            values[name] = ""
+            warnings.append(f"{file}:{block.line}: warning: const '{name}' has no value and "
+                            "renders empty; import the file and set it, or give it "
+                            'value = "..." or default = "..."')
     for name, g in given.items():
         if name not in seen:
             known = ", ".join(sorted(seen)) or "none"
