@@ -16,6 +16,16 @@ from ojd.store import Store
 from ojd.wake import not_woken, wake_queue_workers
 
 
+def invoke_dir(store: Store) -> str | None:
+    """The ``${invoke.dir}`` a pushed item gives its job: the shell's directory; a job's
+    step passes on its job's (the step runs in a workspace that may go when the job ends)."""
+    job_id = os.environ.get("OJ_JOB")
+    if not job_id:
+        return os.getcwd()
+    job = store.refresh().jobs.get(job_id)
+    return job.get("invoke") if job is not None else None
+
+
 def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
             project: str | None, start: bool = False, wait: bool = False,
             follow: bool = False, due: float | None = None,
@@ -45,7 +55,7 @@ def do_push(queue_name: str, json_text: str | None, variables: tuple[str, ...],
         name, value = queues.parse_var(text)
         data[name] = value
     data = queues.validate_item(queue, data)
-    item_id, created = queues.push(store, root, queue, data, due, priority, os.getcwd())
+    item_id, created = queues.push(store, root, queue, data, due, priority, invoke_dir(store))
     print(item_id)
     if not created:
         print(f"oj: the same item is already queued as {item_id}; not queued twice",
@@ -107,7 +117,7 @@ def do_push_lines(queue_name: str, source: str, variables: tuple[str, ...],
     if not items:
         raise UsageError("no items in the lines given: one JSON object per line, e.g. "
                          "{\"branch\": \"x\"}")
-    results = queues.push_many(store, root, queue, items, due, priority, os.getcwd())
+    results = queues.push_many(store, root, queue, items, due, priority, invoke_dir(store))
     sys.stdout.write("".join(f"{item_id}\n" for item_id, _ in results))
     again = sum(1 for _, created in results if not created)
     if again:

@@ -96,3 +96,46 @@ def test_upstream_jobs_are_named_as_upstream_names_them(project: Project):
     name, job_id = names["fix"]
     assert name == f"fix-login-button-{job_id}"
     assert names["tidy"][0] == "Tidy: the Login button"  # oj's own spelling keeps oj's names
+
+
+CHAIN = """
+queue "first" {
+  vars = ["n"]
+}
+
+queue "second" {
+  vars = ["n"]
+}
+
+worker "one" {
+  source = { queue = "first" }
+  run    = { job = "one" }
+}
+
+worker "two" {
+  source = { queue = "second" }
+  run    = { job = "two" }
+}
+
+job "one" {
+  vars   = ["item"]
+  source = "folder"
+  step "s" { run = "oj queue push second '{\\"n\\": \\"2\\"}'" }
+}
+
+job "two" {
+  vars = ["item"]
+  step "s" { run = "echo from=${invoke.dir}" }
+}
+"""
+
+
+def test_a_push_from_a_jobs_step_passes_on_the_jobs_invoke_dir(project: Project):
+    project.write("chain.hcl", CHAIN)
+    sub = project.root / "src"
+    sub.mkdir()
+    project.oj("queue", "push", "first", json.dumps({"n": "1"}), cwd=sub)
+    project.ojd("worker", "one", "--foreground", "--until-idle").communicate(timeout=60)
+    project.ojd("worker", "two", "--foreground", "--until-idle").communicate(timeout=60)
+    [two] = [j for j in project.json("job", "list") if j["pipeline"] == "two"]
+    assert f"from={sub}\n" in project.oj("job", "logs", two["id"]).stdout

@@ -217,3 +217,21 @@ def test_a_substring_of_an_unknown_var_is_reported_at_load():
     out = problems('job "j" {\n  vars = ["title"]\n'
                    '  step "s" { run = "echo ${var.titel:0:5}" }\n}\n')
     assert out == ["rb.hcl:3: ${var.titel}: 'titel' is not defined; did you mean 'title'?"]
+
+
+def test_a_queues_poll_serves_its_workers_that_set_none():
+    rb = load('queue "q" {\n  type = "external"\n  list = "echo []"\n  take = "true"\n'
+              '  poll = "5s"\n}\nworker "a" {\n  source = { queue = "q" }\n'
+              '  run = { job = "j" }\n}\nworker "b" {\n  source = { queue = "q" }\n'
+              '  run = { job = "j" }\n  poll = "1m"\n}\n'
+              'job "j" {\n  vars = ["x"]\n  step "s" { run = "true" }\n}\n')
+    assert (rb.workers["a"].poll, rb.workers["b"].poll) == (5.0, 60.0)
+
+
+def test_agent_triggers_in_block_form_and_a_gates_command():
+    rb = load('agent "a" {\n  run = "claude"\n  on_idle {\n    action  = "nudge"\n'
+              '    message = "keep going"\n  }\n'
+              '  on_dead = { action = "gate", command = "test -f done" }\n}\n')
+    agent = rb.agents["a"]
+    assert (agent.on_idle["action"], agent.on_idle["message"]) == ("nudge", "keep going")
+    assert (agent.on_dead["action"], agent.on_dead["run"]) == ("gate", "test -f done")

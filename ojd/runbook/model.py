@@ -57,6 +57,7 @@ class Queue:
     retry_jitter: bool = False
     rate: tuple[int, float] | None = None  # at most N takes per so many seconds, all hosts
     retain: dict[str, float] = field(default_factory=dict)  # done/dead/jobs -> seconds kept
+    poll: float | None = None  # upstream's: how often its workers poll (theirs comes first)
 
 
 @dataclass(frozen=True)

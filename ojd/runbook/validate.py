@@ -75,7 +75,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "command": {"args": _STR, "defaults": _OBJ, "run": _STR_OR_OBJ},
     "queue": {"type": _STR, "vars": _LIST, "defaults": _OBJ, "retry": _OBJ, "list": _STR,
               "take": _STR, "timeout": _DURATION, "priority": _INT, "rate": _STR,
-              "retain": _OBJ},
+              "retain": _OBJ, "poll": _DURATION},
     "worker": {"source": _OBJ, "handler": _OBJ, "run": _OBJ, "concurrency": _INT, "poll": _DURATION,
                "lease": _DURATION, "rate": _STR, "global_concurrency": _INT, "retain": _OBJ},
     "cron": {"interval": _DURATION, "schedule": _STR, "run": _STR_OR_OBJ, "concurrency": _INT},
@@ -360,7 +360,9 @@ class _Builder(AgentChecks, References):
                                      timeout or DEFAULT_EXTERNAL_TIMEOUT, priority, backoff, cap,
                                      jitter,
                                      self.rate(file, f, f"queue '{name}'"),
-                                     self.retain(file, f, f"queue '{name}'"))
+                                     self.retain(file, f, f"queue '{name}'"),
+                                     self.duration(file, f["poll"].line, "poll", f["poll"].value,
+                                                   DEFAULT_POLL) if "poll" in f else None)
         if qtype == "external" and "rate" in f:
             self.p.add(file, f["rate"].line, f"queue '{name}' rate: only a persisted queue's "
                        "takes are limited (an external queue's take command claims its items)")
@@ -454,6 +456,8 @@ class _Builder(AgentChecks, References):
                        f"worker '{name}' concurrency must be at least 1, not {concurrency}")
             concurrency = 1
         poll_attr = f.get("poll")
+        if poll_attr is not None:
+            self.at[("worker", name, "poll")] = poll_attr.line
         poll = self.duration(file, poll_attr.line if poll_attr else block.line, "poll",
                              poll_attr.value if poll_attr else None, DEFAULT_POLL)
         lease_attr = f.get("lease")

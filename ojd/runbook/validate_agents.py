@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ojd.duration import DurationError, parse_duration
@@ -34,6 +35,7 @@ class AgentChecks:
     """The agent blocks of ``validate._Builder``: its fields and problems are its own."""
 
     def agent(self, file: str, block: Block, name: str, where: Where) -> None:
+        block = _triggers_as_fields(block)
         f = self.fields(file, block, "agent")
         if "run" not in f:
             self.p.add(file, block.line, f"agent '{name}' needs 'run'")
@@ -146,6 +148,10 @@ class AgentChecks:
         if attr is None:
             return None
         raw = {"action": attr.value} if isinstance(attr.value, str) else dict(attr.value)
+        if "command" in raw and "run" not in raw:  # upstream's word for a gate's command
+            raw["run"] = raw.pop("command")
+            attr = replace(attr, key_lines={**attr.key_lines,
+                                            "run": attr.key_lines.get("command", attr.line)})
 
         def bad(key: str, message: str) -> None:
             self.p.add(file, attr.key_lines.get(key, attr.line),
@@ -212,3 +218,18 @@ class AgentChecks:
                 except DurationError as e:
                     bad(key, f"{key}: {e}")
         return out
+
+
+_TRIGGERS = ("on_idle", "on_dead", "on_prompt", "on_error")
+
+
+def _triggers_as_fields(block: Block) -> Block:
+    """Upstream's block form of a trigger, ``on_idle { action = ... }``, as the field
+    ``on_idle = { action = ... }`` (a field of the same name wins: fields() reports both)."""
+    subs = [b for b in block.blocks if b.type in _TRIGGERS and not b.labels and not b.blocks]
+    if not subs:
+        return block
+    fields = tuple(Attribute(b.type, {a.name: a.value for a in b.attributes}, b.line,
+                             {a.name: a.line for a in b.attributes}) for b in subs)
+    return replace(block, attributes=block.attributes + fields,
+                   blocks=tuple(b for b in block.blocks if b not in subs))

@@ -4,6 +4,7 @@ contexts values land in: part of the runbook builder (``ojd.runbook.validate``).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ojd.runbook.argspec import ArgSpec
@@ -17,6 +18,10 @@ class References:
 
     def check_references(self) -> None:
         rb = self.rb
+        for w in list(rb.workers.values()):  # a queue's poll serves workers without one
+            queue = rb.queues.get(w.queue)
+            if queue is not None and queue.poll and ("worker", w.name, "poll") not in self.at:
+                rb.workers[w.name] = replace(w, poll=queue.poll)
         for w in rb.workers.values():
             source_line = self.line_of(("worker", w.name, "source"), w.where)
             handler_line = self.line_of(("worker", w.name, "handler"), w.where)
