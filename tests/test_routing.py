@@ -50,3 +50,12 @@ def test_visit_limit_stops_cycles():
     p = pipeline(step("a", on_fail="a"), max_visits=3)
     assert visit_limit_error(p, "a", 2) is None
     assert "max_visits = 3" in visit_limit_error(p, "a", 3)
+
+
+def test_on_fail_with_attempts_recovers_from_that_many_failures_then_fails():
+    push = Step("push", "false", None, None, "init", W, on_fail_attempts=2)
+    p = pipeline(step("init", on_done="push"), push, on_fail="cleanup")
+    p.steps["cleanup"] = step("cleanup")
+    assert route(p, "push", 1, failures=1) == Route("init", False)
+    assert route(p, "push", 1, failures=2) == Route("init", False)
+    assert route(p, "push", 1, failures=3) == Route("cleanup", True)

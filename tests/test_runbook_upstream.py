@@ -235,3 +235,12 @@ def test_agent_triggers_in_block_form_and_a_gates_command():
     agent = rb.agents["a"]
     assert (agent.on_idle["action"], agent.on_idle["message"]) == ("nudge", "keep going")
     assert (agent.on_dead["action"], agent.on_dead["run"]) == ("gate", "test -f done")
+
+
+def test_on_fail_attempts_loads_and_a_bad_count_is_refused():
+    text = ('job "j" {\n  step "a" {\n    run = "true"\n'
+            '    on_fail = { step = "a", attempts = N }\n  }\n}\n')
+    step = load(text.replace("N", "3")).pipelines["j"].steps["a"]
+    assert (step.on_fail, step.on_fail_attempts) == ("a", 3)
+    assert problems(text.replace("N", "0")) == [
+        "rb.hcl:4: on_fail attempts must be at least 1, not 0"]

@@ -86,6 +86,7 @@ class Step:
     where: Where
     timeout: float | None = None  # seconds; past it the step is stopped and fails
     on_cancel: str | None = None  # the cleanup step a cancel runs while this step runs
+    on_fail_attempts: int | None = None  # upstream's attempts: on_fail taken at most N times
 
 
 @dataclass(frozen=True)

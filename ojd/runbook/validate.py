@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 
 from ojd.backoff import BACKOFFS
 from ojd.conf import RETAIN_KINDS
@@ -655,10 +656,28 @@ class _Builder(AgentChecks, References):
                           ("on_fail", f.get("on_fail")), ("on_cancel", f.get("on_cancel"))):
             if attr is not None:
                 self.at[("step", pipeline, name, key)] = attr.value_line or attr.line
+        on_fail, attempts = self.on_fail_route(file, f.get("on_fail"))
         return Step(name, script, agent, self.target(file, f.get("on_done"), "step"),
-                    self.target(file, f.get("on_fail"), "step"), where,
+                    on_fail, where,
                     self.optional_duration(file, f, f"step '{name}' timeout"),
-                    self.target(file, f.get("on_cancel"), "step"))
+                    self.target(file, f.get("on_cancel"), "step"), attempts)
+
+    def on_fail_route(self, file: str, attr: Attribute | None) -> tuple[str | None, int | None]:
+        """A step's ``on_fail``: ``{ step = "NAME" }``, or upstream's ``{ step = "NAME",
+        attempts = N }`` (taken for the step's first N failures). (step, attempts)."""
+        if attr is None or "attempts" not in attr.value:
+            return self.target(file, attr, "step"), None
+        attempts = attr.value["attempts"]
+        line = attr.key_lines.get("attempts", attr.line)
+        if not isinstance(attempts, int) or isinstance(attempts, bool):
+            self.p.add(file, line, f"on_fail attempts is {type_name(attempts)}, expected a "
+                       "whole number >= 1")
+            attempts = None
+        elif attempts < 1:
+            self.p.add(file, line, f"on_fail attempts must be at least 1, not {attempts}")
+            attempts = None
+        rest = {k: v for k, v in attr.value.items() if k != "attempts"}
+        return self.target(file, replace(attr, value=rest), "step"), attempts
 
     def script(self, file: str, attr: Attribute, what: str) -> None:
         self.scripts.append(Script(file, attr.value_line or attr.line, what, attr.value))

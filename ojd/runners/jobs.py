@@ -282,7 +282,9 @@ class JobRunner:
                          ) -> tuple[str | None, str | None]:
         """Record a step's end: (the next step, None), or (None, the job's outcome).
         ``past``: the job ran past its time limit, which ends it whatever the route."""
-        r = route(pipeline, step, exit_code)
+        failures = 1 + sum(1 for h in job["history"][:-1]  # this run's is not recorded yet
+                           if h["step"] == step and h["exit"] not in (0, None))
+        r = route(pipeline, step, exit_code, failures)
         if past is not None:
             r = r._replace(next=None, failing=True)
         finished = job_step_finished(id=job["id"], step=step, exit=exit_code, next=r.next,
