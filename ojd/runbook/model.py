@@ -35,6 +35,7 @@ class Command:
     run: str | None  # a shell script run in the foreground, or None when it starts a pipeline
     pipeline: str | None
     where: Where
+    own: Pipeline | None = None  # run = { agent = ... }: a one-step pipeline (AGENT_PIPELINE)
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,8 @@ class Cron:
 
 # the pipeline name of a cron whose run is a shell string: no runbook pipeline has a colon
 CRON_PIPELINE = "cron:"
+# the pipeline of a command whose run is { agent = ... }: "agent:" + the command's name
+AGENT_PIPELINE = "agent:"
 
 
 @dataclass(frozen=True)
@@ -170,4 +173,7 @@ class Runbook:
         if found is None and name.startswith(CRON_PIPELINE):
             cron = self.crons.get(name[len(CRON_PIPELINE):])
             found = cron.own if cron is not None else None
+        elif found is None and name.startswith(AGENT_PIPELINE):
+            command = self.commands.get(name[len(AGENT_PIPELINE):])
+            found = command.own if command is not None else None
         return found

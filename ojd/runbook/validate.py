@@ -23,6 +23,7 @@ from ojd.runbook.calendar import check as check_calendar
 from ojd.runbook.crontab import looks_like_crontab
 from ojd.runbook.hcl import Attribute, Block
 from ojd.runbook.model import (
+    AGENT_PIPELINE,
     CRON_PIPELINE,
     DEFAULT_EXTERNAL_TIMEOUT,
     Command,
@@ -288,7 +289,7 @@ class _Builder(AgentChecks, References):
             except ArgSpecError as e:
                 self.p.add(file, f["defaults"].line, f"command '{name}' {e}")
         run = f.get("run")
-        script = pipeline = None
+        script = pipeline = own = None
         if run is None:
             self.p.add(file, block.line, f"command '{name}' needs 'run' (a shell script, "
                        '{ pipeline = "NAME" } or { job = "NAME" })')
@@ -296,12 +297,21 @@ class _Builder(AgentChecks, References):
             script = run.value
             self.script(file, run, f"command '{name}'")
             self.shell_warnings(file, run, f"command '{name}'")
+        elif set(run.value) == {"agent"} or "attach" in run.value:
+            # upstream's standalone agent: a job of one agent step (`attach` is not oj's)
+            agent = self.target(file, replace(run, value={k: v for k, v in run.value.items()
+                                                          if k != "attach"}), "agent")
+            if agent is not None:
+                pipeline = AGENT_PIPELINE + name
+                own = Pipeline(pipeline, (), {}, (), None, {}, None, None, DEFAULT_MAX_VISITS,
+                               {"agent": Step("agent", None, agent, None, None,
+                                              Where(file, run.line))}, where, None)
         else:
             pipeline = self.pipeline_target(file, run, "command", name)
         if run is not None:
             self.at[("command", name, "run")] = run.value_line or run.line
         self.rb.commands[name] = Command(name, spec, dict(f["defaults"].value) if "defaults" in f
-                                         else {}, script, pipeline, where)
+                                         else {}, script, pipeline, where, own)
 
     def queue(self, file: str, block: Block, name: str, where: Where) -> None:
         f = self.fields(file, block, "queue")

@@ -49,7 +49,12 @@ class References:
                     self.check_item_fields(w.name, queue.name, queue.vars, pipeline)
         for c in rb.commands.values():
             run_line = self.line_of(("command", c.name, "run"), c.where)
-            if c.pipeline and c.pipeline not in rb.pipelines:
+            if c.own is not None:  # run = { agent = ... }
+                agent = c.own.steps["agent"].agent or ""
+                if agent not in rb.agents:
+                    self.p.add(c.where.file, run_line, f"command '{c.name}' agent '{agent}' is "
+                               "not defined" + did_you_mean(agent, list(rb.agents)))
+            elif c.pipeline and c.pipeline not in rb.pipelines:
                 word = self.words.get(("command", c.name), "pipeline")
                 self.p.add(c.where.file, run_line, f"command '{c.name}' {word} "
                            f"'{c.pipeline}' is not defined"
