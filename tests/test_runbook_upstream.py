@@ -244,3 +244,11 @@ def test_on_fail_attempts_loads_and_a_bad_count_is_refused():
     assert (step.on_fail, step.on_fail_attempts) == ("a", 3)
     assert problems(text.replace("N", "0")) == [
         "rb.hcl:4: on_fail attempts must be at least 1, not 0"]
+
+
+def test_a_steps_child_job_is_refused_in_one_line_naming_what_to_do():
+    out = problems('job "a" {\n  step "s" {\n    run = { job = "b" }\n  }\n}\n'
+                   'job "b" {\n  step "s" { run = "true" }\n}\n')
+    assert out == ["rb.hcl:3: step 's' run = { job = ... } (a child job) is not something oj "
+                   "runs yet; run it from the step instead: run = \"oj run COMMAND ...\" or oj "
+                   "queue push"]

@@ -660,6 +660,10 @@ class _Builder(AgentChecks, References):
             script = run.value
             self.script(file, run, f"step '{name}' of {word} '{pipeline}'")
             self.shell_warnings(file, run, f"step '{name}'")
+        elif set(run.value) & set(PIPELINE_KEYS):
+            self.p.add(file, run.line, f"step '{name}' run = {{ job = ... }} (a child job) is "
+                       "not something oj runs yet; run it from the step instead: run = \"oj run "
+                       "COMMAND ...\" or oj queue push")
         else:
             agent = self.target(file, run, "agent")
         for key, attr in (("run", run), ("on_done", f.get("on_done")),
