@@ -42,6 +42,9 @@ pipeline "queued" {
 
 pipeline "deploy" {
   vars = ["branch"]
+  notify {
+    exec = "cat >> HOOK; echo >> HOOK"
+  }
 
   step "build" {
     run     = "echo built >> ${invoke.dir}/out.txt"
@@ -67,7 +70,7 @@ pipeline "deploy" {
 
 @pytest.fixture
 def p(project: Project) -> Project:
-    project.write("deploy.hcl", RUNBOOK)
+    project.write("deploy.hcl", RUNBOOK.replace("HOOK", str(project.root / "hook.jsonl")))
     return project
 
 
@@ -102,6 +105,11 @@ def test_approving_under_oj_run_goes_on_to_on_done_and_a_second_resolve_is_refus
         (job,) = p.json("job", "list")
         assert (job["status"], job["decision"]) == ("waiting", d["id"])
         assert out(p) == ["built"]  # nothing past the approval yet
+        hook = p.root / "hook.jsonl"
+        wait_until(hook.exists, "the decision at the runbook's exec hook")
+        sent = [json.loads(line) for line in hook.read_text().splitlines()]
+        assert [(e["kind"], e["decision"]["id"], e["decision"]["source"]) for e in sent] \
+            == [("decision", d["id"], "approval")]
         p.oj("decision", "resolve", d["id"], "1")
         assert run.wait(timeout=30) == 0, run.stderr.read()  # type: ignore[union-attr]
     finally:
