@@ -110,7 +110,9 @@ def test_approving_under_oj_run_goes_on_to_on_done_and_a_second_resolve_is_refus
         sent = [json.loads(line) for line in hook.read_text().splitlines()]
         assert [(e["kind"], e["decision"]["id"], e["decision"]["source"]) for e in sent] \
             == [("decision", d["id"], "approval")]
-        p.oj("decision", "resolve", d["id"], "1")
+        said = p.oj("decision", "resolve", d["id"], "1").stdout
+        assert said.startswith(f"decision {d['id']} resolved: job {job['id']} runs on, "
+                               "approved")
         assert run.wait(timeout=30) == 0, run.stderr.read()  # type: ignore[union-attr]
     finally:
         run.kill()
@@ -126,7 +128,8 @@ def test_rejecting_routes_on_fail_with_who_and_why_in_the_job_log(p):
     run = start_run(p, "v2")
     try:
         d = open_decision(p)
-        p.oj("decision", "resolve", d["id"], "2", "-m", "not on a Friday")
+        said = p.oj("decision", "resolve", d["id"], "2", "-m", "not on a Friday").stdout
+        assert "runs on, its step fails (rejected)" in said
         run.wait(timeout=30)
     finally:
         run.kill()
