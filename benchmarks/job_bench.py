@@ -421,7 +421,7 @@ class JobBench:
 
     @staticmethod
     def unit(worker: str) -> str:
-        return f"oj-worker@{worker}.service"
+        return f"oj-worker@project:{worker}.service"  # the project is named after ./project
 
     def status_text(self, worker: str) -> str:
         return self.sb.unit_property(self.unit(worker), "StatusText")

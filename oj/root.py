@@ -67,8 +67,9 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="oj")
-@click.option("--project", envvar="OJ_PROJECT", metavar="DIR",
-              help="Project directory (default: nearest directory above with .oj/).")
+@click.option("--project", envvar="OJ_PROJECT", metavar="DIR|NAME",
+              help="Project directory, or the name of a project recorded in the state dir "
+                   "(default: nearest directory above with .oj/).")
 @click.pass_context
 def cli(ctx: click.Context, project: str | None) -> None:
     """oj runs runbook-defined work in the background; every worker is a systemd service."""

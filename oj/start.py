@@ -28,7 +28,7 @@ def do_start(name: str, project: str | None, user: bool | None = None,
 def start_worker(name: str, project: str | None, user: bool | None = None,
                  enable: bool = False, run_as: str | None = None) -> str:
     """``do_start`` without its output: the line that says what happened."""
-    root = projects.find_root(override=project)
+    root, name = worker_control.locate(name, project)
     systemd = Systemd(user=user)
     # who may change the runbooks is checked before anything reads or records them
     worker_control.trusted_runner(systemd, root, name, run_as)
@@ -36,14 +36,33 @@ def start_worker(name: str, project: str | None, user: bool | None = None,
     runbook = worker_control.WorkerIndex(projects.load_index(root, paths.cache_dir(store.root)))
     changed = False
     if enable:
-        before = runas.recorded_user(systemd, name)
+        full = worker_control.full_name(root, name)
+        before = runas.recorded_user(systemd, full)
         for note in worker_control.enable(store, systemd, runbook, root, name, run_as):
             print(f"oj: {note}", file=sys.stderr)
         # enable wrote the run-as drop-in: a running worker still runs as the user before
-        changed = runas.recorded_user(systemd, name) != before
+        changed = runas.recorded_user(systemd, full) != before
+    take_over_old_unit(store, systemd, root, name)
     how = worker_control.start(store, systemd, runbook, root, name, run_as=run_as,
                         run_as_changed=changed)
     # a running worker is woken (it polls its queue now), not started a second time; one
     # that runs as another user than asked (--run-as) is restarted as that user
     said = {"started": "started", "restarted": "restarted to run as its new user"}
     return f"Worker {quoted(name)} {said.get(how, 'was already running; woken')}"
+
+
+def take_over_old_unit(store: Store, systemd: Systemd, root: str, name: str) -> None:
+    """A unit of this worker named before projects had names (oj-worker@NAME.service,
+    still running the code before an upgrade, or enabled) hands over to the new one
+    before it starts. Its record says so: still under NAME, or renamed from it."""
+    full = worker_control.full_name(root, name)
+    state = store.refresh()  # the first read of this start: a later transaction reuses it
+    old = state.workers.get(name)
+    if (old is None or old.get("project") != root) and \
+            not (state.workers.get(full) or {}).get("was"):
+        return
+    from ojd.handover import take_over_worker  # lazy: only for a worker renamed at an upgrade
+
+    said = take_over_worker(store, systemd, root, full)
+    if said is not None:
+        print(f"oj: {said}", file=sys.stderr)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from ojd.crons import running_jobs
+from ojd.crons import full_name, running_jobs
 from ojd.errors import OjError
 from ojd.events import cron_skipped, cron_tick
 from ojd.identity import elsewhere
@@ -54,6 +54,7 @@ def tick(store: Store, runbook: Runbook, root: str, cron: Cron, *, manager, log:
     or None when the tick was skipped. Jobs of the cron whose process is gone (a power
     cut, a kill) are resumed first, at the step they were in, and count as running."""
     who = owner(cron.name)
+    full = full_name(root, cron.name)  # its record's name
     for job in running_jobs(store.refresh(), root, cron.name):
         proc = job.get("process")
         # another host's process can be neither seen nor signalled from here: it is not
@@ -83,7 +84,7 @@ def tick(store: Store, runbook: Runbook, root: str, cron: Cron, *, manager, log:
         running = len(running_jobs(tx.state, root, cron.name))
         if running >= cron.concurrency:
             raise Skipped(running)
-        return [cron_tick(name=cron.name, job=job_id),
+        return [cron_tick(name=full, job=job_id),
                 job_created_event(tx, store.root, runbook, root, cron.pipeline, {}, root,
                                   owner=who, name=cron.name, job_id=job_id, cron=cron.name)]
 
@@ -102,7 +103,7 @@ def tick(store: Store, runbook: Runbook, root: str, cron: Cron, *, manager, log:
                 jobprocess.wait_in_scope(proc.unit, pid=proc.pid, timeout=5.0)
             log.info(f"started job {job_id} ({cron.pipeline})")
             return job_id
-    store.append(cron_skipped(name=cron.name, running=running))
+    store.append(cron_skipped(name=full, running=running))
     log.info(f"skipped: {running} of its job(s) still running (concurrency "
              f"{cron.concurrency})")
     return None

@@ -15,6 +15,7 @@ import os
 import time
 
 from ojd import identity, unitcontrol, unitnames, wake
+from ojd import project as projects
 from ojd.duration import format_duration
 from ojd.errors import OjError, escaped, quoted, unknown
 from ojd.state import LIVE_JOB_STATES
@@ -76,10 +77,16 @@ def describe_schedule(cron: Cron) -> str:
     return f"every {format_duration(cron.interval or 0.0)}"
 
 
+def full_name(root: str, name: str) -> str:
+    """Cron ``name`` of the project at ``root`` as its record and units name it:
+    ``PROJECT:NAME``."""
+    return projects.full_name(root, name)
+
+
 def record(store: Store, runbook: Runbook, root: str, name: str) -> Cron:
     """Bind cron ``name`` to project ``root`` in the WAL (once; no duplicate records)."""
     cron = cron_named(runbook, name)
-    unitcontrol.record(store, "cron", name, root, {"runbook": runbook.digest})
+    unitcontrol.record(store, "cron", full_name(root, name), root, {"runbook": runbook.digest})
     return cron
 
 
@@ -138,12 +145,12 @@ def _by_hand(name: str) -> str:
             f"{escaped(name)} --project DIR' (from cron(8), say)")
 
 
-def _timer_state(systemd: Systemd, name: str) -> UnitState:
+def _timer_state(systemd: Systemd, full: str) -> UnitState:
     """The timer's state; also the proof that a manager answers, asked before oj writes
     anything (a WAL record, a drop-in) on the cron's behalf."""
-    st = unitcontrol.unit_state(systemd, timer_unit(name), _by_hand(name))
+    st = unitcontrol.unit_state(systemd, timer_unit(full), _by_hand(unitnames.short(full)))
     if st.load_state == "not-found":
-        raise OjError(f"unit {timer_unit(name)} is not installed; run 'oj systemd install"
+        raise OjError(f"unit {timer_unit(full)} is not installed; run 'oj systemd install"
                       f"{' --user' if systemd.user else ''}'")
     return st
 
@@ -155,11 +162,12 @@ def _bind(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str
     cron = cron_named(runbook, name)
     require_unit_safe(store.root)
     require_trusted(systemd, root, name, runbook)
-    st = _timer_state(systemd, name)
+    full = full_name(root, name)
+    st = _timer_state(systemd, full)
     record(store, runbook, root, name)
-    moved = bind_state_dir(systemd, "cron", name, service_unit(name), store.root,
+    moved = bind_state_dir(systemd, "cron", full, service_unit(full), store.root,
                            reload=False)
-    changed = write_dropin(systemd, dropin_path(systemd, timer_unit(name), SCHEDULE_DROPIN),
+    changed = write_dropin(systemd, dropin_path(systemd, timer_unit(full), SCHEDULE_DROPIN),
                            schedule_text(cron, store.root), reload=False)
     if moved or changed:
         systemd.daemon_reload()  # once for both
@@ -170,27 +178,29 @@ def start(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str
     """Start the cron's timer with the runbook's schedule. Returns "started", "running"
     (it was, with this schedule) or "rescheduled" (it was, with another)."""
     _, st, changed = _bind(store, systemd, runbook, root, name)
-    timer = timer_unit(name)
+    full = full_name(root, name)
+    timer = timer_unit(full)
     if st.active_state in RUNNING_STATES:
         if not changed:
             return "running"
         systemd.restart(timer)  # a running timer computes its next tick anew
-        _wait_active(systemd, name)
+        _wait_active(systemd, full)
         return "rescheduled"
     if st.active_state == "failed":
         systemd.reset_failed(timer)
     systemd.start(timer)
-    _wait_active(systemd, name)
+    _wait_active(systemd, full)
     return "started"
 
 
-def _wait_active(systemd: Systemd, name: str) -> None:
+def _wait_active(systemd: Systemd, name: str) -> None:  # name: PROJECT:NAME
     unitcontrol.wait_started(systemd, timer_unit(name), what="timer",
                              logs=f"oj cron logs {name}", timeout=10.0, late="start")
 
 
 def stop(systemd: Systemd, name: str) -> UnitState:
-    """Stop the timer: no more ticks. A tick under way and the jobs of earlier ticks run on."""
+    """Stop the timer of cron ``name`` (PROJECT:NAME): no more ticks. A tick under way and
+    the jobs of earlier ticks run on."""
     check_name(name)
     _timer_state(systemd, name)
     return stop_and_wait(systemd, timer_unit(name), 10.0)
@@ -201,11 +211,11 @@ def enable(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: st
     """Start the timer at boot (linked into oj-workers.target); does not start it now.
     Returns notes for the user (lingering, for user managers)."""
     _bind(store, systemd, runbook, root, name)
-    systemd.enable(timer_unit(name), TARGET)
+    systemd.enable(timer_unit(full_name(root, name)), TARGET)
     return unitcontrol.boot_notes(systemd, "the cron's timer")
 
 
-def disable(systemd: Systemd, name: str) -> None:
+def disable(systemd: Systemd, name: str) -> None:  # name: PROJECT:NAME
     check_name(name)
     _timer_state(systemd, name)
     systemd.disable(timer_unit(name))
@@ -216,8 +226,9 @@ def once(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str
     """Run a tick now through the cron's service (as the timer would: concurrency holds)
     and wait for it. Returns the cron's record after it: ``last_job`` and ``skipped``."""
     _bind(store, systemd, runbook, root, name)
-    before = dict(store.refresh().crons.get(name) or {})
-    service = service_unit(name)
+    full = full_name(root, name)
+    before = dict(store.refresh().crons.get(full) or {})
+    service = service_unit(full)
     st = systemd.state(service)
     if st.active_state == "failed":
         systemd.reset_failed(service)
@@ -231,7 +242,7 @@ def once(store: Store, systemd: Systemd, runbook: Runbook, root: str, name: str
             raise OjError(f"the tick of cron {quoted(name)} did not end in "
                           f"{ONCE_TIMEOUT:.0f}s; see 'oj cron logs {escaped(name)}'")
         time.sleep(0.02)
-    after = dict(store.refresh().crons.get(name) or {})
+    after = dict(store.refresh().crons.get(full) or {})
     if after.get("ticks", 0) > before.get("ticks", 0):
         return {"outcome": "started", "job": after.get("last_job")}
     if after.get("skipped", 0) > before.get("skipped", 0):
@@ -259,9 +270,10 @@ def listing(store: Store, systemd: Systemd | None, project: str | None,
     why systemd could not be asked)."""
     state = store.state
     problem = None
+    # by full name (PROJECT:NAME): (project root, the runbook's cron or None)
     crons: dict[str, tuple[str | None, Cron | None]] = {}
     if runbook is not None and project is not None:
-        crons = {name: (project, c) for name, c in runbook.crons.items()}
+        crons = {full_name(project, name): (project, c) for name, c in runbook.crons.items()}
         # crons bound to the project that its runbook no longer defines: their timers may
         # still run (each tick failing) until stopped
         crons.update({name: (project, None) for name, c in state.crons.items()
@@ -281,12 +293,13 @@ def listing(store: Store, systemd: Systemd | None, project: str | None,
                 problem, systemd = str(e), None
     rows = []
     up_since: dict[str, float | None] = {}  # per project: when its 'ojd up' started
-    for name in sorted(crons):
-        root, cron = crons[name]
-        rec = state.crons.get(name) or {}
+    for full in sorted(crons):
+        root, cron = crons[full]
+        project_name, name = unitnames.split(full)
+        rec = state.crons.get(full) or {}
         if rec and rec.get("project") != root:
             rec = {}  # the name is bound to another project: nothing recorded for this one
-        unit = timer_unit(name)
+        unit = timer_unit(full)
         info = unit_map.get(unit) if unit_map is not None else None
         active = sub = None
         next_run = last_trigger = None
@@ -316,12 +329,12 @@ def listing(store: Store, systemd: Systemd | None, project: str | None,
                 began = max(rec.get("last_tick") or 0.0, rec.get("last_skipped") or 0.0)
                 next_run = upcoming_tick(cron.schedule, cron.interval, began or None,
                                          up_since[root], time.time())
-        tick = unit_map.get(service_unit(name)) if unit_map is not None else None
+        tick = unit_map.get(service_unit(full)) if unit_map is not None else None
         # the last tick's service failed: it started nothing (its cron gone from the
         # runbook, a runbook that does not load, runbooks refused); its journal says why
         tick_failed = tick is not None and tick.active_state == "failed"
         rows.append({
-            "name": name, "project": root,
+            "name": name, "full_name": full, "project_name": project_name, "project": root,
             "schedule": describe_schedule(cron) if cron is not None else None,
             "interval": cron.interval if cron is not None else None,
             "calendar": cron.schedule if cron is not None else None,

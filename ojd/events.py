@@ -59,9 +59,11 @@ WORKER_STOPPED = "worker:stopped"
 WORKER_RESIZED = "worker:resized"
 WORKER_RUNBOOK = "worker:runbook"
 WORKER_PRUNED = "worker:pruned"
+WORKER_RENAMED = "worker:renamed"
 CRON_RECORDED = "cron:recorded"
 CRON_TICK = "cron:tick"
 CRON_SKIPPED = "cron:skipped"
+CRON_RENAMED = "cron:renamed"
 STATE_LOSS_ACKNOWLEDGED = "state:loss_acknowledged"
 STATE_REPAIRED = "state:repaired"
 
@@ -299,6 +301,18 @@ if TYPE_CHECKING:
     class WorkerPruned(TypedDict):
         type: Literal["worker:pruned"]
         names: list[str]
+        ts: NotRequired[float]
+
+    class WorkerRenamed(TypedDict):
+        type: Literal["worker:renamed"]
+        name: str
+        to: str
+        ts: NotRequired[float]
+
+    class CronRenamed(TypedDict):
+        type: Literal["cron:renamed"]
+        name: str
+        to: str
         ts: NotRequired[float]
 
     class CronRecorded(TypedDict):
@@ -568,6 +582,17 @@ def worker_pruned(*, names: list[str]) -> WorkerPruned:
     return {"type": WORKER_PRUNED, "names": names}
 
 
+def worker_renamed(*, name: str, to: str) -> WorkerRenamed:
+    """A worker recorded before projects had names (``merge``) now goes by its full name
+    (``shop:merge``)."""
+    return {"type": WORKER_RENAMED, "name": name, "to": to}
+
+
+def cron_renamed(*, name: str, to: str) -> CronRenamed:
+    """As ``worker_renamed``, for a cron."""
+    return {"type": CRON_RENAMED, "name": name, "to": to}
+
+
 def cron_recorded(*, name: str, project: str, runbook: str) -> CronRecorded:
     """A cron bound to its project (its timer runs ``ojd cron NAME``)."""
     return {"type": CRON_RECORDED, "name": name, "p": project, "runbook": runbook}
@@ -633,9 +658,11 @@ CONSTRUCTORS: dict[str, Callable[..., dict]] = {
     WORKER_RESIZED: worker_resized,
     WORKER_RUNBOOK: worker_runbook,
     WORKER_PRUNED: worker_pruned,
+    WORKER_RENAMED: worker_renamed,
     CRON_RECORDED: cron_recorded,
     CRON_TICK: cron_tick,
     CRON_SKIPPED: cron_skipped,
+    CRON_RENAMED: cron_renamed,
     STATE_LOSS_ACKNOWLEDGED: state_loss_acknowledged,
     STATE_REPAIRED: state_repaired,
 }

@@ -9,13 +9,14 @@ import fcntl
 import os
 import sys
 
-from ojd import __version__, cron_tick, crons, identity, paths, wake
+from ojd import __version__, cron_tick, crons, identity, paths, unitcontrol, wake
 from ojd import project as projects
 from ojd.duration import DurationError, parse_duration
 from ojd.errors import OjError, escaped, quoted
 from ojd.notify import Log, Notifier
 from ojd.runners.jobprocess import own_manager
 from ojd.store import Store
+from ojd.unitnames import is_legacy, short, split
 
 # Exit status for a worker that can never start as configured (unknown worker, invalid
 # runbook): the unit lists it in RestartPreventExitStatus= so systemd does not loop it.
@@ -53,19 +54,34 @@ def _run_worker(name: str, project: str | None, foreground: bool, until_idle: bo
     log = Log(f"worker {escaped(name)}")
     notifier = Notifier()
     store = Store()
-    wait = StoreWait(store, escaped(name), log, notifier, signals.wake_r, signals.stopped)
+    # STATUS= says the runbook's name, as the loop's does: the unit's name holds the project
+    wait = StoreWait(store, escaped(short(name)), log, notifier, signals.wake_r,
+                     signals.stopped)
     state = wait(store.load)
     try:
         if project is None and not foreground:
-            record = state.workers.get(name)
+            # its unit's instance: PROJECT:NAME, or a NAME from before projects had names
+            record = recorded(state.workers, name)
             if record is None:
                 raise OjError(f"worker {quoted(name)} is not recorded in {store.root}; start "
-                              f"it with 'oj worker start {escaped(name)}' from its project, or "
-                              f"without systemd with 'ojd worker {escaped(name)} --foreground' "
-                              "there")
+                              f"it with 'oj worker start {escaped(short(name))}' from its "
+                              f"project, or without systemd with 'ojd worker "
+                              f"{escaped(short(name))} --foreground' there")
             root = record["project"]
         else:
             root = projects.find_root(override=project)
+        legacy = name if is_legacy(name) and project is None and not foreground else None
+        name = in_project(root, name)
+        full = projects.full_name(root, name)
+        if project is None and not foreground:
+            rename_legacy(store, "worker", full, root)
+        if legacy is not None and os.environ.get("INVOCATION_ID"):
+            # a unit enabled before projects had names: its new one runs the worker
+            from ojd.handover import hand_over_worker  # lazy: once per legacy unit
+
+            log.info(hand_over_worker(legacy, full))
+            notifier.send("READY=1")  # a notify unit that exits unready would fail
+            return 0
         trust.require(root, name, os.geteuid())  # before the runbook is read at all
         runbook = projects.load(root, paths.cache_dir(store.root))
         trust.require(root, name, os.geteuid(), runbook)  # and the files it names
@@ -78,7 +94,7 @@ def _run_worker(name: str, project: str | None, foreground: bool, until_idle: bo
             log.error(line)
         notifier.send(f"STATUS=failed: {str(e).splitlines()[0]}")
         return EXIT_CONFIG
-    lock_path = wake.lock_path(store.root, name)
+    lock_path = wake.lock_path(store.root, full)
 
     def open_lock() -> tuple[int, bool]:
         paths.make_state_dir(os.path.dirname(lock_path))
@@ -104,7 +120,7 @@ def _run_worker(name: str, project: str | None, foreground: bool, until_idle: bo
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        log.error(f"worker {quoted(name)} is already running (lock {lock_path} is held)")
+        log.error(f"worker {quoted(full)} is already running (lock {lock_path} is held)")
         return EXIT_CONFIG
     # the lock file doubles as the pid file: pushes wake a worker that has no unit through
     # it. A unit's worker that cannot write it (a user's, on root's lock file) is woken
@@ -149,13 +165,27 @@ def run_cron(name: str, project: str | None) -> int:
     state = store.load()
     try:
         if project is None:
-            record = state.crons.get(name)
+            record = recorded(state.crons, name)
             if record is None:
                 raise OjError(f"cron {quoted(name)} is not recorded in {store.root}; start "
-                              f"it with 'oj cron start {escaped(name)}' from its project")
+                              f"it with 'oj cron start {escaped(short(name))}' from its "
+                              "project")
             root = record["project"]
         else:
             root = projects.find_root(override=project)
+        legacy = name if is_legacy(name) and project is None else None
+        name = in_project(root, name)
+        if project is None:
+            rename_legacy(store, "cron", projects.full_name(root, name), root)
+        if legacy is not None and os.environ.get("INVOCATION_ID"):
+            # a timer started before projects had names: its new one ticks from now on
+            # (this tick runs, under the new name)
+            from ojd.handover import hand_over_cron  # lazy: once per legacy timer
+            from ojd.systemd import Systemd  # lazy: as hand_over_cron
+
+            said = hand_over_cron(Systemd(), legacy, projects.full_name(root, name), True)
+            if said is not None:
+                log.info(said)
         crons.require_trusted_uid(root, name, os.geteuid())  # before the runbook is read
         runbook = projects.load(root, paths.cache_dir(store.root))
         crons.require_trusted_uid(root, name, os.geteuid(), runbook)  # the files it names
@@ -177,6 +207,35 @@ def run_cron(name: str, project: str | None) -> int:
         log.error(str(e))
         return 1
     return 0
+
+
+def rename_legacy(store: Store, kind: str, full: str, root: str) -> None:
+    """A unit of a NAME from before projects had names renames its record once."""
+    with store.transaction() as tx:
+        unitcontrol.rename_legacy(tx, kind, full, root)
+
+
+def recorded(records: dict, name: str) -> dict | None:
+    """The record a unit's instance name stands for: ``PROJECT:NAME``'s own, and for a
+    ``NAME`` from before projects had names (a unit enabled then), that record, or the one
+    it was renamed to."""
+    found = records.get(name)
+    if found is None and is_legacy(name):
+        found = next((r for r in records.values() if r.get("was") == name), None)
+    return found
+
+
+def in_project(root: str, name: str) -> str:
+    """The runbook's name of worker or cron ``name`` (short or full) of the project at
+    ``root``; a full name of another project is refused."""
+    if is_legacy(name):
+        return name
+    wanted, rest = split(name)
+    if wanted != projects.project_name(root):
+        raise OjError(f"{quoted(name)} is not of project {quoted(projects.project_name(root))}"
+                      f" ({escaped(root)}); give its name there ({quoted(rest)}), or run it "
+                      f"in project {quoted(wanted)}")
+    return rest
 
 
 def _grace(text: str) -> float:

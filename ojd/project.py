@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 
-from ojd import __version__
-from ojd.errors import OjError, RunbookError
+from ojd import __version__, paths
+from ojd.errors import OjError, RunbookError, escaped, quoted
+from ojd.unitnames import check_project_name, name_of_directory, qualify
 
 try:  # CPython's builtin SHA-256: importing hashlib loads OpenSSL's binding (~3 ms)
     from _sha256 import sha256
@@ -23,6 +25,7 @@ except ImportError:  # other interpreters and versions (3.12 calls it _sha2)
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
     from ojd.runbook.model import Runbook
 
@@ -35,14 +38,19 @@ MODEL_FORMAT = b"model-2"
 
 
 def find_root(start: str | None = None, override: str | None = None) -> str:
-    """``--project`` / ``$OJ_PROJECT``, else the nearest directory above ``start`` with ``.oj/``."""
+    """``--project`` / ``$OJ_PROJECT`` (a directory, or the name of a project recorded in
+    the state dir), else the nearest directory above ``start`` with ``.oj/``."""
     explicit = override or os.environ.get("OJ_PROJECT")
     if explicit:
         root = os.path.abspath(explicit)
-        if not os.path.isdir(os.path.join(root, ".oj")):
-            raise OjError(f"{root} has no .oj/ directory; create .oj/runbooks/ there or pass "
-                          "--project with a project directory")
-        return root
+        if os.path.isdir(os.path.join(root, ".oj")):
+            return root
+        recorded = recorded_root(explicit) if os.sep not in explicit else None
+        if recorded is not None:
+            return recorded
+        raise OjError(f"{escaped(root)} has no .oj/ directory, nor is "
+                      f"{quoted(explicit)} the name of a project with workers or crons "
+                      "recorded here; pass --project with a project directory (or name)")
     here = os.path.abspath(start or os.getcwd())
     while True:
         if os.path.isdir(os.path.join(here, ".oj")):
@@ -52,6 +60,99 @@ def find_root(start: str | None = None, override: str | None = None) -> str:
             raise OjError("not in an oj project (no .oj/ directory here or above); cd into a "
                           "project or pass --project DIR")
         here = parent
+
+
+CONFIG = os.path.join(".oj", "config.toml")
+_names: dict[str, str] = {}
+
+
+def project_name(root: str) -> str:
+    """The project's name, the first part of its workers' and crons' full names (and
+    units): ``project = "shop"`` at the top of ``.oj/config.toml``, else its directory's
+    base name made fit for unit names. TOML is read only when the file exists."""
+    name = _names.get(root)
+    if name is not None:
+        return name
+    path = os.path.join(root, CONFIG)
+    configured = None
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        data = None
+    except OSError as e:
+        raise OjError(escaped(f"{path}: {e.strerror or e}; fix the file")) from None
+    if data is not None:
+        configured = plain_project(data)
+        if configured is UNPLAIN:
+            import tomllib  # lazy: ~10 ms, only for a config the plain reading cannot read
+
+            try:
+                configured = tomllib.loads(data.decode()).get("project")
+            except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+                raise OjError(escaped(f"{path}: {e}; fix the file")) from None
+    if configured is None:
+        name = name_of_directory(os.path.basename(root.rstrip(os.sep)) or "project")
+    elif not isinstance(configured, str):
+        raise OjError(escaped(f"{path}: project must be a string, like project = \"shop\""))
+    else:
+        name = check_project_name(configured, escaped(path))
+    _names[root] = name
+    return name
+
+
+UNPLAIN: Any = object()  # plain_project: the TOML parser must read it
+_PLAIN_PROJECT = re.compile(r'project[ \t]*=[ \t]*"([^"\\\x00-\x1f\x7f]*)"[ \t]*(#.*)?')
+
+
+def plain_project(data: bytes) -> str | None | Any:
+    """``.oj/config.toml``'s top-level ``project``, read without the TOML parser when the
+    file holds it in the form the docs give (``project = "shop"`` on a line of its own,
+    before any table), or None when no such key comes before the first table; UNPLAIN for
+    anything else (a quoted or dotted key, an escape, a multi-line string before the key),
+    which tomllib reads. Starting a worker reads this on every call."""
+    for raw in data.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        if line.startswith(b"["):
+            return None  # a table: top-level keys come before the first one
+        if b'"""' in line or b"'''" in line or line.startswith((b'"', b"'")):
+            return UNPLAIN
+        if line.startswith(b"project"):
+            try:
+                match = _PLAIN_PROJECT.fullmatch(line.decode())
+            except UnicodeDecodeError:
+                return UNPLAIN
+            return match.group(1) if match else UNPLAIN
+        if line.count(b"[") != line.count(b"]") or line.count(b"{") != line.count(b"}"):
+            return UNPLAIN  # a value over several lines: a line of it may look like a table
+    return None
+
+
+def full_name(root: str, name: str) -> str:
+    """The full name (``PROJECT:NAME``) of worker or cron ``name`` of the project at
+    ``root``."""
+    return qualify(project_name(root), name)
+
+
+def recorded_root(name: str) -> str | None:
+    """The root of the project named ``name`` whose workers or crons are recorded in this
+    state dir, or None."""
+    # lazy: the store, only for --project NAME (a directory is the common case)
+    from ojd.store import Store
+    from ojd.unitnames import split
+
+    if not os.path.isdir(paths.state_dir()) and not os.environ.get("OJ_STATE_URL"):
+        return None  # nothing recorded, and a lookup creates no state dir
+    try:
+        state = Store().load()
+    except (OSError, OjError):
+        return None
+    for rec in (*state.workers.values(), *state.crons.values()):
+        if split(rec["name"])[0] == name and rec.get("project"):
+            return rec["project"]
+    return None
 
 
 RUNBOOK_EXTENSIONS = (".hcl", ".toml", ".json")

@@ -71,12 +71,12 @@ def worker_rows(store: Store, project: str | None, unit_map: dict[str, UnitInfo]
             r["active_state"], r["sub_state"] = "inactive", "dead"
             state = "inactive/dead"
         else:  # no manager to ask: the lock file says whether it runs (in another scope)
-            state = "running" if wake.running_pid(store.root, r["name"]) else "stopped"
+            state = "running" if wake.running_pid(store.root, r["full_name"]) else "stopped"
         if r["main_pid"] is None and r["active_state"] in ("active", "reloading"):
-            r["main_pid"] = wake.running_pid(store.root, r["name"])
+            r["main_pid"] = wake.running_pid(store.root, r["full_name"])
         r["state"] = state
         r["enabled"] = None if enabled is None else r["unit"] in enabled
-        r["last_poll"] = wake.last_poll(store.root, r["name"])
+        r["last_poll"] = wake.last_poll(store.root, r["full_name"])
         if r["runbook_problem"]:
             r["state"] += ", runbook not reloaded"
         r["needs_person"] = r["active_state"] == "failed" or bool(r["runbook_problem"])

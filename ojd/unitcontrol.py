@@ -11,29 +11,84 @@ import time
 
 from ojd import wake
 from ojd.errors import OjError, escaped, quoted
-from ojd.events import cron_recorded, worker_recorded
+from ojd.events import cron_recorded, cron_renamed, worker_recorded, worker_renamed
+from ojd.project import full_name as project_full_name
 from ojd.store import CONFIG_FILE, configured_url
 from ojd.systemd import RUNNING_STATES, Systemd, SystemdUnavailable, UnitState
+from ojd.unitnames import SEPARATOR, check_name, split
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ojd.store import Store
 
 TARGET = "oj-workers.target"  # enabled workers and cron timers start with it at boot
 STATE_DROPIN = "50-oj-state.conf"
 
 
-def record(store: Store, kind: str, name: str, root: str, fields: dict) -> None:
-    """Bind worker or cron (``kind``) ``name`` to project ``root`` in the WAL, with what its
-    runs need to know (``fields``); recorded again only when one of them changed."""
+def record(store: Store, kind: str, full: str, root: str, fields: dict) -> None:
+    """Bind worker or cron (``kind``) ``full`` (``PROJECT:NAME``) to project ``root`` in the
+    WAL, with what its runs need to know (``fields``); recorded again only when one of them
+    changed. A record this project made before projects had names (``NAME``) is renamed
+    first, keeping what it had; a project name another directory holds is refused."""
+    check_name(kind, full)  # the project's name makes it longer than the runbook's
+    project, name = split(full)
     with store.transaction() as tx:
-        current = getattr(tx.state, f"{kind}s").get(name)
-        if current is not None and current.get("project") != root:
-            raise OjError(f"{kind} '{name}' already belongs to project {current['project']}; "
-                          f"{kind} names are unique per state directory: rename this one")
+        state = tx.state
+        clash = name_taken(state, project, root)
+        if clash is not None:
+            raise OjError(escaped(
+                f"project name {quoted(project)} already belongs to {clash} in this state "
+                f"directory; set project = \"OTHER\" in {os.path.join(root, '.oj', 'config.toml')}"
+                " to give this project a name of its own"))
+        rename_legacy(tx, kind, full, root)
+        current = getattr(state, f"{kind}s").get(full)
         if current is None or any(current.get(k) != v for k, v in fields.items()):
             recorded = worker_recorded if kind == "worker" else cron_recorded
-            tx.append(recorded(name=name, project=root, **fields))
+            tx.append(recorded(name=full, project=root, **fields))
+
+
+def rename_legacy(tx, kind: str, full: str, root: str) -> bool:
+    """In transaction ``tx``: the record of ``full``'s NAME made before projects had names,
+    when it is this project's, goes by ``full`` from now on (``worker:renamed``,
+    ``cron:renamed``). Whether there was one."""
+    name = split(full)[1]
+    legacy = getattr(tx.state, f"{kind}s").get(name)
+    if name == full or legacy is None or legacy.get("project") != root:
+        return False
+    renamed = worker_renamed if kind == "worker" else cron_renamed
+    tx.append(renamed(name=name, to=full))
+    return True
+
+
+def name_taken(state, project: str, root: str) -> str | None:
+    """The other directory whose workers or crons are recorded under project name
+    ``project``, or None."""
+    for rec in (*state.workers.values(), *state.crons.values()):
+        other = rec.get("project")
+        if other and other != root and split(rec["name"])[0] == project:
+            return other
+    return None
+
+
+def resolve(records: Callable[[], dict], kind: str, name: str, root: str | None) -> str:
+    """The full name (``PROJECT:NAME``) a user means by ``name``: itself when full; in a
+    project (``root``), that project's; elsewhere the one recorded worker or cron of that
+    name (two projects' are ambiguous: the error names their full names). ``records`` are
+    read only then: a stop or a disable needs no state when the name says it all."""
+    if SEPARATOR in name:
+        return name
+    if root is not None:
+        return project_full_name(root, name)
+    found = sorted(n for n in records() if split(n)[1] == name or n == name)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise OjError(f"{kind} {quoted(name)} is in several projects "
+                      f"({', '.join(quoted(n) for n in found)}); give its full name, "
+                      f"PROJECT:{name}, or run this in its project")
+    return name
 
 
 def unit_dir(systemd: Systemd) -> str:

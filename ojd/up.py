@@ -41,6 +41,7 @@ from ojd.runbook.elapse import first_tick, next_tick
 from ojd.runners import leftovers
 from ojd.runners.liveness import alive
 from ojd.store import Store
+from ojd.unitnames import qualify
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ class Up:
         self.log = log
         self.until_idle = until_idle
         self.grace = grace  # the longest wait for running jobs at a stop; None: no bound
+        self.project_name = projects.project_name(root)  # its records are PROJECT:NAME
         self.workers: dict[str, WorkerChild] = {}
         self.crons: dict[str, CronClock] = {}
         self.stopping = False
@@ -106,6 +108,10 @@ class Up:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
                     signal.SIGCHLD):
             signal.signal(sig, self._record)
+
+    def _full(self, name: str) -> str:
+        """The record's name of this project's worker or cron ``name``."""
+        return qualify(self.project_name, name)
 
     def _record(self, signum: int, _frame) -> None:
         self._signals.append(signum)
@@ -335,7 +341,7 @@ class Up:
         for w in list(self.workers.values()):
             if w.pid is not None or w.gone:
                 continue
-            rec = state.workers.get(w.name) or {}
+            rec = state.workers.get(self._full(w.name)) or {}
             woken = rec.get("woken_at") or 0.0
             if rec.get("project") == self.root and woken >= w.held_at:
                 self._spawn_worker(w)
@@ -392,7 +398,7 @@ class Up:
             if clock is None:
                 clock = self.crons[name] = CronClock(name, cron.schedule, cron.interval)
             clock.schedule, clock.interval = cron.schedule, cron.interval
-            rec = (state.crons.get(name) if state is not None else None) or {}
+            rec = (state.crons.get(self._full(name)) if state is not None else None) or {}
             last = None
             if rec.get("project") == self.root:
                 last = max(rec.get("last_tick") or 0.0, rec.get("last_skipped") or 0.0) or None

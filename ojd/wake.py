@@ -1,7 +1,8 @@
 """Finding and waking a queue's running workers after a push, without D-Bus on the push path.
 
 A worker runs either in its unit or in the foreground (``ojd worker NAME --foreground``).
-Either way it writes ``PID STARTTIME`` into the lock file it holds (``workers/NAME.lock``,
+Either way it writes ``PID STARTTIME`` into the lock file it holds
+(``workers/PROJECT:NAME.lock``,
 see ``ojd.identity``), so a recycled PID of a worker that is gone is never signalled.
 """
 
@@ -12,7 +13,7 @@ import signal
 
 from ojd.errors import escaped, quoted
 from ojd.identity import host_name, in_unit, proc_start_time
-from ojd.unitnames import worker_unit
+from ojd.unitnames import short, worker_unit
 
 try:  # as in ojd.project: the builtin module avoids loading OpenSSL's binding
     from _sha256 import sha256
@@ -109,14 +110,15 @@ def wake_queue_workers(store: Store, project: str, queue: str, defined: Iterable
     A unit's main PID comes from its ``worker:started`` record and is checked against
     /proc/PID/cgroup (it must still be that worker's unit); a foreground worker's comes
     from its lock file, checked by start time. No D-Bus round trip is on the push path.
-    Returns (woken, not running): the latter with ``defined``, the names of the runbook's
-    workers of ``queue``, also those never started, which have no record yet."""
+    Returns (woken, not running), by the names the runbook gives them: the latter with
+    ``defined``, the runbook's workers of ``queue``, also those never started, which have
+    no record yet."""
     woken, idle = [], []
     for w in store.state.workers.values():
         if w.get("project") != project or w.get("queue") != queue:
             continue
         awake = wake_worker(store, w["name"]) or (store.shared and runs_elsewhere(w))
-        (woken if awake else idle).append(w["name"])
+        (woken if awake else idle).append(short(w["name"]))
     idle += sorted(set(defined) - set(woken) - set(idle))
     return woken, idle
 
@@ -144,7 +146,8 @@ def runs_elsewhere(w: dict) -> bool:
 
 
 def wake_worker(store: Store, name: str) -> bool:
-    """SIGUSR1 to worker ``name`` if it runs (in its unit or in the foreground)."""
+    """SIGUSR1 to worker ``name`` (its full name, PROJECT:NAME) if it runs (in its unit or
+    in the foreground)."""
     w = store.state.workers.get(name) or {}
     pid = w.get("pid")
     if not (pid and in_unit(pid, worker_unit(name))):

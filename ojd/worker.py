@@ -68,6 +68,8 @@ class WorkerLoop:
         self.check = check  # raises OjError when the worker must take nothing more
         self.refused: str | None = None
         self.owner = owner_id(worker.name)
+        # its record's, lock's and unit's name: PROJECT:NAME
+        self.full_name = projects.full_name(project, worker.name)
         self.work = Assignment(runbook, worker, project, self.owner, store.shared)
         # the runbook's, or the override of 'oj worker resize' read from the state each poll
         self.concurrency = worker.concurrency
@@ -246,7 +248,7 @@ class WorkerLoop:
         self._follow_resize(quiet=True)  # the ready line says it
         self._remember_runbook()
         wait(lambda: self.store.append(worker_started(
-            name=self.worker.name, invocation=os.environ.get("INVOCATION_ID"),
+            name=self.full_name, invocation=os.environ.get("INVOCATION_ID"),
             pid=os.getpid(), host=identity.host_name())))
         self._check_clock()
         wait(self._recover)
@@ -323,7 +325,7 @@ class WorkerLoop:
             return
         self.last_poll = time.time()
         self.polls += 1
-        wake.mark_poll(self.store.root, self.worker.name)
+        wake.mark_poll(self.store.root, self.full_name)
         self.reload_runbook()
         self.store.refresh()
         self._follow_resize()
@@ -400,7 +402,7 @@ class WorkerLoop:
                           f"({', '.join(sorted(self.procs))}); 'oj job list' follows them")
         self.pool.close(interrupt=bool(running) and shares_unit)
         try:
-            self.store.append(worker_stopped(name=self.worker.name,
+            self.store.append(worker_stopped(name=self.full_name,
                                              invocation=os.environ.get("INVOCATION_ID"),
                                              host=identity.host_name()))
         except OSError as e:
@@ -442,7 +444,7 @@ class WorkerLoop:
         the runbook's. Fewer slots stop nothing: running jobs finish, and no new one starts
         until fewer run."""
         with self.store.lock:
-            recorded = self.store.state.workers.get(self.worker.name) or {}
+            recorded = self.store.state.workers.get(self.full_name) or {}
         resized = recorded.get("resized") if recorded.get("project") == self.project else None
         concurrency = resized or self.worker.concurrency
         if concurrency != self.concurrency:
@@ -473,7 +475,7 @@ class WorkerLoop:
                            "'oj runbook check' lists the problems")
         # recorded when it changes, so 'oj worker list' and 'oj status' show it too; a
         # failed record is tried again at the next poll
-        self.store.append(worker_runbook(name=self.worker.name, problem=problem))
+        self.store.append(worker_runbook(name=self.full_name, problem=problem))
         self.runbook_error = problem
 
     # -- status ----------------------------------------------------------------------

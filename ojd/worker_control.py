@@ -21,8 +21,8 @@ from ojd.unitcontrol import (
     require_unit_safe,
     state_text,
 )
+from ojd.unitnames import SEPARATOR, short, split, worker_unit
 from ojd.unitnames import check_name as check_unit_name
-from ojd.unitnames import worker_unit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing and the runbook model stay off the start path
@@ -74,11 +74,38 @@ def worker_named(runbook: Runbook | WorkerIndex, name: str) -> Worker | WorkerSp
     return worker
 
 
+def full_name(root: str, name: str) -> str:
+    """Worker ``name`` of the project at ``root`` as its record and unit name it:
+    ``PROJECT:NAME``."""
+    return projects.full_name(root, name)
+
+
+def locate(name: str, project: str | None, kind: str = "worker") -> tuple[str, str]:
+    """(project root, runbook name) of the worker a user names: ``merge`` is the current
+    project's (``--project``, ``OJ_PROJECT`` or the directory), ``shop:merge`` project
+    ``shop``'s wherever it is run."""
+    check_unit_name(kind, name)
+    if SEPARATOR not in name:
+        return projects.find_root(override=project), name
+    wanted, short = split(name)
+    try:
+        root: str | None = projects.find_root(override=project)
+    except OjError:
+        root = None
+    if root is None or projects.project_name(root) != wanted:
+        root = projects.recorded_root(wanted)
+        if root is None:
+            raise OjError(f"no project named {quoted(wanted)} has workers or crons recorded "
+                          f"here; start {quoted(short)} in its project once, or pass "
+                          "--project DIR")
+    return root, short
+
+
 def record(store: Store, runbook: Runbook | WorkerIndex, root: str, name: str
            ) -> Worker | WorkerSpec:
     """Bind worker ``name`` to project ``root`` in the WAL (once; no duplicate records)."""
     worker = worker_named(runbook, name)
-    unitcontrol.record(store, "worker", name, root, {
+    unitcontrol.record(store, "worker", full_name(root, name), root, {
         "runbook": runbook.digest, "queue": worker.queue, "pipeline": worker.pipeline,
         "concurrency": worker.concurrency})
     return worker
@@ -94,27 +121,27 @@ def _foreground(name: str) -> str:
             "in its project (add --until-idle to exit once its queue is empty)")
 
 
-def unit_state(systemd: Systemd, name: str) -> UnitState:
+def unit_state(systemd: Systemd, full: str) -> UnitState:
     """The worker unit's state; also the proof that a manager answers, asked before oj
     writes anything (a WAL record, a drop-in) on its behalf."""
-    return unitcontrol.unit_state(systemd, worker_unit(name), _foreground(name))
+    return unitcontrol.unit_state(systemd, worker_unit(full), _foreground(split(full)[1]))
 
 
-def wake_foreground(store: Store, name: str) -> int | None:
+def wake_foreground(store: Store, full: str) -> int | None:
     """SIGUSR1 to the worker when it runs outside its unit; its PID, or None."""
-    pid = wake.foreground_pid(store.root, name)
+    pid = wake.foreground_pid(store.root, full)
     if pid is None:
         return None
     try:
         os.kill(pid, signal.SIGUSR1)
     except ProcessLookupError:
         return None
-    store.append(worker_woken(name=name))
+    store.append(worker_woken(name=full))
     return pid
 
 
-def bind_state_dir(systemd: Systemd, name: str, state_root: str) -> None:
-    unitcontrol.bind_state_dir(systemd, "worker", name, worker_unit(name), state_root)
+def bind_state_dir(systemd: Systemd, full: str, state_root: str) -> None:
+    unitcontrol.bind_state_dir(systemd, "worker", full, worker_unit(full), state_root)
 
 
 def trusted_runner(systemd: Systemd, root: str, name: str, run_as: str | None = None,
@@ -125,7 +152,7 @@ def trusted_runner(systemd: Systemd, root: str, name: str, run_as: str | None = 
     # lazy: run-as users and runbook trust cost oj status, which loads this module for listing()
     from ojd import runas, trust
 
-    uid, user = runas.runner(systemd, name, run_as)
+    uid, user = runas.runner(systemd, full_name(root, name), run_as)
     trust.require(root, name, uid,
                   cache_dir=None if state_root is None else paths.cache_dir(state_root))
     return user
@@ -140,14 +167,15 @@ def start(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: 
     from ojd import runas  # lazy: as in trusted_runner, off oj status
 
     worker_named(runbook, name)
-    pid = wake.foreground_pid(store.root, name)
+    full = full_name(root, name)
+    pid = wake.foreground_pid(store.root, full)
     if pid is not None:
         if run_as is not None:
             raise UsageError(f"worker {quoted(name)} runs in the foreground (PID {pid}), as "
                              "whoever started it; --run-as is for its unit: stop it first")
         # its own trust check runs at the poll this wake causes, for the user it runs as
         record(store, runbook, root, name)
-        if wake_foreground(store, name) is not None:
+        if wake_foreground(store, full) is not None:
             return "woken"
     up = wake.up_pid(store.root, root)
     if up is not None:  # 'ojd up' runs the project: it starts the worker, not systemd
@@ -155,17 +183,17 @@ def start(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: 
             raise UsageError(f"worker {quoted(name)} runs under 'ojd up' (PID {up}), as "
                              "whoever started it; --run-as is for its unit")
         record(store, runbook, root, name)
-        return _start_under_up(store, root, name, up, wait)
+        return _start_under_up(store, root, full, up, wait)
     require_unit_safe(store.root)
     user = trusted_runner(systemd, root, name, run_as, store.root)  # nothing is written before this
-    unit = worker_unit(name)
-    st = unit_state(systemd, name)  # nor before a manager answers
+    unit = worker_unit(full)
+    st = unit_state(systemd, full)  # nor before a manager answers
     if st.load_state == "not-found":
         raise OjError(f"unit {unit} is not installed; run 'oj systemd install"
                       f"{' --user' if systemd.user else ''}'")
     record(store, runbook, root, name)
-    bind_state_dir(systemd, name, store.root)
-    changed = runas.bind(systemd, name, store.root, user) or run_as_changed
+    bind_state_dir(systemd, full, store.root)
+    changed = runas.bind(systemd, full, store.root, user) or run_as_changed
     if changed and st.active_state in RUNNING_STATES:
         systemd.restart(unit)  # a running worker runs as its new user from now on
         _wait_started(systemd, unit)
@@ -173,7 +201,7 @@ def start(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: 
     if st.active_state in RUNNING_STATES and st.main_pid:
         # the main process only: SIGUSR1 would kill a shell step that received it
         systemd.kill_main(unit, signal.SIGUSR1)
-        store.append(worker_woken(name=name))
+        store.append(worker_woken(name=full))
         return "woken"
     # inactive, failed, activating (a start is already on its way: this joins it) or
     # deactivating (this start runs once the stop completes, never a wake of a dying worker)
@@ -185,18 +213,19 @@ def start(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root: 
     return "started"
 
 
-def _start_under_up(store: Store, root: str, name: str, up: int, wait: bool) -> str:
-    """Ask the ``ojd up`` of the project to start worker ``name`` (stopped, crashed, or new
-    in the runbook): the ``worker:woken`` record says which, SIGUSR1 says when."""
-    store.append(worker_woken(name=name))
+def _start_under_up(store: Store, root: str, full: str, up: int, wait: bool) -> str:
+    """Ask the ``ojd up`` of the project to start worker ``full`` (PROJECT:NAME; stopped,
+    crashed, or new in the runbook): the ``worker:woken`` record says which, SIGUSR1 says
+    when."""
+    store.append(worker_woken(name=full))
     try:
         os.kill(up, signal.SIGUSR1)
     except ProcessLookupError:
         raise OjError(f"'ojd up' (PID {up}) ended meanwhile; start it again") from None
     deadline = time.monotonic() + UP_START_TIMEOUT
-    while wait and wake.foreground_pid(store.root, name) is None:
+    while wait and wake.foreground_pid(store.root, full) is None:
         if time.monotonic() > deadline or wake.up_pid(store.root, root) != up:
-            raise OjError(f"'ojd up' (PID {up}) did not start worker {quoted(name)} in "
+            raise OjError(f"'ojd up' (PID {up}) did not start worker {quoted(short(full))} in "
                           f"{UP_START_TIMEOUT:.0f}s; its output says why")
         time.sleep(0.02)
     return "started"
@@ -217,22 +246,24 @@ def enable(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root:
     worker_named(runbook, name)
     require_unit_safe(store.root)
     user = trusted_runner(systemd, root, name, run_as, store.root)
-    unit_state(systemd, name)
+    full = full_name(root, name)
+    unit_state(systemd, full)
     record(store, runbook, root, name)
-    bind_state_dir(systemd, name, store.root)
-    runas.bind(systemd, name, store.root, user)
-    systemd.enable(worker_unit(name), TARGET)
+    bind_state_dir(systemd, full, store.root)
+    runas.bind(systemd, full, store.root, user)
+    systemd.enable(worker_unit(full), TARGET)
     return unitcontrol.boot_notes(systemd, "the worker")
 
 
-def disable(systemd: Systemd, name: str) -> None:
-    check_name(name)
-    unit_state(systemd, name)
-    systemd.disable(worker_unit(name))
+def disable(systemd: Systemd, full: str) -> None:
+    check_name(full)
+    unit_state(systemd, full)
+    systemd.disable(worker_unit(full))
 
 
 def stop(systemd: Systemd, name: str, wait: bool = True, state_root: str | None = None
          ) -> UnitState:
+    # ``name``: the worker's full name (PROJECT:NAME)
     """Stop the unit, or the worker running in the foreground (SIGTERM) when there is one:
     it takes nothing more and exits; its running jobs go on in their own processes."""
     unit = worker_unit(check_name(name))
@@ -263,11 +294,12 @@ def restart(store: Store, systemd: Systemd, runbook: Runbook | WorkerIndex, root
     worker_named(runbook, name)
     require_unit_safe(store.root)
     user = trusted_runner(systemd, root, name, state_root=store.root)
-    unit = worker_unit(name)
-    st = unit_state(systemd, name)
+    full = full_name(root, name)
+    unit = worker_unit(full)
+    st = unit_state(systemd, full)
     record(store, runbook, root, name)
-    bind_state_dir(systemd, name, store.root)
-    runas.bind(systemd, name, store.root, user)
+    bind_state_dir(systemd, full, store.root)
+    runas.bind(systemd, full, store.root, user)
     if st.active_state == "failed":
         systemd.reset_failed(unit)
     systemd.restart(unit)
@@ -285,7 +317,9 @@ def listing(store: Store, systemd: Systemd | None, project: str | None
     for w in sorted(state.workers.values(), key=lambda w: w["name"]):
         if project is not None and w.get("project") != project:
             continue
-        unit = worker_unit(w["name"])
+        full = w["name"]
+        project_name, short = split(full)
+        unit = worker_unit(full)
         live: UnitState | None = None
         enabled = None
         if systemd is not None and problem is None:
@@ -295,14 +329,14 @@ def listing(store: Store, systemd: Systemd | None, project: str | None
             except SystemdUnavailable as e:
                 problem = str(e)
         running = sum(1 for j in state.jobs.values()
-                      if j["worker"] == w["name"] and j["project"] == w.get("project")
+                      if j["worker"] == short and j["project"] == w.get("project")
                       and j["status"] == "running")
         pending = state.waiting_count(w.get("project"), w.get("queue"))
         active_state = live.active_state if live else None
         sub_state = live.sub_state if live else None
         main_pid = (live.main_pid or None) if live else None
         if active_state not in RUNNING_STATES:
-            foreground = wake.foreground_pid(store.root, w["name"])
+            foreground = wake.foreground_pid(store.root, full)
             if foreground is not None:
                 active_state, sub_state, main_pid = "foreground", "running", foreground
             if w.get("project") and wake.up_pid(store.root, w["project"]) is not None:
@@ -310,7 +344,8 @@ def listing(store: Store, systemd: Systemd | None, project: str | None
                 active_state = "foreground" if foreground is not None else "stopped"
                 sub_state = UP
         row = {
-            "name": w["name"], "project": w.get("project"), "queue": w.get("queue"),
+            "name": short, "full_name": full, "project_name": project_name,
+            "project": w.get("project"), "queue": w.get("queue"),
             "unit": unit, "active_state": active_state, "sub_state": sub_state,
             "main_pid": main_pid,
             "active": running, "concurrency": concurrency_of(w),
@@ -348,7 +383,7 @@ def _other_hosts(state, w: dict, local: dict) -> list[dict[str, Any]]:
 
 def _running_on(state, w: dict, host: str, default: int) -> int:
     jobs = [j for j in state.jobs.values()
-            if j["worker"] == w["name"] and j["project"] == w.get("project")
+            if j["worker"] == split(w["name"])[1] and j["project"] == w.get("project")
             and j["status"] == "running"]
     if not any((j.get("process") or {}).get("host") for j in jobs):
         return default
@@ -363,10 +398,11 @@ def resize(store: Store, runbook: Runbook | WorkerIndex, root: str, name: str,
     finish, and it takes no new one until fewer run). Returns (the runbook's concurrency,
     whether a running worker was woken)."""
     worker = record(store, runbook, root, name)
+    full = full_name(root, name)
     with store.transaction() as tx:
-        if tx.state.workers[name].get("resized") != concurrency:
-            tx.append(worker_resized(name=name, concurrency=concurrency))
-    return worker.concurrency, wake.wake_worker(store, name)
+        if tx.state.workers[full].get("resized") != concurrency:
+            tx.append(worker_resized(name=full, concurrency=concurrency))
+    return worker.concurrency, wake.wake_worker(store, full)
 
 
 def prune(store: Store, systemd: Systemd | None, dry_run: bool = False
@@ -378,7 +414,7 @@ def prune(store: Store, systemd: Systemd | None, dry_run: bool = False
     kept: list[tuple[str, str]] = []
     seen: dict[str, float | None] = {}  # name -> when the binding removed was recorded
     state = store.refresh()
-    for w in sorted(state.workers.values(), key=lambda w: w["name"]):
+    for w in sorted(state.workers.values(), key=lambda w: (split(w["name"])[1], w["name"])):
         name, root = w["name"], w.get("project") or ""
         if not os.path.isdir(os.path.join(root, ".oj")):
             why = "its project is gone"
@@ -389,7 +425,8 @@ def prune(store: Store, systemd: Systemd | None, dry_run: bool = False
                 kept.append((name, f"the runbook of {escaped(root)} does not load ({e}); "
                                    "'oj runbook check' there lists the problems"))
                 continue
-            if name in defined:
+            if split(name)[1] in defined and (
+                    split(name)[0] == projects.project_name(root)):
                 continue
             why = "its project's runbook no longer defines it"
         running = _running(store, systemd, name)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end on a fresh machine (as root): set up, make a demo project with
 # three feature branches, start the `merge` worker as the systemd unit
-# oj-worker@merge.service (on the host's systemd, or on a private one booted for the demo
+# oj-worker@project:merge.service (on the host's systemd, or on a private one booted for the demo
 # when PID 1 is not systemd), push the branches to its queue and watch it merge them
 # (worktree, merge, check, push). The demo lives in $OJ_DEMO_DIR (default
 # /var/lib/oj-demo) with its own state directory; run it again to start over. The set-up

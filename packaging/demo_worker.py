@@ -1,4 +1,5 @@
-"""The demo's second half: the merge worker as a real unit, oj-worker@merge.service.
+"""The demo's second half: the merge worker as a real unit, oj-worker@project:merge.service
+(the demo project is named after its directory, project).
 
 On a machine whose PID 1 is systemd, the host's system manager runs it. Elsewhere (a
 container, a CI VM) a private systemd is booted for the demo (tests/sandbox.py) and
@@ -61,7 +62,7 @@ def drive(run, where: str) -> int:
         if all(i["status"] in ("completed", "dead") for i in items):
             break
         time.sleep(0.2)
-    say("systemctl status oj-worker@merge")
+    say("systemctl status oj-worker@project:merge")
     print(_status(run), end="")
     say("oj worker list / oj queue list / oj job list")
     for args in (("worker", "list"), ("queue", "list"), ("job", "list")):
@@ -72,7 +73,8 @@ def drive(run, where: str) -> int:
 
 def _status(run) -> str:
     try:
-        return run("systemctl", "status", "--no-pager", "--lines=12", "oj-worker@merge.service")
+        return run("systemctl", "status", "--no-pager", "--lines=12",
+                   "oj-worker@project:merge.service")
     except subprocess.CalledProcessError as e:  # status exits 3 when inactive
         return e.stdout
     except Exception as e:  # the sandbox's run raises its own error type

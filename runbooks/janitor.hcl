@@ -1,7 +1,7 @@
 # Housekeeping on a timer: forget jobs that ended a week ago (their logs and workspaces go
 # with them) and let git forget worktrees whose directory is gone.
 #
-#   oj cron start --enable janitor    # the timer oj-cron@janitor.timer, now and at boot
+#   oj cron start --enable janitor    # the timer oj-cron@PROJECT:janitor.timer, now and at boot
 #   oj cron once janitor              # a tick now
 
 cron "janitor" {

@@ -18,7 +18,7 @@ host's paths.
 Stdlib only: importable from the pytest plugin and from demo scripts alike.
 
     with Sandbox(Path("/var/lib/oj-sandbox/demo")) as sb:
-        sb.systemctl("start", "oj-worker@a.service")
+        sb.systemctl("start", "oj-worker@shop:a.service")
 """
 
 from __future__ import annotations

@@ -66,9 +66,10 @@ class GitProject:
     def stop(self, *workers: str) -> None:
         """Stop the workers and take their drop-ins away: other tests of the sandbox count
         the drop-ins they find."""
-        for name in workers:
-            self.sb.systemctl("stop", f"oj-worker@{name}.service", check=False)
-            self.sb.systemctl("reset-failed", f"oj-worker@{name}.service", check=False)
+        for name in workers:  # the project is named after its directory
+            unit = f"oj-worker@{self.root.name}:{name}.service"
+            self.sb.systemctl("stop", unit, check=False)
+            self.sb.systemctl("reset-failed", unit, check=False)
         self.oj("systemd", "uninstall")
         self.sb.run([OJ, "systemd", "install"])  # the template, for the tests after
 

@@ -457,7 +457,8 @@ def test_ticks_at_once_start_one_job_of_a_cron_with_concurrency_1(project: Proje
                for s in said) == 3, said
     held = [e for e in project.events("job:created") if e.get("cron") == "hold"]
     assert len(held) == 1
-    assert [e["job"] for e in project.events("cron:tick") if e["name"] == "hold"] == [
+    assert [e["job"] for e in project.events("cron:tick")
+            if e["name"] == f"{project.root.name}:hold"] == [
         held[0]["id"]]
     assert [e["running"] for e in project.events("cron:skipped")] == [1, 1, 1]
     row = crons(project)["hold"]

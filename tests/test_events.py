@@ -70,7 +70,9 @@ SAMPLES: list[tuple[str, dict]] = [
     (events.QUEUE_RESUMED, dict(project=P, queue="merges")),
     (events.JOB_PRUNED, dict(ids=["j1"])),
     (events.WORKER_STOPPED, dict(name="merge", invocation="inv1", host="h1")),
-    (events.WORKER_PRUNED, dict(names=["merge"])),
+    (events.WORKER_RENAMED, dict(name="merge", to="shop:merge")),
+    (events.CRON_RENAMED, dict(name="nightly", to="shop:nightly")),
+    (events.WORKER_PRUNED, dict(names=["shop:merge"])),
     (events.STATE_LOSS_ACKNOWLEDGED, dict(upto=3)),
     (events.STATE_REPAIRED, dict()),
 ]

@@ -419,7 +419,7 @@ class Installed:
         (self.project / ".oj" / "runbooks").mkdir(parents=True, exist_ok=True)
         runbook = textwrap.dedent(RUNBOOK).replace("WORKER", name)
         (self.project / ".oj" / "runbooks" / f"{name}.hcl").write_text(runbook)
-        return f"oj-worker@{name}.service"
+        return f"oj-worker@{self.project.name}:{name}.service"  # named after its directory
 
     def prop(self, unit: str, prop: str) -> str:
         return self.sb.unit_property(unit, prop)
@@ -439,7 +439,7 @@ def test_maintainer_scripts_against_systemd(sandboxed: Installed):
     remove stops them. The worker is the packaged ojd on Debian's python3 and pystemd."""
     pkg, sb = sandboxed, sandboxed.sb
     # a worker enabled before (an earlier install, removed but not purged): must stay down
-    idle = "oj-worker@idle.service"
+    idle = "oj-worker@project:idle.service"
     sb.systemctl("enable", idle)
 
     pkg.maintscript("postinst", "configure")
@@ -454,7 +454,7 @@ def test_maintainer_scripts_against_systemd(sandboxed: Installed):
     busy = pkg.worker("busy")
     assert "started" in pkg.oj("worker", "start", "busy")
     assert pkg.prop(busy, "SubState") == "running"
-    assert f"{pkg.root}/usr/bin/ojd worker busy" in pkg.prop(busy, "ExecStart")
+    assert f"{pkg.root}/usr/bin/ojd worker project:busy" in pkg.prop(busy, "ExecStart")
     pid = pkg.prop(busy, "MainPID")
     ran = pkg.project / "ran.txt"
     pkg.oj("queue", "push", "jobs", '{"n": "1"}')

@@ -73,7 +73,7 @@ def busy(ap: AgentProject):  # noqa: F811 - the fixture imported above
     worker = Foreground(ap, "w")
     worker.wait_for("ready: queue 'jobs'")
     # "last poll" is the lock file's mtime: the start's must be told from the pushes' polls
-    lock = ap.state / "workers" / "w.lock"
+    lock = ap.state / "workers" / f"{ap.root.name}:w.lock"
     wait_until(lambda: time.time() > lock.stat().st_mtime + 0.1, "the start's poll to age")
     ap.pushed_at = time.time()
     ap.oj("queue", "push", "jobs", '{"n": "1"}')

@@ -41,6 +41,9 @@ RUNBOOK = r"""
     """
 
 
+BOOT_UNIT = "oj-worker@project:boot.service"  # worker 'boot' of the project in ./project
+
+
 def test_enabled_worker_comes_back_after_power_loss_and_drains_its_queue(make_sandbox):
     sb: Sandbox = make_sandbox()
     sb.boot()
@@ -59,7 +62,7 @@ def test_enabled_worker_comes_back_after_power_loss_and_drains_its_queue(make_sa
 
     oj("systemd", "install")
     assert oj("worker", "start", "--enable", "boot") == "Worker 'boot' started\n"
-    assert sb.systemctl("is-enabled", "oj-worker@boot.service") == "enabled"
+    assert sb.systemctl("is-enabled", BOOT_UNIT) == "enabled"
     assert sb.systemctl("is-enabled", "oj-workers.target") == "enabled"
     rows = json.loads(oj("worker", "list", "-o", "json"))
     assert rows[0]["enabled"] is True
@@ -73,14 +76,14 @@ def test_enabled_worker_comes_back_after_power_loss_and_drains_its_queue(make_sa
     sb.boot()
 
     # nobody runs oj: oj-workers.target brings the worker back, which resumes item 1
-    sb.wait_for(lambda: sb.unit_property("oj-worker@boot.service", "ActiveState") == "active",
+    sb.wait_for(lambda: sb.unit_property(BOOT_UNIT, "ActiveState") == "active",
                 timeout=30, what="the worker to come back at boot")
     sb.wait_for(lambda: "done 3" in ran(), timeout=30, what="the queue to drain")
     items = json.loads(oj("queue", "list", "--items", "-o", "json"))
     assert [(i["data"]["n"], i["status"]) for i in items] == [
         ("1", "completed"), ("2", "completed"), ("3", "completed")]
     assert ran().count("done 1") == 1 and ran().count("start 1") == 2
-    assert "resuming job" in sb.journal("oj-worker@boot.service")
+    assert "resuming job" in sb.journal(BOOT_UNIT)
 
 
 def test_disable_removes_the_worker_from_boot(make_sandbox):
@@ -92,9 +95,9 @@ def test_disable_removes_the_worker_from_boot(make_sandbox):
     env = {"OJ_STATE_DIR": str(sb.root / "shared" / "state"), "PATH": f"{BIN}:/usr/bin:/bin"}
     sb.run([OJ, "systemd", "install"])
     sb.run([OJ, "worker", "enable", "boot"], cwd=str(project), env=env)
-    assert sb.systemctl("is-active", "oj-worker@boot.service", check=False) == "inactive"
+    assert sb.systemctl("is-active", BOOT_UNIT, check=False) == "inactive"
     sb.run([OJ, "worker", "disable", "boot"], cwd=str(project), env=env)
-    assert sb.systemctl("is-enabled", "oj-worker@boot.service", check=False) == "disabled"
+    assert sb.systemctl("is-enabled", BOOT_UNIT, check=False) == "disabled"
     sb.poweroff()
     sb.boot()
-    assert sb.systemctl("is-active", "oj-worker@boot.service", check=False) == "inactive"
+    assert sb.systemctl("is-active", BOOT_UNIT, check=False) == "inactive"

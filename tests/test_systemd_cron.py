@@ -46,7 +46,8 @@ class CronProject:
         self.root = root
         self.state = root / "state"
         self.name = name
-        self.timer = f"oj-cron@{name}.timer"
+        self.full = f"{root.name}:{name}"  # its project's name, then its own
+        self.timer = f"oj-cron@{self.full}.timer"
         (root / ".oj" / "runbooks").mkdir(parents=True)
         (root / ".oj" / "runbooks" / "cron.hcl").write_text(
             textwrap.dedent(runbook).replace("NAME", name))
@@ -79,7 +80,7 @@ def cron_project(installed: Sandbox, sandbox_dir: Path):
     p.oj("cron", "stop", p.name, check=False)
     # its drop-ins go with it: other tests count the drop-ins they find
     installed.run(["rm", "-rf", f"/etc/systemd/system/{p.timer}.d",
-                   f"/etc/systemd/system/oj-cron@{p.name}.service.d"])
+                   f"/etc/systemd/system/oj-cron@{p.full}.service.d"])
     installed.systemctl("daemon-reload")
 
 
@@ -90,7 +91,7 @@ def test_an_interval_cron_runs_its_pipeline_on_every_tick_until_stopped(cron_pro
     p.sb.wait_for(lambda: len(p.ran("done")) >= 3, timeout=60, what="three ticks' jobs")
     # ticks come from the timer, one oneshot service run each, not from a loop of oj's
     timers = p.sb.systemctl("list-timers", "--all", "--no-pager", p.timer)
-    assert f"oj-cron@{p.name}.service" in timers
+    assert f"oj-cron@{p.full}.service" in timers
     before = time.time()
     row = p.row()
     after = time.time()
@@ -188,7 +189,7 @@ def test_a_calendar_tick_missed_while_off_runs_at_boot_for_an_enabled_cron_only(
     assert p.oj("cron", "enable", "on").stdout == "Cron 'on' enabled\n"
     p.oj("cron", "start", "off")
     p.oj("cron", "stop", "off")
-    assert sb.systemctl("is-enabled", "oj-cron@on.timer") == "enabled"
+    assert sb.systemctl("is-enabled", "oj-cron@project:on.timer") == "enabled"
     sb.poweroff()
     while time.time() < target + 2:
         time.sleep(0.2)
@@ -196,8 +197,8 @@ def test_a_calendar_tick_missed_while_off_runs_at_boot_for_an_enabled_cron_only(
     sb.boot()
     sb.wait_for(lambda: (root / "ran-on.txt").exists(), timeout=20,
                 what="the missed tick to run at boot")
-    assert sb.systemctl("is-active", "oj-cron@on.timer") == "active"
-    assert sb.systemctl("is-active", "oj-cron@off.timer", check=False) == "inactive"
+    assert sb.systemctl("is-active", "oj-cron@project:on.timer") == "active"
+    assert sb.systemctl("is-active", "oj-cron@project:off.timer", check=False) == "inactive"
     rows = {r["name"]: r for r in json.loads(p.oj("cron", "list", "-o", "json").stdout)}
     assert rows["on"]["enabled"] is True and rows["off"]["enabled"] is False
     # caught up once; the next is tomorrow's
@@ -212,8 +213,8 @@ def test_uninstall_removes_the_drop_ins_a_cron_start_wrote_for_its_state_dir(cro
     p.oj("cron", "start", p.name)
     p.oj("cron", "stop", p.name)
     units = "/etc/systemd/system"
-    schedule = f"{units}/oj-cron@{p.name}.timer.d/50-oj-schedule.conf"
-    state = f"{units}/oj-cron@{p.name}.service.d/50-oj-state.conf"
+    schedule = f"{units}/oj-cron@{p.full}.timer.d/50-oj-schedule.conf"
+    state = f"{units}/oj-cron@{p.full}.service.d/50-oj-state.conf"
     assert "OnUnitActiveSec=2000000us" in p.sb.run(["cat", schedule]).stdout
     assert str(p.state) in p.sb.run(["cat", state]).stdout
     try:
@@ -249,14 +250,14 @@ def test_the_tick_service_has_no_start_limit(cron_project):
     p = cron_project
     p.oj("cron", "once", p.name)
     shown = p.sb.systemctl("show", "-p", "StartLimitIntervalUSec",
-                           f"oj-cron@{p.name}.service")
+                           f"oj-cron@{p.full}.service")
     assert shown.strip() == "StartLimitIntervalUSec=0"
 
 
 def test_a_tick_whose_job_gets_no_scope_starts_none_and_fails(cron_project):
     p = cron_project
     # the tick's service cannot reach the manager over D-Bus: no scope for its job
-    dropin = f"/etc/systemd/system/oj-cron@{p.name}.service.d/60-no-unix-sockets.conf"
+    dropin = f"/etc/systemd/system/oj-cron@{p.full}.service.d/60-no-unix-sockets.conf"
     p.sb.run(["mkdir", "-p", str(Path(dropin).parent)])
     p.sb.run(["sh", "-c", "printf '[Service]\\nRestrictAddressFamilies=\\n"
               f"RestrictAddressFamilies=AF_INET\\n' > {dropin}"])
@@ -269,7 +270,7 @@ def test_a_tick_whose_job_gets_no_scope_starts_none_and_fails(cron_project):
     assert "a job left in this tick's service would be killed when the tick ends" in logs
     assert p.events("job:created") == [] and p.events("cron:tick") == []
     # the tick's service has ended: nothing of it is left to run the pipeline later
-    p.sb.wait_for(lambda: p.sb.systemctl("is-active", f"oj-cron@{p.name}.service",
+    p.sb.wait_for(lambda: p.sb.systemctl("is-active", f"oj-cron@{p.full}.service",
                                          check=False) in ("inactive", "failed"),
                   timeout=30, what="the tick's service to end")
     assert p.ran() == []

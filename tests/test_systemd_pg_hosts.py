@@ -1,5 +1,5 @@
 """Two hosts, one queue: two private systemd sandboxes (each its own host name, manager and
-``oj-worker@merge.service``) share one PostgreSQL server on the machine. A push on one runs
+``oj-worker@project:merge.service``) share one PostgreSQL server on the machine. A push on one runs
 on the other; items drained by both run once each; a host frozen past its lease (worker and
 job stopped) loses its item to the other and, woken, has its late writes refused; a host
 powered off mid-step loses its item to the other after the lease, and the item completes
@@ -128,7 +128,7 @@ def test_two_sandbox_hosts_share_one_queue_and_a_powered_off_host_loses_its_item
     b.oj("worker", "start", "merge")
     item = a.oj("queue", "push", "q", "--var", "n=first").stdout.strip()
     wait(lambda: ["first", "oj-host-b", "end"] in ran(project), "b to run a's push", 20)
-    assert b.sb.unit_property("oj-worker@merge.service", "ActiveState") == "active"
+    assert b.sb.unit_property("oj-worker@project:merge.service", "ActiveState") == "active"
 
     # both drain one queue: every item runs once
     a.oj("worker", "start", "merge")
@@ -165,13 +165,13 @@ def test_two_sandbox_hosts_share_one_queue_and_a_powered_off_host_loses_its_item
     job_id = next(e["job"] for e in events(url, "queue:taken") if e["id"] == frozen_item)
     scope = next(e["unit"] for e in events(url, "job:process") if e["id"] == job_id)
     assert scope and scope.startswith(f"oj-job-{job_id}")
-    for unit in ("oj-worker@merge.service", scope):
+    for unit in ("oj-worker@project:merge.service", scope):
         frozen.sb.systemctl("kill", "--signal=SIGSTOP", unit)
     (project / "go-freeze").touch()
     wait(lambda: ["freeze", other.name, "end"] in ran(project),
          "the other host to finish the frozen host's item", timeout=60)
     (project / "go-freeze").unlink()  # the frozen step, woken, would wait on
-    for unit in (scope, "oj-worker@merge.service"):
+    for unit in (scope, "oj-worker@project:merge.service"):
         frozen.sb.systemctl("kill", "--signal=SIGCONT", unit)
     wait(lambda: "stopped: " in frozen.sb.journal(scope), "the late job process to give up")
     journal = frozen.sb.journal(scope)
@@ -179,7 +179,7 @@ def test_two_sandbox_hosts_share_one_queue_and_a_powered_off_host_loses_its_item
     assert ["freeze", frozen.name, "end"] not in ran(project)
     assert [e["id"] for e in events(url, "queue:completed")].count(frozen_item) == 1
     assert [e["id"] for e in events(url, "job:finished")].count(job_id) == 1
-    assert frozen.sb.unit_property("oj-worker@merge.service", "ActiveState") == "active"
+    assert frozen.sb.unit_property("oj-worker@project:merge.service", "ActiveState") == "active"
 
     # a host powered off mid-step: the other finishes its item after the lease, once
     blocked = a.oj("queue", "push", "q", "--var", "n=block").stdout.strip()

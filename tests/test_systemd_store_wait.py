@@ -40,7 +40,7 @@ RUNBOOK = """
       }
     }
     """
-UNIT = "oj-worker@storewait.service"
+UNIT = "oj-worker@project:storewait.service"  # worker storewait of the project in ./project
 
 
 class PausablePostgres(PrivatePostgres):

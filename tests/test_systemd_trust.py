@@ -16,6 +16,8 @@ import pytest
 from sandbox import Sandbox
 from systemd_plugin import OJ, own_sandbox, sandbox_oj
 
+from ojd.unitnames import name_of_directory
+
 OJ_GID = 61900  # group oj, as the Debian package's sysusers.d entry creates it
 
 RUNBOOK = r"""
@@ -56,7 +58,9 @@ class Project:
         self.sb = sb
         self.root = root
         self.worker = "t" + uuid.uuid4().hex[:8]
-        self.unit = f"oj-worker@{self.worker}.service"
+        # the project is named after its directory
+        self.full = f"{name_of_directory(root.name)}:{self.worker}"
+        self.unit = f"oj-worker@{self.full}.service"
         self.state = sb.root / "state"  # shared by the tests, like /var/lib/oj
         self.runbook = root / ".oj" / "runbooks" / "work.hcl"
         self.runbook.parent.mkdir(parents=True)
@@ -228,7 +232,7 @@ def test_start_enable_run_as_restarts_a_running_worker_as_its_new_user(sb: Sandb
         f"Worker '{p.worker}' restarted to run as its new user\n"
     assert p.prop("User") == "ojtrust" and main_uid() == str(uid)
     assert p.prop("UnitFileState") == "enabled"
-    lock = p.state / "workers" / f"{p.worker}.lock"
+    lock = p.state / "workers" / f"{p.full}.lock"
     assert lock.read_text().split()[0] == p.prop("MainPID")  # its lock file is its pid file
     # a lock file the user may only read (root's) still serves it: flock needs no write, and
     # pushes wake a unit's worker through the unit's main PID

@@ -99,10 +99,10 @@ def test_user_worker_runs_under_the_user_manager(alice_worker):
     assert job["process"]["unit"] == f"oj-job-{job['id']}.scope", job["process"]
 
     # the unit lives in alice's manager, not in the system one
-    pid = sb.systemctl("show", "-P", "MainPID", "oj-worker@mine.service", user="ojalice")
+    pid = sb.systemctl("show", "-P", "MainPID", "oj-worker@project:mine.service", user="ojalice")
     cgroup = sb.run(["cat", f"/proc/{pid}/cgroup"]).stdout
-    assert "user@61001.service" in cgroup and "oj-worker@mine.service" in cgroup
-    assert sb.systemctl("is-active", "oj-worker@mine.service", check=False) == "inactive"
+    assert "user@61001.service" in cgroup and "oj-worker@project:mine.service" in cgroup
+    assert sb.systemctl("is-active", "oj-worker@project:mine.service", check=False) == "inactive"
     owner = sb.run(["stat", "-c", "%u", f"/proc/{pid}"]).stdout.strip()
     assert owner == "61001"
 
@@ -117,7 +117,7 @@ def test_user_worker_runs_under_the_user_manager(alice_worker):
 def test_another_user_can_neither_see_nor_signal_the_worker(alice_worker):
     sb = alice_worker[0]
     alice_state = Path(sb.passwd("ojalice").pw_dir) / ".local" / "state" / "oj"
-    pid = sb.systemctl("show", "-P", "MainPID", "oj-worker@mine.service", user="ojalice")
+    pid = sb.systemctl("show", "-P", "MainPID", "oj-worker@project:mine.service", user="ojalice")
     assert pid not in ("", "0")
     user_project(sb, "ojbob")
     proc = as_user(sb, "ojbob", "worker", "list", "-o", "json", "--all", check=False,
@@ -135,7 +135,7 @@ def test_enable_as_a_lingering_user_needs_no_login(alice_worker):
     proc = as_user(sb, "ojalice", "worker", "enable", "mine")
     assert proc.stdout == "Worker 'mine' enabled\n"
     assert "linger" not in proc.stderr
-    assert sb.systemctl("is-enabled", "oj-worker@mine.service", user="ojalice") == "enabled"
+    assert sb.systemctl("is-enabled", "oj-worker@project:mine.service", user="ojalice") == "enabled"
 
 
 CRON = r"""
@@ -161,8 +161,8 @@ def test_user_cron_ticks_in_the_user_manager(users_sandbox: Sandbox):
         sb.wait_for(lambda: ticks.exists() and len(ticks.read_text().splitlines()) >= 2,
                     timeout=20, what="two ticks")
         assert set(ticks.read_text().splitlines()) == {"tick ojalice"}
-        assert sb.systemctl("is-active", "oj-cron@tick.timer", user="ojalice") == "active"
-        assert sb.systemctl("is-active", "oj-cron@tick.timer", check=False) == "inactive"
+        assert sb.systemctl("is-active", "oj-cron@project:tick.timer", user="ojalice") == "active"
+        assert sb.systemctl("is-active", "oj-cron@project:tick.timer", check=False) == "inactive"
         # its jobs ran in scopes of alice's manager
         jobs = json.loads(as_user(sb, "ojalice", "job", "list", "-o", "json").stdout)
         units = {j["process"]["unit"] for j in jobs if j["name"] == "tick"}

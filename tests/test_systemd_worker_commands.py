@@ -62,7 +62,7 @@ def pair(installed: Sandbox, sandbox_dir: Path):
     (p.root / "go-all").touch()
     p.oj("worker", "stop", "--all", "--cancel", check=False)
     for worker in (p.worker, p.second):
-        unit = f"oj-worker@{worker}.service"
+        unit = f"oj-worker@project:{worker}.service"
         installed.systemctl("stop", unit, check=False)
         installed.systemctl("reset-failed", unit, check=False)
         # its state dir's drop-in goes with it: other tests count the drop-ins they find
@@ -71,7 +71,7 @@ def pair(installed: Sandbox, sandbox_dir: Path):
 
 
 def state_of(p: UnitProject, worker: str) -> str:
-    return p.sb.unit_property(f"oj-worker@{worker}.service", "ActiveState")
+    return p.sb.unit_property(f"oj-worker@project:{worker}.service", "ActiveState")
 
 
 def started_jobs(p: UnitProject) -> list[str]:

@@ -54,14 +54,15 @@ RUNBOOK = r"""
 
 
 class UnitProject:
-    """A project whose worker runs as oj-worker@NAME.service in the sandbox."""
+    """A project whose worker runs as oj-worker@PROJECT:NAME.service in the sandbox (the
+    project is named after its directory)."""
 
     def __init__(self, sandbox: Sandbox, root: Path, worker: str) -> None:
         self.sb = sandbox
         self.root = root
         self.state = root / "st%a te"  # a % and a space: the drop-in must quote them
         self.worker = worker
-        self.unit = f"oj-worker@{worker}.service"
+        self.unit = f"oj-worker@{root.name}:{worker}.service"
         (root / ".oj" / "runbooks").mkdir(parents=True)
         text = RUNBOOK.replace("WORKER", worker).replace("OTHER", "none")
         (root / ".oj" / "runbooks" / "work.hcl").write_text(textwrap.dedent(text))
@@ -198,18 +199,22 @@ def test_stop_then_start_back_to_back_leaves_it_running(unit_project):
     assert p.prop("SubState") == "running"
 
 
-def test_second_project_with_the_same_worker_name_fails_and_leaves_the_first(
+def test_second_project_with_the_same_worker_name_runs_its_own_and_leaves_the_first(
         unit_project, sandbox_dir):
     p = unit_project
     p.oj("worker", "start", p.worker)
     pid = p.prop("MainPID")
     other = UnitProject(p.sb, sandbox_dir / "other", p.worker)
-    other.state = p.state  # the same state directory: worker names are unique in it
-    proc = other.oj("worker", "start", p.worker, check=False)
-    assert proc.returncode == 1
-    assert f"already belongs to project {p.root}" in proc.stderr
-    assert p.prop("MainPID") == pid
-    assert [e["p"] for e in p.events("worker:recorded")] == [str(p.root)]
+    other.state = p.state  # the same state directory: each project's names are its own
+    try:
+        assert other.oj("worker", "start", p.worker).stdout == f"Worker '{p.worker}' started\n"
+        assert other.unit != p.unit and other.prop("ActiveState") == "active"
+        assert p.prop("MainPID") == pid
+        assert sorted((e["name"], e["p"]) for e in p.events("worker:recorded")) == sorted(
+            [(f"project:{p.worker}", str(p.root)), (f"other:{p.worker}", str(other.root))])
+    finally:
+        other.oj("worker", "stop", p.worker, check=False)
+        p.sb.run(["rm", "-rf", f"/etc/systemd/system/{other.unit}.d"])
 
 
 def test_twenty_concurrent_starts_leave_one_unit_with_one_main_pid(unit_project):
@@ -332,9 +337,9 @@ def test_a_step_can_start_another_worker(unit_project):
         p.oj("worker", "start", p.worker)
         p.push(1, mode="start-other")
         p.wait_for(lambda: "done 1" in p.ran(), "the step to finish")
-        assert p.sb.unit_property(f"oj-worker@{other}.service", "ActiveState") == "active"
+        assert p.sb.unit_property(f"oj-worker@project:{other}.service", "ActiveState") == "active"
     finally:
-        p.sb.systemctl("stop", f"oj-worker@{other}.service", check=False)
+        p.sb.systemctl("stop", f"oj-worker@project:{other}.service", check=False)
 
 
 def test_unknown_worker_is_an_error_naming_the_defined_ones(unit_project):

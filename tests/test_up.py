@@ -142,7 +142,7 @@ def test_two_workers_and_an_interval_cron_drain_their_queues_and_tick(
     assert "worker 'w1' started (PID" in up.output and "worker 'w2' started (PID" in up.output
     up.proc.send_signal(signal.SIGTERM)
     assert up.wait() == 0
-    assert {e["name"] for e in project.events("worker:stopped")} == {"w1", "w2"}
+    assert {e["name"] for e in project.events("worker:stopped")} == {"project:w1", "project:w2"}
 
 
 def test_a_push_wakes_its_worker_at_once(project: Project, tmp_path: Path, ups):

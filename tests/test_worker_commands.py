@@ -291,7 +291,8 @@ def test_prune_removes_bindings_of_gone_projects_and_dropped_workers_and_keeps_t
     proc = project.oj("worker", "prune")
     assert proc.stdout.splitlines() == [line.replace("would remove", "removed")
                                         for line in dry.stdout.splitlines()]
-    assert [e["names"] for e in project.events("worker:pruned")] == [["b", "c"]]
+    assert [e["names"] for e in project.events("worker:pruned")] == [
+        [f"{project.root.name}:b", f"{gone.root.name}:c"]]
     assert [r["name"] for r in project.json("worker", "list", "--all")] == ["a"]
     again = project.oj("worker", "prune")
     assert again.stdout.startswith("nothing to prune")

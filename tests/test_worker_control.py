@@ -33,7 +33,7 @@ class RecordingSystemd:
 
     def __init__(self, active: str, sub: str = "running", pid: int = 4242,
                  load: str = "loaded", user: bool = False) -> None:
-        self.unit = UnitState("oj-worker@w.service", load, active, sub, pid, 0)
+        self.unit = UnitState("oj-worker@project:w.service", load, active, sub, pid, 0)
         self.user = user
         self.calls: list[tuple] = []
 
@@ -70,7 +70,7 @@ def test_running_worker_gets_sigusr1_on_its_main_process_and_a_recorded_wake(env
     store, rb, root = env
     sd = RecordingSystemd(active)
     assert worker_control.start(store, sd, rb, root, "w") == "woken"
-    assert sd.calls == [("kill_main", "oj-worker@w.service", signal.SIGUSR1)]
+    assert sd.calls == [("kill_main", "oj-worker@project:w.service", signal.SIGUSR1)]
     assert len(events(store, "worker:woken")) == 1
 
 
@@ -80,7 +80,7 @@ def test_worker_without_a_running_main_process_is_started_never_signalled(env, a
     store, rb, root = env
     sd = RecordingSystemd(active, sub, pid=0 if active == "inactive" else 99)
     assert worker_control.start(store, sd, rb, root, "w") == "started"
-    assert sd.calls == [("start", "oj-worker@w.service")]
+    assert sd.calls == [("start", "oj-worker@project:w.service")]
     assert events(store, "worker:woken") == []
 
 
@@ -106,11 +106,42 @@ def test_worker_is_recorded_once_however_often_it_starts(env):
     assert recorded["runbook"] == rb.digest
 
 
-def test_same_worker_name_from_another_project_is_refused(env, tmp_path):
+def another_project(tmp_path, directory: str, config: str | None = None) -> str:
+    root = tmp_path / directory
+    (root / ".oj" / "runbooks").mkdir(parents=True)
+    (root / ".oj" / "runbooks" / "w.hcl").write_text(RUNBOOK)
+    if config is not None:
+        (root / ".oj" / "config.toml").write_text(config)
+    return str(root)
+
+
+def test_two_projects_each_record_a_worker_of_the_same_name_under_their_own_names(
+        env, tmp_path):
     store, rb, root = env
     worker_control.start(store, RecordingSystemd("inactive"), rb, root, "w")
-    with pytest.raises(OjError, match=f"already belongs to project {root}"):
-        worker_control.record(store, rb, str(tmp_path / "elsewhere"), "w")
+    other = another_project(tmp_path, "blog")
+    worker_control.record(store, rb, other, "w")
+    state = store.refresh()
+    assert {name: w["project"] for name, w in state.workers.items()} == \
+        {"project:w": root, "blog:w": other}
+
+
+def test_a_project_name_in_config_toml_names_its_workers(env, tmp_path):
+    store, rb, _ = env
+    other = another_project(tmp_path, "checkout-2", 'project = "shop"\n')
+    worker_control.record(store, rb, other, "w")
+    assert store.refresh().workers["shop:w"]["project"] == other
+
+
+def test_two_directories_claiming_one_project_name_are_refused_with_the_fix(env, tmp_path):
+    store, rb, root = env
+    worker_control.record(store, rb, root, "w")
+    clone = another_project(tmp_path / "elsewhere", "project")
+    with pytest.raises(OjError, match=f"project name 'project' already belongs to {root} "
+                                      "in this state directory; "
+                                      r"set project = \"OTHER\" in .*config.toml"):
+        worker_control.record(store, rb, clone, "w")
+    assert list(store.refresh().workers) == ["project:w"]
 
 
 def test_enable_as_a_user_without_linger_says_how_to_start_at_boot(env, monkeypatch):
@@ -119,7 +150,7 @@ def test_enable_as_a_user_without_linger_says_how_to_start_at_boot(env, monkeypa
     sd = RecordingSystemd("inactive", user=True)
     [note] = worker_control.enable(store, sd, rb, root, "w")
     assert "starts at login, not at boot" in note and "loginctl enable-linger" in note
-    assert sd.calls == [("enable", "oj-worker@w.service", "oj-workers.target")]
+    assert sd.calls == [("enable", "oj-worker@project:w.service", "oj-workers.target")]
 
 
 def test_state_dir_matches_platformdirs_for_users(monkeypatch, tmp_path):

@@ -1,5 +1,5 @@
 """``oj cron``: list, start, stop, enable, disable, once, logs. Each cron is the timer
-``oj-cron@NAME.timer``, whose ticks run ``oj-cron@NAME.service``."""
+``oj-cron@PROJECT:NAME.timer``, whose ticks run ``oj-cron@PROJECT:NAME.service``."""
 
 from __future__ import annotations
 
@@ -7,17 +7,28 @@ import time
 
 import click
 
-from oj.commands.worker import show_journal, systemd_for, user_scope, with_scope
+from oj.commands.worker import located, show_journal, systemd_for, user_scope, with_scope
 from oj.output import ago, emit_json, output_option, table
-from ojd import crons
+from ojd import crons, handover
 from ojd.duration import format_duration
 from ojd.errors import OjError, escaped, quoted
+from ojd.unitcontrol import resolve
+from ojd.unitnames import short
 from ojd.wake import manager_present
 
 
 @click.group()
 def cron() -> None:
-    """Start, stop and list crons (each one is the timer oj-cron@NAME.timer)."""
+    """Start, stop and list crons (each one is the timer oj-cron@PROJECT:NAME.timer).
+
+    NAME is the runbook's name of a cron of this project, or PROJECT:NAME for another
+    project's."""
+
+
+def cron_full_name(app, name: str) -> str:
+    """The full name (PROJECT:NAME) a command on a recorded cron means by ``name``."""
+    crons.check_name(name)
+    return resolve(lambda: app.reader_store.state.crons, "cron", name, app.project_or_none())
 
 
 @cron.command("start")
@@ -29,10 +40,12 @@ def start_cmd(app, name: str, enable: bool, scope: str | None) -> None:
     """Start a cron's timer with its runbook's schedule (a running one takes a changed
     schedule)."""
     systemd = systemd_for(scope)
+    app, name = located(app, name, "cron")
     outcome = crons.start(app.store, systemd, app.runbook, app.root, name)
     if enable:
         for note in crons.enable(app.store, systemd, app.runbook, app.root, name):
             click.echo(f"oj: {note}", err=True)
+    take_over_old_timer(app, systemd, name)
     said = {"started": "started", "running": "was already running",
             "rescheduled": "was running; restarted with its new schedule"}[outcome]
     click.echo(f"Cron {quoted(name)} {said} ({crons.describe_schedule(app.runbook.crons[name])})"
@@ -45,10 +58,11 @@ def start_cmd(app, name: str, enable: bool, scope: str | None) -> None:
 @click.pass_obj
 def stop_cmd(app, name: str, scope: str | None) -> None:
     """Stop a cron's timer: no more ticks. Jobs it started run on to their end."""
-    st = crons.stop(systemd_for(scope), name)
+    full = cron_full_name(app, name)
+    st = crons.stop(systemd_for(scope), full)
     store = app.reader_store
-    root = (store.state.crons.get(name) or {}).get("project")
-    running = len(crons.running_jobs(store.state, root, name)) if root else 0
+    root = (store.state.crons.get(full) or {}).get("project")
+    running = len(crons.running_jobs(store.state, root, short(full))) if root else 0
     left = f"; {running} of its job(s) keep running to their end" if running else ""
     click.echo(f"Cron {quoted(name)} stopped ({st.active_state}){left}")
 
@@ -59,17 +73,28 @@ def stop_cmd(app, name: str, scope: str | None) -> None:
 @click.pass_obj
 def enable_cmd(app, name: str, scope: str | None) -> None:
     """Start a cron's timer at boot (it joins oj-workers.target); does not start it now."""
-    for note in crons.enable(app.store, systemd_for(scope), app.runbook, app.root, name):
+    app, name = located(app, name, "cron")
+    systemd = systemd_for(scope)
+    for note in crons.enable(app.store, systemd, app.runbook, app.root, name):
         click.echo(f"oj: {note}", err=True)
+    take_over_old_timer(app, systemd, name)
     click.echo(f"Cron {quoted(name)} enabled")
+
+
+def take_over_old_timer(app, systemd, name: str) -> None:
+    """A timer this cron had before projects had names (oj-cron@NAME.timer) hands over."""
+    said = handover.take_over_cron(app.store, systemd, crons.full_name(app.root, name))
+    if said is not None:
+        click.echo(f"oj: {said}", err=True)
 
 
 @cron.command("disable")
 @click.argument("name")
 @with_scope
-def disable_cmd(name: str, scope: str | None) -> None:
+@click.pass_obj
+def disable_cmd(app, name: str, scope: str | None) -> None:
     """No longer start a cron's timer at boot; a running timer keeps running."""
-    crons.disable(systemd_for(scope), name)
+    crons.disable(systemd_for(scope), cron_full_name(app, name))
     click.echo(f"Cron {quoted(name)} disabled")
 
 
@@ -80,6 +105,7 @@ def disable_cmd(name: str, scope: str | None) -> None:
 def once_cmd(app, name: str, scope: str | None) -> None:
     """Tick now: start the cron's job, as its timer would (skipped while its concurrency
     is reached). Prints the job's id; follow it with 'oj job logs -f ID'."""
+    app, name = located(app, name, "cron")
     result = crons.once(app.store, systemd_for(scope), app.runbook, app.root, name)
     if result["outcome"] == "skipped":
         cron_ = app.runbook.crons[name]
@@ -104,7 +130,11 @@ def logs_cmd(app, name: str, follow: bool, lines: int, scope: str | None) -> Non
     except OjError:
         runbook = None
     state = app.reader_store.state
-    if (runbook is None or name not in runbook.crons) and name not in state.crons:
+    full = cron_full_name(app, name)
+    root = (state.crons.get(full) or {}).get("project") or app.project_or_none()
+    if ":" in name:
+        runbook = None  # another project's: its record answers
+    if (runbook is None or name not in runbook.crons) and full not in state.crons:
         if runbook is not None:
             crons.cron_named(runbook, name)  # unknown: the did-you-mean error
         raise OjError(f"unknown cron {quoted(name)}: nothing is recorded for it")
@@ -114,10 +144,11 @@ def logs_cmd(app, name: str, follow: bool, lines: int, scope: str | None) -> Non
                       "journal holds cron logs; a tick run by hand ('ojd cron NAME "
                       "--project DIR') logs to its own stderr, its job to 'oj job logs ID'")
     # the jobs of its latest ticks, by their recorded units (the state keeps recent jobs)
-    jobs = sorted((j for j in state.jobs.values() if j.get("cron") == name),
+    jobs = sorted((j for j in state.jobs.values()
+                   if j.get("cron") == short(full) and j["project"] == root),
                   key=lambda j: j["created_at"])[-20:]
     units = [(job.get("process") or {}).get("unit") for job in jobs]
-    show_journal([crons.service_unit(name), *filter(None, units)], user, lines, follow, "cron")
+    show_journal([crons.service_unit(full), *filter(None, units)], user, lines, follow, "cron")
 
 
 @cron.command("list")
@@ -127,7 +158,8 @@ def logs_cmd(app, name: str, follow: bool, lines: int, scope: str | None) -> Non
 @click.pass_obj
 def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
     """Crons with their schedule, next run, last run and its outcome, and boot state."""
-    project = None if all_projects else app.project_or_none()
+    here = app.project_or_none()
+    project = None if all_projects else here
     runbook = app.runbook if project is not None else None
     rows, problem = crons.listing(app.reader_store, systemd_for(scope), project, runbook)
     if problem:
@@ -139,7 +171,8 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
     now = time.time()
     # runbook text, escaped as 'oj status' does: a control character would break the table
     table(("NAME", "SCHEDULE", "STATE", "NEXT", "LAST", "OUTCOME", "RUNNING", "BOOT"),
-          [(escaped(r["name"]), escaped(crons.schedule_shown(r)), state_of(r),
+          [(escaped(r["name"] if r["project"] == here else r["full_name"]),
+            escaped(crons.schedule_shown(r)), state_of(r),
             until(r["next_run"], now), ago(r["last_run"], now), escaped(outcome_of(r)),
             f"{r['running']}/{r['concurrency'] or '-'}",
             boot(r["enabled"])) for r in rows],

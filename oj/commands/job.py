@@ -15,6 +15,7 @@ from ojd.duration import DurationError, format_duration, parse_duration
 from ojd.errors import OjError, UsageError, escaped, quoted
 from ojd.identity import elsewhere
 from ojd.notify import one_line
+from ojd.project import full_name
 from ojd.state import LIVE_JOB_STATES
 
 JOB_FIELDS = ("id", "name", "pipeline", "status", "step", "step_status", "item", "worker",
@@ -251,7 +252,8 @@ def resume_cmd(app, job_id: str, vars_: tuple[str, ...], message: str | None,
     else:
         j = control.reopen(app.store, j["id"], values)
     if j["worker"]:
-        where = "" if wake.wake_worker(app.store, j["worker"]) else \
+        full = full_name(j["project"], j["worker"])  # its record's and unit's name
+        where = "" if wake.wake_worker(app.store, full) else \
             f"; it is not running: oj worker start {j['worker']}"
         click.echo(f"job {j['id']} resumes at step '{j.get('next') or j['step'] or '-'}' "
                    f"in worker '{j['worker']}'{where}", err=True)

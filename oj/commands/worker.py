@@ -8,14 +8,15 @@ import os
 import click
 
 from oj.output import ago, emit_json, output_option, table
-from oj.start import do_start, start_worker
+from oj.start import do_start, start_worker, take_over_old_unit
 from ojd import worker_control
 from ojd.errors import OjError, UsageError, escaped, quoted
 from ojd.identity import elsewhere
 from ojd.notify import one_line
 from ojd.state import LIVE_JOB_STATES
 from ojd.systemd import Systemd, SystemdUnavailable
-from ojd.unitnames import worker_unit
+from ojd.unitcontrol import resolve
+from ojd.unitnames import short, worker_unit
 from ojd.wake import manager_present
 from ojd.worker_control import check_name
 
@@ -59,7 +60,25 @@ def show_journal(units: list[str], user: bool, lines: int, follow: bool, what: s
 
 @click.group()
 def worker() -> None:
-    """Start, stop and list workers (each one is the unit oj-worker@NAME.service)."""
+    """Start, stop and list workers (each one is the unit oj-worker@PROJECT:NAME.service).
+
+    NAME is the runbook's name of a worker of this project, or PROJECT:NAME for another
+    project's."""
+
+
+def located(app, name: str, kind: str = "worker"):
+    """(the App of the project, the runbook's name) of worker or cron ``name``: this
+    project's for a short name, project ``P``'s for ``P:NAME`` wherever it is run."""
+    from oj.app import App  # lazy: as in oj.cli, built only once a command runs
+
+    root, runbook_name = worker_control.locate(name, app.project_override, kind)
+    return (app if root == app.project_or_none() else App(root)), runbook_name
+
+
+def full_name(app, name: str) -> str:
+    """The full name (PROJECT:NAME) a command on a recorded worker means by ``name``."""
+    check_name(name)
+    return resolve(lambda: app.reader_store.state.workers, "worker", name, app.project_or_none())
 
 
 def _start(app, name: str, scope: str | None, enable: bool = False,
@@ -70,6 +89,7 @@ def _start(app, name: str, scope: str | None, enable: bool = False,
 
 
 def _enable(app, systemd, name: str) -> None:
+    app, name = located(app, name)
     for note in worker_control.enable(app.store, systemd, app.runbook, app.root, name):
         click.echo(f"oj: {note}", err=True)
 
@@ -137,9 +157,10 @@ def enable_cmd(app, name: str, scope: str | None) -> None:
 @worker.command("disable")
 @click.argument("name")
 @with_scope
-def disable_cmd(name: str, scope: str | None) -> None:
+@click.pass_obj
+def disable_cmd(app, name: str, scope: str | None) -> None:
     """No longer start a worker at boot; a running worker keeps running."""
-    worker_control.disable(systemd_for(scope), name)
+    worker_control.disable(systemd_for(scope), full_name(app, name))
     click.echo(f"Worker {quoted(name)} disabled")
 
 
@@ -176,17 +197,19 @@ def _stop(app, systemd, name: str, cancel: bool, every: bool = False) -> str:
     on a machine without a manager that does not run in the foreground is simply not
     running: there is no unit it could run in."""
     from ojd.runners import control  # lazy: the job runners (~40 modules), only for a stop
+    full = full_name(app, name)
     try:
-        st = worker_control.stop(systemd, name, state_root=app.store.root)
+        st = worker_control.stop(systemd, full, state_root=app.store.root)
     except SystemdUnavailable:
         if not every or manager_present(systemd.user):
             raise
         return f"Worker {quoted(name)} not running (no systemd here, nor in the foreground)"
     store = app.store
     # this host's worker stopped: its jobs, not those the worker runs on other hosts
+    root = (store.state.workers.get(full) or {}).get("project")
     jobs = [j for j in store.refresh().jobs.values()
-            if j["worker"] == name and j["status"] in LIVE_JOB_STATES
-            and (app.project_or_none() in (None, j["project"]))
+            if j["worker"] == short(full) and j["status"] in LIVE_JOB_STATES
+            and root in (None, j["project"])
             and not elsewhere(j.get("process"))]
     if cancel:
         for j in list(jobs):
@@ -218,6 +241,7 @@ def resize_cmd(app, name: str, concurrency: str | None, reset: bool) -> None:
                          "to go back to the runbook's")
     n = None if reset else parse_concurrency(concurrency or "")
     worker_control.check_name(name)
+    app, name = located(app, name)
     runbook_value, woken = worker_control.resize(app.store, app.runbook, app.root, name, n)
     if n is None:
         said = f"back to the runbook's concurrency {runbook_value}"
@@ -248,10 +272,10 @@ def prune_cmd(app, dry_run: bool, scope: str | None) -> None:
     runs is kept."""
     removed, kept = worker_control.prune(app.store, systemd_for(scope), dry_run)
     verb = "would remove" if dry_run else "removed"
-    for name, root, why in removed:
-        click.echo(f"{verb} worker {quoted(name)} of {escaped(root)}: {why}")
+    for name, root, why in removed:  # named by the runbook's name, beside its project
+        click.echo(f"{verb} worker {quoted(short(name))} of {escaped(root)}: {why}")
     for name, why in kept:
-        click.echo(f"oj: kept worker {quoted(name)}: {why}", err=True)
+        click.echo(f"oj: kept worker {quoted(short(name))}: {why}", err=True)
     if not removed:
         click.echo("nothing to prune: every recorded worker is defined by its project's "
                    "runbooks" + (" or kept" if kept else ""))
@@ -263,7 +287,10 @@ def prune_cmd(app, dry_run: bool, scope: str | None) -> None:
 @click.pass_obj
 def restart_cmd(app, name: str, scope: str | None) -> None:
     """Stop and start a worker (after a runbook change, for instance)."""
-    worker_control.restart(app.store, systemd_for(scope), app.runbook, app.root, name)
+    app, name = located(app, name)
+    systemd = systemd_for(scope)
+    take_over_old_unit(app.store, systemd, app.root, name)
+    worker_control.restart(app.store, systemd, app.runbook, app.root, name)
     click.echo(f"Worker {quoted(name)} restarted")
 
 
@@ -272,7 +299,8 @@ def restart_cmd(app, name: str, scope: str | None) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 @click.option("-n", "--lines", default=50, show_default=True, help="Lines to show.")
 @with_scope
-def logs_cmd(name: str, follow: bool, lines: int, scope: str | None) -> None:
+@click.pass_obj
+def logs_cmd(app, name: str, follow: bool, lines: int, scope: str | None) -> None:
     """The worker's journal: what it takes, starts and sees end (a job's steps write to
     its own unit's journal: journalctl -u oj-job-ID.scope)."""
     check_name(name)
@@ -281,7 +309,7 @@ def logs_cmd(name: str, follow: bool, lines: int, scope: str | None) -> None:
         raise OjError(f"no systemd {'user' if user else 'system'} manager runs here, so no "
                       f"journal holds worker logs; a worker run with 'ojd worker {name} "
                       "--foreground' logs to its own stderr")
-    show_journal([worker_unit(name)], user, lines, follow, "worker")
+    show_journal([worker_unit(full_name(app, name))], user, lines, follow, "worker")
 
 
 @worker.command("list")
@@ -291,7 +319,8 @@ def logs_cmd(name: str, follow: bool, lines: int, scope: str | None) -> None:
 @click.pass_obj
 def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
     """Workers with their unit state, running jobs and pending items."""
-    project = None if all_projects else app.project_or_none()
+    here = app.project_or_none()
+    project = None if all_projects else here
     rows, problem = worker_control.listing(app.reader_store, systemd_for(scope), project)
     if problem:
         click.echo(f"oj: systemd cannot be reached ({problem}); showing the WAL and "
@@ -299,6 +328,8 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
     if output == "json":
         emit_json(rows)
         return
+    for r in rows:  # this project's workers by their runbook name, others' by full name
+        r["shown"] = r["name"] if r["project"] == here else r["full_name"]
     def enabled(value: bool | None) -> str:
         return "-" if value is None else ("enabled" if value else "disabled")
 
@@ -313,13 +344,13 @@ def list_cmd(app, output: str, all_projects: bool, scope: str | None) -> None:
     if getattr(app.reader_store, "shared", False):  # a shared store: the workers of every host
         table(("NAME", "HOST", "STATE", "BOOT", "PID", "JOBS", "PENDING", "QUEUE", "STARTED",
                "PROJECT"),
-              [(r["name"], r["host"], state(r), enabled(r["enabled"]), r["main_pid"],
+              [(r["shown"], r["host"], state(r), enabled(r["enabled"]), r["main_pid"],
                 f"{r['active']}/{r['concurrency']}", r["pending"], queue_of(r),
                 ago(r["started_at"]), r["project"]) for r in rows], empty=empty)
         runbook_notes(rows)
         return
     table(("NAME", "STATE", "BOOT", "PID", "JOBS", "PENDING", "QUEUE", "STARTED", "PROJECT"),
-          [(r["name"], state(r), enabled(r["enabled"]), r["main_pid"],
+          [(r["shown"], state(r), enabled(r["enabled"]), r["main_pid"],
             f"{r['active']}/{r['concurrency']}" + (" (resized)" if r["resized"] else ""),
             r["pending"], queue_of(r),
             ago(r["started_at"]), r["project"]) for r in rows],
@@ -334,8 +365,8 @@ def queue_of(row: dict) -> str:
 
 def runbook_notes(rows: list[dict]) -> None:
     """Under the table: the workers whose changed runbook did not load, and why."""
-    for name in sorted({r["name"] for r in rows if r["runbook_problem"]}):
-        problem = next(r["runbook_problem"] for r in rows if r["name"] == name)
+    for name in sorted({r["shown"] for r in rows if r["runbook_problem"]}):
+        problem = next(r["runbook_problem"] for r in rows if r["shown"] == name)
         click.echo(f"worker {quoted(name)} keeps its previous runbook: {one_line(problem)}; "
                    "'oj runbook check' lists the problems")
 

@@ -285,10 +285,10 @@ class _Watch:
                         or {}).get("suspended"):
                     # stopped by `oj job suspend`, not dead: wait for `oj job resume`
                     self.say("suspended; oj job resume starts it again")
-                    answer = self._wait_answer("suspended", record=False)
+                    answer = self._wait_answer()  # no decision: oj job resume answers
                     if answer is None:
                         return self._stopped()
-                    self._deliver(answer)
+                    self._deliver(answer[1])
                     self.attempts.reset()
                     last_screen, last_change = None, time.monotonic()
                     continue

@@ -129,6 +129,18 @@ class State(ItemFold, JobFold, DecisionFold, StatsFold, LimitFold):
         for name in ev.get("names", ()):
             self.workers.pop(name, None)
 
+    def _worker_renamed(self, ev: Event) -> None:
+        w = self.workers.pop(ev["name"], None)
+        if w is not None and ev["to"] not in self.workers:
+            w.update(name=ev["to"], was=ev["name"])
+            self.workers[ev["to"]] = w
+
+    def _cron_renamed(self, ev: Event) -> None:
+        c = self.crons.pop(ev["name"], None)
+        if c is not None and ev["to"] not in self.crons:
+            c.update(name=ev["to"], was=ev["name"])
+            self.crons[ev["to"]] = c
+
     def _cron_recorded(self, ev: Event) -> None:
         c = self.crons.setdefault(ev["name"], {"name": ev["name"], "last_tick": None,
                                                "last_job": None, "last_skipped": None,
@@ -259,9 +271,11 @@ HANDLERS = {
     events.WORKER_RESIZED: State._worker_resized,
     events.WORKER_RUNBOOK: State._worker_runbook,
     events.WORKER_PRUNED: State._worker_pruned,
+    events.WORKER_RENAMED: State._worker_renamed,
     events.CRON_RECORDED: State._cron_recorded,
     events.CRON_TICK: State._cron_tick,
     events.CRON_SKIPPED: State._cron_skipped,
+    events.CRON_RENAMED: State._cron_renamed,
     events.STATE_LOSS_ACKNOWLEDGED: State._loss_acknowledged,
     events.STATE_REPAIRED: State._repaired,
 }
