@@ -84,6 +84,9 @@ class Step:
     on_fail: str | None
     where: Where
     timeout: float | None = None  # seconds; past it the step is stopped and fails
+    # an approval step (no run, no agent): the question a person approves (on_done) or
+    # rejects (on_fail), a template
+    approve: str | None = None
 
 
 @dataclass(frozen=True)
