@@ -105,7 +105,11 @@ def web_project(project: Project):
 def browser():
     require(os.path.exists(CHROMIUM), "Debian's chromium is not installed "
                                       "(packaging/dev-setup.sh installs it)")
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    require(sync_playwright is not None, "Playwright is not installed (the test extra has it)")
     with sync_playwright() as p:
         # as root, Chromium's own sandbox cannot start: the test machine is the sandbox
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
