@@ -20,7 +20,8 @@ DONE = "done"        # the step ends as done; the job goes on to its next step
 RESUME = "resume"    # a live agent gets the message; a dead one starts again with it
 RESTART = "restart"  # the agent starts again from its prompt (the message appended)
 CANCEL = "cancel"    # the job is cancelled
-ACTIONS = (SEND, DONE, RESUME, RESTART, CANCEL)
+REJECT = "reject"    # an approval step fails (the message in the job log): on_fail routes
+ACTIONS = (SEND, DONE, RESUME, RESTART, CANCEL, REJECT)
 
 SOURCES = ("idle", "dead", "gate", "approval", "question", "escalation")
 
@@ -40,10 +41,15 @@ def option(label: str, action: str, text: str | None = None, needs_message: bool
     return out
 
 
-def options_for(source: str, choices: list[str] | None = None) -> list[dict]:
+def options_for(source: str, choices: list[str] | None = None, agent: str | None = None
+                ) -> list[dict]:
     """The options of a decision from ``source``; ``choices``: a question's own options
-    (the agent gets the chosen one's number typed, as its menu expects)."""
+    (the agent gets the chosen one's number typed, as its menu expects). An approval with
+    no ``agent`` is an approval step's: nothing to type into, the step ends either way."""
     cancel = option("Cancel the job", CANCEL)
+    if source == "approval" and agent is None:
+        return [option("Approve: the job goes on (on_done)", DONE),
+                option("Reject: the step fails (on_fail; -m says why)", REJECT)]
     if source == "idle":
         return [option("Nudge it (the message, or a default nudge, typed in)", SEND),
                 option("Mark the step done", DONE), cancel]
@@ -77,7 +83,7 @@ def waiting_events(*, id: str, job: str, project: str, source: str, step: str | 
     transaction (the job's fenced append), so the job never waits without its decision."""
     made = decision_created(id=id, job=job, project=project, source=source, step=step,
                             agent=agent, reason=reason, screen=last_lines(screen),
-                            options=options_for(source, choices))
+                            options=options_for(source, choices, agent))
     return [made, job_waiting(id=job, reason=reason)]
 
 
@@ -90,6 +96,10 @@ def choose(decision: dict, number: int | None, message: str | None) -> tuple[str
         if not message:
             raise OjError(f"decision {decision['id']}: give an option number (1-"
                           f"{len(options)}) or a message (-m)")
+        if not decision.get("agent"):  # an approval step's: no agent to type it into
+            raise OjError(f"decision {decision['id']}: a message alone answers nothing "
+                          f"here; choose an option: oj decision resolve {decision['id']} N "
+                          f"(1-{len(options)}) [-m ...]")
         return SEND, message
     if not 1 <= number <= len(options):
         raise OjError(f"decision {decision['id']} has options 1-{len(options)}, not "

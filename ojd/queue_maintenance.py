@@ -9,6 +9,7 @@ import time
 from ojd.errors import OjError, UsageError, quoted
 from ojd.events import job_finished, queue_completed, queue_dropped, queue_failed, queue_pruned
 from ojd.state import LIVE_JOB_STATES
+from ojd.unitnames import short
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,7 +49,8 @@ def overview(state: State, runbook: Runbook | None, project: str | None) -> list
     else:
         for w in sorted(state.workers.values(), key=lambda w: w["name"]):
             if w.get("project") and w.get("queue") and project in (None, w["project"]):
-                row(w["project"], w["queue"])["workers"].append(w["name"])
+                # the row names the project: its workers by their runbook names
+                row(w["project"], w["queue"])["workers"].append(short(w["name"]))
     for item in state.items.values():
         if project is not None and item["project"] != project:
             continue

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Regenerate docs/dashboard.png: the dashboard of a small, real state, shot in headless
 Chromium. Two foreground workers take items from two queues; one job runs (its log tail
-shows), one waits for a person, one item is dead, a few wait to be taken.
+shows), one waits for a person, a release waits on its approval decision, one item is dead,
+a few wait to be taken. As root it runs in a private mount namespace with a fresh /srv, so
+the project shows as /srv/shop.
 
     packaging/dashboard-screenshot.py [OUTPUT]   (default: docs/dashboard.png)
 
@@ -60,6 +62,21 @@ pipeline "build" {
     SH
   }
 }
+command "release" {
+  args = "<service> <version>"
+  run  = { pipeline = "release" }
+}
+pipeline "release" {
+  name = "release ${var.service} ${var.version}"
+  vars = ["service", "version"]
+  step "approve" {
+    approve = "Release ${var.service} ${var.version} to production? Staging ran it for 2 days."
+    on_done = { step = "ship" }
+  }
+  step "ship" {
+    run = "echo shipping ${var.service} ${var.version}"
+  }
+}
 pipeline "deploy" {
   name = "deploy ${var.d.service} to ${var.d.env}"
   vars = ["d"]
@@ -79,9 +96,29 @@ def program(name: str) -> str:
     return str(beside) if beside.exists() else (shutil.which(name) or name)
 
 
+# set in the private mount namespace the script runs itself in (as root): a fresh /srv
+IN_SRV = "OJ_SCREENSHOT_IN_SRV"
+
+
+def tidy_paths() -> None:
+    """As root, run again in a private mount namespace with an empty tmpfs on /srv, so the
+    page shows the project as /srv/shop rather than a scratch directory; nothing outside
+    changes. Elsewhere (or without unshare) the script goes on in a temporary directory."""
+    if os.environ.get(IN_SRV) or os.geteuid() != 0 or shutil.which("unshare") is None \
+            or not os.path.isdir("/srv"):
+        return
+    script = 'mount -t tmpfs oj-screenshot /srv && exec "$@"'
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                           script, "sh", sys.executable, *sys.argv],
+                          env=dict(os.environ, **{IN_SRV: "1"}))
+    sys.exit(proc.returncode)
+
+
 def main() -> int:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else HERE / "docs" / "dashboard.png").resolve()
-    base = Path(tempfile.mkdtemp(prefix="oj-dashboard-", dir=os.environ.get("TMPDIR")))
+    tidy_paths()
+    base = Path("/srv") if os.environ.get(IN_SRV) else \
+        Path(tempfile.mkdtemp(prefix="oj-dashboard-", dir=os.environ.get("TMPDIR")))
     project, state = base / "shop", base / "state"
     (project / ".oj" / "runbooks").mkdir(parents=True)
     (project / ".oj" / "runbooks" / "shop.hcl").write_text(textwrap.dedent(RUNBOOK))
@@ -117,6 +154,11 @@ def main() -> int:
         for ref in ("v2.4.2", "main", "feature/cart"):
             oj("queue", "push", "builds", json.dumps({"repo": "shop-web", "ref": ref}))
         oj("queue", "push", "deploys", '{"service": "search", "env": "staging"}')
+        # a release waits at its approval step: a decision with its options
+        procs.append(subprocess.Popen([program("oj"), "run", "release", "shop-api", "v2.4.0"],
+                                      cwd=project, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        wait("the release's approval", lambda: oj("decision", "list", "-o", "json") != "[]")
         # the production deploy asks for a person, as an agent step that escalates does
         deploy = next(j for j in jobs() if j["pipeline"] == "deploy"
                       and j["status"] == "running")
@@ -165,6 +207,7 @@ def shoot(url: str, out: Path) -> None:
         page.goto(url)
         expect(page.locator("#conn")).to_have_text("live", timeout=10_000)
         expect(page.locator("table.running")).to_be_visible()
+        expect(page.locator(".decision form.resolve")).to_be_visible()
         page.screenshot(path=str(out), full_page=True)
         browser.close()
 

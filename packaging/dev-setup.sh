@@ -22,8 +22,9 @@ fi
 
 packages=(python3 python3-venv python3-dev gcc pkg-config libsystemd-dev systemd dbus git
           util-linux procps tmux libpq5)
-# chromium: the dashboard's tests drive Debian's build through Playwright
-[ "$tests" = 1 ] && packages+=(postgresql faketime chromium)
+# chromium: the dashboard's tests drive Debian's build through Playwright; python3-dbus and
+# python3-gi: the desktop-notification test's listener on a private session bus
+[ "$tests" = 1 ] && packages+=(postgresql faketime chromium python3-dbus python3-gi)
 need=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \

@@ -46,15 +46,24 @@ def test_a_wait_records_its_decision_with_context_and_options_of_its_source(stor
     assert store.state.open_decisions(P) == [d]
 
 
-@pytest.mark.parametrize(("source", "actions"), [
-    ("idle", ["send", "done", "cancel"]),
-    ("dead", ["resume", "restart", "cancel"]),
-    ("gate", ["send", "done", "cancel"]),
-    ("approval", ["send", "send"]),
-    ("escalation", ["send", "cancel"]),
+@pytest.mark.parametrize(("source", "agent", "actions"), [
+    ("idle", "coder", ["send", "done", "cancel"]),
+    ("dead", "coder", ["resume", "restart", "cancel"]),
+    ("gate", "coder", ["send", "done", "cancel"]),
+    ("approval", "coder", ["send", "send"]),  # the agent's y/n prompt
+    ("approval", None, ["done", "reject"]),  # an approval step: nothing to type into
+    ("escalation", "coder", ["send", "cancel"]),
 ])
-def test_each_source_has_its_own_options(source, actions):
-    assert [o["action"] for o in decisions.options_for(source)] == actions
+def test_each_source_has_its_own_options(source, agent, actions):
+    assert [o["action"] for o in decisions.options_for(source, agent=agent)] == actions
+
+
+def test_an_approval_step_decision_takes_an_option_not_a_message_alone():
+    d = {"id": "d", "agent": None, "options": decisions.options_for("approval")}
+    assert decisions.choose(d, 1, None) == ("done", "")
+    assert decisions.choose(d, 2, "not on a Friday") == ("reject", "not on a Friday")
+    with pytest.raises(OjError, match="a message alone answers nothing here"):
+        decisions.choose(d, None, "ship it")
 
 
 def test_a_question_offers_the_agents_own_options_then_free_text():

@@ -151,6 +151,11 @@ def test_shell_examples_run_as_written(doc: str, installed: Sandbox, sandbox_dir
     finally:
         for unit in ("oj-worker@*", "oj-cron@*.timer", "oj-job-*.scope"):
             installed.systemctl("stop", unit, check=False)
+        # what the examples enabled (oj systemd uninstall leaves instances' links): a later
+        # test's oj-workers.target must not want a timer whose schedule is gone
+        installed.run(["bash", "-c", "for l in /etc/systemd/system/*.wants/oj-worker@*.service "
+                       "/etc/systemd/system/*.wants/oj-cron@*.timer; do [ -L \"$l\" ] && "
+                       "systemctl disable \"${l##*/}\"; done; true"], check=False)
         installed.run(["env", f"OJ_STATE_DIR={env['OJ_STATE_DIR']}", "PATH=" + SANDBOX_PATH,
                        os.path.join(os.path.dirname(sys.executable), "oj"), "systemd",
                        "uninstall"], cwd=str(cwd), check=False)

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import OJ, OJD, Project, asleep_in, wait_until
 
+from ojd.project import project_name
+
 # workers and pushers as processes, also in its WAL-directory runs
 pytestmark = pytest.mark.end_to_end
 
@@ -517,8 +519,8 @@ def test_a_local_job_stuck_past_its_lease_keeps_its_item_and_holds_up_nothing_be
         assert p.json("queue", "show", first)["status"] == "active"
         assert p.events("queue:lease_expired") == []
     finally:
-        if stuck is not None:
-            os.kill(stuck, signal.SIGCONT)
+        if stuck is not None:  # its step sleeps on: it would outlive the test's database
+            os.kill(stuck, signal.SIGKILL)
         proc.terminate()
         proc.wait(timeout=30)
 
@@ -735,7 +737,8 @@ def test_a_queue_paused_on_one_host_is_not_taken_by_a_worker_on_another(postgres
         wait_until(lambda: len(p.events("worker:started")) == 1, "the worker to start")
         wait_until(lambda: asleep_in(worker.pid, "poll"), "the worker to wait")
         p.oj("queue", "pause", "q")
-        lock = b.state / "workers" / "w.lock"  # a poll touches it
+        # a poll touches its lock, named by the worker's full name
+        lock = b.state / "workers" / f"{project_name(str(p.root))}:w.lock"
         polled = lock.stat().st_mtime_ns
         p.oj("queue", "push", "q", "--var", "n=1")
         wait_until(lambda: lock.stat().st_mtime_ns != polled, "the push to wake the worker")

@@ -169,10 +169,15 @@ def test_run_as_needs_the_oj_group_and_records_nothing_without_it(project: Proje
 def test_a_refusal_names_the_worker_and_the_user_escaped_on_one_line(project: Project):
     path = project.write("work.hcl", RUNBOOK)
     os.chown(path, STRANGER, -1)
-    proc = project.oj("worker", "start", "w\nx", check=False)
+    proc = project.oj("worker", "start", "w", check=False)
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr.startswith("oj: refusing to run worker 'w\\nx' as root: ")
+    assert proc.stderr.startswith("oj: refusing to run worker 'w' as root: ")
+    # a name no unit can carry is refused before any check, escaped
+    proc = project.oj("worker", "start", "w\nx", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("oj: 'w\\nx' is not a worker name"), proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
     proc = project.oj("worker", "start", "--run-as", "no\nbody", "w", check=False)
     assert proc.returncode == 2
     assert proc.stderr == ("oj: no user 'no\\nbody' on this machine; name an existing user "

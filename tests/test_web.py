@@ -105,7 +105,11 @@ def web_project(project: Project):
 def browser():
     require(os.path.exists(CHROMIUM), "Debian's chromium is not installed "
                                       "(packaging/dev-setup.sh installs it)")
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    require(sync_playwright is not None, "Playwright is not installed (the test extra has it)")
     with sync_playwright() as p:
         # as root, Chromium's own sandbox cannot start: the test machine is the sandbox
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
@@ -230,6 +234,112 @@ def test_a_waiting_job_is_highlighted_and_answered_from_the_page(web_project, wo
     assert [e["message"] for e in project.events("job:answered")
             if e["id"] == job] == ["main, please"]
     expect(page.locator(f"table.waiting tr[data-job='{job}']")).to_have_count(0, timeout=2000)
+
+
+SHIP = """
+command "ship" {
+  args = "<branch>"
+  run  = { pipeline = "ship" }
+}
+pipeline "ship" {
+  vars = ["branch"]
+  step "ask" {
+    approve = "Deploy ${var.branch} to production?"
+    on_fail = { step = "undo" }
+  }
+  step "undo" {
+    run = "echo rolled back"
+  }
+}
+"""
+
+
+@pytest.fixture
+def approval(web_project):
+    """A job of `oj run ship v9` waiting at its approval step: (project, web, decision)."""
+    project, web = web_project
+    project.write("ship.hcl", SHIP)
+    run = subprocess.Popen([OJ, "run", "ship", "v9"], cwd=project.root, env=project.env(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    found: list[dict] = []
+
+    def one_open() -> bool:
+        found[:] = project.json("decision", "list")  # type: ignore[assignment]
+        return len(found) == 1
+    try:
+        wait_until(one_open, "the approval step's decision")
+        yield project, web, found[0], run
+    finally:
+        run.kill()
+        run.wait()
+
+
+def test_a_decision_shows_its_options_and_is_resolved_from_the_page(approval, page):
+    from playwright.sync_api import expect
+
+    project, web, d, run = approval
+    set_token(project, TOKEN)
+    open_live(page, web.url + f"/?token={TOKEN}")
+    box = page.locator(f"table.waiting tr.attention .decision[data-decision='{d['id']}']")
+    expect(box).to_contain_text("Deploy v9 to production?")
+    expect(box.locator(".source")).to_have_text("approval")
+    expect(box.locator("button[name=option]")).to_have_text(
+        [re.compile(r"^1\. Approve"), re.compile(r"^2\. Reject")])
+    box.locator("input[name=message]").fill("not on a Friday")
+    box.locator("input[name=message]").press("Enter")  # Enter alone chooses nothing
+    box.locator("button[name=option][value='2']").click()
+    expect(page.locator("#notice")).to_contain_text(f"decision {d['id']} resolved",
+                                                    timeout=10_000)
+    (event,) = project.events("decision:resolved")
+    assert (event["id"], event["option"], event["message"]) == (d["id"], 2, "not on a Friday")
+    assert event["by"].startswith("web:")
+    assert run.wait(timeout=30) == 0  # rejected: on_fail's step recovered
+    expect(page.locator(f".decision[data-decision='{d['id']}']")).to_have_count(0,
+                                                                               timeout=2000)
+    # the job's page keeps its decisions: who chose what
+    page.goto(web.url + f"/job/{d['job']}")
+    done = page.locator(f".decisions .decision.done[data-decision='{d['id']}']")
+    expect(done).to_contain_text("resolved by web:")
+    expect(done).to_contain_text("2. Reject")
+    expect(done).to_contain_text("not on a Friday")
+
+
+def test_a_waiting_jobs_page_resolves_its_open_decision(approval, page):
+    from playwright.sync_api import expect
+
+    project, web, d, run = approval
+    set_token(project, TOKEN)
+    open_live(page, web.url + f"/job/{d['job']}?token={TOKEN}")
+    page.locator(f".decision[data-decision='{d['id']}'] button[name=option][value='1']").click()
+    expect(page.locator("#notice")).to_contain_text(f"decision {d['id']} resolved",
+                                                    timeout=10_000)
+    assert run.wait(timeout=30) == 0
+    assert [(e["id"], e["option"]) for e in project.events("decision:resolved")] == \
+        [(d["id"], 1)]
+
+
+def test_resolving_a_decision_without_the_token_is_refused(approval, page):
+    from playwright.sync_api import expect
+
+    project, web, d, _ = approval
+    path = f"/api/decisions/{d['id']}/resolve"
+    assert web.post(path, body={"option": 1})[0] == 403  # no web_token set
+    set_token(project, TOKEN)
+    open_live(page, web.url + "/")  # opened without the token
+    page.locator(f".decision[data-decision='{d['id']}'] button[name=option][value='1']").click()
+    expect(page.locator("#notice")).to_contain_text("needs the token", timeout=10_000)
+    assert web.post(path, body={"option": 1})[0] == 401
+    assert web.post(path, {"Authorization": "Bearer wrong"}, {"option": 1})[0] == 401
+    assert project.events("decision:resolved") == []
+    assert project.json("decision", "show", d["id"])["status"] == "open"  # type: ignore[index]
+    # with it: a bad choice is one line, the good one resolves
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    status, answer = web.post(path, bearer, {"option": 3})
+    assert status == 409 and "has options 1-2" in answer["message"]
+    assert web.post(path, bearer, {"option": 1}) == (200, {
+        "ok": True, "message": f"decision {d['id']} resolved: job {d['job']} runs on"})
+    status, answer = web.post(path, bearer, {"option": 2})
+    assert status == 409 and "already resolved by web:" in answer["message"]
 
 
 def test_an_action_without_the_token_is_refused(web_project, worker, page):

@@ -100,8 +100,11 @@ def _act(app, decision_id: str, number: int | None, message: str | None) -> str:
     if done.action == "cancel":
         return f"decision {d['id']} resolved: job {job['id']} cancelled"
     what = {"done": "its step is marked done", "restart": "its agent starts again",
-            "resume": "its agent resumes with the message"}.get(
+            "resume": "its agent resumes with the message",
+            "reject": "its step fails (rejected)"}.get(
         done.action, "the message goes to its agent" if done.text else "its agent is nudged")
+    if done.action == "done" and d["source"] == "approval":
+        what = "approved"
     line = f"decision {d['id']} resolved: job {job['id']} runs on, {what}"
     proc = job.get("process")
     if not alive(proc) and not elsewhere(proc):  # a runner on another host sees it there

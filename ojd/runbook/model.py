@@ -88,6 +88,9 @@ class Step:
     timeout: float | None = None  # seconds; past it the step is stopped and fails
     on_cancel: str | None = None  # the cleanup step a cancel runs while this step runs
     on_fail_attempts: int | None = None  # upstream's attempts: on_fail taken at most N times
+    # an approval step (no run, no agent): the question a person approves (on_done) or
+    # rejects (on_fail), a template
+    approve: str | None = None
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,8 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "pipeline": {"vars": _LIST, "defaults": _OBJ, "workspace": _STR, "on_done": _OBJ,
                  "on_fail": _OBJ, "on_cancel": _OBJ, "max_visits": _INT, "name": _STR,
                  "timeout": _DURATION, "source": _STR_OR_OBJ},
-    "step": {"run": _STR_OR_OBJ, "on_done": _OBJ, "on_fail": _OBJ, "on_cancel": _OBJ,
+    "step": {"run": _STR_OR_OBJ, "approve": _STR, "on_done": _OBJ, "on_fail": _OBJ,
+             "on_cancel": _OBJ,
              "timeout": _DURATION},
     # on_*: the messages (templates); exec, webhook: where they go (ojd/notifications.py)
     "notify": {"on_start": _STR, "on_done": _STR, "on_fail": _STR, "exec": _STR,
@@ -652,10 +653,21 @@ class _Builder(AgentChecks, References):
              ) -> Step:
         f = self.fields(file, block, "step")
         where = Where(file, block.line)
-        run = f.get("run")
+        run, approve = f.get("run"), f.get("approve")
         script = agent = None
-        if run is None:
-            self.p.add(file, block.line, f"step '{name}' needs 'run'")
+        if approve is not None:
+            if run is not None:
+                self.p.add(file, run.line, f"step '{name}' has both 'run' and 'approve'; an "
+                           "approval step runs nothing: keep one of them")
+            elif f.get("timeout") is not None:
+                self.p.add(file, f["timeout"].line, f"step '{name}' waits for a person: "
+                           "'timeout' does not apply to an approval step; remove it")
+            elif not str(approve.value).strip():
+                self.p.add(file, approve.line, f"step '{name}' approve needs the question a "
+                           'person answers, e.g. approve = "Deploy ${var.branch}?"')
+        elif run is None:
+            self.p.add(file, block.line, f"step '{name}' needs 'run' (a script or an agent) "
+                       "or 'approve' (a question a person approves or rejects)")
         elif isinstance(run.value, str):
             script = run.value
             self.script(file, run, f"step '{name}' of {word} '{pipeline}'")
@@ -666,7 +678,7 @@ class _Builder(AgentChecks, References):
                        "COMMAND ...\" or oj queue push")
         else:
             agent = self.target(file, run, "agent")
-        for key, attr in (("run", run), ("on_done", f.get("on_done")),
+        for key, attr in (("run", run), ("approve", approve), ("on_done", f.get("on_done")),
                           ("on_fail", f.get("on_fail")), ("on_cancel", f.get("on_cancel"))):
             if attr is not None:
                 self.at[("step", pipeline, name, key)] = attr.value_line or attr.line
@@ -674,7 +686,9 @@ class _Builder(AgentChecks, References):
         return Step(name, script, agent, self.target(file, f.get("on_done"), "step"),
                     on_fail, where,
                     self.optional_duration(file, f, f"step '{name}' timeout"),
-                    self.target(file, f.get("on_cancel"), "step"), attempts)
+                    on_cancel=self.target(file, f.get("on_cancel"), "step"),
+                    on_fail_attempts=attempts,
+                    approve=approve.value if approve is not None and run is None else None)
 
     def on_fail_route(self, file: str, attr: Attribute | None) -> tuple[str | None, int | None]:
         """A step's ``on_fail``: ``{ step = "NAME" }``, or upstream's ``{ step = "NAME",

@@ -144,6 +144,8 @@ class References:
         out += [(self.field_where(("local", p.name, n), p.where), v) for n, v in p.locals]
         out += [(self.field_where(("step", p.name, s.name, "run"), s.where), s.run)
                 for s in p.steps.values() if s.run is not None]
+        out += [(self.field_where(("step", p.name, s.name, "approve"), s.where), s.approve)
+                for s in p.steps.values() if s.approve is not None]
         out += [(self.field_where(("notify", p.name, k), p.where), v)
                 for k, v in p.notify.items() if k.startswith("on_")]
         return out
@@ -179,6 +181,9 @@ class References:
                            "not defined" + did_you_mean(s.agent, list(self.rb.agents)))
             if s.run is not None:
                 self.check_templates(run_at, s.run, known)
+            if s.approve is not None:
+                self.check_templates(self.field_where(("step", p.name, s.name, "approve"),
+                                                      s.where), s.approve, known)
         for key, value in p.notify.items():
             if not key.startswith("on_"):  # exec, webhook: a command and a URL, as written
                 continue

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from ojd import paths
 from ojd.agents import session
+from ojd.decisions import choose
 from ojd.errors import OjError
 from ojd.events import (
     agent_suspended,
@@ -236,6 +237,7 @@ def answer(store: Store, job_id: str, message: str) -> None:
             raise OjError(f"job {job_id} is {status}, not waiting for an answer")
         d = tx.state.decisions.get(j.get("decision") or "")
         if d is not None and d["status"] == "open":  # the answer resolves its decision
+            choose(d, None, message)  # one an answer can resolve (not an approval step's)
             tx.append(decision_resolved(id=d["id"], option=None, message=message,
                                         by=user_name(), host=host_name()))
         else:

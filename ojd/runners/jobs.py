@@ -38,6 +38,7 @@ from ojd.runbook.bashsyntax import needs_shell
 from ojd.runbook.model import Pipeline, Runbook, Step
 from ojd.runbook.template import LOCAL_PREFIX, TemplateError, render_shell, render_text
 from ojd.runners import joblog, sources
+from ojd.runners.approval import run_approval_step
 from ojd.runners.jobrecords import fail_job as fail_job
 from ojd.runners.jobrecords import job_created_event as job_created_event
 from ojd.runners.jobrecords import settle_item
@@ -425,6 +426,8 @@ class JobRunner:
         s = pipeline.steps[step]
         self.progress(job["id"], "at", f"{pipeline.name}/{step}")
         log.write(f"==> step {step} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
+        if s.approve is not None:
+            return run_approval_step(self, job, pipeline, step, ctx, log)
         if s.run is None:
             # lazy: tmux and trust checks, for agent steps only, not every job process
             from ojd.agents.step import run_agent_step

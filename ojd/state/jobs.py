@@ -78,6 +78,9 @@ class JobFold:
         if job is None:
             return
         job["step_status"] = "ok" if ev.get("exit") == 0 else "failed"
+        # what a person chose for the step (an approval, an answer) ends with it
+        if job.get("pending_answer") is not None or job.get("pending_action") is not None:
+            job["pending_answer"] = job["pending_action"] = None
         if job["history"] and job["history"][-1]["step"] == ev["step"]:
             job["history"][-1].update(exit=ev.get("exit"), finished_at=ev["ts"])
         job["next"] = ev.get("next")

@@ -1,4 +1,5 @@
-"""The page's actions (retry an item, cancel a job, answer a waiting job) and who may take
+"""The page's actions (retry an item, cancel a job, answer a waiting job, resolve a
+decision) and who may take
 them: whoever sends the state dir's ``web_token`` (``oj.conf``), as ``Authorization:
 Bearer TOKEN`` or ``?token=TOKEN``, from any address. Each action is the call the CLI
 makes; nothing here decides anything about the state."""
@@ -10,7 +11,8 @@ import os
 
 from ojd import conf, queues, wake
 from ojd.errors import OjError
-from ojd.runners import control
+from ojd.identity import user_name
+from ojd.runners import control, decide
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -68,6 +70,17 @@ def answer(store: Store, job_id: str, message: str) -> str:
     job = _job(store, job_id)
     control.answer(store, job["id"], message)
     return f"job {job['id']} answered; it goes on"
+
+
+def resolve(store: Store, decision_id: str, option: object, message: object) -> str:
+    """As ``oj decision resolve``; recorded as by ``web:USER`` (the server's user: the
+    page has one token, not a person's name)."""
+    if option is not None and (not isinstance(option, int) or isinstance(option, bool)):
+        raise OjError("option must be a number (1, 2, ...)")
+    text = str(message).strip() if message else None
+    done = decide.resolve(store, decision_id, option, text or None, by=f"web:{user_name()}")
+    return f"decision {done.decision['id']} resolved: job {done.job['id']} " + (
+        "cancelled" if done.action == "cancel" else "runs on")
 
 
 def retry(store: Store, project: str, queue: str, item_id: str) -> str:

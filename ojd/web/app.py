@@ -116,6 +116,7 @@ class Dashboard:
 
     def action(self, request: Request) -> Response:
         """``POST /api/jobs/ID/cancel``, ``/api/jobs/ID/answer`` (``{"message": ...}``),
+        ``/api/decisions/ID/resolve`` (``{"option": N, "message": ...}``),
         ``/api/items/ID/retry``; JSON in, ``{"ok": ..., "message": ...}`` out."""
         if not actions.same_origin(request.headers.get("Origin"), request.headers.get("Host")):
             return _json(403, False, "refused: the request comes from another site's page")
@@ -140,6 +141,9 @@ class Dashboard:
                 message = actions.cancel(self.store, ident)
             elif (kind, verb) == ("jobs", "answer"):
                 message = actions.answer(self.store, ident, str(body.get("message") or ""))
+            elif (kind, verb) == ("decisions", "resolve"):
+                message = actions.resolve(self.store, ident, body.get("option"),
+                                          body.get("message"))
             elif (kind, verb) == ("items", "retry"):
                 item = self.store.refresh().items.get(ident)
                 if item is None:

@@ -8,7 +8,7 @@ import json
 import time
 from html import escape
 
-ASSET_VERSION = "1"  # in the assets' URLs: a new oj's page does not use an old cached file
+ASSET_VERSION = "2"  # in the assets' URLs: a new oj's page does not use an old cached file
 
 
 def e(value: object) -> str:
@@ -67,6 +67,53 @@ def _answer_form(job_id: str) -> str:
             "<button type=\"submit\">Answer</button></form>")
 
 
+NEEDS_MESSAGE = ' data-needs-message="1"'
+
+
+def decision(d: dict) -> str:
+    """An open decision: its source, why, the agent's last screen lines (collapsed), and
+    its numbered options as buttons, with a message field (needed by some options)."""
+    lines = "\n".join(d.get("screen") or ())
+    screen = (f"<details class=\"screen\"><summary>its screen, last {len(d['screen'])} "
+              f"lines</summary><pre>{e(lines)}</pre></details>"
+              if d.get("screen") else "")
+    needs = [str(n) for n, o in enumerate(d["options"], 1) if o.get("needs_message")]
+    hint = f"message (needed by {', '.join(needs)})" if needs else "message (optional)"
+    buttons = "".join(
+        f"<button type=\"submit\" name=\"option\" value=\"{n}\""
+        f"{NEEDS_MESSAGE if o.get('needs_message') else ''}>"
+        f"{n}. {e(o['label'])}</button>" for n, o in enumerate(d["options"], 1))
+    where = " · ".join(e(x) for x in (d.get("step"), d.get("agent")) if x)
+    return (f"<div class=\"decision\" data-decision=\"{e(d['id'])}\">"
+            f"<p><span class=\"source\">{e(d['source'])}</span> decision "
+            f"<code>{e(d['id'])}</code>{' · ' + where if where else ''} · {when(d['created_at'])}"
+            f"</p><p class=\"why\">{e(d['reason'])}</p>{screen}"
+            f"<form class=\"resolve\" data-action=\"resolve\" data-decision=\"{e(d['id'])}\">"
+            # a disabled default button: Enter in the message field chooses nothing
+            "<button type=\"submit\" disabled hidden aria-hidden=\"true\"></button>"
+            f"<input name=\"message\" placeholder=\"{hint}\" aria-label=\"message\">"
+            f"<span class=\"options\">{buttons}</span></form>"
+            f"<div class=\"hint\"><code>oj decision resolve {e(d['id'])} N [-m ...]</code>"
+            "</div></div>")
+
+
+def _decision_done(d: dict) -> str:
+    """A decision no longer open, for a job's page: what was chosen and by whom."""
+    if d["status"] == "resolved":
+        n = d.get("option")
+        chosen = (f"{n}. {d['options'][n - 1]['label']}" if n and n <= len(d["options"])
+                  else "a message")
+        by = f"{d.get('by') or '?'}@{d['host']}" if d.get("host") else d.get("by") or "?"
+        what = (f"resolved by {e(by)} {when(d.get('resolved_at'))}: {e(chosen)}"
+                + (f" — <q>{e(d['message'])}</q>" if d.get("message") else ""))
+    else:
+        what = f"closed {when(d.get('resolved_at'))} (its job stopped waiting on it)"
+    return (f"<div class=\"decision done\" data-decision=\"{e(d['id'])}\"><p><span "
+            f"class=\"source\">{e(d['source'])}</span> decision <code>{e(d['id'])}</code> · "
+            f"{e(d.get('step') or '-')}</p><p class=\"why\">{e(d['reason'])}</p>"
+            f"<p class=\"outcome\">{what}</p></div>")
+
+
 def dashboard(report: dict) -> str:
     """The live part of the dashboard."""
     out = []
@@ -94,10 +141,12 @@ def _project(s: dict, minutes: int) -> str:
     if jobs["waiting"]:
         rows = [f"<tr class=\"attention\" data-job=\"{e(j['id'])}\"><td>{_job_link(j['id'])}</td>"
                 f"<td>{e(short(j['name'], 40))}</td><td>{e(j['step'] or '-')}</td>"
-                f"<td>{when(j['updated_at'])}</td><td class=\"reason\">{e(j['reason'] or '-')}"
-                f"{' (dismissed)' if j.get('dismissed') else ''}"
-                f"<div class=\"hint\"><code>{e(j['answer'])}</code></div></td>"
-                f"<td class=\"actions\">{_answer_form(j['id'])}"
+                f"<td>{when(j['updated_at'])}</td><td class=\"reason\">"
+                + (decision(j["decision"]) if j.get("decision") else
+                   f"{e(j['reason'] or '-')}<div class=\"hint\"><code>{e(j['answer'])}</code>"
+                   "</div>")
+                + f"{' (dismissed)' if j.get('dismissed') else ''}</td>"
+                f"<td class=\"actions\">{'' if j.get('decision') else _answer_form(j['id'])}"
                 f"{_button('cancel', 'Cancel', job=j['id'])}</td></tr>"
                 for j in jobs["waiting"]]
         out.append("<h3 class=\"attention\">Waiting for a person</h3>"
@@ -187,7 +236,9 @@ def job(data: dict) -> str:
     actions = []
     if j["status"] in ("running", "waiting"):
         actions.append(_button("cancel", "Cancel", job=j["id"]))
-    if j["status"] == "waiting":
+    waits_on = next((d for d in data.get("decisions", ()) if d["status"] == "open"
+                     and d["id"] == j.get("decision")), None)
+    if j["status"] == "waiting" and waits_on is None:
         actions.append(_answer_form(j["id"]))
     item = data["item"]
     if item is not None and item.get("job") == j["id"] and item["status"] in ("failed",
@@ -196,9 +247,13 @@ def job(data: dict) -> str:
                                queue=item["queue"], project=item["project"]))
     if actions:
         out.append(f"<div class=\"actions\">{''.join(actions)}</div>")
-    if j["status"] == "waiting":
+    if j["status"] == "waiting" and waits_on is None:
         out.append(f"<p class=\"attention reason\">waiting: {e(j.get('waiting_reason') or '-')}"
                    f" — answer: <code>oj job resume {e(j['id'])} -m '...'</code></p>")
+    if data.get("decisions"):
+        out.append("<h3>Decisions</h3><div class=\"decisions\">" + "".join(
+            decision(d) if d is waits_on else _decision_done(d)
+            for d in reversed(data["decisions"])) + "</div>")
     fields = [("project", e(j["project"])), ("pipeline", e(j["pipeline"])),
               ("step", e(j["step"] or "-")), ("worker", e(j.get("worker") or "-")),
               ("item", e(j.get("item") or "-")), ("cron", e(j.get("cron") or "-")),

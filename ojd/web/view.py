@@ -98,6 +98,8 @@ def dashboard(store: Store, history: EventHistory, systemd: Systemd | None, now:
             j["tail"] = None if tail is None else "\n".join(tail.splitlines()[-TAIL_LINES:])
         for j in section["jobs"]["waiting"]:
             j["answer"] = f"oj job resume {j['id']} -m '...'"
+            d = state.decisions.get(j.get("decision") or "")
+            j["decision"] = d if d is not None and d["status"] == "open" else None
     report["rate_minutes"] = RATE_MINUTES
     return report
 
@@ -108,5 +110,7 @@ def job_page(store: Store, history: EventHistory, job_id: str) -> dict | None:
     if job is None:
         return None
     item = store.state.items.get(job.get("item") or "")
+    mine = sorted((d for d in store.state.decisions.values() if d["job"] == job_id),
+                  key=lambda d: d["created_at"])
     return {"job": job, "item": item, "events": history.job_events(job_id),
-            "log": log_tail(store.root, job_id, JOB_LOG_BYTES)}
+            "decisions": mine, "log": log_tail(store.root, job_id, JOB_LOG_BYTES)}

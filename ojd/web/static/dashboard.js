@@ -79,6 +79,20 @@
     }
   });
   document.addEventListener("submit", (ev) => {
+    const d = ev.target.closest("form[data-action=resolve]");
+    if (d) {  // a decision's option: the button pressed says which
+      ev.preventDefault();
+      const b = ev.submitter;
+      const message = d.elements.message.value.trim();
+      if (b && b.dataset.needsMessage && !message) {
+        say("option " + b.value + " needs a message: type it first", false);
+        d.elements.message.focus();
+        return;
+      }
+      act("/api/decisions/" + encodeURIComponent(d.dataset.decision) + "/resolve",
+          { option: b ? parseInt(b.value, 10) : null, message: message || null });
+      return;
+    }
     const f = ev.target.closest("form[data-action=answer]");
     if (!f) return;
     ev.preventDefault();
