@@ -13,6 +13,7 @@ import functools
 import os
 import re
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 
 from ojd import paths
@@ -301,7 +302,26 @@ def set_workspace_aside(root: str, path: str) -> str:
 
 def delete_aside(root: str, aside: str) -> None:
     full = _check_child(paths.workspaces_dir(root), aside)
+    repo = _worktree_repository(full)
     shutil.rmtree(full)  # never follows symlinks inside the tree
+    if repo is not None:  # a git worktree (a git source's): its repository forgets it
+        subprocess.run(["git", "--git-dir", repo, "worktree", "prune"], capture_output=True,
+                       timeout=60, check=False)
+
+
+def _worktree_repository(directory: str) -> str | None:
+    """The git directory of the repository whose worktree ``directory`` is, else None: a
+    worktree's ``.git`` is a file, ``gitdir: REPO/.git/worktrees/NAME``."""
+    try:
+        with open(os.path.join(directory, ".git")) as f:
+            line = f.readline(4096).strip()
+    except OSError:  # none, or a directory: a repository of its own, not a worktree
+        return None
+    gitdir = line.removeprefix("gitdir: ")
+    if gitdir == line or os.path.basename(os.path.dirname(gitdir)) != "worktrees":
+        return None
+    repo = os.path.dirname(os.path.dirname(gitdir))
+    return repo if os.path.isdir(repo) else None
 
 
 def remove_log(root: str, path: str) -> None:

@@ -97,3 +97,15 @@ def test_a_folder_source_is_a_fresh_directory_per_job(project: Project):
     log = project.oj("job", "logs", job["id"]).stdout
     assert f"root={job['cwd']} nonce={job['id']} pwd={job['cwd']}\n0\n" in log
     assert job["cwd"] != str(project.root)
+
+
+def test_workspace_prune_removes_a_kept_worktree_and_its_repository_forgets_it(
+        project: Project):
+    project.write("feat.hcl", RUNBOOK)
+    repo(project)
+    project.oj("run", "feat", "kept", "--fail", "yes", check=False)
+    [job] = project.json("job", "list")
+    assert job["cwd"] in git(project, "worktree", "list")
+    project.oj("workspace", "prune", "--older-than", "0s")
+    assert not Path(job["cwd"]).exists()
+    assert job["cwd"] not in git(project, "worktree", "list")
