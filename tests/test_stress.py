@@ -66,10 +66,13 @@ def test_pushers_a_draining_worker_and_compaction_lose_nothing(project: Project,
     with open(tmp_path / "worker.log", "w") as log:  # a pipe nobody reads would fill up
         worker = subprocess.Popen([OJD, "worker", "w", "--foreground"], cwd=project.root,
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+    # from the project, as a shell step's push is: ${invoke.dir} is where a push ran
     compactor = subprocess.Popen([sys.executable, "-c", COMPACTOR, str(stop)], env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                 cwd=project.root, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
     pushers = [subprocess.Popen([sys.executable, "-c", PUSHER, f"p{k}", "300"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                cwd=project.root, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
                for k in range(4)]
     cli = []
     for i in range(30):  # and the real CLI, in between

@@ -133,7 +133,9 @@ def test_project_option_takes_a_recorded_project_name(projects):
     # from the shop's directory, the blog's queue by the blog's name
     blog_item = shop.oj("--project", "blog", "queue", "push", "merges", '{"n": "x"}'
                         ).stdout.strip()
-    shop.sb.wait_for(lambda: blog.ran("merged x"), timeout=30, what="the blog's worker")
+    # the blog's worker runs it; ${invoke.dir} is where the push ran: the shop's directory
+    shop.sb.wait_for(lambda: shop.ran("merged x"), timeout=30, what="the blog's worker")
+    assert blog.ran("merged x") == []
     items = json.loads(blog.oj("queue", "list", "--items", "-o", "json").stdout)
     assert blog_item in {i["id"] for i in items}
     proc = shop.oj("--project", "nosuch", "worker", "list", check=False)
