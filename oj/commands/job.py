@@ -295,7 +295,7 @@ def rerun_cmd(app, job_id: str, detach: bool) -> int:
     item's data, a command's args); the old job stays as it was. Its output is followed
     as `oj run` does, and the exit status is the new job's outcome."""
     # lazy: the run command and the job runners, off oj status (as in logs_cmd)
-    from oj.commands.run import cli_owner, follow_job, keeps_running, start_job
+    from oj.commands.run import cli_owner, launch
     from ojd.queues import new_id
     from ojd.runners.jobs import job_created_event
 
@@ -321,15 +321,8 @@ def rerun_cmd(app, job_id: str, detach: bool) -> int:
                                   j["vars"], base, owner=owner, name=j["name"], job_id=new,
                                   rerun_of=j["id"], invoked_from=j.get("invoke"))]
 
-    try:
-        start_job(app, new, create, j["name"])
-        if detach:
-            click.echo(new)
-            return 0
-        click.echo(f"job {new} ({j['pipeline']}) started: a rerun of job {j['id']}", err=True)
-        return follow_job(app, new)
-    except KeyboardInterrupt:
-        return keeps_running(new)
+    return launch(app, new, create, j["name"], detach,
+                  f"job {new} ({j['pipeline']}) started: a rerun of job {j['id']}")
 
 
 @job.command("dismiss")

@@ -212,10 +212,15 @@ def retry_cmd(app, queue_name: str, item_id: str | None, all_dead: bool) -> None
     ids = retry(app.store, app.root, queue_name, item_id, all_dead)
     click.echo(f"retrying {len(ids)} item(s)" + (f": {', '.join(ids)}" if ids else ""))
     if ids:  # as a push does: the queue's workers take them now, not at their next poll
-        defined = [w.name for w in app.runbook.workers.values() if w.queue == queue_name]
-        woken, idle = wake_queue_workers(app.store, app.root, queue_name, defined)
-        if idle and not woken:
-            click.echo(f"oj: {not_woken(idle, app.store.root, app.root)}", err=True)
+        _wake_workers(app, queue_name)
+
+
+def _wake_workers(app, queue_name: str) -> None:
+    """Wake the queue's workers, as a push does; say so when none of them runs to wake."""
+    defined = [w.name for w in app.runbook.workers.values() if w.queue == queue_name]
+    woken, idle = wake_queue_workers(app.store, app.root, queue_name, defined)
+    if idle and not woken:
+        click.echo(f"oj: {not_woken(idle, app.store.root, app.root)}", err=True)
 
 
 @queue.command("pause", short_help="Stop every host taking the queue's items.")
@@ -242,10 +247,7 @@ def resume_cmd(app, queue_name: str) -> None:
         click.echo(f"queue {quoted(queue_name)} is not paused")
         return
     click.echo(f"resumed queue {quoted(queue_name)}")
-    defined = [w.name for w in app.runbook.workers.values() if w.queue == queue_name]
-    woken, idle = wake_queue_workers(app.store, app.root, queue_name, defined)
-    if idle and not woken:
-        click.echo(f"oj: {not_woken(idle, app.store.root, app.root)}", err=True)
+    _wake_workers(app, queue_name)
 
 
 @queue.command("drain", short_help="Drop every item still waiting to be taken.")

@@ -89,6 +89,12 @@ def _run_pipeline(app, pipeline: str, values: dict, name: str, detach: bool) -> 
         return [job_created_event(tx, store.root, app.runbook, app.root, pipeline, values,
                                   os.getcwd(), owner=owner, name=name, job_id=job_id)]
 
+    return launch(app, job_id, create, name, detach, f"job {job_id} ({pipeline}) started")
+
+
+def launch(app, job_id: str, create, name: str, detach: bool, started: str) -> int:
+    """Start the job ``create`` records, then print its id (``detach``) or say ``started``
+    and follow it to its end: the exit status of ``oj run`` and ``oj job rerun``."""
     try:
         # a Ctrl-C while the job's process starts is held until it runs (start_job), and
         # then lands anywhere from here on: the job runs on either way
@@ -96,7 +102,7 @@ def _run_pipeline(app, pipeline: str, values: dict, name: str, detach: bool) -> 
         if detach:
             click.echo(job_id)
             return 0
-        click.echo(f"job {job_id} ({pipeline}) started", err=True)
+        click.echo(started, err=True)
         return follow_job(app, job_id)
     except KeyboardInterrupt:
         return keeps_running(job_id)
